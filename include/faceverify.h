@@ -1,0 +1,252 @@
+/*
+ * faceverify.h: the whole public API of libfaceverify.
+ *
+ * The data flows one way: bytes -> fv_image (decode) -> fv_face[] (detect,
+ * with 5 landmarks) -> 150x150 aligned chip -> 128-d embedding -> distance
+ * and decision.  Every function returns an fv_status; details of a failure
+ * go into an optional caller-supplied error buffer (err, errlen), which is
+ * always NUL-terminated when errlen > 0.  The library never prints, never
+ * exits, and never aborts on input.
+ *
+ * Ownership: objects made by fv_*_create / fv_image_* are owned by the
+ * caller and released with the matching destroy function; destroy(NULL) is
+ * a no-op.  Output arrays (faces, embeddings, chips) are caller-owned.
+ *
+ * Threads: an fv_engine is immutable after creation (models loaded, pool
+ * started) and all fv_* functions taking a const engine may be called from
+ * several threads at once; each call uses the engine's pool for its inner
+ * parallelism.
+ */
+#ifndef FACEVERIFY_H
+#define FACEVERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(FV_BUILDING_LIBRARY)
+#define FV_API __attribute__((visibility("default")))
+#else
+#define FV_API
+#endif
+
+#define FV_VERSION_STRING "0.1.0"
+#define FV_EMBED_DIM 128
+#define FV_CHIP_SIZE 150
+#define FV_NUM_LANDMARKS 5
+#define FV_MODEL_ID "dlib_resnet_v1"
+
+/* One status enum for the whole library.  Append-only: values never change
+ * meaning once released. */
+typedef enum fv_status {
+    FV_OK = 0,
+    FV_E_INVALID_ARGUMENT = 1, /* NULL pointer, bad option value */
+    FV_E_NO_MEMORY = 2,        /* allocation failed */
+    FV_E_IO = 3,               /* a file could not be opened or read */
+    FV_E_IMAGE_FORMAT = 4,     /* not a supported image format */
+    FV_E_IMAGE_CORRUPT = 5,    /* truncated or corrupt image data */
+    FV_E_IMAGE_TOO_LARGE = 6,  /* input bytes or pixel count above limits */
+    FV_E_MODEL_MISSING = 7,    /* a model file is not where it should be */
+    FV_E_MODEL_CORRUPT = 8,    /* a model file failed validation */
+    FV_E_NO_FACE = 9,          /* no face found */
+    FV_E_MULTIPLE_FACES = 10,  /* several faces where one was required */
+    FV_E_UNSUPPORTED = 11,     /* feature or detector not available */
+    FV_E_INTERNAL = 12,        /* a bug: an invariant did not hold */
+    FV_STATUS_COUNT_ = 13      /* not a status; keeps tests honest */
+} fv_status;
+
+/* Returns a static, human-readable description of a status; never NULL
+ * (unknown values give "unknown status").  Thread-safe. */
+FV_API const char *fv_strerror(fv_status st);
+
+/* Returns a short stable identifier such as "no_face" for a status; never
+ * NULL.  Used by the CLI and server for machine-readable error codes. */
+FV_API const char *fv_status_name(fv_status st);
+
+/* ---------------------------------------------------------------- images */
+
+/* Limits applied before any pixel memory is allocated. */
+typedef struct fv_limits {
+    size_t max_input_bytes; /* default 10 MB (10 * 1000 * 1000) */
+    uint64_t max_pixels;    /* default 40 megapixels */
+} fv_limits;
+
+#define FV_DEFAULT_MAX_INPUT_BYTES ((size_t)10 * 1000 * 1000)
+#define FV_DEFAULT_MAX_PIXELS ((uint64_t)40 * 1000 * 1000)
+
+/* Fills *lim with the defaults above. */
+FV_API void fv_limits_init(fv_limits *lim);
+
+/* A decoded image: 8-bit RGB, interleaved, rows packed (stride 3*width),
+ * EXIF orientation already applied.  Owned by the caller. */
+typedef struct fv_image {
+    int width;
+    int height;
+    unsigned char *rgb;
+} fv_image;
+
+/* Decodes JPEG, PNG, WebP or BMP bytes (format sniffed from the bytes, not
+ * a name) into *out.  lim may be NULL for the defaults.  Grayscale, alpha,
+ * palette, CMYK and 16-bit inputs are converted to RGB8.  Thread-safe. */
+FV_API fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim,
+                                 fv_image **out, char *err, size_t errlen);
+
+/* Reads a file (refusing files above lim->max_input_bytes before reading
+ * them in full) and decodes it as fv_image_decode does. */
+FV_API fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out,
+                               char *err, size_t errlen);
+
+/* Makes an image from caller pixels (copied).  For bindings and tests. */
+FV_API fv_status fv_image_from_rgb(const unsigned char *rgb, int width, int height,
+                                   fv_image **out);
+
+/* Frees an image; NULL is a no-op. */
+FV_API void fv_image_destroy(fv_image *img);
+
+/* ---------------------------------------------------------------- engine */
+
+typedef enum fv_detector {
+    FV_DETECTOR_MMOD = 0, /* dlib's MMOD CNN face detector */
+    FV_DETECTOR_NONE = 1, /* the whole image is the face (tight crops) */
+    FV_DETECTOR_HAAR = 2  /* OpenCV Haar cascade (separate issue) */
+} fv_detector;
+
+/* Returns "mmod", "none", "haar"; NULL for an unknown value. */
+FV_API const char *fv_detector_name(fv_detector d);
+/* Parses a detector name; FV_E_UNSUPPORTED for an unknown name. */
+FV_API fv_status fv_detector_parse(const char *name, fv_detector *out);
+
+typedef struct fv_config {
+    const char *models_dir; /* NULL: $FACEVERIFY_MODELS, else the built-in default */
+    int threads;            /* worker threads; 0: number of online CPUs */
+    fv_limits limits;       /* decode limits */
+    float threshold;        /* default decision threshold; <= 0: calibrated default */
+} fv_config;
+
+/* Fills *cfg with defaults. */
+FV_API void fv_config_init(fv_config *cfg);
+
+typedef struct fv_engine fv_engine;
+
+/* Loads the three models (detector, shape predictor, ResNet) from the
+ * models directory and starts the thread pool.  Returns FV_E_MODEL_MISSING
+ * or FV_E_MODEL_CORRUPT with the file named in err on failure. */
+FV_API fv_status fv_engine_create(const fv_config *cfg, fv_engine **out, char *err,
+                                  size_t errlen);
+
+/* Stops the pool and frees the models; NULL is a no-op.  No call on the
+ * engine may be in progress. */
+FV_API void fv_engine_destroy(fv_engine *eng);
+
+/* The calibrated default threshold of this engine (Euclidean distance). */
+FV_API float fv_engine_threshold(const fv_engine *eng);
+
+/* Worker threads of the engine's pool. */
+FV_API int fv_engine_threads(const fv_engine *eng);
+
+/* ---------------------------------------------------------------- faces */
+
+typedef struct fv_point {
+    float x, y;
+} fv_point;
+
+typedef struct fv_face {
+    /* Box in original image pixels: left, top, right, bottom (exclusive). */
+    float left, top, right, bottom;
+    float score; /* detector confidence; 0 for FV_DETECTOR_NONE */
+    /* 5 landmarks (dlib order: right eye outer, right eye inner, left eye
+     * outer, left eye inner, nose base), original pixel coordinates. */
+    fv_point landmarks[FV_NUM_LANDMARKS];
+} fv_face;
+
+typedef struct fv_detect_options {
+    fv_detector detector;
+    /* MMOD: times to double the image before detecting (0..2); -1: auto,
+     * which upsamples small images so faces down to ~40 px are found. */
+    int upsample;
+    /* MMOD: images whose longer side exceeds this are downscaled first
+     * (boxes are mapped back); 0: never.  Default 1600. */
+    int max_side;
+    float min_score; /* drop detections below this score; default 0 */
+} fv_detect_options;
+
+FV_API void fv_detect_options_init(fv_detect_options *opt);
+
+/* Detects faces and their 5 landmarks.  Writes up to cap faces into faces[]
+ * (largest first) and the number found (which may exceed cap) into *count.
+ * Zero faces is FV_OK with *count = 0. */
+FV_API fv_status fv_detect(const fv_engine *eng, const fv_image *img,
+                           const fv_detect_options *opt, fv_face *faces, size_t cap,
+                           size_t *count, char *err, size_t errlen);
+
+/* Extracts the 150x150 RGB aligned chip (dlib's get_face_chip, padding
+ * 0.25) for a face whose landmarks are set.  chip: caller-owned
+ * FV_CHIP_SIZE*FV_CHIP_SIZE*3 bytes. */
+FV_API fv_status fv_face_chip(const fv_engine *eng, const fv_image *img, const fv_face *face,
+                              unsigned char *chip);
+
+/* Embeds n chips (n * 150*150*3 bytes, packed) into out (n * 128 floats).
+ * Deterministic for a given input and thread count. */
+FV_API fv_status fv_embed_chips(const fv_engine *eng, const unsigned char *chips, size_t n,
+                                float *out, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- compare */
+
+/* Euclidean distance of two 128-d embeddings. */
+FV_API float fv_distance(const float *a, const float *b);
+
+/* Similarity in [0,1], a decreasing function of distance:
+ *   s = 1 / (1 + exp((d - t) / 0.05))
+ * so s = 0.5 exactly at the threshold t, > 0.5 for a match. */
+FV_API float fv_similarity(float distance, float threshold);
+
+typedef struct fv_timings {
+    double decode_ms, detect_ms, landmarks_ms, chip_ms, embed_ms;
+} fv_timings;
+
+typedef struct fv_face_result {
+    fv_face face;     /* the face used */
+    size_t faces;     /* faces detected in the image */
+    float embedding[FV_EMBED_DIM];
+    fv_timings timings;
+} fv_face_result;
+
+/* Detects, aligns and embeds the face to use in img.  Several faces: the
+ * largest is used, unless strict, in which case FV_E_MULTIPLE_FACES.  No
+ * face: FV_E_NO_FACE. */
+FV_API fv_status fv_embed_face(const fv_engine *eng, const fv_image *img,
+                               const fv_detect_options *opt, int strict, fv_face_result *out,
+                               char *err, size_t errlen);
+
+typedef struct fv_verify_options {
+    fv_detect_options detect;
+    float threshold; /* <= 0: the engine's threshold */
+    int strict;      /* 1: several faces in an image is FV_E_MULTIPLE_FACES */
+} fv_verify_options;
+
+FV_API void fv_verify_options_init(fv_verify_options *opt);
+
+typedef struct fv_verify_result {
+    int verified; /* 1 when distance <= threshold */
+    float distance;
+    float threshold;
+    float similarity;
+    fv_face_result a, b;
+    const char *model;    /* static string, FV_MODEL_ID */
+    const char *detector; /* static string */
+    double total_ms;
+} fv_verify_result;
+
+/* Is the face in a the same person as the face in b?  On error, err names
+ * which image ("image a: no face found"). */
+FV_API fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
+                           const fv_verify_options *opt, fv_verify_result *out, char *err,
+                           size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

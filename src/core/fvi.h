@@ -1,0 +1,64 @@
+/*
+ * fvi.h: internal helpers shared by every module of libfaceverify.
+ *
+ * All heap memory goes through fvi_malloc/fvi_calloc/fvi_realloc/fvi_free so
+ * that tests can make the Nth allocation fail (fvi_alloc_fail_after) and
+ * check that every path returns FV_E_NO_MEMORY cleanly.  Size arithmetic
+ * uses the overflow-checked fvi_size_mul/fvi_size_add.  fvi_seterr writes a
+ * formatted message into a caller-supplied error buffer.
+ */
+#ifndef FVI_H
+#define FVI_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faceverify.h"
+
+#define FVI_UNUSED(x) ((void)(x))
+
+/* Programmer invariants only; never for input validation. */
+#ifdef NDEBUG
+#define FV_ASSERT(c) ((void)0)
+#else
+#include <assert.h>
+#define FV_ASSERT(c) assert(c)
+#endif
+
+/* Allocation wrapper.  Returns NULL on failure (or injected failure). */
+void *fvi_malloc(size_t n);
+void *fvi_calloc(size_t count, size_t size);
+void *fvi_realloc(void *p, size_t n);
+void fvi_free(void *p);
+/* 64-byte aligned memory for tensors (SIMD and BLAS friendly); free with
+ * fvi_free_aligned. */
+void *fvi_malloc_aligned(size_t n);
+void fvi_free_aligned(void *p);
+char *fvi_strdup(const char *s);
+
+/* Test hook: after n more successful allocations, every allocation fails
+ * (n < 0 disables).  Process-global, for single-threaded tests only. */
+void fvi_alloc_fail_after(long n);
+
+/* Overflow-checked size arithmetic: return 0 on success, -1 on overflow. */
+static inline int fvi_size_mul(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+static inline int fvi_size_add(size_t a, size_t b, size_t *out) {
+    if (b > SIZE_MAX - a) return -1;
+    *out = a + b;
+    return 0;
+}
+
+/* Writes a printf-style message into err (if err && errlen) and returns st,
+ * so callers can write `return fvi_seterr(err, errlen, FV_E_X, "...")`. */
+fv_status fvi_seterr(char *err, size_t errlen, fv_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Monotonic clock in milliseconds. */
+double fvi_now_ms(void);
+
+#endif

@@ -1,0 +1,206 @@
+/*
+ * image.c: public entry points of the image module (see image.h).
+ *
+ * Policy decisions, in one place:
+ *  - The format comes from the magic bytes only.  Zero bytes, or bytes that
+ *    match no supported signature, are FV_E_IMAGE_FORMAT (a known but
+ *    unsupported signature such as GIF or TIFF is named in the message).
+ *  - Input size is checked before anything else: fv_image_decode refuses
+ *    len > max_input_bytes, fv_image_load refuses such a file after fstat,
+ *    before reading it.  Pixel counts are checked by each decoder from the
+ *    header, before pixel memory is allocated.
+ *  - A zero field of fv_limits means "the default" so that a zeroed struct
+ *    is not a trap; there is no "unlimited" setting.
+ *  - Only regular files are loaded (a FIFO or device is FV_E_IO).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fvi.h"
+#include "image/image.h"
+
+void fv_limits_init(fv_limits *lim) {
+    if (!lim) return;
+    lim->max_input_bytes = FV_DEFAULT_MAX_INPUT_BYTES;
+    lim->max_pixels = FV_DEFAULT_MAX_PIXELS;
+}
+
+fv_limits fvi_limits_effective(const fv_limits *lim) {
+    fv_limits l;
+    fv_limits_init(&l);
+    if (lim) {
+        if (lim->max_input_bytes) l.max_input_bytes = lim->max_input_bytes;
+        if (lim->max_pixels) l.max_pixels = lim->max_pixels;
+    }
+    return l;
+}
+
+fv_status fvi_image_check_limits(const char *fmt, uint64_t w, uint64_t h, const fv_limits *lim,
+                                 char *err, size_t errlen) {
+    if (w == 0 || h == 0)
+        return fvi_seterr(err, errlen, FV_E_IMAGE_CORRUPT, "%s: zero image dimension", fmt);
+    /* Both fit in 32 bits for every format we read, so the product cannot
+     * overflow 64 bits; check anyway rather than rely on it. */
+    if (w > UINT64_MAX / h || w * h > lim->max_pixels)
+        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
+                          "%s: %llux%llu pixels exceed the limit of %llu", fmt,
+                          (unsigned long long)w, (unsigned long long)h,
+                          (unsigned long long)lim->max_pixels);
+    /* fv_image stores int dimensions and 3*w*h bytes. */
+    size_t bytes;
+    if (w > (uint64_t)INT32_MAX || h > (uint64_t)INT32_MAX ||
+        fvi_size_mul((size_t)w, (size_t)h, &bytes) || fvi_size_mul(bytes, 3, &bytes))
+        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE, "%s: %llux%llu pixels too large",
+                          fmt, (unsigned long long)w, (unsigned long long)h);
+    return FV_OK;
+}
+
+fv_status fvi_image_alloc(int w, int h, fv_image **out) {
+    if (!out || w <= 0 || h <= 0) return FV_E_INVALID_ARGUMENT;
+    size_t n;
+    if (fvi_size_mul((size_t)w, (size_t)h, &n) || fvi_size_mul(n, 3, &n))
+        return FV_E_INVALID_ARGUMENT;
+    fv_image *img = fvi_malloc(sizeof *img);
+    if (!img) return FV_E_NO_MEMORY;
+    img->rgb = fvi_malloc(n);
+    if (!img->rgb) {
+        fvi_free(img);
+        return FV_E_NO_MEMORY;
+    }
+    img->width = w;
+    img->height = h;
+    *out = img;
+    return FV_OK;
+}
+
+void fv_image_destroy(fv_image *img) {
+    if (!img) return;
+    fvi_free(img->rgb);
+    fvi_free(img);
+}
+
+fv_status fv_image_from_rgb(const unsigned char *rgb, int width, int height, fv_image **out) {
+    if (!rgb || !out) return FV_E_INVALID_ARGUMENT;
+    fv_image *img;
+    fv_status st = fvi_image_alloc(width, height, &img);
+    if (st != FV_OK) return st;
+    memcpy(img->rgb, rgb, (size_t)width * (size_t)height * 3);
+    *out = img;
+    return FV_OK;
+}
+
+typedef enum { FMT_UNKNOWN, FMT_JPEG, FMT_PNG, FMT_WEBP, FMT_BMP } img_format;
+
+/* Sniffs the container from its signature.  *other names a recognised but
+ * unsupported format for the error message (or stays NULL). */
+static img_format sniff(const unsigned char *d, size_t n, const char **other) {
+    *other = NULL;
+    if (n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF) return FMT_JPEG;
+    if (n >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return FMT_PNG;
+    if (n >= 12 && memcmp(d, "RIFF", 4) == 0 && memcmp(d + 8, "WEBP", 4) == 0) return FMT_WEBP;
+    if (n >= 2 && d[0] == 'B' && d[1] == 'M') return FMT_BMP;
+    if (n >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0))
+        *other = "GIF";
+    else if (n >= 4 && (memcmp(d, "II*\0", 4) == 0 || memcmp(d, "MM\0*", 4) == 0))
+        *other = "TIFF";
+    else if (n >= 12 && memcmp(d + 4, "ftyp", 4) == 0)
+        *other = "HEIF/AVIF/MP4";
+    else if (n >= 4 && memcmp(d, "\0\0\1\0", 4) == 0)
+        *other = "ICO";
+    return FMT_UNKNOWN;
+}
+
+fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, fv_image **out,
+                          char *err, size_t errlen) {
+    if (err && errlen) err[0] = '\0';
+    if (!out || (!bytes && len))
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "image: NULL argument");
+    fv_limits l = fvi_limits_effective(lim);
+    if (len > l.max_input_bytes)
+        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
+                          "image: %zu bytes exceed the input limit of %zu", len,
+                          l.max_input_bytes);
+    if (len == 0) return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT, "image: empty input");
+    const unsigned char *d = bytes;
+    const char *other;
+    switch (sniff(d, len, &other)) {
+    case FMT_JPEG: return fvi_decode_jpeg(d, len, &l, out, err, errlen);
+    case FMT_PNG: return fvi_decode_png(d, len, &l, out, err, errlen);
+    case FMT_WEBP: return fvi_decode_webp(d, len, &l, out, err, errlen);
+    case FMT_BMP: return fvi_decode_bmp(d, len, &l, out, err, errlen);
+    case FMT_UNKNOWN: break;
+    }
+    if (other)
+        return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,
+                          "image: %s is not supported (JPEG, PNG, WebP, BMP are)", other);
+    return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,
+                      "image: unknown format (JPEG, PNG, WebP, BMP are supported)");
+}
+
+/* Reads exactly the n bytes of fd (short reads retried, EINTR tolerated);
+ * returns the count read, which is < n when the file shrank, or -1. */
+static long long read_all(int fd, unsigned char *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    return (long long)got;
+}
+
+fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out, char *err,
+                        size_t errlen) {
+    if (err && errlen) err[0] = '\0';
+    if (!path || !out)
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "image: NULL argument");
+    fv_limits l = fvi_limits_effective(lim);
+    char ebuf[128];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (strerror_r(e, ebuf, sizeof ebuf) != 0) ebuf[0] = '\0';
+        return fvi_seterr(err, errlen, FV_E_IO, "%s: %s", path, ebuf);
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        if (strerror_r(e, ebuf, sizeof ebuf) != 0) ebuf[0] = '\0';
+        return fvi_seterr(err, errlen, FV_E_IO, "%s: %s", path, ebuf);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return fvi_seterr(err, errlen, FV_E_IO, "%s: not a regular file", path);
+    }
+    if (sb.st_size < 0 || (unsigned long long)sb.st_size > (unsigned long long)l.max_input_bytes) {
+        close(fd);
+        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
+                          "%s: %lld bytes exceed the input limit of %zu", path,
+                          (long long)sb.st_size, l.max_input_bytes);
+    }
+    size_t n = (size_t)sb.st_size;
+    unsigned char *buf = fvi_malloc(n);
+    if (!buf) {
+        close(fd);
+        return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "%s: out of memory", path);
+    }
+    long long got = read_all(fd, buf, n);
+    int e = errno;
+    close(fd);
+    if (got < 0) {
+        fvi_free(buf);
+        if (strerror_r(e, ebuf, sizeof ebuf) != 0) ebuf[0] = '\0';
+        return fvi_seterr(err, errlen, FV_E_IO, "%s: read failed: %s", path, ebuf);
+    }
+    fv_status st = fv_image_decode(buf, (size_t)got, &l, out, err, errlen);
+    fvi_free(buf);
+    return st;
+}

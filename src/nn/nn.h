@@ -1,0 +1,102 @@
+/*
+ * nn.h: the float32 inference engine shared by the ResNet embedder and the
+ * MMOD detector.
+ *
+ * Tensors are NCHW float32 (dlib's layout: num_samples, k, nr, nc).  Ops are
+ * plain functions over caller-provided tensors; memory comes from an arena
+ * (fvi_arena) that a network sizes once with a measure pass, so a forward
+ * pass allocates nothing.  Ops follow dlib's semantics exactly where they
+ * differ from other frameworks:
+ *  - conv/pool output size: 1 + (in + 2*pad - k) / stride;
+ *  - dlib's default padding is k/2 when stride is 1 and 0 otherwise;
+ *  - avg pooling divides by the count of in-image pixels of the window;
+ *  - add_prev of tensors of different shapes gives the element-wise max
+ *    shape, with missing values taken as zero.
+ * Convolution is im2col + OpenBLAS sgemm, split over output columns by the
+ * engine's pool with BLAS pinned to one thread (fvi_nn_init), so the pool
+ * and OpenBLAS's own threads never fight.
+ */
+#ifndef FVI_NN_H
+#define FVI_NN_H
+
+#include <stddef.h>
+
+#include "pool.h"
+
+typedef struct fvi_tensor {
+    int n, c, h, w;
+    float *d;
+} fvi_tensor;
+
+static inline size_t fvi_tensor_size(const fvi_tensor *t) {
+    return (size_t)t->n * (size_t)t->c * (size_t)t->h * (size_t)t->w;
+}
+
+/* Bump arena: sized once, reset per forward pass. */
+typedef struct fvi_arena {
+    float *base;
+    size_t cap;  /* floats */
+    size_t used; /* floats */
+    size_t peak; /* floats; the measure pass reads this */
+    int measuring; /* 1: base is NULL, only count */
+} fvi_arena;
+
+/* Starts a measure pass (no memory). */
+void fvi_arena_measure(fvi_arena *a);
+/* Allocates cap floats (64-byte aligned).  Returns 0 or -1. */
+int fvi_arena_reserve(fvi_arena *a, size_t cap);
+void fvi_arena_free(fvi_arena *a);
+static inline void fvi_arena_reset(fvi_arena *a) { a->used = 0; }
+/* Returns n floats (64-byte aligned offsets), or NULL when measuring or
+ * out of room (a bug: the measure pass sized it). */
+float *fvi_arena_alloc(fvi_arena *a, size_t n);
+/* Shapes a tensor and takes its memory from the arena. */
+int fvi_arena_tensor(fvi_arena *a, fvi_tensor *t, int n, int c, int h, int w);
+
+/* Pins OpenBLAS to one thread; call once before using conv (idempotent). */
+void fvi_nn_init(void);
+
+/* Convolution with bias (bias may be NULL).  weights: out_c x in_c x kh x kw
+ * (dlib's filter layout). */
+typedef struct fvi_conv {
+    int out_c, in_c, kh, kw, stride_y, stride_x, pad_y, pad_x;
+    float *weights;
+    float *bias;
+} fvi_conv;
+
+int fvi_conv_out_h(const fvi_conv *cv, int in_h);
+int fvi_conv_out_w(const fvi_conv *cv, int in_w);
+/* Scratch floats needed by fvi_conv_forward for one sample of this input
+ * size with `threads` workers. */
+size_t fvi_conv_scratch(const fvi_conv *cv, int in_h, int in_w, int threads);
+/* out must be shaped (in->n, out_c, out_h, out_w).  scratch: as above. */
+void fvi_conv_forward(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, float *scratch,
+                      fvi_pool *pool);
+
+/* Folds a following per-channel affine (y = g*x + b) into conv weights and
+ * bias (allocating bias if NULL).  Returns 0 or -1 (no memory). */
+int fvi_conv_fold_affine(fvi_conv *cv, const float *gamma, const float *beta);
+
+/* Per-channel affine in place: x = g[c]*x + b[c]. */
+void fvi_affine_inplace(fvi_tensor *t, const float *gamma, const float *beta);
+void fvi_relu_inplace(fvi_tensor *t);
+
+/* Pooling with dlib's semantics.  Output shape: see file comment. */
+int fvi_pool_out_dim(int in, int k, int stride, int pad);
+void fvi_max_pool(const fvi_tensor *in, fvi_tensor *out, int kh, int kw, int sy, int sx, int py,
+                  int px);
+void fvi_avg_pool(const fvi_tensor *in, fvi_tensor *out, int kh, int kw, int sy, int sx, int py,
+                  int px);
+/* Global average over h*w per channel: out shaped (n, c, 1, 1). */
+void fvi_avg_pool_everything(const fvi_tensor *in, fvi_tensor *out);
+
+/* dlib add_prev: out = a + b over the max shape, zero where a tensor has no
+ * value.  out must be shaped max(a, b) per dimension (n equal).  out may
+ * alias a or b only when that tensor already has the max shape. */
+void fvi_add_prev(const fvi_tensor *a, const fvi_tensor *b, fvi_tensor *out);
+
+/* Fully connected without bias: out[n][j] = sum_i in[n][i] * w[i][j]
+ * (dlib's fc weights are (num_inputs x num_outputs), row-major). */
+void fvi_fc_no_bias(const fvi_tensor *in, const float *w, int num_outputs, fvi_tensor *out);
+
+#endif

@@ -45,23 +45,23 @@ fv_status fvi_image_check_limits(const char *fmt, uint64_t w, uint64_t h, const 
     /* Both fit in 32 bits for every format we read, so the product cannot
      * overflow 64 bits; check anyway rather than rely on it. */
     if (w > UINT64_MAX / h || w * h > lim->max_pixels)
-        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
-                          "%s: %llux%llu pixels exceed the limit of %llu", fmt,
-                          (unsigned long long)w, (unsigned long long)h,
-                          (unsigned long long)lim->max_pixels);
+        return fvi_seterr(
+            err, errlen, FV_E_IMAGE_TOO_LARGE, "%s: %llux%llu pixels exceed the limit of %llu", fmt,
+            (unsigned long long)w, (unsigned long long)h, (unsigned long long)lim->max_pixels);
     /* fv_image stores int dimensions and 3*w*h bytes. */
     size_t bytes;
     if (w > (uint64_t)INT32_MAX || h > (uint64_t)INT32_MAX ||
         fvi_size_mul((size_t)w, (size_t)h, &bytes) || fvi_size_mul(bytes, 3, &bytes))
-        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE, "%s: %llux%llu pixels too large",
-                          fmt, (unsigned long long)w, (unsigned long long)h);
+        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE, "%s: %llux%llu pixels too large", fmt,
+                          (unsigned long long)w, (unsigned long long)h);
     return FV_OK;
 }
 
 fv_status fvi_image_alloc(int w, int h, fv_image **out) {
     if (!out || w <= 0 || h <= 0) return FV_E_INVALID_ARGUMENT;
     size_t n;
-    if (fvi_size_mul((size_t)w, (size_t)h, &n) || fvi_size_mul(n, 3, &n))
+    /* Objects above PTRDIFF_MAX break pointer subtraction: refuse them. */
+    if (fvi_size_mul((size_t)w, (size_t)h, &n) || fvi_size_mul(n, 3, &n) || n > (size_t)PTRDIFF_MAX)
         return FV_E_INVALID_ARGUMENT;
     fv_image *img = fvi_malloc(sizeof *img);
     if (!img) return FV_E_NO_MEMORY;
@@ -121,17 +121,21 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
     fv_limits l = fvi_limits_effective(lim);
     if (len > l.max_input_bytes)
         return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
-                          "image: %zu bytes exceed the input limit of %zu", len,
-                          l.max_input_bytes);
+                          "image: %zu bytes exceed the input limit of %zu", len, l.max_input_bytes);
     if (len == 0) return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT, "image: empty input");
     const unsigned char *d = bytes;
     const char *other;
     switch (sniff(d, len, &other)) {
-    case FMT_JPEG: return fvi_decode_jpeg(d, len, &l, out, err, errlen);
-    case FMT_PNG: return fvi_decode_png(d, len, &l, out, err, errlen);
-    case FMT_WEBP: return fvi_decode_webp(d, len, &l, out, err, errlen);
-    case FMT_BMP: return fvi_decode_bmp(d, len, &l, out, err, errlen);
-    case FMT_UNKNOWN: break;
+    case FMT_JPEG:
+        return fvi_decode_jpeg(d, len, &l, out, err, errlen);
+    case FMT_PNG:
+        return fvi_decode_png(d, len, &l, out, err, errlen);
+    case FMT_WEBP:
+        return fvi_decode_webp(d, len, &l, out, err, errlen);
+    case FMT_BMP:
+        return fvi_decode_bmp(d, len, &l, out, err, errlen);
+    case FMT_UNKNOWN:
+        break;
     }
     if (other)
         return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,

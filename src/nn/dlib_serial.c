@@ -53,10 +53,14 @@ int fvi_dser_double(fvi_dser *d, double *v) {
     if (d->off < d->len && (d->p[d->off] & 0x70) != 0)
         return fvi_dser_fail(d, "old ASCII float format is not supported");
     if (fvi_dser_int(d, &mant) || fvi_dser_int_range(d, -32768, 32767, &ex)) return -1;
-    if (ex == 32000) *v = INFINITY;
-    else if (ex == 32001) *v = -INFINITY;
-    else if (ex == 32002) *v = NAN;
-    else *v = ldexp((double)mant, (int)ex);
+    if (ex == 32000)
+        *v = INFINITY;
+    else if (ex == 32001)
+        *v = -INFINITY;
+    else if (ex == 32002)
+        *v = NAN;
+    else
+        *v = ldexp((double)mant, (int)ex);
     return 0;
 }
 
@@ -104,7 +108,8 @@ int fvi_dser_raw_floats(fvi_dser *d, float *out, size_t n) {
     if (n > fvi_dser_left(d) / 4) return fvi_dser_fail(d, "truncated float data");
     for (size_t i = 0; i < n; i++) {
         const uint8_t *b = d->p + d->off + 4 * i;
-        uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        uint32_t u =
+            (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
         memcpy(&out[i], &u, 4);
     }
     d->off += 4 * n;

@@ -30,8 +30,8 @@ typedef struct fvi_dser {
     const uint8_t *p;
     size_t len;
     size_t off;
-    int failed;       /* sticky: 1 after the first error */
-    char what[128];   /* first error, for messages */
+    int failed;     /* sticky: 1 after the first error */
+    char what[128]; /* first error, for messages */
 } fvi_dser;
 
 void fvi_dser_init(fvi_dser *d, const void *data, size_t len);
@@ -61,6 +61,8 @@ int fvi_dser_tensor_header(fvi_dser *d, int64_t dims[4], size_t max_elems, size_
 int fvi_dser_matrix_header(fvi_dser *d, int64_t *rows, int64_t *cols, size_t max_elems);
 
 /* Bytes left to read. */
-static inline size_t fvi_dser_left(const fvi_dser *d) { return d->len - d->off; }
+static inline size_t fvi_dser_left(const fvi_dser *d) {
+    return d->len - d->off;
+}
 
 #endif

@@ -35,9 +35,9 @@ static inline size_t fvi_tensor_size(const fvi_tensor *t) {
 /* Bump arena: sized once, reset per forward pass. */
 typedef struct fvi_arena {
     float *base;
-    size_t cap;  /* floats */
-    size_t used; /* floats */
-    size_t peak; /* floats; the measure pass reads this */
+    size_t cap;    /* floats */
+    size_t used;   /* floats */
+    size_t peak;   /* floats; the measure pass reads this */
     int measuring; /* 1: base is NULL, only count */
 } fvi_arena;
 
@@ -46,7 +46,9 @@ void fvi_arena_measure(fvi_arena *a);
 /* Allocates cap floats (64-byte aligned).  Returns 0 or -1. */
 int fvi_arena_reserve(fvi_arena *a, size_t cap);
 void fvi_arena_free(fvi_arena *a);
-static inline void fvi_arena_reset(fvi_arena *a) { a->used = 0; }
+static inline void fvi_arena_reset(fvi_arena *a) {
+    a->used = 0;
+}
 /* Returns n floats (64-byte aligned offsets), or NULL when measuring or
  * out of room (a bug: the measure pass sized it). */
 float *fvi_arena_alloc(fvi_arena *a, size_t n);
@@ -98,5 +100,33 @@ void fvi_add_prev(const fvi_tensor *a, const fvi_tensor *b, fvi_tensor *out);
 /* Fully connected without bias: out[n][j] = sum_i in[n][i] * w[i][j]
  * (dlib's fc weights are (num_inputs x num_outputs), row-major). */
 void fvi_fc_no_bias(const fvi_tensor *in, const float *w, int num_outputs, fvi_tensor *out);
+
+/* ---- Batched ops (CNHW layout) ----
+ * A batch of n samples may also be stored channel-major ("CNHW"): element
+ * (s, c, y, x) at ((c*n + s)*h + y)*w + x.  A whole batch's convolution is
+ * then one im2col + GEMM with n*out_h*out_w columns, which keeps sgemm's N
+ * large for the small late layers of a ResNet.  For n == 1 CNHW and NCHW
+ * coincide.  fvi_relu_inplace, fvi_max_pool and fvi_avg_pool work plane by
+ * plane (the same plane order in and out), so they accept either layout.
+ *
+ * The work of a batched convolution is cut into tiles (column blocks, and
+ * row blocks for layers with few columns) chosen from the layer's shape
+ * alone; each output value is computed by the same sgemm call shape whatever
+ * the pool size, so results are bitwise identical for any thread count. */
+
+/* Scratch floats needed by fvi_conv_forward_cnhw for a batch of n samples of
+ * in_h x in_w with `threads` workers (threads >= the pool size). */
+size_t fvi_conv_cnhw_scratch(const fvi_conv *cv, int n, int in_h, int in_w, int threads);
+/* in: CNHW (n, in_c, in_h, in_w); out: CNHW shaped (n, out_c, out_h,
+ * out_w).  relu != 0 applies max(0, .) after the bias (a fused relu layer). */
+void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, int relu,
+                           float *scratch, fvi_pool *pool);
+/* dlib add_prev on CNHW tensors (zero where a tensor has no value), then an
+ * optional relu.  out shaped max(a, b) per dimension (n equal); out may not
+ * alias a or b unless all three have the same shape. */
+void fvi_add_cnhw(const fvi_tensor *a, const fvi_tensor *b, fvi_tensor *out, int relu);
+/* Global average of a CNHW tensor: out[s*c + k] (n x c, row-major, the
+ * layout fvi_fc_no_bias takes).  Same summation order as dlib's mean(). */
+void fvi_avg_pool_everything_cnhw(const fvi_tensor *in, float *out);
 
 #endif

@@ -96,12 +96,11 @@ FV_API fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits 
 
 /* Reads a file (refusing files above lim->max_input_bytes before reading
  * them in full) and decodes it as fv_image_decode does. */
-FV_API fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out,
-                               char *err, size_t errlen);
+FV_API fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out, char *err,
+                               size_t errlen);
 
 /* Makes an image from caller pixels (copied).  For bindings and tests. */
-FV_API fv_status fv_image_from_rgb(const unsigned char *rgb, int width, int height,
-                                   fv_image **out);
+FV_API fv_status fv_image_from_rgb(const unsigned char *rgb, int width, int height, fv_image **out);
 
 /* Frees an image; NULL is a no-op. */
 FV_API void fv_image_destroy(fv_image *img);
@@ -111,7 +110,7 @@ FV_API void fv_image_destroy(fv_image *img);
 typedef enum fv_detector {
     FV_DETECTOR_MMOD = 0, /* dlib's MMOD CNN face detector */
     FV_DETECTOR_NONE = 1, /* the whole image is the face (tight crops) */
-    FV_DETECTOR_HAAR = 2  /* OpenCV Haar cascade (separate issue) */
+    FV_DETECTOR_HAAR = 2  /* OpenCV Haar cascade (Viola-Jones), see fv_config */
 } fv_detector;
 
 /* Returns "mmod", "none", "haar"; NULL for an unknown value. */
@@ -124,6 +123,11 @@ typedef struct fv_config {
     int threads;            /* worker threads; 0: number of online CPUs */
     fv_limits limits;       /* decode limits */
     float threshold;        /* default decision threshold; <= 0: calibrated default */
+    /* OpenCV Haar cascade XML for FV_DETECTOR_HAAR.  NULL:
+     * haarcascade_frontalface_default.xml in $FACEVERIFY_CASCADES, else in
+     * /usr/share/opencv4/haarcascades (Debian's opencv-data).  Loaded on
+     * first use: a missing cascade only fails calls that ask for haar. */
+    const char *haar_cascade;
 } fv_config;
 
 /* Fills *cfg with defaults. */
@@ -134,8 +138,7 @@ typedef struct fv_engine fv_engine;
 /* Loads the three models (detector, shape predictor, ResNet) from the
  * models directory and starts the thread pool.  Returns FV_E_MODEL_MISSING
  * or FV_E_MODEL_CORRUPT with the file named in err on failure. */
-FV_API fv_status fv_engine_create(const fv_config *cfg, fv_engine **out, char *err,
-                                  size_t errlen);
+FV_API fv_status fv_engine_create(const fv_config *cfg, fv_engine **out, char *err, size_t errlen);
 
 /* Stops the pool and frees the models; NULL is a no-op.  No call on the
  * engine may be in progress. */
@@ -171,16 +174,42 @@ typedef struct fv_detect_options {
      * (boxes are mapped back); 0: never.  Default 1600. */
     int max_side;
     float min_score; /* drop detections below this score; default 0 */
+    /* 1: when no upright face is found, also try the image turned 90, 270
+     * and 180 degrees (boxes and landmarks are mapped back to the original
+     * image; the chip comes out upright).  Default 0. */
+    int try_rotations;
+    /* Which face comes first (and is "the face used" by fv_embed_face and
+     * fv_verify): FV_ORDER_LARGEST (default) or FV_ORDER_CENTER, the face
+     * whose box centre is nearest the image centre (for centred crops such
+     * as LFW, where bystanders can be larger than the subject). */
+    int order;
+    /* HAAR (OpenCV's detectMultiScale parameters): image shrink per pyramid
+     * level (1.01..10, default 1.1); hits a face needs besides its own
+     * (0..1000, default 3; 0 keeps every raw hit); smallest and largest
+     * face side in pixels (default 0: the cascade window, the image).
+     * Haar boxes are mapped to dlib's box convention (see src/detect/haar.c)
+     * so that the landmarks and the chip match MMOD's; score = hit count.
+     * max_side above also applies (boxes mapped back). */
+    float haar_scale_factor;
+    int haar_min_neighbors;
+    int haar_min_size;
+    int haar_max_size;
 } fv_detect_options;
+
+#define FV_ORDER_LARGEST 0
+#define FV_ORDER_CENTER 1
 
 FV_API void fv_detect_options_init(fv_detect_options *opt);
 
 /* Detects faces and their 5 landmarks.  Writes up to cap faces into faces[]
  * (largest first) and the number found (which may exceed cap) into *count.
  * Zero faces is FV_OK with *count = 0. */
-FV_API fv_status fv_detect(const fv_engine *eng, const fv_image *img,
-                           const fv_detect_options *opt, fv_face *faces, size_t cap,
-                           size_t *count, char *err, size_t errlen);
+FV_API fv_status fv_detect(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
+                           fv_face *faces, size_t cap, size_t *count, char *err, size_t errlen);
+
+/* Predicts the 5 landmarks of face (whose box is set) into
+ * face->landmarks, for boxes that come from elsewhere. */
+FV_API fv_status fv_face_landmarks(const fv_engine *eng, const fv_image *img, fv_face *face);
 
 /* Extracts the 150x150 RGB aligned chip (dlib's get_face_chip, padding
  * 0.25) for a face whose landmarks are set.  chip: caller-owned
@@ -208,10 +237,10 @@ typedef struct fv_timings {
 } fv_timings;
 
 typedef struct fv_face_result {
-    fv_face face;     /* the face used */
-    size_t faces;     /* faces detected in the image */
+    fv_face face; /* the face used */
+    size_t faces; /* faces detected in the image */
     float embedding[FV_EMBED_DIM];
-    fv_timings timings;
+    fv_timings timings; /* decode_ms is left 0: decoding is the caller's */
 } fv_face_result;
 
 /* Detects, aligns and embeds the face to use in img.  Several faces: the

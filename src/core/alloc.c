@@ -11,7 +11,9 @@
 
 static long fail_after = -1;
 
-void fvi_alloc_fail_after(long n) { fail_after = n; }
+void fvi_alloc_fail_after(long n) {
+    fail_after = n;
+}
 
 /* Returns 1 when this allocation should fail by injection. */
 static int injected_failure(void) {
@@ -37,7 +39,9 @@ void *fvi_realloc(void *p, size_t n) {
     return realloc(p, n ? n : 1);
 }
 
-void fvi_free(void *p) { free(p); }
+void fvi_free(void *p) {
+    free(p);
+}
 
 void *fvi_malloc_aligned(size_t n) {
     if (injected_failure()) return NULL;
@@ -47,7 +51,9 @@ void *fvi_malloc_aligned(size_t n) {
     return aligned_alloc(64, rounded);
 }
 
-void fvi_free_aligned(void *p) { free(p); }
+void fvi_free_aligned(void *p) {
+    free(p);
+}
 
 char *fvi_strdup(const char *s) {
     if (!s) return NULL;

@@ -115,7 +115,9 @@ void fvi_pool_destroy(fvi_pool *p) {
     fvi_free(p);
 }
 
-int fvi_pool_size(const fvi_pool *p) { return p ? p->nthreads : 1; }
+int fvi_pool_size(const fvi_pool *p) {
+    return p ? p->nthreads : 1;
+}
 
 void fvi_pool_run(fvi_pool *p, int n, int grain, fvi_task_fn fn, void *ctx) {
     if (n <= 0) return;

@@ -1,0 +1,40 @@
+/*
+ * cli.h: what the faceverify CLI's command files share: parsed options,
+ * the status -> exit code table, engine and image loading with messages,
+ * and JSON helpers.
+ */
+#ifndef FV_CLI_H
+#define FV_CLI_H
+
+#include <jansson.h>
+
+#include "faceverify.h"
+
+enum { FV_EXIT_OK = 0, FV_EXIT_DIFFERENT = 1, FV_EXIT_INPUT = 2, FV_EXIT_FAILURE = 3 };
+
+#define FV_CLI_MAX_POS 8
+
+typedef struct fv_cli_opts {
+    fv_config cfg;
+    fv_verify_options verify;
+    int json;
+    const char *pairs, *root;
+    const char *pos[FV_CLI_MAX_POS];
+    int npos;
+} fv_cli_opts;
+
+int fv_cli_exit_code(fv_status st);
+/* Parses options after the command name; prints a message and returns -1
+ * on a bad option. */
+int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o);
+/* Creates the engine, printing the reason on failure. */
+fv_status fv_cli_engine(const fv_cli_opts *o, fv_engine **eng);
+/* Loads an image, printing the reason on failure; *ms: decode time. */
+fv_status fv_cli_load(const fv_cli_opts *o, const char *path, fv_image **img, double *ms);
+json_t *fv_cli_face_json(const fv_face *f);
+/* Prints j compactly on one line and releases it. */
+void fv_cli_print_json(json_t *j);
+
+int fv_cli_eval_pairs(fv_cli_opts *o);
+
+#endif

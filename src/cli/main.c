@@ -1,0 +1,372 @@
+/*
+ * main.c: the faceverify command-line tool.
+ *
+ *   faceverify verify A B [options]      is A the same person as B?
+ *   faceverify detect IMG [options]      faces, boxes, scores, landmarks
+ *   faceverify embed IMG [options]       128-d embedding of the face used
+ *   faceverify eval-pairs --pairs F --root DIR [options]   metrics (eval.c)
+ *
+ * Exit codes (one table, exit_code_for): 0 success / same person, 1
+ * different people, 2 input or usage error (no face, unreadable, too
+ * large, bad option), 3 models unavailable or an internal failure.
+ * Messages go to stderr; results (text or --json) to stdout.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "fvi.h"
+
+/* The one status -> exit code table of the CLI. */
+int fv_cli_exit_code(fv_status st) {
+    switch (st) {
+    case FV_OK:
+        return 0;
+    case FV_E_INVALID_ARGUMENT:
+    case FV_E_IO:
+    case FV_E_IMAGE_FORMAT:
+    case FV_E_IMAGE_CORRUPT:
+    case FV_E_IMAGE_TOO_LARGE:
+    case FV_E_NO_FACE:
+    case FV_E_MULTIPLE_FACES:
+    case FV_E_UNSUPPORTED:
+        return FV_EXIT_INPUT;
+    default:
+        return FV_EXIT_FAILURE;
+    }
+}
+
+static void usage(FILE *f) {
+    fputs("usage: faceverify COMMAND [options]\n"
+          "\n"
+          "commands:\n"
+          "  verify A B        is the face in A the same person as the face in B?\n"
+          "                    exit 0 = same, 1 = different, 2 = input error\n"
+          "  detect IMG        list faces (box, score, 5 landmarks)\n"
+          "  embed IMG         print the 128-d embedding of the largest face\n"
+          "  eval-pairs        --pairs FILE --root DIR: verification metrics over a\n"
+          "                    CSV (path_a,path_b,same) or an LFW pairs file\n"
+          "\n"
+          "options:\n"
+          "  --detector mmod|none|haar  face detector (none: the image is a tight face\n"
+          "                         crop; haar: OpenCV Haar cascade, Viola-Jones)\n"
+          "  --upsample N           MMOD: double the image N times (0..2); default auto\n"
+          "  --max-side N           MMOD: downscale photos longer than N px (0: never)\n"
+          "  --cascade PATH         haar: cascade XML (default: haarcascade_frontalface_\n"
+          "                         default.xml in $FACEVERIFY_CASCADES or\n"
+          "                         /usr/share/opencv4/haarcascades)\n"
+          "  --scale-factor F       haar: pyramid step (1.01..10, default 1.1)\n"
+          "  --min-neighbors N      haar: hits needed to keep a face (default 3)\n"
+          "  --min-size N           haar: smallest face side in px (default: window)\n"
+          "  --max-size N           haar: largest face side in px (default: image)\n"
+          "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
+          "  --threshold T          decision threshold (default: calibrated)\n"
+          "  --strict               several faces in an image is an error\n"
+          "  --pick largest|center  which face to use when there are several (default largest)\n"
+          "  --threads N            worker threads (default: all cores)\n"
+          "  --models DIR           model folder (default: $FACEVERIFY_MODELS or built-in)\n"
+          "  --json                 machine-readable output\n"
+          "  -h, --help             this text\n",
+          f);
+}
+
+/* Parses an int option value within [lo, hi]. */
+static int parse_int(const char *s, int lo, int hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
+    memset(o, 0, sizeof *o);
+    fv_config_init(&o->cfg);
+    fv_verify_options_init(&o->verify);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (!strcmp(a, "--json")) {
+            o->json = 1;
+            takes = 0;
+        } else if (!strcmp(a, "--try-rotations")) {
+            o->verify.detect.try_rotations = 1;
+            takes = 0;
+        } else if (!strcmp(a, "--strict")) {
+            o->verify.strict = 1;
+            takes = 0;
+        } else if (!strcmp(a, "--detector") && v) {
+            if (fv_detector_parse(v, &o->verify.detect.detector) != FV_OK) {
+                fprintf(stderr, "faceverify: unknown detector '%s' (mmod, none, haar)\n", v);
+                return -1;
+            }
+        } else if (!strcmp(a, "--pick") && v) {
+            if (!strcmp(v, "largest"))
+                o->verify.detect.order = FV_ORDER_LARGEST;
+            else if (!strcmp(v, "center"))
+                o->verify.detect.order = FV_ORDER_CENTER;
+            else {
+                fprintf(stderr, "faceverify: --pick takes largest or center\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--upsample") && v) {
+            if (parse_int(v, 0, 2, &o->verify.detect.upsample)) {
+                fprintf(stderr, "faceverify: --upsample takes 0..2\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--max-side") && v) {
+            if (parse_int(v, 0, 100000, &o->verify.detect.max_side)) {
+                fprintf(stderr, "faceverify: --max-side takes 0..100000\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--threads") && v) {
+            if (parse_int(v, 1, 256, &o->cfg.threads)) {
+                fprintf(stderr, "faceverify: --threads takes 1..256\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--threshold") && v) {
+            char *end;
+            double t = strtod(v, &end);
+            if (!*v || *end || !(t > 0 && t < 10)) {
+                fprintf(stderr, "faceverify: --threshold takes a distance in (0, 10)\n");
+                return -1;
+            }
+            o->verify.threshold = (float)t;
+        } else if (!strcmp(a, "--models") && v) {
+            o->cfg.models_dir = v;
+        } else if (!strcmp(a, "--cascade") && v) {
+            o->cfg.haar_cascade = v;
+        } else if (!strcmp(a, "--scale-factor") && v) {
+            char *end;
+            double f = strtod(v, &end);
+            if (!*v || *end || !(f >= 1.01 && f <= 10)) {
+                fprintf(stderr, "faceverify: --scale-factor takes 1.01..10\n");
+                return -1;
+            }
+            o->verify.detect.haar_scale_factor = (float)f;
+        } else if (!strcmp(a, "--min-neighbors") && v) {
+            if (parse_int(v, 0, 1000, &o->verify.detect.haar_min_neighbors)) {
+                fprintf(stderr, "faceverify: --min-neighbors takes 0..1000\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--min-size") && v) {
+            if (parse_int(v, 0, 100000, &o->verify.detect.haar_min_size)) {
+                fprintf(stderr, "faceverify: --min-size takes 0..100000\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--max-size") && v) {
+            if (parse_int(v, 0, 100000, &o->verify.detect.haar_max_size)) {
+                fprintf(stderr, "faceverify: --max-size takes 0..100000\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--pairs") && v) {
+            o->pairs = v;
+        } else if (!strcmp(a, "--root") && v) {
+            o->root = v;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "faceverify: unknown or incomplete option '%s'\n", a);
+            return -1;
+        } else {
+            if (o->npos >= FV_CLI_MAX_POS) {
+                fprintf(stderr, "faceverify: too many arguments\n");
+                return -1;
+            }
+            o->pos[o->npos++] = a;
+            takes = 0;
+        }
+        i += takes;
+    }
+    return 0;
+}
+
+fv_status fv_cli_engine(const fv_cli_opts *o, fv_engine **eng) {
+    char err[512] = "";
+    fv_status st = fv_engine_create(&o->cfg, eng, err, sizeof err);
+    if (st != FV_OK) fprintf(stderr, "faceverify: cannot load models: %s\n", err);
+    return st;
+}
+
+fv_status fv_cli_load(const fv_cli_opts *o, const char *path, fv_image **img, double *ms) {
+    char err[512] = "";
+    double t0 = fvi_now_ms();
+    fv_status st = fv_image_load(path, &o->cfg.limits, img, err, sizeof err);
+    if (ms) *ms = fvi_now_ms() - t0;
+    if (st != FV_OK) fprintf(stderr, "faceverify: %s: %s\n", path, err[0] ? err : fv_strerror(st));
+    return st;
+}
+
+json_t *fv_cli_face_json(const fv_face *f) {
+    json_t *lm = json_array();
+    for (int i = 0; i < FV_NUM_LANDMARKS; i++)
+        json_array_append_new(lm, json_pack("[f,f]", f->landmarks[i].x, f->landmarks[i].y));
+    return json_pack("{s:[f,f,f,f],s:f,s:o}", "box", f->left, f->top, f->right, f->bottom, "score",
+                     f->score, "landmarks", lm);
+}
+
+static json_t *timings_json(const fv_timings *t) {
+    return json_pack("{s:f,s:f,s:f,s:f,s:f}", "decode", t->decode_ms, "detect", t->detect_ms,
+                     "landmarks", t->landmarks_ms, "chip", t->chip_ms, "embed", t->embed_ms);
+}
+
+void fv_cli_print_json(json_t *j) {
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(7));
+    if (s) puts(s);
+    free(s);
+    json_decref(j);
+}
+
+static int cmd_verify(fv_cli_opts *o) {
+    if (o->npos != 2) {
+        fprintf(stderr, "faceverify verify: needs two images\n");
+        return FV_EXIT_INPUT;
+    }
+    fv_engine *eng = NULL;
+    fv_image *a = NULL, *b = NULL;
+    double ta = 0, tb = 0;
+    fv_verify_result r;
+    char err[512] = "";
+    fv_status st = fv_cli_load(o, o->pos[0], &a, &ta);
+    if (st == FV_OK) st = fv_cli_load(o, o->pos[1], &b, &tb);
+    if (st == FV_OK) st = fv_cli_engine(o, &eng);
+    if (st == FV_OK) {
+        st = fv_verify(eng, a, b, &o->verify, &r, err, sizeof err);
+        if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
+    }
+    int code = fv_cli_exit_code(st);
+    if (st == FV_OK) {
+        r.a.timings.decode_ms = ta;
+        r.b.timings.decode_ms = tb;
+        if (o->json) {
+            json_t *j = json_pack(
+                "{s:b,s:f,s:f,s:f,s:s,s:s,s:{s:o,s:I,s:o},s:{s:o,s:I,s:o},s:f}", "verified",
+                r.verified, "distance", r.distance, "threshold", r.threshold, "similarity",
+                r.similarity, "model", r.model, "detector", r.detector, "face_a", "face",
+                fv_cli_face_json(&r.a.face), "faces", (json_int_t)r.a.faces, "timings_ms",
+                timings_json(&r.a.timings), "face_b", "face", fv_cli_face_json(&r.b.face), "faces",
+                (json_int_t)r.b.faces, "timings_ms", timings_json(&r.b.timings), "total_ms",
+                r.total_ms + ta + tb);
+            fv_cli_print_json(j);
+        } else {
+            printf("%s (distance %.4f, threshold %.4f, similarity %.3f)\n",
+                   r.verified ? "same person" : "different people", r.distance, r.threshold,
+                   r.similarity);
+            if (r.a.faces > 1 || r.b.faces > 1)
+                printf("note: several faces found (%zu in A, %zu in B); the largest was used\n",
+                       r.a.faces, r.b.faces);
+        }
+        code = r.verified ? FV_EXIT_OK : FV_EXIT_DIFFERENT;
+    }
+    fv_image_destroy(a);
+    fv_image_destroy(b);
+    fv_engine_destroy(eng);
+    return code;
+}
+
+static int cmd_detect(fv_cli_opts *o) {
+    if (o->npos != 1) {
+        fprintf(stderr, "faceverify detect: needs one image\n");
+        return FV_EXIT_INPUT;
+    }
+    fv_engine *eng = NULL;
+    fv_image *img = NULL;
+    char err[512] = "";
+    enum { CAP = 256 };
+    fv_face *faces = calloc(CAP, sizeof *faces);
+    size_t n = 0;
+    double td = 0, t0 = 0, t1 = 0;
+    fv_status st = faces ? FV_OK : FV_E_NO_MEMORY;
+    if (st == FV_OK) st = fv_cli_load(o, o->pos[0], &img, &td);
+    if (st == FV_OK) st = fv_cli_engine(o, &eng);
+    if (st == FV_OK) {
+        t0 = fvi_now_ms();
+        st = fv_detect(eng, img, &o->verify.detect, faces, CAP, &n, err, sizeof err);
+        t1 = fvi_now_ms();
+        if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
+    }
+    if (st == FV_OK) {
+        size_t shown = n < CAP ? n : CAP;
+        if (o->json) {
+            json_t *arr = json_array();
+            for (size_t i = 0; i < shown; i++)
+                json_array_append_new(arr, fv_cli_face_json(&faces[i]));
+            fv_cli_print_json(json_pack(
+                "{s:i,s:i,s:s,s:I,s:o,s:{s:f,s:f}}", "width", img->width, "height", img->height,
+                "detector", fv_detector_name(o->verify.detect.detector), "count", (json_int_t)n,
+                "faces", arr, "timings_ms", "decode", td, "detect", t1 - t0));
+        } else {
+            printf("%zu face%s\n", n, n == 1 ? "" : "s");
+            for (size_t i = 0; i < shown; i++)
+                printf("  box %.0f,%.0f,%.0f,%.0f  score %.3f\n", faces[i].left, faces[i].top,
+                       faces[i].right, faces[i].bottom, faces[i].score);
+        }
+    }
+    free(faces);
+    fv_image_destroy(img);
+    fv_engine_destroy(eng);
+    return fv_cli_exit_code(st);
+}
+
+static int cmd_embed(fv_cli_opts *o) {
+    if (o->npos != 1) {
+        fprintf(stderr, "faceverify embed: needs one image\n");
+        return FV_EXIT_INPUT;
+    }
+    fv_engine *eng = NULL;
+    fv_image *img = NULL;
+    char err[512] = "";
+    fv_face_result r;
+    double td = 0;
+    fv_status st = fv_cli_load(o, o->pos[0], &img, &td);
+    if (st == FV_OK) st = fv_cli_engine(o, &eng);
+    if (st == FV_OK) {
+        st = fv_embed_face(eng, img, &o->verify.detect, o->verify.strict, &r, err, sizeof err);
+        if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
+    }
+    if (st == FV_OK) {
+        r.timings.decode_ms = td;
+        json_t *emb = json_array();
+        for (int i = 0; i < FV_EMBED_DIM; i++)
+            json_array_append_new(emb, json_real(r.embedding[i]));
+        if (o->json) {
+            fv_cli_print_json(json_pack("{s:s,s:o,s:I,s:o,s:o}", "model", FV_MODEL_ID, "face",
+                                        fv_cli_face_json(&r.face), "faces", (json_int_t)r.faces,
+                                        "embedding", emb, "timings_ms", timings_json(&r.timings)));
+        } else {
+            for (int i = 0; i < FV_EMBED_DIM; i++)
+                printf("%.7g%c", r.embedding[i], i + 1 < FV_EMBED_DIM ? ' ' : '\n');
+            json_decref(emb);
+        }
+    }
+    fv_image_destroy(img);
+    fv_engine_destroy(eng);
+    return fv_cli_exit_code(st);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+        !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? FV_EXIT_INPUT : FV_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("faceverify %s\n", FV_VERSION_STRING);
+        return FV_EXIT_OK;
+    }
+    fv_cli_opts o;
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return FV_EXIT_OK;
+        }
+    if (fv_cli_parse_common(argc - 2, argv + 2, &o)) return FV_EXIT_INPUT;
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "verify")) return cmd_verify(&o);
+    if (!strcmp(cmd, "detect")) return cmd_detect(&o);
+    if (!strcmp(cmd, "embed")) return cmd_embed(&o);
+    if (!strcmp(cmd, "eval-pairs")) return fv_cli_eval_pairs(&o);
+    fprintf(stderr, "faceverify: unknown command '%s' (try --help)\n", cmd);
+    return FV_EXIT_INPUT;
+}

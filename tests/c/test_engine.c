@@ -1,0 +1,253 @@
+/*
+ * test_engine.c: the public pipeline on real photos through the library
+ * API: verdicts, the "face used", strict mode, no-face errors, concurrent
+ * calls on one shared engine, and out-of-memory at every allocation of a
+ * whole fv_verify.  Needs the models (FACEVERIFY_MODELS) and the sample
+ * photos (FACEVERIFY_DATA); skips without them unless
+ * FACEVERIFY_REQUIRE_DATA=1.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fvi.h"
+
+static char data_dir[2048];
+static fv_engine *engine;
+
+static int require_data(void) {
+    const char *r = getenv("FACEVERIFY_REQUIRE_DATA");
+    return r && !strcmp(r, "1");
+}
+
+static int setup(void **state) {
+    (void)state;
+    const char *d = getenv("FACEVERIFY_DATA");
+    const char *src = getenv("FACEVERIFY_SOURCE");
+    if (d)
+        snprintf(data_dir, sizeof data_dir, "%s", d);
+    else
+        snprintf(data_dir, sizeof data_dir, "%s/../shared/data", src ? src : "..");
+    struct stat sb;
+    char probe[2300];
+    snprintf(probe, sizeof probe, "%s/samples/labels.csv", data_dir);
+    if (stat(probe, &sb) != 0) return 0; /* tests skip or fail individually */
+    fv_config cfg;
+    fv_config_init(&cfg);
+    cfg.threads = 2;
+    char err[256] = "";
+    if (fv_engine_create(&cfg, &engine, err, sizeof err) != FV_OK) {
+        fprintf(stderr, "engine: %s\n", err);
+        engine = NULL;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    fv_engine_destroy(engine);
+    return 0;
+}
+
+/* Skips (or fails under FACEVERIFY_REQUIRE_DATA=1) without data/models. */
+#define NEED_ENGINE()                                                                              \
+    do {                                                                                           \
+        if (!engine) {                                                                             \
+            if (require_data()) fail_msg("models or data missing under %s", data_dir);             \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static fv_image *load(const char *rel) {
+    char path[2400];
+    snprintf(path, sizeof path, "%s/%s", data_dir, rel);
+    fv_image *img = NULL;
+    char err[256] = "";
+    fv_status st = fv_image_load(path, NULL, &img, err, sizeof err);
+    if (st != FV_OK) fail_msg("%s: %s", path, err);
+    return img;
+}
+
+static void test_verify_same_and_different(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_image *a = load("samples/openface/lennon-2.jpg");
+    fv_image *b = load("samples/openface/clapton-2.jpg");
+    fv_image *c = load("samples/openface/clapton-1.jpg");
+    fv_verify_result r;
+    char err[256];
+    assert_int_equal(fv_verify(engine, b, c, NULL, &r, err, sizeof err), FV_OK);
+    assert_true(r.verified);
+    assert_true(r.distance < r.threshold);
+    assert_float_equal(r.threshold, fv_engine_threshold(engine), 0);
+    assert_true(r.similarity > 0.5f);
+    assert_string_equal(r.model, FV_MODEL_ID);
+    assert_string_equal(r.detector, "mmod");
+    assert_int_equal(r.a.faces, 1);
+    assert_true(r.a.face.score > 0.5f);
+    assert_int_equal(fv_verify(engine, a, b, NULL, &r, err, sizeof err), FV_OK);
+    assert_false(r.verified);
+    assert_true(r.similarity < 0.5f);
+    /* an explicit threshold above the distance flips the verdict */
+    fv_verify_options opt;
+    fv_verify_options_init(&opt);
+    opt.threshold = r.distance + 0.01f;
+    assert_int_equal(fv_verify(engine, a, b, &opt, &r, err, sizeof err), FV_OK);
+    assert_true(r.verified);
+    fv_image_destroy(a);
+    fv_image_destroy(b);
+    fv_image_destroy(c);
+}
+
+static void test_no_face_and_strict(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_image *cup = load("samples/skimage/coffee.png");
+    fv_image *group = load("samples/openface/longoria-cooper.jpg");
+    fv_verify_result r;
+    char err[256] = "";
+    assert_int_equal(fv_verify(engine, group, cup, NULL, &r, err, sizeof err), FV_E_NO_FACE);
+    assert_non_null(strstr(err, "image b"));
+    fv_face_result fr;
+    assert_int_equal(fv_embed_face(engine, group, NULL, 0, &fr, err, sizeof err), FV_OK);
+    assert_int_equal(fr.faces, 2);
+    fv_face used = fr.face;
+    assert_int_equal(fv_embed_face(engine, group, NULL, 1, &fr, err, sizeof err),
+                     FV_E_MULTIPLE_FACES);
+    /* the face used is the largest of those fv_detect reports */
+    fv_face faces[8];
+    size_t n = 0;
+    assert_int_equal(fv_detect(engine, group, NULL, faces, 8, &n, err, sizeof err), FV_OK);
+    assert_int_equal(n, 2);
+    float a0 = (faces[0].right - faces[0].left) * (faces[0].bottom - faces[0].top);
+    float a1 = (faces[1].right - faces[1].left) * (faces[1].bottom - faces[1].top);
+    assert_true(a0 >= a1);
+    assert_float_equal(used.left, faces[0].left, 0);
+    assert_float_equal(used.bottom, faces[0].bottom, 0);
+    /* cap smaller than the count: count still reports all */
+    assert_int_equal(fv_detect(engine, group, NULL, faces, 1, &n, err, sizeof err), FV_OK);
+    assert_int_equal(n, 2);
+    fv_image_destroy(cup);
+    fv_image_destroy(group);
+}
+
+static void test_embed_chips_matches_embed_face(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_image *img = load("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg");
+    fv_face_result fr;
+    char err[256];
+    assert_int_equal(fv_embed_face(engine, img, NULL, 0, &fr, err, sizeof err), FV_OK);
+    unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
+    assert_int_equal(fv_face_chip(engine, img, &fr.face, chip), FV_OK);
+    float emb[FV_EMBED_DIM];
+    assert_int_equal(fv_embed_chips(engine, chip, 1, emb, err, sizeof err), FV_OK);
+    assert_true(fv_distance(emb, fr.embedding) < 1e-5f);
+    fv_image_destroy(img);
+}
+
+typedef struct {
+    const fv_image *img;
+    float emb[FV_EMBED_DIM];
+    fv_status st;
+} job;
+
+static void *worker(void *arg) {
+    job *j = arg;
+    fv_face_result fr;
+    for (int rep = 0; rep < 3; rep++) {
+        j->st = fv_embed_face(engine, j->img, NULL, 0, &fr, NULL, 0);
+        if (j->st != FV_OK) return NULL;
+        if (rep > 0 && fv_distance(fr.embedding, j->emb) != 0.0f) j->st = FV_E_INTERNAL;
+        memcpy(j->emb, fr.embedding, sizeof j->emb);
+    }
+    return NULL;
+}
+
+static void test_concurrent_calls_share_one_engine(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    const char *paths[] = {"lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
+                           "lfw/Tony_Blair/Tony_Blair_0001.jpg", "samples/openface/clapton-2.jpg"};
+    enum { N = 3 };
+    fv_image *imgs[N];
+    job jobs[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        imgs[i] = load(paths[i]);
+        jobs[i].img = imgs[i];
+    }
+    for (int i = 0; i < N; i++) assert_int_equal(pthread_create(&th[i], NULL, worker, &jobs[i]), 0);
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i].st, FV_OK);
+        fv_face_result fr;
+        assert_int_equal(fv_embed_face(engine, imgs[i], NULL, 0, &fr, NULL, 0), FV_OK);
+        assert_true(fv_distance(fr.embedding, jobs[i].emb) == 0.0f);
+        fv_image_destroy(imgs[i]);
+    }
+}
+
+static void test_out_of_memory_everywhere(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_config cfg;
+    fv_config_init(&cfg);
+    cfg.threads = 1; /* the failure counter is process-global */
+    fv_image *a = load("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg");
+    /* engine creation */
+    int ok_at = -1;
+    for (long k = 0; k < 100000 && ok_at < 0; k++) {
+        fv_engine *e = NULL;
+        fvi_alloc_fail_after(k);
+        fv_status st = fv_engine_create(&cfg, &e, NULL, 0);
+        fvi_alloc_fail_after(-1);
+        if (st == FV_OK)
+            ok_at = (int)k;
+        else
+            assert_int_equal(st, FV_E_NO_MEMORY);
+        fv_engine_destroy(e);
+    }
+    assert_true(ok_at > 0);
+    /* a whole verification */
+    fv_engine *e = NULL;
+    assert_int_equal(fv_engine_create(&cfg, &e, NULL, 0), FV_OK);
+    fv_verify_options opt;
+    fv_verify_options_init(&opt);
+    opt.detect.upsample = 0;
+    ok_at = -1;
+    for (long k = 0; k < 100000 && ok_at < 0; k++) {
+        fv_verify_result r;
+        fvi_alloc_fail_after(k);
+        fv_status st = fv_verify(e, a, a, &opt, &r, NULL, 0);
+        fvi_alloc_fail_after(-1);
+        if (st == FV_OK) {
+            ok_at = (int)k;
+            assert_true(r.verified);
+        } else {
+            assert_int_equal(st, FV_E_NO_MEMORY);
+        }
+    }
+    assert_true(ok_at > 0);
+    fv_engine_destroy(e);
+    fv_image_destroy(a);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_verify_same_and_different),
+        cmocka_unit_test(test_no_face_and_strict),
+        cmocka_unit_test(test_embed_chips_matches_embed_face),
+        cmocka_unit_test(test_concurrent_calls_share_one_engine),
+        cmocka_unit_test(test_out_of_memory_everywhere),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

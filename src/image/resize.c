@@ -12,7 +12,6 @@
 #include "fvi.h"
 #include "image.h"
 
-
 /* For each of dn destination positions: the first source index, the count
  * of source indices it overlaps, and their weights (normalised to sum 1),
  * at stride *maxc in the returned array.  NULL on allocation failure. */

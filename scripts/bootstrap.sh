@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config
       libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev libopenblas-dev
-      libcmocka-dev libjansson-dev libxml2-dev opencv-data clang-format cppcheck valgrind python3-venv)
+      libcmocka-dev libjansson-dev libmicrohttpd-dev libsodium-dev libsqlite3-dev
+      libpq-dev postgresql clang-format cppcheck valgrind python3-venv
+      libxml2-dev opencv-data)
 
 missing=()
 for p in "${PKGS[@]}"; do

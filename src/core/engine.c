@@ -15,7 +15,9 @@
  *    the image stays under FV_AUTO_UPSAMPLE_PIXELS, once more on the image
  *    doubled (finds faces down to ~40 px); the pass with the strongest face
  *    wins;
- *  - faces are ordered largest first; the "face used" is the largest.
+ *  - faces are ordered largest first (or nearest the image centre first with
+ *    FV_ORDER_CENTER); the "face used" is the first;
+ *  - try_rotations: see find_faces.
  */
 #include <math.h>
 #include <pthread.h>
@@ -302,8 +304,10 @@ static fv_status haar_boxes(const fv_engine *eng, const fv_image *img, const fv_
     const fvi_haar *h = NULL;
     fv_status st = engine_haar(eng, &h, err, errlen);
     if (st != FV_OK) return st;
-    fvi_haar_params p = {opt->haar_scale_factor, opt->haar_min_neighbors, opt->haar_min_size,
-                         opt->haar_max_size};
+    /* the option is a float; round it to 6 decimals so that 1.1f scans
+     * exactly the pyramid of OpenCV's (double) 1.1 */
+    fvi_haar_params p = {round((double)opt->haar_scale_factor * 1e6) / 1e6, opt->haar_min_neighbors,
+                         opt->haar_min_size, opt->haar_max_size};
     int longer = img->width > img->height ? img->width : img->height;
     if (opt->max_side > 0 && longer > opt->max_side) {
         double s = (double)opt->max_side / longer;

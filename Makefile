@@ -1,5 +1,6 @@
 # faceverify: the two commands a new user needs.
-#   make run    bootstrap, build, then start the service (for now: CLI usage)
+#   make run    bootstrap, build, migrate, then serve faceverifyd on
+#               127.0.0.1:$PORT (default 8000)
 #   make test   bootstrap, build, then every test (C unit tests, Python parity
 #               and CLI tests, the C tests again under ASan+UBSan, format and
 #               static checks)
@@ -11,10 +12,11 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 PY ?= .venv/bin/python
+PORT ?= 8000
 FACEVERIFY_DATA ?= $(abspath ../shared/data)
 export FACEVERIFY_DATA
 
-.PHONY: all bootstrap models build asan run test test-c test-py test-asan check-format cppcheck format install clean
+.PHONY: all bootstrap models build asan run test test-c test-py test-asan test-server check-format cppcheck format install clean
 
 all: build
 
@@ -32,11 +34,16 @@ asan:
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DFV_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 
+# run: migrate the database (SQLite under var/ unless FACEVERIFY_DATABASE_URL
+# says otherwise), create the collection `default` on first start (its API
+# key is printed once), then serve on 127.0.0.1:$(PORT) until Ctrl-C/SIGTERM.
 run: bootstrap build
-	@$(BUILD)/bin/faceverify --help
+	@$(BUILD)/bin/faceverifyd migrate
+	@$(BUILD)/bin/faceverifyd createcollection default --if-missing
+	@exec $(BUILD)/bin/faceverifyd serve --listen 127.0.0.1:$(PORT)
 
 test: bootstrap build asan
-	@$(MAKE) --no-print-directory check-format cppcheck test-c test-py test-asan
+	@$(MAKE) --no-print-directory check-format cppcheck test-c test-py test-asan test-server
 
 test-c:
 	@cd $(BUILD) && ctest --output-on-failure
@@ -44,6 +51,13 @@ test-c:
 test-py:
 	@FACEVERIFY_BUILD=$(abspath $(BUILD)) FACEVERIFY_MODELS=$(abspath models) \
 	  $(PY) -m pytest -q tests/py
+
+# test-server: the faceverifyd integration tests again, with the server
+# built under ASan+UBSan (its reports fail the test that stops it).  On
+# PostgreSQL too when FACEVERIFY_PG_URL is set (.ci/run sets it).
+test-server:
+	@FACEVERIFY_BUILD=$(abspath $(ASAN_BUILD)) FACEVERIFY_MODELS=$(abspath models) \
+	  $(PY) -m pytest -q tests/py/test_server.py
 
 test-asan:
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

@@ -1,0 +1,443 @@
+/*
+ * http.c: faceverifyd's HTTP plumbing on libmicrohttpd.
+ *
+ * Threading model: MHD_USE_INTERNAL_POLLING_THREAD with a thread pool
+ * (MHD_OPTION_THREAD_POOL_SIZE, default 2 x CPUs) on epoll.  Handlers are
+ * blocking and CPU-bound (decode + detect + embed take 0.1-2 s), so an
+ * event-loop design would need its own worker hand-off anyway; the pool
+ * bounds the number of requests in flight (and so memory), while each
+ * thread's epoll keeps idle keep-alive connections cheap.  The neural
+ * network's inner parallelism runs on the engine's own pool, shared by all
+ * request threads.
+ *
+ * Bodies: a Content-Length above the limit is refused with 413 on the first
+ * callback, before any of the body is read; a chunked body that grows past
+ * the limit stops being stored at once and is answered 413 (see the drain
+ * note in on_request).  multipart/form-data and
+ * urlencoded bodies go through MHD_PostProcessor into named fields; JSON
+ * bodies are buffered and parsed with jansson.  Every path ends in a JSON
+ * response: handlers never leave a connection without an answer.
+ *
+ * Shutdown: SIGTERM/SIGINT are blocked in every thread and taken with
+ * sigwait() by the main thread, which quiesces the daemon (no new
+ * connections), then stops it, letting running requests finish.
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ responses */
+
+void fvs_reply(fvs_resp *out, int status, json_t *body) {
+    json_decref(out->body);
+    out->status = status;
+    out->body = body;
+}
+
+void fvs_error(fvs_resp *out, int status, const char *code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fvs_reply(out, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
+}
+
+/* The one table from library statuses to HTTP statuses. */
+void fvs_status_error(fvs_resp *out, fv_status st, const char *message) {
+    int http = 500;
+    const char *code = fv_status_name(st);
+    switch (st) {
+    case FV_E_IMAGE_FORMAT:
+    case FV_E_IMAGE_CORRUPT:
+        http = 400;
+        break;
+    case FV_E_INVALID_ARGUMENT:
+        http = 400;
+        code = "validation_error";
+        break;
+    case FV_E_IMAGE_TOO_LARGE:
+        http = 413;
+        code = "payload_too_large";
+        break;
+    case FV_E_NO_FACE:
+    case FV_E_MULTIPLE_FACES:
+        http = 422;
+        break;
+    case FV_E_MODEL_MISSING:
+    case FV_E_MODEL_CORRUPT:
+        http = 503;
+        break;
+    case FV_E_NO_MEMORY:
+        http = 503;
+        code = "unavailable";
+        break;
+    case FV_E_UNSUPPORTED:
+        http = 400;
+        code = "validation_error";
+        break;
+    default:
+        http = 500;
+        code = "internal_error";
+        break;
+    }
+    fvs_error(out, http, code, "%s", message && *message ? message : fv_strerror(st));
+}
+
+/* ------------------------------------------------------------ fields */
+
+static fvs_field *find_field(fvs_req *r, const char *name) {
+    for (int i = 0; i < r->nfields; i++)
+        if (strcmp(r->fields[i].name, name) == 0) return &r->fields[i];
+    return NULL;
+}
+
+static int append(char **buf, size_t *len, size_t *cap, const char *data, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < *len + n + 1) c *= 2;
+        char *b = realloc(*buf, c);
+        if (!b) return -1;
+        *buf = b;
+        *cap = c;
+    }
+    if (n) memcpy(*buf + *len, data, n);
+    *len += n;
+    (*buf)[*len] = 0;
+    return 0;
+}
+
+static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *filename, const char *content_type,
+                                 const char *transfer_encoding, const char *data, uint64_t off,
+                                 size_t size) {
+    (void)kind;
+    (void)filename;
+    (void)content_type;
+    (void)transfer_encoding;
+    (void)off;
+    fvs_req *r = cls;
+    if (!key) return MHD_YES;
+    fvs_field *f = find_field(r, key);
+    if (!f) {
+        if (r->nfields == FVS_MAX_FIELDS || strlen(key) >= sizeof f->name) {
+            r->bad_body = 1;
+            snprintf(r->bad_reason, sizeof r->bad_reason, "too many or too long form fields");
+            return MHD_NO;
+        }
+        f = &r->fields[r->nfields++];
+        snprintf(f->name, sizeof f->name, "%s", key);
+        if (append(&f->data, &f->len, &f->cap, "", 0)) return MHD_NO;
+    }
+    if (append(&f->data, &f->len, &f->cap, data, size)) {
+        r->bad_body = 1;
+        snprintf(r->bad_reason, sizeof r->bad_reason, "out of memory");
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static json_t *json_field(fvs_req *r, const char *name) {
+    return r->json ? json_object_get(r->json, name) : NULL;
+}
+
+int fvs_req_bytes(fvs_req *r, const char *name, unsigned char **owned, const unsigned char **data,
+                  size_t *len, fvs_resp *out) {
+    *owned = NULL;
+    fvs_field *f = find_field(r, name);
+    if (f) {
+        *data = (const unsigned char *)f->data;
+        *len = f->len;
+        return 0;
+    }
+    json_t *j = json_field(r, name);
+    if (!j || json_is_null(j)) return 1;
+    if (!json_is_string(j)) {
+        fvs_error(out, 400, "validation_error", "%s: expected a base64 string or data URL", name);
+        return -1;
+    }
+    const char *s = json_string_value(j);
+    size_t slen = json_string_length(j);
+    if (strncmp(s, "data:", 5) == 0) {
+        const char *comma = memchr(s, ',', slen);
+        if (!comma || !strstr(s, ";base64") || strstr(s, ";base64") > comma) {
+            fvs_error(out, 400, "validation_error", "%s: only base64 data URLs are accepted", name);
+            return -1;
+        }
+        slen -= (size_t)(comma + 1 - s);
+        s = comma + 1;
+    } else if (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0) {
+        fvs_error(out, 400, "validation_error", "%s: URLs are never fetched; send the bytes", name);
+        return -1;
+    }
+    size_t cap = slen / 4 * 3 + 3;
+    unsigned char *buf = malloc(cap ? cap : 1);
+    if (!buf) {
+        fvs_error(out, 503, "unavailable", "out of memory");
+        return -1;
+    }
+    size_t n = 0;
+    const char *end = NULL;
+    int ok = sodium_base642bin(buf, cap, s, slen, " \t\r\n", &n, &end,
+                               sodium_base64_VARIANT_ORIGINAL) == 0 &&
+             end == s + slen;
+    if (!ok)
+        ok = sodium_base642bin(buf, cap, s, slen, " \t\r\n", &n, &end,
+                               sodium_base64_VARIANT_URLSAFE) == 0 &&
+             end == s + slen;
+    if (!ok)
+        ok = sodium_base642bin(buf, cap, s, slen, " \t\r\n", &n, &end,
+                               sodium_base64_VARIANT_ORIGINAL_NO_PADDING) == 0 &&
+             end == s + slen;
+    if (!ok) {
+        free(buf);
+        fvs_error(out, 400, "validation_error", "%s: not valid base64", name);
+        return -1;
+    }
+    *owned = buf;
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+const char *fvs_req_text(fvs_req *r, const char *name, char *buf, size_t buflen) {
+    fvs_field *f = find_field(r, name);
+    if (f) return f->data;
+    json_t *j = json_field(r, name);
+    if (j) {
+        if (json_is_string(j)) return json_string_value(j);
+        if (json_is_integer(j)) {
+            snprintf(buf, buflen, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+            return buf;
+        }
+        if (json_is_real(j)) {
+            snprintf(buf, buflen, "%.17g", json_real_value(j));
+            return buf;
+        }
+        if (json_is_boolean(j)) return json_is_true(j) ? "true" : "false";
+        if (json_is_null(j)) return NULL;
+        return "";
+    }
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+int fvs_req_number(fvs_req *r, const char *name, double lo, double hi, double *val, fvs_resp *out) {
+    char buf[64];
+    const char *s = fvs_req_text(r, name, buf, sizeof buf);
+    if (!s) return 0;
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (!*s || *end || errno || !(d >= lo && d <= hi)) {
+        fvs_error(out, 400, "validation_error", "%s: expected a number in [%g, %g]", name, lo, hi);
+        return -1;
+    }
+    *val = d;
+    return 0;
+}
+
+/* ------------------------------------------------------------ MHD glue */
+
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body) {
+    /* Static files travel from routes.c as {"__raw__": text, "__ctype__"}. */
+    json_t *raw = body ? json_object_get(body, "__raw__") : NULL;
+    if (raw) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+            json_string_length(raw), (void *)json_string_value(raw), MHD_RESPMEM_MUST_COPY);
+        if (!resp) return MHD_NO;
+        MHD_add_response_header(resp, "Content-Type",
+                                json_string_value(json_object_get(body, "__ctype__")));
+        enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(7)) : NULL;
+    if (!text) {
+        text = strdup("{\"error\":{\"code\":\"internal_error\",\"message\":\"no response\"}}");
+        status = 500;
+        if (!text) return MHD_NO;
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* How much of an over-limit chunked body is read and dropped so that the
+ * client can read its 413 (see on_request). */
+#define DRAIN_LIMIT ((size_t)64 * 1000 * 1000)
+
+/* Answers 413 at once, mid-request; MHD closes the connection after it. */
+static enum MHD_Result refuse_too_large(fvs_req *r) {
+    fvs_resp out = {0, NULL};
+    fvs_error(&out, 413, "payload_too_large", "request body exceeds %zu bytes",
+              r->srv->cfg.max_body);
+    r->responded = 1;
+    enum MHD_Result ret = send_json(r->conn, out.status, out.body);
+    json_decref(out.body);
+    return ret;
+}
+
+static void req_free(fvs_req *r) {
+    if (!r) return;
+    if (r->pp) MHD_destroy_post_processor(r->pp);
+    for (int i = 0; i < r->nfields; i++) free(r->fields[i].data);
+    free(r->body);
+    json_decref(r->json);
+    free(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)c;
+    (void)toe;
+    req_free(*con_cls);
+    *con_cls = NULL;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+    (void)version;
+    fvs_server *srv = cls;
+    fvs_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        r->srv = srv;
+        r->conn = c;
+        r->method = method;
+        r->url = url;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno || end == cl || n > srv->cfg.max_body) return refuse_too_large(r);
+        }
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (ct && (strncasecmp(ct, "multipart/form-data", 19) == 0 ||
+                   strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)) {
+            r->pp = MHD_create_post_processor(c, 64 * 1024, post_iter, r);
+            if (!r->pp) {
+                r->bad_body = 1;
+                snprintf(r->bad_reason, sizeof r->bad_reason, "malformed form content type");
+            }
+        } else if (ct && strncasecmp(ct, "application/json", 16) == 0) {
+            r->is_json = 1;
+        }
+        return MHD_YES;
+    }
+    if (r->responded) {
+        *upload_size = 0; /* refused: drop the rest */
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        r->received += n;
+        if (r->received > srv->cfg.max_body) {
+            /* Past the limit: stop storing and answer 413 at the end.  The
+             * excess is drained, up to DRAIN_LIMIT, rather than closed on
+             * at once: a close with unread bytes makes the kernel send a
+             * reset that destroys the 413 before the client reads it.
+             * Beyond that, the connection is closed after the answer. */
+            r->too_large = 1;
+            if (r->received - srv->cfg.max_body > DRAIN_LIMIT) return refuse_too_large(r);
+            return MHD_YES;
+        }
+        if (r->bad_body) return MHD_YES;
+        if (r->pp) {
+            if (MHD_post_process(r->pp, upload, n) != MHD_YES && !r->bad_body) {
+                r->bad_body = 1;
+                snprintf(r->bad_reason, sizeof r->bad_reason, "malformed form body");
+            }
+        } else if (append(&r->body, &r->body_len, &r->body_cap, upload, n)) {
+            r->bad_body = 1;
+            snprintf(r->bad_reason, sizeof r->bad_reason, "out of memory");
+        }
+        return MHD_YES;
+    }
+    /* The whole request is in. */
+    if (r->too_large) return refuse_too_large(r);
+    fvs_resp out = {500, NULL};
+    if (r->bad_body) {
+        fvs_error(&out, 400, "validation_error", "%s", r->bad_reason);
+    } else {
+        if (r->is_json && r->body_len) {
+            json_error_t jerr;
+            r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+            if (!r->json || !json_is_object(r->json)) {
+                fvs_error(&out, 400, "validation_error", "body is not a JSON object: %s",
+                          r->json ? "wrong type" : jerr.text);
+                goto send;
+            }
+        }
+        fvs_route(r, &out);
+    }
+send:;
+    r->responded = 1;
+    enum MHD_Result ret = send_json(c, out.status, out.body);
+    json_decref(out.body);
+    return ret;
+}
+
+int fvs_http_serve(fvs_server *srv) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by MHD's threads */
+
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)srv->cfg.port);
+    if (inet_pton(AF_INET, srv->cfg.host, &addr.sin_addr) != 1) {
+        fprintf(stderr, "faceverifyd: --listen: not an IPv4 address: %s\n", srv->cfg.host);
+        return 2;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned threads = srv->cfg.http_threads > 0 ? (unsigned)srv->cfg.http_threads
+                                                 : (unsigned)(ncpu > 0 ? 2 * ncpu : 4);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
+        NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+        MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "faceverifyd: cannot listen on %s:%d\n", srv->cfg.host, srv->cfg.port);
+        return 1;
+    }
+    printf("faceverifyd: listening on http://%s:%d (%u HTTP threads, %s database)\n", srv->cfg.host,
+           srv->cfg.port, threads, fvs_store_backend(srv->store));
+    fflush(stdout);
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    printf("faceverifyd: signal %d, shutting down\n", sig);
+    fflush(stdout);
+    MHD_quiesce_daemon(d);
+    MHD_stop_daemon(d);
+    return 0;
+}

@@ -1,0 +1,813 @@
+/*
+ * routes.c: the URL table and the handlers of faceverifyd's JSON API.
+ *
+ * Each handler reads its inputs through http.h, calls the library (only
+ * include/faceverify.h), the store and the index, and fills one response.
+ * Library failures go through fvs_status_error, the single map from
+ * fv_status to HTTP status and error code.
+ *
+ * Decisions: /subjects/{id}/verify compares the probe with every template
+ * of the subject and decides on the best match (smallest distance), which
+ * is robust to one poor enrollment photo and matches what /identify ranks
+ * by.  /identify detects every face in the probe and answers one result
+ * per face; its match is a k-nearest-neighbour vote (index.c).
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "http.h"
+
+#define MAX_FACES 64
+#define MAX_QUERIES 64
+#define FALLBACK_THRESHOLD 0.6f
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int authenticate(fvs_req *r, fvs_resp *out) {
+    const char *key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-API-Key");
+    char prefix[FVS_KEY_PREFIX_LEN + 1];
+    unsigned char hash[FVS_KEY_HASH_BYTES];
+    if (!key || fvs_key_digest(key, prefix, hash)) {
+        fvs_error(out, 401, "unauthorized", key ? "invalid API key" : "missing X-API-Key header");
+        return -1;
+    }
+    char err[256];
+    int rc = fvs_collection_by_key(r->srv->store, prefix, hash, &r->coll, err, sizeof err);
+    if (rc < 0) {
+        fvs_error(out, 503, "unavailable", "database: %s", err);
+        return -1;
+    }
+    if (rc > 0) {
+        fvs_error(out, 401, "unauthorized", "invalid API key");
+        return -1;
+    }
+    return 0;
+}
+
+static void db_error(fvs_resp *out, const char *err) {
+    fvs_error(out, 503, "unavailable", "database: %s", err);
+}
+
+static int need_engine(fvs_req *r, fvs_resp *out) {
+    if (r->srv->engine) return 0;
+    fvs_error(out, 503, "model_unavailable", "models not loaded: %s", r->srv->engine_error);
+    return -1;
+}
+
+/* The threshold in force: request > collection override > engine. */
+static int get_threshold(fvs_req *r, float *t, fvs_resp *out) {
+    double d = r->coll.threshold > 0 ? r->coll.threshold : r->srv->default_threshold;
+    if (fvs_req_number(r, "threshold", 1e-6, 4.0, &d, out)) return -1;
+    *t = (float)d;
+    return 0;
+}
+
+static int get_int(fvs_req *r, const char *name, int lo, int hi, int *v, fvs_resp *out) {
+    double d = *v;
+    if (fvs_req_number(r, name, lo, hi, &d, out)) return -1;
+    if (d != (double)(int)d) {
+        fvs_error(out, 400, "validation_error", "%s: expected an integer", name);
+        return -1;
+    }
+    *v = (int)d;
+    return 0;
+}
+
+/* Decodes the image in field name; on failure fills out. */
+static int load_image(fvs_req *r, const char *name, fv_image **img, double *ms, fvs_resp *out) {
+    unsigned char *owned = NULL;
+    const unsigned char *data = NULL;
+    size_t len = 0;
+    int rc = fvs_req_bytes(r, name, &owned, &data, &len, out);
+    if (rc < 0) return -1;
+    if (rc > 0) {
+        fvs_error(out, 400, "validation_error", "missing field '%s' (an image file)", name);
+        return -1;
+    }
+    char err[256] = "";
+    double t0 = now_ms();
+    fv_status st = fv_image_decode(data, len, NULL, img, err, sizeof err);
+    if (ms) *ms = now_ms() - t0;
+    free(owned);
+    if (st != FV_OK) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "%s: %s", name, err[0] ? err : fv_strerror(st));
+        fvs_status_error(out, st, msg);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *face_json(const fv_face *f) {
+    json_t *lm = json_array();
+    for (int i = 0; i < FV_NUM_LANDMARKS; i++)
+        json_array_append_new(
+            lm, json_pack("[f, f]", (double)f->landmarks[i].x, (double)f->landmarks[i].y));
+    return json_pack("{s:{s:f, s:f, s:f, s:f}, s:f, s:o}", "box", "left", (double)f->left, "top",
+                     (double)f->top, "right", (double)f->right, "bottom", (double)f->bottom,
+                     "score", (double)f->score, "landmarks", lm);
+}
+
+static int parse_id(const char *s, size_t len, int64_t *id) {
+    if (len == 0 || len > 18) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)s[i])) return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v <= 0) return -1;
+    *id = v;
+    return 0;
+}
+
+/* Reads a JSON array of FV_EMBED_DIM finite numbers. */
+static int parse_embedding(const json_t *j, const char *name, float *out, fvs_resp *resp) {
+    if (!json_is_array(j) || json_array_size(j) != FV_EMBED_DIM) {
+        fvs_error(resp, 400, "validation_error", "%s: expected an array of %d numbers", name,
+                  FV_EMBED_DIM);
+        return -1;
+    }
+    for (size_t i = 0; i < FV_EMBED_DIM; i++) {
+        json_t *v = json_array_get(j, i);
+        double d = json_number_value(v);
+        if (!json_is_number(v) || !(d > -1e6 && d < 1e6)) {
+            fvs_error(resp, 400, "validation_error", "%s[%zu]: expected a finite number", name, i);
+            return -1;
+        }
+        out[i] = (float)d;
+    }
+    return 0;
+}
+
+static json_t *timings_json(const fv_timings *t, double decode_ms, double total_ms) {
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "decode", decode_ms, "detect", t->detect_ms,
+                     "landmarks", t->landmarks_ms, "chip", t->chip_ms, "embed", t->embed_ms,
+                     "total", total_ms);
+}
+
+/* ------------------------------------------------------------ handlers */
+
+static void h_health(fvs_req *r, fvs_resp *out) {
+    char err[256] = "";
+    int version = 0;
+    int db_ok = fvs_store_schema_version(r->srv->store, &version, err, sizeof err) == 0;
+    int migrated = db_ok && version >= fvs_store_latest_version();
+    int ok = migrated && r->srv->engine;
+    json_t *o =
+        json_pack("{s:s, s:s, s:b, s:i, s:b, s:s, s:s}", "status", ok ? "ok" : "unavailable",
+                  "database", fvs_store_backend(r->srv->store), "database_ok", db_ok,
+                  "schema_version", version, "models_loaded", r->srv->engine != NULL, "model",
+                  FV_MODEL_ID, "version", FV_VERSION_STRING);
+    if (!ok) {
+        const char *code = r->srv->engine ? "unavailable" : "model_unavailable";
+        char msg[400];
+        if (!db_ok)
+            snprintf(msg, sizeof msg, "database: %s", err);
+        else if (!migrated)
+            snprintf(msg, sizeof msg, "database schema %d, need %d: run faceverifyd migrate",
+                     version, fvs_store_latest_version());
+        else
+            snprintf(msg, sizeof msg, "models not loaded: %s", r->srv->engine_error);
+        json_object_set_new(o, "error", json_pack("{s:s, s:s}", "code", code, "message", msg));
+    }
+    fvs_reply(out, ok ? 200 : 503, o);
+}
+
+static void h_detect(fvs_req *r, fvs_resp *out) {
+    if (need_engine(r, out)) return;
+    fv_image *img = NULL;
+    double t0 = now_ms(), dec = 0;
+    if (load_image(r, "image", &img, &dec, out)) return;
+    fv_detect_options opt;
+    fv_detect_options_init(&opt);
+    fv_face faces[MAX_FACES];
+    size_t n = 0;
+    char err[256] = "";
+    double t1 = now_ms();
+    fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
+    double det = now_ms() - t1;
+    if (st != FV_OK) {
+        fv_image_destroy(img);
+        fvs_status_error(out, st, err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n && i < MAX_FACES; i++)
+        json_array_append_new(arr, face_json(&faces[i]));
+    fvs_reply(out, 200,
+              json_pack("{s:o, s:I, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f}}", "faces", arr, "count",
+                        (json_int_t)n, "image", "width", img->width, "height", img->height,
+                        "detector", fv_detector_name(opt.detector), "timings_ms", "decode", dec,
+                        "detect", det, "total", now_ms() - t0));
+    fv_image_destroy(img);
+}
+
+static json_t *used_face_json(const fv_face_result *fr) {
+    json_t *o = face_json(&fr->face);
+    json_object_set_new(o, "faces_detected", json_integer((json_int_t)fr->faces));
+    return o;
+}
+
+static void h_verify(fvs_req *r, fvs_resp *out) {
+    if (need_engine(r, out)) return;
+    fv_verify_options opt;
+    fv_verify_options_init(&opt);
+    if (get_threshold(r, &opt.threshold, out)) return;
+    double t0 = now_ms(), da = 0, db = 0;
+    fv_image *a = NULL, *b = NULL;
+    if (load_image(r, "image_a", &a, &da, out)) return;
+    if (load_image(r, "image_b", &b, &db, out)) {
+        fv_image_destroy(a);
+        return;
+    }
+    fv_verify_result res;
+    char err[256] = "";
+    fv_status st = fv_verify(r->srv->engine, a, b, &opt, &res, err, sizeof err);
+    fv_image_destroy(a);
+    fv_image_destroy(b);
+    if (st != FV_OK) {
+        fvs_status_error(out, st, err);
+        return;
+    }
+    fv_timings t = res.a.timings;
+    t.detect_ms += res.b.timings.detect_ms;
+    t.landmarks_ms += res.b.timings.landmarks_ms;
+    t.chip_ms += res.b.timings.chip_ms;
+    t.embed_ms += res.b.timings.embed_ms;
+    fvs_reply(out, 200,
+              json_pack("{s:b, s:f, s:f, s:f, s:{s:o, s:o}, s:s, s:s, s:o}", "verified",
+                        res.verified, "distance", (double)res.distance, "threshold",
+                        (double)res.threshold, "similarity", (double)res.similarity, "faces", "a",
+                        used_face_json(&res.a), "b", used_face_json(&res.b), "model", res.model,
+                        "detector", res.detector, "timings_ms",
+                        timings_json(&t, da + db, now_ms() - t0)));
+}
+
+static void h_verify_embeddings(fvs_req *r, fvs_resp *out) {
+    float t = 0, a[FV_EMBED_DIM], b[FV_EMBED_DIM];
+    if (get_threshold(r, &t, out)) return;
+    if (!r->json) {
+        fvs_error(out, 400, "validation_error", "expected a JSON body");
+        return;
+    }
+    if (parse_embedding(json_object_get(r->json, "embedding_a"), "embedding_a", a, out) ||
+        parse_embedding(json_object_get(r->json, "embedding_b"), "embedding_b", b, out))
+        return;
+    float d = fv_distance(a, b);
+    fvs_reply(out, 200,
+              json_pack("{s:b, s:f, s:f, s:f, s:s}", "verified", d <= t, "distance", (double)d,
+                        "threshold", (double)t, "similarity", (double)fv_similarity(d, t), "model",
+                        FV_MODEL_ID));
+}
+
+static int search_params(fvs_req *r, float *t, int *top_k, int *k, fvs_resp *out) {
+    *top_k = 5;
+    *k = 3;
+    if (get_threshold(r, t, out) || get_int(r, "top_k", 1, FVS_TOP_K_MAX, top_k, out) ||
+        get_int(r, "k", 1, FVS_K_MAX, k, out))
+        return -1;
+    return 0;
+}
+
+static void h_identify(fvs_req *r, fvs_resp *out) {
+    if (need_engine(r, out)) return;
+    float t;
+    int top_k, k;
+    if (search_params(r, &t, &top_k, &k, out)) return;
+    double t0 = now_ms(), dec = 0;
+    fv_image *img = NULL;
+    if (load_image(r, "image", &img, &dec, out)) return;
+    fv_detect_options opt;
+    fv_detect_options_init(&opt);
+    fv_face faces[MAX_FACES];
+    size_t n = 0;
+    char err[256] = "";
+    double t1 = now_ms();
+    fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
+    double det = now_ms() - t1;
+    if (st == FV_OK && n == 0) {
+        st = FV_E_NO_FACE;
+        snprintf(err, sizeof err, "image: no face found");
+    }
+    if (n > MAX_FACES) n = MAX_FACES;
+    unsigned char *chips = NULL;
+    float *emb = NULL;
+    double t2 = now_ms(), emb_ms = 0;
+    if (st == FV_OK) {
+        chips = malloc(n * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        emb = malloc(n * FV_EMBED_DIM * sizeof(float));
+        if (!chips || !emb) st = FV_E_NO_MEMORY;
+        for (size_t i = 0; st == FV_OK && i < n; i++)
+            st = fv_face_chip(r->srv->engine, img, &faces[i],
+                              chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        if (st == FV_OK) st = fv_embed_chips(r->srv->engine, chips, n, emb, err, sizeof err);
+        emb_ms = now_ms() - t2;
+    }
+    fv_image_destroy(img);
+    free(chips);
+    if (st != FV_OK) {
+        free(emb);
+        fvs_status_error(out, st, err);
+        return;
+    }
+    json_t *results = NULL;
+    double t3 = now_ms();
+    int rc =
+        fvs_index_search(r->srv->index, r->coll.id, emb, n, t, top_k, k, &results, err, sizeof err);
+    double search_ms = now_ms() - t3;
+    free(emb);
+    if (rc) {
+        db_error(out, err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *fj = face_json(&faces[i]);
+        json_object_update(json_array_get(results, i), fj);
+        json_decref(fj);
+    }
+    fvs_reply(out, 200,
+              json_pack("{s:o, s:I, s:f, s:i, s:i, s:s, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
+                        results, "count", (json_int_t)n, "threshold", (double)t, "k", k, "top_k",
+                        top_k, "model", FV_MODEL_ID, "timings_ms", "decode", dec, "detect", det,
+                        "embed", emb_ms, "search", search_ms, "total", now_ms() - t0));
+}
+
+static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
+    float t;
+    int top_k, k;
+    if (search_params(r, &t, &top_k, &k, out)) return;
+    if (!r->json) {
+        fvs_error(out, 400, "validation_error", "expected a JSON body");
+        return;
+    }
+    json_t *one = json_object_get(r->json, "embedding");
+    json_t *many = json_object_get(r->json, "embeddings");
+    size_t n = one ? 1 : json_array_size(many);
+    if ((one && many) || n == 0 || n > MAX_QUERIES || (!one && !json_is_array(many))) {
+        fvs_error(out, 400, "validation_error",
+                  "expected 'embedding' (one vector) or 'embeddings' (1..%d vectors)", MAX_QUERIES);
+        return;
+    }
+    float *q = malloc(n * FV_EMBED_DIM * sizeof(float));
+    if (!q) {
+        fvs_error(out, 503, "unavailable", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (parse_embedding(one ? one : json_array_get(many, i), one ? "embedding" : "embeddings",
+                            q + i * FV_EMBED_DIM, out)) {
+            free(q);
+            return;
+        }
+    }
+    json_t *results = NULL;
+    char err[256];
+    int rc =
+        fvs_index_search(r->srv->index, r->coll.id, q, n, t, top_k, k, &results, err, sizeof err);
+    free(q);
+    if (rc) {
+        db_error(out, err);
+        return;
+    }
+    fvs_reply(out, 200,
+              json_pack("{s:o, s:f, s:i, s:i, s:s}", "results", results, "threshold", (double)t,
+                        "k", k, "top_k", top_k, "model", FV_MODEL_ID));
+}
+
+static void h_subjects_create(fvs_req *r, fvs_resp *out) {
+    char buf[64];
+    const char *name = fvs_req_text(r, "name", buf, sizeof buf);
+    json_t *nj = r->json ? json_object_get(r->json, "name") : NULL;
+    if (!name || (nj && !json_is_string(nj)) || !*name || strlen(name) > FVS_NAME_MAX) {
+        fvs_error(out, 400, "validation_error", "name: a string of 1..%d characters is required",
+                  FVS_NAME_MAX);
+        return;
+    }
+    const json_t *meta = r->json ? json_object_get(r->json, "metadata") : NULL;
+    if (meta && json_is_null(meta)) meta = NULL;
+    if (meta && !json_is_object(meta)) {
+        fvs_error(out, 400, "validation_error", "metadata: expected a JSON object");
+        return;
+    }
+    json_t *subj = NULL;
+    char err[256];
+    int rc = fvs_subject_create(r->srv->store, r->coll.id, name, meta, &subj, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 409, "conflict", "a subject named '%s' already exists", name);
+    else
+        fvs_reply(out, 201, subj);
+}
+
+static void h_subjects_list(fvs_req *r, fvs_resp *out) {
+    int limit = 50, offset = 0;
+    if (get_int(r, "limit", 1, 1000, &limit, out) ||
+        get_int(r, "offset", 0, 1000000000, &offset, out))
+        return;
+    json_t *res = NULL;
+    int64_t count = 0;
+    char err[256];
+    if (fvs_subject_list(r->srv->store, r->coll.id, limit, offset, &res, &count, err, sizeof err)) {
+        db_error(out, err);
+        return;
+    }
+    fvs_reply(out, 200,
+              json_pack("{s:I, s:i, s:i, s:o}", "count", (json_int_t)count, "limit", limit,
+                        "offset", offset, "results", res));
+}
+
+static void h_subject_get(fvs_req *r, fvs_resp *out, int64_t id) {
+    json_t *subj = NULL;
+    char err[256];
+    int rc = fvs_subject_get(r->srv->store, r->coll.id, id, &subj, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, id);
+    else
+        fvs_reply(out, 200, subj);
+}
+
+static void h_subject_delete(fvs_req *r, fvs_resp *out, int64_t id) {
+    char err[256];
+    int rc = fvs_subject_delete(r->srv->store, r->coll.id, id, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, id);
+    else
+        fvs_reply(out, 200, json_pack("{s:I, s:b}", "id", (json_int_t)id, "deleted", 1));
+}
+
+/* Loads the subject (404 when absent) for the /subjects/{id}/... routes. */
+static int subject_or_404(fvs_req *r, int64_t id, json_t **subj, fvs_resp *out) {
+    char err[256];
+    int rc = fvs_subject_get(r->srv->store, r->coll.id, id, subj, err, sizeof err);
+    if (rc < 0) db_error(out, err);
+    if (rc > 0) fvs_error(out, 404, "not_found", "no subject %" PRId64, id);
+    return rc ? -1 : 0;
+}
+
+/* Detects and embeds the one face to enroll or verify. */
+static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms,
+                       unsigned char sha[32], fvs_resp *out) {
+    unsigned char *owned = NULL;
+    const unsigned char *data = NULL;
+    size_t len = 0;
+    int rc = fvs_req_bytes(r, "image", &owned, &data, &len, out);
+    if (rc < 0) return -1;
+    if (rc > 0) {
+        fvs_error(out, 400, "validation_error", "missing field 'image' (an image file)");
+        return -1;
+    }
+    if (sha) crypto_hash_sha256(sha, data, len);
+    char err[256] = "";
+    fv_image *img = NULL;
+    double t0 = now_ms();
+    fv_status st = fv_image_decode(data, len, NULL, &img, err, sizeof err);
+    *decode_ms = now_ms() - t0;
+    free(owned);
+    if (st == FV_OK) {
+        fv_detect_options opt;
+        fv_detect_options_init(&opt);
+        st = fv_embed_face(r->srv->engine, img, &opt, strict, fr, err, sizeof err);
+        if (st == FV_E_MULTIPLE_FACES)
+            snprintf(err, sizeof err,
+                     "image: %zu faces found; send a photo of one person or face=largest",
+                     fr->faces);
+    }
+    fv_image_destroy(img);
+    if (st != FV_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s%s", strncmp(err, "image", 5) ? "image: " : "",
+                 err[0] ? err : fv_strerror(st));
+        fvs_status_error(out, st, msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void h_face_enroll(fvs_req *r, fvs_resp *out, int64_t sid) {
+    if (need_engine(r, out)) return;
+    json_t *subj = NULL;
+    if (subject_or_404(r, sid, &subj, out)) return;
+    json_decref(subj);
+    char buf[64];
+    const char *face = fvs_req_text(r, "face", buf, sizeof buf);
+    if (face && strcmp(face, "largest") && strcmp(face, "single")) {
+        fvs_error(out, 400, "validation_error", "face: expected 'single' or 'largest'");
+        return;
+    }
+    int strict = !(face && strcmp(face, "largest") == 0);
+    fv_face_result fr;
+    unsigned char sha[32];
+    double dec = 0;
+    if (embed_probe(r, strict, &fr, &dec, sha, out)) return;
+    char hex[65];
+    sodium_bin2hex(hex, sizeof hex, sha, sizeof sha);
+    fvs_face_row row = {FV_MODEL_ID,   fr.embedding,   fr.face.left,  fr.face.top,
+                        fr.face.right, fr.face.bottom, fr.face.score, hex};
+    json_t *fj = NULL;
+    char err[256];
+    int rc = fvs_face_insert(r->srv->store, r->coll.id, sid, &row, &fj, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
+    else {
+        json_object_set_new(fj, "faces_detected", json_integer((json_int_t)fr.faces));
+        fvs_reply(out, 201, fj);
+    }
+}
+
+static void h_face_list(fvs_req *r, fvs_resp *out, int64_t sid) {
+    json_t *arr = NULL;
+    char err[256];
+    int rc = fvs_face_list(r->srv->store, r->coll.id, sid, &arr, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
+    else
+        fvs_reply(
+            out, 200,
+            json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(arr), "results", arr));
+}
+
+static void h_face_delete(fvs_req *r, fvs_resp *out, int64_t sid, int64_t fid) {
+    char err[256];
+    int rc = fvs_face_delete(r->srv->store, r->coll.id, sid, fid, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no face %" PRId64 " for subject %" PRId64, fid, sid);
+    else
+        fvs_reply(out, 200, json_pack("{s:I, s:b}", "id", (json_int_t)fid, "deleted", 1));
+}
+
+typedef struct best_ctx {
+    const float *probe;
+    float best;
+    int64_t best_face;
+    int n;
+} best_ctx;
+
+static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
+                    const float *emb) {
+    (void)subject_id;
+    (void)name;
+    best_ctx *b = ctx;
+    float d = fv_distance(b->probe, emb);
+    if (b->n == 0 || d < b->best) {
+        b->best = d;
+        b->best_face = face_id;
+    }
+    b->n++;
+    return 0;
+}
+
+static void h_subject_verify(fvs_req *r, fvs_resp *out, int64_t sid) {
+    if (need_engine(r, out)) return;
+    float t;
+    if (get_threshold(r, &t, out)) return;
+    json_t *subj = NULL;
+    if (subject_or_404(r, sid, &subj, out)) return;
+    double t0 = now_ms(), dec = 0;
+    fv_face_result fr;
+    if (embed_probe(r, 0, &fr, &dec, NULL, out)) {
+        json_decref(subj);
+        return;
+    }
+    best_ctx b = {fr.embedding, 0, 0, 0};
+    char err[256];
+    if (fvs_templates(r->srv->store, r->coll.id, sid, FV_MODEL_ID, best_row, &b, err, sizeof err)) {
+        json_decref(subj);
+        db_error(out, err);
+        return;
+    }
+    if (b.n == 0) {
+        json_decref(subj);
+        fvs_error(out, 422, "no_templates", "subject %" PRId64 " has no enrolled faces", sid);
+        return;
+    }
+    json_t *s = json_pack("{s:O, s:O}", "id", json_object_get(subj, "id"), "name",
+                          json_object_get(subj, "name"));
+    json_decref(subj);
+    fvs_reply(out, 200,
+              json_pack("{s:b, s:f, s:f, s:f, s:o, s:I, s:i, s:s, s:o, s:s, s:o}", "verified",
+                        b.best <= t, "distance", (double)b.best, "threshold", (double)t,
+                        "similarity", (double)fv_similarity(b.best, t), "subject", s,
+                        "matched_face_id", (json_int_t)b.best_face, "templates_compared", b.n,
+                        "method", "best_match", "face", used_face_json(&fr), "model", FV_MODEL_ID,
+                        "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0)));
+}
+
+/* ------------------------------------------------------------ static files */
+
+static void h_static(fvs_req *r, fvs_resp *out, const char *file, const char *ctype) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", r->srv->cfg.assets_dir, file);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fvs_error(out, 404, "not_found", "%s is not installed", file);
+        return;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n > cap) {
+            cap = (len + n) * 2;
+            char *b = realloc(buf, cap);
+            if (!b) break;
+            buf = b;
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    /* Raw bodies travel as a JSON string under this private key; http.c
+     * sends them verbatim with ctype. */
+    json_t *o = json_pack("{s:s#, s:s}", "__raw__", buf ? buf : "", len, "__ctype__", ctype);
+    free(buf);
+    fvs_reply(out, 200, o);
+}
+
+/* ------------------------------------------------------------ routing */
+
+static int method_is(fvs_req *r, const char *m) {
+    return strcmp(r->method, m) == 0;
+}
+
+static void not_allowed(fvs_resp *out, fvs_req *r) {
+    fvs_error(out, 405, "method_not_allowed", "%s is not allowed on %s", r->method, r->url);
+}
+
+void fvs_route(fvs_req *r, fvs_resp *out) {
+    const char *u = r->url;
+    if (strcmp(u, "/api/openapi.json") == 0 && method_is(r, "GET")) {
+        h_static(r, out, "openapi.json", "application/json");
+        return;
+    }
+    if ((strcmp(u, "/docs") == 0 || strcmp(u, "/") == 0 || strcmp(u, "/api/docs") == 0) &&
+        method_is(r, "GET")) {
+        h_static(r, out, "docs.html", "text/html; charset=utf-8");
+        return;
+    }
+    const char *pre = "/api/v1/";
+    if (strncmp(u, pre, strlen(pre)) != 0) {
+        fvs_error(out, 404, "not_found", "no route %s", u);
+        return;
+    }
+    const char *p = u + strlen(pre);
+    if (strcmp(p, "health") == 0) {
+        if (!method_is(r, "GET")) {
+            not_allowed(out, r);
+            return;
+        }
+        h_health(r, out);
+        return;
+    }
+    /* Split the rest into at most 4 segments. */
+    const char *seg[5];
+    size_t len[5];
+    int nseg = 0;
+    while (*p && nseg < 5) {
+        const char *s = strchr(p, '/');
+        seg[nseg] = p;
+        len[nseg] = s ? (size_t)(s - p) : strlen(p);
+        nseg++;
+        if (!s) break;
+        p = s + 1;
+        if (!*p) { /* trailing slash: an empty segment */
+            seg[nseg] = p;
+            len[nseg++] = 0;
+            break;
+        }
+    }
+#define SEG(i, lit) (nseg > (i) && len[i] == strlen(lit) && strncmp(seg[i], lit, len[i]) == 0)
+    enum {
+        R_NONE,
+        R_DETECT,
+        R_VERIFY,
+        R_VERIFY_EMB,
+        R_IDENTIFY,
+        R_IDENTIFY_EMB,
+        R_SUBJECTS,
+        R_SUBJECT,
+        R_FACES,
+        R_FACE,
+        R_SUBJECT_VERIFY
+    } route = R_NONE;
+    int64_t sid = 0, fid = 0;
+    if (nseg == 1 && SEG(0, "detect"))
+        route = R_DETECT;
+    else if (nseg == 1 && SEG(0, "verify"))
+        route = R_VERIFY;
+    else if (nseg == 2 && SEG(0, "verify") && SEG(1, "embeddings"))
+        route = R_VERIFY_EMB;
+    else if (nseg == 1 && SEG(0, "identify"))
+        route = R_IDENTIFY;
+    else if (nseg == 2 && SEG(0, "identify") && SEG(1, "embeddings"))
+        route = R_IDENTIFY_EMB;
+    else if (nseg == 1 && SEG(0, "subjects"))
+        route = R_SUBJECTS;
+    else if (nseg >= 2 && SEG(0, "subjects")) {
+        if (parse_id(seg[1], len[1], &sid)) {
+            fvs_error(out, 404, "not_found", "no subject %.*s", (int)(len[1] > 40 ? 40 : len[1]),
+                      seg[1]);
+            return;
+        }
+        if (nseg == 2)
+            route = R_SUBJECT;
+        else if (nseg == 3 && SEG(2, "faces"))
+            route = R_FACES;
+        else if (nseg == 3 && SEG(2, "verify"))
+            route = R_SUBJECT_VERIFY;
+        else if (nseg == 4 && SEG(2, "faces")) {
+            if (parse_id(seg[3], len[3], &fid)) {
+                fvs_error(out, 404, "not_found", "no face %.*s", (int)(len[3] > 40 ? 40 : len[3]),
+                          seg[3]);
+                return;
+            }
+            route = R_FACE;
+        }
+    }
+#undef SEG
+    if (route == R_NONE) {
+        fvs_error(out, 404, "not_found", "no route %s", u);
+        return;
+    }
+    /* Method check before authentication, so a wrong verb is a 405 for
+     * everyone; then the key. */
+    int post = method_is(r, "POST"), get = method_is(r, "GET"), del = method_is(r, "DELETE");
+    int allowed = 0;
+    switch (route) {
+    case R_SUBJECTS:
+    case R_FACES:
+        allowed = post || get;
+        break;
+    case R_SUBJECT:
+        allowed = get || del;
+        break;
+    case R_FACE:
+        allowed = del;
+        break;
+    default:
+        allowed = post;
+        break;
+    }
+    if (!allowed) {
+        not_allowed(out, r);
+        return;
+    }
+    if (authenticate(r, out)) return;
+    switch (route) {
+    case R_DETECT:
+        h_detect(r, out);
+        break;
+    case R_VERIFY:
+        h_verify(r, out);
+        break;
+    case R_VERIFY_EMB:
+        h_verify_embeddings(r, out);
+        break;
+    case R_IDENTIFY:
+        h_identify(r, out);
+        break;
+    case R_IDENTIFY_EMB:
+        h_identify_embeddings(r, out);
+        break;
+    case R_SUBJECTS:
+        post ? h_subjects_create(r, out) : h_subjects_list(r, out);
+        break;
+    case R_SUBJECT:
+        get ? h_subject_get(r, out, sid) : h_subject_delete(r, out, sid);
+        break;
+    case R_FACES:
+        post ? h_face_enroll(r, out, sid) : h_face_list(r, out, sid);
+        break;
+    case R_FACE:
+        h_face_delete(r, out, sid, fid);
+        break;
+    case R_SUBJECT_VERIFY:
+        h_subject_verify(r, out, sid);
+        break;
+    default:
+        break;
+    }
+}

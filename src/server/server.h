@@ -1,0 +1,41 @@
+/*
+ * server.h: faceverifyd's configuration and the few long-lived objects a
+ * request needs.  There is no global server struct: main() owns one
+ * fvs_server and hands it to the HTTP layer, which passes it to each
+ * request.
+ */
+#ifndef FVS_SERVER_H
+#define FVS_SERVER_H
+
+#include <stddef.h>
+
+#include "faceverify.h"
+#include "index.h"
+#include "store.h"
+
+/* The config table: every field has a flag and an environment variable
+ * (see main.c's usage text and README.md). */
+typedef struct fvs_config {
+    const char *database_url; /* FACEVERIFY_DATABASE_URL, --database */
+    char host[128];           /* --listen HOST:PORT */
+    int port;
+    int http_threads;       /* FACEVERIFY_HTTP_THREADS, --http-threads; 0: 2 x CPUs */
+    int engine_threads;     /* FACEVERIFY_THREADS, --threads; 0: CPUs */
+    size_t max_body;        /* FACEVERIFY_MAX_BODY, --max-body (bytes) */
+    const char *models_dir; /* FACEVERIFY_MODELS, --models */
+    const char *assets_dir; /* FACEVERIFY_ASSETS: openapi.json, docs.html */
+} fvs_config;
+
+typedef struct fvs_server {
+    fvs_config cfg;
+    fvs_store *store;
+    fvs_index *index;
+    fv_engine *engine; /* NULL when the models failed to load (503s) */
+    char engine_error[256];
+    float default_threshold;
+} fvs_server;
+
+/* Runs the HTTP server until SIGTERM/SIGINT; returns a process exit code. */
+int fvs_http_serve(fvs_server *srv);
+
+#endif

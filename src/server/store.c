@@ -1,0 +1,531 @@
+/*
+ * store.c: faceverifyd's data model (see store.h) written once in the SQL
+ * that SQLite and PostgreSQL share, plus the numbered migrations, which
+ * are the only per-dialect SQL.
+ *
+ * Migrations: schema_migrations(version, applied_at) records what ran;
+ * each numbered step runs in its own transaction together with its row in
+ * that table, so an interrupted migrate leaves the database at a clean
+ * step and a re-run applies only what is missing.  Steps are append-only.
+ */
+#include "store.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+
+struct fvs_store {
+    fvs_db *db;
+    pthread_mutex_t mu;
+};
+
+typedef struct migration {
+    int version;
+    const char *sqlite;
+    const char *postgres;
+} migration;
+
+static const migration MIGRATIONS[] = {
+    {1,
+     "CREATE TABLE collections (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+     " key_prefix TEXT NOT NULL, key_hash BLOB NOT NULL, threshold REAL,"
+     " version INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);"
+     "CREATE INDEX collections_key_prefix ON collections(key_prefix);"
+     "CREATE TABLE subjects (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " name TEXT NOT NULL, metadata TEXT, created_at INTEGER NOT NULL,"
+     " UNIQUE (collection_id, name));"
+     "CREATE TABLE faces (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
+     " model TEXT NOT NULL, embedding BLOB NOT NULL, box_left REAL, box_top REAL,"
+     " box_right REAL, box_bottom REAL, score REAL, image_sha256 TEXT,"
+     " created_at INTEGER NOT NULL);"
+     "CREATE INDEX faces_collection_model ON faces(collection_id, model);"
+     "CREATE INDEX faces_subject ON faces(subject_id);",
+     "CREATE TABLE collections (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+     " key_prefix TEXT NOT NULL, key_hash BYTEA NOT NULL, threshold DOUBLE PRECISION,"
+     " version BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL);"
+     "CREATE INDEX collections_key_prefix ON collections(key_prefix);"
+     "CREATE TABLE subjects (id BIGSERIAL PRIMARY KEY,"
+     " collection_id BIGINT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " name TEXT NOT NULL, metadata TEXT, created_at BIGINT NOT NULL,"
+     " UNIQUE (collection_id, name));"
+     "CREATE TABLE faces (id BIGSERIAL PRIMARY KEY,"
+     " collection_id BIGINT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " subject_id BIGINT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
+     " model TEXT NOT NULL, embedding BYTEA NOT NULL, box_left DOUBLE PRECISION,"
+     " box_top DOUBLE PRECISION, box_right DOUBLE PRECISION, box_bottom DOUBLE PRECISION,"
+     " score DOUBLE PRECISION, image_sha256 TEXT, created_at BIGINT NOT NULL);"
+     "CREATE INDEX faces_collection_model ON faces(collection_id, model);"
+     "CREATE INDEX faces_subject ON faces(subject_id);"},
+    {2, "CREATE INDEX subjects_collection ON subjects(collection_id, id);",
+     "CREATE INDEX subjects_collection ON subjects(collection_id, id);"},
+};
+#define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
+
+int fvs_store_latest_version(void) {
+    return MIGRATIONS[N_MIGRATIONS - 1].version;
+}
+
+fvs_store *fvs_store_open(const char *url, char *err, size_t errlen) {
+    fvs_db *db = fvs_db_open(url, err, errlen);
+    if (!db) return NULL;
+    fvs_store *st = calloc(1, sizeof *st);
+    if (!st) {
+        fvs_db_close(db);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    st->db = db;
+    pthread_mutex_init(&st->mu, NULL);
+    return st;
+}
+
+void fvs_store_close(fvs_store *st) {
+    if (!st) return;
+    fvs_db_close(st->db);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+const char *fvs_store_backend(const fvs_store *st) {
+    return fvs_db_dialect(st->db) == FVS_SQLITE ? "sqlite" : "postgres";
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static int64_t now_s(void) {
+    return (int64_t)time(NULL);
+}
+
+static json_t *iso_time(int64_t t) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    char buf[32];
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        return json_null();
+    return json_string(buf);
+}
+
+static int get_int(void *ctx, const fvs_val *c, int n) {
+    if (n >= 1) *(int64_t *)ctx = c[0].type == FVS_NULL ? 0 : c[0].i;
+    return 0;
+}
+
+/* Runs a query whose single result is one integer; *found = rows seen. */
+static int query_int(fvs_store *st, const char *sql, const fvs_val *p, int np, int64_t *out,
+                     char *err, size_t errlen) {
+    *out = -1;
+    return fvs_db_query(st->db, sql, p, np, get_int, out, NULL, err, errlen);
+}
+
+static int begin(fvs_store *st, char *err, size_t errlen) {
+    return fvs_db_exec(st->db, "BEGIN", err, errlen);
+}
+static int commit(fvs_store *st, char *err, size_t errlen) {
+    return fvs_db_exec(st->db, "COMMIT", err, errlen);
+}
+static void rollback(fvs_store *st) {
+    char e[64];
+    fvs_db_exec(st->db, "ROLLBACK", e, sizeof e);
+}
+
+static int bump_version(fvs_store *st, int64_t coll, char *err, size_t errlen) {
+    fvs_val p[1] = {fvs_int(coll)};
+    return fvs_db_query(st->db, "UPDATE collections SET version = version + 1 WHERE id = ?", p, 1,
+                        NULL, NULL, NULL, err, errlen);
+}
+
+/* ------------------------------------------------------------ migrations */
+
+int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errlen) {
+    pthread_mutex_lock(&st->mu);
+    int64_t v = 0;
+    int rc = fvs_db_exec(st->db,
+                         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
+                         "KEY, applied_at BIGINT NOT NULL)",
+                         err, errlen);
+    if (!rc)
+        rc = query_int(st, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL, 0, &v,
+                       err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    *version = (int)v;
+    return rc;
+}
+
+/* PostgreSQL: an advisory lock makes concurrent `migrate` runs (say, two
+ * hosts deploying at once) take turns; the second then finds nothing to
+ * do.  SQLite's write lock does the same for a file. */
+#define MIGRATE_LOCK "SELECT pg_advisory_lock(7346273)"
+#define MIGRATE_UNLOCK "SELECT pg_advisory_unlock(7346273)"
+
+int fvs_store_migrate(fvs_store *st, int *applied, char *err, size_t errlen) {
+    int current = 0;
+    *applied = 0;
+    int pg = fvs_db_dialect(st->db) == FVS_POSTGRES;
+    if (pg && fvs_db_exec(st->db, MIGRATE_LOCK, err, errlen)) return -1;
+    if (fvs_store_schema_version(st, &current, err, errlen)) {
+        char e2[128];
+        if (pg) fvs_db_exec(st->db, MIGRATE_UNLOCK, e2, sizeof e2);
+        return -1;
+    }
+    pthread_mutex_lock(&st->mu);
+    int rc = 0;
+    for (int i = 0; i < N_MIGRATIONS && !rc; i++) {
+        const migration *m = &MIGRATIONS[i];
+        if (m->version <= current) continue;
+        const char *sql = fvs_db_dialect(st->db) == FVS_SQLITE ? m->sqlite : m->postgres;
+        fvs_val p[2] = {fvs_int(m->version), fvs_int(now_s())};
+        if (begin(st, err, errlen)) {
+            rc = -1;
+            break;
+        }
+        if (fvs_db_exec(st->db, sql, err, errlen) ||
+            fvs_db_query(st->db,
+                         "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", p, 2,
+                         NULL, NULL, NULL, err, errlen) ||
+            commit(st, err, errlen)) {
+            rollback(st);
+            rc = -1;
+            break;
+        }
+        (*applied)++;
+    }
+    if (pg) {
+        char e2[128];
+        fvs_db_exec(st->db, MIGRATE_UNLOCK, e2, sizeof e2);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------ collections */
+
+int fvs_collection_exists(fvs_store *st, const char *name, int *exists, char *err, size_t errlen) {
+    fvs_val p[1] = {fvs_text(name)};
+    int64_t n = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc =
+        query_int(st, "SELECT COUNT(*) FROM collections WHERE name = ?", p, 1, &n, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    *exists = n > 0;
+    return rc;
+}
+
+int fvs_collection_create(fvs_store *st, const char *name, const char *key_prefix,
+                          const unsigned char *key_hash, double threshold, int64_t *id, char *err,
+                          size_t errlen) {
+    int exists = 0;
+    if (fvs_collection_exists(st, name, &exists, err, errlen)) return -1;
+    if (exists) return 1;
+    fvs_val p[5] = {fvs_text(name), fvs_text(key_prefix), fvs_blob(key_hash, FVS_KEY_HASH_BYTES),
+                    threshold > 0 ? fvs_real(threshold) : fvs_null(), fvs_int(now_s())};
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st,
+                       "INSERT INTO collections (name, key_prefix, key_hash, threshold, created_at)"
+                       " VALUES (?, ?, ?, ?, ?) RETURNING id",
+                       p, 5, id, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_prefix,
+                           const unsigned char *key_hash, char *err, size_t errlen) {
+    fvs_val p[3] = {fvs_text(key_prefix), fvs_blob(key_hash, FVS_KEY_HASH_BYTES), fvs_text(name)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc =
+        fvs_db_query(st->db, "UPDATE collections SET key_prefix = ?, key_hash = ? WHERE name = ?",
+                     p, 3, NULL, NULL, &changes, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
+typedef struct key_ctx {
+    const unsigned char *hash;
+    fvs_collection *out;
+    int found;
+} key_ctx;
+
+static int key_row(void *ctx, const fvs_val *c, int n) {
+    key_ctx *k = ctx;
+    if (n < 4 || c[2].type != FVS_BLOB || c[2].n != FVS_KEY_HASH_BYTES) return 0;
+    /* Constant-time comparison: the prefix narrowed the search, the hash
+     * decides, and its timing tells nothing about the stored value. */
+    if (sodium_memcmp(c[2].b, k->hash, FVS_KEY_HASH_BYTES) != 0 || k->found) return 0;
+    k->found = 1;
+    k->out->id = c[0].i;
+    snprintf(k->out->name, sizeof k->out->name, "%s", c[1].s ? c[1].s : "");
+    k->out->threshold = c[3].type == FVS_NULL ? 0 : c[3].d;
+    return 0;
+}
+
+int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned char *key_hash,
+                          fvs_collection *out, char *err, size_t errlen) {
+    fvs_val p[1] = {fvs_text(key_prefix)};
+    key_ctx k = {key_hash, out, 0};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(
+        st->db, "SELECT id, name, key_hash, threshold FROM collections WHERE key_prefix = ?", p, 1,
+        key_row, &k, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return k.found ? 0 : 1;
+}
+
+int fvs_collection_version(fvs_store *st, int64_t coll, int64_t *version, char *err,
+                           size_t errlen) {
+    fvs_val p[1] = {fvs_int(coll)};
+    pthread_mutex_lock(&st->mu);
+    int rc =
+        query_int(st, "SELECT version FROM collections WHERE id = ?", p, 1, version, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------ subjects */
+
+/* Row: id, name, metadata, created_at, faces. */
+static int subject_row(void *ctx, const fvs_val *c, int n) {
+    json_t *arr = ctx;
+    if (n < 5) return 1;
+    json_t *meta = NULL;
+    if (c[2].type == FVS_TEXT) meta = json_loads(c[2].s, JSON_DECODE_ANY, NULL);
+    json_t *o = json_pack("{s:I, s:s, s:o, s:I, s:o}", "id", (json_int_t)c[0].i, "name",
+                          c[1].s ? c[1].s : "", "metadata", meta ? meta : json_null(), "faces",
+                          (json_int_t)c[4].i, "created_at", iso_time(c[3].i));
+    if (!o) return 1;
+    json_array_append_new(arr, o);
+    return 0;
+}
+
+#define SUBJECT_COLS                                                                               \
+    "SELECT s.id, s.name, s.metadata, s.created_at, (SELECT COUNT(*) FROM faces f WHERE "          \
+    "f.subject_id = s.id) FROM subjects s "
+
+static int subject_get_locked(fvs_store *st, int64_t coll, int64_t id, json_t **out, char *err,
+                              size_t errlen) {
+    json_t *arr = json_array();
+    fvs_val p[2] = {fvs_int(coll), fvs_int(id)};
+    int rc = fvs_db_query(st->db, SUBJECT_COLS "WHERE s.collection_id = ? AND s.id = ?", p, 2,
+                          subject_row, arr, NULL, err, errlen);
+    if (rc || json_array_size(arr) == 0) {
+        json_decref(arr);
+        return rc ? -1 : 1;
+    }
+    *out = json_incref(json_array_get(arr, 0));
+    json_decref(arr);
+    return 0;
+}
+
+int fvs_subject_create(fvs_store *st, int64_t coll, const char *name, const json_t *metadata,
+                       json_t **out, char *err, size_t errlen) {
+    char *meta = metadata ? json_dumps(metadata, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    fvs_val q[2] = {fvs_int(coll), fvs_text(name)};
+    fvs_val p[4] = {fvs_int(coll), fvs_text(name), fvs_text(meta), fvs_int(now_s())};
+    int64_t n = 0, id = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st, "SELECT COUNT(*) FROM subjects WHERE collection_id = ? AND name = ?", q,
+                       2, &n, err, errlen);
+    if (!rc && n > 0) rc = 1;
+    if (!rc)
+        rc = query_int(st,
+                       "INSERT INTO subjects (collection_id, name, metadata, created_at) VALUES "
+                       "(?, ?, ?, ?) RETURNING id",
+                       p, 4, &id, err, errlen);
+    if (!rc) rc = subject_get_locked(st, coll, id, out, err, errlen) ? -1 : 0;
+    pthread_mutex_unlock(&st->mu);
+    free(meta);
+    return rc;
+}
+
+int fvs_subject_get(fvs_store *st, int64_t coll, int64_t id, json_t **out, char *err,
+                    size_t errlen) {
+    pthread_mutex_lock(&st->mu);
+    int rc = subject_get_locked(st, coll, id, out, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_subject_list(fvs_store *st, int64_t coll, int64_t limit, int64_t offset, json_t **results,
+                     int64_t *count, char *err, size_t errlen) {
+    json_t *arr = json_array();
+    fvs_val p[3] = {fvs_int(coll), fvs_int(limit), fvs_int(offset)};
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st, "SELECT COUNT(*) FROM subjects WHERE collection_id = ?", p, 1, count,
+                       err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          SUBJECT_COLS "WHERE s.collection_id = ? ORDER BY s.id LIMIT ? OFFSET ?",
+                          p, 3, subject_row, arr, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        json_decref(arr);
+        return -1;
+    }
+    *results = arr;
+    return 0;
+}
+
+int fvs_subject_delete(fvs_store *st, int64_t coll, int64_t id, char *err, size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(id)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db, "DELETE FROM faces WHERE collection_id = ? AND subject_id = ?", p,
+                          2, NULL, NULL, NULL, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db, "DELETE FROM subjects WHERE collection_id = ? AND id = ?", p, 2,
+                          NULL, NULL, &changes, err, errlen);
+    if (!rc && changes) rc = bump_version(st, coll, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
+/* ------------------------------------------------------------ faces */
+
+/* Row: id, subject_id, model, box_left, box_top, box_right, box_bottom,
+ * score, image_sha256, created_at. */
+static int face_row(void *ctx, const fvs_val *c, int n) {
+    json_t *arr = ctx;
+    if (n < 10) return 1;
+    json_t *o = json_pack("{s:I, s:I, s:s, s:{s:f, s:f, s:f, s:f}, s:f, s:s?, s:o}", "id",
+                          (json_int_t)c[0].i, "subject_id", (json_int_t)c[1].i, "model",
+                          c[2].s ? c[2].s : "", "box", "left", c[3].d, "top", c[4].d, "right",
+                          c[5].d, "bottom", c[6].d, "score", c[7].d, "image_sha256",
+                          c[8].type == FVS_TEXT ? c[8].s : NULL, "created_at", iso_time(c[9].i));
+    if (!o) return 1;
+    json_array_append_new(arr, o);
+    return 0;
+}
+
+#define FACE_COLS                                                                                  \
+    "SELECT id, subject_id, model, box_left, box_top, box_right, box_bottom, score, "              \
+    "image_sha256, created_at FROM faces "
+
+static int subject_exists_locked(fvs_store *st, int64_t coll, int64_t subject, char *err,
+                                 size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(subject)};
+    int64_t n = 0;
+    if (query_int(st, "SELECT COUNT(*) FROM subjects WHERE collection_id = ? AND id = ?", p, 2, &n,
+                  err, errlen))
+        return -1;
+    return n > 0 ? 0 : 1;
+}
+
+int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
+                    json_t **out, char *err, size_t errlen) {
+    fvs_val p[11] = {fvs_int(coll),        fvs_int(subject),
+                     fvs_text(row->model), fvs_blob(row->embedding, FV_EMBED_DIM * sizeof(float)),
+                     fvs_real(row->left),  fvs_real(row->top),
+                     fvs_real(row->right), fvs_real(row->bottom),
+                     fvs_real(row->score), fvs_text(row->image_sha256),
+                     fvs_int(now_s())};
+    int64_t id = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc) rc = subject_exists_locked(st, coll, subject, err, errlen);
+    if (!rc)
+        rc = query_int(st,
+                       "INSERT INTO faces (collection_id, subject_id, model, embedding, box_left, "
+                       "box_top, box_right, box_bottom, score, image_sha256, created_at) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                       p, 11, &id, err, errlen);
+    if (!rc) rc = bump_version(st, coll, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    if (!rc) {
+        json_t *arr = json_array();
+        fvs_val q[2] = {fvs_int(coll), fvs_int(id)};
+        rc = fvs_db_query(st->db, FACE_COLS "WHERE collection_id = ? AND id = ?", q, 2, face_row,
+                          arr, NULL, err, errlen);
+        if (!rc && json_array_size(arr) == 1)
+            *out = json_incref(json_array_get(arr, 0));
+        else
+            rc = -1;
+        json_decref(arr);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
+                  size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(subject)};
+    json_t *arr = json_array();
+    pthread_mutex_lock(&st->mu);
+    int rc = subject_exists_locked(st, coll, subject, err, errlen);
+    if (!rc)
+        rc =
+            fvs_db_query(st->db, FACE_COLS "WHERE collection_id = ? AND subject_id = ? ORDER BY id",
+                         p, 2, face_row, arr, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
+                    size_t errlen) {
+    fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(face)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          "DELETE FROM faces WHERE collection_id = ? AND subject_id = ? AND id = ?",
+                          p, 3, NULL, NULL, &changes, err, errlen);
+    if (!rc && changes) rc = bump_version(st, coll, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
+typedef struct tmpl_ctx {
+    fvs_template_fn fn;
+    void *ctx;
+} tmpl_ctx;
+
+static int template_row(void *ctx, const fvs_val *c, int n) {
+    tmpl_ctx *t = ctx;
+    if (n < 4) return 1;
+    /* A stored blob of the wrong size is skipped, never read past. */
+    if (c[3].type != FVS_BLOB || c[3].n != FV_EMBED_DIM * sizeof(float)) return 0;
+    float emb[FV_EMBED_DIM];
+    memcpy(emb, c[3].b, sizeof emb);
+    return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", emb);
+}
+
+int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                  fvs_template_fn fn, void *ctx, char *err, size_t errlen) {
+    tmpl_ctx t = {fn, ctx};
+    fvs_val p[3] = {fvs_int(coll), fvs_text(model), fvs_int(subject)};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db,
+                          subject > 0
+                              ? "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN "
+                                "subjects s ON s.id = f.subject_id WHERE f.collection_id = ? AND "
+                                "f.model = ? AND f.subject_id = ? ORDER BY f.id"
+                              : "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN "
+                                "subjects s ON s.id = f.subject_id WHERE f.collection_id = ? AND "
+                                "f.model = ? ORDER BY f.id",
+                          p, subject > 0 ? 3 : 2, template_row, &t, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/*
+ * store.h: faceverifyd's data model on top of db.h: schema migrations,
+ * collections (tenants) with hashed API keys, subjects (people) and faces
+ * (enrolled templates).  The database is the source of truth; the search
+ * index (index.h) is derived from it.
+ *
+ * Every function takes the collection id that the request's API key
+ * resolved to and puts it in every WHERE clause, so a key can never read,
+ * match or delete another collection's rows.  Every change to a
+ * collection's faces bumps collections.version in the same transaction;
+ * the index compares that counter on each request to stay consistent with
+ * writes made by other processes.
+ *
+ * Thread-safety: one mutex per store serialises use of the connection.
+ * Return convention: 0 ok, 1 not found / conflict (as documented), -1 a
+ * database error with a message in err.
+ */
+#ifndef FVS_STORE_H
+#define FVS_STORE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faceverify.h"
+
+typedef struct fvs_store fvs_store;
+
+#define FVS_KEY_HASH_BYTES 32
+#define FVS_NAME_MAX 200
+
+fvs_store *fvs_store_open(const char *url, char *err, size_t errlen);
+void fvs_store_close(fvs_store *st);
+const char *fvs_store_backend(const fvs_store *st); /* "sqlite" or "postgres" */
+
+/* Applies the numbered migrations not yet in schema_migrations, each in
+ * its own transaction.  *applied: how many ran (0 on a re-run). */
+int fvs_store_migrate(fvs_store *st, int *applied, char *err, size_t errlen);
+/* Highest applied migration (0 for an empty database) and the number the
+ * code knows. */
+int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errlen);
+int fvs_store_latest_version(void);
+
+typedef struct fvs_collection {
+    int64_t id;
+    char name[FVS_NAME_MAX + 1];
+    double threshold; /* <= 0: none, use the engine's */
+} fvs_collection;
+
+/* 1 when the name is taken. */
+int fvs_collection_create(fvs_store *st, const char *name, const char *key_prefix,
+                          const unsigned char *key_hash, double threshold, int64_t *id, char *err,
+                          size_t errlen);
+/* 1 when no such collection. */
+int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_prefix,
+                           const unsigned char *key_hash, char *err, size_t errlen);
+/* Finds the collection whose key has this prefix and hash (the hash is
+ * compared in constant time).  1 when none matches. */
+int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned char *key_hash,
+                          fvs_collection *out, char *err, size_t errlen);
+int fvs_collection_exists(fvs_store *st, const char *name, int *exists, char *err, size_t errlen);
+int fvs_collection_version(fvs_store *st, int64_t coll, int64_t *version, char *err, size_t errlen);
+
+/* Subjects, as JSON objects {id, name, metadata, faces, created_at}. */
+int fvs_subject_create(fvs_store *st, int64_t coll, const char *name, const json_t *metadata,
+                       json_t **out, char *err, size_t errlen); /* 1: name taken */
+int fvs_subject_get(fvs_store *st, int64_t coll, int64_t id, json_t **out, char *err,
+                    size_t errlen); /* 1: not found */
+int fvs_subject_list(fvs_store *st, int64_t coll, int64_t limit, int64_t offset, json_t **results,
+                     int64_t *count, char *err, size_t errlen);
+int fvs_subject_delete(fvs_store *st, int64_t coll, int64_t id, char *err,
+                       size_t errlen); /* 1: not found */
+
+/* Faces, as JSON objects {id, subject_id, model, box, score, image_sha256,
+ * created_at}. */
+typedef struct fvs_face_row {
+    const char *model;
+    const float *embedding; /* FV_EMBED_DIM floats */
+    float left, top, right, bottom, score;
+    const char *image_sha256; /* hex */
+} fvs_face_row;
+int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
+                    json_t **out, char *err, size_t errlen); /* 1: no such subject */
+int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
+                  size_t errlen); /* 1: no such subject */
+int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
+                    size_t errlen); /* 1: not found */
+
+/* Calls fn for every template of the collection made by model (subject <=
+ * 0: all subjects).  name is valid during the call only. */
+typedef int (*fvs_template_fn)(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
+                               const float *embedding);
+int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                  fvs_template_fn fn, void *ctx, char *err, size_t errlen);
+
+#endif

@@ -1,9 +1,17 @@
-"""End-to-end parity with dlib: photo -> face -> embedding.
+"""End-to-end parity with dlib: photo file -> face -> embedding.
 
 dlib's own pipeline (cnn_face_detection_model_v1, shape_predictor,
-compute_face_descriptor with the same .dat files) is the reference.  Our
-CLI runs the whole pipeline in C; the embeddings must agree within 0.02
-(L2), which also checks decode, detection, landmarks and chip end to end.
+compute_face_descriptor with the same .dat files) is the reference, fed
+the file decoded by Pillow (libjpeg-turbo, as face_recognition does).  Our
+CLI runs the whole pipeline in C from the same file; the embeddings must
+agree within 0.02 (L2): decode, detection, landmarks, chip and ResNet end
+to end.
+
+dlib.load_rgb_image decodes JPEG with the libjpeg bundled in dlib-bin,
+whose chroma upsampling differs (a few grey levels); since landmarks are
+whole pixels, that can move a landmark by one pixel and the embedding by
+up to ~0.1.  That comparison is printed and bounded loosely, as a
+decoder difference rather than a pipeline one.
 """
 import numpy as np
 import pytest
@@ -15,8 +23,12 @@ LFW_PEOPLE = ["Aaron_Eckhart", "Serena_Williams", "George_W_Bush", "Angelina_Jol
               "Jennifer_Lopez", "Tony_Blair"]
 
 
-def dlib_embedding(oracle, path):
-    img = oracle.dlib.load_rgb_image(str(path))
+def dlib_embedding(oracle, path, own_decoder=False):
+    if own_decoder:
+        img = oracle.dlib.load_rgb_image(str(path))
+    else:
+        from PIL import Image
+        img = np.array(Image.open(path).convert("RGB"))
     dets = oracle.detector(img, 0)
     assert len(dets) >= 1, path
     det = max(dets, key=lambda d: d.rect.width() * d.rect.height())
@@ -41,14 +53,22 @@ def images(samples, lfw):
 
 
 def test_end_to_end_embeddings_match_dlib(samples, lfw, dlib_oracle):
-    worst = 0.0
+    worst = worst_own = 0.0
     for path in images(samples, lfw):
         ref, ref_box = dlib_embedding(dlib_oracle, path)
+        # dlib's own decoder on the small LFW images only (dlib's detector
+        # takes seconds per megapixel photo)
+        small = path.is_relative_to(lfw)
+        own = dlib_embedding(dlib_oracle, path, own_decoder=True)[0] if small else ref
         j = run_json("embed", path, "--upsample", "0")
         ours = np.array(j["embedding"])
         d = float(np.linalg.norm(ours - ref))
-        worst = max(worst, d)
-        print(f"{path.name}: L2 {d:.5f}, box IoU {iou(j['face']['box'], ref_box):.3f}")
+        d_own = float(np.linalg.norm(ours - own))
+        worst, worst_own = max(worst, d), max(worst_own, d_own)
+        print(f"{path.name}: L2 {d:.5f} (dlib's own JPEG decoder: {d_own:.4f}), "
+              f"box IoU {iou(j['face']['box'], ref_box):.3f}")
         assert iou(j["face"]["box"], ref_box) >= 0.95, path
         assert d <= 0.02, (path, d)
-    print(f"worst end-to-end L2 difference: {worst:.5f}")
+        assert d_own <= 0.15, (path, d_own)
+    print(f"worst end-to-end L2 difference: {worst:.5f} "
+          f"(with dlib's bundled JPEG decoder: {worst_own:.4f})")

@@ -74,6 +74,19 @@ static int get_threshold(fvs_req *r, float *t, fvs_resp *out) {
     return 0;
 }
 
+/* Detection options from the request's optional "detector" field (mmod,
+ * haar or none; default mmod). */
+static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out) {
+    char buf[64];
+    fv_detect_options_init(opt);
+    const char *name = fvs_req_text(r, "detector", buf, sizeof buf);
+    if (name && fv_detector_parse(name, &opt->detector) != FV_OK) {
+        fvs_error(out, 400, "validation_error", "detector: expected 'mmod', 'haar' or 'none'");
+        return -1;
+    }
+    return 0;
+}
+
 static int get_int(fvs_req *r, const char *name, int lo, int hi, int *v, fvs_resp *out) {
     double d = *v;
     if (fvs_req_number(r, name, lo, hi, &d, out)) return -1;
@@ -189,9 +202,9 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     fv_image *img = NULL;
     double t0 = now_ms(), dec = 0;
-    if (load_image(r, "image", &img, &dec, out)) return;
     fv_detect_options opt;
-    fv_detect_options_init(&opt);
+    if (get_detect_options(r, &opt, out)) return;
+    if (load_image(r, "image", &img, &dec, out)) return;
     fv_face faces[MAX_FACES];
     size_t n = 0;
     char err[256] = "";
@@ -224,7 +237,7 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     fv_verify_options opt;
     fv_verify_options_init(&opt);
-    if (get_threshold(r, &opt.threshold, out)) return;
+    if (get_threshold(r, &opt.threshold, out) || get_detect_options(r, &opt.detect, out)) return;
     double t0 = now_ms(), da = 0, db = 0;
     fv_image *a = NULL, *b = NULL;
     if (load_image(r, "image_a", &a, &da, out)) return;
@@ -288,9 +301,9 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (search_params(r, &t, &top_k, &k, out)) return;
     double t0 = now_ms(), dec = 0;
     fv_image *img = NULL;
-    if (load_image(r, "image", &img, &dec, out)) return;
     fv_detect_options opt;
-    fv_detect_options_init(&opt);
+    if (get_detect_options(r, &opt, out)) return;
+    if (load_image(r, "image", &img, &dec, out)) return;
     fv_face faces[MAX_FACES];
     size_t n = 0;
     char err[256] = "";
@@ -467,6 +480,8 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     unsigned char *owned = NULL;
     const unsigned char *data = NULL;
     size_t len = 0;
+    fv_detect_options opt;
+    if (get_detect_options(r, &opt, out)) return -1;
     int rc = fvs_req_bytes(r, "image", &owned, &data, &len, out);
     if (rc < 0) return -1;
     if (rc > 0) {
@@ -481,8 +496,6 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     *decode_ms = now_ms() - t0;
     free(owned);
     if (st == FV_OK) {
-        fv_detect_options opt;
-        fv_detect_options_init(&opt);
         st = fv_embed_face(r->srv->engine, img, &opt, strict, fr, err, sizeof err);
         if (st == FV_E_MULTIPLE_FACES)
             snprintf(err, sizeof err,

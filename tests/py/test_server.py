@@ -303,6 +303,24 @@ def test_detect(env):
     assert all(len(f["landmarks"]) == 5 for f in body["faces"])
 
 
+def test_detector_choice(env):
+    """The detector is selectable per request, like --detector in the CLI."""
+    s = env.server
+    img = sample("openface/longoria-cooper.jpg")
+    r = s.request("POST", "/api/v1/detect", env.a, files=files(image=img),
+                  data={"detector": "haar"})
+    body = check(r, "POST", "/api/v1/detect", 200)
+    assert body["detector"] == "haar" and body["count"] >= 2
+    a, b = sample("openface/clapton-1.jpg"), sample("openface/clapton-2.jpg")
+    r = s.request("POST", "/api/v1/verify", env.a, files=files(image_a=a, image_b=b),
+                  data={"detector": "haar"})
+    body = check(r, "POST", "/api/v1/verify", 200)
+    assert body["detector"] == "haar" and body["verified"] is True
+    r = s.request("POST", "/api/v1/detect", env.a, files=files(image=img),
+                  data={"detector": "sift"})
+    assert check(r, "POST", "/api/v1/detect", 400)["error"]["code"] == "validation_error"
+
+
 def test_verify_multipart_and_json(env):
     s = env.server
     a, b = sample("openface/clapton-1.jpg"), sample("openface/clapton-2.jpg")

@@ -249,33 +249,51 @@ static float best_score(const fv_face *f, size_t n) {
     return b;
 }
 
-/* Runs MMOD at one upsampling level on img, possibly downscaled by the
- * max_side policy, and returns boxes in img's coordinates. */
+/* A detector run on an image that detect_scaled may have shrunk by
+ * `scale` (<= 1); boxes come back in that image's coordinates. */
+typedef fv_status (*box_fn)(const fv_engine *eng, const fv_image *img, double scale,
+                            const void *ctx, fv_face **faces, size_t *n, char *err, size_t errlen);
+
+/* Runs fn on img, or, when img's longer side exceeds max_side (> 0), on a
+ * copy shrunk to that side with an area filter, mapping the boxes back to
+ * img's coordinates.  The one home of the large-photo policy. */
+static fv_status detect_scaled(const fv_engine *eng, const fv_image *img, int max_side, box_fn fn,
+                               const void *ctx, fv_face **faces, size_t *n, char *err,
+                               size_t errlen) {
+    int longer = img->width > img->height ? img->width : img->height;
+    if (max_side <= 0 || longer <= max_side) return fn(eng, img, 1.0, ctx, faces, n, err, errlen);
+    double s = (double)max_side / longer;
+    int w = (int)lround(img->width * s), h = (int)lround(img->height * s);
+    if (w < 1) w = 1;
+    if (h < 1) h = 1;
+    fv_image *small = NULL;
+    fv_status st = fvi_image_downscale(img, w, h, &small);
+    if (st != FV_OK) return fvi_seterr(err, errlen, st, "cannot downscale image");
+    st = fn(eng, small, s, ctx, faces, n, err, errlen);
+    fv_image_destroy(small);
+    if (st != FV_OK) return st;
+    double sx = (double)img->width / w, sy = (double)img->height / h;
+    for (size_t i = 0; i < *n; i++) {
+        fv_face *f = &(*faces)[i];
+        f->left = (float)(f->left * sx);
+        f->right = (float)(f->right * sx);
+        f->top = (float)(f->top * sy);
+        f->bottom = (float)(f->bottom * sy);
+    }
+    return FV_OK;
+}
+
+/* box_fn for MMOD; ctx: the int upsampling level. */
+static fv_status mmod_run(const fv_engine *eng, const fv_image *img, double scale, const void *ctx,
+                          fv_face **faces, size_t *n, char *err, size_t errlen) {
+    FVI_UNUSED(scale);
+    return fvi_mmod_detect(eng->mmod, img, *(const int *)ctx, eng->pool, faces, n, err, errlen);
+}
+
+/* Runs MMOD at one upsampling level under the max_side policy. */
 static fv_status mmod_boxes(const fv_engine *eng, const fv_image *img, int upsample, int max_side,
                             fv_face **faces, size_t *n, char *err, size_t errlen) {
-    int longer = img->width > img->height ? img->width : img->height;
-    if (max_side > 0 && longer > max_side) {
-        double s = (double)max_side / longer;
-        int w = (int)lround(img->width * s), h = (int)lround(img->height * s);
-        if (w < 1) w = 1;
-        if (h < 1) h = 1;
-        fv_image *small = NULL;
-        fv_status st = fvi_image_downscale(img, w, h, &small);
-        if (st != FV_OK) return fvi_seterr(err, errlen, st, "cannot downscale image");
-        st = fvi_mmod_detect(eng->mmod, small, upsample, eng->pool, faces, n, err, errlen);
-        fv_image_destroy(small);
-        if (st != FV_OK) return st;
-        double sx = (double)img->width / w, sy = (double)img->height / h;
-        for (size_t i = 0; i < *n; i++) {
-            fv_face *f = &(*faces)[i];
-            f->left = (float)(f->left * sx);
-            f->right = (float)(f->right * sx);
-            f->top = (float)(f->top * sy);
-            f->bottom = (float)(f->bottom * sy);
-        }
-        return FV_OK;
-    }
-    return fvi_mmod_detect(eng->mmod, img, upsample, eng->pool, faces, n, err, errlen);
+    return detect_scaled(eng, img, max_side, mmod_run, &upsample, faces, n, err, errlen);
 }
 
 /* The engine's Haar cascade, loading it on the first call (thread-safe).
@@ -296,44 +314,37 @@ static fv_status engine_haar(const fv_engine *ceng, const fvi_haar **out, char *
     return FV_OK;
 }
 
-/* Runs the Haar cascade on img (downscaled first when its longer side
- * exceeds max_side, like MMOD) and returns boxes in img's coordinates,
- * mapped to dlib's box convention for the shape predictor. */
+typedef struct {
+    const fvi_haar *cascade;
+    fvi_haar_params params;
+} haar_ctx;
+
+/* box_fn for Haar: face size limits shrink with the image. */
+static fv_status haar_run(const fv_engine *eng, const fv_image *img, double scale, const void *ctx,
+                          fv_face **faces, size_t *n, char *err, size_t errlen) {
+    const haar_ctx *hc = ctx;
+    fvi_haar_params p = hc->params;
+    if (scale < 1.0) {
+        p.min_size = (int)(p.min_size * scale);
+        p.max_size = p.max_size > 0 ? (int)ceil(p.max_size * scale) : 0;
+    }
+    return fvi_haar_detect(hc->cascade, img, &p, eng->pool, faces, n, err, errlen);
+}
+
+/* Runs the Haar cascade under the max_side policy and returns boxes in
+ * img's coordinates, mapped to dlib's box convention for the shape
+ * predictor. */
 static fv_status haar_boxes(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
                             fv_face **faces, size_t *n, char *err, size_t errlen) {
-    const fvi_haar *h = NULL;
-    fv_status st = engine_haar(eng, &h, err, errlen);
+    haar_ctx hc;
+    fv_status st = engine_haar(eng, &hc.cascade, err, errlen);
     if (st != FV_OK) return st;
     /* the option is a float; round it to 6 decimals so that 1.1f scans
      * exactly the pyramid of OpenCV's (double) 1.1 */
-    fvi_haar_params p = {round((double)opt->haar_scale_factor * 1e6) / 1e6, opt->haar_min_neighbors,
-                         opt->haar_min_size, opt->haar_max_size};
-    int longer = img->width > img->height ? img->width : img->height;
-    if (opt->max_side > 0 && longer > opt->max_side) {
-        double s = (double)opt->max_side / longer;
-        int w = (int)lround(img->width * s), hh = (int)lround(img->height * s);
-        if (w < 1) w = 1;
-        if (hh < 1) hh = 1;
-        fv_image *small = NULL;
-        st = fvi_image_downscale(img, w, hh, &small);
-        if (st != FV_OK) return fvi_seterr(err, errlen, st, "cannot downscale image");
-        p.min_size = (int)(p.min_size * s);
-        p.max_size = p.max_size > 0 ? (int)ceil(p.max_size * s) : 0;
-        st = fvi_haar_detect(h, small, &p, eng->pool, faces, n, err, errlen);
-        fv_image_destroy(small);
-        if (st != FV_OK) return st;
-        double sx = (double)img->width / w, sy = (double)img->height / hh;
-        for (size_t i = 0; i < *n; i++) {
-            fv_face *f = &(*faces)[i];
-            f->left = (float)(f->left * sx);
-            f->right = (float)(f->right * sx);
-            f->top = (float)(f->top * sy);
-            f->bottom = (float)(f->bottom * sy);
-        }
-    } else {
-        st = fvi_haar_detect(h, img, &p, eng->pool, faces, n, err, errlen);
-        if (st != FV_OK) return st;
-    }
+    hc.params = (fvi_haar_params){round((double)opt->haar_scale_factor * 1e6) / 1e6,
+                                  opt->haar_min_neighbors, opt->haar_min_size, opt->haar_max_size};
+    st = detect_scaled(eng, img, opt->max_side, haar_run, &hc, faces, n, err, errlen);
+    if (st != FV_OK) return st;
     for (size_t i = 0; i < *n; i++) fvi_haar_box_to_dlib(&(*faces)[i]);
     return FV_OK;
 }

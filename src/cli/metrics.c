@@ -28,6 +28,21 @@ static fv_pair_score *sorted_copy(const fv_pair_score *p, size_t n) {
     return s;
 }
 
+/* Counts the same (*gp) and different (*gn) pairs tied with s[i] in the
+ * sorted array; returns the index just past the tie group. */
+static size_t tie_group(const fv_pair_score *s, size_t n, size_t i, size_t *gp, size_t *gn) {
+    size_t j = i;
+    *gp = *gn = 0;
+    while (j < n && s[j].distance == s[i].distance) {
+        if (s[j].same)
+            (*gp)++;
+        else
+            (*gn)++;
+        j++;
+    }
+    return j;
+}
+
 double fv_metric_accuracy(const fv_pair_score *p, size_t n, double t) {
     if (n == 0) return NAN;
     size_t ok = 0;
@@ -79,14 +94,7 @@ double fv_metric_roc_auc(const fv_pair_score *p, size_t n) {
     double wins = 0;
     size_t neg_before = 0;
     for (size_t i = 0; i < n;) {
-        size_t j = i, gp = 0, gn = 0;
-        while (j < n && s[j].distance == s[i].distance) {
-            if (s[j].same)
-                gp++;
-            else
-                gn++;
-            j++;
-        }
+        size_t gp, gn, j = tie_group(s, n, i, &gp, &gn);
         wins += (double)gp * ((double)(neg - neg_before - gn) + 0.5 * (double)gn);
         neg_before += gn;
         i = j;
@@ -110,14 +118,7 @@ double fv_metric_tar_at_far(const fv_pair_score *p, size_t n, double far, double
     size_t fa = 0, ta = 0, best_ta = 0;
     double best_thr = s[0].distance - 1e-6;
     for (size_t i = 0; i < n;) {
-        size_t j = i, gp = 0, gn = 0;
-        while (j < n && s[j].distance == s[i].distance) {
-            if (s[j].same)
-                gp++;
-            else
-                gn++;
-            j++;
-        }
+        size_t gp, gn, j = tie_group(s, n, i, &gp, &gn);
         if (fa + gn > allowed) break;
         fa += gn;
         ta += gp;

@@ -10,7 +10,7 @@
  *     image, channels (v - mean)/256, each level a bilinear resize of the
  *     previous level (dlib's input_rgb_image_pyramid::to_tensor);
  *  3. seven convolutions (affine folded in at load time) with relu between,
- *     by this file's own im2col + sgemm (see "convolution" below);
+ *     by nn.h's fvi_conv_forward_cnhw (for one sample CNHW is NCHW);
  *  4. every output pixel scoring > 0 is a detection: its position maps back
  *     through the strides and paddings to the tiled image, a window of the
  *     detector's size centred there maps back to the level it falls in, and
@@ -27,11 +27,7 @@
  * activation share one buffer); the whole call is refused above
  * FVI_MMOD_MAX_CALL_BYTES before anything is allocated.
  */
-#include <cblas.h>
 #include <math.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,141 +301,6 @@ static void pyramid_task(void *ctx, int begin, int end, int worker) {
     }
 }
 
-/* ------------------------------------------------------------ convolution */
-
-/* The detector's own convolution (im2col + sgemm, bias and relu fused),
- * instead of nn.h's fvi_conv_forward: that one unrolls strided layers one
- * element at a time with a bounds test, which took ~40% of a detection.
- * Here the unrolled matrix is built row by row of the output with the
- * padding handled once per row, stride-2 rows by SSE shuffles and
- * unit-stride rows by memcpy.  Work is split by blocks of output rows over
- * the pool; sgemm itself runs single-threaded (fvi_nn_init, called when
- * the model loads, pins OpenBLAS to one thread so it never fights the
- * pool). */
-
-/* Floats of unrolled input per block (2 MiB) */
-#define MMOD_BLOCK_FLOATS ((size_t)1 << 19)
-
-typedef struct {
-    const fvi_conv *cv;
-    const float *in;
-    float *out;
-    float *scratch;
-    int ih, iw, oh, ow, relu;
-    int rows; /* output rows per block */
-    size_t K;
-} mconv_job;
-
-static int mconv_rows(const fvi_conv *cv, int oh, int ow) {
-    size_t K = (size_t)cv->in_c * cv->kh * cv->kw;
-    size_t rows = MMOD_BLOCK_FLOATS / (K * (size_t)(ow > 0 ? ow : 1));
-    if (rows < 1) rows = 1;
-    if (rows > (size_t)oh) rows = (size_t)(oh > 0 ? oh : 1);
-    return (int)rows;
-}
-
-/* Scratch floats for one call of mconv_forward with `threads` workers. */
-static size_t mconv_scratch(const fvi_conv *cv, int oh, int ow, int threads) {
-    size_t K = (size_t)cv->in_c * cv->kh * cv->kw;
-    return K * (size_t)mconv_rows(cv, oh, ow) * (size_t)ow * (size_t)threads;
-}
-
-/* Unrolls output rows [y0, y1) into col: K rows of (y1-y0)*ow values. */
-static void mconv_im2col(const mconv_job *j, int y0, int y1, float *col) {
-    const fvi_conv *cv = j->cv;
-    const int ow = j->ow, sx = cv->stride_x;
-    const size_t ncol = (size_t)(y1 - y0) * ow;
-    /* Output columns whose input column stays inside the image, per kx:
-     * [xlo, xhi). */
-    size_t row = 0;
-    for (int c = 0; c < cv->in_c; c++) {
-        const float *plane = j->in + (size_t)c * j->ih * j->iw;
-        for (int ky = 0; ky < cv->kh; ky++)
-            for (int kx = 0; kx < cv->kw; kx++, row++) {
-                const int off = kx - cv->pad_x;
-                int xlo = off < 0 ? (-off + sx - 1) / sx : 0;
-                int xhi = (j->iw - 1 - off) / sx + 1; /* first x with ix >= iw */
-                if (j->iw - 1 - off < 0) xhi = 0;
-                if (xhi > ow) xhi = ow;
-                if (xlo > xhi) xlo = xhi;
-                float *dst = col + row * ncol;
-                for (int oy = y0; oy < y1; oy++, dst += ow) {
-                    const int iy = oy * cv->stride_y - cv->pad_y + ky;
-                    if (iy < 0 || iy >= j->ih) {
-                        memset(dst, 0, (size_t)ow * sizeof(float));
-                        continue;
-                    }
-                    const float *src = plane + (size_t)iy * j->iw + off;
-                    for (int x = 0; x < xlo; x++) dst[x] = 0;
-                    if (sx == 1) {
-                        memcpy(dst + xlo, src + xlo, (size_t)(xhi - xlo) * sizeof(float));
-                    } else if (sx == 2) {
-                        int x = xlo;
-#ifdef __SSE2__
-                        /* Even lanes of 8 consecutive inputs -> 4 outputs. */
-                        for (; x + 4 <= xhi && 2 * x + 8 <= j->iw - off; x += 4) {
-                            __m128 a = _mm_loadu_ps(src + 2 * x);
-                            __m128 b = _mm_loadu_ps(src + 2 * x + 4);
-                            _mm_storeu_ps(dst + x, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-                        }
-#endif
-                        for (; x < xhi; x++) dst[x] = src[(size_t)x * 2];
-                    } else {
-                        for (int x = xlo; x < xhi; x++) dst[x] = src[(size_t)x * sx];
-                    }
-                    for (int x = xhi; x < ow; x++) dst[x] = 0;
-                }
-            }
-    }
-}
-
-static void mconv_task(void *ctx, int begin, int end, int worker) {
-    const mconv_job *j = ctx;
-    const fvi_conv *cv = j->cv;
-    const size_t total = (size_t)j->oh * j->ow;
-    float *col = j->scratch + (size_t)worker * j->K * (size_t)j->rows * j->ow;
-    for (int b = begin; b < end; b++) {
-        const int y0 = b * j->rows;
-        const int y1 = y0 + j->rows < j->oh ? y0 + j->rows : j->oh;
-        const size_t ncol = (size_t)(y1 - y0) * j->ow;
-        const size_t p0 = (size_t)y0 * j->ow;
-        mconv_im2col(j, y0, y1, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->out_c, (int)ncol, (int)j->K,
-                    1.0f, cv->weights, (int)j->K, col, (int)ncol, 0.0f, j->out + p0, (int)total);
-        for (int o = 0; o < cv->out_c; o++) {
-            const float bv = cv->bias[o];
-            float *dst = j->out + (size_t)o * total + p0;
-            if (j->relu) {
-                for (size_t i = 0; i < ncol; i++) {
-                    const float v = dst[i] + bv;
-                    dst[i] = v > 0 ? v : 0;
-                }
-            } else {
-                for (size_t i = 0; i < ncol; i++) dst[i] += bv;
-            }
-        }
-    }
-}
-
-/* out = relu?(conv(in) + bias) for one sample; out shaped by the caller. */
-static void mconv_forward(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, int relu,
-                          float *scratch, fvi_pool *pool) {
-    mconv_job j = {cv,
-                   in->d,
-                   out->d,
-                   scratch,
-                   in->h,
-                   in->w,
-                   out->h,
-                   out->w,
-                   relu,
-                   0,
-                   (size_t)cv->in_c * cv->kh * cv->kw};
-    j.rows = mconv_rows(cv, out->h, out->w);
-    const int nblocks = (out->h + j.rows - 1) / j.rows;
-    fvi_pool_run(pool, nblocks, 1, mconv_task, &j);
-}
-
 /* ------------------------------------------------------------ detections */
 
 typedef struct {
@@ -562,7 +423,7 @@ static int arena_walk(const fvi_mmod *m, const plan *P, int threads, fvi_arena *
         else
             sb = n > sb ? n : sb;
         if (i < MMOD_NCONV) {
-            size_t s = mconv_scratch(&m->conv[i], P->oh[i + 1], P->ow[i + 1], threads);
+            size_t s = fvi_conv_cnhw_scratch(&m->conv[i], 1, P->oh[i], P->ow[i], threads);
             ss = s > ss ? s : ss;
         }
     }
@@ -673,7 +534,8 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
     /* The network. */
     for (int i = 0; i < MMOD_NCONV; i++) {
         fvi_tensor o = {1, det->conv[i].out_c, P.oh[i + 1], P.ow[i + 1], i % 2 == 0 ? B : A};
-        mconv_forward(&det->conv[i], &t, &o, i < MMOD_NCONV - 1, scratch, pool);
+        /* one sample: CNHW is NCHW */
+        fvi_conv_forward_cnhw(&det->conv[i], &t, &o, i < MMOD_NCONV - 1, scratch, pool);
         t = o;
     }
 

@@ -68,12 +68,6 @@ typedef struct fvi_conv {
 
 int fvi_conv_out_h(const fvi_conv *cv, int in_h);
 int fvi_conv_out_w(const fvi_conv *cv, int in_w);
-/* Scratch floats needed by fvi_conv_forward for one sample of this input
- * size with `threads` workers. */
-size_t fvi_conv_scratch(const fvi_conv *cv, int in_h, int in_w, int threads);
-/* out must be shaped (in->n, out_c, out_h, out_w).  scratch: as above. */
-void fvi_conv_forward(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, float *scratch,
-                      fvi_pool *pool);
 
 /* Folds a following per-channel affine (y = g*x + b) into conv weights and
  * bias (allocating bias if NULL).  Returns 0 or -1 (no memory). */

@@ -1,11 +1,11 @@
 /*
  * ops.c: the NN ops of nn.h, with dlib's semantics.
  *
- * Convolution: per sample, output pixels are cut into fixed-size column
- * blocks (the size depends only on the layer shape, never on the thread
- * count, so results are bitwise identical for any pool size).  Each block is
- * unrolled by im2col into the worker's scratch and multiplied by the
- * (out_c x in_c*kh*kw) weight matrix with one sgemm into the strided output.
+ * Convolution (fvi_conv_forward_cnhw, the one convolution of both networks):
+ * the batch's output is cut into tiles chosen from the layer's shape alone
+ * (never the thread count, so results are bitwise identical for any pool
+ * size); each tile is unrolled by im2col into the worker's scratch and
+ * multiplied by the (out_c x in_c*kh*kw) weight matrix with one sgemm.
  */
 #include <cblas.h>
 #include <float.h>
@@ -16,9 +16,6 @@
 
 #include "fvi.h"
 #include "nn.h"
-
-/* Target size of one im2col block, in floats (2 MiB per worker). */
-#define CONV_BLOCK_FLOATS ((size_t)1 << 19)
 
 int fvi_conv_out_h(const fvi_conv *cv, int in_h) {
     return fvi_pool_out_dim(in_h, cv->kh, cv->stride_y, cv->pad_y);
@@ -32,112 +29,6 @@ int fvi_pool_out_dim(int in, int k, int stride, int pad) {
     long span = (long)in + 2L * pad - k;
     if (span < 0 || stride < 1) return 0;
     return (int)(1 + span / stride);
-}
-
-/* Columns per im2col block for a layer with K rows of unrolled input. */
-static size_t conv_block_cols(size_t K, size_t total) {
-    size_t cols = CONV_BLOCK_FLOATS / (K ? K : 1);
-    if (cols < 64) cols = 64;
-    cols &= ~(size_t)15;
-    if (cols > total) cols = total;
-    return cols ? cols : 1;
-}
-
-size_t fvi_conv_scratch(const fvi_conv *cv, int in_h, int in_w, int threads) {
-    size_t K = (size_t)cv->in_c * cv->kh * cv->kw;
-    size_t total = (size_t)fvi_conv_out_h(cv, in_h) * fvi_conv_out_w(cv, in_w);
-    size_t per = K * conv_block_cols(K, total);
-    return per * (size_t)(threads < 1 ? 1 : threads);
-}
-
-typedef struct {
-    const fvi_conv *cv;
-    const float *in; /* one sample, c x h x w */
-    float *out;      /* one sample, out_c x oh x ow */
-    float *scratch;
-    int ih, iw, oh, ow;
-    size_t K, block, total;
-} conv_job;
-
-/* Unrolls output pixels [p0, p1) into col (K rows x (p1-p0) columns). */
-static void im2col_block(const conv_job *j, size_t p0, size_t p1, float *col) {
-    const fvi_conv *cv = j->cv;
-    size_t ncol = p1 - p0;
-    size_t row = 0;
-    for (int c = 0; c < cv->in_c; c++) {
-        const float *plane = j->in + (size_t)c * j->ih * j->iw;
-        for (int ky = 0; ky < cv->kh; ky++) {
-            for (int kx = 0; kx < cv->kw; kx++, row++) {
-                float *dst = col + row * ncol;
-                size_t p = p0;
-                while (p < p1) {
-                    int oy = (int)(p / (size_t)j->ow);
-                    int ox = (int)(p % (size_t)j->ow);
-                    int run = j->ow - ox;
-                    if ((size_t)run > p1 - p) run = (int)(p1 - p);
-                    int iy = oy * cv->stride_y - cv->pad_y + ky;
-                    if (iy < 0 || iy >= j->ih) {
-                        memset(dst, 0, (size_t)run * sizeof(float));
-                    } else {
-                        const float *srow = plane + (size_t)iy * j->iw;
-                        int ix = ox * cv->stride_x - cv->pad_x + kx;
-                        if (cv->stride_x == 1 && ix >= 0 && ix + run <= j->iw) {
-                            memcpy(dst, srow + ix, (size_t)run * sizeof(float));
-                        } else {
-                            for (int r = 0; r < run; r++, ix += cv->stride_x)
-                                dst[r] = (ix >= 0 && ix < j->iw) ? srow[ix] : 0.0f;
-                        }
-                    }
-                    dst += run;
-                    p += (size_t)run;
-                }
-            }
-        }
-    }
-}
-
-static void conv_task(void *ctx, int begin, int end, int worker) {
-    const conv_job *j = ctx;
-    const fvi_conv *cv = j->cv;
-    float *col = j->scratch + (size_t)worker * j->K * j->block;
-    for (int b = begin; b < end; b++) {
-        size_t p0 = (size_t)b * j->block;
-        size_t p1 = p0 + j->block;
-        if (p1 > j->total) p1 = j->total;
-        size_t ncol = p1 - p0;
-        im2col_block(j, p0, p1, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cv->out_c, (int)ncol, (int)j->K,
-                    1.0f, cv->weights, (int)j->K, col, (int)ncol, 0.0f, j->out + p0, (int)j->total);
-        if (cv->bias) {
-            for (int o = 0; o < cv->out_c; o++) {
-                float bv = cv->bias[o];
-                float *dst = j->out + (size_t)o * j->total + p0;
-                for (size_t i = 0; i < ncol; i++) dst[i] += bv;
-            }
-        }
-    }
-}
-
-void fvi_conv_forward(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, float *scratch,
-                      fvi_pool *pool) {
-    FV_ASSERT(in->c == cv->in_c && out->c == cv->out_c && out->n == in->n);
-    conv_job j;
-    j.cv = cv;
-    j.ih = in->h;
-    j.iw = in->w;
-    j.oh = out->h;
-    j.ow = out->w;
-    j.K = (size_t)cv->in_c * cv->kh * cv->kw;
-    j.total = (size_t)out->h * out->w;
-    j.block = conv_block_cols(j.K, j.total);
-    j.scratch = scratch;
-    if (j.total == 0) return;
-    int nblocks = (int)((j.total + j.block - 1) / j.block);
-    for (int s = 0; s < in->n; s++) {
-        j.in = in->d + (size_t)s * in->c * in->h * in->w;
-        j.out = out->d + (size_t)s * out->c * j.total;
-        fvi_pool_run(pool, nblocks, 1, conv_task, &j);
-    }
 }
 
 int fvi_conv_fold_affine(fvi_conv *cv, const float *gamma, const float *beta) {

@@ -24,13 +24,17 @@ REQUIRE_DATA = os.environ.get("FACEVERIFY_REQUIRE_DATA") == "1"
 CLI = BUILD / "bin" / "faceverify"
 
 
+def skip_or_fail(reason: str):
+    """Skips the test, or fails it under FACEVERIFY_REQUIRE_DATA=1 (CI)."""
+    if REQUIRE_DATA:
+        pytest.fail(reason + " (FACEVERIFY_REQUIRE_DATA=1)")
+    pytest.skip(reason)
+
+
 def need(path: Path) -> Path:
     """Returns path, or skips (fails under FACEVERIFY_REQUIRE_DATA=1) if absent."""
     if not path.exists():
-        msg = f"test data not found: {path}"
-        if REQUIRE_DATA:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"test data not found: {path}")
     return path
 
 

@@ -27,23 +27,16 @@ import tempfile
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REQUIRE = os.environ.get("FACEVERIFY_REQUIRE_DATA") == "1"
-BUILD = os.environ.get("FACEVERIFY_BUILD", os.path.join(REPO, "build"))
-PROBE = os.path.join(BUILD, "bin", "probe_align")
-DATA = os.environ.get("FACEVERIFY_DATA", os.path.join(REPO, "..", "shared", "data"))
-MODELS = os.environ.get("FACEVERIFY_MODELS", os.path.join(REPO, "models"))
+from conftest import BUILD, DATA, MODELS, REQUIRE_DATA as REQUIRE, skip_or_fail as _skip
+
+PROBE = str(BUILD / "bin" / "probe_align")
+DATA = str(DATA)
+MODELS = str(MODELS)
 SP_MODEL = os.path.join(MODELS, "shape_predictor_5_face_landmarks.dat")
 
 LFW_COUNT = 20
 LANDMARK_TOL = 0.5
 CHIP_TOL = 1
-
-
-def _skip(reason):
-    if REQUIRE:
-        pytest.fail(reason + " (FACEVERIFY_REQUIRE_DATA=1)")
-    pytest.skip(reason)
 
 
 try:

@@ -31,13 +31,12 @@ import tempfile
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REQUIRE = os.environ.get("FACEVERIFY_REQUIRE_DATA") == "1"
+from conftest import BUILD, DATA, MODELS, REQUIRE_DATA as REQUIRE, skip_or_fail as _skip
+
 SLOW = os.environ.get("FACEVERIFY_SLOW") == "1"
-BUILD = os.environ.get("FACEVERIFY_BUILD", os.path.join(REPO, "build"))
-PROBE = os.path.join(BUILD, "bin", "probe_detect")
-DATA = os.environ.get("FACEVERIFY_DATA", os.path.join(REPO, "..", "shared", "data"))
-MODELS = os.environ.get("FACEVERIFY_MODELS", os.path.join(REPO, "models"))
+PROBE = str(BUILD / "bin" / "probe_detect")
+DATA = str(DATA)
+MODELS = str(MODELS)
 MODEL = os.path.join(MODELS, "mmod_human_face_detector.dat")
 
 LFW_COUNT = 10
@@ -48,12 +47,6 @@ EDGE_CROPS = {"tl": (100, 100, 250, 250), "top": (95, 0, 250, 250),
 MAX_UP1_PIXELS = 300 * 1000
 IOU_TOL = 0.95
 SCORE_TOL = 0.05
-
-
-def _skip(reason):
-    if REQUIRE:
-        pytest.fail(reason + " (FACEVERIFY_REQUIRE_DATA=1)")
-    pytest.skip(reason)
 
 
 try:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, DATA, REQUIRE_DATA, need, run_json
+from conftest import BUILD, DATA, REQUIRE_DATA, need, run_json, skip_or_fail as _skip
+from test_cli import PORTRAITS
 
 PROBE = BUILD / "bin" / "probe_haar"
 CASCADES = Path(os.environ.get("FACEVERIFY_CASCADES", "/usr/share/opencv4/haarcascades"))
@@ -38,17 +39,7 @@ DEFAULT = "haarcascade_frontalface_default.xml"
 ALT2 = "haarcascade_frontalface_alt2.xml"
 MAX_PX = 3
 
-PORTRAITS = ["openface/adams.jpg", "openface/carell.jpg", "openface/clapton-1.jpg",
-             "openface/clapton-2.jpg", "openface/lennon-1.jpg", "openface/lennon-2.jpg",
-             "facenet_pytorch/kate_siegel.jpg", "facenet_pytorch/paul_rudd.jpg",
-             "facenet_pytorch/shea_whigham.jpg", "skimage/astronaut.jpg"]
 GROUPS = {"openface/longoria-cooper.jpg": 2, "facenet_pytorch/multiface.jpg": 3}
-
-
-def _skip(msg):
-    if REQUIRE_DATA:
-        pytest.fail(msg)
-    pytest.skip(msg)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,26 @@ if [ -z "$ver" ]; then
     exit 1
 fi
 if ! pg_lsclusters -h | grep -q "^$ver main"; then
-    pg_createcluster "$ver" main >/dev/null
+    pg_createcluster "$ver" main >&2
 fi
 if ! pg_lsclusters -h | grep -q "^$ver main .* online"; then
-    pg_ctlcluster "$ver" main start
+    # Notices such as "Removed stale pid file." go to stderr: only the URL may
+    # reach stdout, which callers capture as FACEVERIFY_PG_URL.
+    # A killed server (a session that ended) can leave a socket lock whose
+    # PID is gone or still exiting: remove locks of dead PIDs and retry.
+    for try in 1 2 3 4 5 6; do
+        pg_ctlcluster "$ver" main start >&2 && break
+        [ "$try" = 6 ] && exit 1
+        sleep 1
+        for lock in /var/run/postgresql/.s.PGSQL.*.lock; do
+            [ -e "$lock" ] || continue
+            pid=$(head -1 "$lock")
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "pg_local: removing stale $lock (pid $pid)" >&2
+                rm -f "$lock"
+            fi
+        done
+    done
 fi
 port=$(pg_lsclusters -h | awk -v v="$ver" '$1==v && $2=="main" {print $3}')
 as_pg() { if [ "$(id -un)" = postgres ]; then "$@"; else su postgres -c "$(printf '%q ' "$@")"; fi; }

@@ -199,6 +199,18 @@ def test_verify_unreadable_file(demo, browser, tmp_path):
     shot(browser, "verify-unreadable")
 
 
+def test_too_large_file(demo, browser, tmp_path):
+    """A file over the server's body limit is refused in the page, before
+    any upload, in plain words next to its slot."""
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff" * 12_500_000)
+    open_page(browser, demo)
+    choose(browser, "#file-b", big)
+    wait(browser, lambda d: text_of(d, "#error-b"), 30)
+    assert "too large" in text_of(browser, "#error-b")
+    shot(browser, "verify-too-large")
+
+
 def test_phone_width_and_keyboard(demo):
     d = make_driver()
     try:

@@ -11,6 +11,7 @@ A screenshot of each state is saved under build/test-artifacts/demo/
 ($FACEVERIFY_BUILD/test-artifacts/demo); the path is printed.
 """
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def make_driver(width=1280, height=1000, fake_camera=True):
               "--disable-component-update", "--disable-sync", "--hide-scrollbars",
               f"--window-size={width},{height}", "--force-device-scale-factor=1"):
         opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     if fake_camera:
         opts.add_argument("--use-fake-device-for-media-stream")
         opts.add_argument("--use-fake-ui-for-media-stream")
@@ -155,6 +157,9 @@ def test_verify_same_person(demo, browser):
     assert cw == 624  # clapton-1.jpg is 624x420
     assert "detect" in text_of(browser, "#timings") and "embed" in text_of(browser, "#timings")
     assert text_of(browser, "#error-a") == "" and text_of(browser, "#error-b") == ""
+    # No script error and no Content-Security-Policy violation on the way.
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
     shot(browser, "verify-same")
 
 
@@ -329,8 +334,6 @@ def test_enroll_and_identify_group(demo, browser):
 # ------------------------------------------------------------ access rules
 
 def page_token(srv) -> str:
-    import re
-
     r = requests.get(srv.url("/"), timeout=30)
     assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
     m = re.search(r'name="fv-demo-token" content="([0-9a-f]{64})"', r.text)
@@ -352,6 +355,7 @@ def test_static_files(demo):
         assert requests.get(demo.url(bad), timeout=30).status_code == 404, bad
     page = requests.get(demo.url("/"), timeout=30)
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page.text), "external resource"
 
 
 def test_cross_site_requests_refused(demo):

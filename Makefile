@@ -36,11 +36,13 @@ asan:
 
 # run: migrate the database (SQLite under var/ unless FACEVERIFY_DATABASE_URL
 # says otherwise), create the collection `default` on first start (its API
-# key is printed once), then serve on 127.0.0.1:$(PORT) until Ctrl-C/SIGTERM.
+# key is printed once), then serve on 127.0.0.1:$(PORT) until Ctrl-C/SIGTERM,
+# with the demo page at http://127.0.0.1:$(PORT)/ (--demo: keyless, local
+# only, bound to the collection `demo`).
 run: bootstrap build
 	@$(BUILD)/bin/faceverifyd migrate
 	@$(BUILD)/bin/faceverifyd createcollection default --if-missing
-	@exec $(BUILD)/bin/faceverifyd serve --listen 127.0.0.1:$(PORT)
+	@exec $(BUILD)/bin/faceverifyd serve --listen 127.0.0.1:$(PORT) --demo
 
 test: bootstrap build asan
 	@$(MAKE) --no-print-directory check-format cppcheck test-c test-py test-asan test-server

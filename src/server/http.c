@@ -249,6 +249,15 @@ int fvs_req_number(fvs_req *r, const char *name, double lo, double hi, double *v
 
 /* ------------------------------------------------------------ MHD glue */
 
+/* Extra headers of a raw response (an object of strings; may be NULL). */
+static void add_raw_headers(struct MHD_Response *resp, json_t *headers) {
+    const char *name;
+    json_t *value;
+    json_object_foreach(headers, name, value) {
+        if (json_is_string(value)) MHD_add_response_header(resp, name, json_string_value(value));
+    }
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body) {
     /* Static files travel from routes.c as {"__raw__": text, "__ctype__"}. */
     json_t *raw = body ? json_object_get(body, "__raw__") : NULL;
@@ -258,6 +267,7 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
         if (!resp) return MHD_NO;
         MHD_add_response_header(resp, "Content-Type",
                                 json_string_value(json_object_get(body, "__ctype__")));
+        add_raw_headers(resp, json_object_get(body, "__headers__"));
         enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
         MHD_destroy_response(resp);
         return ret;

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "auth.h"
+#include "demo.h"
 #include "server.h"
 
 #ifndef FVS_DEFAULT_DB
@@ -44,7 +45,9 @@ static void usage(FILE *f) {
             "  --threads N         neural network threads, 0: CPUs [FACEVERIFY_THREADS]\n"
             "  --max-body BYTES    largest request body, default 12000000 [FACEVERIFY_MAX_BODY]\n"
             "  --models DIR        model files [FACEVERIFY_MODELS]\n"
-            "  --assets DIR        openapi.json and docs.html [FACEVERIFY_ASSETS]\n",
+            "  --assets DIR        openapi.json, docs.html, static/ [FACEVERIFY_ASSETS]\n"
+            "  --demo              serve the keyless demo page at / on collection 'demo'\n"
+            "                      (local use; off by default) [FACEVERIFY_DEMO=1]\n",
             FVS_DEFAULT_DB);
 }
 
@@ -79,6 +82,7 @@ typedef enum {
     OPT_MODELS,
     OPT_ASSETS,
     OPT_THRESHOLD,
+    OPT_DEMO,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -92,6 +96,7 @@ static const struct {
     [OPT_MODELS] = {"--models", "FACEVERIFY_MODELS"},
     [OPT_ASSETS] = {"--assets", "FACEVERIFY_ASSETS"},
     [OPT_THRESHOLD] = {"--threshold", NULL},
+    [OPT_DEMO] = {"--demo", "FACEVERIFY_DEMO"}, /* a switch: --demo alone means 1 */
 };
 
 /* Makes the folder of a default SQLite file (var/) so that a first run
@@ -214,6 +219,18 @@ static int cmd_serve(fvs_store *st, fvs_config *cfg) {
                 srv.engine_error);
     }
     srv.default_threshold = srv.engine ? fv_engine_threshold(srv.engine) : 0.6f;
+    if (cfg->demo) {
+        char err[512];
+        if (fvs_demo_init(&srv, err, sizeof err)) {
+            fprintf(stderr, "faceverifyd: demo: %s\n", err);
+            fv_engine_destroy(srv.engine);
+            fvs_index_destroy(srv.index);
+            return 1;
+        }
+        printf("faceverifyd: demo page on http://%s:%d/ (collection '%s', no key needed)\n",
+               strcmp(cfg->host, "0.0.0.0") ? cfg->host : "127.0.0.1", cfg->port,
+               srv.demo_coll.name);
+    }
     int rc = fvs_http_serve(&srv);
     fv_engine_destroy(srv.engine);
     fvs_index_destroy(srv.index);
@@ -240,6 +257,10 @@ int main(int argc, char **argv) {
         }
         if (strcmp(a, "--if-missing") == 0) {
             if_missing = 1;
+            continue;
+        }
+        if (strcmp(a, CONFIG[OPT_DEMO].flag) == 0) {
+            val[OPT_DEMO] = "1";
             continue;
         }
         int matched = 0;
@@ -299,6 +320,10 @@ int main(int argc, char **argv) {
         char *end = NULL;
         threshold = strtod(val[OPT_THRESHOLD], &end);
         if (*end || !(threshold > 0 && threshold < 4)) goto bad;
+    }
+    if (val[OPT_DEMO]) {
+        if (strcmp(val[OPT_DEMO], "1") && strcmp(val[OPT_DEMO], "0")) goto bad;
+        cfg.demo = strcmp(val[OPT_DEMO], "1") == 0;
     }
     if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];

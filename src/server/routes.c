@@ -21,6 +21,8 @@
 #include <time.h>
 
 #include "auth.h"
+#include "chip_png.h"
+#include "demo.h"
 #include "http.h"
 
 #define MAX_FACES 64
@@ -170,6 +172,31 @@ static json_t *timings_json(const fv_timings *t, double decode_ms, double total_
                      "total", total_ms);
 }
 
+/* Whether the request asked for the aligned face chips: "return_chips"
+ * (JSON true, or the text true/1) or the form field chips=1. */
+static int want_chips(fvs_req *r) {
+    static const char *const names[] = {"return_chips", "chips"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char buf[16];
+        const char *v = fvs_req_text(r, names[i], buf, sizeof buf);
+        if (v && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)) return 1;
+    }
+    return 0;
+}
+
+/* Adds "chip" (a PNG data URL of the aligned 150x150 chip) to face_obj.
+ * chip: the chip's RGB bytes, or NULL to cut it from img now. */
+static void add_chip(json_t *face_obj, const fv_engine *eng, const fv_image *img,
+                     const fv_face *face, const unsigned char *chip) {
+    unsigned char own[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
+    if (!chip) {
+        if (fv_face_chip(eng, img, face, own) != FV_OK) return;
+        chip = own;
+    }
+    json_t *url = fvs_chip_data_url(chip, FV_CHIP_SIZE, FV_CHIP_SIZE);
+    if (url) json_object_set_new(face_obj, "chip", url);
+}
+
 /* ------------------------------------------------------------ handlers */
 
 static void h_health(fvs_req *r, fvs_resp *out) {
@@ -217,8 +244,12 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
         return;
     }
     json_t *arr = json_array();
-    for (size_t i = 0; i < n && i < MAX_FACES; i++)
-        json_array_append_new(arr, face_json(&faces[i]));
+    int chips = want_chips(r);
+    for (size_t i = 0; i < n && i < MAX_FACES; i++) {
+        json_t *fj = face_json(&faces[i]);
+        if (chips) add_chip(fj, r->srv->engine, img, &faces[i], NULL);
+        json_array_append_new(arr, fj);
+    }
     fvs_reply(out, 200,
               json_pack("{s:o, s:I, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f}}", "faces", arr, "count",
                         (json_int_t)n, "image", "width", img->width, "height", img->height,
@@ -248,6 +279,15 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     fv_verify_result res;
     char err[256] = "";
     fv_status st = fv_verify(r->srv->engine, a, b, &opt, &res, err, sizeof err);
+    json_t *fa = NULL, *fb = NULL;
+    if (st == FV_OK) {
+        fa = used_face_json(&res.a);
+        fb = used_face_json(&res.b);
+        if (want_chips(r)) {
+            add_chip(fa, r->srv->engine, a, &res.a.face, NULL);
+            add_chip(fb, r->srv->engine, b, &res.b.face, NULL);
+        }
+    }
     fv_image_destroy(a);
     fv_image_destroy(b);
     if (st != FV_OK) {
@@ -263,8 +303,7 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
               json_pack("{s:b, s:f, s:f, s:f, s:{s:o, s:o}, s:s, s:s, s:o}", "verified",
                         res.verified, "distance", (double)res.distance, "threshold",
                         (double)res.threshold, "similarity", (double)res.similarity, "faces", "a",
-                        used_face_json(&res.a), "b", used_face_json(&res.b), "model", res.model,
-                        "detector", res.detector, "timings_ms",
+                        fa, "b", fb, "model", res.model, "detector", res.detector, "timings_ms",
                         timings_json(&t, da + db, now_ms() - t0)));
 }
 
@@ -329,8 +368,16 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         emb_ms = now_ms() - t2;
     }
     fv_image_destroy(img);
+    json_t *chip_urls = json_array(); /* one per face, null where encoding failed */
+    int with_chips = st == FV_OK && want_chips(r);
+    for (size_t i = 0; with_chips && i < n; i++) {
+        json_t *u = fvs_chip_data_url(chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3, FV_CHIP_SIZE,
+                                      FV_CHIP_SIZE);
+        json_array_append_new(chip_urls, u ? u : json_null());
+    }
     free(chips);
     if (st != FV_OK) {
+        json_decref(chip_urls);
         free(emb);
         fvs_status_error(out, st, err);
         return;
@@ -342,14 +389,18 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
+        json_decref(chip_urls);
         db_error(out, err);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *fj = face_json(&faces[i]);
+        json_t *url = json_array_get(chip_urls, i);
+        if (url && json_is_string(url)) json_object_set(fj, "chip", url);
         json_object_update(json_array_get(results, i), fj);
         json_decref(fj);
     }
+    json_decref(chip_urls);
     fvs_reply(out, 200,
               json_pack("{s:o, s:I, s:f, s:i, s:i, s:s, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
                         results, "count", (json_int_t)n, "threshold", (double)t, "k", k, "top_k",
@@ -672,12 +723,12 @@ static void not_allowed(fvs_resp *out, fvs_req *r) {
 
 void fvs_route(fvs_req *r, fvs_resp *out) {
     const char *u = r->url;
+    if (fvs_demo_route(r, out)) return; /* "/" and "/static/..." */
     if (strcmp(u, "/api/openapi.json") == 0 && method_is(r, "GET")) {
         h_static(r, out, "openapi.json", "application/json");
         return;
     }
-    if ((strcmp(u, "/docs") == 0 || strcmp(u, "/") == 0 || strcmp(u, "/api/docs") == 0) &&
-        method_is(r, "GET")) {
+    if ((strcmp(u, "/docs") == 0 || strcmp(u, "/api/docs") == 0) && method_is(r, "GET")) {
         h_static(r, out, "docs.html", "text/html; charset=utf-8");
         return;
     }
@@ -788,7 +839,7 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
         not_allowed(out, r);
         return;
     }
-    if (authenticate(r, out)) return;
+    if (fvs_demo_request(r) ? fvs_demo_authenticate(r, out) : authenticate(r, out)) return;
     switch (route) {
     case R_DETECT:
         h_detect(r, out);

@@ -23,7 +23,8 @@ typedef struct fvs_config {
     int engine_threads;     /* FACEVERIFY_THREADS, --threads; 0: CPUs */
     size_t max_body;        /* FACEVERIFY_MAX_BODY, --max-body (bytes) */
     const char *models_dir; /* FACEVERIFY_MODELS, --models */
-    const char *assets_dir; /* FACEVERIFY_ASSETS: openapi.json, docs.html */
+    const char *assets_dir; /* FACEVERIFY_ASSETS: openapi.json, docs.html, static/ */
+    int demo;               /* FACEVERIFY_DEMO=1, --demo: the keyless demo page (demo.c) */
 } fvs_config;
 
 typedef struct fvs_server {
@@ -33,6 +34,10 @@ typedef struct fvs_server {
     fv_engine *engine; /* NULL when the models failed to load (503s) */
     char engine_error[256];
     float default_threshold;
+    /* Demo mode (cfg.demo): the per-process token the demo page sends and
+     * the collection its requests are bound to. */
+    char demo_token[65];
+    fvs_collection demo_coll;
 } fvs_server;
 
 /* Runs the HTTP server until SIGTERM/SIGINT; returns a process exit code. */

@@ -1,0 +1,410 @@
+"""End-to-end tests of the demo page (src/server/static/) in a real headless
+Chromium driven by Selenium, against a live faceverifyd in demo mode.
+
+Debian's `chromium` and `chromium-driver` are used (scripts/bootstrap.sh
+installs them); Selenium is pointed at /usr/bin/chromedriver and
+/usr/bin/chromium so that Selenium Manager never looks for, or downloads,
+a browser or driver.  Tests skip when the browser or Selenium is missing,
+and skip (fail under FACEVERIFY_REQUIRE_DATA=1) when the photos are.
+
+A screenshot of each state is saved under build/test-artifacts/demo/
+($FACEVERIFY_BUILD/test-artifacts/demo); the path is printed.
+"""
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import BUILD, DATA, need
+from fvserver import Server, daemon_cmd, new_db_url
+
+CHROMIUM = os.environ.get("FACEVERIFY_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("FACEVERIFY_CHROMEDRIVER", "/usr/bin/chromedriver")
+ARTIFACTS = BUILD / "test-artifacts" / "demo"
+# Embedding takes 0.3-2 s per photo on a small shared CPU; allow plenty.
+WAIT = 120
+
+
+def sample(rel: str) -> Path:
+    return need(DATA / "samples" / rel)
+
+
+def _selenium():
+    try:
+        import selenium  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"selenium not installed: {e}")
+    for exe in (CHROMIUM, CHROMEDRIVER):
+        if not (shutil.which(exe) or Path(exe).exists()):
+            pytest.skip(f"{exe} not found (apt-get install chromium chromium-driver)")
+
+
+def make_driver(width=1280, height=1000, fake_camera=True):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    # Belt and braces: Selenium Manager stays offline even if it were run.
+    os.environ["SE_OFFLINE"] = "true"
+    os.environ["SE_AVOID_STATS"] = "true"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--no-first-run", "--disable-extensions", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+              f"--window-size={width},{height}", "--force-device-scale-factor=1"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if fake_camera:
+        opts.add_argument("--use-fake-device-for-media-stream")
+        opts.add_argument("--use-fake-ui-for-media-stream")
+    service = Service(executable_path=CHROMEDRIVER)
+    d = webdriver.Chrome(service=service, options=opts)
+    d.set_page_load_timeout(60)
+    return d
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A migrated SQLite database and a faceverifyd with --demo."""
+    _selenium()
+    tmp = tmp_path_factory.mktemp("demo")
+    url = new_db_url("sqlite", tmp)
+    daemon_cmd("migrate", db_url=url)
+    srv = Server(url, env={"FACEVERIFY_DEMO": "1"}, max_body=12_000_000)
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def browser(demo):
+    d = make_driver()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"\ndemo screenshots: {ARTIFACTS}")
+    yield d
+    d.quit()
+
+
+def shot(driver, name: str) -> Path:
+    """Saves a screenshot of the whole page (not just the window)."""
+    import base64
+
+    w, h = driver.execute_script("const e = document.documentElement;"
+                                 "return [e.scrollWidth, e.scrollHeight];")
+    data = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": w, "height": h, "scale": 1}})["data"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    path.write_bytes(base64.b64decode(data))
+    return path
+
+
+def wait(driver, cond, timeout=WAIT):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(cond)
+
+
+def text_of(driver, css):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def idle(driver):
+    """True when the page has no request in flight."""
+    return driver.execute_script("return document.body.dataset.busy || '0'") == "0"
+
+
+def open_page(driver, srv):
+    driver.get(srv.base + "/")
+    wait(driver, lambda d: d.execute_script("return document.body.dataset.ready") == "1", 30)
+
+
+def choose(driver, css, path: Path):
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, css).send_keys(str(path))
+
+
+def verify_pair(driver, srv, a: Path, b: Path):
+    open_page(driver, srv)
+    choose(driver, "#file-a", a)
+    choose(driver, "#file-b", b)
+    wait(driver, lambda d: idle(d) and (
+        d.execute_script("return !document.getElementById('verify-result').hidden")
+        or text_of(d, "#error-a") or text_of(d, "#error-b")))
+
+
+# ------------------------------------------------------------ verify
+
+def test_verify_same_person(demo, browser):
+    verify_pair(browser, demo, sample("openface/clapton-1.jpg"), sample("openface/clapton-2.jpg"))
+    assert text_of(browser, "#verdict") == "Same person"
+    dist = float(text_of(browser, "#distance"))
+    thr = float(text_of(browser, "#threshold"))
+    assert 0 < dist <= thr
+    # Both aligned chips are PNG data URLs that the browser decoded at 150x150.
+    for chip in ("chip-a", "chip-b"):
+        w, src = browser.execute_script(
+            f"const i = document.getElementById('{chip}'); return [i.naturalWidth, i.src];")
+        assert src.startswith("data:image/png;base64,") and w == 150
+    # The photo was drawn with its face box on the canvas, at the image's size.
+    cw = browser.execute_script("return document.querySelector('[data-slot=a] canvas').width")
+    assert cw == 624  # clapton-1.jpg is 624x420
+    assert "detect" in text_of(browser, "#timings") and "embed" in text_of(browser, "#timings")
+    assert text_of(browser, "#error-a") == "" and text_of(browser, "#error-b") == ""
+    # No script error and no Content-Security-Policy violation on the way.
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, severe
+    shot(browser, "verify-same")
+
+
+def test_verify_public_domain_pair(demo, browser, tmp_path):
+    """The README's screenshot (docs/img/demo-verify.png is a copy of
+    verify-readme.png): only a public-domain photo (NASA's astronaut.jpg)
+    against a mirrored, tilted, rescaled crop of itself."""
+    from PIL import Image
+
+    src = sample("skimage/astronaut.jpg")
+    im = Image.open(src).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    im = im.rotate(8, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=(40, 40, 40))
+    im = im.crop((60, 0, 512, 400)).resize((339, 300), Image.Resampling.LANCZOS)
+    other = tmp_path / "astronaut-variant.jpg"
+    im.save(other, quality=85)
+    verify_pair(browser, demo, src, other)
+    assert text_of(browser, "#verdict") == "Same person"
+    assert 0.05 < float(text_of(browser, "#distance")) < float(text_of(browser, "#threshold"))
+    shot(browser, "verify-readme")
+
+
+def test_verify_different_people(demo, browser):
+    verify_pair(browser, demo, sample("openface/lennon-1.jpg"), sample("openface/adams.jpg"))
+    assert text_of(browser, "#verdict") == "Different people"
+    assert float(text_of(browser, "#distance")) > float(text_of(browser, "#threshold"))
+    shot(browser, "verify-different")
+
+
+def test_verify_no_face(demo, browser):
+    verify_pair(browser, demo, sample("openface/clapton-1.jpg"), sample("skimage/coffee.png"))
+    assert "No face found" in text_of(browser, "#error-b")
+    assert text_of(browser, "#error-a") == ""
+    assert browser.execute_script("return document.getElementById('verify-result').hidden")
+    shot(browser, "verify-no-face")
+
+
+def test_verify_unreadable_file(demo, browser, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"this is not an image\n" * 20)
+    verify_pair(browser, demo, bad, sample("openface/clapton-1.jpg"))
+    assert "could not be read as an image" in text_of(browser, "#error-a")
+    shot(browser, "verify-unreadable")
+
+
+def test_too_large_file(demo, browser, tmp_path):
+    """A file over the server's body limit is refused in the page, before
+    any upload, in plain words next to its slot."""
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff" * 12_500_000)
+    open_page(browser, demo)
+    choose(browser, "#file-b", big)
+    wait(browser, lambda d: text_of(d, "#error-b"), 30)
+    assert "too large" in text_of(browser, "#error-b")
+    shot(browser, "verify-too-large")
+
+
+def test_phone_width_and_keyboard(demo):
+    d = make_driver()
+    try:
+        # A phone-sized viewport (headless windows have a minimum width).
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        open_page(d, demo)
+        ya, yb = d.execute_script(
+            "return ['a','b'].map(s => document.querySelector(`[data-slot=${s}]`)"
+            ".getBoundingClientRect().top)")
+        assert yb > ya + 100, "the two photo slots stack on a phone-sized screen"
+        assert d.execute_script("return document.documentElement.scrollWidth") <= 390
+        # Keyboard: the tabs answer the arrow keys, the file inputs take focus.
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        tab = d.find_element(By.ID, "tab-verify")
+        tab.send_keys(Keys.ARROW_RIGHT)
+        assert d.find_element(By.ID, "tab-identify").get_attribute("aria-selected") == "true"
+        assert not d.find_element(By.ID, "panel-identify").get_attribute("hidden")
+        # Tab from there reaches the name field, its button and the photo input.
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        seen = []
+        for _ in range(12):
+            ActionChains(d).send_keys(Keys.TAB).perform()
+            seen.append(d.switch_to.active_element.get_attribute("id") or
+                        d.switch_to.active_element.text)
+        assert "subject-name" in seen and "Add person" in seen and "file-probe" in seen, seen
+        shot(d, "phone")
+    finally:
+        d.quit()
+
+
+def test_camera_snapshot(demo, browser):
+    """Chromium's fake camera (a test pattern) fills a slot via getUserMedia."""
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, demo)
+    browser.find_element(By.CSS_SELECTOR, "[data-slot=a] .cam").click()
+    wait(browser, lambda d: d.find_element(By.ID, "camera-shoot").is_enabled() and
+         d.execute_script("return document.getElementById('camera-video').videoWidth") > 0, 30)
+    shot(browser, "camera")
+    browser.find_element(By.ID, "camera-shoot").click()
+    wait(browser, lambda d: d.execute_script(
+        "return document.querySelector('[data-slot=a] .drop').classList.contains('filled')"), 30)
+    assert not browser.execute_script("return document.getElementById('camera').open")
+
+
+def test_no_camera_message(demo):
+    """Without a camera device the dialog says so in plain words."""
+    from selenium.webdriver.common.by import By
+
+    d = make_driver(fake_camera=False)
+    try:
+        open_page(d, demo)
+        d.find_element(By.CSS_SELECTOR, "[data-slot=a] .cam").click()
+        wait(d, lambda d: text_of(d, "#camera-error"), 30)
+        msg = text_of(d, "#camera-error")
+        assert "No camera was found" in msg or "permission was denied" in msg, msg
+    finally:
+        d.quit()
+
+
+# ------------------------------------------------------------ enroll and identify
+
+def enroll(driver, name: str, photo: Path):
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.ID, "subject-name")
+    field.clear()
+    field.send_keys(name)
+    driver.find_element(By.CSS_SELECTOR, "#subject-form button[type=submit]").click()
+    li = f'#subjects li[data-name="{name}"]'
+    wait(driver, lambda d: idle(d) and d.find_elements(By.CSS_SELECTOR, li))
+    choose(driver, f"{li} input.enroll", photo)
+    wait(driver, lambda d: idle(d) and (text_of(d, f"{li} .count") != "0 photos"
+                                        or text_of(d, f"{li} .error")))
+
+
+def test_enroll_and_identify_group(demo, browser):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, demo)
+    browser.find_element(By.ID, "tab-identify").click()
+    wait(browser, idle)
+    enroll(browser, "Bradley Cooper", sample("facenet_pytorch_aligned/bradley_cooper.png"))
+    enroll(browser, "Kate Siegel", sample("facenet_pytorch/kate_siegel.jpg"))
+    for name in ("Bradley Cooper", "Kate Siegel"):
+        assert text_of(browser, f'#subjects li[data-name="{name}"] .count') == "1 photo"
+    # A group photo cannot be enrolled as one person: a plain-words error.
+    li = '#subjects li[data-name="Kate Siegel"]'
+    choose(browser, f"{li} input.enroll", sample("openface/longoria-cooper.jpg"))
+    wait(browser, lambda d: idle(d) and text_of(d, f"{li} .error"))
+    assert "Several faces" in text_of(browser, f"{li} .error")
+    assert text_of(browser, f"{li} .count") == "1 photo"
+    # Identify the group photo: Cooper is found, Eva Longoria is not enrolled.
+    choose(browser, "#file-probe", sample("openface/longoria-cooper.jpg"))
+    wait(browser, lambda d: idle(d) and (d.find_elements(By.CSS_SELECTOR, "#faces > li")
+                                         or text_of(d, "#error-probe")))
+    labels = [li.get_attribute("data-label")
+              for li in browser.find_elements(By.CSS_SELECTOR, "#faces > li")]
+    assert sorted(labels) == ["Bradley Cooper", "Unknown"], labels
+    cands = text_of(browser, "#faces")
+    assert "Kate Siegel: similarity" in cands and "Bradley Cooper: similarity" in cands
+    assert "2 faces" in text_of(browser, "#identify-timings")
+    shot(browser, "identify-group")
+    # Delete a person (confirm dialog) and the list follows.
+    browser.find_element(By.CSS_SELECTOR, f'{li} button[aria-label="Delete Kate Siegel"]').click()
+    browser.switch_to.alert.accept()
+    wait(browser, lambda d: idle(d) and not d.find_elements(By.CSS_SELECTOR, li))
+    r = requests.get(demo.url("/api/v1/subjects"), timeout=30)
+    assert r.status_code == 401  # the listing needs the key or the page's token
+
+
+# ------------------------------------------------------------ access rules
+
+def page_token(srv) -> str:
+    r = requests.get(srv.url("/"), timeout=30)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    m = re.search(r'name="fv-demo-token" content="([0-9a-f]{64})"', r.text)
+    assert m, r.text[:300]
+    return m.group(1)
+
+
+def test_static_files(demo):
+    r = requests.get(demo.url("/static/app.js"), timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/javascript")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    etag = r.headers["ETag"]
+    r2 = requests.get(demo.url("/static/app.js"), headers={"If-None-Match": etag}, timeout=30)
+    assert r2.status_code == 304 and r2.content == b""
+    assert requests.get(demo.url("/static/app.css"), timeout=30).headers[
+        "Content-Type"].startswith("text/css")
+    for bad in ("/static/../main.c", "/static/%2e%2e/main.c", "/static/..%2fmain.c",
+                "/static/.hidden.js", "/static/main.c", "/static/"):
+        assert requests.get(demo.url(bad), timeout=30).status_code == 404, bad
+    page = requests.get(demo.url("/"), timeout=30)
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page.text), "external resource"
+
+
+def test_cross_site_requests_refused(demo):
+    tok = page_token(demo)
+    h = {"X-Demo-Token": tok}
+    assert requests.get(demo.url("/api/v1/subjects"), headers=h, timeout=30).status_code == 200
+    cases = [
+        ({}, 401),                                            # no token, no key
+        ({"X-Demo-Token": "0" * 64}, 401),                    # wrong token
+        ({**h, "Origin": "http://evil.example"}, 403),        # foreign origin
+        ({**h, "Sec-Fetch-Site": "cross-site"}, 403),
+        ({**h, "Host": f"evil.example:{demo.port}"}, 403),    # DNS rebinding
+    ]
+    for headers, status in cases:
+        r = requests.get(demo.url("/api/v1/subjects"), headers=headers, timeout=30)
+        assert r.status_code == status, (headers, r.text)
+        assert r.json()["error"]["code"] in ("unauthorized", "forbidden")
+    # A page under a foreign host name never gets the token.
+    r = requests.get(demo.url("/"), headers={"Host": f"evil.example:{demo.port}"}, timeout=30)
+    assert r.status_code == 403 and tok not in r.text
+
+
+def test_cross_origin_page_cannot_call_demo(demo, browser):
+    """A real browser on another origin (localhost vs 127.0.0.1): even holding
+    the token, its fetch needs a CORS preflight that the server never grants."""
+    tok = page_token(demo)
+    browser.get(f"http://localhost:{demo.port}/static/demo-off.html")
+    res = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        f"fetch('{demo.base}/api/v1/subjects', {{headers: {{'X-Demo-Token': '{tok}'}}}})"
+        ".then(r => done('status ' + r.status)).catch(e => done('blocked: ' + e.name));")
+    assert res.startswith("blocked"), res
+
+
+def test_demo_off_by_default(tmp_path, monkeypatch):
+    _selenium()
+    monkeypatch.delenv("FACEVERIFY_DEMO", raising=False)
+    url = new_db_url("sqlite", tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    srv = Server(url)
+    try:
+        r = requests.get(srv.url("/"), timeout=30)
+        assert r.status_code == 404 and "demo is switched off" in r.text
+        assert "fv-demo-token" not in r.text
+        assert requests.get(srv.url("/api/v1/subjects"), timeout=30).status_code == 401
+        r = requests.get(srv.url("/api/v1/subjects"), headers={"X-Demo-Token": "0" * 64},
+                         timeout=30)
+        assert r.status_code == 401 and "demo mode is off" in r.json()["error"]["message"]
+    finally:
+        assert srv.stop() == 0
+    # No demo collection was made: the name is still free.
+    daemon_cmd("createcollection", "demo", db_url=url)

@@ -4,8 +4,8 @@ Chromium driven by Selenium, against a live faceverifyd in demo mode.
 Debian's `chromium` and `chromium-driver` are used (scripts/bootstrap.sh
 installs them); Selenium is pointed at /usr/bin/chromedriver and
 /usr/bin/chromium so that Selenium Manager never looks for, or downloads,
-a browser or driver.  Tests skip when the browser or Selenium is missing,
-and skip (fail under FACEVERIFY_REQUIRE_DATA=1) when the photos are.
+a browser or driver.  Tests skip when the browser or Selenium is missing
+(fail instead under FACEVERIFY_REQUIRE_BROWSER=1, which .ci/run sets), and skip (fail under FACEVERIFY_REQUIRE_DATA=1) when the photos are.
 
 A screenshot of each state is saved under build/test-artifacts/demo/
 ($FACEVERIFY_BUILD/test-artifacts/demo); the path is printed.
@@ -32,14 +32,20 @@ def sample(rel: str) -> Path:
     return need(DATA / "samples" / rel)
 
 
+def _no_browser(reason: str):
+    if os.environ.get("FACEVERIFY_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def _selenium():
     try:
         import selenium  # noqa: F401
     except ImportError as e:
-        pytest.skip(f"selenium not installed: {e}")
+        _no_browser(f"selenium not installed: {e}")
     for exe in (CHROMIUM, CHROMEDRIVER):
         if not (shutil.which(exe) or Path(exe).exists()):
-            pytest.skip(f"{exe} not found (apt-get install chromium chromium-driver)")
+            _no_browser(f"{exe} not found (apt-get install chromium chromium-driver)")
 
 
 def make_driver(width=1280, height=1000, fake_camera=True):

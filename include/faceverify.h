@@ -289,7 +289,7 @@ FV_API fv_status fv_model_load(const char *path, fv_model **out, char *err, size
 FV_API void fv_model_destroy(fv_model *m);
 /* The model's id (templates keep it; static for the model's lifetime). */
 FV_API const char *fv_model_id(const fv_model *m);
-/* Embedding dimension and the calibrated decision threshold. */
+/* Embedding dimension (1..FV_EMBED_DIM) and the calibrated threshold. */
 FV_API int fv_model_dim(const fv_model *m);
 FV_API float fv_model_threshold(const fv_model *m);
 /* Embeds n aligned chips (as fv_embed_chips) with the model: out holds
@@ -297,6 +297,11 @@ FV_API float fv_model_threshold(const fv_model *m);
 FV_API fv_status fv_model_embed_chips(const fv_engine *eng, const fv_model *m,
                                       const unsigned char *chips, size_t n, float *out, char *err,
                                       size_t errlen);
+/* As fv_embed_face, but the embedding is the model's (its first
+ * fv_model_dim values; the rest of out->embedding is zero). */
+FV_API fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
+                                     const fv_detect_options *opt, int strict, fv_face_result *out,
+                                     char *err, size_t errlen);
 /* Distance of two embeddings tagged with their model ids (NULL id: the
  * engine's ResNet, FV_MODEL_ID).  Different ids or dims:
  * FV_E_MODEL_MISMATCH, since the spaces are not comparable. */

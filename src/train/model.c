@@ -301,6 +301,9 @@ fv_status fv_model_load(const char *path, fv_model **out, char *err, size_t errl
                                  n->in_h < 8 || m->meta.norm_std <= 0.0f))
             st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT,
                             "%s: input must be RGB, square, 8..150 px", path);
+        else if (fvt_net_out_dim(n) > FV_EMBED_DIM)
+            st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: embedding above %d values", path,
+                            FV_EMBED_DIM);
         else if (!m->meta.id[0])
             st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: no model id", path);
     }
@@ -356,6 +359,37 @@ fv_status fv_model_embed_chips(const fv_engine *eng, const fv_model *m, const un
         memcpy(out + b * dim, y, sizeof(float) * (size_t)bn * dim);
     }
     fvt_ws_destroy(ws);
+    return st;
+}
+
+#define MAX_FACES 16
+
+fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
+                              const fv_detect_options *opt, int strict, fv_face_result *out,
+                              char *err, size_t errlen) {
+    if (!eng || !m || !img || !out)
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
+    memset(out, 0, sizeof(*out));
+    fv_face faces[MAX_FACES];
+    size_t count = 0;
+    double t0 = fvi_now_ms();
+    fv_status st = fv_detect(eng, img, opt, faces, MAX_FACES, &count, err, errlen);
+    double t1 = fvi_now_ms();
+    out->timings.detect_ms = t1 - t0;
+    if (st != FV_OK) return st;
+    out->faces = count;
+    if (count == 0) return fvi_seterr(err, errlen, FV_E_NO_FACE, "no face found");
+    if (strict && count > 1)
+        return fvi_seterr(err, errlen, FV_E_MULTIPLE_FACES, "%zu faces found", count);
+    out->face = faces[0];
+    unsigned char *chip = fvi_malloc((size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+    if (!chip) return FV_E_NO_MEMORY;
+    st = fv_face_chip(eng, img, &out->face, chip);
+    double t2 = fvi_now_ms();
+    out->timings.chip_ms = t2 - t1;
+    if (st == FV_OK) st = fv_model_embed_chips(eng, m, chip, 1, out->embedding, err, errlen);
+    out->timings.embed_ms = fvi_now_ms() - t2;
+    fvi_free(chip);
     return st;
 }
 

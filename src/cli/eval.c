@@ -21,11 +21,7 @@
 #include "fvi.h"
 #include "metrics.h"
 
-typedef struct {
-    char *a, *b;
-    int same;
-    int ia, ib; /* indices into the distinct image table */
-} pair_t;
+typedef fv_cli_pair pair_t;
 
 typedef struct {
     char *path;
@@ -33,10 +29,7 @@ typedef struct {
     float emb[FV_EMBED_DIM];
 } image_t;
 
-typedef struct {
-    pair_t *v;
-    size_t n, cap;
-} pair_list;
+typedef fv_cli_pair_list pair_list;
 
 static int push_pair(pair_list *l, const char *a, const char *b, int same) {
     if (l->n == l->cap) {
@@ -76,8 +69,7 @@ static int lfw_path(char *out, size_t cap, const char *name, const char *num) {
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 
-/* Reads either pairs format into l; prints the offending line on error. */
-static int read_pairs(const char *file, pair_list *l) {
+int fv_cli_read_pairs(const char *file, pair_list *l) {
     FILE *f = fopen(file, "r");
     if (!f) {
         fprintf(stderr, "faceverify: cannot open %s\n", file);
@@ -162,7 +154,7 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
     json_t *skipped = json_array();
     size_t nimg = 0, nscored = 0;
     int code = FV_EXIT_INPUT;
-    if (read_pairs(o->pairs, &pl)) goto done;
+    if (fv_cli_read_pairs(o->pairs, &pl)) goto done;
 
     /* distinct images */
     names = malloc(2 * pl.n * sizeof *names);

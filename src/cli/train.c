@@ -34,7 +34,9 @@
 
 typedef struct topts {
     const char *data, *out, *resume, *people, *cache, *checkpoint;
-    int adapter, epochs, steps, P, K, input, width, patience, max_ids, min_images, json, threads;
+    const char *test_pairs, *test_root, *test_cache;
+    int adapter, epochs, stop_after, steps, P, K, input, width, patience, max_ids, min_images, json,
+        threads;
     uint64_t seed;
     float margin, lr, weight_decay, val_fraction;
     fvt_mining mining;
@@ -47,16 +49,22 @@ static void train_usage(FILE *f) {
     fputs("usage: faceverify train --data DIR --out MODEL [options]\n"
           "\n"
           "DIR holds one folder per identity with its images (the LFW layout).  Faces are\n"
-          "detected and aligned once and cached in MODEL.<mode>.cache.\n"
+          "detected, aligned and embedded by the ResNet once and cached in MODEL.cache\n"
+          "(chips at the --input size and embeddings: one cache serves both modes).\n"
           "\n"
           "  --mode scratch|adapter  scratch: a compact CNN on aligned chips; adapter: a\n"
           "                          residual MLP on the frozen ResNet embedding (scratch)\n"
           "  --epochs N              epochs (10)\n"
           "  --steps-per-epoch N     batches per epoch (enough to see every identity once)\n"
           "  --seed S                random seed (1)\n"
-          "  --resume CKPT           continue from a checkpoint\n"
+          "  --resume CKPT           continue from a checkpoint (same options)\n"
+          "  --stop-after N          stop after epoch N as if interrupted (the schedule\n"
+          "                          still spans --epochs; --resume continues)\n"
           "  --checkpoint PATH       where to write checkpoints (MODEL.ckpt)\n"
-          "  --cache PATH            face cache (MODEL.<mode>.cache)\n"
+          "  --cache PATH            face cache (MODEL.cache)\n"
+          "  --test-pairs FILE       after training, evaluate the model and the plain ResNet\n"
+          "                          on an LFW pairs file (images under --test-root, default\n"
+          "                          --data; cached in --test-cache, default MODEL.test.cache)\n"
           "  --people FILE           only identities listed (LFW people*.txt format)\n"
           "  --max-identities N      at most N identities (after --people, sorted)\n"
           "  --min-images N          identities need N images (2)\n"
@@ -128,6 +136,12 @@ static int parse_train(int argc, char **argv, topts *t) {
             t->checkpoint = v;
         else if (!strcmp(a, "--cache"))
             t->cache = v;
+        else if (!strcmp(a, "--test-pairs"))
+            t->test_pairs = v;
+        else if (!strcmp(a, "--test-root"))
+            t->test_root = v;
+        else if (!strcmp(a, "--test-cache"))
+            t->test_cache = v;
         else if (!strcmp(a, "--people"))
             t->people = v;
         else if (!strcmp(a, "--mode")) {
@@ -159,6 +173,8 @@ static int parse_train(int argc, char **argv, topts *t) {
             t->seed = (uint64_t)iv;
         } else if (!strcmp(a, "--epochs"))
             rc = arg_int(v, 1, 10000, &t->epochs, a);
+        else if (!strcmp(a, "--stop-after"))
+            rc = arg_int(v, 1, 10000, &t->stop_after, a);
         else if (!strcmp(a, "--steps-per-epoch"))
             rc = arg_int(v, 1, 1000000, &t->steps, a);
         else if (!strcmp(a, "--identities-per-batch"))
@@ -365,68 +381,62 @@ static void free_dataset(dataset *ds) {
     free(ds->emb);
 }
 
-static size_t payload_size(const dataset *ds, int adapter) {
-    return adapter ? FV_EMBED_DIM * sizeof(float) : (size_t)ds->side * ds->side * 3;
+#define CACHE_MAGIC "faceverify-train-cache 2"
+
+/* A cache record: the chip at the scratch input size, then the ResNet
+ * embedding, so one detection pass serves both modes. */
+static size_t chip_bytes(const dataset *ds) {
+    return (size_t)ds->side * ds->side * 3;
 }
 
-static unsigned char *payload(dataset *ds, int adapter, int i) {
-    return adapter ? (unsigned char *)(ds->emb + (size_t)i * FV_EMBED_DIM)
-                   : ds->chips + (size_t)i * ds->side * ds->side * 3;
-}
-
-#define CACHE_MAGIC "faceverify-train-cache 1"
-
-/* Loads the cache if it holds exactly this image list, mode and size. */
-static int load_cache(const char *path, dataset *ds, int adapter) {
+/* Loads the cache if it holds exactly this image list and chip size. */
+static int load_cache(const char *path, dataset *ds) {
     FILE *f = fopen(path, "rb");
     if (!f) return -1;
     char line[4200];
     int ok = fgets(line, sizeof line, f) && !strncmp(line, CACHE_MAGIC, strlen(CACHE_MAGIC));
-    int mode = -1, side = -1, n = -1;
-    if (ok) ok = fgets(line, sizeof line, f) && sscanf(line, "%d %d %d", &mode, &side, &n) == 3;
-    ok = ok && mode == adapter && side == ds->side && n == ds->nimg;
-    size_t ps = payload_size(ds, adapter);
+    int side = -1, n = -1;
+    if (ok) ok = fgets(line, sizeof line, f) && sscanf(line, "%d %d", &side, &n) == 2;
+    ok = ok && side == ds->side && n == ds->nimg;
+    const size_t cb = chip_bytes(ds), eb = FV_EMBED_DIM * sizeof(float);
     for (int i = 0; ok && i < n; i++) {
         ok = fgets(line, sizeof line, f) != NULL;
         size_t l = ok ? strlen(line) : 0;
         if (ok && l && line[l - 1] == '\n') line[--l] = '\0';
         ok = ok && !strcmp(line, ds->paths[i]);
         unsigned char flag = 0;
-        ok = ok && fread(&flag, 1, 1, f) == 1 && fread(payload(ds, adapter, i), 1, ps, f) == ps;
+        ok = ok && fread(&flag, 1, 1, f) == 1 && fread(ds->chips + cb * i, 1, cb, f) == cb &&
+             fread(ds->emb + (size_t)FV_EMBED_DIM * i, 1, eb, f) == eb;
         ds->ok[i] = flag == 1;
     }
     fclose(f);
     return ok ? 0 : -1;
 }
 
-static int save_cache(const char *path, dataset *ds, int adapter) {
+static int save_cache(const char *path, dataset *ds) {
     FILE *f = fopen(path, "wb");
     if (!f) return -1;
-    fprintf(f, "%s\n%d %d %d\n", CACHE_MAGIC, adapter, ds->side, ds->nimg);
-    size_t ps = payload_size(ds, adapter);
+    fprintf(f, "%s\n%d %d\n", CACHE_MAGIC, ds->side, ds->nimg);
+    const size_t cb = chip_bytes(ds), eb = FV_EMBED_DIM * sizeof(float);
     int ok = 1;
     for (int i = 0; ok && i < ds->nimg; i++) {
         unsigned char flag = ds->ok[i] ? 1 : 0;
         ok = fprintf(f, "%s\n", ds->paths[i]) > 0 && fwrite(&flag, 1, 1, f) == 1 &&
-             fwrite(payload(ds, adapter, i), 1, ps, f) == ps;
+             fwrite(ds->chips + cb * i, 1, cb, f) == cb &&
+             fwrite(ds->emb + (size_t)FV_EMBED_DIM * i, 1, eb, f) == eb;
     }
     return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
-/* Detect + align (+ downscale or embed) every image once. */
-static int build_faces(const topts *t, dataset *ds, fv_engine **eng, const char *cache) {
-    size_t ps = payload_size(ds, t->adapter);
-    ds->ok = calloc((size_t)ds->nimg, sizeof *ds->ok);
-    unsigned char *buf = calloc((size_t)ds->nimg, ps);
-    if (!ds->ok || !buf) {
-        free(buf);
-        return -1;
-    }
-    if (t->adapter)
-        ds->emb = (float *)buf;
-    else
-        ds->chips = buf;
-    if (load_cache(cache, ds, t->adapter) == 0) return 0;
+/* Detect, align, downscale and embed every image once (root/paths[i]). */
+static int build_faces(const topts *t, const char *root, dataset *ds, fv_engine **eng,
+                       const char *cache) {
+    const size_t cb = chip_bytes(ds);
+    ds->ok = calloc((size_t)ds->nimg + 1, sizeof *ds->ok);
+    ds->chips = calloc((size_t)ds->nimg + 1, cb);
+    ds->emb = calloc(((size_t)ds->nimg + 1) * FV_EMBED_DIM, sizeof(float));
+    if (!ds->ok || !ds->chips || !ds->emb) return -1;
+    if (load_cache(cache, ds) == 0) return 0;
     if (!*eng && fv_cli_engine(&t->common, eng) != FV_OK) return -1;
     unsigned char *chip = malloc((size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
     if (!chip) return -1;
@@ -434,36 +444,34 @@ static int build_faces(const topts *t, dataset *ds, fv_engine **eng, const char 
     int found = 0;
     for (int i = 0; i < ds->nimg; i++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", t->data, ds->paths[i]);
-        fv_image *img = NULL;
+        snprintf(path, sizeof path, "%s/%s", root, ds->paths[i]);
+        fv_image *img = NULL, *src = NULL, *small = NULL;
         fv_face faces[8];
         size_t count = 0;
         fv_status st = fv_image_load(path, &t->common.cfg.limits, &img, NULL, 0);
         if (st == FV_OK)
             st = fv_detect(*eng, img, &t->common.verify.detect, faces, 8, &count, NULL, 0);
         if (st == FV_OK && count > 0) st = fv_face_chip(*eng, img, &faces[0], chip);
+        if (st == FV_OK && count > 0)
+            st = fv_embed_chips(*eng, chip, 1, ds->emb + (size_t)i * FV_EMBED_DIM, NULL, 0);
+        if (st == FV_OK && count > 0)
+            st = fv_image_from_rgb(chip, FV_CHIP_SIZE, FV_CHIP_SIZE, &src);
+        if (st == FV_OK && count > 0 && ds->side != FV_CHIP_SIZE)
+            st = fvi_image_downscale(src, ds->side, ds->side, &small);
         if (st == FV_OK && count > 0) {
-            if (t->adapter) {
-                st = fv_embed_chips(*eng, chip, 1, ds->emb + (size_t)i * FV_EMBED_DIM, NULL, 0);
-            } else {
-                fv_image *src = NULL, *small = NULL;
-                st = fv_image_from_rgb(chip, FV_CHIP_SIZE, FV_CHIP_SIZE, &src);
-                if (st == FV_OK && ds->side != FV_CHIP_SIZE)
-                    st = fvi_image_downscale(src, ds->side, ds->side, &small);
-                if (st == FV_OK) memcpy(payload(ds, 0, i), (small ? small : src)->rgb, ps);
-                fv_image_destroy(small);
-                fv_image_destroy(src);
-            }
-            ds->ok[i] = st == FV_OK;
-            found += ds->ok[i];
+            memcpy(ds->chips + cb * i, (small ? small : src)->rgb, cb);
+            ds->ok[i] = 1;
+            found++;
         }
+        fv_image_destroy(small);
+        fv_image_destroy(src);
         fv_image_destroy(img);
         if ((i + 1) % 200 == 0 || i + 1 == ds->nimg)
             fprintf(stderr, "faces: %d/%d images, %d faces, %.1f s\n", i + 1, ds->nimg, found,
                     (fvi_now_ms() - t0) / 1e3);
     }
     free(chip);
-    if (save_cache(cache, ds, t->adapter))
+    if (save_cache(cache, ds))
         fprintf(stderr, "faceverify train: warning: cannot write cache %s\n", cache);
     return 0;
 }
@@ -625,6 +633,92 @@ static int evaluate(fvt_net *net, fvt_ws *ws, int bs, const dataset *ds, int ada
     return 0;
 }
 
+/* Pair metrics of one embedding table: accuracy at thr, the best
+ * accuracy over thresholds, ROC AUC. */
+static json_t *pair_metrics(const fv_cli_pair_list *pl, const int *ok, const float *emb, double thr,
+                            fv_pair_score *sc, const char *label) {
+    size_t n = 0;
+    for (size_t k = 0; k < pl->n; k++) {
+        const fv_cli_pair *p = &pl->v[k];
+        if (!ok[p->ia] || !ok[p->ib]) continue;
+        sc[n].distance =
+            fv_distance(emb + (size_t)p->ia * FV_EMBED_DIM, emb + (size_t)p->ib * FV_EMBED_DIM);
+        sc[n++].same = p->same;
+    }
+    double best_t = 0, best_acc = 0;
+    fv_metric_best_threshold(sc, n, &best_t, &best_acc);
+    double acc = fv_metric_accuracy(sc, n, thr), auc = fv_metric_roc_auc(sc, n);
+    fprintf(stderr, "test %-8s accuracy %.4f at threshold %.4f, best %.4f at %.4f, ROC AUC %.4f\n",
+            label, acc, thr, best_acc, best_t, auc);
+    return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f}", "pairs", (json_int_t)n, "accuracy", acc,
+                     "threshold", thr, "best_accuracy", best_acc, "best_threshold", best_t,
+                     "roc_auc", auc);
+}
+
+/* The trained net and the plain ResNet on the same pairs (the images go
+ * through the same detection + alignment, cached like the training set). */
+static json_t *test_eval(const topts *t, fvt_net *net, fvt_ws *ws, int bs, fvi_pool *pool,
+                         fv_engine **eng, float thr) {
+    fv_cli_pair_list pl = {0};
+    dataset td = {0};
+    json_t *res = NULL;
+    float *emb = NULL;
+    int *idx = NULL;
+    fv_pair_score *sc = NULL;
+    char cache[4096];
+    const char *root = t->test_root ? t->test_root : t->data;
+    if (t->test_cache)
+        snprintf(cache, sizeof cache, "%s", t->test_cache);
+    else
+        snprintf(cache, sizeof cache, "%s.test.cache", t->out);
+    if (fv_cli_read_pairs(t->test_pairs, &pl)) goto out;
+    td.side = t->input;
+    td.paths = malloc(sizeof(char *) * 2 * pl.n);
+    td.label = calloc(2 * pl.n, sizeof(int));
+    if (!td.paths || !td.label) goto out;
+    for (size_t k = 0; k < pl.n; k++) td.paths[2 * k] = pl.v[k].a, td.paths[2 * k + 1] = pl.v[k].b;
+    qsort(td.paths, 2 * pl.n, sizeof(char *), cmp_strp);
+    int u = 0;
+    for (size_t k = 0; k < 2 * pl.n; k++)
+        if (u == 0 || strcmp(td.paths[u - 1], td.paths[k])) td.paths[u++] = td.paths[k];
+    td.nimg = u;
+    for (size_t k = 0; k < pl.n; k++) {
+        char **a = bsearch(&pl.v[k].a, td.paths, (size_t)u, sizeof(char *), cmp_strp);
+        char **b = bsearch(&pl.v[k].b, td.paths, (size_t)u, sizeof(char *), cmp_strp);
+        pl.v[k].ia = (int)(a - td.paths), pl.v[k].ib = (int)(b - td.paths);
+    }
+    if (build_faces(t, root, &td, eng, cache)) goto out;
+    if (!*eng && fv_cli_engine(&t->common, eng) != FV_OK) goto out;
+    emb = calloc((size_t)u * FV_EMBED_DIM, sizeof(float));
+    idx = malloc(sizeof(int) * (size_t)u);
+    sc = malloc(sizeof *sc * (pl.n + 1));
+    if (!emb || !idx || !sc) goto out;
+    int m = 0;
+    for (int i = 0; i < u; i++)
+        if (td.ok[i]) idx[m++] = i;
+    for (int b = 0; b < m; b += bs) {
+        int n = m - b < bs ? m - b : bs;
+        fill_input(&td, t->adapter, idx + b, NULL, n, fvt_ws_input(ws));
+        const float *y = fvt_forward(net, ws, n, 0, pool);
+        for (int s = 0; s < n; s++)
+            memcpy(emb + (size_t)idx[b + s] * FV_EMBED_DIM, y + (size_t)s * FV_EMBED_DIM,
+                   FV_EMBED_DIM * sizeof(float));
+    }
+    json_t *mj = pair_metrics(&pl, td.ok, emb, thr, sc, "model");
+    json_t *rj = pair_metrics(&pl, td.ok, td.emb, fv_engine_threshold(*eng), sc, "resnet");
+    res =
+        json_pack("{s:s,s:I,s:I,s:i,s:o,s:o}", "pairs_file", t->test_pairs, "pairs_total",
+                  (json_int_t)pl.n, "images", (json_int_t)u, "faces", m, "model", mj, "resnet", rj);
+out:
+    for (size_t k = 0; k < pl.n; k++) free(pl.v[k].a), free(pl.v[k].b);
+    free(pl.v);
+    free(td.paths); /* the strings were the pair list's */
+    td.paths = NULL, td.nimg = 0;
+    free_dataset(&td);
+    free(emb), free(idx), free(sc);
+    return res;
+}
+
 /* ------------------------------------------------------------ training */
 
 static json_t *eval_json(const evalres *v, const evalres *tr) {
@@ -643,7 +737,7 @@ int fv_cli_train(int argc, char **argv) {
     if (parse_train(argc, argv, &t)) return FV_EXIT_INPUT;
     int code = FV_EXIT_FAILURE;
     dataset ds = {0};
-    ds.side = t.adapter ? 1 : t.input;
+    ds.side = t.input;
     fv_engine *eng = NULL;
     fvt_net *net = NULL;
     fvt_ws *ws = NULL;
@@ -657,8 +751,7 @@ int fv_cli_train(int argc, char **argv) {
     json_t *history = json_array();
     char cache[4096], ckpt[4096], err[512] = "";
     snprintf(cache, sizeof cache, "%s", t.cache ? t.cache : "");
-    if (!t.cache)
-        snprintf(cache, sizeof cache, "%s.%s.cache", t.out, t.adapter ? "adapter" : "scratch");
+    if (!t.cache) snprintf(cache, sizeof cache, "%s.cache", t.out);
     snprintf(ckpt, sizeof ckpt, "%s", t.checkpoint ? t.checkpoint : "");
     if (!t.checkpoint) snprintf(ckpt, sizeof ckpt, "%s.ckpt", t.out);
 
@@ -667,7 +760,7 @@ int fv_cli_train(int argc, char **argv) {
         goto done;
     }
     double tc0 = fvi_now_ms();
-    if (build_faces(&t, &ds, &eng, cache)) goto done;
+    if (build_faces(&t, t.data, &ds, &eng, cache)) goto done;
     double cache_s = (fvi_now_ms() - tc0) / 1e3;
     int faces = 0;
     for (int i = 0; i < ds.nimg; i++) faces += ds.ok[i];
@@ -793,7 +886,8 @@ int fv_cli_train(int argc, char **argv) {
     double train_t0 = fvi_now_ms();
     int best_epoch = ck.epoch, epoch = ck.epoch;
     evalres last_v = v0;
-    while (epoch < t.epochs && ck.bad_epochs < t.patience) {
+    while (epoch < t.epochs && ck.bad_epochs < t.patience &&
+           !(t.stop_after && epoch >= t.stop_after)) {
         double te = fvi_now_ms();
         /* the epoch's order depends on the rng state alone (resumable) */
         qsort(tr_ids, (size_t)ntrain, sizeof *tr_ids, cmp_int);
@@ -890,19 +984,26 @@ int fv_cli_train(int argc, char **argv) {
     }
     fprintf(stderr, "wrote %s (id %s, best epoch %d, val acc %.4f auc %.4f, threshold %.4f)\n",
             t.out, out.id, best_epoch, out.val_accuracy, out.val_auc, out.threshold);
+    json_t *test = NULL;
+    if (t.test_pairs && !(test = test_eval(&t, net, ws, bs, pool, &eng, out.threshold))) {
+        fprintf(stderr, "faceverify train: the test evaluation failed\n");
+        json_decref(initial);
+        goto done;
+    }
     if (t.json) {
         fv_cli_print_json(json_pack(
             "{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:o,s:O,"
-            "s:f,s:I}",
+            "s:f,s:I,s:o*}",
             "model", t.out, "id", out.id, "mode", out.kind, "identities", ds.nids,
             "train_identities", ntrain, "val_identities", nval, "images", ds.nimg, "faces", faces,
             "val_pairs", val.npairs, "epochs_run", epoch, "best_epoch", best_epoch, "threads",
             threads, "val_accuracy", (double)out.val_accuracy, "val_auc", (double)out.val_auc,
             "threshold", (double)out.threshold, "cache_seconds", cache_s, "train_seconds", train_s,
             "initial", initial, "epochs", history, "last_val_auc", last_v.auc, "parameters",
-            (json_int_t)net->nparams));
+            (json_int_t)net->nparams, "test", test));
     } else {
         json_decref(initial);
+        json_decref(test);
     }
     code = FV_EXIT_OK;
 done:

@@ -222,8 +222,11 @@ fv_status fvt_ws_create(const fvt_net *net, int max_n, int threads, fvt_ws **out
             if (L->kind == FVT_CONV) {
                 fvi_conv cv;
                 conv_of(net, L, &cv);
-                size_t s = fvi_conv_cnhw_scratch(&cv, max_n, L->in_h, L->in_w, threads);
-                if (s > scratch) scratch = s;
+                /* the conv's tiling depends on the batch size: size for every n */
+                for (int bn = 1; bn <= max_n; bn++) {
+                    size_t s = fvi_conv_cnhw_scratch(&cv, bn, L->in_h, L->in_w, threads);
+                    if (s > scratch) scratch = s;
+                }
                 size_t K = (size_t)L->in_c * L->b * L->b, P = (size_t)L->out_h * L->out_w;
                 if (2 * K * P > worker) worker = 2 * K * P;
                 if ((L->nw + L->nb) * max_n > dw) dw = (L->nw + L->nb) * max_n;

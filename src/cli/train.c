@@ -251,35 +251,29 @@ static int is_image(const char *n) {
     return 0;
 }
 
-/* Sorted names in dir (entries starting with '.' skipped); dirs_only
- * selects sub-folders, else image files.  NULL on error. */
-static char **list_dir(const char *dir, int dirs_only, int *n) {
-    DIR *d = opendir(dir);
-    *n = 0;
-    if (!d) return NULL;
-    size_t cap = 64, k = 0;
-    char **v = malloc(cap * sizeof *v);
-    struct dirent *e;
-    while (v && (e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char p[4096];
-        struct stat st;
-        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p || stat(p, &st))
-            continue;
-        if (dirs_only ? !S_ISDIR(st.st_mode) : !(S_ISREG(st.st_mode) && is_image(e->d_name)))
-            continue;
-        if (k == cap) {
-            char **nv = realloc(v, 2 * cap * sizeof *v);
-            if (!nv) break;
-            v = nv, cap *= 2;
+/* A growing, then sorted, list of names. */
+typedef struct strvec {
+    char **v;
+    size_t n, cap;
+    int failed;
+} strvec;
+
+static void strvec_push(strvec *sv, const char *s) {
+    if (sv->failed) return;
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? 2 * sv->cap : 64;
+        char **nv = realloc(sv->v, cap * sizeof *nv);
+        if (!nv) {
+            sv->failed = 1;
+            return;
         }
-        v[k] = strdup(e->d_name);
-        if (v[k]) k++;
+        sv->v = nv, sv->cap = cap;
     }
-    closedir(d);
-    if (v) qsort(v, k, sizeof *v, cmp_strp);
-    *n = (int)k;
-    return v;
+    sv->v[sv->n] = strdup(s);
+    if (sv->v[sv->n])
+        sv->n++;
+    else
+        sv->failed = 1;
 }
 
 static void free_strs(char **v, int n) {
@@ -287,29 +281,55 @@ static void free_strs(char **v, int n) {
     free(v);
 }
 
+/* Sorts sv and hands its array over (NULL after a failed allocation). */
+static char **strvec_done(strvec *sv, int *n) {
+    if (sv->failed) {
+        free_strs(sv->v, (int)sv->n);
+        *n = 0;
+        return NULL;
+    }
+    if (!sv->v) sv->v = malloc(sizeof(char *));
+    if (sv->v) qsort(sv->v, sv->n, sizeof *sv->v, cmp_strp);
+    *n = (int)sv->n;
+    return sv->v;
+}
+
+/* Sorted names in dir (entries starting with '.' skipped); dirs_only
+ * selects sub-folders, else image files.  NULL on error. */
+static char **list_dir(const char *dir, int dirs_only, int *n) {
+    DIR *d = opendir(dir);
+    *n = 0;
+    if (!d) return NULL;
+    strvec sv = {0};
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[4096];
+        struct stat st;
+        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p || stat(p, &st))
+            continue;
+        if (dirs_only ? !S_ISDIR(st.st_mode) : !(S_ISREG(st.st_mode) && is_image(e->d_name)))
+            continue;
+        strvec_push(&sv, e->d_name);
+    }
+    closedir(d);
+    return strvec_done(&sv, n);
+}
+
 /* Names from an LFW people file ("count" line, then "name count" lines). */
 static char **read_people(const char *file, int *n) {
     FILE *f = fopen(file, "r");
     *n = 0;
     if (!f) return NULL;
-    size_t cap = 256, k = 0;
-    char **v = malloc(cap * sizeof *v), line[512];
-    while (v && fgets(line, sizeof line, f)) {
+    strvec sv = {0};
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
         char name[256];
         int cnt;
-        if (sscanf(line, "%255s %d", name, &cnt) != 2) continue;
-        if (k == cap) {
-            char **nv = realloc(v, 2 * cap * sizeof *v);
-            if (!nv) break;
-            v = nv, cap *= 2;
-        }
-        v[k] = strdup(name);
-        if (v[k]) k++;
+        if (sscanf(line, "%255s %d", name, &cnt) == 2) strvec_push(&sv, name);
     }
     fclose(f);
-    if (v) qsort(v, k, sizeof *v, cmp_strp);
-    *n = (int)k;
-    return v;
+    return strvec_done(&sv, n);
 }
 
 static int scan_data(const topts *t, dataset *ds) {

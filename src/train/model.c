@@ -342,7 +342,8 @@ fv_status fv_model_embed_chips(const fv_engine *eng, const fv_model *m, const un
     if (n == 0) return FV_OK;
     fvi_pool *pool = fvi_engine_pool(eng);
     fvt_ws *ws = NULL;
-    fv_status st = fvt_ws_create(m->net, EMBED_BATCH, fv_engine_threads(eng), &ws);
+    int max_n = n < EMBED_BATCH ? (int)n : EMBED_BATCH; /* buffers for what is asked */
+    fv_status st = fvt_ws_create(m->net, max_n, fv_engine_threads(eng), &ws);
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "model: no memory for a batch");
     int dim = fvt_net_out_dim(m->net);
     const size_t chip = (size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3;

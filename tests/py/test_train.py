@@ -113,6 +113,18 @@ def test_trained_model_serves_verify_and_embed(data, trained, lfw):
     assert c["model"] == r["id"]
 
 
+def test_eval_pairs_with_model(data, trained):
+    model, r = trained
+    lines = ["1", "Abdullah_Gul\t1\t2", "Abdullah_Gul\t1\tAndre_Agassi\t1"]
+    (data / "eval_pairs.txt").write_text("\n".join(lines) + "\n")
+    e = json.loads(run_cli("eval-pairs", "--pairs", data / "eval_pairs.txt", "--root",
+                           data / "people", "--model", model, "--pick", "center", "--json",
+                           check=0).stdout)
+    assert e["model"] == r["id"]
+    assert e["pairs"] == 2
+    assert e["threshold"] == pytest.approx(r["threshold"], rel=1e-6)
+
+
 def test_mixed_models_are_refused(data, trained, lfw):
     model, _ = trained
     a = lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"

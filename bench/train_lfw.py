@@ -16,8 +16,9 @@ runs and timed separately.  Runs under `nice -n 10` with --threads (the
 machine is shared).  Writes bench/results/train_lfw.json with the exact
 commands.  Never part of the test suite.
 
-usage: bench/train_lfw.py [--build DIR] [--lfw DIR] [--work DIR]
+usage: bench/train_lfw.py [--build DIR] [--lfw DIR] [--work DIR] [--output JSON]
                           [--scratch-epochs N] [--adapter-epochs N] [--threads N]
+                          [--max-identities N] [--patience N] [--adapter-lr LR]
 """
 import argparse
 import json
@@ -51,6 +52,10 @@ def main():
     ap.add_argument("--adapter-epochs", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--input", type=int, default=64)
+    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--adapter-lr", type=float, default=1e-3)
+    ap.add_argument("--output", default=os.path.join(REPO, "bench", "results",
+                                                     "train_lfw.json"))
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     cli = os.path.join(a.build, "bin", "faceverify")
@@ -59,13 +64,15 @@ def main():
               "--cache", os.path.join(a.work, "devtrain.cache"),
               "--test-cache", os.path.join(a.work, "devtest.cache"),
               "--pick", "center", "--input", str(a.input), "--threads", str(a.threads),
-              "--seed", "1", "--json"]
+              "--seed", "1", "--patience", str(a.patience), "--json"]
     if a.max_identities:
         common += ["--max-identities", str(a.max_identities)]
     runs = {}
     for mode, epochs in (("scratch", a.scratch_epochs), ("adapter", a.adapter_epochs)):
         cmd = ["nice", "-n", "10", cli, "train", "--mode", mode, "--epochs", str(epochs),
                "--out", os.path.join(a.work, mode + ".fvm")] + common
+        if mode == "adapter":
+            cmd += ["--lr", str(a.adapter_lr)]
         out, wall = run(cmd)
         out["command"] = " ".join(cmd)
         out["wall_seconds"] = wall
@@ -90,8 +97,9 @@ def main():
             } for mode, r in runs.items()
         },
     }
-    os.makedirs(os.path.join(REPO, "bench", "results"), exist_ok=True)
-    path = os.path.join(REPO, "bench", "results", "train_lfw.json")
+    res["bench_command"] = " ".join(sys.argv)
+    path = a.output
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(res, f, indent=2)
     print(json.dumps(res["summary"], indent=2))

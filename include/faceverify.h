@@ -55,7 +55,8 @@ typedef enum fv_status {
     FV_E_MULTIPLE_FACES = 10,  /* several faces where one was required */
     FV_E_UNSUPPORTED = 11,     /* feature or detector not available */
     FV_E_INTERNAL = 12,        /* a bug: an invariant did not hold */
-    FV_STATUS_COUNT_ = 13      /* not a status; keeps tests honest */
+    FV_E_MODEL_MISMATCH = 13,  /* embeddings of different models compared */
+    FV_STATUS_COUNT_ = 14      /* not a status; keeps tests honest */
 } fv_status;
 
 /* Returns a static, human-readable description of a status; never NULL
@@ -274,6 +275,38 @@ typedef struct fv_verify_result {
 FV_API fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
                            const fv_verify_options *opt, fv_verify_result *out, char *err,
                            size_t errlen);
+
+/* --------------------------------------------------------- trained models
+ * A model trained by `faceverify train` (docs/model-format.md): a compact
+ * CNN on aligned chips ("scratch") or a small network on top of the ResNet
+ * embedding ("adapter"), with its id, embedding size and calibrated
+ * threshold.  Immutable after loading; thread-safe to share. */
+typedef struct fv_model fv_model;
+
+/* Loads a model file.  FV_E_IO (cannot read), FV_E_MODEL_CORRUPT (failed
+ * validation; err says where).  *out is owned by the caller. */
+FV_API fv_status fv_model_load(const char *path, fv_model **out, char *err, size_t errlen);
+FV_API void fv_model_destroy(fv_model *m);
+/* The model's id (templates keep it; static for the model's lifetime). */
+FV_API const char *fv_model_id(const fv_model *m);
+/* Embedding dimension (1..FV_EMBED_DIM) and the calibrated threshold. */
+FV_API int fv_model_dim(const fv_model *m);
+FV_API float fv_model_threshold(const fv_model *m);
+/* Embeds n aligned chips (as fv_embed_chips) with the model: out holds
+ * n * fv_model_dim floats.  An adapter runs the engine's ResNet first. */
+FV_API fv_status fv_model_embed_chips(const fv_engine *eng, const fv_model *m,
+                                      const unsigned char *chips, size_t n, float *out, char *err,
+                                      size_t errlen);
+/* As fv_embed_face, but the embedding is the model's (its first
+ * fv_model_dim values; the rest of out->embedding is zero). */
+FV_API fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
+                                     const fv_detect_options *opt, int strict, fv_face_result *out,
+                                     char *err, size_t errlen);
+/* Distance of two embeddings tagged with their model ids (NULL id: the
+ * engine's ResNet, FV_MODEL_ID).  Different ids or dims:
+ * FV_E_MODEL_MISMATCH, since the spaces are not comparable. */
+FV_API fv_status fv_compare(const char *model_a, const float *a, const char *model_b,
+                            const float *b, int dim, float *distance);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,7 @@ typedef struct fv_cli_opts {
     fv_verify_options verify;
     int json;
     const char *pairs, *root;
+    const char *model; /* --model PATH: a trained model instead of the ResNet */
     const char *pos[FV_CLI_MAX_POS];
     int npos;
 } fv_cli_opts;
@@ -35,6 +36,29 @@ json_t *fv_cli_face_json(const fv_face *f);
 /* Prints j compactly on one line and releases it. */
 void fv_cli_print_json(json_t *j);
 
+/* Loads --model if given (*m stays NULL otherwise), printing the reason on
+ * failure. */
+fv_status fv_cli_model(const fv_cli_opts *o, fv_model **m);
+/* fv_embed_face, or fv_model_embed_face when m is not NULL. */
+fv_status fv_cli_embed(const fv_engine *eng, const fv_model *m, const fv_image *img,
+                       const fv_cli_opts *o, fv_face_result *r, char *err, size_t errlen);
+
+/* A pairs file: CSV (path_a,path_b,same) or LFW's pairs format. */
+typedef struct fv_cli_pair {
+    char *a, *b;
+    int same;
+    int ia, ib; /* indices into a distinct image table */
+} fv_cli_pair;
+typedef struct fv_cli_pair_list {
+    fv_cli_pair *v;
+    size_t n, cap;
+} fv_cli_pair_list;
+/* Reads either pairs format into l (eval.c); prints the offending line on
+ * error and returns -1.  The caller frees v[i].a, v[i].b and v. */
+int fv_cli_read_pairs(const char *file, fv_cli_pair_list *l);
+
 int fv_cli_eval_pairs(fv_cli_opts *o);
+/* faceverify train (train.c): argv after the command name. */
+int fv_cli_train(int argc, char **argv);
 
 #endif

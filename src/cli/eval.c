@@ -21,11 +21,7 @@
 #include "fvi.h"
 #include "metrics.h"
 
-typedef struct {
-    char *a, *b;
-    int same;
-    int ia, ib; /* indices into the distinct image table */
-} pair_t;
+typedef fv_cli_pair pair_t;
 
 typedef struct {
     char *path;
@@ -33,10 +29,7 @@ typedef struct {
     float emb[FV_EMBED_DIM];
 } image_t;
 
-typedef struct {
-    pair_t *v;
-    size_t n, cap;
-} pair_list;
+typedef fv_cli_pair_list pair_list;
 
 static int push_pair(pair_list *l, const char *a, const char *b, int same) {
     if (l->n == l->cap) {
@@ -76,8 +69,7 @@ static int lfw_path(char *out, size_t cap, const char *name, const char *num) {
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 
-/* Reads either pairs format into l; prints the offending line on error. */
-static int read_pairs(const char *file, pair_list *l) {
+int fv_cli_read_pairs(const char *file, pair_list *l) {
     FILE *f = fopen(file, "r");
     if (!f) {
         fprintf(stderr, "faceverify: cannot open %s\n", file);
@@ -158,10 +150,11 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
     image_t *imgs = NULL;
     fv_pair_score *scores = NULL;
     fv_engine *eng = NULL;
+    fv_model *model = NULL;
     json_t *skipped = json_array();
     size_t nimg = 0, nscored = 0;
     int code = FV_EXIT_INPUT;
-    if (read_pairs(o->pairs, &pl)) goto done;
+    if (fv_cli_read_pairs(o->pairs, &pl)) goto done;
 
     /* distinct images */
     names = malloc(2 * pl.n * sizeof *names);
@@ -182,7 +175,7 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
     }
 
     code = FV_EXIT_FAILURE;
-    if (fv_cli_engine(o, &eng) != FV_OK) goto done;
+    if (fv_cli_model(o, &model) != FV_OK || fv_cli_engine(o, &eng) != FV_OK) goto done;
     double t0 = fvi_now_ms();
     for (size_t i = 0; i < nimg; i++) {
         char path[4096];
@@ -192,7 +185,7 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
         snprintf(path, sizeof path, "%s/%s", o->root, names[i]);
         imgs[i].st = fv_image_load(path, &o->cfg.limits, &img, NULL, 0);
         if (imgs[i].st == FV_OK) {
-            imgs[i].st = fv_embed_face(eng, img, &o->verify.detect, o->verify.strict, &r, NULL, 0);
+            imgs[i].st = fv_cli_embed(eng, model, img, o, &r, NULL, 0);
             if (imgs[i].st == FV_OK) memcpy(imgs[i].emb, r.embedding, sizeof r.embedding);
         }
         fv_image_destroy(img);
@@ -200,7 +193,9 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
     }
     double elapsed = fvi_now_ms() - t0;
 
-    float thr = o->verify.threshold > 0 ? o->verify.threshold : fv_engine_threshold(eng);
+    float thr = o->verify.threshold > 0 ? o->verify.threshold
+                : model                 ? fv_model_threshold(model)
+                                        : fv_engine_threshold(eng);
     size_t pos = 0, neg = 0;
     for (size_t i = 0; i < pl.n; i++) {
         const pair_t *p = &pl.v[i];
@@ -240,15 +235,16 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
     fv_metric_summary(scores, nscored, 0, &sd);
     size_t nskipped = json_array_size(skipped);
     if (o->json) {
-        fv_cli_print_json(json_pack(
-            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:I,s:f,s:O}", "pairs",
-            (json_int_t)nscored, "pairs_total", (json_int_t)pl.n, "same_pairs", (json_int_t)pos,
-            "different_pairs", (json_int_t)neg, "threshold", (double)thr, "accuracy", acc,
-            "best_threshold", best_t, "best_accuracy", best_acc, "roc_auc",
-            auc == auc ? json_real(auc) : json_null(), "tar_at_far", tar, "distances", "same",
-            summary_json(&ss), "different", summary_json(&sd), "model", FV_MODEL_ID, "detector",
-            fv_detector_name(o->verify.detect.detector), "images", (json_int_t)nimg, "ms_per_image",
-            elapsed / (double)nimg, "skipped", skipped));
+        fv_cli_print_json(
+            json_pack("{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:I,s:f,s:O}",
+                      "pairs", (json_int_t)nscored, "pairs_total", (json_int_t)pl.n, "same_pairs",
+                      (json_int_t)pos, "different_pairs", (json_int_t)neg, "threshold", (double)thr,
+                      "accuracy", acc, "best_threshold", best_t, "best_accuracy", best_acc,
+                      "roc_auc", auc == auc ? json_real(auc) : json_null(), "tar_at_far", tar,
+                      "distances", "same", summary_json(&ss), "different", summary_json(&sd),
+                      "model", model ? fv_model_id(model) : FV_MODEL_ID, "detector",
+                      fv_detector_name(o->verify.detect.detector), "images", (json_int_t)nimg,
+                      "ms_per_image", elapsed / (double)nimg, "skipped", skipped));
     } else {
         json_decref(tar);
         printf("pairs evaluated   %zu of %zu (%zu same, %zu different), %zu skipped\n", nscored,
@@ -287,6 +283,7 @@ done:
     free(imgs);
     free(scores);
     json_decref(skipped);
+    fv_model_destroy(model);
     fv_engine_destroy(eng);
     return code;
 }

@@ -5,6 +5,8 @@
  *   faceverify detect IMG [options]      faces, boxes, scores, landmarks
  *   faceverify embed IMG [options]       128-d embedding of the face used
  *   faceverify eval-pairs --pairs F --root DIR [options]   metrics (eval.c)
+ *   faceverify compare A.json B.json     distance of two `embed --json` outputs
+ *   faceverify train --data DIR --out MODEL [options]   (train.c)
  *
  * Exit codes (one table, exit_code_for): 0 success / same person, 1
  * different people, 2 input or usage error (no face, unreadable, too
@@ -32,6 +34,7 @@ int fv_cli_exit_code(fv_status st) {
     case FV_E_NO_FACE:
     case FV_E_MULTIPLE_FACES:
     case FV_E_UNSUPPORTED:
+    case FV_E_MODEL_MISMATCH:
         return FV_EXIT_INPUT;
     default:
         return FV_EXIT_FAILURE;
@@ -48,6 +51,10 @@ static void usage(FILE *f) {
           "  embed IMG         print the 128-d embedding of the largest face\n"
           "  eval-pairs        --pairs FILE --root DIR: verification metrics over a\n"
           "                    CSV (path_a,path_b,same) or an LFW pairs file\n"
+          "  compare A B       distance of two `embed --json` outputs; embeddings of\n"
+          "                    different models are refused (exit 2, model_mismatch)\n"
+          "  train             --data DIR --out MODEL: train an embedding network with\n"
+          "                    triplet loss (faceverify train --help)\n"
           "\n"
           "options:\n"
           "  --detector mmod|none|haar  face detector (none: the image is a tight face\n"
@@ -67,6 +74,8 @@ static void usage(FILE *f) {
           "  --pick largest|center  which face to use when there are several (default largest)\n"
           "  --threads N            worker threads (default: all cores)\n"
           "  --models DIR           model folder (default: $FACEVERIFY_MODELS or built-in)\n"
+          "  --model PATH           embed with a model made by `faceverify train`\n"
+          "                         (verify, embed, eval-pairs; its threshold is the default)\n"
           "  --json                 machine-readable output\n"
           "  -h, --help             this text\n",
           f);
@@ -162,6 +171,8 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
                 fprintf(stderr, "faceverify: --max-size takes 0..100000\n");
                 return -1;
             }
+        } else if (!strcmp(a, "--model") && v) {
+            o->model = v;
         } else if (!strcmp(a, "--pairs") && v) {
             o->pairs = v;
         } else if (!strcmp(a, "--root") && v) {
@@ -198,6 +209,23 @@ fv_status fv_cli_load(const fv_cli_opts *o, const char *path, fv_image **img, do
     return st;
 }
 
+fv_status fv_cli_model(const fv_cli_opts *o, fv_model **m) {
+    *m = NULL;
+    if (!o->model) return FV_OK;
+    char err[512] = "";
+    fv_status st = fv_model_load(o->model, m, err, sizeof err);
+    if (st != FV_OK) fprintf(stderr, "faceverify: cannot load model: %s\n", err);
+    return st;
+}
+
+fv_status fv_cli_embed(const fv_engine *eng, const fv_model *m, const fv_image *img,
+                       const fv_cli_opts *o, fv_face_result *r, char *err, size_t errlen) {
+    if (m)
+        return fv_model_embed_face(eng, m, img, &o->verify.detect, o->verify.strict, r, err,
+                                   errlen);
+    return fv_embed_face(eng, img, &o->verify.detect, o->verify.strict, r, err, errlen);
+}
+
 json_t *fv_cli_face_json(const fv_face *f) {
     json_t *lm = json_array();
     for (int i = 0; i < FV_NUM_LANDMARKS; i++)
@@ -218,21 +246,52 @@ void fv_cli_print_json(json_t *j) {
     json_decref(j);
 }
 
+/* fv_verify with a trained model: its embedding, its threshold unless
+ * --threshold is given, and its id as the result's model. */
+static fv_status verify_with_model(const fv_engine *eng, const fv_model *m, const fv_image *a,
+                                   const fv_image *b, const fv_cli_opts *o, fv_verify_result *r,
+                                   char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+    double t0 = fvi_now_ms();
+    char e[400] = "";
+    fv_status st = fv_cli_embed(eng, m, a, o, &r->a, e, sizeof e);
+    if (st != FV_OK) {
+        snprintf(err, errlen, "image a: %s", e);
+        return st;
+    }
+    st = fv_cli_embed(eng, m, b, o, &r->b, e, sizeof e);
+    if (st != FV_OK) {
+        snprintf(err, errlen, "image b: %s", e);
+        return st;
+    }
+    r->distance = fv_distance(r->a.embedding, r->b.embedding);
+    r->threshold = o->verify.threshold > 0 ? o->verify.threshold : fv_model_threshold(m);
+    r->verified = r->distance <= r->threshold;
+    r->similarity = fv_similarity(r->distance, r->threshold);
+    r->model = fv_model_id(m);
+    r->detector = fv_detector_name(o->verify.detect.detector);
+    r->total_ms = fvi_now_ms() - t0;
+    return FV_OK;
+}
+
 static int cmd_verify(fv_cli_opts *o) {
     if (o->npos != 2) {
         fprintf(stderr, "faceverify verify: needs two images\n");
         return FV_EXIT_INPUT;
     }
     fv_engine *eng = NULL;
+    fv_model *m = NULL;
     fv_image *a = NULL, *b = NULL;
     double ta = 0, tb = 0;
     fv_verify_result r;
     char err[512] = "";
     fv_status st = fv_cli_load(o, o->pos[0], &a, &ta);
     if (st == FV_OK) st = fv_cli_load(o, o->pos[1], &b, &tb);
+    if (st == FV_OK) st = fv_cli_model(o, &m);
     if (st == FV_OK) st = fv_cli_engine(o, &eng);
     if (st == FV_OK) {
-        st = fv_verify(eng, a, b, &o->verify, &r, err, sizeof err);
+        st = m ? verify_with_model(eng, m, a, b, o, &r, err, sizeof err)
+               : fv_verify(eng, a, b, &o->verify, &r, err, sizeof err);
         if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
     }
     int code = fv_cli_exit_code(st);
@@ -261,6 +320,7 @@ static int cmd_verify(fv_cli_opts *o) {
     }
     fv_image_destroy(a);
     fv_image_destroy(b);
+    fv_model_destroy(m);
     fv_engine_destroy(eng);
     return code;
 }
@@ -315,34 +375,92 @@ static int cmd_embed(fv_cli_opts *o) {
         return FV_EXIT_INPUT;
     }
     fv_engine *eng = NULL;
+    fv_model *m = NULL;
     fv_image *img = NULL;
     char err[512] = "";
     fv_face_result r;
     double td = 0;
     fv_status st = fv_cli_load(o, o->pos[0], &img, &td);
+    if (st == FV_OK) st = fv_cli_model(o, &m);
     if (st == FV_OK) st = fv_cli_engine(o, &eng);
     if (st == FV_OK) {
-        st = fv_embed_face(eng, img, &o->verify.detect, o->verify.strict, &r, err, sizeof err);
+        st = fv_cli_embed(eng, m, img, o, &r, err, sizeof err);
         if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
     }
     if (st == FV_OK) {
+        const int dim = m ? fv_model_dim(m) : FV_EMBED_DIM;
         r.timings.decode_ms = td;
         json_t *emb = json_array();
-        for (int i = 0; i < FV_EMBED_DIM; i++)
-            json_array_append_new(emb, json_real(r.embedding[i]));
+        for (int i = 0; i < dim; i++) json_array_append_new(emb, json_real(r.embedding[i]));
         if (o->json) {
-            fv_cli_print_json(json_pack("{s:s,s:o,s:I,s:o,s:o}", "model", FV_MODEL_ID, "face",
+            fv_cli_print_json(json_pack("{s:s,s:o,s:I,s:o,s:o}", "model",
+                                        m ? fv_model_id(m) : FV_MODEL_ID, "face",
                                         fv_cli_face_json(&r.face), "faces", (json_int_t)r.faces,
                                         "embedding", emb, "timings_ms", timings_json(&r.timings)));
         } else {
-            for (int i = 0; i < FV_EMBED_DIM; i++)
-                printf("%.7g%c", r.embedding[i], i + 1 < FV_EMBED_DIM ? ' ' : '\n');
+            for (int i = 0; i < dim; i++)
+                printf("%.7g%c", r.embedding[i], i + 1 < dim ? ' ' : '\n');
             json_decref(emb);
         }
     }
     fv_image_destroy(img);
+    fv_model_destroy(m);
     fv_engine_destroy(eng);
     return fv_cli_exit_code(st);
+}
+
+/* Reads an `embed --json` output: its model id and embedding. */
+static fv_status read_template(const char *path, char *model, size_t cap, float *emb, int *dim) {
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) {
+        fprintf(stderr, "faceverify: %s: %s\n", path, je.text);
+        return FV_E_INVALID_ARGUMENT;
+    }
+    const char *id = json_string_value(json_object_get(j, "model"));
+    json_t *e = json_object_get(j, "embedding");
+    size_t n = json_array_size(e);
+    fv_status st = FV_OK;
+    if (!id || n == 0 || n > FV_EMBED_DIM) {
+        fprintf(stderr, "faceverify: %s: needs \"model\" and an \"embedding\" of 1..%d numbers\n",
+                path, FV_EMBED_DIM);
+        st = FV_E_INVALID_ARGUMENT;
+    } else {
+        snprintf(model, cap, "%s", id);
+        for (size_t i = 0; i < n && st == FV_OK; i++) {
+            json_t *v = json_array_get(e, i);
+            if (!json_is_number(v)) st = FV_E_INVALID_ARGUMENT;
+            emb[i] = (float)json_number_value(v);
+        }
+        if (st != FV_OK)
+            fprintf(stderr, "faceverify: %s: embedding values must be numbers\n", path);
+        *dim = (int)n;
+    }
+    json_decref(j);
+    return st;
+}
+
+static int cmd_compare(fv_cli_opts *o) {
+    if (o->npos != 2) {
+        fprintf(stderr, "faceverify compare: needs two `embed --json` files\n");
+        return FV_EXIT_INPUT;
+    }
+    char ma[128], mb[128];
+    float a[FV_EMBED_DIM], b[FV_EMBED_DIM], d = 0;
+    int da = 0, db = 0;
+    fv_status st = read_template(o->pos[0], ma, sizeof ma, a, &da);
+    if (st == FV_OK) st = read_template(o->pos[1], mb, sizeof mb, b, &db);
+    if (st != FV_OK) return FV_EXIT_INPUT;
+    st = da == db ? fv_compare(ma, a, mb, b, da, &d) : FV_E_MODEL_MISMATCH;
+    if (st != FV_OK) {
+        fprintf(stderr, "faceverify: %s: %s vs %s\n", fv_status_name(st), ma, mb);
+        return fv_cli_exit_code(st);
+    }
+    if (o->json)
+        fv_cli_print_json(json_pack("{s:f,s:s}", "distance", (double)d, "model", ma));
+    else
+        printf("distance %.4f (model %s)\n", d, ma);
+    return FV_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
@@ -355,6 +473,7 @@ int main(int argc, char **argv) {
         printf("faceverify %s\n", FV_VERSION_STRING);
         return FV_EXIT_OK;
     }
+    if (!strcmp(argv[1], "train")) return fv_cli_train(argc - 2, argv + 2);
     fv_cli_opts o;
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -367,6 +486,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "detect")) return cmd_detect(&o);
     if (!strcmp(cmd, "embed")) return cmd_embed(&o);
     if (!strcmp(cmd, "eval-pairs")) return fv_cli_eval_pairs(&o);
+    if (!strcmp(cmd, "compare")) return cmd_compare(&o);
     fprintf(stderr, "faceverify: unknown command '%s' (try --help)\n", cmd);
     return FV_EXIT_INPUT;
 }

@@ -211,6 +211,12 @@ float fv_engine_threshold(const fv_engine *eng) {
     return eng ? eng->threshold : 0.0f;
 }
 
+/* For the trained-model embedder (src/train/model.c), which runs on the
+ * engine's pool like the ResNet does. */
+fvi_pool *fvi_engine_pool(const fv_engine *eng) {
+    return eng ? eng->pool : NULL;
+}
+
 int fv_engine_threads(const fv_engine *eng) {
     return eng ? fvi_pool_size(eng->pool) : 0;
 }

@@ -25,6 +25,7 @@ static const struct {
     [FV_E_MULTIPLE_FACES] = {"multiple_faces", "several faces found where one was required"},
     [FV_E_UNSUPPORTED] = {"unsupported", "unsupported feature"},
     [FV_E_INTERNAL] = {"internal_error", "internal error"},
+    [FV_E_MODEL_MISMATCH] = {"model_mismatch", "embeddings come from different models"},
 };
 
 const char *fv_strerror(fv_status st) {

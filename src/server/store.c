@@ -66,6 +66,19 @@ static const migration MIGRATIONS[] = {
      "CREATE INDEX faces_subject ON faces(subject_id);"},
     {2, "CREATE INDEX subjects_collection ON subjects(collection_id, id);",
      "CREATE INDEX subjects_collection ON subjects(collection_id, id);"},
+    /* The audit log (audit.c): no foreign keys, so that entries outlive the
+     * subjects and faces they name. */
+    {3,
+     "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,"
+     " collection_id INTEGER, key_prefix TEXT, action TEXT NOT NULL, subject_id INTEGER,"
+     " face_id INTEGER, request_id TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,"
+     " detail TEXT);"
+     "CREATE INDEX audit_log_collection ON audit_log(collection_id, id);",
+     "CREATE TABLE audit_log (id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL,"
+     " collection_id BIGINT, key_prefix TEXT, action TEXT NOT NULL, subject_id BIGINT,"
+     " face_id BIGINT, request_id TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,"
+     " detail TEXT);"
+     "CREATE INDEX audit_log_collection ON audit_log(collection_id, id);"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -528,4 +541,77 @@ int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *mode
                           p, subject > 0 ? 3 : 2, template_row, &t, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+/* ------------------------------------------------------------ audit log */
+
+int fvs_audit_write(fvs_store *st, const fvs_audit_entry *e, char *err, size_t errlen) {
+    fvs_val p[10] = {fvs_int(now_s()),
+                     e->collection_id > 0 ? fvs_int(e->collection_id) : fvs_null(),
+                     fvs_text(e->key_prefix),
+                     fvs_text(e->action),
+                     e->subject_id > 0 ? fvs_int(e->subject_id) : fvs_null(),
+                     e->face_id > 0 ? fvs_int(e->face_id) : fvs_null(),
+                     fvs_text(e->request_id),
+                     fvs_int(e->status),
+                     fvs_text(e->outcome),
+                     fvs_text(e->detail)};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db,
+                          "INSERT INTO audit_log (at, collection_id, key_prefix, action, "
+                          "subject_id, face_id, request_id, status, outcome, detail) VALUES "
+                          "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          p, 10, NULL, NULL, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Row: id, at, collection_id, collection name, key_prefix, action,
+ * subject_id, face_id, request_id, status, outcome, detail. */
+static int audit_row(void *ctx, const fvs_val *c, int n) {
+    json_t *arr = ctx;
+    if (n < 12) return 1;
+    json_t *detail = NULL;
+    if (c[11].type == FVS_TEXT) detail = json_loads(c[11].s, 0, NULL);
+#define OPT_INT(v) ((v).type == FVS_NULL ? json_null() : json_integer((json_int_t)(v).i))
+#define OPT_STR(v) ((v).type == FVS_TEXT ? json_string((v).s) : json_null())
+    json_t *o = json_pack("{s:I, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:o}", "id",
+                          (json_int_t)c[0].i, "at", iso_time(c[1].i), "at_unix", (json_int_t)c[1].i,
+                          "collection_id", OPT_INT(c[2]), "collection", OPT_STR(c[3]), "key_prefix",
+                          OPT_STR(c[4]), "action", OPT_STR(c[5]), "subject_id", OPT_INT(c[6]),
+                          "face_id", OPT_INT(c[7]), "status", (json_int_t)c[9].i, "outcome",
+                          OPT_STR(c[10]), "detail", detail ? detail : json_object());
+#undef OPT_INT
+#undef OPT_STR
+    if (!o) return 1;
+    json_object_set_new(o, "request_id", c[8].type == FVS_TEXT ? json_string(c[8].s) : json_null());
+    json_array_append_new(arr, o);
+    return 0;
+}
+
+int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t limit,
+                   int64_t before_id, json_t **results, char *err, size_t errlen) {
+    json_t *arr = json_array();
+    const char *name = coll_name ? coll_name : "";
+    fvs_val p[6] = {fvs_int(coll),
+                    fvs_int(coll),
+                    fvs_text(name),
+                    fvs_text(name),
+                    fvs_int(before_id > 0 ? before_id : INT64_MAX),
+                    fvs_int(limit)};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(
+        st->db,
+        "SELECT a.id, a.at, a.collection_id, c.name, a.key_prefix, a.action, a.subject_id, "
+        "a.face_id, a.request_id, a.status, a.outcome, a.detail FROM audit_log a LEFT JOIN "
+        "collections c ON c.id = a.collection_id WHERE (? = 0 OR a.collection_id = ?) AND "
+        "(? = '' OR c.name = ?) AND a.id < ? ORDER BY a.id DESC LIMIT ?",
+        p, 6, audit_row, arr, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        json_decref(arr);
+        return -1;
+    }
+    *results = arr;
+    return 0;
 }

@@ -93,4 +93,24 @@ typedef int (*fvs_template_fn)(void *ctx, int64_t face_id, int64_t subject_id, c
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                   fvs_template_fn fn, void *ctx, char *err, size_t errlen);
 
+/* The audit log: who (collection, key prefix) did what (action) to which
+ * ids, when, in which request, and how it ended.  Never images, templates
+ * or distances: detail is a small JSON object of ids and counts. */
+typedef struct fvs_audit_entry {
+    int64_t collection_id; /* <= 0: none */
+    const char *key_prefix;
+    const char *action;          /* e.g. "face.enroll", "identify" */
+    int64_t subject_id, face_id; /* <= 0: none */
+    const char *request_id;
+    int status;          /* HTTP status */
+    const char *outcome; /* "ok" or the error code */
+    const char *detail;  /* JSON object text, or NULL */
+} fvs_audit_entry;
+int fvs_audit_write(fvs_store *st, const fvs_audit_entry *e, char *err, size_t errlen);
+/* Newest first, at most limit entries with id < before_id (<= 0: from the
+ * newest); coll > 0 and/or coll_name (non-NULL, non-empty) narrow it to one
+ * collection.  *results: a JSON array of entries. */
+int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t limit,
+                   int64_t before_id, json_t **results, char *err, size_t errlen);
+
 #endif

@@ -1,0 +1,295 @@
+"""Security and load behaviour of faceverifyd (issue 8: security headers,
+per-key rate limits, load shedding, audit log, encryption at rest of
+templates, delete semantics, faults).  Each test starts real faceverifyd
+processes (fvserver.Server) on SQLite, and on PostgreSQL when
+FACEVERIFY_PG_URL names one."""
+import base64
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import DATA, need
+from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def sample(rel: str) -> Path:
+    return need(DATA / "samples" / rel)
+
+
+def image(rel="openface/clapton-2.jpg"):
+    p = sample(rel)
+    return {"image": (p.name, p.read_bytes())}
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request, tmp_path):
+    """A migrated, empty database with collections alpha and beta."""
+    url = new_db_url(request.param, tmp_path)
+    daemon_cmd("migrate", db_url=url)
+
+    class Db:
+        backend = request.param
+        db_url = url
+        a = create_collection(url, "alpha")
+        b = create_collection(url, "beta")
+        tmp = tmp_path
+    return Db
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    url = new_db_url("sqlite", tmp_path)
+    daemon_cmd("migrate", db_url=url)
+
+    class Db:
+        backend = "sqlite"
+        db_url = url
+        a = create_collection(url, "alpha")
+        b = create_collection(url, "beta")
+        tmp = tmp_path
+    return Db
+
+
+# ------------------------------------------------------------ headers
+
+API_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def test_security_headers_everywhere(sqlite_db):
+    """Every answer (success, client error, too large, static page) carries
+    the security headers; API answers are never cached and load nothing."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        key = sqlite_db.a
+        answers = {
+            "health": srv.request("GET", "/api/v1/health"),
+            "list": srv.request("GET", "/api/v1/subjects", key),
+            "create": srv.request("POST", "/api/v1/subjects", key, json={"name": "h"}),
+            "401": srv.request("GET", "/api/v1/subjects"),
+            "404": srv.request("GET", "/api/v1/nothing-here", key),
+            "405": srv.request("PUT", "/api/v1/subjects", key),
+            "400": srv.request("POST", "/api/v1/subjects", key, data=b"{", 
+                               headers={"Content-Type": "application/json"}),
+            "413": srv.request("POST", "/api/v1/detect", key, data=b"x" * 2_000_000),
+            "openapi": srv.request("GET", "/api/openapi.json"),
+            "docs": srv.request("GET", "/docs"),
+        }
+        assert answers["401"].status_code == 401 and answers["413"].status_code == 413
+        assert answers["404"].status_code == 404 and answers["405"].status_code == 405
+        ids = set()
+        for name, r in answers.items():
+            for h, v in API_HEADERS.items():
+                assert r.headers.get(h) == v, (name, h, r.headers)
+            csp = r.headers.get("Content-Security-Policy", "")
+            assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, (name, csp)
+            rid = r.headers.get("X-Request-Id", "")
+            assert len(rid) == 32 and int(rid, 16) >= 0, (name, rid)
+            ids.add(rid)
+            if name not in ("docs", "openapi"):
+                assert r.headers["Content-Type"] == "application/json", name
+                assert r.headers.get("Cache-Control") == "no-store", name
+                assert "script-src" not in csp, name
+        assert len(ids) == len(answers)  # one fresh id per request
+        assert answers["docs"].headers["Content-Type"].startswith("text/html")
+        assert "connect-src 'self'" in answers["docs"].headers["Content-Security-Policy"]
+    finally:
+        assert srv.stop() == 0
+
+
+# ------------------------------------------------------------ rate limits
+
+def test_rate_limit_per_key(sqlite_db):
+    """A token bucket per key: the burst passes, the next request is 429
+    rate_limited with Retry-After; another key is unaffected; after the
+    wait the key works again."""
+    srv = Server(sqlite_db.db_url, env={"FACEVERIFY_RATE_LIMIT": "1/s",
+                                        "FACEVERIFY_RATE_BURST": "3"})
+    try:
+        a, b = sqlite_db.a, sqlite_db.b
+        codes = [srv.request("GET", "/api/v1/subjects", a).status_code for _ in range(3)]
+        assert codes == [200, 200, 200]
+        r = srv.request("GET", "/api/v1/subjects", a)
+        body = check(r, "GET", "/api/v1/subjects", 429)
+        assert body["error"]["code"] == "rate_limited"
+        wait = int(r.headers["Retry-After"])
+        assert 1 <= wait <= 2
+        assert srv.request("GET", "/api/v1/subjects", b).status_code == 200  # own bucket
+        # Health and bad keys do not spend (or own) a bucket.
+        assert srv.request("GET", "/api/v1/health").status_code == 200
+        assert srv.request("GET", "/api/v1/subjects", "fvk_" + "A" * 43).status_code == 401
+        time.sleep(wait + 0.1)
+        assert srv.request("GET", "/api/v1/subjects", a).status_code == 200
+    finally:
+        assert srv.stop() == 0
+
+
+def test_rate_limit_option_validation(sqlite_db):
+    for bad in ("fast", "-1", "5/min", "1e9"):
+        p = daemon_cmd("serve", "--rate-limit", bad, "--listen", "127.0.0.1:1",
+                       db_url=sqlite_db.db_url, check=False)
+        assert p.returncode == 2 and "bad option value" in p.stderr, (bad, p.stderr)
+
+
+# ------------------------------------------------------------ load shedding
+
+def test_load_shedding_503_retry_after(sqlite_db):
+    """Past max_inflight the server answers 503 overloaded + Retry-After at
+    once instead of queueing: many slow requests at a server bounded to 2."""
+    srv = Server(sqlite_db.db_url, env={"FACEVERIFY_MAX_INFLIGHT": "2"})
+    try:
+        body = image()
+        n = 10
+        barrier = threading.Barrier(n)
+
+        def one(_):
+            barrier.wait()
+            t0 = time.monotonic()
+            r = srv.request("POST", "/api/v1/detect", sqlite_db.a, files=body)
+            return r, time.monotonic() - t0
+
+        with ThreadPoolExecutor(n) as ex:
+            res = list(ex.map(one, range(n)))
+        ok = [(r, t) for r, t in res if r.status_code == 200]
+        shed = [(r, t) for r, t in res if r.status_code == 503]
+        assert len(ok) + len(shed) == n, [r.status_code for r, _ in res]
+        assert len(ok) >= 2 and len(shed) >= 1, [r.status_code for r, _ in res]
+        for r, _ in shed:
+            assert check(r, "POST", "/api/v1/detect")["error"]["code"] == "overloaded"
+            assert r.headers["Retry-After"] == "1"
+        # Shed answers come back before any admitted one finished its work.
+        assert max(t for _, t in shed) < min(t for _, t in ok), \
+            ([t for _, t in shed], [t for _, t in ok])
+        # Below capacity again: served normally.
+        r = srv.request("POST", "/api/v1/detect", sqlite_db.a, files=body)
+        assert r.status_code == 200
+    finally:
+        assert srv.stop() == 0
+
+
+def test_idle_connections_time_out(sqlite_db):
+    """A client that opens connections and sends nothing (or trickles a
+    header) is closed after the connection timeout and does not keep
+    others out, even at the connection limit."""
+    import socket
+
+    srv = Server(sqlite_db.db_url, env={"FACEVERIFY_CONN_TIMEOUT": "2",
+                                        "FACEVERIFY_MAX_CONNECTIONS": "8"})
+    try:
+        socks = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # never finished
+            socks.append(s)
+        time.sleep(3.5)
+        for s in socks:  # closed by the server
+            s.settimeout(2)
+            assert s.recv(100) == b""
+            s.close()
+        assert srv.request("GET", "/api/v1/health", timeout=10).status_code == 200
+    finally:
+        assert srv.stop() == 0
+
+
+# ------------------------------------------------------------ audit log
+
+def audit(srv, key, **params):
+    r = srv.request("GET", "/api/v1/audit", key, params=params)
+    return check(r, "GET", "/api/v1/audit", 200)["results"]
+
+
+def test_audit_log_records_actions_without_biometrics(db):
+    """Enroll, search, verify and delete each leave one entry naming the
+    collection, key prefix, ids, request id and outcome; no entry, and no
+    line the server logs, holds an image, a template or a distance."""
+    srv = Server(db.db_url)
+    try:
+        a = db.a
+        r = srv.request("POST", "/api/v1/subjects", a, json={"name": "clapton",
+                                                           "metadata": {"note": "secret-meta"}})
+        sid = check(r, "POST", "/api/v1/subjects", 201)["id"]
+        create_rid = r.headers["X-Request-Id"]
+        img = image("openface/clapton-1.jpg")
+        r = srv.request("POST", f"/api/v1/subjects/{sid}/faces", a, files=img)
+        fid = check(r, "POST", "/api/v1/subjects/1/faces", 201)["id"]
+        r = srv.request("POST", "/api/v1/identify", a, files=image())
+        ident = check(r, "POST", "/api/v1/identify", 200)
+        assert ident["faces"][0]["match"]["id"] == sid
+        ident_rid = r.headers["X-Request-Id"]
+        q = [0.0123456 + i * 1e-4 for i in range(128)]
+        r = srv.request("POST", "/api/v1/identify/embeddings", a,
+                        json={"embedding": q, "threshold": 3.9})
+        assert r.status_code == 200
+        r = srv.request("POST", f"/api/v1/subjects/{sid}/verify", a, files=image())
+        assert check(r, "POST", "/api/v1/subjects/1/verify", 200)["verified"] is True
+        r = srv.request("DELETE", f"/api/v1/subjects/{sid}/faces/999999", a)
+        assert r.status_code == 404
+        r = srv.request("DELETE", f"/api/v1/subjects/{sid}/faces/{fid}", a)
+        assert r.status_code == 200
+        r = srv.request("DELETE", f"/api/v1/subjects/{sid}", a)
+        assert r.status_code == 200
+        # Another collection's key and a bad key leave no trace in alpha's log.
+        srv.request("GET", "/api/v1/subjects", db.b)
+        srv.request("GET", "/api/v1/subjects", "fvk_" + "B" * 43)
+
+        entries = audit(srv, a)
+        got = [(e["action"], e["status"], e["outcome"], e["subject_id"], e["face_id"])
+               for e in reversed(entries)]
+        assert got == [
+            ("subject.create", 201, "ok", sid, None),
+            ("face.enroll", 201, "ok", sid, fid),
+            ("identify", 200, "ok", None, None),
+            ("identify.embeddings", 200, "ok", None, None),
+            ("subject.verify", 200, "ok", sid, None),
+            ("face.delete", 404, "not_found", sid, 999999),
+            ("face.delete", 200, "ok", sid, fid),
+            ("subject.delete", 200, "ok", sid, None),
+        ], got
+        by_action = {e["action"]: e for e in entries}
+        for e in entries:
+            assert e["collection"] == "alpha" and e["key_prefix"] == a[:12]
+            assert set(e["detail"]) <= {"faces", "queries", "matches", "count", "verified"}
+        assert by_action["subject.create"]["request_id"] == create_rid
+        assert by_action["identify"]["request_id"] == ident_rid
+        assert by_action["identify"]["detail"] == {"faces": 1, "matches": [sid]}
+        assert by_action["identify.embeddings"]["detail"]["queries"] == 1
+        assert by_action["subject.verify"]["detail"] == {"verified": True}
+        # Only alpha's entries for alpha's key; beta sees its own only.
+        assert {e["collection"] for e in audit(srv, db.b)} == {"beta"}
+        # Paging back.
+        older = audit(srv, a, before=entries[2]["id"], limit=2)
+        assert [e["id"] for e in older] == [entries[3]["id"], entries[4]["id"]]
+
+        # The command-line reader: JSON lines, newest first, one collection.
+        p = daemon_cmd("audit", "alpha", "--limit", "3", db_url=db.db_url)
+        lines = [json.loads(x) for x in p.stdout.splitlines()]
+        assert len(lines) == 3 and all(x["collection"] == "alpha" for x in lines)
+        assert lines[0]["id"] > lines[1]["id"] > lines[2]["id"]
+        p = daemon_cmd("audit", db_url=db.db_url)
+        assert {"alpha", "beta"} <= {json.loads(x)["collection"] for x in p.stdout.splitlines()}
+
+        # Nothing biometric anywhere in the log or the server's output.
+        text = p.stdout + json.dumps(entries)
+        for word in ("distance", "similarity", "\"embedding", "secret-meta", "clapton", "box"):
+            assert word not in text, word
+        for v in q[:5] + [ident["faces"][0]["match"]["distance"]]:
+            assert f"{v:.5f}"[:7] not in text
+        assert not re.search(r"\d\.\d{5,}", text), text[:400]
+    finally:
+        assert srv.stop() == 0
+    out = srv.output()
+    raw = img["image"][1]
+    assert base64.b64encode(raw[:300]).decode()[:200] not in out
+    assert not re.search(r"\d\.\d{5,}", out), out[-2000:]
+    assert len(out) < 2000, out[-2000:]  # no per-request dumps

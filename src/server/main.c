@@ -6,12 +6,15 @@
  *   faceverifyd createcollection NAME      new tenant; prints its API key last
  *   faceverifyd rotatekey NAME             replace a collection's API key
  *   faceverifyd audit [COLLECTION]         print the audit log (JSON lines)
+ *   faceverifyd genkey                     a new template key (base64)
+ *   faceverifyd encrypttemplates           seal plaintext templates with the key
  *
  * Configuration is one table (CONFIG below): each setting has a flag and an
  * environment variable, flags winning.  All commands read the database URL
  * from FACEVERIFY_DATABASE_URL (default: sqlite under the repo's var/).
  */
 #include <errno.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "crypto.h"
 #include "demo.h"
 #include "server.h"
 
@@ -39,6 +43,10 @@ static void usage(FILE *f) {
             "                           (--threshold T overrides the decision threshold;\n"
             "                           --if-missing: do nothing if NAME exists)\n"
             "  rotatekey NAME           replace a collection's API key (prints the new one)\n"
+            "  genkey                   print a new random template key (base64) for\n"
+            "                           FACEVERIFY_TEMPLATE_KEY\n"
+            "  encrypttemplates         seal every plaintext template with\n"
+            "                           FACEVERIFY_TEMPLATE_KEY\n"
             "  audit [COLLECTION]       print the audit log, newest first, one JSON object a\n"
             "                           line (--limit N, default 100)\n"
             "options (environment variable in brackets):\n"
@@ -57,6 +65,9 @@ static void usage(FILE *f) {
             "                      [FACEVERIFY_RATE_BURST]\n"
             "  --user NAME         when started as root, become NAME after binding\n"
             "                      [FACEVERIFY_USER]\n"
+            "environment only:\n"
+            "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
+            "                      (XChaCha20-Poly1305); needed to read encrypted ones\n"
             "  --threads N         neural network threads, 0: CPUs [FACEVERIFY_THREADS]\n"
             "  --max-body BYTES    largest request body, default 12000000 [FACEVERIFY_MAX_BODY]\n"
             "  --models DIR        model files [FACEVERIFY_MODELS]\n"
@@ -259,6 +270,20 @@ static int cmd_audit(fvs_store *st, const char *name, long long limit) {
     return 0;
 }
 
+static int cmd_encrypt(fvs_store *st) {
+    if (need_schema(st)) return 1;
+    int64_t done = 0;
+    char err[512];
+    int rc = fvs_store_encrypt_templates(st, &done, err, sizeof err);
+    printf("faceverifyd: %lld plaintext template%s encrypted\n", (long long)done,
+           done == 1 ? "" : "s");
+    if (rc) {
+        fprintf(stderr, "faceverifyd: encrypttemplates: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_serve(fvs_store *st, fvs_config *cfg) {
     if (need_schema(st)) return 1;
     fvs_server srv;
@@ -417,18 +442,42 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (strcmp(cmd, "migrate") && strcmp(cmd, "serve") && strcmp(cmd, "createcollection") &&
-        strcmp(cmd, "rotatekey") && strcmp(cmd, "audit")) {
+        strcmp(cmd, "rotatekey") && strcmp(cmd, "audit") && strcmp(cmd, "genkey") &&
+        strcmp(cmd, "encrypttemplates")) {
         fprintf(stderr, "faceverifyd: unknown command %s\n", cmd);
         usage(stderr);
         return 2;
     }
-    if (strcmp(cmd, "migrate") == 0) make_sqlite_dir(cfg.database_url);
+    if (strcmp(cmd, "genkey") == 0) {
+        char b64[64];
+        fvs_tkey_generate(b64, sizeof b64);
+        printf("%s\n", b64);
+        return 0;
+    }
+    /* The template key comes from the environment only: a flag would show
+     * in ps and shell history. */
+    unsigned char tkey[FVS_TKEY_BYTES];
+    const char *tkey_b64 = getenv("FACEVERIFY_TEMPLATE_KEY");
+    int has_tkey = tkey_b64 && *tkey_b64;
     char err[512];
+    if (has_tkey && fvs_tkey_parse(tkey_b64, tkey, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: %s\n", err);
+        return 2;
+    }
+    if (!has_tkey && strcmp(cmd, "encrypttemplates") == 0) {
+        fprintf(stderr, "faceverifyd: encrypttemplates: set FACEVERIFY_TEMPLATE_KEY "
+                        "(faceverifyd genkey makes one)\n");
+        return 2;
+    }
+    if (strcmp(cmd, "migrate") == 0) make_sqlite_dir(cfg.database_url);
     fvs_store *st = fvs_store_open(cfg.database_url, err, sizeof err);
     if (!st) {
         fprintf(stderr, "faceverifyd: %s\n", err);
+        sodium_memzero(tkey, sizeof tkey);
         return 1;
     }
+    fvs_store_set_template_key(st, has_tkey ? tkey : NULL);
+    sodium_memzero(tkey, sizeof tkey);
     int rc;
     if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(st);
@@ -436,6 +485,8 @@ int main(int argc, char **argv) {
         rc = cmd_serve(st, &cfg);
     else if (strcmp(cmd, "audit") == 0)
         rc = cmd_audit(st, name, audit_limit);
+    else if (strcmp(cmd, "encrypttemplates") == 0)
+        rc = cmd_encrypt(st);
     else
         rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, if_missing);
     fvs_store_close(st);

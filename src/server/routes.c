@@ -23,6 +23,7 @@
 #include "audit.h"
 #include "auth.h"
 #include "chip_png.h"
+#include "crypto.h"
 #include "demo.h"
 #include "http.h"
 
@@ -71,6 +72,11 @@ static int authenticate(fvs_req *r, fvs_resp *out) {
 }
 
 static void db_error(fvs_resp *out, const char *err) {
+    if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) {
+        /* Encrypted templates and no or the wrong key: no retry helps. */
+        fvs_error(out, 503, "template_key_unavailable", "%s", err);
+        return;
+    }
     fvs_error(out, 503, "unavailable", "database: %s", err);
     out->retry_after = 1;
 }

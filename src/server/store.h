@@ -32,6 +32,13 @@ typedef struct fvs_store fvs_store;
 fvs_store *fvs_store_open(const char *url, char *err, size_t errlen);
 void fvs_store_close(fvs_store *st);
 const char *fvs_store_backend(const fvs_store *st); /* "sqlite" or "postgres" */
+/* Sets the template key (crypto.h; 32 bytes, copied; NULL: none).  With a
+ * key, new templates are stored sealed; sealed templates are read with it
+ * and plaintext ones as they are.  Call before serving. */
+void fvs_store_set_template_key(fvs_store *st, const unsigned char *key);
+/* Seals every plaintext template with the key, in transactions of 256
+ * rows; *done: rows converted. */
+int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t errlen);
 
 /* Applies the numbered migrations not yet in schema_migrations, each in
  * its own transaction.  *applied: how many ran (0 on a re-run). */
@@ -87,7 +94,9 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
                     size_t errlen); /* 1: not found */
 
 /* Calls fn for every template of the collection made by model (subject <=
- * 0: all subjects).  name is valid during the call only. */
+ * 0: all subjects).  name is valid during the call only.  A sealed template
+ * that cannot be opened (no key, wrong key, altered row) fails the whole
+ * call with a message starting with FVS_TKEY_ERROR. */
 typedef int (*fvs_template_fn)(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
                                const float *embedding);
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,

@@ -6,6 +6,8 @@ FACEVERIFY_PG_URL names one."""
 import base64
 import json
 import re
+import sqlite3
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -293,3 +295,131 @@ def test_audit_log_records_actions_without_biometrics(db):
     assert base64.b64encode(raw[:300]).decode()[:200] not in out
     assert not re.search(r"\d\.\d{5,}", out), out[-2000:]
     assert len(out) < 2000, out[-2000:]  # no per-request dumps
+
+
+# ------------------------------------------------------------ encryption at rest
+
+def sql(db, query):
+    """Rows of a query run straight on the database (as an operator or an
+    attacker with a copy of it would)."""
+    if db.backend == "sqlite":
+        con = sqlite3.connect(db.db_url[len("sqlite://"):])
+        try:
+            rows = con.execute(query).fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+    p = subprocess.run(["psql", db.db_url, "-qAt", "-F", "\t", "-c", query], check=True,
+                       capture_output=True, text=True, timeout=60)
+    return [tuple(line.split("\t")) for line in p.stdout.splitlines() if line]
+
+
+def blobs(db):
+    """{face id: stored embedding bytes}."""
+    if db.backend == "sqlite":
+        return {i: bytes(b) for i, b in sql(db, "SELECT id, embedding FROM faces")}
+    return {int(i): bytes.fromhex(h) for i, h in
+            sql(db, "SELECT id, encode(embedding, 'hex') FROM faces")}
+
+
+def windows(b, n=16):
+    return {b[i:i + n] for i in range(0, len(b) - n + 1, 4)}
+
+
+def enroll(srv, key, name, rel="openface/clapton-1.jpg"):
+    r = srv.request("POST", "/api/v1/subjects", key, json={"name": name})
+    sid = check(r, "POST", "/api/v1/subjects", 201)["id"]
+    r = srv.request("POST", f"/api/v1/subjects/{sid}/faces", key, files=image(rel))
+    return sid, check(r, "POST", "/api/v1/subjects/1/faces", 201)["id"]
+
+
+def test_templates_encrypted_at_rest(db):
+    """With FACEVERIFY_TEMPLATE_KEY, templates are stored sealed and still
+    match; plaintext rows stay readable until encrypttemplates seals them;
+    without the key, or with another, the collection is refused (503
+    template_key_unavailable), never matched against garbage; a sealed
+    template moved to another subject does not open."""
+    key = daemon_cmd("genkey", db_url=db.db_url).stdout.strip()
+    assert len(base64.b64decode(key)) == 32
+    keyed = {"FACEVERIFY_TEMPLATE_KEY": key}
+    srv = Server(db.db_url)  # no key: plaintext, as before this feature
+    try:
+        sid_plain, fid_plain = enroll(srv, db.a, "plain")
+    finally:
+        assert srv.stop() == 0
+    plain = blobs(db)[fid_plain]
+    assert len(plain) == 512
+    secret = windows(plain)
+
+    srv = Server(db.db_url, env=keyed)
+    try:
+        sid_sealed, fid_sealed = enroll(srv, db.a, "sealed")
+        sealed = blobs(db)[fid_sealed]
+        assert len(sealed) == 556 and sealed[:4] == b"FVE1"
+        assert not windows(sealed) & secret  # same face, no plaintext bytes
+        r = srv.request("POST", "/api/v1/identify", db.a, files=image(),
+                        data={"top_k": "5"})
+        cands = {c["id"] for c in check(r, "POST", "/api/v1/identify", 200)
+                 ["faces"][0]["candidates"]}
+        assert cands == {sid_plain, sid_sealed}  # both kinds of row read
+    finally:
+        assert srv.stop() == 0
+
+    p = daemon_cmd("encrypttemplates", db_url=db.db_url, env=keyed)
+    assert "1 plaintext template encrypted" in p.stdout, p.stdout
+    p = daemon_cmd("encrypttemplates", db_url=db.db_url, env=keyed)
+    assert "0 plaintext templates encrypted" in p.stdout, p.stdout
+    stored = blobs(db)
+    assert all(len(b) == 556 and b[:4] == b"FVE1" for b in stored.values())
+    for b in stored.values():
+        assert not windows(b) & secret
+    if db.backend == "sqlite":  # the whole file: no stale copy in free pages
+        path = Path(db.db_url[len("sqlite://"):])
+        raw = b"".join(f.read_bytes() for f in path.parent.glob(path.name + "*"))
+        assert not any(w in raw for w in secret)
+    p = daemon_cmd("encrypttemplates", db_url=db.db_url, check=False,
+                   env={"FACEVERIFY_TEMPLATE_KEY": ""})
+    assert p.returncode == 2 and "FACEVERIFY_TEMPLATE_KEY" in p.stderr
+    p = daemon_cmd("serve", db_url=db.db_url, check=False,
+                   env={"FACEVERIFY_TEMPLATE_KEY": "c2hvcnQ="})
+    assert p.returncode == 2 and "32 bytes" in p.stderr
+
+    srv = Server(db.db_url, env=keyed)
+    try:
+        r = srv.request("POST", "/api/v1/identify", db.a, files=image())
+        m = check(r, "POST", "/api/v1/identify", 200)["faces"][0]["match"]
+        assert m["id"] in (sid_plain, sid_sealed) and m["distance"] < 0.6
+        r = srv.request("POST", f"/api/v1/subjects/{sid_plain}/verify", db.a, files=image())
+        assert check(r, "POST", "/api/v1/subjects/1/verify", 200)["verified"] is True
+    finally:
+        assert srv.stop() == 0
+
+    other = daemon_cmd("genkey", db_url=db.db_url).stdout.strip()
+    for env in ({"FACEVERIFY_TEMPLATE_KEY": ""}, {"FACEVERIFY_TEMPLATE_KEY": other}):
+        srv = Server(db.db_url, env=env)
+        try:
+            r = srv.request("POST", "/api/v1/identify", db.a, files=image())
+            body = check(r, "POST", "/api/v1/identify", 503)
+            assert body["error"]["code"] == "template_key_unavailable", body
+            r = srv.request("POST", f"/api/v1/subjects/{sid_plain}/verify", db.a,
+                            files=image())
+            assert check(r, "POST", "/api/v1/subjects/1/verify", 503)["error"]["code"] \
+                == "template_key_unavailable"
+            # Other collections (no sealed rows) are served.
+            r = srv.request("POST", "/api/v1/identify/embeddings", db.b,
+                            json={"embedding": [0.0] * 128})
+            assert r.status_code == 200
+        finally:
+            assert srv.stop() == 0
+
+    # A sealed row moved to another subject does not open, even with the key.
+    sql(db, f"UPDATE faces SET subject_id = {sid_sealed} WHERE id = {fid_plain}")
+    srv = Server(db.db_url, env=keyed)
+    try:
+        r = srv.request("POST", "/api/v1/identify", db.a, files=image())
+        body = check(r, "POST", "/api/v1/identify", 503)
+        assert body["error"]["code"] == "template_key_unavailable"
+        assert "altered or moved" in body["error"]["message"]
+    finally:
+        assert srv.stop() == 0

@@ -150,8 +150,14 @@ static int query_int(fvs_store *st, const char *sql, const fvs_val *p, int np, i
     return fvs_db_query(st->db, sql, p, np, get_int, out, NULL, err, errlen);
 }
 
+/* Every transaction here writes.  On SQLite it takes the write lock up
+ * front (IMMEDIATE): a deferred transaction that reads, then writes after
+ * another process has written, fails at once with SQLITE_BUSY instead of
+ * waiting out the busy timeout (found by two faceverifyd processes
+ * enrolling into one file at once, tests/py/test_faults.py). */
 static int begin(fvs_store *st, char *err, size_t errlen) {
-    return fvs_db_exec(st->db, "BEGIN", err, errlen);
+    return fvs_db_exec(st->db, fvs_db_dialect(st->db) == FVS_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN",
+                       err, errlen);
 }
 static int commit(fvs_store *st, char *err, size_t errlen) {
     return fvs_db_exec(st->db, "COMMIT", err, errlen);

@@ -423,3 +423,39 @@ def test_templates_encrypted_at_rest(db):
         assert "altered or moved" in body["error"]["message"]
     finally:
         assert srv.stop() == 0
+
+
+# ------------------------------------------------------------ privileges
+
+def test_user_drops_root_after_binding(sqlite_db):
+    """serve --user NAME started as root binds, then runs as NAME; a
+    non-root start with another user, or a root target, is refused."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        p = daemon_cmd("serve", "--user", "root", "--listen", "127.0.0.1:0",
+                       db_url=sqlite_db.db_url, check=False, timeout=60)
+        assert p.returncode == 1 and "needs to start as root" in p.stderr
+        pytest.skip("not root: only the refusal can be checked")
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(sqlite_db.tmp, 0o777)
+    for f in sqlite_db.tmp.iterdir():
+        os.chmod(f, 0o666)
+    srv = Server(sqlite_db.db_url, env={"FACEVERIFY_USER": "nobody"})
+    try:
+        status = Path(f"/proc/{srv.proc.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert {int(u) for u in uids} == {nobody.pw_uid}, uids
+        gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
+        assert {int(g) for g in gids} == {nobody.pw_gid}, gids
+        assert srv.request("GET", "/api/v1/subjects", sqlite_db.a).status_code == 200
+        assert "running as user nobody" in srv.output()
+    finally:
+        assert srv.stop() == 0
+    p = daemon_cmd("serve", "--user", "root", "--listen", "127.0.0.1:0",
+                   db_url=sqlite_db.db_url, check=False, timeout=60)
+    assert p.returncode == 1 and "is root" in p.stderr, p.stderr
+    p = daemon_cmd("serve", "--user", "no-such-user-xyz", "--listen", "127.0.0.1:0",
+                   db_url=sqlite_db.db_url, check=False, timeout=60)
+    assert p.returncode == 1 and "no such user" in p.stderr

@@ -623,6 +623,9 @@ int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t 
             fvs_val p[2] = {fvs_blob(sealed, sizeof sealed), fvs_int(b->id[i])};
             rc = fvs_db_query(st->db, "UPDATE faces SET embedding = ? WHERE id = ?", p, 2, NULL,
                               NULL, NULL, err, errlen);
+            /* Every process reloads the collection on its next search, so
+             * one without the key stops serving it from memory at once. */
+            if (!rc) rc = bump_version(st, b->coll[i], err, errlen);
         }
         if (!rc) rc = commit(st, err, errlen);
         if (rc) {

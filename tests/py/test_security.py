@@ -343,9 +343,11 @@ def test_templates_encrypted_at_rest(db):
     key = daemon_cmd("genkey", db_url=db.db_url).stdout.strip()
     assert len(base64.b64decode(key)) == 32
     keyed = {"FACEVERIFY_TEMPLATE_KEY": key}
+    gamma = create_collection(db.db_url, "gamma")  # never holds a template
     srv = Server(db.db_url)  # no key: plaintext, as before this feature
     try:
         sid_plain, fid_plain = enroll(srv, db.a, "plain")
+        sid_b, _ = enroll(srv, db.b, "plain-b", "openface/adams.jpg")
     finally:
         assert srv.stop() == 0
     plain = blobs(db)[fid_plain]
@@ -366,8 +368,20 @@ def test_templates_encrypted_at_rest(db):
     finally:
         assert srv.stop() == 0
 
-    p = daemon_cmd("encrypttemplates", db_url=db.db_url, env=keyed)
-    assert "1 plaintext template encrypted" in p.stdout, p.stdout
+    # A process without the key holds beta's (plaintext) gallery in memory;
+    # once encrypttemplates seals it, that process stops serving it.
+    keyless = Server(db.db_url)
+    try:
+        probe_b = image("openface/adams.jpg")
+        r = keyless.request("POST", "/api/v1/identify", db.b, files=probe_b)
+        assert check(r, "POST", "/api/v1/identify", 200)["faces"][0]["match"]["id"] == sid_b
+        p = daemon_cmd("encrypttemplates", db_url=db.db_url, env=keyed)
+        assert "2 plaintext templates encrypted" in p.stdout, p.stdout
+        r = keyless.request("POST", "/api/v1/identify", db.b, files=probe_b)
+        assert check(r, "POST", "/api/v1/identify", 503)["error"]["code"] == \
+            "template_key_unavailable"
+    finally:
+        assert keyless.stop() == 0
     p = daemon_cmd("encrypttemplates", db_url=db.db_url, env=keyed)
     assert "0 plaintext templates encrypted" in p.stdout, p.stdout
     stored = blobs(db)
@@ -407,7 +421,7 @@ def test_templates_encrypted_at_rest(db):
             assert check(r, "POST", "/api/v1/subjects/1/verify", 503)["error"]["code"] \
                 == "template_key_unavailable"
             # Other collections (no sealed rows) are served.
-            r = srv.request("POST", "/api/v1/identify/embeddings", db.b,
+            r = srv.request("POST", "/api/v1/identify/embeddings", gamma,
                             json={"embedding": [0.0] * 128})
             assert r.status_code == 200
         finally:

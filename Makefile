@@ -59,7 +59,7 @@ test-py:
 # PostgreSQL too when FACEVERIFY_PG_URL is set (.ci/run sets it).
 test-server:
 	@FACEVERIFY_BUILD=$(abspath $(ASAN_BUILD)) FACEVERIFY_MODELS=$(abspath models) \
-	  $(PY) -m pytest -q tests/py/test_server.py
+	  $(PY) -m pytest -q tests/py/test_server.py tests/py/test_security.py
 
 test-asan:
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

@@ -143,7 +143,12 @@ fvs_db *fvs_sqlite_open(const char *path, char *err, size_t errlen) {
         return NULL;
     }
     sqlite3_busy_timeout(s->h, 10000);
-    if (sq_exec(&s->base, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;", err, errlen)) {
+    /* secure_delete: deleted and overwritten rows (templates of a deleted
+     * subject, plaintext replaced by encrypttemplates) are zeroed in the
+     * file, not left in free pages. */
+    if (sq_exec(&s->base,
+                "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA secure_delete=ON;", err,
+                errlen)) {
         sq_close(&s->base);
         return NULL;
     }

@@ -1,14 +1,16 @@
 /*
  * http.c: faceverifyd's HTTP plumbing on libmicrohttpd.
  *
- * Threading model: MHD_USE_INTERNAL_POLLING_THREAD with a thread pool
- * (MHD_OPTION_THREAD_POOL_SIZE, default 2 x CPUs) on epoll.  Handlers are
- * blocking and CPU-bound (decode + detect + embed take 0.1-2 s), so an
- * event-loop design would need its own worker hand-off anyway; the pool
- * bounds the number of requests in flight (and so memory), while each
- * thread's epoll keeps idle keep-alive connections cheap.  The neural
- * network's inner parallelism runs on the engine's own pool, shared by all
- * request threads.
+ * Threading model: one thread per connection (MHD_USE_THREAD_PER_CONNECTION)
+ * with a poll()ing listener.  Handlers are blocking and CPU-bound (decode +
+ * detect + embed take 0.1-2 s); with a fixed pool, a connection that lands
+ * on a busy thread waits behind it with no bound and no answer.  Here every
+ * connection is read at once, and the guard (guard.c) admits at most
+ * max_inflight requests into the handlers; the rest are answered 503 with
+ * Retry-After straight away (load shedding).  The connection limit bounds
+ * the threads, and the connection timeout closes idle or trickling
+ * (slowloris) connections.  The neural network's inner parallelism runs on
+ * the engine's own pool, shared by all request threads.
  *
  * Bodies: a Content-Length above the limit is refused with 413 on the first
  * callback, before any of the body is read; a chunked body that grows past
@@ -258,16 +260,42 @@ static void add_raw_headers(struct MHD_Response *resp, json_t *headers) {
     }
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body) {
+/* Every answer carries the security headers (guard.c), the request id and,
+ * when set, Retry-After. */
+static void add_headers(struct MHD_Response *resp, const fvs_req *r, const fvs_resp *out, int kind,
+                        json_t *own) {
+    /* A raw response's own headers (own, e.g. the demo page's CSP) win over
+     * the defaults; one value per header. */
+    const char *const *h = fvs_security_headers();
+    for (int i = 0; h[i]; i += 2)
+        if (!json_object_get(own, h[i])) MHD_add_response_header(resp, h[i], h[i + 1]);
+    if (!json_object_get(own, "Content-Security-Policy"))
+        MHD_add_response_header(resp, "Content-Security-Policy", fvs_csp(kind));
+    if (!json_object_get(own, "Cache-Control"))
+        MHD_add_response_header(resp, "Cache-Control", fvs_cache_control(kind));
+    if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (out->retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", out->retry_after);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+}
+
+static enum MHD_Result send_json(fvs_req *r, const fvs_resp *out) {
+    struct MHD_Connection *c = r->conn;
+    int status = out->status;
+    json_t *body = out->body;
     /* Static files travel from routes.c as {"__raw__": text, "__ctype__"}. */
     json_t *raw = body ? json_object_get(body, "__raw__") : NULL;
     if (raw) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(
             json_string_length(raw), (void *)json_string_value(raw), MHD_RESPMEM_MUST_COPY);
         if (!resp) return MHD_NO;
-        MHD_add_response_header(resp, "Content-Type",
-                                json_string_value(json_object_get(body, "__ctype__")));
-        add_raw_headers(resp, json_object_get(body, "__headers__"));
+        const char *ctype = json_string_value(json_object_get(body, "__ctype__"));
+        json_t *own = json_object_get(body, "__headers__");
+        MHD_add_response_header(resp, "Content-Type", ctype);
+        add_raw_headers(resp, own);
+        add_headers(resp, r, out, ctype && strncmp(ctype, "text/html", 9) == 0 ? 1 : 2, own);
         enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
         MHD_destroy_response(resp);
         return ret;
@@ -285,6 +313,7 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "application/json");
+    add_headers(resp, r, out, 0, NULL);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -296,17 +325,18 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
 
 /* Answers 413 at once, mid-request; MHD closes the connection after it. */
 static enum MHD_Result refuse_too_large(fvs_req *r) {
-    fvs_resp out = {0, NULL};
+    fvs_resp out = {0, NULL, 0};
     fvs_error(&out, 413, "payload_too_large", "request body exceeds %zu bytes",
               r->srv->cfg.max_body);
     r->responded = 1;
-    enum MHD_Result ret = send_json(r->conn, out.status, out.body);
+    enum MHD_Result ret = send_json(r, &out);
     json_decref(out.body);
     return ret;
 }
 
 static void req_free(fvs_req *r) {
     if (!r) return;
+    if (r->admitted) fvs_guard_leave(r->srv->guard);
     if (r->pp) MHD_destroy_post_processor(r->pp);
     for (int i = 0; i < r->nfields; i++) free(r->fields[i].data);
     free(r->body);
@@ -337,6 +367,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->conn = c;
         r->method = method;
         r->url = url;
+        unsigned char rid[16];
+        randombytes_buf(rid, sizeof rid);
+        sodium_bin2hex(r->request_id, sizeof r->request_id, rid, sizeof rid);
+        /* Past capacity: answered 503 once the (bounded) body is in, so that
+         * the client reads the answer rather than a reset. */
+        if (fvs_guard_enter(srv->guard) == 0)
+            r->admitted = 1;
+        else
+            r->shed = 1;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end = NULL;
@@ -375,7 +414,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (r->received - srv->cfg.max_body > DRAIN_LIMIT) return refuse_too_large(r);
             return MHD_YES;
         }
-        if (r->bad_body) return MHD_YES;
+        if (r->bad_body || r->shed) return MHD_YES;
         if (r->pp) {
             if (MHD_post_process(r->pp, upload, n) != MHD_YES && !r->bad_body) {
                 r->bad_body = 1;
@@ -389,8 +428,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* The whole request is in. */
     if (r->too_large) return refuse_too_large(r);
-    fvs_resp out = {500, NULL};
-    if (r->bad_body) {
+    fvs_resp out = {500, NULL, 0};
+    if (r->shed) {
+        fvs_error(&out, 503, "overloaded", "the server is at capacity (%d requests in flight)",
+                  r->srv->cfg.max_inflight);
+        out.retry_after = 1;
+    } else if (r->bad_body) {
         fvs_error(&out, 400, "validation_error", "%s", r->bad_reason);
     } else {
         if (r->is_json && r->body_len) {
@@ -406,7 +449,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
 send:;
     r->responded = 1;
-    enum MHD_Result ret = send_json(c, out.status, out.body);
+    enum MHD_Result ret = send_json(r, &out);
     json_decref(out.body);
     return ret;
 }
@@ -426,21 +469,34 @@ int fvs_http_serve(fvs_server *srv) {
         fprintf(stderr, "faceverifyd: --listen: not an IPv4 address: %s\n", srv->cfg.host);
         return 2;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned threads = srv->cfg.http_threads > 0 ? (unsigned)srv->cfg.http_threads
-                                                 : (unsigned)(ncpu > 0 ? 2 * ncpu : 4);
+    srv->guard = fvs_guard_create(srv->cfg.max_inflight, srv->cfg.rate_limit, srv->cfg.rate_burst);
+    if (!srv->guard) {
+        fprintf(stderr, "faceverifyd: out of memory\n");
+        return 1;
+    }
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
-        NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-        MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+            MHD_USE_ITC | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)srv->cfg.max_connections, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "faceverifyd: cannot listen on %s:%d\n", srv->cfg.host, srv->cfg.port);
+        fvs_guard_destroy(srv->guard);
+        srv->guard = NULL;
         return 1;
     }
-    printf("faceverifyd: listening on http://%s:%d (%u HTTP threads, %s database)\n", srv->cfg.host,
-           srv->cfg.port, threads, fvs_store_backend(srv->store));
+    if (srv->cfg.run_as && fvs_drop_privileges(srv->cfg.run_as)) {
+        MHD_stop_daemon(d);
+        fvs_guard_destroy(srv->guard);
+        srv->guard = NULL;
+        return 1;
+    }
+    printf("faceverifyd: listening on http://%s:%d (%d requests at once, %d connections, %s "
+           "database)\n",
+           srv->cfg.host, srv->cfg.port, srv->cfg.max_inflight, srv->cfg.max_connections,
+           fvs_store_backend(srv->store));
     fflush(stdout);
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {
@@ -449,5 +505,7 @@ int fvs_http_serve(fvs_server *srv) {
     fflush(stdout);
     MHD_quiesce_daemon(d);
     MHD_stop_daemon(d);
+    fvs_guard_destroy(srv->guard);
+    srv->guard = NULL;
     return 0;
 }

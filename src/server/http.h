@@ -41,11 +41,16 @@ typedef struct fvs_req {
     char bad_reason[128];
     json_t *json;        /* parsed JSON object body, or NULL */
     fvs_collection coll; /* set by authentication */
+    char key_prefix[16]; /* the authenticated key's public prefix (audit) */
+    char request_id[33]; /* random, sent back as X-Request-Id */
+    int admitted;        /* counted in the guard's in-flight requests */
+    int shed;            /* past capacity: drop the body, answer 503 */
 } fvs_req;
 
 typedef struct fvs_resp {
     int status;
-    json_t *body; /* owned */
+    json_t *body;    /* owned */
+    int retry_after; /* > 0: a Retry-After header, in seconds */
 } fvs_resp;
 
 /* Sets an error response {"error": {"code", "message"}}. */

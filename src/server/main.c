@@ -5,18 +5,25 @@
  *   faceverifyd serve [--listen H:P]       serve the JSON API
  *   faceverifyd createcollection NAME      new tenant; prints its API key last
  *   faceverifyd rotatekey NAME             replace a collection's API key
+ *   faceverifyd audit [COLLECTION]         print the audit log (JSON lines)
+ *   faceverifyd genkey                     a new template key (base64)
+ *   faceverifyd encrypttemplates           seal plaintext templates with the key
  *
  * Configuration is one table (CONFIG below): each setting has a flag and an
  * environment variable, flags winning.  All commands read the database URL
  * from FACEVERIFY_DATABASE_URL (default: sqlite under the repo's var/).
  */
 #include <errno.h>
+#include <malloc.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth.h"
+#include "crypto.h"
 #include "demo.h"
 #include "server.h"
 
@@ -37,11 +44,31 @@ static void usage(FILE *f) {
             "                           (--threshold T overrides the decision threshold;\n"
             "                           --if-missing: do nothing if NAME exists)\n"
             "  rotatekey NAME           replace a collection's API key (prints the new one)\n"
+            "  genkey                   print a new random template key (base64) for\n"
+            "                           FACEVERIFY_TEMPLATE_KEY\n"
+            "  encrypttemplates         seal every plaintext template with\n"
+            "                           FACEVERIFY_TEMPLATE_KEY\n"
+            "  audit [COLLECTION]       print the audit log, newest first, one JSON object a\n"
+            "                           line (--limit N, default 100)\n"
             "options (environment variable in brackets):\n"
             "  --database URL      sqlite:///path or postgres://... [FACEVERIFY_DATABASE_URL]\n"
             "                      default sqlite://%s\n"
             "  --listen HOST:PORT  default 127.0.0.1:8000 [FACEVERIFY_LISTEN]\n"
-            "  --http-threads N    HTTP thread pool size, 0: 2 x CPUs [FACEVERIFY_HTTP_THREADS]\n"
+            "  --http-threads N    ignored (one thread per connection) [FACEVERIFY_HTTP_THREADS]\n"
+            "  --max-inflight N    requests handled at once; more get 503 + Retry-After,\n"
+            "                      default 8 x CPUs, at least 16 [FACEVERIFY_MAX_INFLIGHT]\n"
+            "  --max-connections N open connections, default 512 [FACEVERIFY_MAX_CONNECTIONS]\n"
+            "  --conn-timeout S    close a connection idle for S seconds, default 30\n"
+            "                      [FACEVERIFY_CONN_TIMEOUT]\n"
+            "  --rate-limit R      requests per second per API key (\"10\" or \"10/s\"), 0: no\n"
+            "                      limit (default) [FACEVERIFY_RATE_LIMIT]\n"
+            "  --rate-burst B      requests a key may send at once, default max(1, R)\n"
+            "                      [FACEVERIFY_RATE_BURST]\n"
+            "  --user NAME         when started as root, become NAME after binding\n"
+            "                      [FACEVERIFY_USER]\n"
+            "environment only:\n"
+            "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
+            "                      (XChaCha20-Poly1305); needed to read encrypted ones\n"
             "  --threads N         neural network threads, 0: CPUs [FACEVERIFY_THREADS]\n"
             "  --max-body BYTES    largest request body, default 12000000 [FACEVERIFY_MAX_BODY]\n"
             "  --models DIR        model files [FACEVERIFY_MODELS]\n"
@@ -72,6 +99,17 @@ static int parse_size(const char *s, long long lo, long long hi, long long *out)
     return 0;
 }
 
+/* "R" or "R/s": requests per second, 0 (no limit) to 1e6. */
+static int parse_rate(const char *s, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v >= 0 && v <= 1e6)) return -1;
+    if (*end && strcmp(end, "/s") != 0) return -1;
+    *out = v;
+    return 0;
+}
+
 /* One row per setting: flag, environment variable, and where it goes. */
 typedef enum {
     OPT_DB,
@@ -83,6 +121,13 @@ typedef enum {
     OPT_ASSETS,
     OPT_THRESHOLD,
     OPT_DEMO,
+    OPT_MAX_INFLIGHT,
+    OPT_MAX_CONNECTIONS,
+    OPT_CONN_TIMEOUT,
+    OPT_RATE_LIMIT,
+    OPT_RATE_BURST,
+    OPT_USER,
+    OPT_LIMIT,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -97,6 +142,13 @@ static const struct {
     [OPT_ASSETS] = {"--assets", "FACEVERIFY_ASSETS"},
     [OPT_THRESHOLD] = {"--threshold", NULL},
     [OPT_DEMO] = {"--demo", "FACEVERIFY_DEMO"}, /* a switch: --demo alone means 1 */
+    [OPT_MAX_INFLIGHT] = {"--max-inflight", "FACEVERIFY_MAX_INFLIGHT"},
+    [OPT_MAX_CONNECTIONS] = {"--max-connections", "FACEVERIFY_MAX_CONNECTIONS"},
+    [OPT_CONN_TIMEOUT] = {"--conn-timeout", "FACEVERIFY_CONN_TIMEOUT"},
+    [OPT_RATE_LIMIT] = {"--rate-limit", "FACEVERIFY_RATE_LIMIT"},
+    [OPT_RATE_BURST] = {"--rate-burst", "FACEVERIFY_RATE_BURST"},
+    [OPT_USER] = {"--user", "FACEVERIFY_USER"},
+    [OPT_LIMIT] = {"--limit", NULL},
 };
 
 /* Makes the folder of a default SQLite file (var/) so that a first run
@@ -200,8 +252,50 @@ static int cmd_collection(fvs_store *st, const char *name, int rotate, double th
     return 0;
 }
 
+static int cmd_audit(fvs_store *st, const char *name, long long limit) {
+    if (need_schema(st)) return 1;
+    json_t *res = NULL;
+    char err[512];
+    if (fvs_audit_list(st, 0, name, limit, 0, &res, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: audit: %s\n", err);
+        return 1;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach(res, i, e) {
+        char *line = json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS);
+        if (line) printf("%s\n", line);
+        free(line);
+    }
+    json_decref(res);
+    return 0;
+}
+
+static int cmd_encrypt(fvs_store *st) {
+    if (need_schema(st)) return 1;
+    int64_t done = 0;
+    char err[512];
+    int rc = fvs_store_encrypt_templates(st, &done, err, sizeof err);
+    printf("faceverifyd: %lld plaintext template%s encrypted\n", (long long)done,
+           done == 1 ? "" : "s");
+    if (rc) {
+        fprintf(stderr, "faceverifyd: encrypttemplates: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_serve(fvs_store *st, fvs_config *cfg) {
     if (need_schema(st)) return 1;
+#ifdef M_ARENA_MAX
+    /* One thread per connection: glibc would give each new thread its own
+     * malloc arena (up to 8 x CPUs), and RSS crept up for minutes under
+     * steady load (bench/load_soak.py: +7% over the second half of 180 s,
+     * 385 MB after an overload burst).  Two arenas keep it flat (+2%, 123
+     * MB) at no cost visible in latency: requests spend their time in the
+     * network, not in malloc.  MALLOC_ARENA_MAX in the environment wins. */
+    if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
+#endif
     fvs_server srv;
     memset(&srv, 0, sizeof srv);
     srv.cfg = *cfg;
@@ -244,6 +338,10 @@ int main(int argc, char **argv) {
     cfg.port = 8000;
     cfg.max_body = 12 * 1000 * 1000;
     cfg.assets_dir = FVS_ASSETS_DIR;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg.max_inflight = ncpu > 2 ? (int)(8 * ncpu) : 16;
+    cfg.max_connections = 512;
+    cfg.conn_timeout = 30;
     const char *val[OPT_COUNT] = {0};
     for (int o = 0; o < OPT_COUNT; o++)
         if (CONFIG[o].env) val[o] = getenv(CONFIG[o].env);
@@ -325,6 +423,26 @@ int main(int argc, char **argv) {
         if (strcmp(val[OPT_DEMO], "1") && strcmp(val[OPT_DEMO], "0")) goto bad;
         cfg.demo = strcmp(val[OPT_DEMO], "1") == 0;
     }
+    if (val[OPT_MAX_INFLIGHT]) {
+        if (parse_size(val[OPT_MAX_INFLIGHT], 1, 100000, &n)) goto bad;
+        cfg.max_inflight = (int)n;
+    }
+    if (val[OPT_MAX_CONNECTIONS]) {
+        if (parse_size(val[OPT_MAX_CONNECTIONS], 1, 100000, &n)) goto bad;
+        cfg.max_connections = (int)n;
+    }
+    if (val[OPT_CONN_TIMEOUT]) {
+        if (parse_size(val[OPT_CONN_TIMEOUT], 1, 3600, &n)) goto bad;
+        cfg.conn_timeout = (int)n;
+    }
+    if (val[OPT_RATE_LIMIT] && parse_rate(val[OPT_RATE_LIMIT], &cfg.rate_limit)) goto bad;
+    if (val[OPT_RATE_BURST]) {
+        if (parse_size(val[OPT_RATE_BURST], 1, 1000000, &n)) goto bad;
+        cfg.rate_burst = (double)n;
+    }
+    if (val[OPT_USER] && *val[OPT_USER]) cfg.run_as = val[OPT_USER];
+    long long audit_limit = 100;
+    if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &audit_limit)) goto bad;
     if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
     cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
@@ -334,23 +452,51 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (strcmp(cmd, "migrate") && strcmp(cmd, "serve") && strcmp(cmd, "createcollection") &&
-        strcmp(cmd, "rotatekey")) {
+        strcmp(cmd, "rotatekey") && strcmp(cmd, "audit") && strcmp(cmd, "genkey") &&
+        strcmp(cmd, "encrypttemplates")) {
         fprintf(stderr, "faceverifyd: unknown command %s\n", cmd);
         usage(stderr);
         return 2;
     }
-    if (strcmp(cmd, "migrate") == 0) make_sqlite_dir(cfg.database_url);
+    if (strcmp(cmd, "genkey") == 0) {
+        char b64[64];
+        fvs_tkey_generate(b64, sizeof b64);
+        printf("%s\n", b64);
+        return 0;
+    }
+    /* The template key comes from the environment only: a flag would show
+     * in ps and shell history. */
+    unsigned char tkey[FVS_TKEY_BYTES];
+    const char *tkey_b64 = getenv("FACEVERIFY_TEMPLATE_KEY");
+    int has_tkey = tkey_b64 && *tkey_b64;
     char err[512];
+    if (has_tkey && fvs_tkey_parse(tkey_b64, tkey, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: %s\n", err);
+        return 2;
+    }
+    if (!has_tkey && strcmp(cmd, "encrypttemplates") == 0) {
+        fprintf(stderr, "faceverifyd: encrypttemplates: set FACEVERIFY_TEMPLATE_KEY "
+                        "(faceverifyd genkey makes one)\n");
+        return 2;
+    }
+    if (strcmp(cmd, "migrate") == 0) make_sqlite_dir(cfg.database_url);
     fvs_store *st = fvs_store_open(cfg.database_url, err, sizeof err);
     if (!st) {
         fprintf(stderr, "faceverifyd: %s\n", err);
+        sodium_memzero(tkey, sizeof tkey);
         return 1;
     }
+    fvs_store_set_template_key(st, has_tkey ? tkey : NULL);
+    sodium_memzero(tkey, sizeof tkey);
     int rc;
     if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(st);
     else if (strcmp(cmd, "serve") == 0)
         rc = cmd_serve(st, &cfg);
+    else if (strcmp(cmd, "audit") == 0)
+        rc = cmd_audit(st, name, audit_limit);
+    else if (strcmp(cmd, "encrypttemplates") == 0)
+        rc = cmd_encrypt(st);
     else
         rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, if_missing);
     fvs_store_close(st);

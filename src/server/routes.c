@@ -20,8 +20,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit.h"
 #include "auth.h"
 #include "chip_png.h"
+#include "crypto.h"
 #include "demo.h"
 #include "http.h"
 
@@ -37,6 +39,8 @@ static double now_ms(void) {
 
 /* ------------------------------------------------------------ helpers */
 
+static void db_error(fvs_resp *out, const char *err);
+
 static int authenticate(fvs_req *r, fvs_resp *out) {
     const char *key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-API-Key");
     char prefix[FVS_KEY_PREFIX_LEN + 1];
@@ -48,18 +52,33 @@ static int authenticate(fvs_req *r, fvs_resp *out) {
     char err[256];
     int rc = fvs_collection_by_key(r->srv->store, prefix, hash, &r->coll, err, sizeof err);
     if (rc < 0) {
-        fvs_error(out, 503, "unavailable", "database: %s", err);
+        db_error(out, err);
         return -1;
     }
     if (rc > 0) {
         fvs_error(out, 401, "unauthorized", "invalid API key");
         return -1;
     }
+    snprintf(r->key_prefix, sizeof r->key_prefix, "%s", prefix);
+    int wait = 0;
+    if (fvs_guard_rate(r->srv->guard, r->coll.id, &wait)) {
+        fvs_error(out, 429, "rate_limited",
+                  "this API key is limited to %g requests/s; retry in %d s", r->srv->cfg.rate_limit,
+                  wait);
+        out->retry_after = wait;
+        return -1;
+    }
     return 0;
 }
 
 static void db_error(fvs_resp *out, const char *err) {
+    if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) {
+        /* Encrypted templates and no or the wrong key: no retry helps. */
+        fvs_error(out, 503, "template_key_unavailable", "%s", err);
+        return;
+    }
     fvs_error(out, 503, "unavailable", "database: %s", err);
+    out->retry_after = 1;
 }
 
 static int need_engine(fvs_req *r, fvs_resp *out) {
@@ -679,6 +698,24 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out, int64_t sid) {
                         "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0)));
 }
 
+/* GET /api/v1/audit: the calling key's collection's audit log, newest
+ * first; ?before=ID pages back. */
+static void h_audit(fvs_req *r, fvs_resp *out) {
+    int limit = 100, before = 0;
+    if (get_int(r, "limit", 1, 1000, &limit, out) ||
+        get_int(r, "before", 0, 2000000000, &before, out))
+        return;
+    json_t *res = NULL;
+    char err[256];
+    if (fvs_audit_list(r->srv->store, r->coll.id, NULL, limit, before, &res, err, sizeof err)) {
+        db_error(out, err);
+        return;
+    }
+    fvs_reply(out, 200,
+              json_pack("{s:I, s:i, s:o}", "count", (json_int_t)json_array_size(res), "limit",
+                        limit, "results", res));
+}
+
 /* ------------------------------------------------------------ static files */
 
 static void h_static(fvs_req *r, fvs_resp *out, const char *file, const char *ctype) {
@@ -775,7 +812,8 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
         R_SUBJECT,
         R_FACES,
         R_FACE,
-        R_SUBJECT_VERIFY
+        R_SUBJECT_VERIFY,
+        R_AUDIT
     } route = R_NONE;
     int64_t sid = 0, fid = 0;
     if (nseg == 1 && SEG(0, "detect"))
@@ -790,6 +828,8 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
         route = R_IDENTIFY_EMB;
     else if (nseg == 1 && SEG(0, "subjects"))
         route = R_SUBJECTS;
+    else if (nseg == 1 && SEG(0, "audit"))
+        route = R_AUDIT;
     else if (nseg >= 2 && SEG(0, "subjects")) {
         if (parse_id(seg[1], len[1], &sid)) {
             fvs_error(out, 404, "not_found", "no subject %.*s", (int)(len[1] > 40 ? 40 : len[1]),
@@ -831,6 +871,9 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
     case R_FACE:
         allowed = del;
         break;
+    case R_AUDIT:
+        allowed = get;
+        break;
     default:
         allowed = post;
         break;
@@ -840,38 +883,54 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
         return;
     }
     if (fvs_demo_request(r) ? fvs_demo_authenticate(r, out) : authenticate(r, out)) return;
+    const char *action = "";
     switch (route) {
     case R_DETECT:
+        action = "detect";
         h_detect(r, out);
         break;
     case R_VERIFY:
+        action = "verify";
         h_verify(r, out);
         break;
     case R_VERIFY_EMB:
+        action = "verify.embeddings";
         h_verify_embeddings(r, out);
         break;
     case R_IDENTIFY:
+        action = "identify";
         h_identify(r, out);
         break;
     case R_IDENTIFY_EMB:
+        action = "identify.embeddings";
         h_identify_embeddings(r, out);
         break;
     case R_SUBJECTS:
+        action = post ? "subject.create" : "subject.list";
         post ? h_subjects_create(r, out) : h_subjects_list(r, out);
         break;
     case R_SUBJECT:
+        action = get ? "subject.read" : "subject.delete";
         get ? h_subject_get(r, out, sid) : h_subject_delete(r, out, sid);
         break;
     case R_FACES:
+        action = post ? "face.enroll" : "face.list";
         post ? h_face_enroll(r, out, sid) : h_face_list(r, out, sid);
         break;
     case R_FACE:
+        action = "face.delete";
         h_face_delete(r, out, sid, fid);
         break;
     case R_SUBJECT_VERIFY:
+        action = "subject.verify";
         h_subject_verify(r, out, sid);
+        break;
+    case R_AUDIT:
+        action = "audit.read";
+        h_audit(r, out);
         break;
     default:
         break;
     }
+    if (*action) fvs_audit_request(r, action, sid, fid, out);
 }

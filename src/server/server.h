@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "faceverify.h"
+#include "guard.h"
 #include "index.h"
 #include "store.h"
 
@@ -25,12 +26,19 @@ typedef struct fvs_config {
     const char *models_dir; /* FACEVERIFY_MODELS, --models */
     const char *assets_dir; /* FACEVERIFY_ASSETS: openapi.json, docs.html, static/ */
     int demo;               /* FACEVERIFY_DEMO=1, --demo: the keyless demo page (demo.c) */
+    int max_inflight;       /* FACEVERIFY_MAX_INFLIGHT: requests handled at once; more: 503 */
+    int max_connections;    /* FACEVERIFY_MAX_CONNECTIONS: open connections */
+    int conn_timeout;       /* FACEVERIFY_CONN_TIMEOUT: idle seconds before a close */
+    double rate_limit;      /* FACEVERIFY_RATE_LIMIT: requests/s per key; 0: none */
+    double rate_burst;      /* FACEVERIFY_RATE_BURST: bucket size */
+    const char *run_as;     /* FACEVERIFY_USER, --user: drop root after binding */
 } fvs_config;
 
 typedef struct fvs_server {
     fvs_config cfg;
     fvs_store *store;
     fvs_index *index;
+    fvs_guard *guard;
     fv_engine *engine; /* NULL when the models failed to load (503s) */
     char engine_error[256];
     float default_threshold;
@@ -39,6 +47,9 @@ typedef struct fvs_server {
     char demo_token[65];
     fvs_collection demo_coll;
 } fvs_server;
+
+/* Becomes user (privs.c) when running as root; 0 ok, -1 after a message. */
+int fvs_drop_privileges(const char *user);
 
 /* Runs the HTTP server until SIGTERM/SIGINT; returns a process exit code. */
 int fvs_http_serve(fvs_server *srv);

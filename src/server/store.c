@@ -17,11 +17,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "crypto.h"
 #include "db.h"
 
 struct fvs_store {
     fvs_db *db;
     pthread_mutex_t mu;
+    unsigned char tkey[FVS_TKEY_BYTES]; /* template key (crypto.c), when has_tkey */
+    int has_tkey;
 };
 
 typedef struct migration {
@@ -66,6 +69,19 @@ static const migration MIGRATIONS[] = {
      "CREATE INDEX faces_subject ON faces(subject_id);"},
     {2, "CREATE INDEX subjects_collection ON subjects(collection_id, id);",
      "CREATE INDEX subjects_collection ON subjects(collection_id, id);"},
+    /* The audit log (audit.c): no foreign keys, so that entries outlive the
+     * subjects and faces they name. */
+    {3,
+     "CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,"
+     " collection_id INTEGER, key_prefix TEXT, action TEXT NOT NULL, subject_id INTEGER,"
+     " face_id INTEGER, request_id TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,"
+     " detail TEXT);"
+     "CREATE INDEX audit_log_collection ON audit_log(collection_id, id);",
+     "CREATE TABLE audit_log (id BIGSERIAL PRIMARY KEY, at BIGINT NOT NULL,"
+     " collection_id BIGINT, key_prefix TEXT, action TEXT NOT NULL, subject_id BIGINT,"
+     " face_id BIGINT, request_id TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,"
+     " detail TEXT);"
+     "CREATE INDEX audit_log_collection ON audit_log(collection_id, id);"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -89,9 +105,18 @@ fvs_store *fvs_store_open(const char *url, char *err, size_t errlen) {
 
 void fvs_store_close(fvs_store *st) {
     if (!st) return;
+    sodium_memzero(st->tkey, sizeof st->tkey);
     fvs_db_close(st->db);
     pthread_mutex_destroy(&st->mu);
     free(st);
+}
+
+void fvs_store_set_template_key(fvs_store *st, const unsigned char *key) {
+    st->has_tkey = key != NULL;
+    if (key)
+        memcpy(st->tkey, key, FVS_TKEY_BYTES);
+    else
+        sodium_memzero(st->tkey, sizeof st->tkey);
 }
 
 const char *fvs_store_backend(const fvs_store *st) {
@@ -125,8 +150,14 @@ static int query_int(fvs_store *st, const char *sql, const fvs_val *p, int np, i
     return fvs_db_query(st->db, sql, p, np, get_int, out, NULL, err, errlen);
 }
 
+/* Every transaction here writes.  On SQLite it takes the write lock up
+ * front (IMMEDIATE): a deferred transaction that reads, then writes after
+ * another process has written, fails at once with SQLITE_BUSY instead of
+ * waiting out the busy timeout (found by two faceverifyd processes
+ * enrolling into one file at once, tests/py/test_faults.py). */
 static int begin(fvs_store *st, char *err, size_t errlen) {
-    return fvs_db_exec(st->db, "BEGIN", err, errlen);
+    return fvs_db_exec(st->db, fvs_db_dialect(st->db) == FVS_SQLITE ? "BEGIN IMMEDIATE" : "BEGIN",
+                       err, errlen);
 }
 static int commit(fvs_store *st, char *err, size_t errlen) {
     return fvs_db_exec(st->db, "COMMIT", err, errlen);
@@ -426,8 +457,15 @@ static int subject_exists_locked(fvs_store *st, int64_t coll, int64_t subject, c
 
 int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
                     json_t **out, char *err, size_t errlen) {
+    /* With a template key, the row holds only the sealed template. */
+    unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+    fvs_val blob = fvs_blob(row->embedding, FVS_TEMPLATE_PLAIN_BYTES);
+    if (st->has_tkey) {
+        fvs_template_seal(st->tkey, coll, subject, row->embedding, sealed);
+        blob = fvs_blob(sealed, sizeof sealed);
+    }
     fvs_val p[11] = {fvs_int(coll),        fvs_int(subject),
-                     fvs_text(row->model), fvs_blob(row->embedding, FV_EMBED_DIM * sizeof(float)),
+                     fvs_text(row->model), blob,
                      fvs_real(row->left),  fvs_real(row->top),
                      fvs_real(row->right), fvs_real(row->bottom),
                      fvs_real(row->score), fvs_text(row->image_sha256),
@@ -500,32 +538,178 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
 typedef struct tmpl_ctx {
     fvs_template_fn fn;
     void *ctx;
+    const unsigned char *key;
+    char err[200]; /* why a template could not be read */
 } tmpl_ctx;
 
+/* Row: id, subject_id, name, embedding, collection_id. */
 static int template_row(void *ctx, const fvs_val *c, int n) {
     tmpl_ctx *t = ctx;
-    if (n < 4) return 1;
-    /* A stored blob of the wrong size is skipped, never read past. */
-    if (c[3].type != FVS_BLOB || c[3].n != FV_EMBED_DIM * sizeof(float)) return 0;
+    if (n < 5) return 1;
+    if (c[3].type != FVS_BLOB) return 0;
     float emb[FV_EMBED_DIM];
-    memcpy(emb, c[3].b, sizeof emb);
+    /* A stored blob of the wrong size is skipped, never read past; one
+     * that does not decrypt stops the whole read: no partial gallery. */
+    int rc = fvs_template_open(t->key, c[4].i, c[1].i, c[3].b, c[3].n, emb, t->err, sizeof t->err);
+    if (rc > 0) return 0;
+    if (rc < 0) return 1;
     return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", emb);
 }
 
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                   fvs_template_fn fn, void *ctx, char *err, size_t errlen) {
-    tmpl_ctx t = {fn, ctx};
+    tmpl_ctx t = {fn, ctx, NULL, ""};
     fvs_val p[3] = {fvs_int(coll), fvs_text(model), fvs_int(subject)};
     pthread_mutex_lock(&st->mu);
+    t.key = st->has_tkey ? st->tkey : NULL;
     int rc = fvs_db_query(st->db,
-                          subject > 0
-                              ? "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN "
-                                "subjects s ON s.id = f.subject_id WHERE f.collection_id = ? AND "
-                                "f.model = ? AND f.subject_id = ? ORDER BY f.id"
-                              : "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN "
-                                "subjects s ON s.id = f.subject_id WHERE f.collection_id = ? AND "
-                                "f.model = ? ORDER BY f.id",
+                          subject > 0 ? "SELECT f.id, f.subject_id, s.name, f.embedding, "
+                                        "f.collection_id FROM faces f JOIN subjects s ON s.id = "
+                                        "f.subject_id WHERE f.collection_id = ? AND f.model = ? "
+                                        "AND f.subject_id = ? ORDER BY f.id"
+                                      : "SELECT f.id, f.subject_id, s.name, f.embedding, "
+                                        "f.collection_id FROM faces f JOIN subjects s ON s.id = "
+                                        "f.subject_id WHERE f.collection_id = ? AND f.model = ? "
+                                        "ORDER BY f.id",
                           p, subject > 0 ? 3 : 2, template_row, &t, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
+    if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
     return rc;
+}
+
+/* One batch of plaintext rows read by encrypt_templates. */
+typedef struct plain_batch {
+    size_t n;
+    int64_t id[256], coll[256], subject[256];
+    float emb[256][FV_EMBED_DIM];
+} plain_batch;
+
+static int plain_row(void *ctx, const fvs_val *c, int n) {
+    plain_batch *b = ctx;
+    if (n < 4 || b->n == 256 || c[3].type != FVS_BLOB || c[3].n != FVS_TEMPLATE_PLAIN_BYTES)
+        return 0;
+    b->id[b->n] = c[0].i;
+    b->coll[b->n] = c[1].i;
+    b->subject[b->n] = c[2].i;
+    memcpy(b->emb[b->n], c[3].b, FVS_TEMPLATE_PLAIN_BYTES);
+    b->n++;
+    return 0;
+}
+
+int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t errlen) {
+    *done = 0;
+    if (!st->has_tkey) {
+        snprintf(err, errlen, "FACEVERIFY_TEMPLATE_KEY is not set");
+        return -1;
+    }
+    plain_batch *b = malloc(sizeof *b);
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&st->mu);
+    for (;;) { /* batches of 256 rows, each in its own transaction */
+        b->n = 0;
+        rc = begin(st, err, errlen);
+        if (!rc)
+            rc = fvs_db_query(st->db,
+                              "SELECT id, collection_id, subject_id, embedding FROM faces WHERE "
+                              "length(embedding) = 512 ORDER BY id LIMIT 256",
+                              NULL, 0, plain_row, b, NULL, err, errlen);
+        for (size_t i = 0; !rc && i < b->n; i++) {
+            unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+            fvs_template_seal(st->tkey, b->coll[i], b->subject[i], b->emb[i], sealed);
+            fvs_val p[2] = {fvs_blob(sealed, sizeof sealed), fvs_int(b->id[i])};
+            rc = fvs_db_query(st->db, "UPDATE faces SET embedding = ? WHERE id = ?", p, 2, NULL,
+                              NULL, NULL, err, errlen);
+            /* Every process reloads the collection on its next search, so
+             * one without the key stops serving it from memory at once. */
+            if (!rc) rc = bump_version(st, b->coll[i], err, errlen);
+        }
+        if (!rc) rc = commit(st, err, errlen);
+        if (rc) {
+            rollback(st);
+            break;
+        }
+        *done += (int64_t)b->n;
+        if (b->n == 0) break;
+    }
+    pthread_mutex_unlock(&st->mu);
+    sodium_memzero(b, sizeof *b);
+    free(b);
+    return rc ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ audit log */
+
+int fvs_audit_write(fvs_store *st, const fvs_audit_entry *e, char *err, size_t errlen) {
+    fvs_val p[10] = {fvs_int(now_s()),
+                     e->collection_id > 0 ? fvs_int(e->collection_id) : fvs_null(),
+                     fvs_text(e->key_prefix),
+                     fvs_text(e->action),
+                     e->subject_id > 0 ? fvs_int(e->subject_id) : fvs_null(),
+                     e->face_id > 0 ? fvs_int(e->face_id) : fvs_null(),
+                     fvs_text(e->request_id),
+                     fvs_int(e->status),
+                     fvs_text(e->outcome),
+                     fvs_text(e->detail)};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db,
+                          "INSERT INTO audit_log (at, collection_id, key_prefix, action, "
+                          "subject_id, face_id, request_id, status, outcome, detail) VALUES "
+                          "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          p, 10, NULL, NULL, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Row: id, at, collection_id, collection name, key_prefix, action,
+ * subject_id, face_id, request_id, status, outcome, detail. */
+static int audit_row(void *ctx, const fvs_val *c, int n) {
+    json_t *arr = ctx;
+    if (n < 12) return 1;
+    json_t *detail = NULL;
+    if (c[11].type == FVS_TEXT) detail = json_loads(c[11].s, 0, NULL);
+#define OPT_INT(v) ((v).type == FVS_NULL ? json_null() : json_integer((json_int_t)(v).i))
+#define OPT_STR(v) ((v).type == FVS_TEXT ? json_string((v).s) : json_null())
+    json_t *o = json_pack("{s:I, s:o, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:o}", "id",
+                          (json_int_t)c[0].i, "at", iso_time(c[1].i), "at_unix", (json_int_t)c[1].i,
+                          "collection_id", OPT_INT(c[2]), "collection", OPT_STR(c[3]), "key_prefix",
+                          OPT_STR(c[4]), "action", OPT_STR(c[5]), "subject_id", OPT_INT(c[6]),
+                          "face_id", OPT_INT(c[7]), "status", (json_int_t)c[9].i, "outcome",
+                          OPT_STR(c[10]), "detail", detail ? detail : json_object());
+#undef OPT_INT
+#undef OPT_STR
+    if (!o) return 1;
+    json_object_set_new(o, "request_id", c[8].type == FVS_TEXT ? json_string(c[8].s) : json_null());
+    json_array_append_new(arr, o);
+    return 0;
+}
+
+int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t limit,
+                   int64_t before_id, json_t **results, char *err, size_t errlen) {
+    json_t *arr = json_array();
+    const char *name = coll_name ? coll_name : "";
+    fvs_val p[6] = {fvs_int(coll),
+                    fvs_int(coll),
+                    fvs_text(name),
+                    fvs_text(name),
+                    fvs_int(before_id > 0 ? before_id : INT64_MAX),
+                    fvs_int(limit)};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(
+        st->db,
+        "SELECT a.id, a.at, a.collection_id, c.name, a.key_prefix, a.action, a.subject_id, "
+        "a.face_id, a.request_id, a.status, a.outcome, a.detail FROM audit_log a LEFT JOIN "
+        "collections c ON c.id = a.collection_id WHERE (? = 0 OR a.collection_id = ?) AND "
+        "(? = '' OR c.name = ?) AND a.id < ? ORDER BY a.id DESC LIMIT ?",
+        p, 6, audit_row, arr, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        json_decref(arr);
+        return -1;
+    }
+    *results = arr;
+    return 0;
 }

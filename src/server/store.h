@@ -32,6 +32,13 @@ typedef struct fvs_store fvs_store;
 fvs_store *fvs_store_open(const char *url, char *err, size_t errlen);
 void fvs_store_close(fvs_store *st);
 const char *fvs_store_backend(const fvs_store *st); /* "sqlite" or "postgres" */
+/* Sets the template key (crypto.h; 32 bytes, copied; NULL: none).  With a
+ * key, new templates are stored sealed; sealed templates are read with it
+ * and plaintext ones as they are.  Call before serving. */
+void fvs_store_set_template_key(fvs_store *st, const unsigned char *key);
+/* Seals every plaintext template with the key, in transactions of 256
+ * rows; *done: rows converted. */
+int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t errlen);
 
 /* Applies the numbered migrations not yet in schema_migrations, each in
  * its own transaction.  *applied: how many ran (0 on a re-run). */
@@ -87,10 +94,32 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
                     size_t errlen); /* 1: not found */
 
 /* Calls fn for every template of the collection made by model (subject <=
- * 0: all subjects).  name is valid during the call only. */
+ * 0: all subjects).  name is valid during the call only.  A sealed template
+ * that cannot be opened (no key, wrong key, altered row) fails the whole
+ * call with a message starting with FVS_TKEY_ERROR. */
 typedef int (*fvs_template_fn)(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
                                const float *embedding);
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                   fvs_template_fn fn, void *ctx, char *err, size_t errlen);
+
+/* The audit log: who (collection, key prefix) did what (action) to which
+ * ids, when, in which request, and how it ended.  Never images, templates
+ * or distances: detail is a small JSON object of ids and counts. */
+typedef struct fvs_audit_entry {
+    int64_t collection_id; /* <= 0: none */
+    const char *key_prefix;
+    const char *action;          /* e.g. "face.enroll", "identify" */
+    int64_t subject_id, face_id; /* <= 0: none */
+    const char *request_id;
+    int status;          /* HTTP status */
+    const char *outcome; /* "ok" or the error code */
+    const char *detail;  /* JSON object text, or NULL */
+} fvs_audit_entry;
+int fvs_audit_write(fvs_store *st, const fvs_audit_entry *e, char *err, size_t errlen);
+/* Newest first, at most limit entries with id < before_id (<= 0: from the
+ * newest); coll > 0 and/or coll_name (non-NULL, non-empty) narrow it to one
+ * collection.  *results: a JSON array of entries. */
+int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t limit,
+                   int64_t before_id, json_t **results, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,84 @@
+/*
+ * audit.c: the audit log of faceverifyd: who (collection, key prefix) did
+ * what (action) to which subjects and faces, when, in which request (the
+ * X-Request-Id the client saw) and how it ended.
+ *
+ * What is written is chosen here, from the ids in the request path and in
+ * the answer, never copied wholesale from a request or answer: no images,
+ * no templates, no distances or similarities (which would let a reader
+ * rebuild a template by probing), no subject names or metadata.  For
+ * searches the entry keeps the matched subject ids and the number of faces
+ * searched: "who searched whom" without the biometric detail.
+ *
+ * Entries go into the audit_log table (store.c, migration 3) in the same
+ * database as the data they describe; rows are written after the action,
+ * by the request's own thread.  Reading: GET /api/v1/audit (the calling
+ * key's collection only) and `faceverifyd audit [COLLECTION]`.
+ */
+#include "audit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The matched subject ids of an identify answer: one per searched face
+ * (null when that face matched no one). */
+static json_t *match_ids(const json_t *faces) {
+    json_t *ids = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(faces, i, f) {
+        json_t *m = json_object_get(f, "match");
+        json_t *id = m ? json_object_get(m, "id") : NULL;
+        json_array_append_new(ids, json_is_integer(id) ? json_integer(json_integer_value(id))
+                                                       : json_null());
+    }
+    return ids;
+}
+
+void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64_t face_id,
+                       const fvs_resp *out) {
+    const json_t *body = out->body;
+    char outcome[64] = "ok";
+    if (out->status >= 400) {
+        const char *code =
+            json_string_value(json_object_get(json_object_get(body, "error"), "code"));
+        snprintf(outcome, sizeof outcome, "%s", code ? code : "error");
+    }
+    json_t *detail = json_object();
+    if (out->status < 300 && body) {
+        json_t *id = json_object_get(body, "id");
+        if (strcmp(action, "subject.create") == 0 && json_is_integer(id))
+            subject_id = json_integer_value(id);
+        if (strcmp(action, "face.enroll") == 0 && json_is_integer(id))
+            face_id = json_integer_value(id);
+        json_t *faces = json_object_get(body, "faces");
+        json_t *results = json_object_get(body, "results");
+        if (strcmp(action, "identify") == 0 && json_is_array(faces)) {
+            json_object_set_new(detail, "faces", json_integer((json_int_t)json_array_size(faces)));
+            json_object_set_new(detail, "matches", match_ids(faces));
+        } else if (strcmp(action, "identify.embeddings") == 0 && json_is_array(results)) {
+            json_object_set_new(detail, "queries",
+                                json_integer((json_int_t)json_array_size(results)));
+            json_object_set_new(detail, "matches", match_ids(results));
+        } else if (strcmp(action, "subject.list") == 0 || strcmp(action, "audit.read") == 0) {
+            json_t *n = json_object_get(body, "count");
+            if (!json_is_integer(n) && json_is_array(results))
+                n = json_integer((json_int_t)json_array_size(results));
+            else
+                json_incref(n);
+            if (n) json_object_set_new(detail, "count", n);
+        }
+        json_t *verified = json_object_get(body, "verified");
+        if (json_is_boolean(verified)) json_object_set(detail, "verified", verified);
+    }
+    char *detail_text = json_object_size(detail) ? json_dumps(detail, JSON_COMPACT) : NULL;
+    json_decref(detail);
+    fvs_audit_entry e = {r->coll.id,    r->key_prefix, action,  subject_id, face_id,
+                         r->request_id, out->status,   outcome, detail_text};
+    char err[256];
+    if (fvs_audit_write(r->srv->store, &e, err, sizeof err))
+        fprintf(stderr, "faceverifyd: audit log: request %s (%s): %s\n", r->request_id, action,
+                err);
+    free(detail_text);
+}

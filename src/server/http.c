@@ -231,6 +231,11 @@ int fvs_req_bytes(fvs_req *r, const char *name, unsigned char **owned, const uns
         fvs_error(out, 400, "validation_error", "%s: URLs are never fetched; send the bytes", name);
         return -1;
     }
+    for (size_t i = 0; i < slen; i++) /* base64 is ASCII; libsodium may not refuse the rest */
+        if ((unsigned char)s[i] >= 0x80) {
+            fvs_error(out, 400, "validation_error", "%s: not valid base64", name);
+            return -1;
+        }
     size_t cap = slen / 4 * 3 + 3;
     unsigned char *buf = malloc(cap ? cap : 1);
     if (!buf) {

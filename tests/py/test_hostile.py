@@ -393,6 +393,7 @@ def test_multipart_thousands_of_parts(env):  # noqa: F811
     b"", b"[1, 2]", b'"image"', b"5", b"null", b'{"image": "abc', b'{"a": 1} trailing',
     b"[" * 100_000, b'{"name": "x", "name": "y"}', b'{"image": "\xff\xfe"}',
     b'{"image": "ok"', b"{'image': 'single quotes'}", b'{"image": NaN}',
+    b'{"name": "\\u0\xda\x9a"}',  # jansson's message quotes these bytes (was a 500)
 ])
 def test_malformed_json(env, body):  # noqa: F811
     r = raw_post(env, "/api/v1/detect", body, "application/json")
@@ -496,6 +497,15 @@ def test_absurd_embeddings(env, embedding):  # noqa: F811
 def test_unknown_ids(env, method, path):  # noqa: F811
     r = env.server.request(method, path, env.a)
     expect(r, method, path, 404, "not_found")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/%ff%fe", "/api/%c0%af", "/%ed%a0%80x"])
+def test_unknown_routes_with_bad_bytes(env, path):  # noqa: F811
+    """The path is quoted in the error message: not UTF-8 must not make it
+    a 500 (jansson refuses such strings)."""
+    r = env.server.request("GET", path, env.a)
+    assert r.status_code == 404, r.text[:300]
+    assert r.json()["error"]["code"] == "not_found"
 
 
 # ------------------------------------------------------------ names and metadata

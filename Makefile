@@ -5,18 +5,23 @@
 #               and CLI tests, the C tests again under ASan+UBSan, format and
 #               static checks)
 # Other targets: build, models, asan, check-format, cppcheck, install
-# (PREFIX=/usr/local), clean.
+# (PREFIX=/usr/local), clean, fuzz (libFuzzer targets into build-fuzz/),
+# test-fuzz (each for FUZZ_SECONDS), fuzz-merge (new inputs into
+# fuzz/corpus); see docs/fuzzing.md.
 
 PREFIX ?= /usr/local
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
+export FUZZ_BUILD FUZZ_SECONDS
 JOBS ?= $(shell nproc)
 PY ?= .venv/bin/python
 PORT ?= 8000
 FACEVERIFY_DATA ?= $(abspath ../shared/data)
 export FACEVERIFY_DATA
 
-.PHONY: all bootstrap models build asan run test test-c test-py test-asan test-server check-format cppcheck format install clean
+.PHONY: all bootstrap models build asan fuzz run test test-c test-py test-asan test-server test-fuzz fuzz-merge check-format cppcheck format install clean
 
 all: build
 
@@ -34,6 +39,21 @@ asan:
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DFV_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 
+# fuzz: the libFuzzer targets (clang; -fsanitize=fuzzer,address,undefined).
+fuzz:
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DFV_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(FUZZ_BUILD) --target fuzz -j$(JOBS)
+
+# test-fuzz: each fuzz target for FUZZ_SECONDS (default 20) from the seeds
+# in fuzz/corpus, after replaying fuzz/regressions; fails on any finding.
+test-fuzz: fuzz
+	@scripts/fuzz.sh run
+
+# fuzz-merge: adds the inputs test-fuzz found that grow coverage to the
+# committed corpus (fuzz/corpus/TARGET); commit them.
+fuzz-merge: fuzz
+	@scripts/fuzz.sh merge
+
 # run: migrate the database (SQLite under var/ unless FACEVERIFY_DATABASE_URL
 # says otherwise), create the collection `default` on first start (its API
 # key is printed once), then serve on 127.0.0.1:$(PORT) until Ctrl-C/SIGTERM,
@@ -45,7 +65,7 @@ run: bootstrap build
 	@exec $(BUILD)/bin/faceverifyd serve --listen 127.0.0.1:$(PORT) --demo
 
 test: bootstrap build asan
-	@$(MAKE) --no-print-directory check-format cppcheck test-c test-py test-asan test-server
+	@$(MAKE) --no-print-directory check-format cppcheck test-c test-py test-asan test-server test-fuzz
 
 test-c:
 	@cd $(BUILD) && ctest --output-on-failure
@@ -54,12 +74,13 @@ test-py:
 	@FACEVERIFY_BUILD=$(abspath $(BUILD)) FACEVERIFY_MODELS=$(abspath models) \
 	  $(PY) -m pytest -q tests/py
 
-# test-server: the faceverifyd integration tests again, with the server
-# built under ASan+UBSan (its reports fail the test that stops it).  On
-# PostgreSQL too when FACEVERIFY_PG_URL is set (.ci/run sets it).
+# test-server: the faceverifyd integration tests (and the hostile-input
+# matrix) again, with the server built under ASan+UBSan (its reports fail
+# the test that stops it).  On PostgreSQL too when FACEVERIFY_PG_URL is set
+# (.ci/run sets it).
 test-server:
 	@FACEVERIFY_BUILD=$(abspath $(ASAN_BUILD)) FACEVERIFY_MODELS=$(abspath models) \
-	  $(PY) -m pytest -q tests/py/test_server.py tests/py/test_security.py
+	  $(PY) -m pytest -q tests/py/test_server.py tests/py/test_security.py tests/py/test_hostile.py
 
 test-asan:
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -81,4 +102,4 @@ install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -110,6 +110,15 @@ static img_format sniff(const unsigned char *d, size_t n, const char **other) {
         *other = "HEIF/AVIF/MP4";
     else if (n >= 4 && memcmp(d, "\0\0\1\0", 4) == 0)
         *other = "ICO";
+    else if (n >= 5 && memcmp(d, "%PDF-", 5) == 0)
+        *other = "PDF";
+    else {
+        /* Markup (SVG, HTML, XML) starts with '<' after optional space. */
+        size_t i = n >= 3 && memcmp(d, "\xef\xbb\xbf", 3) == 0 ? 3 : 0; /* UTF-8 BOM */
+        while (i < n && i < 64 && (d[i] == ' ' || d[i] == '\t' || d[i] == '\r' || d[i] == '\n'))
+            i++;
+        if (i < n && d[i] == '<') *other = "SVG or other markup";
+    }
     return FMT_UNKNOWN;
 }
 

@@ -47,12 +47,62 @@ void fvs_reply(fvs_resp *out, int status, json_t *body) {
     out->body = body;
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none:
+ * no overlong forms, surrogates or code points above U+10FFFF (RFC 3629). */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len > n) return 0;
+    unsigned cp = c & (0x3fu >> (len - 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+int fvs_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (!n) return 0;
+        i += n;
+    }
+    return 1;
+}
+
 void fvs_error(fvs_resp *out, int status, const char *code, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Messages quote request bytes (names, URLs, parser errors), and jansson
+     * refuses strings that are not UTF-8: replace each invalid byte. */
+    unsigned char *p = (unsigned char *)msg;
+    for (size_t i = 0, len = strlen(msg); i < len;) {
+        size_t n = utf8_seq(p + i, len - i);
+        if (!n) {
+            p[i] = '?';
+            n = 1;
+        }
+        i += n;
+    }
     fvs_reply(out, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
 
@@ -183,6 +233,11 @@ int fvs_req_bytes(fvs_req *r, const char *name, unsigned char **owned, const uns
         fvs_error(out, 400, "validation_error", "%s: URLs are never fetched; send the bytes", name);
         return -1;
     }
+    for (size_t i = 0; i < slen; i++) /* base64 is ASCII; libsodium may not refuse the rest */
+        if ((unsigned char)s[i] >= 0x80) {
+            fvs_error(out, 400, "validation_error", "%s: not valid base64", name);
+            return -1;
+        }
     size_t cap = slen / 4 * 3 + 3;
     unsigned char *buf = malloc(cap ? cap : 1);
     if (!buf) {
@@ -452,6 +507,12 @@ send:;
     enum MHD_Result ret = send_json(r, &out);
     json_decref(out.body);
     return ret;
+}
+
+struct MHD_Daemon *fvs_http_start_unlistened(fvs_server *srv) {
+    return MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, on_request, srv,
+                            MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, NULL, MHD_OPTION_END);
 }
 
 int fvs_http_serve(fvs_server *srv) {

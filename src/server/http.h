@@ -56,6 +56,8 @@ typedef struct fvs_resp {
 /* Sets an error response {"error": {"code", "message"}}. */
 void fvs_error(fvs_resp *out, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* 1 when s[0..len) is well-formed UTF-8 (RFC 3629), else 0. */
+int fvs_utf8_valid(const char *s, size_t len);
 /* Maps a library status to its HTTP status and code (the one table). */
 void fvs_status_error(fvs_resp *out, fv_status st, const char *message);
 void fvs_reply(fvs_resp *out, int status, json_t *body);
@@ -71,6 +73,12 @@ const char *fvs_req_text(fvs_req *r, const char *name, char *buf, size_t buflen)
 /* Parses an optional number in [lo, hi]; 0 ok (default kept when absent),
  * -1 after setting a validation error. */
 int fvs_req_number(fvs_req *r, const char *name, double lo, double hi, double *val, fvs_resp *out);
+
+/* A daemon with no listening socket and no threads of its own, serving the
+ * same handlers as fvs_http_serve: for the fuzz targets (fuzz/), which hand
+ * it one end of a socketpair with MHD_add_connection and drive it with
+ * MHD_run.  NULL on failure; stop with MHD_stop_daemon. */
+struct MHD_Daemon *fvs_http_start_unlistened(fvs_server *srv);
 
 /* Route dispatch (routes.c): fills out for r. */
 void fvs_route(fvs_req *r, fvs_resp *out);

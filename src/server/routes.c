@@ -478,6 +478,11 @@ static void h_subjects_create(fvs_req *r, fvs_resp *out) {
                   FVS_NAME_MAX);
         return;
     }
+    if (!fvs_utf8_valid(name, strlen(name)) || (nj && json_string_length(nj) != strlen(name))) {
+        /* form fields are raw bytes; JSON strings may hold \u0000 */
+        fvs_error(out, 400, "validation_error", "name: not valid UTF-8, or holds a NUL");
+        return;
+    }
     const json_t *meta = r->json ? json_object_get(r->json, "metadata") : NULL;
     if (meta && json_is_null(meta)) meta = NULL;
     if (meta && !json_is_object(meta)) {

@@ -862,6 +862,14 @@ static void test_bad_inputs(void **state) {
     assert_int_equal(fv_image_decode("GIF89a....", 10, NULL, &img, err, sizeof err),
                      FV_E_IMAGE_FORMAT);
     assert_non_null(strstr(err, "GIF"));
+    /* PDF and markup (SVG) are named as unsupported, not "unknown". */
+    const char *pdf = "%PDF-1.4\n%%EOF\n", *svg = "\xef\xbb\xbf \n<svg xmlns=\"x\"/>";
+    assert_int_equal(fv_image_decode(pdf, strlen(pdf), NULL, &img, err, sizeof err),
+                     FV_E_IMAGE_FORMAT);
+    assert_non_null(strstr(err, "PDF is not supported"));
+    assert_int_equal(fv_image_decode(svg, strlen(svg), NULL, &img, err, sizeof err),
+                     FV_E_IMAGE_FORMAT);
+    assert_non_null(strstr(err, "SVG"));
     assert_int_equal(decode("\xFF\xD8", 2, &img), FV_E_IMAGE_FORMAT);
     assert_int_equal(decode("\xFF\xD8\xFF", 3, &img), FV_E_IMAGE_CORRUPT);
     assert_int_equal(decode("\x89PNG\r\n\x1a\n", 8, &img), FV_E_IMAGE_CORRUPT);

@@ -40,7 +40,10 @@ static faiss::Index *make_inner(int kind, int dim, size_t ntrain, const float *t
         /* nlist ~ 4 sqrt(n), at least 39 training points per list; PQ with
          * 8-bit codes needs 256 points per sub-quantiser. */
         size_t nlist = 1;
-        while (nlist * nlist < 16 * ntrain && nlist * 2 * 39 <= ntrain && nlist < 65536) nlist *= 2;
+        while (nlist * nlist < 16 * ntrain && nlist * 2 * 39 <= ntrain && nlist < 1024) nlist *= 2;
+        /* k-means cost grows with the sample: 100k points train 1024 lists
+         * and 16 x 256 PQ centroids well. */
+        if (ntrain > 100000) ntrain = 100000;
         auto *quant = new faiss::IndexFlatL2(dim);
         /* 8-bit codes want 256 x 39 training points; smaller sets get
          * smaller codebooks rather than a poorly trained one. */

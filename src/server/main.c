@@ -5,6 +5,7 @@
  *   faceverifyd serve [--listen H:P]       serve the JSON API
  *   faceverifyd createcollection NAME      new tenant; prints its API key last
  *   faceverifyd rotatekey NAME             replace a collection's API key
+ *   faceverifyd rebuildindex [NAME]        rebuild search indexes from storage
  *
  * Configuration is one table (CONFIG below): each setting has a flag and an
  * environment variable, flags winning.  All commands read the database URL
@@ -36,6 +37,8 @@ static void usage(FILE *f) {
             "                           (--threshold T overrides the decision threshold;\n"
             "                           --if-missing: do nothing if NAME exists)\n"
             "  rotatekey NAME           replace a collection's API key (prints the new one)\n"
+            "  rebuildindex [NAME]      rebuild the search index of one collection (or all)\n"
+            "                           from storage and save it in the index dir\n"
             "options (environment variable in brackets):\n"
             "  --database URL      sqlite:///path or postgres://... [FACEVERIFY_DATABASE_URL]\n"
             "                      default sqlite://%s\n"
@@ -44,7 +47,15 @@ static void usage(FILE *f) {
             "  --threads N         neural network threads, 0: CPUs [FACEVERIFY_THREADS]\n"
             "  --max-body BYTES    largest request body, default 12000000 [FACEVERIFY_MAX_BODY]\n"
             "  --models DIR        model files [FACEVERIFY_MODELS]\n"
-            "  --assets DIR        openapi.json and docs.html [FACEVERIFY_ASSETS]\n",
+            "  --assets DIR        openapi.json and docs.html [FACEVERIFY_ASSETS]\n"
+            "  --index-backend B   exact (default), exact-int8, faiss-flat, faiss-hnsw,\n"
+            "                      faiss-ivfpq [FACEVERIFY_INDEX_BACKEND]\n"
+            "  --index-dir DIR     persist search indexes here; default: memory only\n"
+            "                      [FACEVERIFY_INDEX_DIR]\n"
+            "  --index-sync MODE   request (check storage before each search, default) or\n"
+            "                      notify (PostgreSQL LISTEN/NOTIFY) [FACEVERIFY_INDEX_SYNC]\n"
+            "  --index-reconcile S seconds between change-log reconciles, default 30\n"
+            "                      [FACEVERIFY_INDEX_RECONCILE]\n",
             FVS_DEFAULT_DB);
 }
 
@@ -79,6 +90,10 @@ typedef enum {
     OPT_MODELS,
     OPT_ASSETS,
     OPT_THRESHOLD,
+    OPT_INDEX_BACKEND,
+    OPT_INDEX_DIR,
+    OPT_INDEX_SYNC,
+    OPT_INDEX_RECONCILE,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -92,6 +107,10 @@ static const struct {
     [OPT_MODELS] = {"--models", "FACEVERIFY_MODELS"},
     [OPT_ASSETS] = {"--assets", "FACEVERIFY_ASSETS"},
     [OPT_THRESHOLD] = {"--threshold", NULL},
+    [OPT_INDEX_BACKEND] = {"--index-backend", "FACEVERIFY_INDEX_BACKEND"},
+    [OPT_INDEX_DIR] = {"--index-dir", "FACEVERIFY_INDEX_DIR"},
+    [OPT_INDEX_SYNC] = {"--index-sync", "FACEVERIFY_INDEX_SYNC"},
+    [OPT_INDEX_RECONCILE] = {"--index-reconcile", "FACEVERIFY_INDEX_RECONCILE"},
 };
 
 /* Makes the folder of a default SQLite file (var/) so that a first run
@@ -195,13 +214,54 @@ static int cmd_collection(fvs_store *st, const char *name, int rotate, double th
     return 0;
 }
 
-static int cmd_serve(fvs_store *st, fvs_config *cfg) {
+typedef struct find_ctx {
+    const char *name;
+    int64_t id;
+} find_ctx;
+
+static int find_collection(void *ctx, int64_t id, const char *name) {
+    find_ctx *f = ctx;
+    if (strcmp(name, f->name) == 0) f->id = id;
+    return 0;
+}
+
+static int cmd_rebuildindex(fvs_store *st, const fvs_index_config *icfg, const char *name) {
+    if (need_schema(st)) return 1;
+    char err[512];
+    find_ctx f = {name, 0};
+    if (name && fvs_collection_each(st, find_collection, &f, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: %s\n", err);
+        return 1;
+    }
+    if (name && !f.id) {
+        fprintf(stderr, "faceverifyd: no such collection\n");
+        return 1;
+    }
+    fvs_index *ix = fvs_index_create(st, icfg);
+    int built = 0;
+    int rc = ix ? fvs_index_rebuild(ix, f.id, &built, err, sizeof err) : -1;
+    if (rc) fprintf(stderr, "faceverifyd: rebuildindex: %s\n", ix ? err : "out of memory");
+    fvs_index_destroy(ix);
+    if (rc) return 1;
+    printf("faceverifyd: rebuilt %d %s index%s%s%s\n", built, fvi_search_kind_name(icfg->backend),
+           built == 1 ? "" : "es", icfg->dir ? " in " : " (no --index-dir: not saved)",
+           icfg->dir ? icfg->dir : "");
+    return 0;
+}
+
+static int cmd_serve(fvs_store *st, fvs_config *cfg, const fvs_index_config *icfg) {
     if (need_schema(st)) return 1;
     fvs_server srv;
     memset(&srv, 0, sizeof srv);
     srv.cfg = *cfg;
     srv.store = st;
-    srv.index = fvs_index_create(st);
+    srv.index = fvs_index_create(st, icfg);
+    char ierr[512];
+    if (!srv.index || fvs_index_start(srv.index, ierr, sizeof ierr)) {
+        fprintf(stderr, "faceverifyd: search index: %s\n", srv.index ? ierr : "out of memory");
+        fvs_index_destroy(srv.index);
+        return 1;
+    }
     fv_config ec;
     fv_config_init(&ec);
     ec.models_dir = cfg->models_dir;
@@ -303,13 +363,31 @@ int main(int argc, char **argv) {
     if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
     cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
+    fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, cfg.database_url, 0, 30};
+    if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg.backend)) {
+        fprintf(stderr, "faceverifyd: --index-backend: expected exact, exact-int8, faiss-flat, "
+                        "faiss-hnsw or faiss-ivfpq\n");
+        return 2;
+    }
+    if (val[OPT_INDEX_DIR] && *val[OPT_INDEX_DIR]) icfg.dir = val[OPT_INDEX_DIR];
+    if (val[OPT_INDEX_SYNC]) {
+        if (strcmp(val[OPT_INDEX_SYNC], "request") && strcmp(val[OPT_INDEX_SYNC], "notify")) {
+            fprintf(stderr, "faceverifyd: --index-sync: expected request or notify\n");
+            return 2;
+        }
+        icfg.sync_notify = strcmp(val[OPT_INDEX_SYNC], "notify") == 0;
+    }
+    if (val[OPT_INDEX_RECONCILE]) {
+        if (parse_size(val[OPT_INDEX_RECONCILE], 0, 86400, &n)) goto bad;
+        icfg.reconcile_s = (int)n;
+    }
 
     if (fvs_auth_init()) {
         fprintf(stderr, "faceverifyd: libsodium failed to initialise\n");
         return 1;
     }
     if (strcmp(cmd, "migrate") && strcmp(cmd, "serve") && strcmp(cmd, "createcollection") &&
-        strcmp(cmd, "rotatekey")) {
+        strcmp(cmd, "rotatekey") && strcmp(cmd, "rebuildindex")) {
         fprintf(stderr, "faceverifyd: unknown command %s\n", cmd);
         usage(stderr);
         return 2;
@@ -325,7 +403,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(st);
     else if (strcmp(cmd, "serve") == 0)
-        rc = cmd_serve(st, &cfg);
+        rc = cmd_serve(st, &cfg, &icfg);
+    else if (strcmp(cmd, "rebuildindex") == 0)
+        rc = cmd_rebuildindex(st, &icfg, name);
     else
         rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, if_missing);
     fvs_store_close(st);

@@ -88,6 +88,16 @@ struct fvs_db {
     fvs_dialect dialect;
 };
 
+/* PostgreSQL LISTEN on its own connection (index.c's sync thread).
+ * fvs_listener_wait waits up to timeout_ms and calls fn with the payload of
+ * each notification received; -1 when the connection is lost (close and
+ * listen again). */
+typedef struct fvs_listener fvs_listener;
+typedef void (*fvs_notify_fn)(void *ctx, const char *payload);
+fvs_listener *fvs_pg_listen(const char *url, const char *channel, char *err, size_t errlen);
+int fvs_listener_wait(fvs_listener *l, int timeout_ms, fvs_notify_fn fn, void *ctx);
+void fvs_listener_close(fvs_listener *l);
+
 fvs_db *fvs_sqlite_open(const char *path, char *err, size_t errlen);
 fvs_db *fvs_pg_open(const char *conninfo, char *err, size_t errlen);
 

@@ -8,8 +8,10 @@
  * -> real, bytea -> blob via PQunescapeBytea, everything else -> text).
  * A dropped connection is reset once before the statement is retried.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,4 +230,61 @@ fvs_db *fvs_pg_open(const char *conninfo, char *err, size_t errlen) {
     }
     PQsetNoticeProcessor(p->h, quiet_notice, NULL);
     return &p->base;
+}
+
+/* ------------------------------------------------------------ LISTEN */
+
+/* A listener is its own connection: LISTEN state belongs to a session, and
+ * waiting on its socket must not hold the store's connection. */
+struct fvs_listener {
+    PGconn *h;
+};
+
+fvs_listener *fvs_pg_listen(const char *url, const char *channel, char *err, size_t errlen) {
+    fvs_listener *l = calloc(1, sizeof *l);
+    if (!l) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    l->h = PQconnectdb(url);
+    if (PQstatus(l->h) != CONNECTION_OK) {
+        snprintf(err, errlen, "postgres: %s", PQerrorMessage(l->h));
+        fvs_listener_close(l);
+        return NULL;
+    }
+    PQsetNoticeProcessor(l->h, quiet_notice, NULL);
+    char *ident = PQescapeIdentifier(l->h, channel, strlen(channel));
+    char sql[256];
+    snprintf(sql, sizeof sql, "LISTEN %s", ident ? ident : "\"\"");
+    PQfreemem(ident);
+    PGresult *r = PQexec(l->h, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) snprintf(err, errlen, "postgres: %s", PQerrorMessage(l->h));
+    PQclear(r);
+    if (!ok) {
+        fvs_listener_close(l);
+        return NULL;
+    }
+    return l;
+}
+
+int fvs_listener_wait(fvs_listener *l, int timeout_ms, fvs_notify_fn fn, void *ctx) {
+    int fd = PQsocket(l->h);
+    if (fd < 0) return -1;
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int n = poll(&pfd, 1, timeout_ms);
+    if (n < 0) return errno == EINTR ? 0 : -1;
+    if (n > 0 && !PQconsumeInput(l->h)) return -1;
+    PGnotify *note;
+    while ((note = PQnotifies(l->h)) != NULL) {
+        fn(ctx, note->extra ? note->extra : "");
+        PQfreemem(note);
+    }
+    return PQstatus(l->h) == CONNECTION_OK ? 0 : -1;
+}
+
+void fvs_listener_close(fvs_listener *l) {
+    if (!l) return;
+    PQfinish(l->h);
+    free(l);
 }

@@ -1,65 +1,118 @@
 /*
- * index.c: exact k-NN over a per-collection template matrix (see index.h).
+ * index.c: faceverifyd's per-collection search index (see index.h).
  *
- * Distances come from one cblas_sgemm per request (queries x templates,
- * ||q||^2 + ||t||^2 - 2 q.t); the distances that are reported are then
- * recomputed exactly with fv_distance so that they match /verify.  BLAS is
- * single-threaded (the library pins OpenBLAS to one thread and
- * parallelises with its own pool), and requests run on the HTTP pool's
- * threads, so searches in different collections run in parallel and
- * searches in one collection are serialised by that collection's mutex.
+ * Each collection's entry holds an fvi_search (the vectors) and, sorted by
+ * face id, what a search reports next to a face: its subject's id and
+ * name.  An entry is loaded on first use or at start: from its index file
+ * when that matches storage (same count and id checksum), else from
+ * storage, in one batch (so HNSW/IVFPQ build once).  After that only the
+ * change log is applied.  Requests run on the HTTP pool's threads;
+ * searches in different collections run in parallel and one collection's
+ * are serialised by its mutex (FAISS and BLAS run single-threaded here).
  */
 #include "index.h"
 
-#include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "db.h"
+
+typedef struct meta {
+    int64_t face, subject;
+    char *name;
+} meta;
 
 typedef struct entry {
     int64_t coll;
-    int64_t version; /* -1: never loaded */
-    size_t n, cap;
-    float *mat; /* n x FV_EMBED_DIM */
-    float *norms;
-    int64_t *face_ids, *subject_ids;
-    char **names;
+    int loaded;
+    int64_t version, seq; /* collection version and change-log seq applied */
+    int dirty;            /* changed since saved */
+    int wanted;           /* the sync thread should reconcile it */
+    fvi_search *s;
+    meta *m;
+    size_t nm, capm;
     pthread_mutex_t mu;
     struct entry *next;
 } entry;
 
 struct fvs_index {
     fvs_store *st;
-    pthread_mutex_t mu; /* guards the list only */
+    fvs_index_config cfg;
+    char tag[17];       /* hash of the database URL, in file names */
+    pthread_mutex_t mu; /* guards the list and the wanted flags */
     entry *head;
+    pthread_t thread;
+    int running, stop;
 };
 
-fvs_index *fvs_index_create(fvs_store *st) {
+fvs_index *fvs_index_create(fvs_store *st, const fvs_index_config *cfg) {
     fvs_index *ix = calloc(1, sizeof *ix);
     if (!ix) return NULL;
     ix->st = st;
+    ix->cfg = *cfg;
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = cfg->db_url ? cfg->db_url : ""; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    snprintf(ix->tag, sizeof ix->tag, "%016llx", (unsigned long long)h);
     pthread_mutex_init(&ix->mu, NULL);
     return ix;
 }
 
-static void entry_clear(entry *e) {
-    for (size_t i = 0; i < e->n; i++) free(e->names[i]);
-    e->n = 0;
+static void meta_clear(entry *e) {
+    for (size_t i = 0; i < e->nm; i++) free(e->m[i].name);
+    e->nm = 0;
+}
+
+static void entry_reset(entry *e) {
+    meta_clear(e);
+    fvi_search_destroy(e->s);
+    e->s = NULL;
+    e->loaded = 0;
+}
+
+static void index_path(const fvs_index *ix, int64_t coll, char *buf, size_t len) {
+    snprintf(buf, len, "%s/%s-c%lld.%s.idx", ix->cfg.dir, ix->tag, (long long)coll,
+             fvi_search_kind_name(ix->cfg.backend));
+}
+
+static void save_entry(fvs_index *ix, entry *e) {
+    if (!ix->cfg.dir || !e->loaded) return;
+    char path[4096], err[256];
+    if (mkdir(ix->cfg.dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "faceverifyd: index dir %s: %s\n", ix->cfg.dir, strerror(errno));
+        return;
+    }
+    index_path(ix, e->coll, path, sizeof path);
+    if (fvi_search_save(e->s, path, err, sizeof err))
+        fprintf(stderr, "faceverifyd: saving index: %s\n", err);
+    else
+        e->dirty = 0;
+}
+
+static void stop_thread(fvs_index *ix) {
+    if (!ix->running) return;
+    pthread_mutex_lock(&ix->mu);
+    ix->stop = 1;
+    pthread_mutex_unlock(&ix->mu);
+    pthread_join(ix->thread, NULL);
+    ix->running = 0;
 }
 
 void fvs_index_destroy(fvs_index *ix) {
     if (!ix) return;
+    stop_thread(ix);
     entry *e = ix->head;
     while (e) {
         entry *next = e->next;
-        entry_clear(e);
-        free(e->mat);
-        free(e->norms);
-        free(e->face_ids);
-        free(e->subject_ids);
-        free(e->names);
+        if (e->dirty) save_entry(ix, e);
+        entry_reset(e);
+        free(e->m);
         pthread_mutex_destroy(&e->mu);
         free(e);
         e = next;
@@ -76,7 +129,6 @@ static entry *get_entry(fvs_index *ix, int64_t coll) {
         e = calloc(1, sizeof *e);
         if (e) {
             e->coll = coll;
-            e->version = -1;
             pthread_mutex_init(&e->mu, NULL);
             e->next = ix->head;
             ix->head = e;
@@ -86,91 +138,386 @@ static entry *get_entry(fvs_index *ix, int64_t coll) {
     return e;
 }
 
-static int grow(entry *e) {
-    size_t cap = e->cap ? e->cap * 2 : 256;
-    if (cap > SIZE_MAX / (FV_EMBED_DIM * sizeof(float))) return 1;
-    float *mat = realloc(e->mat, cap * FV_EMBED_DIM * sizeof(float));
-    if (!mat) return 1;
-    e->mat = mat;
-    float *norms = realloc(e->norms, cap * sizeof(float));
-    if (!norms) return 1;
-    e->norms = norms;
-    int64_t *f = realloc(e->face_ids, cap * sizeof(int64_t));
-    if (!f) return 1;
-    e->face_ids = f;
-    int64_t *s = realloc(e->subject_ids, cap * sizeof(int64_t));
-    if (!s) return 1;
-    e->subject_ids = s;
-    char **nm = realloc(e->names, cap * sizeof(char *));
-    if (!nm) return 1;
-    e->names = nm;
-    e->cap = cap;
-    return 0;
+/* ------------------------------------------------------------ metadata */
+
+/* Index of face in e->m, or where it would be inserted. */
+static size_t meta_find(const entry *e, int64_t face, int *found) {
+    size_t lo = 0, hi = e->nm;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (e->m[mid].face < face)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < e->nm && e->m[lo].face == face;
+    return lo;
 }
 
-static int add_template(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
-                        const float *emb) {
-    entry *e = ctx;
-    if (e->n == e->cap && grow(e)) return 1;
+static int meta_add(entry *e, int64_t face, int64_t subject, const char *name) {
+    int found;
+    size_t at = meta_find(e, face, &found);
+    if (found) return 0;
+    if (e->nm == e->capm) {
+        size_t cap = e->capm ? e->capm * 2 : 256;
+        meta *m = realloc(e->m, cap * sizeof *m);
+        if (!m) return -1;
+        e->m = m;
+        e->capm = cap;
+    }
     char *nm = strdup(name);
-    if (!nm) return 1;
-    float *row = e->mat + e->n * FV_EMBED_DIM;
-    memcpy(row, emb, FV_EMBED_DIM * sizeof(float));
-    double s = 0;
-    for (int i = 0; i < FV_EMBED_DIM; i++) s += (double)row[i] * row[i];
-    e->norms[e->n] = (float)s;
-    e->face_ids[e->n] = face_id;
-    e->subject_ids[e->n] = subject_id;
-    e->names[e->n] = nm;
-    e->n++;
+    if (!nm) return -1;
+    memmove(e->m + at + 1, e->m + at, (e->nm - at) * sizeof *e->m);
+    e->m[at].face = face;
+    e->m[at].subject = subject;
+    e->m[at].name = nm;
+    e->nm++;
     return 0;
 }
 
-/* Reloads e when the stored version moved; e->mu held. */
-static int refresh(fvs_index *ix, entry *e, char *err, size_t errlen) {
+static void meta_del(entry *e, int64_t face) {
+    int found;
+    size_t at = meta_find(e, face, &found);
+    if (!found) return;
+    free(e->m[at].name);
+    memmove(e->m + at, e->m + at + 1, (e->nm - at - 1) * sizeof *e->m);
+    e->nm--;
+}
+
+/* ------------------------------------------------------------ loading */
+
+typedef struct batch {
+    entry *e;
+    int64_t *ids;
+    float *vecs;
+    size_t n, cap;
+} batch;
+
+static int batch_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb) {
+    batch *b = ctx;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        if (cap > SIZE_MAX / (FV_EMBED_DIM * sizeof(float))) return 1;
+        int64_t *ids = realloc(b->ids, cap * sizeof *ids);
+        if (!ids) return 1;
+        b->ids = ids;
+        float *v = realloc(b->vecs, cap * FV_EMBED_DIM * sizeof *v);
+        if (!v) return 1;
+        b->vecs = v;
+        b->cap = cap;
+    }
+    b->ids[b->n] = face;
+    memcpy(b->vecs + b->n * FV_EMBED_DIM, emb, FV_EMBED_DIM * sizeof(float));
+    b->n++;
+    return meta_add(b->e, face, subject, name) ? 1 : 0;
+}
+
+static int meta_row(void *ctx, int64_t face, int64_t subject, const char *name) {
+    return meta_add(ctx, face, subject, name) ? 1 : 0;
+}
+
+/* Fills e from storage in one batch; e->mu held. */
+static int build_from_store(fvs_index *ix, entry *e, char *err, size_t errlen) {
+    entry_reset(e);
+    e->s = fvi_search_create(ix->cfg.backend, err, errlen);
+    if (!e->s) return -1;
+    batch b = {e, NULL, NULL, 0, 0};
+    int rc = fvs_templates(ix->st, e->coll, 0, FV_MODEL_ID, batch_row, &b, err, errlen);
+    if (!rc) rc = fvi_search_add(e->s, b.n, b.ids, b.vecs, err, errlen);
+    free(b.ids);
+    free(b.vecs);
+    if (rc) {
+        entry_reset(e);
+        return -1;
+    }
+    e->loaded = 1;
+    e->dirty = 1;
+    return 0;
+}
+
+/* Loads e from its index file if that matches storage (count and id
+ * checksum), else from storage.  e->mu held.  *rebuilt: 1 when storage
+ * was read. */
+static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t errlen) {
+    *rebuilt = 0;
+    /* Version and seq first: a write racing with the load is applied
+     * again from the change log, which is idempotent. */
+    if (fvs_collection_version(ix->st, e->coll, &e->version, err, errlen) ||
+        fvs_change_seq(ix->st, e->coll, &e->seq, err, errlen))
+        return -1;
+    if (ix->cfg.dir) {
+        char path[4096], lerr[256];
+        index_path(ix, e->coll, path, sizeof path);
+        entry_reset(e);
+        e->s = fvi_search_load(ix->cfg.backend, path, lerr, sizeof lerr);
+        if (e->s) {
+            if (fvs_face_meta(ix->st, e->coll, FV_MODEL_ID, meta_row, e, err, errlen)) {
+                entry_reset(e);
+                return -1;
+            }
+            uint64_t sum = 0;
+            for (size_t i = 0; i < e->nm; i++) sum += fvi_search_id_hash(e->m[i].face);
+            int same = fvi_search_count(e->s) == e->nm && fvi_search_checksum(e->s) == sum;
+            if (same) {
+                e->loaded = 1;
+                e->dirty = 0;
+                return 0;
+            }
+            fprintf(stderr,
+                    "faceverifyd: index of collection %lld drifted from storage (%zu vs %zu "
+                    "faces): rebuilding\n",
+                    (long long)e->coll, fvi_search_count(e->s), e->nm);
+        }
+    }
+    *rebuilt = 1;
+    if (build_from_store(ix, e, err, errlen)) return -1;
+    save_entry(ix, e);
+    return 0;
+}
+
+/* ------------------------------------------------------------ changes */
+
+typedef struct change {
+    int64_t seq, face;
+    int op;
+} change;
+
+typedef struct change_list {
+    change *c;
+    size_t n, cap;
+} change_list;
+
+static int change_row(void *ctx, int64_t seq, int64_t face, int op) {
+    change_list *l = ctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        change *c = realloc(l->c, cap * sizeof *c);
+        if (!c) return 1;
+        l->c = c;
+        l->cap = cap;
+    }
+    l->c[l->n++] = (change){seq, face, op};
+    return 0;
+}
+
+typedef struct one_ctx {
+    entry *e;
+    char *err;
+    size_t errlen;
+    int failed;
+} one_ctx;
+
+static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb) {
+    one_ctx *o = ctx;
+    if (fvi_search_contains(o->e->s, face)) return 0;
+    if (fvi_search_add(o->e->s, 1, &face, emb, o->err, o->errlen) ||
+        meta_add(o->e, face, subject, name)) {
+        o->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Applies the change log after e->seq; e->mu held, e loaded. */
+static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
     int64_t version = 0;
     if (fvs_collection_version(ix->st, e->coll, &version, err, errlen)) return -1;
     if (version == e->version) return 0;
-    entry_clear(e);
-    e->version = -1;
-    if (fvs_templates(ix->st, e->coll, 0, FV_MODEL_ID, add_template, e, err, errlen)) {
-        entry_clear(e);
-        return -1;
+    change_list l = {0};
+    int rc = fvs_face_changes(ix->st, e->coll, e->seq, change_row, &l, err, errlen);
+    if (!rc && l.n == 0) {
+        /* The version moved without a face added or deleted: templates were
+         * rewritten in place (encrypttemplates).  Read them all again, so a
+         * process without the template key stops serving them at once. */
+        free(l.c);
+        if (build_from_store(ix, e, err, errlen)) return -1;
+        e->version = version;
+        return 0;
     }
-    e->version = version;
+    for (size_t i = 0; !rc && i < l.n; i++) {
+        const change *c = &l.c[i];
+        if (c->op > 0) {
+            one_ctx o = {e, err, errlen, 0};
+            rc = fvs_template_get(ix->st, e->coll, c->face, FV_MODEL_ID, one_row, &o, err, errlen);
+            if (o.failed) rc = -1;
+        } else if (fvi_search_remove(e->s, c->face, err, errlen) < 0) {
+            rc = -1;
+        } else {
+            meta_del(e, c->face);
+        }
+        if (!rc) {
+            e->seq = c->seq;
+            e->dirty = 1;
+        }
+    }
+    free(l.c);
+    if (!rc) e->version = version;
+    return rc;
+}
+
+/* Makes e current: loaded, and (when check) with the change log applied.
+ * e->mu held. */
+static int refresh(fvs_index *ix, entry *e, int check, char *err, size_t errlen) {
+    int rebuilt = 0;
+    if (!e->loaded) return load_entry(ix, e, &rebuilt, err, errlen);
+    return check ? apply_changes(ix, e, err, errlen) : 0;
+}
+
+/* ------------------------------------------------------------ sync thread */
+
+static void on_notify(void *ctx, const char *payload) {
+    fvs_index *ix = ctx;
+    char *end = NULL;
+    long long coll = strtoll(payload, &end, 10);
+    if (!end || *end || coll <= 0) return;
+    pthread_mutex_lock(&ix->mu);
+    for (entry *e = ix->head; e; e = e->next)
+        if (e->coll == coll) e->wanted = 1;
+    pthread_mutex_unlock(&ix->mu);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void *sync_main(void *arg) {
+    fvs_index *ix = arg;
+    int pg = ix->cfg.db_url && (strncmp(ix->cfg.db_url, "postgres://", 11) == 0 ||
+                                strncmp(ix->cfg.db_url, "postgresql://", 13) == 0);
+    fvs_listener *l = NULL;
+    double last_reconcile = now_s(), last_connect = 0;
+    for (;;) {
+        pthread_mutex_lock(&ix->mu);
+        int stop = ix->stop;
+        pthread_mutex_unlock(&ix->mu);
+        if (stop) break;
+        char err[256];
+        if (pg && !l && now_s() - last_connect > 1.0) {
+            last_connect = now_s();
+            l = fvs_pg_listen(ix->cfg.db_url, FVS_CHANGES_CHANNEL, err, sizeof err);
+            if (!l) fprintf(stderr, "faceverifyd: index listener: %s\n", err);
+            /* Whatever happened while not listening: reconcile now. */
+            last_reconcile = 0;
+        }
+        if (l) {
+            if (fvs_listener_wait(l, 100, on_notify, ix)) {
+                fvs_listener_close(l);
+                l = NULL;
+            }
+        } else {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        int all = ix->cfg.reconcile_s > 0 && now_s() - last_reconcile >= ix->cfg.reconcile_s;
+        if (all) last_reconcile = now_s();
+        /* Visit wanted entries; the list only grows, and entries are
+         * freed only after this thread stops. */
+        pthread_mutex_lock(&ix->mu);
+        entry *e = ix->head;
+        pthread_mutex_unlock(&ix->mu);
+        for (; e; e = e->next) {
+            pthread_mutex_lock(&ix->mu);
+            int want = e->wanted || all;
+            e->wanted = 0;
+            pthread_mutex_unlock(&ix->mu);
+            if (!want) continue;
+            pthread_mutex_lock(&e->mu);
+            if (e->loaded && apply_changes(ix, e, err, sizeof err))
+                fprintf(stderr, "faceverifyd: index sync: %s\n", err);
+            pthread_mutex_unlock(&e->mu);
+        }
+    }
+    fvs_listener_close(l);
+    return NULL;
+}
+
+typedef struct coll_list {
+    int64_t *ids;
+    size_t n, cap;
+} coll_list;
+
+static int coll_row(void *ctx, int64_t id, const char *name) {
+    (void)name;
+    coll_list *c = ctx;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        int64_t *ids = realloc(c->ids, cap * sizeof *ids);
+        if (!ids) return 1;
+        c->ids = ids;
+        c->cap = cap;
+    }
+    c->ids[c->n++] = id;
     return 0;
 }
 
-typedef struct ranked {
-    float d;
-    size_t i;
-} ranked;
+typedef int (*entry_fn)(fvs_index *ix, entry *e, char *err, size_t errlen);
 
-static int cmp_ranked(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
-    if (x->d < y->d) return -1;
-    if (x->d > y->d) return 1;
-    return x->i < y->i ? -1 : x->i > y->i;
+/* Calls fn with the entry of collection coll (0: of every collection)
+ * locked; *done counts the calls that succeeded. */
+static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, int *done, char *err,
+                      size_t errlen) {
+    coll_list c = {0};
+    int rc =
+        coll > 0 ? coll_row(&c, coll, "") : fvs_collection_each(ix->st, coll_row, &c, err, errlen);
+    if (rc > 0) snprintf(err, errlen, "out of memory");
+    *done = 0;
+    for (size_t i = 0; !rc && i < c.n; i++) {
+        entry *e = get_entry(ix, c.ids[i]);
+        if (!e) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+            break;
+        }
+        pthread_mutex_lock(&e->mu);
+        rc = fn(ix, e, err, errlen);
+        pthread_mutex_unlock(&e->mu);
+        if (!rc) (*done)++;
+    }
+    free(c.ids);
+    return rc ? -1 : 0;
 }
 
-/* Ranks one query against the n templates, with dist[] its approximate
- * distances. */
-static json_t *rank_one(const entry *e, const float *q, const float *dots, float qnorm,
-                        float threshold, int top_k, int k, ranked *order) {
-    size_t n = e->n;
-    for (size_t i = 0; i < n; i++) {
-        float d2 = qnorm + e->norms[i] - 2.0f * dots[i];
-        order[i].d = d2 > 0 ? sqrtf(d2) : 0;
-        order[i].i = i;
-    }
-    qsort(order, n, sizeof *order, cmp_ranked);
-    /* Exact distances for the head of the ranking, then re-sort it: the
-     * expansion above can swap near-ties. */
-    size_t head = n < 128 ? n : 128; /* >= k and top_k (both <= 100) */
-    for (size_t j = 0; j < head; j++)
-        order[j].d = fv_distance(q, e->mat + order[j].i * FV_EMBED_DIM);
-    qsort(order, head, sizeof *order, cmp_ranked);
+static int start_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
+    return refresh(ix, e, 1, err, errlen);
+}
 
+int fvs_index_start(fvs_index *ix, char *err, size_t errlen) {
+    int done = 0;
+    if (each_entry(ix, 0, start_one, &done, err, errlen)) return -1;
+    if (pthread_create(&ix->thread, NULL, sync_main, ix) != 0) {
+        snprintf(err, errlen, "cannot start the index sync thread");
+        return -1;
+    }
+    ix->running = 1;
+    return 0;
+}
+
+static int rebuild_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
+    if (fvs_collection_version(ix->st, e->coll, &e->version, err, errlen) ||
+        fvs_change_seq(ix->st, e->coll, &e->seq, err, errlen) ||
+        build_from_store(ix, e, err, errlen))
+        return -1;
+    save_entry(ix, e);
+    return 0;
+}
+
+int fvs_index_rebuild(fvs_index *ix, int64_t coll, int *built, char *err, size_t errlen) {
+    return each_entry(ix, coll, rebuild_one, built, err, errlen);
+}
+
+/* ------------------------------------------------------------ ranking */
+
+typedef struct ranked {
+    float d;
+    int64_t subject;
+    const char *name;
+} ranked;
+
+/* Ranks one query's hits (nearest first, exact distances). */
+static json_t *rank_one(const ranked *order, size_t n, size_t total, float threshold, int top_k,
+                        int k) {
     /* The vote: among the k nearest templates within threshold, the
      * subject with most; a tie goes to the subject seen first, i.e. the
      * one with the nearer template.  Independent of top_k. */
@@ -178,17 +525,16 @@ static json_t *rank_one(const entry *e, const float *q, const float *dots, float
     int64_t best_subject = 0;
     int best_votes = 0;
     float best_dist = 0;
-    size_t best_row = 0;
+    const char *best_name = "";
     for (size_t c = 0; c < kk && order[c].d <= threshold; c++) {
-        int64_t sid = e->subject_ids[order[c].i];
+        int64_t sid = order[c].subject;
         int votes = 0;
-        for (size_t d = 0; d < kk && order[d].d <= threshold; d++)
-            votes += e->subject_ids[order[d].i] == sid;
+        for (size_t d = 0; d < kk && order[d].d <= threshold; d++) votes += order[d].subject == sid;
         if (votes > best_votes) {
             best_votes = votes;
             best_subject = sid;
             best_dist = order[c].d;
-            best_row = order[c].i;
+            best_name = order[c].name;
         }
     }
     /* Candidates: subjects in order of their nearest template. */
@@ -197,29 +543,31 @@ static json_t *rank_one(const entry *e, const float *q, const float *dots, float
     size_t nadded = 0;
     if (top_k > FVS_TOP_K_MAX) top_k = FVS_TOP_K_MAX;
     for (size_t j = 0; j < n && nadded < (size_t)top_k; j++) {
-        size_t row = order[j].i;
-        int64_t sid = e->subject_ids[row];
+        int64_t sid = order[j].subject;
         int seen = 0;
         for (size_t c = 0; c < nadded && !seen; c++) seen = added[c] == sid;
         if (seen) continue;
         added[nadded++] = sid;
         int votes = 0;
-        for (size_t c = 0; c < kk && order[c].d <= threshold; c++)
-            votes += e->subject_ids[order[c].i] == sid;
+        for (size_t c = 0; c < kk && order[c].d <= threshold; c++) votes += order[c].subject == sid;
         float d = order[j].d;
         json_array_append_new(cands,
                               json_pack("{s:I, s:s, s:f, s:f, s:i}", "id", (json_int_t)sid, "name",
-                                        e->names[row], "distance", (double)d, "similarity",
+                                        order[j].name, "distance", (double)d, "similarity",
                                         (double)fv_similarity(d, threshold), "votes", votes));
     }
     json_t *match = json_null();
     if (best_votes > 0)
         match = json_pack("{s:I, s:s, s:f, s:f, s:i}", "id", (json_int_t)best_subject, "name",
-                          e->names[best_row], "distance", (double)best_dist, "similarity",
+                          best_name, "distance", (double)best_dist, "similarity",
                           (double)fv_similarity(best_dist, threshold), "votes", best_votes);
     return json_pack("{s:o, s:o, s:I}", "candidates", cands, "match", match, "templates",
-                     (json_int_t)n);
+                     (json_int_t)total);
 }
+
+/* Nearest templates examined per query: enough for k and top_k (both <=
+ * 100) even when subjects have several templates each. */
+#define HEAD 256
 
 int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t nq, float threshold,
                      int top_k, int k, json_t **out, char *err, size_t errlen) {
@@ -228,36 +576,32 @@ int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t n
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    pthread_mutex_lock(&e->mu);
-    int rc = refresh(ix, e, err, errlen);
-    float *dots = NULL;
-    ranked *order = NULL;
-    if (!rc && e->n > 0 && nq > 0) {
-        dots = malloc(nq * e->n * sizeof(float));
-        order = malloc(e->n * sizeof(ranked));
-        if (!dots || !order) {
-            snprintf(err, errlen, "out of memory");
-            rc = -1;
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)e->n, FV_EMBED_DIM,
-                        1.0f, queries, FV_EMBED_DIM, e->mat, FV_EMBED_DIM, 0.0f, dots, (int)e->n);
-        }
+    fvi_hit *hits = malloc(HEAD * sizeof *hits);
+    ranked *order = malloc(HEAD * sizeof *order);
+    if (!hits || !order) {
+        free(hits);
+        free(order);
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
+    pthread_mutex_lock(&e->mu);
+    int rc = refresh(ix, e, !ix->cfg.sync_notify, err, errlen);
     json_t *arr = json_array();
     for (size_t q = 0; !rc && q < nq; q++) {
-        const float *qv = queries + q * FV_EMBED_DIM;
-        if (e->n == 0) {
-            json_array_append_new(
-                arr, json_pack("{s:[], s:n, s:i}", "candidates", "match", "templates", 0));
-            continue;
+        size_t nh = 0, n = 0;
+        rc = fvi_search_query(e->s, queries + q * FV_EMBED_DIM, HEAD, hits, &nh, err, errlen);
+        for (size_t i = 0; !rc && i < nh; i++) {
+            int found;
+            size_t at = meta_find(e, hits[i].id, &found);
+            if (!found) continue;
+            order[n++] = (ranked){hits[i].distance, e->m[at].subject, e->m[at].name};
         }
-        float qn = 0;
-        for (int i = 0; i < FV_EMBED_DIM; i++) qn += qv[i] * qv[i];
-        json_array_append_new(arr,
-                              rank_one(e, qv, dots + q * e->n, qn, threshold, top_k, k, order));
+        if (!rc)
+            json_array_append_new(arr,
+                                  rank_one(order, n, fvi_search_count(e->s), threshold, top_k, k));
     }
     pthread_mutex_unlock(&e->mu);
-    free(dots);
+    free(hits);
     free(order);
     if (rc) {
         json_decref(arr);

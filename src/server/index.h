@@ -1,24 +1,37 @@
 /*
- * index.h: the exact in-memory search index, one matrix of templates per
+ * index.h: faceverifyd's search index, one fvi_search (src/search/) per
  * collection, derived from the store (the source of truth).
  *
- * Consistency across processes: each collection row carries a version
- * counter that every face insert/delete bumps in the same transaction.
- * Before each search the index reads that counter (one indexed lookup) and
- * reloads the collection's templates when it differs from the one it
- * loaded.  The counter is read *before* the templates, so a concurrent
- * write can only make the cache look older than it is (an extra reload),
- * never newer: an enrollment through one faceverifyd is seen by the next
- * search through any other, and a deleted face is never returned again.
+ * Backend: FACEVERIFY_INDEX_BACKEND / --index-backend (exact, exact-int8,
+ * faiss-flat, faiss-hnsw, faiss-ivfpq), the same for every collection.
  *
- * Only templates of FV_MODEL_ID are loaded: templates from another model
- * are never compared.
+ * Persistence: with an index dir, each collection's index is saved there
+ * (after a build from storage and at shutdown) and loaded at the next
+ * start instead of being rebuilt -- unless its count and id checksum
+ * differ from the faces in storage (drift), in which case it is rebuilt
+ * from storage.  File names carry a hash of the database URL, so two
+ * databases never share a file.
+ *
+ * Consistency across processes: every face insert/delete writes a row in
+ * face_changes and bumps collections.version in the same transaction (and
+ * on PostgreSQL sends NOTIFY faceverify_faces).  The index applies the
+ * change log incrementally (add or remove the faces named):
+ *   - sync "request" (the default): before each search it reads the
+ *     version (one indexed lookup) and applies changes when it moved, so a
+ *     write through any node is seen by the next search on every node;
+ *   - sync "notify": searches never touch the database; a thread LISTENs
+ *     on its own PostgreSQL connection and applies changes when notified.
+ * Either way the thread also reconciles every reconcile_s seconds, a
+ * backstop against lost notifications.
+ *
+ * Only templates of FV_MODEL_ID are indexed.
  */
 #ifndef FVS_INDEX_H
 #define FVS_INDEX_H
 
 #include <jansson.h>
 
+#include "search.h"
 #include "store.h"
 
 typedef struct fvs_index fvs_index;
@@ -26,8 +39,24 @@ typedef struct fvs_index fvs_index;
 #define FVS_TOP_K_MAX 100
 #define FVS_K_MAX 100
 
-fvs_index *fvs_index_create(fvs_store *st);
+typedef struct fvs_index_config {
+    fvi_search_kind backend;
+    const char *dir;    /* NULL: indexes live in memory only */
+    const char *db_url; /* LISTEN connection; names the index files */
+    int sync_notify;    /* 0: check the version per search; 1: rely on NOTIFY */
+    int reconcile_s;    /* periodic change-log reconcile; 0: none */
+} fvs_index_config;
+
+fvs_index *fvs_index_create(fvs_store *st, const fvs_index_config *cfg);
+/* Loads (or rebuilds, on drift) every collection's index and starts the
+ * sync thread.  Optional: collections otherwise load on first search. */
+int fvs_index_start(fvs_index *ix, char *err, size_t errlen);
+/* Stops the thread and saves indexes changed since they were saved. */
 void fvs_index_destroy(fvs_index *ix);
+
+/* Rebuilds one collection's index (coll > 0) or all (coll 0) from storage
+ * and saves it.  *built: how many. */
+int fvs_index_rebuild(fvs_index *ix, int64_t coll, int *built, char *err, size_t errlen);
 
 /* Searches nq queries (nq x FV_EMBED_DIM floats) in collection coll.  Out:
  * a JSON array with one object per query: {"candidates": [...], "match":

@@ -8,6 +8,7 @@
  *   faceverifyd audit [COLLECTION]         print the audit log (JSON lines)
  *   faceverifyd genkey                     a new template key (base64)
  *   faceverifyd encrypttemplates           seal plaintext templates with the key
+ *   faceverifyd rebuildindex [NAME]        rebuild search indexes from storage
  *
  * Configuration is one table (CONFIG below): each setting has a flag and an
  * environment variable, flags winning.  All commands read the database URL
@@ -50,6 +51,8 @@ static void usage(FILE *f) {
             "                           FACEVERIFY_TEMPLATE_KEY\n"
             "  audit [COLLECTION]       print the audit log, newest first, one JSON object a\n"
             "                           line (--limit N, default 100)\n"
+            "  rebuildindex [NAME]      rebuild the search index of one collection (or all)\n"
+            "                           from storage and save it in the index dir\n"
             "options (environment variable in brackets):\n"
             "  --database URL      sqlite:///path or postgres://... [FACEVERIFY_DATABASE_URL]\n"
             "                      default sqlite://%s\n"
@@ -66,15 +69,23 @@ static void usage(FILE *f) {
             "                      [FACEVERIFY_RATE_BURST]\n"
             "  --user NAME         when started as root, become NAME after binding\n"
             "                      [FACEVERIFY_USER]\n"
-            "environment only:\n"
-            "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
-            "                      (XChaCha20-Poly1305); needed to read encrypted ones\n"
             "  --threads N         neural network threads, 0: CPUs [FACEVERIFY_THREADS]\n"
             "  --max-body BYTES    largest request body, default 12000000 [FACEVERIFY_MAX_BODY]\n"
             "  --models DIR        model files [FACEVERIFY_MODELS]\n"
             "  --assets DIR        openapi.json, docs.html, static/ [FACEVERIFY_ASSETS]\n"
             "  --demo              serve the keyless demo page at / on collection 'demo'\n"
-            "                      (local use; off by default) [FACEVERIFY_DEMO=1]\n",
+            "                      (local use; off by default) [FACEVERIFY_DEMO=1]\n"
+            "  --index-backend B   exact (default), exact-int8, faiss-flat, faiss-hnsw,\n"
+            "                      faiss-ivfpq [FACEVERIFY_INDEX_BACKEND]\n"
+            "  --index-dir DIR     persist search indexes here; default: memory only\n"
+            "                      [FACEVERIFY_INDEX_DIR]\n"
+            "  --index-sync MODE   request (check storage before each search, default) or\n"
+            "                      notify (PostgreSQL LISTEN/NOTIFY) [FACEVERIFY_INDEX_SYNC]\n"
+            "  --index-reconcile S seconds between change-log reconciles, default 30\n"
+            "                      [FACEVERIFY_INDEX_RECONCILE]\n"
+            "environment only:\n"
+            "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
+            "                      (XChaCha20-Poly1305); needed to read encrypted ones\n",
             FVS_DEFAULT_DB);
 }
 
@@ -128,6 +139,10 @@ typedef enum {
     OPT_RATE_BURST,
     OPT_USER,
     OPT_LIMIT,
+    OPT_INDEX_BACKEND,
+    OPT_INDEX_DIR,
+    OPT_INDEX_SYNC,
+    OPT_INDEX_RECONCILE,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -149,6 +164,10 @@ static const struct {
     [OPT_RATE_BURST] = {"--rate-burst", "FACEVERIFY_RATE_BURST"},
     [OPT_USER] = {"--user", "FACEVERIFY_USER"},
     [OPT_LIMIT] = {"--limit", NULL},
+    [OPT_INDEX_BACKEND] = {"--index-backend", "FACEVERIFY_INDEX_BACKEND"},
+    [OPT_INDEX_DIR] = {"--index-dir", "FACEVERIFY_INDEX_DIR"},
+    [OPT_INDEX_SYNC] = {"--index-sync", "FACEVERIFY_INDEX_SYNC"},
+    [OPT_INDEX_RECONCILE] = {"--index-reconcile", "FACEVERIFY_INDEX_RECONCILE"},
 };
 
 /* Makes the folder of a default SQLite file (var/) so that a first run
@@ -285,7 +304,42 @@ static int cmd_encrypt(fvs_store *st) {
     return 0;
 }
 
-static int cmd_serve(fvs_store *st, fvs_config *cfg) {
+typedef struct find_ctx {
+    const char *name;
+    int64_t id;
+} find_ctx;
+
+static int find_collection(void *ctx, int64_t id, const char *name) {
+    find_ctx *f = ctx;
+    if (strcmp(name, f->name) == 0) f->id = id;
+    return 0;
+}
+
+static int cmd_rebuildindex(fvs_store *st, const fvs_index_config *icfg, const char *name) {
+    if (need_schema(st)) return 1;
+    char err[512];
+    find_ctx f = {name, 0};
+    if (name && fvs_collection_each(st, find_collection, &f, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: %s\n", err);
+        return 1;
+    }
+    if (name && !f.id) {
+        fprintf(stderr, "faceverifyd: no such collection\n");
+        return 1;
+    }
+    fvs_index *ix = fvs_index_create(st, icfg);
+    int built = 0;
+    int rc = ix ? fvs_index_rebuild(ix, f.id, &built, err, sizeof err) : -1;
+    if (rc) fprintf(stderr, "faceverifyd: rebuildindex: %s\n", ix ? err : "out of memory");
+    fvs_index_destroy(ix);
+    if (rc) return 1;
+    printf("faceverifyd: rebuilt %d %s index%s%s%s\n", built, fvi_search_kind_name(icfg->backend),
+           built == 1 ? "" : "es", icfg->dir ? " in " : " (no --index-dir: not saved)",
+           icfg->dir ? icfg->dir : "");
+    return 0;
+}
+
+static int cmd_serve(fvs_store *st, fvs_config *cfg, const fvs_index_config *icfg) {
     if (need_schema(st)) return 1;
 #ifdef M_ARENA_MAX
     /* One thread per connection: glibc would give each new thread its own
@@ -300,7 +354,13 @@ static int cmd_serve(fvs_store *st, fvs_config *cfg) {
     memset(&srv, 0, sizeof srv);
     srv.cfg = *cfg;
     srv.store = st;
-    srv.index = fvs_index_create(st);
+    srv.index = fvs_index_create(st, icfg);
+    char ierr[512];
+    if (!srv.index || fvs_index_start(srv.index, ierr, sizeof ierr)) {
+        fprintf(stderr, "faceverifyd: search index: %s\n", srv.index ? ierr : "out of memory");
+        fvs_index_destroy(srv.index);
+        return 1;
+    }
     fv_config ec;
     fv_config_init(&ec);
     ec.models_dir = cfg->models_dir;
@@ -446,6 +506,24 @@ int main(int argc, char **argv) {
     if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
     cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
+    fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, cfg.database_url, 0, 30};
+    if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg.backend)) {
+        fprintf(stderr, "faceverifyd: --index-backend: expected exact, exact-int8, faiss-flat, "
+                        "faiss-hnsw or faiss-ivfpq\n");
+        return 2;
+    }
+    if (val[OPT_INDEX_DIR] && *val[OPT_INDEX_DIR]) icfg.dir = val[OPT_INDEX_DIR];
+    if (val[OPT_INDEX_SYNC]) {
+        if (strcmp(val[OPT_INDEX_SYNC], "request") && strcmp(val[OPT_INDEX_SYNC], "notify")) {
+            fprintf(stderr, "faceverifyd: --index-sync: expected request or notify\n");
+            return 2;
+        }
+        icfg.sync_notify = strcmp(val[OPT_INDEX_SYNC], "notify") == 0;
+    }
+    if (val[OPT_INDEX_RECONCILE]) {
+        if (parse_size(val[OPT_INDEX_RECONCILE], 0, 86400, &n)) goto bad;
+        icfg.reconcile_s = (int)n;
+    }
 
     if (fvs_auth_init()) {
         fprintf(stderr, "faceverifyd: libsodium failed to initialise\n");
@@ -453,7 +531,7 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "migrate") && strcmp(cmd, "serve") && strcmp(cmd, "createcollection") &&
         strcmp(cmd, "rotatekey") && strcmp(cmd, "audit") && strcmp(cmd, "genkey") &&
-        strcmp(cmd, "encrypttemplates")) {
+        strcmp(cmd, "encrypttemplates") && strcmp(cmd, "rebuildindex")) {
         fprintf(stderr, "faceverifyd: unknown command %s\n", cmd);
         usage(stderr);
         return 2;
@@ -474,6 +552,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "faceverifyd: %s\n", err);
         return 2;
     }
+    if (has_tkey && icfg.dir) {
+        /* Index files hold the vectors themselves: they would undo the
+         * encryption at rest. */
+        fprintf(stderr, "faceverifyd: --index-dir keeps templates unencrypted on disk: not "
+                        "allowed with FACEVERIFY_TEMPLATE_KEY (indexes stay in memory)\n");
+        return 2;
+    }
     if (!has_tkey && strcmp(cmd, "encrypttemplates") == 0) {
         fprintf(stderr, "faceverifyd: encrypttemplates: set FACEVERIFY_TEMPLATE_KEY "
                         "(faceverifyd genkey makes one)\n");
@@ -492,11 +577,13 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(st);
     else if (strcmp(cmd, "serve") == 0)
-        rc = cmd_serve(st, &cfg);
+        rc = cmd_serve(st, &cfg, &icfg);
     else if (strcmp(cmd, "audit") == 0)
         rc = cmd_audit(st, name, audit_limit);
     else if (strcmp(cmd, "encrypttemplates") == 0)
         rc = cmd_encrypt(st);
+    else if (strcmp(cmd, "rebuildindex") == 0)
+        rc = cmd_rebuildindex(st, &icfg, name);
     else
         rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, if_missing);
     fvs_store_close(st);

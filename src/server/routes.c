@@ -588,7 +588,37 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     return 0;
 }
 
+/* Stores one face and answers 201 with it (404: no such subject). */
+static void insert_face(fvs_req *r, fvs_resp *out, int64_t sid, const fvs_face_row *row,
+                        size_t faces_detected) {
+    json_t *fj = NULL;
+    char err[256];
+    int rc = fvs_face_insert(r->srv->store, r->coll.id, sid, row, &fj, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
+    else {
+        json_object_set_new(fj, "faces_detected", json_integer((json_int_t)faces_detected));
+        fvs_reply(out, 201, fj);
+    }
+}
+
+/* Enrolment of a precomputed embedding (JSON {"embedding": [128
+ * numbers]}): bulk imports and tests, without the neural network.
+ * faces_detected is 0: there was no image. */
+static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
+    float emb[FV_EMBED_DIM];
+    if (parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out)) return;
+    fvs_face_row row = {FV_MODEL_ID, emb, 0, 0, 0, 0, 0, NULL};
+    insert_face(r, out, sid, &row, 0);
+}
+
 static void h_face_enroll(fvs_req *r, fvs_resp *out, int64_t sid) {
+    if (r->json && json_object_get(r->json, "embedding")) {
+        h_face_enroll_embedding(r, out, sid);
+        return;
+    }
     if (need_engine(r, out)) return;
     json_t *subj = NULL;
     if (subject_or_404(r, sid, &subj, out)) return;
@@ -608,17 +638,7 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out, int64_t sid) {
     sodium_bin2hex(hex, sizeof hex, sha, sizeof sha);
     fvs_face_row row = {FV_MODEL_ID,   fr.embedding,   fr.face.left,  fr.face.top,
                         fr.face.right, fr.face.bottom, fr.face.score, hex};
-    json_t *fj = NULL;
-    char err[256];
-    int rc = fvs_face_insert(r->srv->store, r->coll.id, sid, &row, &fj, err, sizeof err);
-    if (rc < 0)
-        db_error(out, err);
-    else if (rc > 0)
-        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
-    else {
-        json_object_set_new(fj, "faces_detected", json_integer((json_int_t)fr.faces));
-        fvs_reply(out, 201, fj);
-    }
+    insert_face(r, out, sid, &row, fr.faces);
 }
 
 static void h_face_list(fvs_req *r, fvs_resp *out, int64_t sid) {

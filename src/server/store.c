@@ -82,6 +82,15 @@ static const migration MIGRATIONS[] = {
      " face_id BIGINT, request_id TEXT, status INTEGER NOT NULL, outcome TEXT NOT NULL,"
      " detail TEXT);"
      "CREATE INDEX audit_log_collection ON audit_log(collection_id, id);"},
+    /* The change log that lets every faceverifyd apply face adds and
+     * deletes to its search index incrementally (index.c). */
+    {4,
+     "CREATE TABLE face_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " collection_id INTEGER NOT NULL, face_id INTEGER NOT NULL, op INTEGER NOT NULL);"
+     "CREATE INDEX face_changes_collection ON face_changes(collection_id, seq);",
+     "CREATE TABLE face_changes (seq BIGSERIAL PRIMARY KEY,"
+     " collection_id BIGINT NOT NULL, face_id BIGINT NOT NULL, op INTEGER NOT NULL);"
+     "CREATE INDEX face_changes_collection ON face_changes(collection_id, seq);"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -167,10 +176,28 @@ static void rollback(fvs_store *st) {
     fvs_db_exec(st->db, "ROLLBACK", e, sizeof e);
 }
 
+/* Every change to a collection's faces: the version counter, and on
+ * PostgreSQL a notification (delivered at COMMIT) that wakes the index
+ * listener of every faceverifyd on the database. */
 static int bump_version(fvs_store *st, int64_t coll, char *err, size_t errlen) {
     fvs_val p[1] = {fvs_int(coll)};
-    return fvs_db_query(st->db, "UPDATE collections SET version = version + 1 WHERE id = ?", p, 1,
-                        NULL, NULL, NULL, err, errlen);
+    if (fvs_db_query(st->db, "UPDATE collections SET version = version + 1 WHERE id = ?", p, 1,
+                     NULL, NULL, NULL, err, errlen))
+        return -1;
+    if (fvs_db_dialect(st->db) != FVS_POSTGRES) return 0;
+    char payload[32];
+    snprintf(payload, sizeof payload, "%lld", (long long)coll);
+    fvs_val n[2] = {fvs_text(FVS_CHANGES_CHANNEL), fvs_text(payload)};
+    return fvs_db_query(st->db, "SELECT pg_notify(?, ?)", n, 2, NULL, NULL, NULL, err, errlen);
+}
+
+/* op +1: face added, -1: face deleted (or all of a subject's: face 0 and
+ * subject given). */
+static int log_change(fvs_store *st, int64_t coll, int64_t face, int op, char *err, size_t errlen) {
+    fvs_val p[3] = {fvs_int(coll), fvs_int(face), fvs_int(op)};
+    return fvs_db_query(st->db,
+                        "INSERT INTO face_changes (collection_id, face_id, op) VALUES (?, ?, ?)", p,
+                        3, NULL, NULL, NULL, err, errlen);
 }
 
 /* ------------------------------------------------------------ migrations */
@@ -411,6 +438,12 @@ int fvs_subject_delete(fvs_store *st, int64_t coll, int64_t id, char *err, size_
     pthread_mutex_lock(&st->mu);
     int rc = begin(st, err, errlen);
     if (!rc)
+        rc = fvs_db_query(st->db,
+                          "INSERT INTO face_changes (collection_id, face_id, op) SELECT "
+                          "collection_id, id, -1 FROM faces WHERE collection_id = ? AND "
+                          "subject_id = ? ORDER BY id",
+                          p, 2, NULL, NULL, NULL, err, errlen);
+    if (!rc)
         rc = fvs_db_query(st->db, "DELETE FROM faces WHERE collection_id = ? AND subject_id = ?", p,
                           2, NULL, NULL, NULL, err, errlen);
     if (!rc)
@@ -480,6 +513,7 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
                        "box_top, box_right, box_bottom, score, image_sha256, created_at) VALUES "
                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                        p, 11, &id, err, errlen);
+    if (!rc) rc = log_change(st, coll, id, 1, err, errlen);
     if (!rc) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
     if (rc) rollback(st);
@@ -527,6 +561,7 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
         rc = fvs_db_query(st->db,
                           "DELETE FROM faces WHERE collection_id = ? AND subject_id = ? AND id = ?",
                           p, 3, NULL, NULL, &changes, err, errlen);
+    if (!rc && changes) rc = log_change(st, coll, face, -1, err, errlen);
     if (!rc && changes) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
     if (rc) rollback(st);
@@ -541,6 +576,12 @@ typedef struct tmpl_ctx {
     const unsigned char *key;
     char err[200]; /* why a template could not be read */
 } tmpl_ctx;
+
+/* Row: id, subject_id, name, embedding, collection_id; then WHERE
+ * collection_id = ? AND model = ? and the caller's conditions. */
+#define TEMPLATE_SELECT                                                                            \
+    "SELECT f.id, f.subject_id, s.name, f.embedding, f.collection_id FROM faces f JOIN subjects "  \
+    "s ON s.id = f.subject_id WHERE f.collection_id = ? AND f.model = ? "
 
 /* Row: id, subject_id, name, embedding, collection_id. */
 static int template_row(void *ctx, const fvs_val *c, int n) {
@@ -563,14 +604,8 @@ int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *mode
     pthread_mutex_lock(&st->mu);
     t.key = st->has_tkey ? st->tkey : NULL;
     int rc = fvs_db_query(st->db,
-                          subject > 0 ? "SELECT f.id, f.subject_id, s.name, f.embedding, "
-                                        "f.collection_id FROM faces f JOIN subjects s ON s.id = "
-                                        "f.subject_id WHERE f.collection_id = ? AND f.model = ? "
-                                        "AND f.subject_id = ? ORDER BY f.id"
-                                      : "SELECT f.id, f.subject_id, s.name, f.embedding, "
-                                        "f.collection_id FROM faces f JOIN subjects s ON s.id = "
-                                        "f.subject_id WHERE f.collection_id = ? AND f.model = ? "
-                                        "ORDER BY f.id",
+                          subject > 0 ? TEMPLATE_SELECT "AND f.subject_id = ? ORDER BY f.id"
+                                      : TEMPLATE_SELECT "ORDER BY f.id",
                           p, subject > 0 ? 3 : 2, template_row, &t, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
@@ -712,4 +747,97 @@ int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t l
     }
     *results = arr;
     return 0;
+}
+
+/* ------------------------------------------------------------ index sync */
+
+int fvs_template_get(fvs_store *st, int64_t coll, int64_t face, const char *model,
+                     fvs_template_fn fn, void *ctx, char *err, size_t errlen) {
+    tmpl_ctx t = {fn, ctx, NULL, ""};
+    fvs_val p[3] = {fvs_int(coll), fvs_text(model), fvs_int(face)};
+    pthread_mutex_lock(&st->mu);
+    t.key = st->has_tkey ? st->tkey : NULL;
+    int rc = fvs_db_query(st->db, TEMPLATE_SELECT "AND f.id = ?", p, 3, template_row, &t, NULL, err,
+                          errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
+    return rc;
+}
+
+typedef struct change_ctx {
+    fvs_change_fn fn;
+    void *ctx;
+} change_ctx;
+
+static int change_row(void *ctx, const fvs_val *c, int n) {
+    change_ctx *k = ctx;
+    if (n < 3) return 1;
+    return k->fn(k->ctx, c[0].i, c[1].i, (int)c[2].i);
+}
+
+int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn fn, void *ctx,
+                     char *err, size_t errlen) {
+    change_ctx k = {fn, ctx};
+    fvs_val p[2] = {fvs_int(coll), fvs_int(after)};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db,
+                          "SELECT seq, face_id, op FROM face_changes WHERE collection_id = ? AND "
+                          "seq > ? ORDER BY seq",
+                          p, 2, change_row, &k, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_change_seq(fvs_store *st, int64_t coll, int64_t *seq, char *err, size_t errlen) {
+    fvs_val p[1] = {fvs_int(coll)};
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st, "SELECT COALESCE(MAX(seq), 0) FROM face_changes WHERE collection_id = ?",
+                       p, 1, seq, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+typedef struct idsum_ctx {
+    fvs_id_fn fn;
+    void *ctx;
+} idsum_ctx;
+
+static int id_row(void *ctx, const fvs_val *c, int n) {
+    idsum_ctx *k = ctx;
+    if (n < 2) return 1;
+    return k->fn(k->ctx, c[0].i, c[1].s ? c[1].s : "");
+}
+
+int fvs_collection_each(fvs_store *st, fvs_id_fn fn, void *ctx, char *err, size_t errlen) {
+    idsum_ctx k = {fn, ctx};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db, "SELECT id, name FROM collections ORDER BY id", NULL, 0, id_row,
+                          &k, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+typedef struct meta_ctx {
+    fvs_meta_fn fn;
+    void *ctx;
+} meta_ctx;
+
+static int meta_row(void *ctx, const fvs_val *c, int n) {
+    meta_ctx *k = ctx;
+    if (n < 3) return 1;
+    return k->fn(k->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "");
+}
+
+int fvs_face_meta(fvs_store *st, int64_t coll, const char *model, fvs_meta_fn fn, void *ctx,
+                  char *err, size_t errlen) {
+    meta_ctx k = {fn, ctx};
+    fvs_val p[2] = {fvs_int(coll), fvs_text(model)};
+    pthread_mutex_lock(&st->mu);
+    int rc =
+        fvs_db_query(st->db,
+                     "SELECT f.id, f.subject_id, s.name FROM faces f JOIN subjects s ON s.id = "
+                     "f.subject_id WHERE f.collection_id = ? AND f.model = ? ORDER BY f.id",
+                     p, 2, meta_row, &k, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
 }

@@ -122,4 +122,29 @@ int fvs_audit_write(fvs_store *st, const fvs_audit_entry *e, char *err, size_t e
 int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t limit,
                    int64_t before_id, json_t **results, char *err, size_t errlen);
 
+/* ---- for the search index (index.c) ---- */
+
+/* The PostgreSQL channel on which every face change is announced; the
+ * payload is the collection id. */
+#define FVS_CHANGES_CHANNEL "faceverify_faces"
+
+/* The one template with this face id (fn not called when it is gone). */
+int fvs_template_get(fvs_store *st, int64_t coll, int64_t face, const char *model,
+                     fvs_template_fn fn, void *ctx, char *err, size_t errlen);
+/* Face changes of a collection after seq, in order: op +1 added, -1
+ * deleted.  Written in the same transaction as the change itself. */
+typedef int (*fvs_change_fn)(void *ctx, int64_t seq, int64_t face_id, int op);
+int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn fn, void *ctx,
+                     char *err, size_t errlen);
+/* Latest change seq of a collection (0: none yet). */
+int fvs_change_seq(fvs_store *st, int64_t coll, int64_t *seq, char *err, size_t errlen);
+/* Each collection's id and name. */
+typedef int (*fvs_id_fn)(void *ctx, int64_t id, const char *name);
+int fvs_collection_each(fvs_store *st, fvs_id_fn fn, void *ctx, char *err, size_t errlen);
+/* Each face of the collection made by model, in id order, without its
+ * embedding: what the index needs next to a persisted index file. */
+typedef int (*fvs_meta_fn)(void *ctx, int64_t face_id, int64_t subject_id, const char *name);
+int fvs_face_meta(fvs_store *st, int64_t coll, const char *model, fvs_meta_fn fn, void *ctx,
+                  char *err, size_t errlen);
+
 #endif

@@ -1,0 +1,193 @@
+/*
+ * faiss_wrap.cpp: the C-compatible wrapper over FAISS's C++ API described
+ * in faiss_wrap.h.  Kept minimal on purpose: the search logic (ids,
+ * tombstones, exact re-ranking) lives in search.c; this file only
+ * translates calls and exceptions.
+ */
+#include "faiss_wrap.h"
+
+#include <cstdio>
+#include <exception>
+#include <memory>
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexRefine.h>
+#include <faiss/index_io.h>
+
+struct fvi_faiss {
+    int kind;
+    faiss::IndexIDMap2 *map; /* owns its inner index (own_fields) */
+};
+
+static void set_err(char *err, size_t errlen, const char *what) {
+    if (err && errlen) std::snprintf(err, errlen, "faiss: %s", what);
+}
+
+static faiss::Index *make_inner(int kind, int dim, size_t ntrain, const float *train) {
+    switch (kind) {
+    case FVI_FAISS_FLAT:
+        return new faiss::IndexFlatL2(dim);
+    case FVI_FAISS_HNSW: {
+        auto *h = new faiss::IndexHNSWFlat(dim, 32);
+        h->hnsw.efConstruction = 80;
+        h->hnsw.efSearch = 128;
+        return h;
+    }
+    case FVI_FAISS_IVFPQ: {
+        /* nlist ~ 4 sqrt(n), at least 39 training points per list; PQ with
+         * 8-bit codes needs 256 points per sub-quantiser. */
+        size_t nlist = 1;
+        while (nlist * nlist < 16 * ntrain && nlist * 2 * 39 <= ntrain && nlist < 1024) nlist *= 2;
+        /* k-means cost grows with the sample: 100k points train 1024 lists
+         * and 16 x 256 PQ centroids well. */
+        if (ntrain > 100000) ntrain = 100000;
+        auto *quant = new faiss::IndexFlatL2(dim);
+        /* 8-bit codes want 256 x 39 training points; smaller sets get
+         * smaller codebooks rather than a poorly trained one. */
+        size_t nbits = ntrain >= 9984 ? 8 : ntrain >= 2496 ? 6 : 4;
+        auto *pq = new faiss::IndexIVFPQ(quant, dim, nlist, 16, nbits);
+        pq->own_fields = true;
+        pq->nprobe = nlist < 32 ? nlist : 32;
+        pq->train((faiss::Index::idx_t)ntrain, train);
+        auto *refine = new faiss::IndexRefineFlat(pq);
+        refine->own_fields = true;
+        refine->k_factor = 8;
+        return refine;
+    }
+    default:
+        return nullptr;
+    }
+}
+
+extern "C" fvi_faiss *fvi_faiss_create(int kind, int dim, size_t ntrain, const float *train,
+                                       char *err, size_t errlen) {
+    try {
+        std::unique_ptr<faiss::Index> inner(make_inner(kind, dim, ntrain, train));
+        if (!inner) {
+            set_err(err, errlen, "unknown index kind");
+            return nullptr;
+        }
+        auto *map = new faiss::IndexIDMap2(inner.get());
+        inner.release();
+        map->own_fields = true;
+        return new fvi_faiss{kind, map};
+    } catch (const std::exception &e) {
+        set_err(err, errlen, e.what());
+        return nullptr;
+    }
+}
+
+extern "C" void fvi_faiss_destroy(fvi_faiss *f) {
+    if (!f) return;
+    delete f->map;
+    delete f;
+}
+
+extern "C" int fvi_faiss_add(fvi_faiss *f, size_t n, const float *x, const int64_t *ids, char *err,
+                             size_t errlen) {
+    try {
+        f->map->add_with_ids((faiss::Index::idx_t)n, x,
+                             reinterpret_cast<const faiss::Index::idx_t *>(ids));
+        return 0;
+    } catch (const std::exception &e) {
+        set_err(err, errlen, e.what());
+        return -1;
+    }
+}
+
+extern "C" int fvi_faiss_search(fvi_faiss *f, const float *q, size_t k, float *d2, int64_t *ids,
+                                char *err, size_t errlen) {
+    try {
+        f->map->search(1, q, (faiss::Index::idx_t)k, d2,
+                       reinterpret_cast<faiss::Index::idx_t *>(ids));
+        return 0;
+    } catch (const std::exception &e) {
+        set_err(err, errlen, e.what());
+        return -1;
+    }
+}
+
+extern "C" int fvi_faiss_reconstruct(const fvi_faiss *f, int64_t id, float *out) {
+    try {
+        f->map->reconstruct((faiss::Index::idx_t)id, out);
+        return 0;
+    } catch (const std::exception &) {
+        return -1;
+    }
+}
+
+extern "C" size_t fvi_faiss_count(const fvi_faiss *f) {
+    return (size_t)f->map->ntotal;
+}
+
+extern "C" void fvi_faiss_ids(const fvi_faiss *f, int64_t *out) {
+    for (size_t i = 0; i < f->map->id_map.size(); i++) out[i] = f->map->id_map[i];
+}
+
+extern "C" size_t fvi_faiss_memory(const fvi_faiss *f) {
+    const faiss::Index *inner = f->map->index;
+    size_t n = (size_t)f->map->ntotal, d = (size_t)f->map->d;
+    /* id_map (8 B) + rev_map (an unordered_map node, ~40 B) per id. */
+    size_t bytes = n * 48;
+    if (auto *fl = dynamic_cast<const faiss::IndexFlat *>(inner)) bytes += fl->codes.size();
+    if (auto *h = dynamic_cast<const faiss::IndexHNSW *>(inner)) {
+        bytes += h->hnsw.neighbors.size() * sizeof(h->hnsw.neighbors[0]) +
+                 h->hnsw.offsets.size() * sizeof(h->hnsw.offsets[0]) +
+                 h->hnsw.levels.size() * sizeof(h->hnsw.levels[0]);
+        if (auto *st = dynamic_cast<const faiss::IndexFlat *>(h->storage))
+            bytes += st->codes.size();
+    }
+    if (auto *r = dynamic_cast<const faiss::IndexRefine *>(inner)) {
+        if (auto *st = dynamic_cast<const faiss::IndexFlat *>(r->refine_index))
+            bytes += st->codes.size();
+        if (auto *ivf = dynamic_cast<const faiss::IndexIVFPQ *>(r->base_index))
+            bytes += n * (ivf->code_size + sizeof(faiss::Index::idx_t)) +
+                     ivf->nlist * d * sizeof(float) + ivf->pq.centroids.size() * sizeof(float);
+    }
+    return bytes;
+}
+
+extern "C" int fvi_faiss_kind(const fvi_faiss *f) {
+    return f->kind;
+}
+
+extern "C" int fvi_faiss_write(const fvi_faiss *f, const char *path, char *err, size_t errlen) {
+    try {
+        faiss::write_index(f->map, path);
+        return 0;
+    } catch (const std::exception &e) {
+        set_err(err, errlen, e.what());
+        return -1;
+    }
+}
+
+extern "C" fvi_faiss *fvi_faiss_read(const char *path, int kind, char *err, size_t errlen) {
+    try {
+        std::unique_ptr<faiss::Index> idx(faiss::read_index(path));
+        auto *map = dynamic_cast<faiss::IndexIDMap2 *>(idx.get());
+        if (!map) {
+            set_err(err, errlen, "not an IDMap2 index");
+            return nullptr;
+        }
+        faiss::Index *inner = map->index;
+        bool ok = (kind == FVI_FAISS_FLAT && dynamic_cast<faiss::IndexFlat *>(inner)) ||
+                  (kind == FVI_FAISS_HNSW && dynamic_cast<faiss::IndexHNSW *>(inner)) ||
+                  (kind == FVI_FAISS_IVFPQ && (dynamic_cast<faiss::IndexRefine *>(inner) ||
+                                               dynamic_cast<faiss::IndexFlat *>(inner)));
+        if (!ok) {
+            set_err(err, errlen, "index file holds another kind of index");
+            return nullptr;
+        }
+        if (auto *h = dynamic_cast<faiss::IndexHNSW *>(inner)) h->hnsw.efSearch = 128;
+        /* An IVFPQ index too small to train is stored flat. */
+        int actual = dynamic_cast<faiss::IndexFlat *>(inner) ? FVI_FAISS_FLAT : kind;
+        idx.release();
+        return new fvi_faiss{actual, map};
+    } catch (const std::exception &e) {
+        set_err(err, errlen, e.what());
+        return nullptr;
+    }
+}

@@ -14,11 +14,16 @@ enum { FV_EXIT_OK = 0, FV_EXIT_DIFFERENT = 1, FV_EXIT_INPUT = 2, FV_EXIT_FAILURE
 
 #define FV_CLI_MAX_POS 8
 
+/* What --flip selects (chosen on LFW View 1, pairsDevTrain.txt). */
+#define FV_CLI_FLIP_DEFAULT FV_FLIP_MEAN
+
 typedef struct fv_cli_opts {
     fv_config cfg;
     fv_verify_options verify;
     int json;
     const char *pairs, *root;
+    const char *dump;            /* eval: per-pair CSV (fold, same, distance, ...) */
+    const char *dump_embeddings; /* eval: per-image CSV (path, status, 128 floats) */
     const char *pos[FV_CLI_MAX_POS];
     int npos;
 } fv_cli_opts;
@@ -36,5 +41,6 @@ json_t *fv_cli_face_json(const fv_face *f);
 void fv_cli_print_json(json_t *j);
 
 int fv_cli_eval_pairs(fv_cli_opts *o);
+int fv_cli_eval_lfw(fv_cli_opts *o);
 
 #endif

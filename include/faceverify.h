@@ -137,7 +137,8 @@ typedef struct fv_config {
     /* Flipped-image averaging: also embed the horizontal mirror of each
      * face chip and combine the two embeddings (one ResNet pass on a
      * batch of 2, so about twice the embedding time).  FV_FLIP_NONE
-     * (default, 0): the chip alone, dlib's behaviour. */
+     * (default, 0): the chip alone, dlib's behaviour.  With threshold <= 0
+     * each mode gets its own calibrated threshold (config/faceverify.conf). */
     fv_flip flip;
 } fv_config;
 

@@ -46,6 +46,12 @@
 #ifndef FV_CALIBRATED_THRESHOLD
 #define FV_CALIBRATED_THRESHOLD 0.6f
 #endif
+#ifndef FV_CALIBRATED_THRESHOLD_FLIP_MEAN
+#define FV_CALIBRATED_THRESHOLD_FLIP_MEAN 0.6f
+#endif
+#ifndef FV_CALIBRATED_THRESHOLD_FLIP_UNIT
+#define FV_CALIBRATED_THRESHOLD_FLIP_UNIT 0.42f
+#endif
 
 #define FV_AUTO_UPSAMPLE_PIXELS (6u * 1000u * 1000u)
 #define FV_DEFAULT_MAX_SIDE 1600
@@ -156,7 +162,11 @@ fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, 
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "flip must be 0..2");
     }
     eng->flip = cfg.flip;
-    eng->threshold = cfg.threshold > 0 ? cfg.threshold : FV_CALIBRATED_THRESHOLD;
+    /* each flip mode changes the distances, so each has its own calibration */
+    eng->threshold = cfg.threshold > 0          ? cfg.threshold
+                     : cfg.flip == FV_FLIP_MEAN ? FV_CALIBRATED_THRESHOLD_FLIP_MEAN
+                     : cfg.flip == FV_FLIP_UNIT ? FV_CALIBRATED_THRESHOLD_FLIP_UNIT
+                                                : FV_CALIBRATED_THRESHOLD;
     {
         char hp[4096];
         const char *cdir = getenv("FACEVERIFY_CASCADES");

@@ -158,3 +158,24 @@ def test_flip_matches_dlib_on_chip_and_mirror(lfw, dlib_oracle):
         assert float(np.linalg.norm(unit)) == pytest.approx(1.0, abs=1e-5)
         assert unit == pytest.approx(mean / np.linalg.norm(mean), abs=1e-5)
     run_cli("embed", lfw / "Tony_Blair/Tony_Blair_0001.jpg", "--flip-mode", "sideways", check=2)
+
+
+def test_each_flip_mode_has_its_calibrated_threshold(lfw):
+    """The thresholds calibrated on View 1 (config/faceverify.conf) are the
+    defaults of their modes; --flip is the mean mode."""
+    conf = {}
+    for line in (Path(__file__).resolve().parents[2] / "config/faceverify.conf").read_text() \
+            .splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=")
+            conf[k.strip()] = float(v)
+    a, b = lfw / "Tony_Blair/Tony_Blair_0001.jpg", lfw / "Tony_Blair/Tony_Blair_0002.jpg"
+    got = {m: run_json("verify", a, b, "--flip-mode", m, "--threads", "1", check=None)
+           for m in ("none", "mean", "unit")}
+    assert got["none"]["threshold"] == pytest.approx(conf["threshold"], abs=1e-6)
+    assert got["mean"]["threshold"] == pytest.approx(conf["threshold_flip_mean"], abs=1e-6)
+    assert got["unit"]["threshold"] == pytest.approx(conf["threshold_flip_unit"], abs=1e-6)
+    flip = run_json("verify", a, b, "--flip", "--threads", "1", check=None)
+    assert flip["distance"] == pytest.approx(got["mean"]["distance"], abs=1e-6)
+    assert flip["threshold"] == got["mean"]["threshold"]
+    assert all(g["verified"] for g in got.values())

@@ -24,6 +24,7 @@
  * use the fallback; "failures_as_errors" has the other policy.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +230,51 @@ static fv_status embed_fallback(const fv_cli_opts *o, const fv_engine *eng, cons
     return st;
 }
 
+/* Embeds image i of e (and its fallback when asked). */
+static void embed_one(const fv_cli_opts *o, eval_t *e, size_t i, int fallback) {
+    char path[4096];
+    fv_image *img = NULL;
+    fv_face_result r;
+    image_t *im = &e->imgs[i];
+    im->path = e->names[i];
+    im->fallback_st = FV_E_NO_FACE;
+    snprintf(path, sizeof path, "%s/%s", o->root, e->names[i]);
+    im->st = fv_image_load(path, &o->cfg.limits, &img, NULL, 0);
+    if (im->st == FV_OK) {
+        im->st = fv_embed_face(e->eng, img, &o->verify.detect, o->verify.strict, &r, NULL, 0);
+        if (im->st == FV_OK) memcpy(im->emb, r.embedding, sizeof r.embedding);
+        if (im->st == FV_E_NO_FACE && fallback)
+            im->fallback_st = embed_fallback(o, e->eng, img, im->fallback);
+    }
+    fv_image_destroy(img);
+}
+
+/* --jobs: images are handed out one at a time to the worker threads, so
+ * detection (single-threaded per image) runs on several cores; the engine
+ * is shared (its models are immutable, its pool serialises). */
+typedef struct {
+    const fv_cli_opts *o;
+    eval_t *e;
+    int fallback;
+    pthread_mutex_t mu;
+    size_t next, done;
+} embed_work;
+
+static void *embed_worker(void *arg) {
+    embed_work *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        size_t i = w->next++;
+        pthread_mutex_unlock(&w->mu);
+        if (i >= w->e->nimg) break;
+        embed_one(w->o, w->e, i, w->fallback);
+        pthread_mutex_lock(&w->mu);
+        progress(++w->done, w->e->nimg);
+        pthread_mutex_unlock(&w->mu);
+    }
+    return NULL;
+}
+
 /* Reads the pairs file, loads the engine, embeds every distinct image once
  * (and the fallback for images without a face when fallback is set).
  * Returns an exit code; e is filled (and must be freed) either way. */
@@ -254,24 +300,16 @@ static int eval_prepare(fv_cli_opts *o, const char *pairs, int fallback, eval_t 
     }
     if (fv_cli_engine(o, &e->eng) != FV_OK) return FV_EXIT_FAILURE;
     double t0 = fvi_now_ms();
-    for (size_t i = 0; i < e->nimg; i++) {
-        char path[4096];
-        fv_image *img = NULL;
-        fv_face_result r;
-        image_t *im = &e->imgs[i];
-        im->path = e->names[i];
-        im->fallback_st = FV_E_NO_FACE;
-        snprintf(path, sizeof path, "%s/%s", o->root, e->names[i]);
-        im->st = fv_image_load(path, &o->cfg.limits, &img, NULL, 0);
-        if (im->st == FV_OK) {
-            im->st = fv_embed_face(e->eng, img, &o->verify.detect, o->verify.strict, &r, NULL, 0);
-            if (im->st == FV_OK) memcpy(im->emb, r.embedding, sizeof r.embedding);
-            if (im->st == FV_E_NO_FACE && fallback)
-                im->fallback_st = embed_fallback(o, e->eng, img, im->fallback);
-        }
-        fv_image_destroy(img);
-        progress(i + 1, e->nimg);
-    }
+    embed_work w = {.o = o, .e = e, .fallback = fallback};
+    int jobs = o->jobs > 1 ? o->jobs : 1;
+    pthread_t tid[64];
+    int started = 0;
+    if (pthread_mutex_init(&w.mu, NULL)) goto oom;
+    for (; started < jobs - 1; started++)
+        if (pthread_create(&tid[started], NULL, embed_worker, &w)) break;
+    embed_worker(&w); /* the calling thread works too */
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&w.mu);
     e->elapsed_ms = fvi_now_ms() - t0;
     return FV_EXIT_OK;
 oom:

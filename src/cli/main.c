@@ -68,6 +68,7 @@ static void usage(FILE *f) {
           "  --flip                 average the embeddings of the face chip and its\n"
           "                         mirror (flipped-image averaging; 2 network passes)\n"
           "  --flip-mode none|mean|unit  --flip's combination (unit: rescaled to length 1)\n"
+          "  --jobs N               eval: images processed at once (default 1)\n"
           "  --dump FILE            eval: write per-pair fold,same,distance,... as CSV\n"
           "  --dump-embeddings FILE eval: write per-image path,status,embedding as CSV\n"
           "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
@@ -113,6 +114,11 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
                 o->cfg.flip = FV_FLIP_UNIT;
             else {
                 fprintf(stderr, "faceverify: --flip-mode takes none, mean or unit\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--jobs") && v) {
+            if (parse_int(v, 1, 64, &o->jobs)) {
+                fprintf(stderr, "faceverify: --jobs takes 1..64\n");
                 return -1;
             }
         } else if (!strcmp(a, "--dump") && v) {

@@ -179,3 +179,19 @@ def test_each_flip_mode_has_its_calibrated_threshold(lfw):
     assert flip["distance"] == pytest.approx(got["mean"]["distance"], abs=1e-6)
     assert flip["threshold"] == got["mean"]["threshold"]
     assert all(g["verified"] for g in got.values())
+
+
+def test_jobs_give_the_same_results(tmp_path, lfw):
+    """--jobs N embeds N images at once; the per-pair output is unchanged."""
+    root = make_root(tmp_path, lfw)
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(PAIRS)
+    dumps = []
+    for jobs in ("1", "3"):
+        dump = tmp_path / f"dump{jobs}.csv"
+        j = run_json("eval-lfw", "--root", root, "--pairs", pairs, "--dump", dump, "--jobs", jobs,
+                     "--threads", "1")
+        assert j["pairs"] == 12
+        dumps.append(dump.read_text())
+    assert dumps[0] == dumps[1]
+    run_cli("eval-lfw", "--root", root, "--pairs", pairs, "--jobs", "0", check=2)

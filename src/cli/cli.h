@@ -25,6 +25,7 @@ typedef struct fv_cli_opts {
     const char *dump;            /* eval: per-pair CSV (fold, same, distance, ...) */
     const char *dump_embeddings; /* eval: per-image CSV (path, status, 128 floats) */
     int jobs;                    /* eval: images processed at once (threads) */
+    const char *embeddings_from; /* eval: reuse a --dump-embeddings file */
     const char *pos[FV_CLI_MAX_POS];
     int npos;
 } fv_cli_opts;

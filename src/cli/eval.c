@@ -49,6 +49,7 @@ typedef struct {
     char *path;
     fv_status st;          /* the detector's outcome */
     fv_status fallback_st; /* when st is FV_E_NO_FACE: the centre crop's */
+    int cached;            /* --embeddings-from supplied emb */
     float emb[FV_EMBED_DIM];
     float fallback[FV_EMBED_DIM];
 } image_t;
@@ -192,7 +193,14 @@ typedef struct {
     size_t nimg;
     fv_engine *eng;
     double elapsed_ms;
+    long cached; /* images taken from --embeddings-from */
 } eval_t;
+
+/* Wall time per image actually computed (not taken from a file). */
+static double ms_per_image(const eval_t *e) {
+    size_t n = e->nimg - (size_t)e->cached;
+    return n ? e->elapsed_ms / (double)n : 0.0;
+}
 
 static void eval_free(eval_t *e) {
     for (size_t i = 0; i < e->pl.n; i++) {
@@ -236,8 +244,8 @@ static void embed_one(const fv_cli_opts *o, eval_t *e, size_t i, int fallback) {
     fv_image *img = NULL;
     fv_face_result r;
     image_t *im = &e->imgs[i];
-    im->path = e->names[i];
     im->fallback_st = FV_E_NO_FACE;
+    if (im->cached) return;
     snprintf(path, sizeof path, "%s/%s", o->root, e->names[i]);
     im->st = fv_image_load(path, &o->cfg.limits, &img, NULL, 0);
     if (im->st == FV_OK) {
@@ -275,6 +283,56 @@ static void *embed_worker(void *arg) {
     return NULL;
 }
 
+/* --embeddings-from: takes the embeddings of images whose face the
+ * detector found from an earlier --dump-embeddings file (made with the same
+ * options and models: the caller's responsibility), so an evaluation need
+ * not recompute images it shares with an earlier one.  Rows for images not
+ * in this evaluation, or without a detector embedding, are ignored.
+ * Returns the number of images taken, or -1 when the file is unreadable or
+ * malformed. */
+static long load_embeddings(const char *file, eval_t *e) {
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        fprintf(stderr, "faceverify: cannot open %s\n", file);
+        return -1;
+    }
+    char line[8192];
+    long taken = 0;
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = 0;
+        char *save = NULL, *path = strtok_r(line, ",", &save);
+        char *status = strtok_r(NULL, ",", &save), *source = strtok_r(NULL, ",", &save);
+        if (!path || !status || !source) {
+            fprintf(stderr, "faceverify: %s:%d: not an embeddings line\n", file, lineno);
+            fclose(f);
+            return -1;
+        }
+        int i = find_image(e->names, e->nimg, path);
+        if (i < 0 || strcmp(source, "detector")) continue;
+        float v[FV_EMBED_DIM];
+        int k = 0;
+        for (char *t = strtok_r(NULL, ",", &save); t && k < FV_EMBED_DIM;
+             t = strtok_r(NULL, ",", &save)) {
+            char *end;
+            v[k++] = strtof(t, &end);
+            if (*end) k = FV_EMBED_DIM + 1;
+        }
+        if (k != FV_EMBED_DIM || strtok_r(NULL, ",", &save)) {
+            fprintf(stderr, "faceverify: %s:%d: expected %d numbers\n", file, lineno, FV_EMBED_DIM);
+            fclose(f);
+            return -1;
+        }
+        memcpy(e->imgs[i].emb, v, sizeof v);
+        e->imgs[i].st = FV_OK;
+        taken += !e->imgs[i].cached;
+        e->imgs[i].cached = 1;
+    }
+    fclose(f);
+    return taken;
+}
+
 /* Reads the pairs file, loads the engine, embeds every distinct image once
  * (and the fallback for images without a face when fallback is set).
  * Returns an exit code; e is filled (and must be freed) either way. */
@@ -297,6 +355,11 @@ static int eval_prepare(fv_cli_opts *o, const char *pairs, int fallback, eval_t 
     for (size_t i = 0; i < pl->n; i++) {
         pl->v[i].ia = find_image(e->names, e->nimg, pl->v[i].a);
         pl->v[i].ib = find_image(e->names, e->nimg, pl->v[i].b);
+    }
+    for (size_t i = 0; i < e->nimg; i++) e->imgs[i].path = e->names[i];
+    if (o->embeddings_from) {
+        e->cached = load_embeddings(o->embeddings_from, e);
+        if (e->cached < 0) return FV_EXIT_INPUT;
     }
     if (fv_cli_engine(o, &e->eng) != FV_OK) return FV_EXIT_FAILURE;
     double t0 = fvi_now_ms();
@@ -383,7 +446,7 @@ static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) 
                 !v             ? "none"
                 : v == im->emb ? "detector"
                                : "fallback");
-        for (int k = 0; v && k < FV_EMBED_DIM; k++) fprintf(f, ",%.8g", v[k]);
+        for (int k = 0; v && k < FV_EMBED_DIM; k++) fprintf(f, ",%.9g", v[k]);
         fputc('\n', f);
     }
     return fclose(f) ? -1 : 0;
@@ -493,8 +556,7 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
             g.auc == g.auc ? json_real(g.auc) : json_null(), "tar_at_far", g.tar, "distances",
             "same", summary_json(&g.same), "different", summary_json(&g.diff), "model", FV_MODEL_ID,
             "detector", fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip),
-            "images", (json_int_t)e.nimg, "ms_per_image", e.elapsed_ms / (double)e.nimg, "skipped",
-            skipped));
+            "images", (json_int_t)e.nimg, "ms_per_image", ms_per_image(&e), "skipped", skipped));
     } else {
         json_decref(g.tar);
         printf("pairs evaluated   %zu of %zu (%zu same, %zu different), %zu skipped\n", nscored,
@@ -618,7 +680,9 @@ int fv_cli_eval_lfw(fv_cli_opts *o) {
         "distances", "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
         FV_MODEL_ID, "detector", fv_detector_name(o->verify.detect.detector), "flip",
         flip_name(o->cfg.flip), "threads", fv_engine_threads(e.eng), "images", (json_int_t)e.nimg,
-        "ms_per_image", e.elapsed_ms / (double)e.nimg);
+        "ms_per_image", ms_per_image(&e));
+    if (rest && o->embeddings_from)
+        json_object_set_new(rest, "images_from_file", json_integer((json_int_t)e.cached));
     as_errors = NULL; /* json_pack's "o" took it */
     if (!rest || json_object_update(out, rest)) {
         json_decref(rest);

@@ -69,6 +69,8 @@ static void usage(FILE *f) {
           "                         mirror (flipped-image averaging; 2 network passes)\n"
           "  --flip-mode none|mean|unit  --flip's combination (unit: rescaled to length 1)\n"
           "  --jobs N               eval: images processed at once (default 1)\n"
+          "  --embeddings-from FILE eval: reuse the embeddings of an earlier\n"
+          "                         --dump-embeddings run made with the same options\n"
           "  --dump FILE            eval: write per-pair fold,same,distance,... as CSV\n"
           "  --dump-embeddings FILE eval: write per-image path,status,embedding as CSV\n"
           "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
@@ -121,6 +123,8 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
                 fprintf(stderr, "faceverify: --jobs takes 1..64\n");
                 return -1;
             }
+        } else if (!strcmp(a, "--embeddings-from") && v) {
+            o->embeddings_from = v;
         } else if (!strcmp(a, "--dump") && v) {
             o->dump = v;
         } else if (!strcmp(a, "--dump-embeddings") && v) {

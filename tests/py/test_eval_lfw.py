@@ -181,17 +181,28 @@ def test_each_flip_mode_has_its_calibrated_threshold(lfw):
     assert all(g["verified"] for g in got.values())
 
 
-def test_jobs_give_the_same_results(tmp_path, lfw):
-    """--jobs N embeds N images at once; the per-pair output is unchanged."""
+def test_jobs_and_reused_embeddings_give_the_same_results(tmp_path, lfw):
+    """--jobs N embeds N images at once, and --embeddings-from takes the
+    vectors of an earlier --dump-embeddings; the per-pair output is
+    unchanged either way."""
     root = make_root(tmp_path, lfw)
     pairs = tmp_path / "pairs.txt"
     pairs.write_text(PAIRS)
+    emb = tmp_path / "emb.csv"
     dumps = []
-    for jobs in ("1", "3"):
-        dump = tmp_path / f"dump{jobs}.csv"
-        j = run_json("eval-lfw", "--root", root, "--pairs", pairs, "--dump", dump, "--jobs", jobs,
-                     "--threads", "1")
+    for extra in (["--jobs", "1", "--dump-embeddings", emb], ["--jobs", "3"],
+                  ["--embeddings-from", emb]):
+        dump = tmp_path / "dump.csv"
+        j = run_json("eval-lfw", "--root", root, "--pairs", pairs, "--dump", dump,
+                     "--threads", "1", *extra)
         assert j["pairs"] == 12
         dumps.append(dump.read_text())
-    assert dumps[0] == dumps[1]
+    assert dumps[0] == dumps[1] == dumps[2]
+    # every image with a detected face came from the file; Nobody was recomputed
+    assert j["images_from_file"] == j["images"] - 1
+    assert len(emb.read_text().splitlines()) == j["images"]
     run_cli("eval-lfw", "--root", root, "--pairs", pairs, "--jobs", "0", check=2)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("George_W_Bush/George_W_Bush_0001.jpg,ok,detector,0.1,0.2\n")
+    p = run_cli("eval-lfw", "--root", root, "--pairs", pairs, "--embeddings-from", bad, check=2)
+    assert "expected 128 numbers" in p.stderr

@@ -9,10 +9,12 @@ $FACEVERIFY_BUILD), enrolls --gallery LFW people, then runs wrk (Debian:
 body: verify = two photos of one person, identify = a second photo of an
 enrolled person.  Per run: requests/s, latency p50/p95/p99 (wrk --latency),
 errors (connect/read/write/timeout/non-2xx), and the server's RSS sampled
-every 0.1 s.  In-process: `faceverify verify --json` total_ms and
-`faceverify embed --json` stage sum for the same images (models loaded
-before the clock; median of --inproc runs).  Writes
-bench/results/http_load.json.
+every 0.1 s.  In-process, two references for the same images: warm
+(bench_stages: decode + MMOD + landmarks + chip + embed medians in one
+long-lived process, like the server's) and cold (`faceverify verify
+--json` total_ms / `faceverify embed --json` stage sum in a fresh process,
+which also pays first-use allocation).  Server overhead is p50 at 1
+connection against the warm reference.  Writes bench/results/http_load.json.
 
   .venv/bin/python bench/http_load.py [--duration 10] [--gallery 20]
 """
@@ -91,6 +93,15 @@ def inproc(args, runs, key):
     return statistics.median(v)
 
 
+def warm(path, runs):
+    p = subprocess.run([str(CLI.parent / "bench_stages"), str(path), "--threads",
+                        str(os.cpu_count()), "--runs", str(runs)], capture_output=True, text=True,
+                       check=True, env=dict(os.environ, FACEVERIFY_MODELS=str(MODELS)))
+    st = json.loads(p.stdout)["stages"]
+    return sum(st[k]["median_ms"] for k in ("decode", "detect_mmod", "landmarks", "chip",
+                                             "embed_batch1_per_face"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
@@ -131,9 +142,11 @@ def main():
                                                                  "X-API-Key": key}, timeout=60)
             assert r.status_code == 200, (name, r.status_code, r.text)
         out["inprocess_ms"] = {
-            "verify": inproc(["verify", pa, pb], a.inproc, lambda j: j["total_ms"]),
-            "identify_embed": inproc(["embed", probe], a.inproc,
-                                     lambda j: sum(j["timings_ms"].values())),
+            "verify": warm(pa, a.inproc) + warm(pb, a.inproc),
+            "identify_embed": warm(probe, a.inproc),
+            "cold_process_verify": inproc(["verify", pa, pb], a.inproc, lambda j: j["total_ms"]),
+            "cold_process_identify_embed": inproc(["embed", probe], a.inproc,
+                                                  lambda j: sum(j["timings_ms"].values())),
         }
         for name, (path, (body, ctype)) in bodies.items():
             bf = tmp / f"{name}.body"

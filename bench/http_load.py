@@ -118,8 +118,8 @@ def main():
            "tool": subprocess.run(["wrk", "--version"], capture_output=True,
                                   text=True).stdout.splitlines()[0:1],
            "duration_s": a.duration, "gallery": a.gallery, "runs": {},
-           "command": "python bench/http_load.py --duration %d --gallery %d" % (a.duration,
-                                                                                a.gallery)}
+           "command": "python bench/http_load.py --duration %d --gallery %d --inproc %d" % (
+               a.duration, a.gallery, a.inproc)}
     try:
         people = sorted(p.name for p in LFW.iterdir()
                         if p.is_dir() and (p / f"{p.name}_0002.jpg").exists())[: a.gallery]

@@ -66,8 +66,8 @@ def machine_line(j):
     la = m.get("load_average_at_start")
     warn = ""
     if la and m.get("cores") and la[0] > m["cores"]:
-        warn = (f" **The machine was shared and overloaded during this run (load {la[0]:.0f} "
-                f"on {m['cores']} cores): absolute times are inflated several-fold, and ratios "
+        warn = (f" **The machine was shared and busy during this run (load {la[0]:.1f} "
+                f"on {m['cores']} cores at the start): absolute times are inflated, and ratios "
                 "between steps timed at different moments carry that noise.**")
     return (f"*Machine: {m.get('cpu')}, {m.get('cores')} cores, BLAS {m.get('blas')} "
             f"({m.get('blas_threads')}); load average at start "

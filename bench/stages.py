@@ -1,29 +1,32 @@
 #!/usr/bin/env python3
 """Per-stage timings of faceverify next to dlib's, same images, same run.
 
-Stages: decode, detect (MMOD), landmarks (5-point), chip (150x150), embed
-(ResNet).  Ours: the per-stage timings `faceverify embed --json` reports
-(the models are loaded before the clock starts).  dlib: the same steps
-through dlib's Python API (dlib-bin) with the same .dat files, timed
-around each call.  Medians over --runs repetitions, at 1 thread and at the
-machine's cores.  Writes bench/results/stages.json.
+Ours: build/bin/bench_stages (bench/c/bench_stages.c) through the public
+API, models loaded before the clock: decode, detect (MMOD and Haar),
+landmarks, chip, embed (one chip; per face in batches of 8 and 32),
+compare; median and p95 over --runs, at 1 thread and at 2.  The embedding's
+GFLOP/s is set against the machine's measured sgemm rate
+(build/bin/sgemm_peak, OpenBLAS at our convolution shapes, same thread
+count, measured right before each of our runs).  dlib: the same steps through dlib's Python API (dlib-bin, the
+same .dat files), timed around each call, in a child process with
+OMP/OPENBLAS_NUM_THREADS set to the thread count.  Images: a 250x250 LFW
+image and a 1400x1050 (1.5 MP) photo from samples.  Writes
+bench/results/stages.json.
 
   .venv/bin/python bench/stages.py [--runs 15]
 """
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FACEVERIFY_DATA", REPO.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("FACEVERIFY_MODELS", REPO / "models"))
-CLI = Path(os.environ.get("FACEVERIFY_BUILD", REPO / "build")) / "bin" / "faceverify"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import BUILD, DATA, MODELS, machine, write_result  # noqa: E402
+
 STAGES = ["decode", "detect", "landmarks", "chip", "embed"]
 IMAGES = {
     "lfw_250x250": DATA / "lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
@@ -32,13 +35,22 @@ IMAGES = {
 
 
 def ours(path, threads, runs):
-    rows = []
-    for _ in range(runs):
-        p = subprocess.run([str(CLI), "embed", str(path), "--json", "--upsample", "0",
-                            "--threads", str(threads)], capture_output=True, text=True,
-                           check=True, env=dict(os.environ, FACEVERIFY_MODELS=str(MODELS)))
-        rows.append(json.loads(p.stdout)["timings_ms"])
-    return {s: statistics.median(r[s] for r in rows) for s in STAGES}
+    p = subprocess.run([str(BUILD / "bin" / "bench_stages"), str(path), "--threads", str(threads),
+                        "--runs", str(runs)], capture_output=True, text=True, check=True,
+                       env=dict(os.environ, FACEVERIFY_MODELS=str(MODELS)))
+    return json.loads(p.stdout)
+
+
+def sgemm(threads):
+    p = subprocess.run([str(BUILD / "bin" / "sgemm_peak"), "--threads", str(threads),
+                        "--seconds", "1"], capture_output=True, text=True, check=True)
+    return json.loads(p.stdout)
+
+
+def summary(v):
+    v = sorted(v)
+    return {"median_ms": statistics.median(v),
+            "p95_ms": v[min(len(v) - 1, int(0.95 * (len(v) - 1) + 0.999))], "n": len(v)}
 
 
 def dlib_times(path, runs):
@@ -46,9 +58,8 @@ def dlib_times(path, runs):
     det = dlib.cnn_face_detection_model_v1(str(MODELS / "mmod_human_face_detector.dat"))
     sp = dlib.shape_predictor(str(MODELS / "shape_predictor_5_face_landmarks.dat"))
     rec = dlib.face_recognition_model_v1(str(MODELS / "dlib_face_recognition_resnet_model_v1.dat"))
-    rows = []
-    for _ in range(runs):
-        t = {}
+    rows = {s: [] for s in STAGES}
+    for r in range(runs + 1):
         t0 = time.perf_counter()
         img = dlib.load_rgb_image(str(path))
         t1 = time.perf_counter()
@@ -61,39 +72,51 @@ def dlib_times(path, runs):
         t4 = time.perf_counter()
         rec.compute_face_descriptor(chip)
         t5 = time.perf_counter()
+        if r == 0:
+            continue  # warm-up, as bench_stages does
         for name, a, b in zip(STAGES, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5)):
-            t[name] = (b - a) * 1e3
-        rows.append(t)
-    return {s: statistics.median(r[s] for r in rows) for s in STAGES}
+            rows[name].append((b - a) * 1e3)
+    return {s: summary(v) for s, v in rows.items()}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--threads", default="1,2")
     args = ap.parse_args()
-    cores = os.cpu_count()
-    out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
-                       "blas": "OpenBLAS (pinned to 1 thread; faceverify's pool splits work)"},
-           "runs": args.runs, "unit": "ms (median)", "images": {}}
+    threads = [int(x) for x in args.threads.split(",")]
+    out = {"machine": machine(), "runs": args.runs, "unit": "ms", "images": {},
+           "sgemm": {}, "command": "python bench/stages.py --runs %d" % args.runs}
+    for t in threads:
+        out["sgemm"][f"{t}t"] = sgemm(t)
     for name, path in IMAGES.items():
         res = {}
-        for threads in sorted({1, cores}):
-            res[f"faceverify_{threads}t"] = ours(path, threads, args.runs)
-        # dlib: 1 thread via OMP/OPENBLAS env in a child, and default
-        for threads in sorted({1, cores}):
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-            p = subprocess.run([sys.executable, __file__, "--dlib-child", str(path),
-                                str(args.runs)], capture_output=True, text=True, env=env,
-                               check=True)
-            res[f"dlib_{threads}t"] = json.loads(p.stdout)
-        for threads in sorted({1, cores}):
-            o, d = res[f"faceverify_{threads}t"], res[f"dlib_{threads}t"]
-            res[f"speedup_{threads}t"] = {s: d[s] / o[s] if o[s] > 0 else None for s in STAGES}
+        for t in threads:
+            # the sgemm yardstick is measured again right before our run, so that
+            # both see the same machine (it is shared; its load changes by the minute)
+            g = sgemm(t)
+            o = ours(path, t, args.runs)
+            o["sgemm_peak_gflops_just_before"] = g["peak_gflops"]
+            o["embed_vs_sgemm_peak"] = {k: v / g["peak_gflops"]
+                                        for k, v in o["embed_gflops"].items()}
+            res[f"faceverify_{t}t"] = o
+            # dlib on a megapixel photo takes seconds per detection: fewer runs
+            druns = args.runs if "lfw" in name else max(2, args.runs // 5)
+            env = dict(os.environ, OMP_NUM_THREADS=str(t), OPENBLAS_NUM_THREADS=str(t))
+            p = subprocess.run([sys.executable, __file__, "--dlib-child", str(path), str(druns)],
+                               capture_output=True, text=True, env=env, check=True)
+            d = json.loads(p.stdout)
+            res[f"dlib_{t}t"] = d
+            st = o["stages"]
+            mine = {"decode": st["decode"], "detect": st["detect_mmod"],
+                    "landmarks": st["landmarks"], "chip": st["chip"],
+                    "embed": st["embed_batch1_per_face"]}
+            res[f"speedup_vs_dlib_{t}t"] = {
+                s: d[s]["median_ms"] / mine[s]["median_ms"] for s in STAGES}
+            print(name, t, json.dumps(res[f"speedup_vs_dlib_{t}t"]), flush=True)
         out["images"][name] = res
-    dest = REPO / "bench/results/stages.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    dest = write_result("stages.json", out)
+    print("wrote", dest)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,12 @@ FV_API const char *fv_detector_name(fv_detector d);
 /* Parses a detector name; FV_E_UNSUPPORTED for an unknown name. */
 FV_API fv_status fv_detector_parse(const char *name, fv_detector *out);
 
+typedef enum fv_flip {
+    FV_FLIP_NONE = 0, /* embed the chip only */
+    FV_FLIP_MEAN = 1, /* mean of the chip's and its mirror's embeddings */
+    FV_FLIP_UNIT = 2  /* that mean rescaled to unit length */
+} fv_flip;
+
 typedef struct fv_config {
     const char *models_dir; /* NULL: $FACEVERIFY_MODELS, else the built-in default */
     int threads;            /* worker threads; 0: number of online CPUs */
@@ -129,6 +135,12 @@ typedef struct fv_config {
      * /usr/share/opencv4/haarcascades (Debian's opencv-data).  Loaded on
      * first use: a missing cascade only fails calls that ask for haar. */
     const char *haar_cascade;
+    /* Flipped-image averaging: also embed the horizontal mirror of each
+     * face chip and combine the two embeddings (one ResNet pass on a
+     * batch of 2, so about twice the embedding time).  FV_FLIP_NONE
+     * (default, 0): the chip alone, dlib's behaviour.  With threshold <= 0
+     * each mode gets its own calibrated threshold (config/faceverify.conf). */
+    fv_flip flip;
 } fv_config;
 
 /* Fills *cfg with defaults. */

@@ -14,12 +14,19 @@ enum { FV_EXIT_OK = 0, FV_EXIT_DIFFERENT = 1, FV_EXIT_INPUT = 2, FV_EXIT_FAILURE
 
 #define FV_CLI_MAX_POS 8
 
+/* What --flip selects (chosen on LFW View 1, pairsDevTrain.txt). */
+#define FV_CLI_FLIP_DEFAULT FV_FLIP_MEAN
+
 typedef struct fv_cli_opts {
     fv_config cfg;
     fv_verify_options verify;
     int json;
     const char *pairs, *root;
-    const char *model; /* --model PATH: a trained model instead of the ResNet */
+    const char *model;           /* --model PATH: a trained model instead of the ResNet */
+    const char *dump;            /* eval: per-pair CSV (fold, same, distance, ...) */
+    const char *dump_embeddings; /* eval: per-image CSV (path, status, 128 floats) */
+    int jobs;                    /* eval: images processed at once (threads) */
+    const char *embeddings_from; /* eval: reuse a --dump-embeddings file */
     const char *pos[FV_CLI_MAX_POS];
     int npos;
 } fv_cli_opts;
@@ -47,11 +54,13 @@ fv_status fv_cli_embed(const fv_engine *eng, const fv_model *m, const fv_image *
 typedef struct fv_cli_pair {
     char *a, *b;
     int same;
+    int fold;   /* -1: the file has no fold structure */
     int ia, ib; /* indices into a distinct image table */
 } fv_cli_pair;
 typedef struct fv_cli_pair_list {
     fv_cli_pair *v;
     size_t n, cap;
+    int folds, fold_size; /* from an "F N" header: F folds of 2N pairs */
 } fv_cli_pair_list;
 /* Reads either pairs format into l (eval.c); prints the offending line on
  * error and returns -1.  The caller frees v[i].a, v[i].b and v. */
@@ -60,5 +69,6 @@ int fv_cli_read_pairs(const char *file, fv_cli_pair_list *l);
 int fv_cli_eval_pairs(fv_cli_opts *o);
 /* faceverify train (train.c): argv after the command name. */
 int fv_cli_train(int argc, char **argv);
+int fv_cli_eval_lfw(fv_cli_opts *o);
 
 #endif

@@ -1,6 +1,8 @@
 /*
  * eval.c: `faceverify eval-pairs`, the "face verification metric measure"
- * of the original design.
+ * of the original design, and `faceverify eval-lfw`, the LFW View 2
+ * protocol on the same code path (read pairs, embed each distinct image
+ * once, score pairs), plus the fold protocol and a failure fallback.
  *
  * Input: a CSV with header path_a,path_b,same (paths relative to --root),
  * or an LFW pairs file (pairs.txt, pairsDevTrain.txt: a count line, then
@@ -11,7 +13,18 @@
  * with the reason.  Output: accuracy at the threshold, the best threshold,
  * ROC AUC, TAR at FAR 1e-2 / 1e-3 where there are enough different pairs,
  * and distance summaries per class.
+ *
+ * eval-lfw: pairs.txt's header "10 300" makes 10 folds of 300 same + 300
+ * different pairs.  Each fold is scored at the best threshold of the
+ * other 9 (fv_metric_folds); ROC AUC and TAR@FAR use one global ranking.
+ * An image where the detector finds no face is scored twice: as an error
+ * (the pair counts as wrong), and with the fallback, the centre crop of
+ * the image (FV_FALLBACK_CROP of the shorter side, where LFW's 250x250
+ * frames put the face) embedded with detector none.  The headline numbers
+ * use the fallback; "failures_as_errors" has the other policy.
  */
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +34,19 @@
 #include "fvi.h"
 #include "metrics.h"
 
+/* Side of the fallback centre crop as a fraction of the shorter image
+ * side.  LFW's MMOD boxes are about 96 px (0.38) in the 250 px frame. */
+#define FV_FALLBACK_CROP 0.40
+
 typedef fv_cli_pair pair_t;
 
 typedef struct {
     char *path;
-    fv_status st;
+    fv_status st;          /* the detector's outcome */
+    fv_status fallback_st; /* when st is FV_E_NO_FACE: the centre crop's */
+    int cached;            /* --embeddings-from supplied emb */
     float emb[FV_EMBED_DIM];
+    float fallback[FV_EMBED_DIM];
 } image_t;
 
 typedef fv_cli_pair_list pair_list;
@@ -43,6 +63,7 @@ static int push_pair(pair_list *l, const char *a, const char *b, int same) {
     p->a = strdup(a);
     p->b = strdup(b);
     p->same = same;
+    p->fold = l->fold_size ? (int)(l->n / (size_t)l->fold_size) : -1;
     if (!p->a || !p->b) {
         free(p->a);
         free(p->b);
@@ -69,6 +90,7 @@ static int lfw_path(char *out, size_t cap, const char *name, const char *num) {
     return w < 0 || (size_t)w >= cap ? -1 : 0;
 }
 
+/* Reads either pairs format into l; prints the offending line on error. */
 int fv_cli_read_pairs(const char *file, pair_list *l) {
     FILE *f = fopen(file, "r");
     if (!f) {
@@ -84,9 +106,17 @@ int fv_cli_read_pairs(const char *file, pair_list *l) {
         if (csv < 0) {
             csv = strncmp(line, "path_a", 6) == 0;
             if (csv) continue;
-            char *end;
-            strtol(line, &end, 10);
-            if (end != line) continue; /* LFW count line */
+            char *end, *end2;
+            long folds = strtol(line, &end, 10);
+            if (end != line) { /* LFW header: "N" (View 1) or "F N" (View 2) */
+                long per = strtol(end, &end2, 10);
+                if (end2 != end && folds >= 2 && folds <= 100 && per >= 1 && per <= 100000) {
+                    l->folds = (int)folds;
+                    l->fold_size = (int)(2 * per);
+                }
+                csv = 0;
+                continue;
+            }
             csv = 0;
         }
         char *fld[5];
@@ -110,6 +140,11 @@ int fv_cli_read_pairs(const char *file, pair_list *l) {
     fclose(f);
     if (!rc && l->n == 0) {
         fprintf(stderr, "faceverify: %s: no pairs\n", file);
+        rc = -1;
+    }
+    if (!rc && l->folds && l->n != (size_t)l->folds * (size_t)l->fold_size) {
+        fprintf(stderr, "faceverify: %s: %zu pairs, the header promises %d folds of %d\n", file,
+                l->n, l->folds, l->fold_size);
         rc = -1;
     }
     return rc;
@@ -140,126 +175,398 @@ static json_t *summary_json(const fv_dist_summary *s) {
                      s->max);
 }
 
+/* One evaluation: the pairs, the distinct images with their embeddings,
+ * the engine that made them. */
+typedef struct {
+    pair_list pl;
+    char **names; /* sorted distinct paths; the strings belong to pl */
+    image_t *imgs;
+    size_t nimg;
+    fv_engine *eng;
+    fv_model *model; /* --model: a trained model instead of the ResNet */
+    double elapsed_ms;
+    long cached; /* images taken from --embeddings-from */
+} eval_t;
+
+/* Wall time per image actually computed (not taken from a file). */
+static double ms_per_image(const eval_t *e) {
+    size_t n = e->nimg - (size_t)e->cached;
+    return n ? e->elapsed_ms / (double)n : 0.0;
+}
+
+static void eval_free(eval_t *e) {
+    for (size_t i = 0; i < e->pl.n; i++) {
+        free(e->pl.v[i].a);
+        free(e->pl.v[i].b);
+    }
+    free(e->pl.v);
+    free(e->names);
+    free(e->imgs);
+    fv_model_destroy(e->model);
+    fv_engine_destroy(e->eng);
+}
+
+/* The fallback for an image without a detected face: its centre crop
+ * embedded with detector none.  Returns the status of that attempt. */
+static fv_status embed_fallback(const fv_cli_opts *o, const fv_engine *eng, const fv_model *model,
+                                const fv_image *img, float *emb) {
+    int side = (int)(FV_FALLBACK_CROP * (img->width < img->height ? img->width : img->height));
+    if (side < 16) return FV_E_NO_FACE;
+    int x0 = (img->width - side) / 2, y0 = (img->height - side) / 2;
+    unsigned char *crop = malloc((size_t)side * (size_t)side * 3);
+    if (!crop) return FV_E_NO_MEMORY;
+    for (int y = 0; y < side; y++)
+        memcpy(crop + (size_t)y * side * 3, img->rgb + ((size_t)(y0 + y) * img->width + x0) * 3,
+               (size_t)side * 3);
+    fv_image *c = NULL;
+    fv_status st = fv_image_from_rgb(crop, side, side, &c);
+    free(crop);
+    if (st != FV_OK) return st;
+    fv_detect_options d = o->verify.detect;
+    d.detector = FV_DETECTOR_NONE;
+    fv_face_result r;
+    st = model ? fv_model_embed_face(eng, model, c, &d, 0, &r, NULL, 0)
+               : fv_embed_face(eng, c, &d, 0, &r, NULL, 0);
+    if (st == FV_OK) memcpy(emb, r.embedding, sizeof r.embedding);
+    fv_image_destroy(c);
+    return st;
+}
+
+/* Embeds image i of e (and its fallback when asked). */
+static void embed_one(const fv_cli_opts *o, eval_t *e, size_t i, int fallback) {
+    char path[4096];
+    fv_image *img = NULL;
+    fv_face_result r;
+    image_t *im = &e->imgs[i];
+    im->fallback_st = FV_E_NO_FACE;
+    if (im->cached) return;
+    snprintf(path, sizeof path, "%s/%s", o->root, e->names[i]);
+    im->st = fv_image_load(path, &o->cfg.limits, &img, NULL, 0);
+    if (im->st == FV_OK) {
+        im->st = fv_cli_embed(e->eng, e->model, img, o, &r, NULL, 0);
+        if (im->st == FV_OK) memcpy(im->emb, r.embedding, sizeof r.embedding);
+        if (im->st == FV_E_NO_FACE && fallback)
+            im->fallback_st = embed_fallback(o, e->eng, e->model, img, im->fallback);
+    }
+    fv_image_destroy(img);
+}
+
+/* --jobs: images are handed out one at a time to the worker threads, so
+ * detection (single-threaded per image) runs on several cores; the engine
+ * is shared (its models are immutable, its pool serialises). */
+typedef struct {
+    const fv_cli_opts *o;
+    eval_t *e;
+    int fallback;
+    pthread_mutex_t mu;
+    size_t next, done;
+} embed_work;
+
+static void *embed_worker(void *arg) {
+    embed_work *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        size_t i = w->next++;
+        pthread_mutex_unlock(&w->mu);
+        if (i >= w->e->nimg) break;
+        embed_one(w->o, w->e, i, w->fallback);
+        pthread_mutex_lock(&w->mu);
+        progress(++w->done, w->e->nimg);
+        pthread_mutex_unlock(&w->mu);
+    }
+    return NULL;
+}
+
+/* --embeddings-from: takes the embeddings of images whose face the
+ * detector found from an earlier --dump-embeddings file (made with the same
+ * options and models: the caller's responsibility), so an evaluation need
+ * not recompute images it shares with an earlier one.  Rows for images not
+ * in this evaluation, or without a detector embedding, are ignored.
+ * Returns the number of images taken, or -1 when the file is unreadable or
+ * malformed. */
+static long load_embeddings(const char *file, eval_t *e) {
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        fprintf(stderr, "faceverify: cannot open %s\n", file);
+        return -1;
+    }
+    char line[8192];
+    long taken = 0;
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\r\n")] = 0;
+        char *save = NULL, *path = strtok_r(line, ",", &save);
+        char *status = strtok_r(NULL, ",", &save), *source = strtok_r(NULL, ",", &save);
+        if (!path || !status || !source) {
+            fprintf(stderr, "faceverify: %s:%d: not an embeddings line\n", file, lineno);
+            fclose(f);
+            return -1;
+        }
+        int i = find_image(e->names, e->nimg, path);
+        if (i < 0 || strcmp(source, "detector")) continue;
+        float v[FV_EMBED_DIM];
+        int k = 0;
+        for (char *t = strtok_r(NULL, ",", &save); t && k < FV_EMBED_DIM;
+             t = strtok_r(NULL, ",", &save)) {
+            char *end;
+            v[k++] = strtof(t, &end);
+            if (*end) k = FV_EMBED_DIM + 1;
+        }
+        if (k != FV_EMBED_DIM || strtok_r(NULL, ",", &save)) {
+            fprintf(stderr, "faceverify: %s:%d: expected %d numbers\n", file, lineno, FV_EMBED_DIM);
+            fclose(f);
+            return -1;
+        }
+        memcpy(e->imgs[i].emb, v, sizeof v);
+        e->imgs[i].st = FV_OK;
+        taken += !e->imgs[i].cached;
+        e->imgs[i].cached = 1;
+    }
+    fclose(f);
+    return taken;
+}
+
+/* Reads the pairs file, loads the engine, embeds every distinct image once
+ * (and the fallback for images without a face when fallback is set).
+ * Returns an exit code; e is filled (and must be freed) either way. */
+static int eval_prepare(fv_cli_opts *o, const char *pairs, int fallback, eval_t *e) {
+    memset(e, 0, sizeof *e);
+    if (fv_cli_read_pairs(pairs, &e->pl)) return FV_EXIT_INPUT;
+    pair_list *pl = &e->pl;
+    e->names = malloc(2 * pl->n * sizeof *e->names);
+    if (!e->names) goto oom;
+    for (size_t i = 0; i < pl->n; i++) {
+        e->names[2 * i] = pl->v[i].a;
+        e->names[2 * i + 1] = pl->v[i].b;
+    }
+    qsort(e->names, 2 * pl->n, sizeof *e->names, cmp_str);
+    for (size_t i = 0; i < 2 * pl->n; i++)
+        if (e->nimg == 0 || strcmp(e->names[e->nimg - 1], e->names[i]))
+            e->names[e->nimg++] = e->names[i];
+    e->imgs = calloc(e->nimg, sizeof *e->imgs);
+    if (!e->imgs) goto oom;
+    for (size_t i = 0; i < pl->n; i++) {
+        pl->v[i].ia = find_image(e->names, e->nimg, pl->v[i].a);
+        pl->v[i].ib = find_image(e->names, e->nimg, pl->v[i].b);
+    }
+    for (size_t i = 0; i < e->nimg; i++) e->imgs[i].path = e->names[i];
+    if (o->embeddings_from) {
+        e->cached = load_embeddings(o->embeddings_from, e);
+        if (e->cached < 0) return FV_EXIT_INPUT;
+    }
+    if (fv_cli_model(o, &e->model) != FV_OK || fv_cli_engine(o, &e->eng) != FV_OK)
+        return FV_EXIT_FAILURE;
+    double t0 = fvi_now_ms();
+    embed_work w = {.o = o, .e = e, .fallback = fallback};
+    int jobs = o->jobs > 1 ? o->jobs : 1;
+    pthread_t tid[64];
+    int started = 0;
+    if (pthread_mutex_init(&w.mu, NULL)) goto oom;
+    for (; started < jobs - 1; started++)
+        if (pthread_create(&tid[started], NULL, embed_worker, &w)) break;
+    embed_worker(&w); /* the calling thread works too */
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&w.mu);
+    e->elapsed_ms = fvi_now_ms() - t0;
+    return FV_EXIT_OK;
+oom:
+    fprintf(stderr, "faceverify: out of memory\n");
+    return FV_EXIT_FAILURE;
+}
+
+/* The embedding an image is scored with: the detector's, else (when
+ * use_fallback) the centre crop's, else NULL. */
+static const float *image_embedding(const image_t *im, int use_fallback) {
+    if (im->st == FV_OK) return im->emb;
+    if (use_fallback && im->fallback_st == FV_OK) return im->fallback;
+    return NULL;
+}
+
+/* Scores every pair into s (same order as e->pl); a pair with an image
+ * that has no embedding gets failed = 1.  Returns the failed count. */
+static size_t score_pairs(const eval_t *e, int use_fallback, fv_pair_score *s) {
+    size_t failed = 0;
+    for (size_t i = 0; i < e->pl.n; i++) {
+        const pair_t *p = &e->pl.v[i];
+        const float *a = image_embedding(&e->imgs[p->ia], use_fallback);
+        const float *b = image_embedding(&e->imgs[p->ib], use_fallback);
+        s[i].same = p->same;
+        s[i].fold = p->fold;
+        s[i].failed = !a || !b;
+        s[i].distance = s[i].failed ? 0.0 : fv_distance(a, b);
+        failed += (size_t)s[i].failed;
+    }
+    return failed;
+}
+
+/* Moves the scored pairs to the front of s; returns their count. */
+static size_t compact_scored(fv_pair_score *s, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!s[i].failed) s[k++] = s[i];
+    return k;
+}
+
+/* --dump: one CSV line per pair, in file order. */
+static int dump_pairs(const char *file, const eval_t *e, const fv_pair_score *s, int use_fallback) {
+    FILE *f = fopen(file, "w");
+    if (!f) {
+        fprintf(stderr, "faceverify: cannot write %s\n", file);
+        return -1;
+    }
+    fputs("fold,same,distance,failed,fallback,path_a,path_b\n", f);
+    for (size_t i = 0; i < e->pl.n; i++) {
+        const pair_t *p = &e->pl.v[i];
+        int fb = use_fallback && (e->imgs[p->ia].st != FV_OK || e->imgs[p->ib].st != FV_OK);
+        if (s[i].failed)
+            fprintf(f, "%d,%d,,1,%d,%s,%s\n", p->fold, p->same, fb, p->a, p->b);
+        else
+            fprintf(f, "%d,%d,%.7f,0,%d,%s,%s\n", p->fold, p->same, s[i].distance, fb, p->a, p->b);
+    }
+    return fclose(f) ? -1 : 0;
+}
+
+/* --dump-embeddings: path,status,source,e0..e127 per distinct image. */
+static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) {
+    FILE *f = fopen(file, "w");
+    if (!f) {
+        fprintf(stderr, "faceverify: cannot write %s\n", file);
+        return -1;
+    }
+    for (size_t i = 0; i < e->nimg; i++) {
+        const image_t *im = &e->imgs[i];
+        const float *v = image_embedding(im, use_fallback);
+        fprintf(f, "%s,%s,%s", im->path, fv_status_name(im->st),
+                !v             ? "none"
+                : v == im->emb ? "detector"
+                               : "fallback");
+        for (int k = 0; v && k < FV_EMBED_DIM; k++) fprintf(f, ",%.9g", v[k]);
+        fputc('\n', f);
+    }
+    return fclose(f) ? -1 : 0;
+}
+
+static const char *flip_name(fv_flip f) {
+    return f == FV_FLIP_MEAN ? "mean" : f == FV_FLIP_UNIT ? "unit" : "none";
+}
+
+static const double FARS[] = {1e-2, 1e-3};
+static const char *const FAR_KEYS[] = {"0.01", "0.001"};
+#define NFARS (sizeof FARS / sizeof *FARS)
+
+/* TAR at each FAR of FARS over n scored pairs, as a JSON object keyed by
+ * FAR (null where too few different pairs); tars[] and thrs[] get the
+ * values (-1 when not measurable). */
+static json_t *tar_json(const fv_pair_score *s, size_t n, double *tars, double *thrs) {
+    json_t *tar = json_object();
+    for (size_t k = 0; k < NFARS; k++) {
+        thrs[k] = 0;
+        tars[k] = fv_metric_tar_at_far(s, n, FARS[k], &thrs[k]);
+        json_object_set_new(tar, FAR_KEYS[k], tars[k] < 0 ? json_null() : json_real(tars[k]));
+    }
+    return tar;
+}
+
+/* The threshold-free metrics over n scored pairs: one global ranking. */
+typedef struct {
+    double auc;
+    double tars[NFARS], tthr[NFARS];
+    json_t *tar; /* new reference, keyed by FAR */
+    fv_dist_summary same, diff;
+} global_metrics;
+
+static void global_metrics_of(const fv_pair_score *s, size_t n, global_metrics *g) {
+    g->auc = fv_metric_roc_auc(s, n);
+    g->tar = tar_json(s, n, g->tars, g->tthr);
+    fv_metric_summary(s, n, 1, &g->same);
+    fv_metric_summary(s, n, 0, &g->diff);
+}
+
+static void print_tars(const global_metrics *g) {
+    for (size_t k = 0; k < NFARS; k++) {
+        if (g->tars[k] < 0)
+            printf("TAR at FAR %-6s n/a (too few different pairs)\n", FAR_KEYS[k]);
+        else
+            printf("TAR at FAR %-6s %.4f (threshold %.4f)\n", FAR_KEYS[k], g->tars[k], g->tthr[k]);
+    }
+}
+
 int fv_cli_eval_pairs(fv_cli_opts *o) {
     if (!o->pairs || !o->root) {
         fprintf(stderr, "faceverify eval-pairs: needs --pairs FILE and --root DIR\n");
         return FV_EXIT_INPUT;
     }
-    pair_list pl = {0};
-    char **names = NULL;
-    image_t *imgs = NULL;
+    eval_t e;
     fv_pair_score *scores = NULL;
-    fv_engine *eng = NULL;
-    fv_model *model = NULL;
     json_t *skipped = json_array();
-    size_t nimg = 0, nscored = 0;
-    int code = FV_EXIT_INPUT;
-    if (fv_cli_read_pairs(o->pairs, &pl)) goto done;
-
-    /* distinct images */
-    names = malloc(2 * pl.n * sizeof *names);
-    if (!names) goto oom;
-    for (size_t i = 0; i < pl.n; i++) {
-        names[2 * i] = pl.v[i].a;
-        names[2 * i + 1] = pl.v[i].b;
+    int code = eval_prepare(o, o->pairs, 0, &e);
+    if (code != FV_EXIT_OK) goto done;
+    const pair_list *pl = &e.pl;
+    scores = calloc(pl->n, sizeof *scores);
+    if (!scores) {
+        fprintf(stderr, "faceverify: out of memory\n");
+        code = FV_EXIT_FAILURE;
+        goto done;
     }
-    qsort(names, 2 * pl.n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < 2 * pl.n; i++)
-        if (nimg == 0 || strcmp(names[nimg - 1], names[i])) names[nimg++] = names[i];
-    imgs = calloc(nimg, sizeof *imgs);
-    scores = calloc(pl.n, sizeof *scores);
-    if (!imgs || !scores) goto oom;
-    for (size_t i = 0; i < pl.n; i++) {
-        pl.v[i].ia = find_image(names, nimg, pl.v[i].a);
-        pl.v[i].ib = find_image(names, nimg, pl.v[i].b);
+    score_pairs(&e, 0, scores);
+    if ((o->dump && dump_pairs(o->dump, &e, scores, 0)) ||
+        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 0))) {
+        code = FV_EXIT_FAILURE;
+        goto done;
     }
-
-    code = FV_EXIT_FAILURE;
-    if (fv_cli_model(o, &model) != FV_OK || fv_cli_engine(o, &eng) != FV_OK) goto done;
-    double t0 = fvi_now_ms();
-    for (size_t i = 0; i < nimg; i++) {
-        char path[4096];
-        fv_image *img = NULL;
-        fv_face_result r;
-        imgs[i].path = names[i];
-        snprintf(path, sizeof path, "%s/%s", o->root, names[i]);
-        imgs[i].st = fv_image_load(path, &o->cfg.limits, &img, NULL, 0);
-        if (imgs[i].st == FV_OK) {
-            imgs[i].st = fv_cli_embed(eng, model, img, o, &r, NULL, 0);
-            if (imgs[i].st == FV_OK) memcpy(imgs[i].emb, r.embedding, sizeof r.embedding);
-        }
-        fv_image_destroy(img);
-        progress(i + 1, nimg);
+    for (size_t i = 0; i < pl->n; i++) {
+        const pair_t *p = &pl->v[i];
+        const image_t *ia = &e.imgs[p->ia], *ib = &e.imgs[p->ib];
+        if (!scores[i].failed) continue;
+        const image_t *bad = ia->st != FV_OK ? ia : ib;
+        json_array_append_new(skipped, json_pack("{s:s,s:s,s:b,s:s,s:s}", "path_a", p->a, "path_b",
+                                                 p->b, "same", p->same, "image", bad->path,
+                                                 "reason", fv_status_name(bad->st)));
     }
-    double elapsed = fvi_now_ms() - t0;
-
-    float thr = o->verify.threshold > 0 ? o->verify.threshold
-                : model                 ? fv_model_threshold(model)
-                                        : fv_engine_threshold(eng);
-    size_t pos = 0, neg = 0;
-    for (size_t i = 0; i < pl.n; i++) {
-        const pair_t *p = &pl.v[i];
-        const image_t *ia = &imgs[p->ia], *ib = &imgs[p->ib];
-        if (ia->st != FV_OK || ib->st != FV_OK) {
-            const image_t *bad = ia->st != FV_OK ? ia : ib;
-            json_array_append_new(skipped, json_pack("{s:s,s:s,s:b,s:s,s:s}", "path_a", p->a,
-                                                     "path_b", p->b, "same", p->same, "image",
-                                                     bad->path, "reason", fv_status_name(bad->st)));
-            continue;
-        }
-        scores[nscored].distance = fv_distance(ia->emb, ib->emb);
-        scores[nscored].same = p->same;
-        pos += p->same != 0;
-        neg += p->same == 0;
-        nscored++;
-    }
+    size_t nscored = compact_scored(scores, pl->n);
     if (nscored == 0) {
-        fprintf(stderr, "faceverify: no pair could be evaluated (%zu skipped)\n", pl.n);
+        fprintf(stderr, "faceverify: no pair could be evaluated (%zu skipped)\n", pl->n);
         code = FV_EXIT_INPUT;
         goto done;
     }
+    size_t pos = 0, neg = 0;
+    for (size_t i = 0; i < nscored; i++) {
+        pos += scores[i].same != 0;
+        neg += scores[i].same == 0;
+    }
+    float thr = o->verify.threshold > 0 ? o->verify.threshold
+                : e.model               ? fv_model_threshold(e.model)
+                                        : fv_engine_threshold(e.eng);
     double acc = fv_metric_accuracy(scores, nscored, thr);
     double best_t = 0, best_acc = 0;
     fv_metric_best_threshold(scores, nscored, &best_t, &best_acc);
-    double auc = fv_metric_roc_auc(scores, nscored);
-    static const double fars[] = {1e-2, 1e-3};
-    static const char *const far_keys[] = {"0.01", "0.001"};
-    json_t *tar = json_object();
-    double tars[2];
-    for (int k = 0; k < 2; k++) {
-        tars[k] = fv_metric_tar_at_far(scores, nscored, fars[k], NULL);
-        json_object_set_new(tar, far_keys[k], tars[k] < 0 ? json_null() : json_real(tars[k]));
-    }
-    fv_dist_summary ss, sd;
-    fv_metric_summary(scores, nscored, 1, &ss);
-    fv_metric_summary(scores, nscored, 0, &sd);
+    global_metrics g;
+    global_metrics_of(scores, nscored, &g);
     size_t nskipped = json_array_size(skipped);
     if (o->json) {
-        fv_cli_print_json(
-            json_pack("{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:I,s:f,s:O}",
-                      "pairs", (json_int_t)nscored, "pairs_total", (json_int_t)pl.n, "same_pairs",
-                      (json_int_t)pos, "different_pairs", (json_int_t)neg, "threshold", (double)thr,
-                      "accuracy", acc, "best_threshold", best_t, "best_accuracy", best_acc,
-                      "roc_auc", auc == auc ? json_real(auc) : json_null(), "tar_at_far", tar,
-                      "distances", "same", summary_json(&ss), "different", summary_json(&sd),
-                      "model", model ? fv_model_id(model) : FV_MODEL_ID, "detector",
-                      fv_detector_name(o->verify.detect.detector), "images", (json_int_t)nimg,
-                      "ms_per_image", elapsed / (double)nimg, "skipped", skipped));
+        fv_cli_print_json(json_pack(
+            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:f,s:O}",
+            "pairs", (json_int_t)nscored, "pairs_total", (json_int_t)pl->n, "same_pairs",
+            (json_int_t)pos, "different_pairs", (json_int_t)neg, "threshold", (double)thr,
+            "accuracy", acc, "best_threshold", best_t, "best_accuracy", best_acc, "roc_auc",
+            g.auc == g.auc ? json_real(g.auc) : json_null(), "tar_at_far", g.tar, "distances",
+            "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
+            e.model ? fv_model_id(e.model) : FV_MODEL_ID, "detector",
+            fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "images",
+            (json_int_t)e.nimg, "ms_per_image", ms_per_image(&e), "skipped", skipped));
     } else {
-        json_decref(tar);
+        json_decref(g.tar);
         printf("pairs evaluated   %zu of %zu (%zu same, %zu different), %zu skipped\n", nscored,
-               pl.n, pos, neg, nskipped);
+               pl->n, pos, neg, nskipped);
         printf("accuracy          %.4f at threshold %.4f\n", acc, thr);
         printf("best accuracy     %.4f at threshold %.4f\n", best_acc, best_t);
-        printf("ROC AUC           %.4f\n", auc);
-        for (int k = 0; k < 2; k++) {
-            if (tars[k] < 0)
-                printf("TAR at FAR %-6s n/a (too few different pairs)\n", far_keys[k]);
-            else
-                printf("TAR at FAR %-6s %.4f\n", far_keys[k], tars[k]);
-        }
-        printf("same distances    median %.4f  [%.4f .. %.4f]\n", ss.median, ss.min, ss.max);
-        printf("diff distances    median %.4f  [%.4f .. %.4f]\n", sd.median, sd.min, sd.max);
+        printf("ROC AUC           %.4f\n", g.auc);
+        print_tars(&g);
+        printf("same distances    median %.4f  [%.4f .. %.4f]\n", g.same.median, g.same.min,
+               g.same.max);
+        printf("diff distances    median %.4f  [%.4f .. %.4f]\n", g.diff.median, g.diff.min,
+               g.diff.max);
         for (size_t i = 0; i < nskipped; i++) {
             json_t *s = json_array_get(skipped, i);
             printf("skipped: %s, %s (%s: %s)\n", json_string_value(json_object_get(s, "path_a")),
@@ -269,21 +576,142 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
         }
     }
     code = FV_EXIT_OK;
+done:
+    eval_free(&e);
+    free(scores);
+    json_decref(skipped);
+    return code;
+}
+
+static json_t *doubles_json(const double *v, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+/* The fold protocol over s (all pairs, failed ones flagged) as JSON:
+ * mean/std/standard error of the fold accuracies and their thresholds. */
+static json_t *folds_json(const fv_pair_score *s, size_t n, int folds, double *mean) {
+    double acc[100], thr[100], std;
+    if (fv_metric_folds(s, n, folds, acc, thr)) return NULL;
+    fv_metric_mean_std(acc, (size_t)folds, mean, &std);
+    return json_pack("{s:f,s:f,s:f,s:o,s:o}", "mean_accuracy", *mean, "std_accuracy", std,
+                     "standard_error", std / sqrt((double)folds), "fold_accuracies",
+                     doubles_json(acc, (size_t)folds), "fold_thresholds",
+                     doubles_json(thr, (size_t)folds));
+}
+
+int fv_cli_eval_lfw(fv_cli_opts *o) {
+    if (!o->root) {
+        fprintf(stderr, "faceverify eval-lfw: needs --root LFW_DIR (with pairs.txt)\n");
+        return FV_EXIT_INPUT;
+    }
+    char pairs[4096];
+    snprintf(pairs, sizeof pairs, "%s/pairs.txt", o->root);
+    const char *pfile = o->pairs ? o->pairs : pairs;
+    eval_t e;
+    fv_pair_score *fb = NULL, *er = NULL;
+    json_t *out = NULL, *as_errors = NULL;
+    int code = eval_prepare(o, pfile, 1, &e);
+    if (code != FV_EXIT_OK) goto done;
+    const pair_list *pl = &e.pl;
+    if (pl->folds < 2) {
+        fprintf(stderr, "faceverify eval-lfw: %s has no fold header (\"10 300\")\n", pfile);
+        code = FV_EXIT_INPUT;
+        goto done;
+    }
+    code = FV_EXIT_FAILURE;
+    fb = calloc(pl->n, sizeof *fb);
+    er = calloc(pl->n, sizeof *er);
+    if (!fb || !er) goto oom;
+    size_t failed_fb = score_pairs(&e, 1, fb);
+    size_t failed_er = score_pairs(&e, 0, er);
+    if ((o->dump && dump_pairs(o->dump, &e, fb, 1)) ||
+        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 1)))
+        goto done;
+
+    double mean_fb, mean_er;
+    out = folds_json(fb, pl->n, pl->folds, &mean_fb);
+    as_errors = folds_json(er, pl->n, pl->folds, &mean_er);
+    if (!out || !as_errors) {
+        fprintf(stderr, "faceverify eval-lfw: a fold has no scored pairs\n");
+        code = FV_EXIT_INPUT;
+        goto done;
+    }
+    /* failures, by image */
+    json_t *list = json_array();
+    size_t bad_images = 0, bad_fallback = 0;
+    for (size_t i = 0; i < e.nimg; i++) {
+        const image_t *im = &e.imgs[i];
+        if (im->st == FV_OK) continue;
+        bad_images++;
+        int fb_ok = im->st == FV_E_NO_FACE && im->fallback_st == FV_OK;
+        bad_fallback += !fb_ok;
+        json_array_append_new(list, json_pack("{s:s,s:s,s:s}", "image", im->path, "reason",
+                                              fv_status_name(im->st), "fallback",
+                                              fb_ok ? "centre_crop" : "failed"));
+    }
+    size_t nfb = compact_scored(fb, pl->n);
+    size_t ner = compact_scored(er, pl->n);
+    global_metrics g;
+    global_metrics_of(fb, nfb, &g);
+    double auc_er = fv_metric_roc_auc(er, ner);
+    json_object_set_new(as_errors, "pairs_scored", json_integer((json_int_t)ner));
+    json_object_set_new(as_errors, "roc_auc_scored_pairs",
+                        auc_er == auc_er ? json_real(auc_er) : json_null());
+    char policy[256];
+    snprintf(policy, sizeof policy,
+             "headline: an image without a detected face is embedded from its centre crop "
+             "(%.0f%% of the shorter side) with detector none; failures_as_errors: such pairs "
+             "count as wrong",
+             100 * FV_FALLBACK_CROP);
+    json_t *rest = json_pack(
+        "{s:s,s:s,s:I,s:I,s:I,s:o*,s:o,s:{s:f,s:f},s:{s:I,s:I,s:I,s:I,s:s,s:o},"
+        "s:o,s:{s:o,s:o},s:s,s:s,s:s,s:i,s:I,s:f}",
+        "protocol", "LFW View 2: each fold scored at the best threshold of the other folds",
+        "pairs_file", pfile, "pairs", (json_int_t)pl->n, "pairs_scored", (json_int_t)nfb, "folds",
+        (json_int_t)pl->folds, "roc_auc", g.auc == g.auc ? json_real(g.auc) : json_null(),
+        "tar_at_far", g.tar, "tar_thresholds", FAR_KEYS[0], g.tthr[0], FAR_KEYS[1], g.tthr[1],
+        "failures", "images", (json_int_t)bad_images, "images_fallback_failed",
+        (json_int_t)bad_fallback, "pairs", (json_int_t)failed_er, "pairs_unscored_after_fallback",
+        (json_int_t)failed_fb, "policy", policy, "list", list, "failures_as_errors", as_errors,
+        "distances", "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
+        e.model ? fv_model_id(e.model) : FV_MODEL_ID, "detector",
+        fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "threads",
+        fv_engine_threads(e.eng), "images", (json_int_t)e.nimg, "ms_per_image", ms_per_image(&e));
+    if (rest && o->embeddings_from)
+        json_object_set_new(rest, "images_from_file", json_integer((json_int_t)e.cached));
+    as_errors = NULL; /* json_pack's "o" took it */
+    if (!rest || json_object_update(out, rest)) {
+        json_decref(rest);
+        goto oom;
+    }
+    json_decref(rest);
+    if (o->json) {
+        fv_cli_print_json(json_incref(out));
+    } else {
+        json_t *fe = json_object_get(out, "failures_as_errors");
+        printf("LFW View 2        %zu pairs in %d folds, %zu images (flip %s, detector %s)\n",
+               pl->n, pl->folds, e.nimg, flip_name(o->cfg.flip),
+               fv_detector_name(o->verify.detect.detector));
+        printf("mean accuracy     %.4f +- %.4f (std over folds)\n", mean_fb,
+               json_real_value(json_object_get(out, "std_accuracy")));
+        printf("ROC AUC           %.5f\n", g.auc);
+        print_tars(&g);
+        printf("no face found     %zu images in %zu pairs; centre-crop fallback failed for %zu\n",
+               bad_images, failed_er, bad_fallback);
+        printf("failures as errors: mean accuracy %.4f +- %.4f\n", mean_er,
+               json_real_value(json_object_get(fe, "std_accuracy")));
+    }
+    code = FV_EXIT_OK;
     goto done;
 oom:
     fprintf(stderr, "faceverify: out of memory\n");
-    code = FV_EXIT_FAILURE;
 done:
-    for (size_t i = 0; i < pl.n; i++) {
-        free(pl.v[i].a);
-        free(pl.v[i].b);
-    }
-    free(pl.v);
-    free(names);
-    free(imgs);
-    free(scores);
-    json_decref(skipped);
-    fv_model_destroy(model);
-    fv_engine_destroy(eng);
+    eval_free(&e);
+    free(fb);
+    free(er);
+    json_decref(out);
+    json_decref(as_errors);
     return code;
 }

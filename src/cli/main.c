@@ -55,6 +55,10 @@ static void usage(FILE *f) {
           "                    different models are refused (exit 2, model_mismatch)\n"
           "  train             --data DIR --out MODEL: train an embedding network with\n"
           "                    triplet loss (faceverify train --help)\n"
+          "  eval-lfw          --root LFW_DIR: the LFW View 2 protocol on pairs.txt (or\n"
+          "                    --pairs FILE): 10-fold accuracy +- std, ROC AUC, TAR@FAR;\n"
+          "                    detection failures scored both as errors and with a\n"
+          "                    centre-crop fallback\n"
           "\n"
           "options:\n"
           "  --detector mmod|none|haar  face detector (none: the image is a tight face\n"
@@ -68,6 +72,14 @@ static void usage(FILE *f) {
           "  --min-neighbors N      haar: hits needed to keep a face (default 3)\n"
           "  --min-size N           haar: smallest face side in px (default: window)\n"
           "  --max-size N           haar: largest face side in px (default: image)\n"
+          "  --flip                 average the embeddings of the face chip and its\n"
+          "                         mirror (flipped-image averaging; 2 network passes)\n"
+          "  --flip-mode none|mean|unit  --flip's combination (unit: rescaled to length 1)\n"
+          "  --jobs N               eval: images processed at once (default 1)\n"
+          "  --embeddings-from FILE eval: reuse the embeddings of an earlier\n"
+          "                         --dump-embeddings run made with the same options\n"
+          "  --dump FILE            eval: write per-pair fold,same,distance,... as CSV\n"
+          "  --dump-embeddings FILE eval: write per-image path,status,embedding as CSV\n"
           "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
           "  --threshold T          decision threshold (default: calibrated)\n"
           "  --strict               several faces in an image is an error\n"
@@ -101,6 +113,31 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
         if (!strcmp(a, "--json")) {
             o->json = 1;
             takes = 0;
+        } else if (!strcmp(a, "--flip")) {
+            o->cfg.flip = FV_CLI_FLIP_DEFAULT;
+            takes = 0;
+        } else if (!strcmp(a, "--flip-mode") && v) {
+            if (!strcmp(v, "none"))
+                o->cfg.flip = FV_FLIP_NONE;
+            else if (!strcmp(v, "mean"))
+                o->cfg.flip = FV_FLIP_MEAN;
+            else if (!strcmp(v, "unit"))
+                o->cfg.flip = FV_FLIP_UNIT;
+            else {
+                fprintf(stderr, "faceverify: --flip-mode takes none, mean or unit\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--jobs") && v) {
+            if (parse_int(v, 1, 64, &o->jobs)) {
+                fprintf(stderr, "faceverify: --jobs takes 1..64\n");
+                return -1;
+            }
+        } else if (!strcmp(a, "--embeddings-from") && v) {
+            o->embeddings_from = v;
+        } else if (!strcmp(a, "--dump") && v) {
+            o->dump = v;
+        } else if (!strcmp(a, "--dump-embeddings") && v) {
+            o->dump_embeddings = v;
         } else if (!strcmp(a, "--try-rotations")) {
             o->verify.detect.try_rotations = 1;
             takes = 0;
@@ -487,6 +524,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "embed")) return cmd_embed(&o);
     if (!strcmp(cmd, "eval-pairs")) return fv_cli_eval_pairs(&o);
     if (!strcmp(cmd, "compare")) return cmd_compare(&o);
+    if (!strcmp(cmd, "eval-lfw")) return fv_cli_eval_lfw(&o);
     fprintf(stderr, "faceverify: unknown command '%s' (try --help)\n", cmd);
     return FV_EXIT_INPUT;
 }

@@ -131,6 +131,43 @@ double fv_metric_tar_at_far(const fv_pair_score *p, size_t n, double far, double
     return (double)best_ta / (double)pos;
 }
 
+int fv_metric_folds(const fv_pair_score *p, size_t n, int nfolds, double *acc, double *thr) {
+    if (nfolds < 2 || n == 0) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (p[i].fold < 0 || p[i].fold >= nfolds) return -1;
+    fv_pair_score *train = malloc(n * sizeof *train);
+    if (!train) return -1;
+    int rc = 0;
+    for (int k = 0; k < nfolds && rc == 0; k++) {
+        size_t nt = 0, total = 0, ok = 0;
+        for (size_t i = 0; i < n; i++)
+            if (p[i].fold != k && !p[i].failed) train[nt++] = p[i];
+        double t, train_acc;
+        if (nt == 0 || fv_metric_best_threshold(train, nt, &t, &train_acc)) {
+            rc = -1;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (p[i].fold != k) continue;
+            total++;
+            ok += !p[i].failed && (p[i].distance <= t) == (p[i].same != 0);
+        }
+        if (total == 0) rc = -1;
+        acc[k] = total ? (double)ok / (double)total : NAN;
+        thr[k] = t;
+    }
+    free(train);
+    return rc;
+}
+
+void fv_metric_mean_std(const double *v, size_t n, double *mean, double *std) {
+    double s = 0, ss = 0;
+    for (size_t i = 0; i < n; i++) s += v[i];
+    *mean = n ? s / (double)n : NAN;
+    for (size_t i = 0; i < n; i++) ss += (v[i] - *mean) * (v[i] - *mean);
+    *std = n > 1 ? sqrt(ss / (double)(n - 1)) : 0.0;
+}
+
 void fv_metric_summary(const fv_pair_score *p, size_t n, int same_class, fv_dist_summary *out) {
     memset(out, 0, sizeof *out);
     size_t k = 0;

@@ -13,6 +13,8 @@
 typedef struct fv_pair_score {
     double distance;
     int same;
+    int fold;   /* fv_metric_folds: the fold this pair belongs to (0-based) */
+    int failed; /* fv_metric_folds: no distance (an image failed); an error */
 } fv_pair_score;
 
 /* Fraction of pairs classified correctly at threshold t. */
@@ -33,6 +35,19 @@ double fv_metric_roc_auc(const fv_pair_score *p, size_t n);
  * (the rate cannot be measured) or on allocation failure; *thr receives the
  * threshold used. */
 double fv_metric_tar_at_far(const fv_pair_score *p, size_t n, double far, double *thr);
+
+/* The LFW View 2 protocol: for each fold k of nfolds, the best-accuracy
+ * threshold over the pairs of the other folds (fv_metric_best_threshold,
+ * failed pairs left out) is applied to fold k.  acc[k]: correct pairs of
+ * fold k over all pairs of fold k, so a failed pair counts as an error;
+ * thr[k]: the threshold used.  Returns -1 when nfolds < 2, a fold id is
+ * out of range, a fold has no pairs or no scored pairs outside it, or on
+ * allocation failure. */
+int fv_metric_folds(const fv_pair_score *p, size_t n, int nfolds, double *acc, double *thr);
+
+/* Mean and sample standard deviation (n - 1 in the denominator; 0 for
+ * n == 1) of v[0..n). */
+void fv_metric_mean_std(const double *v, size_t n, double *mean, double *std);
 
 typedef struct fv_dist_summary {
     size_t count;

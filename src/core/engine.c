@@ -46,6 +46,12 @@
 #ifndef FV_CALIBRATED_THRESHOLD
 #define FV_CALIBRATED_THRESHOLD 0.6f
 #endif
+#ifndef FV_CALIBRATED_THRESHOLD_FLIP_MEAN
+#define FV_CALIBRATED_THRESHOLD_FLIP_MEAN 0.6f
+#endif
+#ifndef FV_CALIBRATED_THRESHOLD_FLIP_UNIT
+#define FV_CALIBRATED_THRESHOLD_FLIP_UNIT 0.42f
+#endif
 
 #define FV_AUTO_UPSAMPLE_PIXELS (6u * 1000u * 1000u)
 #define FV_DEFAULT_MAX_SIDE 1600
@@ -62,6 +68,7 @@ struct fv_engine {
     fvi_resnet *resnet;
     fvi_pool *pool;
     float threshold;
+    fv_flip flip;
     fv_limits limits;
     /* Haar cascade, loaded on first use under haar_lock (so engines of
      * users who never ask for haar neither pay for nor fail on it); the
@@ -150,7 +157,16 @@ fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, 
     eng->limits = cfg.limits;
     if (!eng->limits.max_input_bytes) eng->limits.max_input_bytes = FV_DEFAULT_MAX_INPUT_BYTES;
     if (!eng->limits.max_pixels) eng->limits.max_pixels = FV_DEFAULT_MAX_PIXELS;
-    eng->threshold = cfg.threshold > 0 ? cfg.threshold : FV_CALIBRATED_THRESHOLD;
+    if (cfg.flip < FV_FLIP_NONE || cfg.flip > FV_FLIP_UNIT) {
+        fvi_free(eng);
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "flip must be 0..2");
+    }
+    eng->flip = cfg.flip;
+    /* each flip mode changes the distances, so each has its own calibration */
+    eng->threshold = cfg.threshold > 0          ? cfg.threshold
+                     : cfg.flip == FV_FLIP_MEAN ? FV_CALIBRATED_THRESHOLD_FLIP_MEAN
+                     : cfg.flip == FV_FLIP_UNIT ? FV_CALIBRATED_THRESHOLD_FLIP_UNIT
+                                                : FV_CALIBRATED_THRESHOLD;
     {
         char hp[4096];
         const char *cdir = getenv("FACEVERIFY_CASCADES");
@@ -563,6 +579,38 @@ fv_status fv_embed_chips(const fv_engine *eng, const unsigned char *chips, size_
     return fvi_resnet_embed(eng->resnet, chips, n, eng->pool, out, err, errlen);
 }
 
+/* Embeds one chip into emb under the engine's flip policy: with a flip
+ * mode the chip and its horizontal mirror go through the network as one
+ * batch of 2 and their embeddings are averaged (and, for FV_FLIP_UNIT,
+ * rescaled to unit length).  A face and its mirror image are the same
+ * person, so averaging cancels part of the network's left/right noise. */
+static fv_status embed_chip(const fv_engine *eng, const unsigned char *chip, float *emb, char *err,
+                            size_t errlen) {
+    if (eng->flip == FV_FLIP_NONE)
+        return fvi_resnet_embed(eng->resnet, chip, 1, eng->pool, emb, err, errlen);
+    enum { ROW = FV_CHIP_SIZE * 3, CHIP = FV_CHIP_SIZE * ROW };
+    unsigned char *two = fvi_malloc(2 * CHIP);
+    if (!two) return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
+    memcpy(two, chip, CHIP);
+    for (int y = 0; y < FV_CHIP_SIZE; y++)
+        for (int x = 0; x < FV_CHIP_SIZE; x++)
+            memcpy(two + CHIP + y * ROW + x * 3, chip + y * ROW + (FV_CHIP_SIZE - 1 - x) * 3, 3);
+    float e[2 * FV_EMBED_DIM];
+    fv_status st = fvi_resnet_embed(eng->resnet, two, 2, eng->pool, e, err, errlen);
+    fvi_free(two);
+    if (st != FV_OK) return st;
+    double norm = 0;
+    for (int i = 0; i < FV_EMBED_DIM; i++) {
+        emb[i] = 0.5f * (e[i] + e[FV_EMBED_DIM + i]);
+        norm += (double)emb[i] * emb[i];
+    }
+    if (eng->flip == FV_FLIP_UNIT && norm > 0) {
+        float inv = (float)(1.0 / sqrt(norm));
+        for (int i = 0; i < FV_EMBED_DIM; i++) emb[i] *= inv;
+    }
+    return FV_OK;
+}
+
 fv_status fv_embed_face(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
                         int strict, fv_face_result *out, char *err, size_t errlen) {
     fv_detect_options defaults;
@@ -601,7 +649,7 @@ fv_status fv_embed_face(const fv_engine *eng, const fv_image *img, const fv_dete
     out->timings.chip_ms = t3 - t2;
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "chip extraction failed");
 
-    st = fvi_resnet_embed(eng->resnet, chip, 1, eng->pool, out->embedding, err, errlen);
+    st = embed_chip(eng, chip, out->embedding, err, errlen);
     out->timings.embed_ms = fvi_now_ms() - t3;
     return st;
 }

@@ -1,0 +1,60 @@
+"""What every bench/results/*.json records about the machine it ran on.
+
+CPU model and cores from /proc/cpuinfo, the BLAS the faceverify binary is
+linked against (from ldd) and how its threads are set: faceverify pins
+OpenBLAS to 1 thread (src/nn/arena.c) and splits work over its own pool.
+"""
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACEVERIFY_DATA", REPO.parent / "shared" / "data"))
+MODELS = Path(os.environ.get("FACEVERIFY_MODELS", REPO / "models"))
+BUILD = Path(os.environ.get("FACEVERIFY_BUILD", REPO / "build"))
+CLI = BUILD / "bin" / "faceverify"
+RESULTS = REPO / "bench" / "results"
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_library(binary=CLI):
+    """The BLAS shared object the binary loads, resolved to its real file."""
+    try:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown"
+    for line in out.splitlines():
+        m = re.search(r"(\S*blas\S*) => (\S+)", line)
+        if m:
+            return os.path.realpath(m.group(2))
+    return "none found by ldd"
+
+
+def machine(threads_note="faceverify: OpenBLAS pinned to 1 thread, work split by its own pool"):
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "blas": blas_library(),
+        "blas_threads": threads_note,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def write_result(name, obj):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dest = RESULTS / name
+    dest.write_text(__import__("json").dumps(obj, indent=2) + "\n")
+    return dest

@@ -11,6 +11,7 @@
  * are serialised by its mutex (FAISS and BLAS run single-threaded here).
  */
 #include "index.h"
+#include "crypto.h"
 
 #include <errno.h>
 #include <math.h>
@@ -480,7 +481,14 @@ static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, int *done, char 
 }
 
 static int start_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
-    return refresh(ix, e, 1, err, errlen);
+    if (refresh(ix, e, 1, err, errlen) == 0) return 0;
+    /* Sealed templates without the right key: this collection answers 503
+     * template_key_unavailable on its searches; the others are served. */
+    if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) {
+        fprintf(stderr, "faceverifyd: collection %lld not indexed: %s\n", (long long)e->coll, err);
+        return 0;
+    }
+    return -1;
 }
 
 int fvs_index_start(fvs_index *ix, char *err, size_t errlen) {

@@ -76,6 +76,21 @@ def create_collection(db_url: str, name: str, *extra) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
+def two_collections(backend: str, tmp: Path):
+    """A migrated, empty database with collections alpha (key .a) and beta
+    (key .b): what the isolation, security and fault tests start from."""
+    url = new_db_url(backend, tmp)
+    daemon_cmd("migrate", db_url=url)
+
+    class Db:
+        db_url = url
+        a = create_collection(url, "alpha")
+        b = create_collection(url, "beta")
+    Db.backend = backend
+    Db.tmp = tmp
+    return Db
+
+
 class Server:
     def __init__(self, db_url: str, env=None, max_body=MAX_BODY):
         self.db_url = db_url

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from conftest import DATA, need
-from fvserver import PG_URL, Server, check, create_collection, daemon_cmd, new_db_url
+from fvserver import two_collections, PG_URL, Server, check, create_collection, daemon_cmd, new_db_url
 from test_security import blobs, sql, windows
 
 BACKENDS = ["sqlite", "postgres"]
@@ -39,16 +39,7 @@ def img(path: Path):
 
 @pytest.fixture(params=BACKENDS)
 def db(request, tmp_path):
-    url = new_db_url(request.param, tmp_path)
-    daemon_cmd("migrate", db_url=url)
-
-    class Db:
-        backend = request.param
-        db_url = url
-        a = create_collection(url, "alpha")
-        b = create_collection(url, "beta")
-        tmp = tmp_path
-    return Db
+    return two_collections(request.param, tmp_path)
 
 
 def new_subject(srv, key, name):

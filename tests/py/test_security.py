@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import DATA, need
-from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
+from fvserver import two_collections, Server, check, create_collection, daemon_cmd, new_db_url
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -33,17 +33,7 @@ def image(rel="openface/clapton-2.jpg"):
 
 @pytest.fixture(params=BACKENDS)
 def db(request, tmp_path):
-    """A migrated, empty database with collections alpha and beta."""
-    url = new_db_url(request.param, tmp_path)
-    daemon_cmd("migrate", db_url=url)
-
-    class Db:
-        backend = request.param
-        db_url = url
-        a = create_collection(url, "alpha")
-        b = create_collection(url, "beta")
-        tmp = tmp_path
-    return Db
+    return two_collections(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -574,9 +574,9 @@ def test_migrations_from_empty_and_rerun(env, tmp_path):
     p = daemon_cmd("migrate", db_url=url)
     assert "(0 migrations applied)" in p.stdout
     con = sqlite3.connect(url[len("sqlite://"):])
-    assert [v for (v,) in con.execute("SELECT version FROM schema_migrations ORDER BY 1")] == [1, 2, 3]
+    assert [v for (v,) in con.execute("SELECT version FROM schema_migrations ORDER BY 1")] == [1, 2, 3, 4]
     tables = {t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"collections", "subjects", "faces", "schema_migrations", "face_changes"} <= tables
+    assert {"collections", "subjects", "faces", "schema_migrations", "audit_log", "face_changes"} <= tables
     con.close()
 
 

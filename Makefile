@@ -41,7 +41,7 @@ asan:
 
 # fuzz: the libFuzzer targets (clang; -fsanitize=fuzzer,address,undefined).
 fuzz:
-	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DFV_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DFV_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(FUZZ_BUILD) --target fuzz -j$(JOBS)
 
 # test-fuzz: each fuzz target for FUZZ_SECONDS (default 20) from the seeds

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "guard.h"
 #include "http.h"
 
 static fvs_server srv;
@@ -30,6 +31,7 @@ static char db_path[64];
 
 static void cleanup(void) {
     if (daemon_) MHD_stop_daemon(daemon_);
+    fvs_guard_destroy(srv.guard);
     fvs_index_destroy(srv.index);
     fvs_store_close(srv.store);
     if (db_path[0]) unlink(db_path);
@@ -42,7 +44,7 @@ static void setup(void) {
     int fd = mkstemp(db_path);
     if (fd < 0) abort();
     close(fd);
-    char url[128];
+    static char url[128]; /* the index keeps a pointer to it */
     snprintf(url, sizeof url, "sqlite://%s", db_path);
     srv.store = fvs_store_open(url, err, sizeof err);
     int applied = 0;
@@ -57,11 +59,14 @@ static void setup(void) {
     if (fvs_collection_create(srv.store, "fuzz", prefix, hash, 0, &id, err, sizeof err)) abort();
     srv.cfg.max_body = 256 * 1024;
     srv.cfg.assets_dir = FVS_ASSETS_DIR;
-    srv.index = fvs_index_create(srv.store);
+    srv.cfg.max_inflight = 4;
+    srv.guard = fvs_guard_create(srv.cfg.max_inflight, 0, 0);
+    const fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, url, 0, 0};
+    srv.index = fvs_index_create(srv.store, &icfg);
     snprintf(srv.engine_error, sizeof srv.engine_error, "not loaded while fuzzing");
     srv.default_threshold = 0.6f;
     daemon_ = fvs_http_start_unlistened(&srv);
-    if (!daemon_ || !srv.index) abort();
+    if (!daemon_ || !srv.index || !srv.guard) abort();
     atexit(cleanup);
 }
 

@@ -36,7 +36,7 @@ static void read_fields(json_t *obj) {
     static const char *const bytes[] = {"image", "image_a", "image_b"};
     for (size_t i = 0; i < sizeof bytes / sizeof *bytes; i++) {
         if (!json_object_get(obj, bytes[i])) continue;
-        fvs_resp out = {0, NULL};
+        fvs_resp out = {0};
         unsigned char *owned = NULL;
         const unsigned char *p = NULL;
         size_t len = 0;
@@ -50,7 +50,7 @@ static void read_fields(json_t *obj) {
     static const char *const numbers[] = {"threshold", "top_k", "k", "limit", "offset"};
     for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
         if (!json_object_get(obj, numbers[i])) continue;
-        fvs_resp out = {0, NULL};
+        fvs_resp out = {0};
         double v = 0;
         fvs_req_number(&r, numbers[i], 0, 1e9, &v, &out);
         json_decref(out.body);

@@ -53,8 +53,23 @@ def machine(threads_note="faceverify: OpenBLAS pinned to 1 thread, work split by
     }
 
 
-def write_result(name, obj):
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    dest = RESULTS / name
-    dest.write_text(__import__("json").dumps(obj, indent=2) + "\n")
+def _portable(v, repo):
+    """Paths under this checkout (or its ../shared) written relative to the
+    repo root, so that results name no directory of the machine that ran
+    them."""
+    if isinstance(v, dict):
+        return {k: _portable(x, repo) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_portable(x, repo) for x in v]
+    if isinstance(v, str):
+        return v.replace(str(repo.parent / "shared") + "/", "../shared/").replace(
+            str(repo) + "/", "")
+    return v
+
+
+def write_result(name, obj, dest=None):
+    """Writes obj as JSON to bench/results/NAME (or dest)."""
+    dest = Path(dest) if dest else RESULTS / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(__import__("json").dumps(_portable(obj, REPO), indent=2) + "\n")
     return dest

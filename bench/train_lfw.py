@@ -28,6 +28,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import write_result  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -98,10 +101,7 @@ def main():
         },
     }
     res["bench_command"] = " ".join(sys.argv)
-    path = a.output
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(res, f, indent=2)
+    write_result(os.path.basename(a.output), res, a.output)
     print(json.dumps(res["summary"], indent=2))
 
 

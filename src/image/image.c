@@ -126,12 +126,12 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
                           char *err, size_t errlen) {
     if (err && errlen) err[0] = '\0';
     if (!out || (!bytes && len))
-        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "image: NULL argument");
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     fv_limits l = fvi_limits_effective(lim);
     if (len > l.max_input_bytes)
         return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
-                          "image: %zu bytes exceed the input limit of %zu", len, l.max_input_bytes);
-    if (len == 0) return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT, "image: empty input");
+                          "%zu bytes exceed the input limit of %zu", len, l.max_input_bytes);
+    if (len == 0) return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT, "empty input");
     const unsigned char *d = bytes;
     const char *other;
     switch (sniff(d, len, &other)) {
@@ -148,9 +148,9 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
     }
     if (other)
         return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,
-                          "image: %s is not supported (JPEG, PNG, WebP, BMP are)", other);
+                          "%s is not supported (JPEG, PNG, WebP, BMP are)", other);
     return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,
-                      "image: unknown format (JPEG, PNG, WebP, BMP are supported)");
+                      "unknown format (JPEG, PNG, WebP, BMP are supported)");
 }
 
 /* Reads exactly the n bytes of fd (short reads retried, EINTR tolerated);

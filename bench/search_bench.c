@@ -8,7 +8,7 @@
  *                                       nearest the centre) into raw float32
  *                                       rows; one line per row in OUT.f32.txt
  *                                       gives the image it came from
- *   search_bench run EMB.f32 SIZES BACKENDS [QUERIES]
+ *   search_bench run EMB.f32 SIZES BACKENDS [QUERIES [THREADS [SPILLDIR]]]
  *                                       one JSON object per (size, backend)
  *
  * run: the first QUERIES rows of EMB are the queries (the caller orders the
@@ -16,8 +16,10 @@
  * gallery); the gallery is the remaining real rows, padded with synthetic
  * random unit vectors up to each size.  Per backend: build time, bytes held
  * (fvi_search_memory) and the resident-set growth, per-query latency median
- * and p95, recall@1 against exact.  One thread (BLAS and OpenMP pinned by
- * the caller's environment).
+ * and p95, recall@1 against exact.  THREADS (default 1) is the exact
+ * backends' scan threads (BLAS and OpenMP are pinned by the caller's
+ * environment); with SPILLDIR, exact-int8 keeps its float32 rows in a file
+ * there (fvi_search_spill), as faceverifyd does with an index dir.
  */
 #include <math.h>
 #include <stdio.h>
@@ -113,7 +115,8 @@ static void synthetic(float *x) {
     for (int i = 0; i < D; i++) x[i] = (float)(x[i] / sqrt(s));
 }
 
-static int cmd_run(const char *emb, const char *sizes, const char *backends, int nq) {
+static int cmd_run(const char *emb, const char *sizes, const char *backends, int nq, int threads,
+                   const char *spill) {
     FILE *f = fopen(emb, "rb");
     if (!f) return 1;
     fseek(f, 0, SEEK_END);
@@ -147,7 +150,9 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
             long rss0 = rss_kb();
             double t0 = now_ms();
             fvi_search *s = fvi_search_create(kind, err, sizeof err);
-            if (!s || fvi_search_add(s, n, ids, gal, err, sizeof err)) {
+            if (s) fvi_search_set_threads(s, threads);
+            if (!s || (spill && fvi_search_spill(s, spill, err, sizeof err)) ||
+                fvi_search_add(s, n, ids, gal, err, sizeof err)) {
                 fprintf(stderr, "search_bench: %s\n", err);
                 return 1;
             }
@@ -185,8 +190,10 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "embed") == 0) return cmd_embed(argv[2], argv[3]);
-    if ((argc == 5 || argc == 6) && strcmp(argv[1], "run") == 0)
-        return cmd_run(argv[2], argv[3], argv[4], argc == 6 ? atoi(argv[5]) : 200);
-    fprintf(stderr, "usage: search_bench embed LIST OUT.f32 | run EMB.f32 SIZES BACKENDS [Q]\n");
+    if (argc >= 5 && argc <= 8 && strcmp(argv[1], "run") == 0)
+        return cmd_run(argv[2], argv[3], argv[4], argc >= 6 ? atoi(argv[5]) : 200,
+                       argc >= 7 ? atoi(argv[6]) : 1, argc == 8 ? argv[7] : NULL);
+    fprintf(stderr,
+            "usage: search_bench embed LIST OUT.f32 | run EMB.f32 SIZES BACKENDS [Q [T [DIR]]]\n");
     return 2;
 }

@@ -48,6 +48,18 @@ static long rss_kb(void) {
     return res * 4;
 }
 
+/* The 1-minute load average while this backend ran (a busy shared machine
+ * inflates every time). */
+static double load1(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double l = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -173,9 +185,10 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
             qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
             printf("{\"templates\": %zu, \"backend\": \"%s\", \"build_s\": %.3f, "
                    "\"memory_bytes\": %zu, \"rss_growth_bytes\": %ld, \"query_ms_median\": %.4f, "
-                   "\"query_ms_p95\": %.4f, \"recall_at_1\": %s%.4f, \"queries\": %d}\n",
+                   "\"query_ms_p95\": %.4f, \"recall_at_1\": %s%.4f, \"queries\": %d, "
+                   "\"load_1min\": %.2f}\n",
                    n, b, build / 1e3, fvi_search_memory(s), (rss1 - rss0) * 1024L, lat[nq / 2],
-                   lat[(nq * 95) / 100], have_truth ? "" : "-", agree / (double)nq, nq);
+                   lat[(nq * 95) / 100], have_truth ? "" : "-", agree / (double)nq, nq, load1());
             fflush(stdout);
             fvi_search_destroy(s);
         }

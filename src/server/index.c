@@ -224,11 +224,11 @@ static int meta_row(void *ctx, int64_t face, int64_t subject, const char *name) 
 static void tune(fvs_index *ix, fvi_search *s) {
     fvi_search_set_threads(s, 2);
     if (!ix->cfg.dir || fvi_search_kind_of(s) != FVI_SEARCH_INT8) return;
-    char err[256];
+    char err[256] = "cannot create the directory";
     if ((mkdir(ix->cfg.dir, 0700) != 0 && errno != EEXIST) ||
         fvi_search_spill(s, ix->cfg.dir, err, sizeof err))
-        fprintf(stderr, "faceverifyd: exact-int8 rows stay in memory: cannot spill to %s\n",
-                ix->cfg.dir);
+        fprintf(stderr, "faceverifyd: exact-int8 rows stay in memory: cannot spill to %s: %s\n",
+                ix->cfg.dir, err);
 }
 
 /* Fills e from storage in one batch; e->mu held. */

@@ -319,6 +319,17 @@ static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, c
     return 0;
 }
 
+/* Reads e again from storage, with the version and change-log position
+ * taken first (a write racing with the read is applied again later,
+ * which is idempotent).  e->mu held. */
+static int rebuild_current(fvs_index *ix, entry *e, char *err, size_t errlen) {
+    return fvs_collection_version(ix->st, e->coll, &e->version, err, errlen) ||
+                   fvs_change_seq(ix->st, e->coll, &e->seq, err, errlen) ||
+                   build_from_store(ix, e, err, errlen)
+               ? -1
+               : 0;
+}
+
 /* Applies the change log after e->seq; e->mu held, e loaded. */
 static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
     int64_t version = 0;
@@ -334,6 +345,14 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
         if (build_from_store(ix, e, err, errlen)) return -1;
         e->version = version;
         return 0;
+    }
+    for (size_t i = 0; !rc && i < l.n; i++) {
+        if (l.c[i].op == 0) {
+            /* The log was pruned past our position (fvs_face_changes_prune):
+             * changes may be missing, so read the collection again. */
+            free(l.c);
+            return rebuild_current(ix, e, err, errlen);
+        }
     }
     for (size_t i = 0; !rc && i < l.n; i++) {
         const change *c = &l.c[i];
@@ -425,8 +444,15 @@ static void *sync_main(void *arg) {
             pthread_mutex_unlock(&ix->mu);
             if (!want) continue;
             pthread_mutex_lock(&e->mu);
-            if (e->loaded && apply_changes(ix, e, err, sizeof err))
-                fprintf(stderr, "faceverifyd: index sync: %s\n", err);
+            int ok = e->loaded && apply_changes(ix, e, err, sizeof err) == 0;
+            if (e->loaded && !ok) fprintf(stderr, "faceverifyd: index sync: %s\n", err);
+            int64_t pruned = 0;
+            /* With the log applied here, trim it (every node may; the
+             * others rebuild if they were further behind than that). */
+            if (ok && all && ix->cfg.changes_keep > 0 &&
+                fvs_face_changes_prune(ix->st, e->coll, ix->cfg.changes_keep, &pruned, err,
+                                       sizeof err))
+                fprintf(stderr, "faceverifyd: index change-log prune: %s\n", err);
             pthread_mutex_unlock(&e->mu);
         }
     }
@@ -503,10 +529,7 @@ int fvs_index_start(fvs_index *ix, char *err, size_t errlen) {
 }
 
 static int rebuild_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
-    if (fvs_collection_version(ix->st, e->coll, &e->version, err, errlen) ||
-        fvs_change_seq(ix->st, e->coll, &e->seq, err, errlen) ||
-        build_from_store(ix, e, err, errlen))
-        return -1;
+    if (rebuild_current(ix, e, err, errlen)) return -1;
     save_entry(ix, e);
     return 0;
 }

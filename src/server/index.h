@@ -22,7 +22,10 @@
  *   - sync "notify": searches never touch the database; a thread LISTENs
  *     on its own PostgreSQL connection and applies changes when notified.
  * Either way the thread also reconciles every reconcile_s seconds, a
- * backstop against lost notifications.
+ * backstop against lost notifications, and then trims each collection's
+ * change log to its newest changes_keep rows, leaving a marker: a node
+ * that was further behind than that finds the marker and rebuilds the
+ * collection from storage instead of missing changes.
  *
  * Only templates of FV_MODEL_ID are indexed.
  */
@@ -41,10 +44,12 @@ typedef struct fvs_index fvs_index;
 
 typedef struct fvs_index_config {
     fvi_search_kind backend;
-    const char *dir;    /* NULL: indexes live in memory only */
-    const char *db_url; /* LISTEN connection; names the index files */
-    int sync_notify;    /* 0: check the version per search; 1: rely on NOTIFY */
-    int reconcile_s;    /* periodic change-log reconcile; 0: none */
+    const char *dir;        /* NULL: indexes live in memory only */
+    const char *db_url;     /* LISTEN connection; names the index files */
+    int sync_notify;        /* 0: check the version per search; 1: rely on NOTIFY */
+    int reconcile_s;        /* periodic change-log reconcile; 0: none */
+    long long changes_keep; /* change-log rows kept per collection at each
+                             * reconcile; 0: never pruned */
 } fvs_index_config;
 
 fvs_index *fvs_index_create(fvs_store *st, const fvs_index_config *cfg);

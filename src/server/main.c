@@ -83,6 +83,9 @@ static void usage(FILE *f) {
             "                      notify (PostgreSQL LISTEN/NOTIFY) [FACEVERIFY_INDEX_SYNC]\n"
             "  --index-reconcile S seconds between change-log reconciles, default 30\n"
             "                      [FACEVERIFY_INDEX_RECONCILE]\n"
+            "  --index-changes-keep N  change-log rows kept per collection (a node further\n"
+            "                      behind rebuilds from storage), default 100000; 0: all\n"
+            "                      [FACEVERIFY_INDEX_CHANGES_KEEP]\n"
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
             "                      (XChaCha20-Poly1305); needed to read encrypted ones\n",
@@ -143,6 +146,7 @@ typedef enum {
     OPT_INDEX_DIR,
     OPT_INDEX_SYNC,
     OPT_INDEX_RECONCILE,
+    OPT_INDEX_CHANGES_KEEP,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -168,6 +172,7 @@ static const struct {
     [OPT_INDEX_DIR] = {"--index-dir", "FACEVERIFY_INDEX_DIR"},
     [OPT_INDEX_SYNC] = {"--index-sync", "FACEVERIFY_INDEX_SYNC"},
     [OPT_INDEX_RECONCILE] = {"--index-reconcile", "FACEVERIFY_INDEX_RECONCILE"},
+    [OPT_INDEX_CHANGES_KEEP] = {"--index-changes-keep", "FACEVERIFY_INDEX_CHANGES_KEEP"},
 };
 
 /* Makes the folder of a default SQLite file (var/) so that a first run
@@ -506,7 +511,7 @@ int main(int argc, char **argv) {
     if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
     cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
-    fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, cfg.database_url, 0, 30};
+    fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, cfg.database_url, 0, 30, 100000};
     if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg.backend)) {
         fprintf(stderr, "faceverifyd: --index-backend: expected exact, exact-int8, faiss-flat, "
                         "faiss-hnsw or faiss-ivfpq\n");
@@ -524,6 +529,9 @@ int main(int argc, char **argv) {
         if (parse_size(val[OPT_INDEX_RECONCILE], 0, 86400, &n)) goto bad;
         icfg.reconcile_s = (int)n;
     }
+    if (val[OPT_INDEX_CHANGES_KEEP] &&
+        parse_size(val[OPT_INDEX_CHANGES_KEEP], 0, 1000000000, &icfg.changes_keep))
+        goto bad;
 
     if (fvs_auth_init()) {
         fprintf(stderr, "faceverifyd: libsodium failed to initialise\n");

@@ -788,6 +788,39 @@ int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn f
     return rc;
 }
 
+/* Keeps the newest `keep` rows of a collection's change log.  The newest
+ * row dropped is kept as a marker (op 0): a reader whose position is
+ * before it may have missed dropped rows and rebuilds from storage; a
+ * reader past it missed nothing.  Safe to run on several nodes at once. */
+int fvs_face_changes_prune(fvs_store *st, int64_t coll, int64_t keep, int64_t *pruned, char *err,
+                           size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(keep)};
+    int64_t cut = -1;
+    *pruned = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st,
+                       "SELECT seq FROM face_changes WHERE collection_id = ? ORDER BY seq DESC "
+                       "LIMIT 1 OFFSET ?",
+                       p, 2, &cut, err, errlen);
+    if (!rc && cut > 0) {
+        fvs_val q[2] = {fvs_int(coll), fvs_int(cut)};
+        rc = begin(st, err, errlen);
+        if (!rc)
+            rc =
+                fvs_db_query(st->db, "DELETE FROM face_changes WHERE collection_id = ? AND seq < ?",
+                             q, 2, NULL, NULL, pruned, err, errlen);
+        if (!rc)
+            rc = fvs_db_query(st->db,
+                              "UPDATE face_changes SET op = 0, face_id = 0 WHERE collection_id = ? "
+                              "AND seq = ?",
+                              q, 2, NULL, NULL, NULL, err, errlen);
+        if (!rc) rc = commit(st, err, errlen);
+        if (rc) rollback(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
 int fvs_change_seq(fvs_store *st, int64_t coll, int64_t *seq, char *err, size_t errlen) {
     fvs_val p[1] = {fvs_int(coll)};
     pthread_mutex_lock(&st->mu);

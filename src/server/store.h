@@ -132,10 +132,15 @@ int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t l
 int fvs_template_get(fvs_store *st, int64_t coll, int64_t face, const char *model,
                      fvs_template_fn fn, void *ctx, char *err, size_t errlen);
 /* Face changes of a collection after seq, in order: op +1 added, -1
- * deleted.  Written in the same transaction as the change itself. */
+ * deleted, 0 older rows were pruned (the reader rebuilds from storage).
+ * Written in the same transaction as the change itself. */
 typedef int (*fvs_change_fn)(void *ctx, int64_t seq, int64_t face_id, int op);
 int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn fn, void *ctx,
                      char *err, size_t errlen);
+/* Drops all but the newest keep rows of a collection's change log,
+ * leaving an op 0 marker; *pruned: rows deleted. */
+int fvs_face_changes_prune(fvs_store *st, int64_t coll, int64_t keep, int64_t *pruned, char *err,
+                           size_t errlen);
 /* Latest change seq of a collection (0: none yet). */
 int fvs_change_seq(fvs_store *st, int64_t coll, int64_t *seq, char *err, size_t errlen);
 /* Each collection's id and name. */

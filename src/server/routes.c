@@ -474,8 +474,8 @@ static void h_subjects_create(fvs_req *r, fvs_resp *out) {
     const char *name = fvs_req_text(r, "name", buf, sizeof buf);
     json_t *nj = r->json ? json_object_get(r->json, "name") : NULL;
     if (!name || (nj && !json_is_string(nj)) || !*name || strlen(name) > FVS_NAME_MAX) {
-        fvs_error(out, 400, "validation_error", "name: a string of 1..%d characters is required",
-                  FVS_NAME_MAX);
+        fvs_error(out, 400, "validation_error",
+                  "name: a string of 1..%d bytes of UTF-8 is required", FVS_NAME_MAX);
         return;
     }
     if (!fvs_utf8_valid(name, strlen(name)) || (nj && json_string_length(nj) != strlen(name))) {

@@ -57,7 +57,8 @@ int fvs_demo_init(fvs_server *srv, char *err, size_t errlen) {
         return -1;
     }
     int64_t id = 0;
-    int rc = fvs_collection_create(srv->store, DEMO_COLLECTION, prefix, hash, 0, &id, err, errlen);
+    int rc =
+        fvs_collection_create(srv->store, DEMO_COLLECTION, prefix, hash, 0, NULL, &id, err, errlen);
     if (rc > 0) /* exists: replace its key, so that only this process reaches it */
         rc = fvs_collection_set_key(srv->store, DEMO_COLLECTION, prefix, hash, err, errlen);
     if (rc == 0) rc = fvs_collection_by_key(srv->store, prefix, hash, &srv->demo_coll, err, errlen);

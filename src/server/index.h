@@ -24,7 +24,10 @@
  * Either way the thread also reconciles every reconcile_s seconds, a
  * backstop against lost notifications.
  *
- * Only templates of FV_MODEL_ID are indexed.
+ * Models: one index per (collection, model); a search uses the one of the
+ * collection's current model (collections.model), so templates of other
+ * models are never searched.  Entries of a model a collection left stay
+ * (in sync) in case it switches back.
  */
 #ifndef FVS_INDEX_H
 #define FVS_INDEX_H
@@ -58,14 +61,16 @@ void fvs_index_destroy(fvs_index *ix);
  * and saves it.  *built: how many. */
 int fvs_index_rebuild(fvs_index *ix, int64_t coll, int *built, char *err, size_t errlen);
 
-/* Searches nq queries (nq x FV_EMBED_DIM floats) in collection coll.  Out:
+/* Searches nq queries (nq x FV_EMBED_DIM floats) among the templates of
+ * collection coll made by model (an id, FVS_MODEL_ID_MAX chars at most).  Out:
  * a JSON array with one object per query: {"candidates": [...], "match":
  * {...} or null, "templates": n}.  Candidates are subjects ranked by their
  * nearest template (id, name, distance, similarity, votes), at most top_k;
  * votes are counted among the k nearest templates within threshold, and
  * match is the subject with most votes (ties: the nearer), null when no
  * template lies within threshold.  Thread-safe. */
-int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t nq, float threshold,
-                     int top_k, int k, json_t **out, char *err, size_t errlen);
+int fvs_index_search(fvs_index *ix, int64_t coll, const char *model, const float *queries,
+                     size_t nq, float threshold, int top_k, int k, json_t **out, char *err,
+                     size_t errlen);
 
 #endif

@@ -91,6 +91,14 @@ static const migration MIGRATIONS[] = {
      "CREATE TABLE face_changes (seq BIGSERIAL PRIMARY KEY,"
      " collection_id BIGINT NOT NULL, face_id BIGINT NOT NULL, op INTEGER NOT NULL);"
      "CREATE INDEX face_changes_collection ON face_changes(collection_id, seq);"},
+    /* Per-collection embedding model (models.c; templates already keep
+     * theirs in faces.model) and a per-collection search backend (NULL:
+     * the server's --index-backend). */
+    {5,
+     "ALTER TABLE collections ADD COLUMN model TEXT NOT NULL DEFAULT '" FV_MODEL_ID "';"
+     "ALTER TABLE collections ADD COLUMN index_backend TEXT;",
+     "ALTER TABLE collections ADD COLUMN model TEXT NOT NULL DEFAULT '" FV_MODEL_ID "';"
+     "ALTER TABLE collections ADD COLUMN index_backend TEXT;"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -277,20 +285,69 @@ int fvs_collection_exists(fvs_store *st, const char *name, int *exists, char *er
 }
 
 int fvs_collection_create(fvs_store *st, const char *name, const char *key_prefix,
-                          const unsigned char *key_hash, double threshold, int64_t *id, char *err,
-                          size_t errlen) {
+                          const unsigned char *key_hash, double threshold, const char *model,
+                          int64_t *id, char *err, size_t errlen) {
     int exists = 0;
     if (fvs_collection_exists(st, name, &exists, err, errlen)) return -1;
     if (exists) return 1;
-    fvs_val p[5] = {fvs_text(name), fvs_text(key_prefix), fvs_blob(key_hash, FVS_KEY_HASH_BYTES),
-                    threshold > 0 ? fvs_real(threshold) : fvs_null(), fvs_int(now_s())};
+    fvs_val p[6] = {fvs_text(name),
+                    fvs_text(key_prefix),
+                    fvs_blob(key_hash, FVS_KEY_HASH_BYTES),
+                    threshold > 0 ? fvs_real(threshold) : fvs_null(),
+                    fvs_text(model ? model : FV_MODEL_ID),
+                    fvs_int(now_s())};
     pthread_mutex_lock(&st->mu);
     int rc = query_int(st,
-                       "INSERT INTO collections (name, key_prefix, key_hash, threshold, created_at)"
-                       " VALUES (?, ?, ?, ?, ?) RETURNING id",
-                       p, 5, id, err, errlen);
+                       "INSERT INTO collections (name, key_prefix, key_hash, threshold, model, "
+                       "created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                       p, 6, id, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+/* Templates of the collection (and subject, when > 0): all, and those not
+ * made by model.  st->mu held. */
+static int count_templates_locked(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                                  int64_t *total, int64_t *stale, char *err, size_t errlen) {
+    fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(subject)};
+    fvs_val q[4] = {fvs_int(coll), fvs_text(model), fvs_int(subject), fvs_int(subject)};
+    if (query_int(st,
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND (? <= 0 OR subject_id "
+                  "= ?)",
+                  p, 3, total, err, errlen) ||
+        query_int(st,
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND model <> ? AND (? <= 0 "
+                  "OR subject_id = ?)",
+                  q, 4, stale, err, errlen))
+        return -1;
+    return 0;
+}
+
+int fvs_template_counts(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                        int64_t *total, int64_t *stale, char *err, size_t errlen) {
+    pthread_mutex_lock(&st->mu);
+    int rc = count_templates_locked(st, coll, subject, model, total, stale, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_collection_set_model(fvs_store *st, int64_t coll, const char *model, int64_t *stale,
+                             char *err, size_t errlen) {
+    fvs_val p[2] = {fvs_text(model), fvs_int(coll)};
+    int64_t changes = 0, total = 0;
+    *stale = 0;
+    pthread_mutex_lock(&st->mu);
+    /* One transaction: the count answers for exactly the switch made. */
+    int rc = begin(st, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db, "UPDATE collections SET model = ? WHERE id = ?", p, 2, NULL, NULL,
+                          &changes, err, errlen);
+    if (!rc && changes) rc = count_templates_locked(st, coll, 0, model, &total, stale, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
 }
 
 int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_prefix,
@@ -314,7 +371,7 @@ typedef struct key_ctx {
 
 static int key_row(void *ctx, const fvs_val *c, int n) {
     key_ctx *k = ctx;
-    if (n < 4 || c[2].type != FVS_BLOB || c[2].n != FVS_KEY_HASH_BYTES) return 0;
+    if (n < 5 || c[2].type != FVS_BLOB || c[2].n != FVS_KEY_HASH_BYTES) return 0;
     /* Constant-time comparison: the prefix narrowed the search, the hash
      * decides, and its timing tells nothing about the stored value. */
     if (sodium_memcmp(c[2].b, k->hash, FVS_KEY_HASH_BYTES) != 0 || k->found) return 0;
@@ -322,6 +379,8 @@ static int key_row(void *ctx, const fvs_val *c, int n) {
     k->out->id = c[0].i;
     snprintf(k->out->name, sizeof k->out->name, "%s", c[1].s ? c[1].s : "");
     k->out->threshold = c[3].type == FVS_NULL ? 0 : c[3].d;
+    snprintf(k->out->model, sizeof k->out->model, "%s",
+             c[4].type == FVS_TEXT && c[4].s ? c[4].s : FV_MODEL_ID);
     return 0;
 }
 
@@ -331,8 +390,8 @@ int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned 
     key_ctx k = {key_hash, out, 0};
     pthread_mutex_lock(&st->mu);
     int rc = fvs_db_query(
-        st->db, "SELECT id, name, key_hash, threshold FROM collections WHERE key_prefix = ?", p, 1,
-        key_row, &k, NULL, err, errlen);
+        st->db, "SELECT id, name, key_hash, threshold, model FROM collections WHERE key_prefix = ?",
+        p, 1, key_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc) return -1;
     return k.found ? 0 : 1;
@@ -804,15 +863,16 @@ typedef struct idsum_ctx {
 
 static int id_row(void *ctx, const fvs_val *c, int n) {
     idsum_ctx *k = ctx;
-    if (n < 2) return 1;
-    return k->fn(k->ctx, c[0].i, c[1].s ? c[1].s : "");
+    if (n < 3) return 1;
+    return k->fn(k->ctx, c[0].i, c[1].s ? c[1].s : "",
+                 c[2].type == FVS_TEXT && c[2].s ? c[2].s : FV_MODEL_ID);
 }
 
 int fvs_collection_each(fvs_store *st, fvs_id_fn fn, void *ctx, char *err, size_t errlen) {
     idsum_ctx k = {fn, ctx};
     pthread_mutex_lock(&st->mu);
-    int rc = fvs_db_query(st->db, "SELECT id, name FROM collections ORDER BY id", NULL, 0, id_row,
-                          &k, NULL, err, errlen);
+    int rc = fvs_db_query(st->db, "SELECT id, name, model FROM collections ORDER BY id", NULL, 0,
+                          id_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

@@ -46,7 +46,9 @@ static void usage(FILE *f) {
             "                           (--threshold T overrides the decision threshold;\n"
             "                           --model M: embed with model M of --models-dir, by\n"
             "                           file name without .fvm or id, or a .fvm file's path;\n"
-            "                           default %s; --if-missing: do nothing if NAME exists)\n"
+            "                           default %s; --index-backend B: its search backend,\n"
+            "                           default the server's; --if-missing: do nothing if\n"
+            "                           NAME exists)\n"
             "  rotatekey NAME           replace a collection's API key (prints the new one)\n"
             "  genkey                   print a new random template key (base64) for\n"
             "                           FACEVERIFY_TEMPLATE_KEY\n"
@@ -262,7 +264,7 @@ static const char *resolve_model(const char *spec, const char *dir, fvs_models *
 }
 
 static int cmd_collection(fvs_store *st, const char *name, int rotate, double threshold,
-                          const char *model, int if_missing) {
+                          const char *model, const char *backend, int if_missing) {
     if (!name || !valid_name(name)) {
         fprintf(stderr, "faceverifyd: a collection NAME (1..%d printable characters) is needed\n",
                 FVS_NAME_MAX);
@@ -290,8 +292,14 @@ static int cmd_collection(fvs_store *st, const char *name, int rotate, double th
     int64_t id = 0;
     if (rotate)
         rc = fvs_collection_set_key(st, name, prefix, hash, err, sizeof err);
-    else
-        rc = fvs_collection_create(st, name, prefix, hash, threshold, model, &id, err, sizeof err);
+    else {
+        fvs_collection c = {0};
+        snprintf(c.name, sizeof c.name, "%s", name);
+        c.threshold = threshold;
+        snprintf(c.model, sizeof c.model, "%s", model ? model : "");
+        snprintf(c.index_backend, sizeof c.index_backend, "%s", backend ? backend : "");
+        rc = fvs_collection_create(st, &c, prefix, hash, &id, err, sizeof err);
+    }
     if (rc < 0) {
         fprintf(stderr, "faceverifyd: %s\n", err);
         return 1;
@@ -349,10 +357,9 @@ typedef struct find_ctx {
     int64_t id;
 } find_ctx;
 
-static int find_collection(void *ctx, int64_t id, const char *name, const char *model) {
-    (void)model;
+static int find_collection(void *ctx, const fvs_collection *c) {
     find_ctx *f = ctx;
-    if (strcmp(name, f->name) == 0) f->id = id;
+    if (strcmp(c->name, f->name) == 0) f->id = c->id;
     return 0;
 }
 
@@ -452,6 +459,7 @@ int main(int argc, char **argv) {
     cfg.max_connections = 512;
     cfg.conn_timeout = 30;
     const char *val[OPT_COUNT] = {0};
+    int flagged[OPT_COUNT] = {0}; /* given on the command line, not by the environment */
     for (int o = 0; o < OPT_COUNT; o++)
         if (CONFIG[o].env) val[o] = getenv(CONFIG[o].env);
     const char *cmd = NULL, *name = NULL;
@@ -476,14 +484,14 @@ int main(int argc, char **argv) {
             if (strncmp(a, CONFIG[o].flag, fl) != 0) continue;
             if (a[fl] == '=') {
                 val[o] = a + fl + 1;
-                matched = 1;
+                matched = flagged[o] = 1;
             } else if (a[fl] == 0) {
                 if (i + 1 >= argc) {
                     fprintf(stderr, "faceverifyd: %s needs a value\n", a);
                     return 2;
                 }
                 val[o] = argv[++i];
-                matched = 1;
+                matched = flagged[o] = 1;
             }
         }
         if (matched) continue;
@@ -642,8 +650,12 @@ int main(int argc, char **argv) {
         if (val[OPT_MODEL] &&
             !(model = resolve_model(val[OPT_MODEL], cfg.trained_dir, &reg, &file)))
             rc = 2;
+        /* createcollection --index-backend B: the collection's own backend
+         * (only as a flag: FACEVERIFY_INDEX_BACKEND is the server's). */
+        const char *backend =
+            flagged[OPT_INDEX_BACKEND] ? fvi_search_kind_name(icfg.backend) : NULL;
         if (!rc)
-            rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, model,
+            rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, model, backend,
                                 if_missing);
         fv_model_destroy(file);
         fvs_models_destroy(reg);

@@ -501,8 +501,8 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     }
     json_t *results = NULL;
     double t3 = now_ms();
-    int rc = fvs_index_search(r->srv->index, r->coll.id, r->coll.model, emb, n, t, top_k, k,
-                              &results, err, sizeof err);
+    int rc =
+        fvs_index_search(r->srv->index, &r->coll, emb, n, t, top_k, k, &results, err, sizeof err);
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
@@ -556,8 +556,8 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     }
     json_t *results = NULL;
     char err[256];
-    int rc = fvs_index_search(r->srv->index, r->coll.id, r->coll.model, q, n, t, top_k, k, &results,
-                              err, sizeof err);
+    int rc =
+        fvs_index_search(r->srv->index, &r->coll, q, n, t, top_k, k, &results, err, sizeof err);
     free(q);
     if (rc) {
         db_error(out, err);
@@ -840,11 +840,14 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out, int64_t sid) {
  * many of its templates the model cannot use (made by another model:
  * they need re-enrolment). */
 static json_t *collection_json(fvs_req *r, int64_t total, int64_t stale) {
-    return json_pack(
-        "{s:I, s:s, s:s, s:f, s:o, s:I, s:I}", "id", (json_int_t)r->coll.id, "name", r->coll.name,
-        "model", r->coll.model, "threshold", (double)coll_threshold(r), "threshold_override",
-        r->coll.threshold > 0 ? json_real(r->coll.threshold) : json_null(), "templates",
-        (json_int_t)total, "templates_needing_reenrolment", (json_int_t)stale);
+    const char *ib = r->coll.index_backend;
+    return json_pack("{s:I, s:s, s:s, s:f, s:o, s:I, s:I, s:o, s:s}", "id", (json_int_t)r->coll.id,
+                     "name", r->coll.name, "model", r->coll.model, "threshold",
+                     (double)coll_threshold(r), "threshold_override",
+                     r->coll.threshold > 0 ? json_real(r->coll.threshold) : json_null(),
+                     "templates", (json_int_t)total, "templates_needing_reenrolment",
+                     (json_int_t)stale, "index_backend", ib[0] ? json_string(ib) : json_null(),
+                     "index_backend_in_force", fvs_index_backend_in_force(r->srv->index, ib));
 }
 
 static void h_collection_get(fvs_req *r, fvs_resp *out) {
@@ -858,10 +861,33 @@ static void h_collection_get(fvs_req *r, fvs_resp *out) {
     fvs_reply(out, 200, collection_json(r, total, stale));
 }
 
-/* PATCH /api/v1/collection {"model": NAME}: switches the model new
- * templates are made with and searches use.  Templates are kept as they
- * are; the answer counts those of other models, which are no longer
- * searched or compared until enrolled again. */
+/* Validates PATCH /api/v1/collection's "index_backend": a backend name
+ * (src/search/search.h) this build can create, or null (the server's).
+ * *name: "" for null. */
+static int patch_backend(const json_t *bj, char *name, size_t cap, fvs_resp *out) {
+    name[0] = 0;
+    if (json_is_null(bj)) return 0;
+    fvi_search_kind kind;
+    char err[256] = "";
+    fvi_search *probe = NULL;
+    if (!json_is_string(bj) || fvi_search_kind_parse(json_string_value(bj), &kind) != 0 ||
+        !(probe = fvi_search_create(kind, err, sizeof err))) {
+        fvs_error(out, 400, "validation_error",
+                  "index_backend: expected exact, exact-int8, faiss-flat, faiss-hnsw or "
+                  "faiss-ivfpq (null: the server's)%s%s",
+                  err[0] ? ": " : "", err);
+        return -1;
+    }
+    fvi_search_destroy(probe);
+    snprintf(name, cap, "%s", fvi_search_kind_name(kind));
+    return 0;
+}
+
+/* PATCH /api/v1/collection {"model": NAME, "index_backend": B}: either or
+ * both.  A model switch changes the model new templates are made with and
+ * searches use; templates are kept as they are, and the answer counts
+ * those of other models, which are no longer searched or compared until
+ * enrolled again.  Everything is validated before anything changes. */
 static void h_collection_patch(fvs_req *r, fvs_resp *out) {
     if (!r->json) {
         fvs_error(out, 400, "validation_error", "expected a JSON body");
@@ -870,32 +896,45 @@ static void h_collection_patch(fvs_req *r, fvs_resp *out) {
     const char *key;
     json_t *v;
     json_object_foreach(r->json, key, v) {
-        if (strcmp(key, "model") != 0) {
-            fvs_error(out, 400, "validation_error", "%.64s: not a collection setting (model)", key);
+        if (strcmp(key, "model") != 0 && strcmp(key, "index_backend") != 0) {
+            fvs_error(out, 400, "validation_error",
+                      "%.64s: not a collection setting (model, index_backend)", key);
             return;
         }
     }
     const json_t *mj = json_object_get(r->json, "model");
-    if (!json_is_string(mj) || json_string_length(mj) == 0 || json_string_length(mj) > 200) {
+    const json_t *bj = json_object_get(r->json, "index_backend");
+    if (!mj && !bj) {
+        fvs_error(out, 400, "validation_error", "expected 'model' and/or 'index_backend'");
+        return;
+    }
+    if (mj && (!json_is_string(mj) || json_string_length(mj) == 0 ||
+               json_string_length(mj) > FVS_NAME_MAX)) {
         fvs_error(out, 400, "validation_error",
                   "model: expected a model name or id (GET /api/v1/models lists them)");
         return;
     }
-    const char *id = NULL;
+    const char *id = r->coll.model;
     const fv_model *m = NULL;
-    if (fvs_models_find(r->srv->models, json_string_value(mj), &id, &m)) {
+    if (mj && fvs_models_find(r->srv->models, json_string_value(mj), &id, &m)) {
         fvs_error(out, 400, "unknown_model",
                   "model: no model named '%.64s' on this server (GET /api/v1/models lists them)",
                   json_string_value(mj));
         return;
     }
+    char backend[sizeof r->coll.index_backend];
+    if (bj && patch_backend(bj, backend, sizeof backend, out)) return;
     char previous[FVS_MODEL_ID_MAX + 1];
     snprintf(previous, sizeof previous, "%s", r->coll.model);
     int64_t stale = 0, total = 0;
     char err[256];
-    int rc = fvs_collection_set_model(r->srv->store, r->coll.id, id, &stale, err, sizeof err);
+    int rc = 0;
+    if (mj) rc = fvs_collection_set_model(r->srv->store, r->coll.id, id, &stale, err, sizeof err);
+    if (!rc && bj)
+        rc = fvs_collection_set_index_backend(r->srv->store, r->coll.id, backend, err, sizeof err);
     if (!rc) {
-        snprintf(r->coll.model, sizeof r->coll.model, "%s", id);
+        if (mj) snprintf(r->coll.model, sizeof r->coll.model, "%s", id);
+        if (bj) snprintf(r->coll.index_backend, sizeof r->coll.index_backend, "%s", backend);
         rc = fvs_template_counts(r->srv->store, r->coll.id, 0, id, &total, &stale, err, sizeof err);
     }
     if (rc < 0) {

@@ -58,13 +58,20 @@ typedef struct fvs_collection {
     /* The model new templates are made with and searches use (models.h):
      * FV_MODEL_ID or a trained model's id. */
     char model[FVS_MODEL_ID_MAX + 1];
+    /* Its search backend (src/search/search.h name); "": the server's
+     * --index-backend. */
+    char index_backend[32];
 } fvs_collection;
 
-/* 1 when the name is taken.  model: the collection's model id (NULL:
- * FV_MODEL_ID). */
-int fvs_collection_create(fvs_store *st, const char *name, const char *key_prefix,
-                          const unsigned char *key_hash, double threshold, const char *model,
-                          int64_t *id, char *err, size_t errlen);
+/* Creates collection c->name with c's threshold, model ("": FV_MODEL_ID)
+ * and index_backend ("": none); c->id is ignored and *id set.  1 when the
+ * name is taken. */
+int fvs_collection_create(fvs_store *st, const fvs_collection *c, const char *key_prefix,
+                          const unsigned char *key_hash, int64_t *id, char *err, size_t errlen);
+/* Sets (backend non-empty) or clears (NULL or "") the collection's search
+ * backend.  1 when no such collection. */
+int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,
+                                     size_t errlen);
 /* Sets the model of collection coll; *stale: its templates made by another
  * model (they need re-enrolment to be searched or compared).  Templates
  * are never changed.  1 when no such collection. */
@@ -154,8 +161,8 @@ int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn f
                      char *err, size_t errlen);
 /* Latest change seq of a collection (0: none yet). */
 int fvs_change_seq(fvs_store *st, int64_t coll, int64_t *seq, char *err, size_t errlen);
-/* Each collection's id, name and model. */
-typedef int (*fvs_id_fn)(void *ctx, int64_t id, const char *name, const char *model);
+/* Each collection (valid during the call only). */
+typedef int (*fvs_id_fn)(void *ctx, const fvs_collection *c);
 int fvs_collection_each(fvs_store *st, fvs_id_fn fn, void *ctx, char *err, size_t errlen);
 /* Each face of the collection made by model, in id order, without its
  * embedding: what the index needs next to a persisted index file. */

@@ -268,3 +268,49 @@ def test_missing_model_file_is_unavailable_not_wrong(env, models, lfw):
         assert check(r, "PATCH", "/api/v1/collection", 400)["error"]["code"] == "unknown_model"
     finally:
         assert other.stop() == 0
+
+
+def test_per_collection_index_backend(env, models, lfw):
+    """A collection's own search backend (PATCH index_backend, or
+    createcollection --index-backend) is used for its searches with the
+    same answers; the server's --index-backend stays the default."""
+    s = env.server
+    c = get_collection(env, "tuned")
+    assert c["index_backend"] is None and c["index_backend_in_force"] == "exact"
+    probe = photo(lfw, "Angelina_Jolie", 4)
+    before = identify(env, "tuned", probe)["faces"][0]
+    r = s.request("PATCH", "/api/v1/collection", env.key["tuned"],
+                  json={"index_backend": "exact-int8"})
+    body = check(r, "PATCH", "/api/v1/collection", 200)
+    assert body["index_backend"] == body["index_backend_in_force"] == "exact-int8"
+    assert body["model"] == c["model"]  # only what was sent changes
+    after = identify(env, "tuned", probe)["faces"][0]
+    # exact-int8 re-ranks in float32: the same candidates and distances
+    assert [x["id"] for x in after["candidates"]] == [x["id"] for x in before["candidates"]]
+    for x, y in zip(after["candidates"], before["candidates"]):
+        assert x["distance"] == pytest.approx(y["distance"], abs=1e-6)
+    assert after["templates"] == before["templates"]
+    for bad in [{"index_backend": "nope"}, {"index_backend": 3},
+                {"index_backend": "exact", "model": "no-such-model"}]:
+        r = s.request("PATCH", "/api/v1/collection", env.key["tuned"], json=bad)
+        assert check(r, "PATCH", "/api/v1/collection", 400)["error"]["code"] in \
+            ("validation_error", "unknown_model"), bad
+    assert get_collection(env, "tuned")["index_backend"] == "exact-int8"
+    assert get_collection(env, "plain")["index_backend_in_force"] == "exact"
+    r = s.request("PATCH", "/api/v1/collection", env.key["tuned"], json={"index_backend": None})
+    body = check(r, "PATCH", "/api/v1/collection", 200)
+    assert body["index_backend"] is None and body["index_backend_in_force"] == "exact"
+    assert identify(env, "tuned", probe)["faces"][0]["match"]["id"] == before["match"]["id"]
+
+    key = create_collection(env.db_url, "hnsw", "--index-backend", "faiss-hnsw")
+    r = s.request("GET", "/api/v1/collection", key)
+    assert check(r, "GET", "/api/v1/collection", 200)["index_backend"] == "faiss-hnsw"
+    r = s.request("POST", "/api/v1/subjects", key, json={"name": "one"})
+    sid = check(r, "POST", "/api/v1/subjects", 201)["id"]
+    q = [0.0] * 128
+    q[3] = 1.0
+    r = s.request("POST", f"/api/v1/subjects/{sid}/faces", key, json={"embedding": q})
+    check(r, "POST", "/api/v1/subjects/1/faces", 201)
+    r = s.request("POST", "/api/v1/identify/embeddings", key, json={"embedding": q})
+    res = check(r, "POST", "/api/v1/identify/embeddings", 200)["results"][0]
+    assert res["match"]["id"] == sid and res["match"]["distance"] == pytest.approx(0, abs=1e-6)

@@ -314,3 +314,24 @@ def test_per_collection_index_backend(env, models, lfw):
     r = s.request("POST", "/api/v1/identify/embeddings", key, json={"embedding": q})
     res = check(r, "POST", "/api/v1/identify/embeddings", 200)["results"][0]
     assert res["match"]["id"] == sid and res["match"]["distance"] == pytest.approx(0, abs=1e-6)
+
+
+def test_index_files_per_model(env, models, lfw, tmp_path):
+    """With --index-dir, a collection on a trained model persists its index
+    under a name carrying the model id (the ResNet's keep their names), and
+    a restart loads it and answers the same."""
+    d = tmp_path / "idx"
+    menv = dict(env.model_env, FACEVERIFY_INDEX_DIR=str(d))
+    probe = photo(lfw, "Andre_Agassi", 4)
+    answers = []
+    for _ in range(2):
+        srv = Server(env.db_url, env=menv)
+        try:
+            res = srv.request("POST", "/api/v1/identify", env.key["tuned"], files=image(probe))
+            answers.append(check(res, "POST", "/api/v1/identify", 200)["faces"][0])
+        finally:
+            assert srv.stop() == 0
+    assert answers[0]["match"] and answers[0] == answers[1]
+    names = os.listdir(d)
+    assert any(n.endswith(f"-{models.adapter_id}.exact.idx") for n in names), names
+    assert any(n.endswith(f"-{models.scratch_id}.exact.idx") for n in names), names

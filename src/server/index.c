@@ -31,6 +31,8 @@ typedef struct meta {
 
 typedef struct entry {
     int64_t coll;
+    char model[FVS_MODEL_ID_MAX + 1]; /* the templates it holds were made by this model */
+    fvi_search_kind kind;             /* backend of s (the collection's, else the server's) */
     int loaded;
     int64_t version, seq; /* collection version and change-log seq applied */
     int dirty;            /* changed since saved */
@@ -77,9 +79,12 @@ static void entry_reset(entry *e) {
     e->loaded = 0;
 }
 
-static void index_path(const fvs_index *ix, int64_t coll, char *buf, size_t len) {
-    snprintf(buf, len, "%s/%s-c%lld.%s.idx", ix->cfg.dir, ix->tag, (long long)coll,
-             fvi_search_kind_name(ix->cfg.backend));
+/* The ResNet's files keep their original names; a trained model's id
+ * (models.c allows only [A-Za-z0-9._-]) is part of its files' names. */
+static void index_path(const fvs_index *ix, const entry *e, char *buf, size_t len) {
+    int resnet = strcmp(e->model, FV_MODEL_ID) == 0;
+    snprintf(buf, len, "%s/%s-c%lld%s%s.%s.idx", ix->cfg.dir, ix->tag, (long long)e->coll,
+             resnet ? "" : "-", resnet ? "" : e->model, fvi_search_kind_name(e->kind));
 }
 
 static void save_entry(fvs_index *ix, entry *e) {
@@ -89,7 +94,7 @@ static void save_entry(fvs_index *ix, entry *e) {
         fprintf(stderr, "faceverifyd: index dir %s: %s\n", ix->cfg.dir, strerror(errno));
         return;
     }
-    index_path(ix, e->coll, path, sizeof path);
+    index_path(ix, e, path, sizeof path);
     if (fvi_search_save(e->s, path, err, sizeof err))
         fprintf(stderr, "faceverifyd: saving index: %s\n", err);
     else
@@ -122,14 +127,18 @@ void fvs_index_destroy(fvs_index *ix) {
     free(ix);
 }
 
-static entry *get_entry(fvs_index *ix, int64_t coll) {
+/* The entry of (coll, model), made on first use.  A collection whose model
+ * is switched gets a second entry; the first stays (and keeps in sync)
+ * should it be switched back. */
+static entry *get_entry(fvs_index *ix, int64_t coll, const char *model) {
     pthread_mutex_lock(&ix->mu);
     entry *e = ix->head;
-    while (e && e->coll != coll) e = e->next;
+    while (e && (e->coll != coll || strcmp(e->model, model) != 0)) e = e->next;
     if (!e) {
         e = calloc(1, sizeof *e);
         if (e) {
             e->coll = coll;
+            snprintf(e->model, sizeof e->model, "%s", model);
             pthread_mutex_init(&e->mu, NULL);
             e->next = ix->head;
             ix->head = e;
@@ -220,10 +229,10 @@ static int meta_row(void *ctx, int64_t face, int64_t subject, const char *name) 
 /* Fills e from storage in one batch; e->mu held. */
 static int build_from_store(fvs_index *ix, entry *e, char *err, size_t errlen) {
     entry_reset(e);
-    e->s = fvi_search_create(ix->cfg.backend, err, errlen);
+    e->s = fvi_search_create(e->kind, err, errlen);
     if (!e->s) return -1;
     batch b = {e, NULL, NULL, 0, 0};
-    int rc = fvs_templates(ix->st, e->coll, 0, FV_MODEL_ID, batch_row, &b, err, errlen);
+    int rc = fvs_templates(ix->st, e->coll, 0, e->model, batch_row, &b, err, errlen);
     if (!rc) rc = fvi_search_add(e->s, b.n, b.ids, b.vecs, err, errlen);
     free(b.ids);
     free(b.vecs);
@@ -248,11 +257,11 @@ static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t e
         return -1;
     if (ix->cfg.dir) {
         char path[4096], lerr[256];
-        index_path(ix, e->coll, path, sizeof path);
+        index_path(ix, e, path, sizeof path);
         entry_reset(e);
-        e->s = fvi_search_load(ix->cfg.backend, path, lerr, sizeof lerr);
+        e->s = fvi_search_load(e->kind, path, lerr, sizeof lerr);
         if (e->s) {
-            if (fvs_face_meta(ix->st, e->coll, FV_MODEL_ID, meta_row, e, err, errlen)) {
+            if (fvs_face_meta(ix->st, e->coll, e->model, meta_row, e, err, errlen)) {
                 entry_reset(e);
                 return -1;
             }
@@ -358,7 +367,7 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
         const change *c = &l.c[i];
         if (c->op > 0) {
             one_ctx o = {e, err, errlen, 0};
-            rc = fvs_template_get(ix->st, e->coll, c->face, FV_MODEL_ID, one_row, &o, err, errlen);
+            rc = fvs_template_get(ix->st, e->coll, c->face, e->model, one_row, &o, err, errlen);
             if (o.failed) rc = -1;
         } else if (fvi_search_remove(e->s, c->face, err, errlen) < 0) {
             rc = -1;
@@ -375,10 +384,29 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
     return rc;
 }
 
-/* Makes e current: loaded, and (when check) with the change log applied.
- * e->mu held. */
-static int refresh(fvs_index *ix, entry *e, int check, char *err, size_t errlen) {
+/* The backend a collection's index uses: its own setting (validated when
+ * set; an unknown name read from storage falls back), else the server's. */
+static fvi_search_kind backend_of(const fvs_index *ix, const char *name) {
+    fvi_search_kind k;
+    if (name && *name && fvi_search_kind_parse(name, &k) == 0) return k;
+    return ix->cfg.backend;
+}
+
+const char *fvs_index_backend_in_force(const fvs_index *ix, const char *coll_backend) {
+    return fvi_search_kind_name(backend_of(ix, coll_backend));
+}
+
+/* Makes e current with backend kind: loaded (again, when its backend
+ * changed: PATCH /api/v1/collection through any process), and (when
+ * check) with the change log applied.  e->mu held. */
+static int refresh(fvs_index *ix, entry *e, fvi_search_kind kind, int check, char *err,
+                   size_t errlen) {
     int rebuilt = 0;
+    if (e->loaded && e->kind != kind) {
+        if (e->dirty) save_entry(ix, e);
+        entry_reset(e);
+    }
+    e->kind = kind;
     if (!e->loaded) return load_entry(ix, e, &rebuilt, err, errlen);
     return check ? apply_changes(ix, e, err, errlen) : 0;
 }
@@ -461,53 +489,55 @@ static void *sync_main(void *arg) {
 }
 
 typedef struct coll_list {
-    int64_t *ids;
+    int64_t only; /* > 0: just this collection */
+    fvs_collection *c;
     size_t n, cap;
 } coll_list;
 
-static int coll_row(void *ctx, int64_t id, const char *name) {
-    (void)name;
-    coll_list *c = ctx;
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16;
-        int64_t *ids = realloc(c->ids, cap * sizeof *ids);
-        if (!ids) return 1;
-        c->ids = ids;
-        c->cap = cap;
+static int coll_row(void *ctx, const fvs_collection *coll) {
+    coll_list *l = ctx;
+    if (l->only > 0 && coll->id != l->only) return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        fvs_collection *c = realloc(l->c, cap * sizeof *c);
+        if (!c) return 1;
+        l->c = c;
+        l->cap = cap;
     }
-    c->ids[c->n++] = id;
+    l->c[l->n++] = *coll;
     return 0;
 }
 
-typedef int (*entry_fn)(fvs_index *ix, entry *e, char *err, size_t errlen);
+typedef int (*entry_fn)(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen);
 
-/* Calls fn with the entry of collection coll (0: of every collection)
- * locked; *done counts the calls that succeeded. */
+/* Calls fn with the entry of collection coll (0: of every collection) and
+ * its current model locked, and its backend; *done counts the calls that
+ * succeeded. */
 static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, int *done, char *err,
                       size_t errlen) {
     coll_list c = {0};
-    int rc =
-        coll > 0 ? coll_row(&c, coll, "") : fvs_collection_each(ix->st, coll_row, &c, err, errlen);
+    c.only = coll;
+    int rc = fvs_collection_each(ix->st, coll_row, &c, err, errlen);
     if (rc > 0) snprintf(err, errlen, "out of memory");
     *done = 0;
     for (size_t i = 0; !rc && i < c.n; i++) {
-        entry *e = get_entry(ix, c.ids[i]);
+        entry *e = get_entry(ix, c.c[i].id, c.c[i].model);
         if (!e) {
             snprintf(err, errlen, "out of memory");
             rc = -1;
             break;
         }
         pthread_mutex_lock(&e->mu);
-        rc = fn(ix, e, err, errlen);
+        rc = fn(ix, e, backend_of(ix, c.c[i].index_backend), err, errlen);
         pthread_mutex_unlock(&e->mu);
         if (!rc) (*done)++;
     }
-    free(c.ids);
+    free(c.c);
     return rc ? -1 : 0;
 }
 
-static int start_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
-    if (refresh(ix, e, 1, err, errlen) == 0) return 0;
+static int start_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen) {
+    if (refresh(ix, e, kind, 1, err, errlen) == 0) return 0;
     /* Sealed templates without the right key: this collection answers 503
      * template_key_unavailable on its searches; the others are served. */
     if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) {
@@ -528,7 +558,8 @@ int fvs_index_start(fvs_index *ix, char *err, size_t errlen) {
     return 0;
 }
 
-static int rebuild_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
+static int rebuild_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen) {
+    e->kind = kind;
     if (rebuild_current(ix, e, err, errlen)) return -1;
     save_entry(ix, e);
     return 0;
@@ -600,9 +631,9 @@ static json_t *rank_one(const ranked *order, size_t n, size_t total, float thres
  * 100) even when subjects have several templates each. */
 #define HEAD 256
 
-int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t nq, float threshold,
-                     int top_k, int k, json_t **out, char *err, size_t errlen) {
-    entry *e = get_entry(ix, coll);
+int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
+                     float threshold, int top_k, int k, json_t **out, char *err, size_t errlen) {
+    entry *e = get_entry(ix, coll->id, coll->model);
     if (!e) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -616,7 +647,7 @@ int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t n
         return -1;
     }
     pthread_mutex_lock(&e->mu);
-    int rc = refresh(ix, e, !ix->cfg.sync_notify, err, errlen);
+    int rc = refresh(ix, e, backend_of(ix, coll->index_backend), !ix->cfg.sync_notify, err, errlen);
     json_t *arr = json_array();
     for (size_t q = 0; !rc && q < nq; q++) {
         size_t nh = 0, n = 0;

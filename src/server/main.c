@@ -655,7 +655,12 @@ int main(int argc, char **argv) {
         fv_model *file = NULL;
         const char *model = NULL;
         rc = 0;
-        if (val[OPT_MODEL] &&
+        if (strcmp(cmd, "rotatekey") == 0 && (val[OPT_MODEL] || flagged[OPT_INDEX_BACKEND])) {
+            fprintf(stderr, "faceverifyd: rotatekey only replaces the key; change a collection's "
+                            "model or backend with PATCH /api/v1/collection\n");
+            rc = 2;
+        }
+        if (!rc && val[OPT_MODEL] &&
             !(model = resolve_model(val[OPT_MODEL], cfg.trained_dir, &reg, &file)))
             rc = 2;
         /* createcollection --index-backend B: the collection's own backend

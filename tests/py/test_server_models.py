@@ -245,6 +245,11 @@ def test_createcollection_unknown_model(env, models):
     p = daemon_cmd("createcollection", "nope", "--if-missing", db_url=env.db_url,
                    env=env.model_env)
     assert "created collection 'nope'" in p.stdout  # the failed attempt made nothing
+    # rotatekey replaces the key only: a model or backend given to it is refused, not ignored.
+    for extra in (("--model", "dlib_resnet_v1"), ("--index-backend", "exact-int8")):
+        p = daemon_cmd("rotatekey", "nope", *extra, db_url=env.db_url, env=env.model_env,
+                       check=False)
+        assert p.returncode == 2 and "PATCH /api/v1/collection" in p.stderr, p.stderr
 
 
 def test_missing_model_file_is_unavailable_not_wrong(env, models, lfw):

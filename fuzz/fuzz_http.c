@@ -56,7 +56,9 @@ static void setup(void) {
     unsigned char hash[FVS_KEY_HASH_BYTES];
     int64_t id = 0;
     fvs_key_generate(key, prefix, hash);
-    if (fvs_collection_create(srv.store, "fuzz", prefix, hash, 0, &id, err, sizeof err)) abort();
+    fvs_collection coll = {0};
+    snprintf(coll.name, sizeof coll.name, "fuzz");
+    if (fvs_collection_create(srv.store, &coll, prefix, hash, &id, err, sizeof err)) abort();
     srv.cfg.max_body = 256 * 1024;
     srv.cfg.assets_dir = FVS_ASSETS_DIR;
     srv.cfg.max_inflight = 4;

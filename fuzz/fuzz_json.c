@@ -3,7 +3,8 @@
  *
  * Input: one byte choosing the route, then a JSON body.  The body goes
  * through the real HTTP path (jansson, routes.c's embedding, name,
- * metadata, threshold, top_k and k parsing).  Because the harness server
+ * metadata, threshold, top_k and k parsing, and the collection settings
+ * of PATCH /api/v1/collection).  Because the harness server
  * has no models, the image routes stop before reading their fields, so the
  * field readers of http.h (base64 and data: URL decoding, numbers, text)
  * are also called directly on the parsed object, as those routes would.
@@ -24,7 +25,8 @@ static const char *const ROUTES[][2] = {{"POST", "/api/v1/verify/embeddings"},
                                         {"POST", "/api/v1/subjects"},
                                         {"GET", "/api/v1/subjects"},
                                         {"POST", "/api/v1/detect"},
-                                        {"POST", "/api/v1/subjects/1/verify"}};
+                                        {"POST", "/api/v1/subjects/1/verify"},
+                                        {"PATCH", "/api/v1/collection"}};
 
 /* The field readers, without a connection: only names present in the
  * object are looked up (an absent name would fall back to the query

@@ -210,6 +210,11 @@ def jsons():
         (5, {"image": base64.urlsafe_b64encode(b"\xff\xd8\xff\xe0 junk").decode().rstrip("=")}),
         (4, {"image": "data:image/png,notbase64", "image_a": "http://x/y.jpg"}),
         (0, {"threshold": "1e400", "top_k": "0x10", "k": True}),
+        (6, {"model": "dlib_resnet_v1", "index_backend": "exact-int8"}),
+        (6, {"model": "no-such-model"}),
+        (6, {"index_backend": None}),
+        (6, {"index_backend": "faiss-hnsw", "colour": [1]}),
+        (1, {"embedding": emb, "model": "scratch-0123456789abcdef"}),
     ]
     out = [bytes([r]) + json.dumps(b).encode() for r, b in bodies]
     out += [b"\x02" + b"[" * 300 + b"]" * 300, b'\x02{"name": "a\\u0000b"}',

@@ -57,7 +57,9 @@ int fvs_demo_init(fvs_server *srv, char *err, size_t errlen) {
         return -1;
     }
     int64_t id = 0;
-    int rc = fvs_collection_create(srv->store, DEMO_COLLECTION, prefix, hash, 0, &id, err, errlen);
+    fvs_collection c = {0};
+    snprintf(c.name, sizeof c.name, "%s", DEMO_COLLECTION);
+    int rc = fvs_collection_create(srv->store, &c, prefix, hash, &id, err, errlen);
     if (rc > 0) /* exists: replace its key, so that only this process reaches it */
         rc = fvs_collection_set_key(srv->store, DEMO_COLLECTION, prefix, hash, err, errlen);
     if (rc == 0) rc = fvs_collection_by_key(srv->store, prefix, hash, &srv->demo_coll, err, errlen);

@@ -131,6 +131,9 @@ void fvs_status_error(fvs_resp *out, fv_status st, const char *message) {
     case FV_E_MODEL_CORRUPT:
         http = 503;
         break;
+    case FV_E_MODEL_MISMATCH:
+        http = 409;
+        break;
     case FV_E_NO_MEMORY:
         http = 503;
         code = "unavailable";

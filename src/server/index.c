@@ -31,6 +31,8 @@ typedef struct meta {
 
 typedef struct entry {
     int64_t coll;
+    char model[FVS_MODEL_ID_MAX + 1]; /* the templates it holds were made by this model */
+    fvi_search_kind kind;             /* backend of s (the collection's, else the server's) */
     int loaded;
     int64_t version, seq; /* collection version and change-log seq applied */
     int dirty;            /* changed since saved */
@@ -77,9 +79,12 @@ static void entry_reset(entry *e) {
     e->loaded = 0;
 }
 
-static void index_path(const fvs_index *ix, int64_t coll, char *buf, size_t len) {
-    snprintf(buf, len, "%s/%s-c%lld.%s.idx", ix->cfg.dir, ix->tag, (long long)coll,
-             fvi_search_kind_name(ix->cfg.backend));
+/* The ResNet's files keep their original names; a trained model's id
+ * (models.c allows only [A-Za-z0-9._-]) is part of its files' names. */
+static void index_path(const fvs_index *ix, const entry *e, char *buf, size_t len) {
+    int resnet = strcmp(e->model, FV_MODEL_ID) == 0;
+    snprintf(buf, len, "%s/%s-c%lld%s%s.%s.idx", ix->cfg.dir, ix->tag, (long long)e->coll,
+             resnet ? "" : "-", resnet ? "" : e->model, fvi_search_kind_name(e->kind));
 }
 
 static void save_entry(fvs_index *ix, entry *e) {
@@ -89,7 +94,7 @@ static void save_entry(fvs_index *ix, entry *e) {
         fprintf(stderr, "faceverifyd: index dir %s: %s\n", ix->cfg.dir, strerror(errno));
         return;
     }
-    index_path(ix, e->coll, path, sizeof path);
+    index_path(ix, e, path, sizeof path);
     if (fvi_search_save(e->s, path, err, sizeof err))
         fprintf(stderr, "faceverifyd: saving index: %s\n", err);
     else
@@ -122,14 +127,18 @@ void fvs_index_destroy(fvs_index *ix) {
     free(ix);
 }
 
-static entry *get_entry(fvs_index *ix, int64_t coll) {
+/* The entry of (coll, model), made on first use.  A collection whose model
+ * is switched gets a second entry; the first stays (and keeps in sync)
+ * should it be switched back. */
+static entry *get_entry(fvs_index *ix, int64_t coll, const char *model) {
     pthread_mutex_lock(&ix->mu);
     entry *e = ix->head;
-    while (e && e->coll != coll) e = e->next;
+    while (e && (e->coll != coll || strcmp(e->model, model) != 0)) e = e->next;
     if (!e) {
         e = calloc(1, sizeof *e);
         if (e) {
             e->coll = coll;
+            snprintf(e->model, sizeof e->model, "%s", model);
             pthread_mutex_init(&e->mu, NULL);
             e->next = ix->head;
             ix->head = e;
@@ -234,11 +243,11 @@ static void tune(fvs_index *ix, fvi_search *s) {
 /* Fills e from storage in one batch; e->mu held. */
 static int build_from_store(fvs_index *ix, entry *e, char *err, size_t errlen) {
     entry_reset(e);
-    e->s = fvi_search_create(ix->cfg.backend, err, errlen);
+    e->s = fvi_search_create(e->kind, err, errlen);
     if (!e->s) return -1;
     tune(ix, e->s);
     batch b = {e, NULL, NULL, 0, 0};
-    int rc = fvs_templates(ix->st, e->coll, 0, FV_MODEL_ID, batch_row, &b, err, errlen);
+    int rc = fvs_templates(ix->st, e->coll, 0, e->model, batch_row, &b, err, errlen);
     if (!rc) rc = fvi_search_add(e->s, b.n, b.ids, b.vecs, err, errlen);
     free(b.ids);
     free(b.vecs);
@@ -263,12 +272,12 @@ static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t e
         return -1;
     if (ix->cfg.dir) {
         char path[4096], lerr[256];
-        index_path(ix, e->coll, path, sizeof path);
+        index_path(ix, e, path, sizeof path);
         entry_reset(e);
-        e->s = fvi_search_load(ix->cfg.backend, path, lerr, sizeof lerr);
+        e->s = fvi_search_load(e->kind, path, lerr, sizeof lerr);
         if (e->s) {
             tune(ix, e->s);
-            if (fvs_face_meta(ix->st, e->coll, FV_MODEL_ID, meta_row, e, err, errlen)) {
+            if (fvs_face_meta(ix->st, e->coll, e->model, meta_row, e, err, errlen)) {
                 entry_reset(e);
                 return -1;
             }
@@ -335,6 +344,17 @@ static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, c
     return 0;
 }
 
+/* Reads e again from storage, with the version and change-log position
+ * taken first (a write racing with the read is applied again later,
+ * which is idempotent).  e->mu held. */
+static int rebuild_current(fvs_index *ix, entry *e, char *err, size_t errlen) {
+    return fvs_collection_version(ix->st, e->coll, &e->version, err, errlen) ||
+                   fvs_change_seq(ix->st, e->coll, &e->seq, err, errlen) ||
+                   build_from_store(ix, e, err, errlen)
+               ? -1
+               : 0;
+}
+
 /* Applies the change log after e->seq; e->mu held, e loaded. */
 static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
     int64_t version = 0;
@@ -352,10 +372,18 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
         return 0;
     }
     for (size_t i = 0; !rc && i < l.n; i++) {
+        if (l.c[i].op == 0) {
+            /* The log was pruned past our position (fvs_face_changes_prune):
+             * changes may be missing, so read the collection again. */
+            free(l.c);
+            return rebuild_current(ix, e, err, errlen);
+        }
+    }
+    for (size_t i = 0; !rc && i < l.n; i++) {
         const change *c = &l.c[i];
         if (c->op > 0) {
             one_ctx o = {e, err, errlen, 0};
-            rc = fvs_template_get(ix->st, e->coll, c->face, FV_MODEL_ID, one_row, &o, err, errlen);
+            rc = fvs_template_get(ix->st, e->coll, c->face, e->model, one_row, &o, err, errlen);
             if (o.failed) rc = -1;
         } else if (fvi_search_remove(e->s, c->face, err, errlen) < 0) {
             rc = -1;
@@ -372,10 +400,29 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
     return rc;
 }
 
-/* Makes e current: loaded, and (when check) with the change log applied.
- * e->mu held. */
-static int refresh(fvs_index *ix, entry *e, int check, char *err, size_t errlen) {
+/* The backend a collection's index uses: its own setting (validated when
+ * set; an unknown name read from storage falls back), else the server's. */
+static fvi_search_kind backend_of(const fvs_index *ix, const char *name) {
+    fvi_search_kind k;
+    if (name && *name && fvi_search_kind_parse(name, &k) == 0) return k;
+    return ix->cfg.backend;
+}
+
+const char *fvs_index_backend_in_force(const fvs_index *ix, const char *coll_backend) {
+    return fvi_search_kind_name(backend_of(ix, coll_backend));
+}
+
+/* Makes e current with backend kind: loaded (again, when its backend
+ * changed: PATCH /api/v1/collection through any process), and (when
+ * check) with the change log applied.  e->mu held. */
+static int refresh(fvs_index *ix, entry *e, fvi_search_kind kind, int check, char *err,
+                   size_t errlen) {
     int rebuilt = 0;
+    if (e->loaded && e->kind != kind) {
+        if (e->dirty) save_entry(ix, e);
+        entry_reset(e);
+    }
+    e->kind = kind;
     if (!e->loaded) return load_entry(ix, e, &rebuilt, err, errlen);
     return check ? apply_changes(ix, e, err, errlen) : 0;
 }
@@ -441,8 +488,15 @@ static void *sync_main(void *arg) {
             pthread_mutex_unlock(&ix->mu);
             if (!want) continue;
             pthread_mutex_lock(&e->mu);
-            if (e->loaded && apply_changes(ix, e, err, sizeof err))
-                fprintf(stderr, "faceverifyd: index sync: %s\n", err);
+            int ok = e->loaded && apply_changes(ix, e, err, sizeof err) == 0;
+            if (e->loaded && !ok) fprintf(stderr, "faceverifyd: index sync: %s\n", err);
+            int64_t pruned = 0;
+            /* With the log applied here, trim it (every node may; the
+             * others rebuild if they were further behind than that). */
+            if (ok && all && ix->cfg.changes_keep > 0 &&
+                fvs_face_changes_prune(ix->st, e->coll, ix->cfg.changes_keep, &pruned, err,
+                                       sizeof err))
+                fprintf(stderr, "faceverifyd: index change-log prune: %s\n", err);
             pthread_mutex_unlock(&e->mu);
         }
     }
@@ -451,53 +505,55 @@ static void *sync_main(void *arg) {
 }
 
 typedef struct coll_list {
-    int64_t *ids;
+    int64_t only; /* > 0: just this collection */
+    fvs_collection *c;
     size_t n, cap;
 } coll_list;
 
-static int coll_row(void *ctx, int64_t id, const char *name) {
-    (void)name;
-    coll_list *c = ctx;
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16;
-        int64_t *ids = realloc(c->ids, cap * sizeof *ids);
-        if (!ids) return 1;
-        c->ids = ids;
-        c->cap = cap;
+static int coll_row(void *ctx, const fvs_collection *coll) {
+    coll_list *l = ctx;
+    if (l->only > 0 && coll->id != l->only) return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        fvs_collection *c = realloc(l->c, cap * sizeof *c);
+        if (!c) return 1;
+        l->c = c;
+        l->cap = cap;
     }
-    c->ids[c->n++] = id;
+    l->c[l->n++] = *coll;
     return 0;
 }
 
-typedef int (*entry_fn)(fvs_index *ix, entry *e, char *err, size_t errlen);
+typedef int (*entry_fn)(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen);
 
-/* Calls fn with the entry of collection coll (0: of every collection)
- * locked; *done counts the calls that succeeded. */
+/* Calls fn with the entry of collection coll (0: of every collection) and
+ * its current model locked, and its backend; *done counts the calls that
+ * succeeded. */
 static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, int *done, char *err,
                       size_t errlen) {
     coll_list c = {0};
-    int rc =
-        coll > 0 ? coll_row(&c, coll, "") : fvs_collection_each(ix->st, coll_row, &c, err, errlen);
+    c.only = coll;
+    int rc = fvs_collection_each(ix->st, coll_row, &c, err, errlen);
     if (rc > 0) snprintf(err, errlen, "out of memory");
     *done = 0;
     for (size_t i = 0; !rc && i < c.n; i++) {
-        entry *e = get_entry(ix, c.ids[i]);
+        entry *e = get_entry(ix, c.c[i].id, c.c[i].model);
         if (!e) {
             snprintf(err, errlen, "out of memory");
             rc = -1;
             break;
         }
         pthread_mutex_lock(&e->mu);
-        rc = fn(ix, e, err, errlen);
+        rc = fn(ix, e, backend_of(ix, c.c[i].index_backend), err, errlen);
         pthread_mutex_unlock(&e->mu);
         if (!rc) (*done)++;
     }
-    free(c.ids);
+    free(c.c);
     return rc ? -1 : 0;
 }
 
-static int start_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
-    if (refresh(ix, e, 1, err, errlen) == 0) return 0;
+static int start_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen) {
+    if (refresh(ix, e, kind, 1, err, errlen) == 0) return 0;
     /* Sealed templates without the right key: this collection answers 503
      * template_key_unavailable on its searches; the others are served. */
     if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) {
@@ -518,11 +574,9 @@ int fvs_index_start(fvs_index *ix, char *err, size_t errlen) {
     return 0;
 }
 
-static int rebuild_one(fvs_index *ix, entry *e, char *err, size_t errlen) {
-    if (fvs_collection_version(ix->st, e->coll, &e->version, err, errlen) ||
-        fvs_change_seq(ix->st, e->coll, &e->seq, err, errlen) ||
-        build_from_store(ix, e, err, errlen))
-        return -1;
+static int rebuild_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen) {
+    e->kind = kind;
+    if (rebuild_current(ix, e, err, errlen)) return -1;
     save_entry(ix, e);
     return 0;
 }
@@ -593,9 +647,9 @@ static json_t *rank_one(const ranked *order, size_t n, size_t total, float thres
  * 100) even when subjects have several templates each. */
 #define HEAD 256
 
-int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t nq, float threshold,
-                     int top_k, int k, json_t **out, char *err, size_t errlen) {
-    entry *e = get_entry(ix, coll);
+int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
+                     float threshold, int top_k, int k, json_t **out, char *err, size_t errlen) {
+    entry *e = get_entry(ix, coll->id, coll->model);
     if (!e) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -609,7 +663,7 @@ int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t n
         return -1;
     }
     pthread_mutex_lock(&e->mu);
-    int rc = refresh(ix, e, !ix->cfg.sync_notify, err, errlen);
+    int rc = refresh(ix, e, backend_of(ix, coll->index_backend), !ix->cfg.sync_notify, err, errlen);
     json_t *arr = json_array();
     for (size_t q = 0; !rc && q < nq; q++) {
         size_t nh = 0, n = 0;

@@ -2,8 +2,11 @@
  * index.h: faceverifyd's search index, one fvi_search (src/search/) per
  * collection, derived from the store (the source of truth).
  *
- * Backend: FACEVERIFY_INDEX_BACKEND / --index-backend (exact, exact-int8,
- * faiss-flat, faiss-hnsw, faiss-ivfpq), the same for every collection.
+ * Backend: a collection's own index_backend (PATCH /api/v1/collection,
+ * createcollection --index-backend), else FACEVERIFY_INDEX_BACKEND /
+ * --index-backend (exact, exact-int8, faiss-flat, faiss-hnsw,
+ * faiss-ivfpq).  A collection whose backend changes is reloaded with the
+ * new one on its next search.
  *
  * Persistence: with an index dir, each collection's index is saved there
  * (after a build from storage and at shutdown) and loaded at the next
@@ -22,9 +25,15 @@
  *   - sync "notify": searches never touch the database; a thread LISTENs
  *     on its own PostgreSQL connection and applies changes when notified.
  * Either way the thread also reconciles every reconcile_s seconds, a
- * backstop against lost notifications.
+ * backstop against lost notifications, and then trims each collection's
+ * change log to its newest changes_keep rows, leaving a marker: a node
+ * that was further behind than that finds the marker and rebuilds the
+ * collection from storage instead of missing changes.
  *
- * Only templates of FV_MODEL_ID are indexed.
+ * Models: one index per (collection, model); a search uses the one of the
+ * collection's current model (collections.model), so templates of other
+ * models are never searched.  Entries of a model a collection left stay
+ * (in sync) in case it switches back.
  */
 #ifndef FVS_INDEX_H
 #define FVS_INDEX_H
@@ -41,10 +50,12 @@ typedef struct fvs_index fvs_index;
 
 typedef struct fvs_index_config {
     fvi_search_kind backend;
-    const char *dir;    /* NULL: indexes live in memory only */
-    const char *db_url; /* LISTEN connection; names the index files */
-    int sync_notify;    /* 0: check the version per search; 1: rely on NOTIFY */
-    int reconcile_s;    /* periodic change-log reconcile; 0: none */
+    const char *dir;        /* NULL: indexes live in memory only */
+    const char *db_url;     /* LISTEN connection; names the index files */
+    int sync_notify;        /* 0: check the version per search; 1: rely on NOTIFY */
+    int reconcile_s;        /* periodic change-log reconcile; 0: none */
+    long long changes_keep; /* change-log rows kept per collection at each
+                             * reconcile; 0: never pruned */
 } fvs_index_config;
 
 fvs_index *fvs_index_create(fvs_store *st, const fvs_index_config *cfg);
@@ -58,14 +69,19 @@ void fvs_index_destroy(fvs_index *ix);
  * and saves it.  *built: how many. */
 int fvs_index_rebuild(fvs_index *ix, int64_t coll, int *built, char *err, size_t errlen);
 
-/* Searches nq queries (nq x FV_EMBED_DIM floats) in collection coll.  Out:
+/* The name of the backend a collection whose index_backend setting is
+ * coll_backend ("" or NULL: none) is searched with. */
+const char *fvs_index_backend_in_force(const fvs_index *ix, const char *coll_backend);
+
+/* Searches nq queries (nq x FV_EMBED_DIM floats) among the templates of
+ * collection coll->id made by coll->model, with coll->index_backend.  Out:
  * a JSON array with one object per query: {"candidates": [...], "match":
  * {...} or null, "templates": n}.  Candidates are subjects ranked by their
  * nearest template (id, name, distance, similarity, votes), at most top_k;
  * votes are counted among the k nearest templates within threshold, and
  * match is the subject with most votes (ties: the nearer), null when no
  * template lies within threshold.  Thread-safe. */
-int fvs_index_search(fvs_index *ix, int64_t coll, const float *queries, size_t nq, float threshold,
-                     int top_k, int k, json_t **out, char *err, size_t errlen);
+int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
+                     float threshold, int top_k, int k, json_t **out, char *err, size_t errlen);
 
 #endif

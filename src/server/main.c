@@ -4,6 +4,7 @@
  *   faceverifyd migrate                    apply the numbered schema migrations
  *   faceverifyd serve [--listen H:P]       serve the JSON API
  *   faceverifyd createcollection NAME      new tenant; prints its API key last
+ *                                          (--model M: its embedding model)
  *   faceverifyd rotatekey NAME             replace a collection's API key
  *   faceverifyd audit [COLLECTION]         print the audit log (JSON lines)
  *   faceverifyd genkey                     a new template key (base64)
@@ -43,7 +44,11 @@ static void usage(FILE *f) {
             "  serve                    serve the HTTP/JSON API\n"
             "  createcollection NAME    create a collection; its API key is the last line\n"
             "                           (--threshold T overrides the decision threshold;\n"
-            "                           --if-missing: do nothing if NAME exists)\n"
+            "                           --model M: embed with model M of --models-dir, by\n"
+            "                           file name without .fvm or id, or a .fvm file's path;\n"
+            "                           default %s; --index-backend B: its search backend,\n"
+            "                           default the server's; --if-missing: do nothing if\n"
+            "                           NAME exists)\n"
             "  rotatekey NAME           replace a collection's API key (prints the new one)\n"
             "  genkey                   print a new random template key (base64) for\n"
             "                           FACEVERIFY_TEMPLATE_KEY\n"
@@ -72,6 +77,8 @@ static void usage(FILE *f) {
             "  --threads N         neural network threads, 0: CPUs [FACEVERIFY_THREADS]\n"
             "  --max-body BYTES    largest request body, default 12000000 [FACEVERIFY_MAX_BODY]\n"
             "  --models DIR        model files [FACEVERIFY_MODELS]\n"
+            "  --models-dir DIR    trained models (*.fvm from `faceverify train`) that\n"
+            "                      collections can use [FACEVERIFY_MODELS_DIR]\n"
             "  --assets DIR        openapi.json, docs.html, static/ [FACEVERIFY_ASSETS]\n"
             "  --demo              serve the keyless demo page at / on collection 'demo'\n"
             "                      (local use; off by default) [FACEVERIFY_DEMO=1]\n"
@@ -83,10 +90,13 @@ static void usage(FILE *f) {
             "                      notify (PostgreSQL LISTEN/NOTIFY) [FACEVERIFY_INDEX_SYNC]\n"
             "  --index-reconcile S seconds between change-log reconciles, default 30\n"
             "                      [FACEVERIFY_INDEX_RECONCILE]\n"
+            "  --index-changes-keep N  change-log rows kept per collection (a node further\n"
+            "                      behind rebuilds from storage), default 100000; 0: all\n"
+            "                      [FACEVERIFY_INDEX_CHANGES_KEEP]\n"
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
             "                      (XChaCha20-Poly1305); needed to read encrypted ones\n",
-            FVS_DEFAULT_DB);
+            FV_MODEL_ID, FVS_DEFAULT_DB);
 }
 
 static int parse_listen(const char *s, fvs_config *cfg) {
@@ -143,6 +153,9 @@ typedef enum {
     OPT_INDEX_DIR,
     OPT_INDEX_SYNC,
     OPT_INDEX_RECONCILE,
+    OPT_INDEX_CHANGES_KEEP,
+    OPT_MODELS_DIR,
+    OPT_MODEL,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -168,6 +181,9 @@ static const struct {
     [OPT_INDEX_DIR] = {"--index-dir", "FACEVERIFY_INDEX_DIR"},
     [OPT_INDEX_SYNC] = {"--index-sync", "FACEVERIFY_INDEX_SYNC"},
     [OPT_INDEX_RECONCILE] = {"--index-reconcile", "FACEVERIFY_INDEX_RECONCILE"},
+    [OPT_INDEX_CHANGES_KEEP] = {"--index-changes-keep", "FACEVERIFY_INDEX_CHANGES_KEEP"},
+    [OPT_MODELS_DIR] = {"--models-dir", "FACEVERIFY_MODELS_DIR"},
+    [OPT_MODEL] = {"--model", NULL},
 };
 
 /* Makes the folder of a default SQLite file (var/) so that a first run
@@ -221,8 +237,39 @@ static int need_schema(fvs_store *st) {
     return 0;
 }
 
+/* The id of the model a collection is created with: a name the registry
+ * of --models-dir knows (models.h), or a model file's path.  NULL after a
+ * message. */
+static const char *resolve_model(const char *spec, const char *dir, fvs_models **reg,
+                                 fv_model **file) {
+    char err[512];
+    const char *id = NULL;
+    const fv_model *m = NULL;
+    *reg = fvs_models_load(dir, err, sizeof err);
+    if (!*reg) {
+        fprintf(stderr, "faceverifyd: %s\n", err);
+        return NULL;
+    }
+    if (fvs_models_find(*reg, spec, &id, &m) == 0) return id;
+    if (strchr(spec, '/')) {
+        fv_status s = fv_model_load(spec, file, err, sizeof err);
+        if (s == FV_OK) {
+            fprintf(stderr,
+                    "faceverifyd: note: serve with --models-dir naming the folder of %s, or "
+                    "requests on this collection answer 503 model_unavailable\n",
+                    spec);
+            return fv_model_id(*file);
+        }
+        fprintf(stderr, "faceverifyd: --model: %s\n", err);
+        return NULL;
+    }
+    fprintf(stderr, "faceverifyd: --model: no model named '%s' (%s, or a *.fvm in %s)\n", spec,
+            FV_MODEL_ID, dir && *dir ? dir : "--models-dir, which is not set");
+    return NULL;
+}
+
 static int cmd_collection(fvs_store *st, const char *name, int rotate, double threshold,
-                          int if_missing) {
+                          const char *model, const char *backend, int if_missing) {
     if (!name || !valid_name(name)) {
         fprintf(stderr, "faceverifyd: a collection NAME (1..%d printable characters) is needed\n",
                 FVS_NAME_MAX);
@@ -250,8 +297,14 @@ static int cmd_collection(fvs_store *st, const char *name, int rotate, double th
     int64_t id = 0;
     if (rotate)
         rc = fvs_collection_set_key(st, name, prefix, hash, err, sizeof err);
-    else
-        rc = fvs_collection_create(st, name, prefix, hash, threshold, &id, err, sizeof err);
+    else {
+        fvs_collection c = {0};
+        snprintf(c.name, sizeof c.name, "%s", name);
+        c.threshold = threshold;
+        snprintf(c.model, sizeof c.model, "%s", model ? model : "");
+        snprintf(c.index_backend, sizeof c.index_backend, "%s", backend ? backend : "");
+        rc = fvs_collection_create(st, &c, prefix, hash, &id, err, sizeof err);
+    }
     if (rc < 0) {
         fprintf(stderr, "faceverifyd: %s\n", err);
         return 1;
@@ -309,9 +362,9 @@ typedef struct find_ctx {
     int64_t id;
 } find_ctx;
 
-static int find_collection(void *ctx, int64_t id, const char *name) {
+static int find_collection(void *ctx, const fvs_collection *c) {
     find_ctx *f = ctx;
-    if (strcmp(name, f->name) == 0) f->id = id;
+    if (strcmp(c->name, f->name) == 0) f->id = c->id;
     return 0;
 }
 
@@ -354,11 +407,17 @@ static int cmd_serve(fvs_store *st, fvs_config *cfg, const fvs_index_config *icf
     memset(&srv, 0, sizeof srv);
     srv.cfg = *cfg;
     srv.store = st;
-    srv.index = fvs_index_create(st, icfg);
     char ierr[512];
+    srv.models = fvs_models_load(cfg->trained_dir, ierr, sizeof ierr);
+    if (!srv.models) {
+        fprintf(stderr, "faceverifyd: %s\n", ierr);
+        return 1;
+    }
+    srv.index = fvs_index_create(st, icfg);
     if (!srv.index || fvs_index_start(srv.index, ierr, sizeof ierr)) {
         fprintf(stderr, "faceverifyd: search index: %s\n", srv.index ? ierr : "out of memory");
         fvs_index_destroy(srv.index);
+        fvs_models_destroy(srv.models);
         return 1;
     }
     fv_config ec;
@@ -379,6 +438,7 @@ static int cmd_serve(fvs_store *st, fvs_config *cfg, const fvs_index_config *icf
             fprintf(stderr, "faceverifyd: demo: %s\n", err);
             fv_engine_destroy(srv.engine);
             fvs_index_destroy(srv.index);
+            fvs_models_destroy(srv.models);
             return 1;
         }
         printf("faceverifyd: demo page on http://%s:%d/ (collection '%s', no key needed)\n",
@@ -388,6 +448,7 @@ static int cmd_serve(fvs_store *st, fvs_config *cfg, const fvs_index_config *icf
     int rc = fvs_http_serve(&srv);
     fv_engine_destroy(srv.engine);
     fvs_index_destroy(srv.index);
+    fvs_models_destroy(srv.models);
     return rc;
 }
 
@@ -403,6 +464,7 @@ int main(int argc, char **argv) {
     cfg.max_connections = 512;
     cfg.conn_timeout = 30;
     const char *val[OPT_COUNT] = {0};
+    int flagged[OPT_COUNT] = {0}; /* given on the command line, not by the environment */
     for (int o = 0; o < OPT_COUNT; o++)
         if (CONFIG[o].env) val[o] = getenv(CONFIG[o].env);
     const char *cmd = NULL, *name = NULL;
@@ -427,14 +489,14 @@ int main(int argc, char **argv) {
             if (strncmp(a, CONFIG[o].flag, fl) != 0) continue;
             if (a[fl] == '=') {
                 val[o] = a + fl + 1;
-                matched = 1;
+                matched = flagged[o] = 1;
             } else if (a[fl] == 0) {
                 if (i + 1 >= argc) {
                     fprintf(stderr, "faceverifyd: %s needs a value\n", a);
                     return 2;
                 }
                 val[o] = argv[++i];
-                matched = 1;
+                matched = flagged[o] = 1;
             }
         }
         if (matched) continue;
@@ -504,9 +566,10 @@ int main(int argc, char **argv) {
     long long audit_limit = 100;
     if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &audit_limit)) goto bad;
     if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
+    if (val[OPT_MODELS_DIR] && *val[OPT_MODELS_DIR]) cfg.trained_dir = val[OPT_MODELS_DIR];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
     cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
-    fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, cfg.database_url, 0, 30};
+    fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, cfg.database_url, 0, 30, 100000};
     if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg.backend)) {
         fprintf(stderr, "faceverifyd: --index-backend: expected exact, exact-int8, faiss-flat, "
                         "faiss-hnsw or faiss-ivfpq\n");
@@ -524,6 +587,9 @@ int main(int argc, char **argv) {
         if (parse_size(val[OPT_INDEX_RECONCILE], 0, 86400, &n)) goto bad;
         icfg.reconcile_s = (int)n;
     }
+    if (val[OPT_INDEX_CHANGES_KEEP] &&
+        parse_size(val[OPT_INDEX_CHANGES_KEEP], 0, 1000000000, &icfg.changes_keep))
+        goto bad;
 
     if (fvs_auth_init()) {
         fprintf(stderr, "faceverifyd: libsodium failed to initialise\n");
@@ -584,8 +650,29 @@ int main(int argc, char **argv) {
         rc = cmd_encrypt(st);
     else if (strcmp(cmd, "rebuildindex") == 0)
         rc = cmd_rebuildindex(st, &icfg, name);
-    else
-        rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, if_missing);
+    else {
+        fvs_models *reg = NULL;
+        fv_model *file = NULL;
+        const char *model = NULL;
+        rc = 0;
+        if (strcmp(cmd, "rotatekey") == 0 && (val[OPT_MODEL] || flagged[OPT_INDEX_BACKEND])) {
+            fprintf(stderr, "faceverifyd: rotatekey only replaces the key; change a collection's "
+                            "model or backend with PATCH /api/v1/collection\n");
+            rc = 2;
+        }
+        if (!rc && val[OPT_MODEL] &&
+            !(model = resolve_model(val[OPT_MODEL], cfg.trained_dir, &reg, &file)))
+            rc = 2;
+        /* createcollection --index-backend B: the collection's own backend
+         * (only as a flag: FACEVERIFY_INDEX_BACKEND is the server's). */
+        const char *backend =
+            flagged[OPT_INDEX_BACKEND] ? fvi_search_kind_name(icfg.backend) : NULL;
+        if (!rc)
+            rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, model, backend,
+                                if_missing);
+        fv_model_destroy(file);
+        fvs_models_destroy(reg);
+    }
     fvs_store_close(st);
     return rc;
 bad:

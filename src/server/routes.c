@@ -87,9 +87,59 @@ static int need_engine(fvs_req *r, fvs_resp *out) {
     return -1;
 }
 
-/* The threshold in force: request > collection override > engine. */
+/* The collection's model (models.h): *m NULL for the ResNet.  A trained
+ * model the registry lacks (its file gone from --models-dir): 503, since
+ * embedding with another model would give templates that never match. */
+static int coll_model(fvs_req *r, const fv_model **m, fvs_resp *out) {
+    const char *id = NULL;
+    if (fvs_models_find(r->srv->models, r->coll.model, &id, m) == 0) return 0;
+    fvs_error(out, 503, "model_unavailable",
+              "this collection's model %s is not loaded (no such file in the models dir)",
+              r->coll.model);
+    return -1;
+}
+
+/* The collection's default threshold: its own, else its model's
+ * calibrated one (from the model file), else the engine's. */
+static float coll_threshold(fvs_req *r) {
+    const char *id = NULL;
+    const fv_model *m = NULL;
+    if (r->coll.threshold > 0) return (float)r->coll.threshold;
+    if (fvs_models_find(r->srv->models, r->coll.model, &id, &m) == 0 && m &&
+        fv_model_threshold(m) > 0)
+        return fv_model_threshold(m);
+    return r->srv->default_threshold;
+}
+
+/* An optional "model" in a JSON body of embeddings: what made them.  Not
+ * the collection's model: 409 model_mismatch, never a distance across
+ * two embedding spaces. */
+static int check_model_field(fvs_req *r, fvs_resp *out) {
+    const json_t *mj = r->json ? json_object_get(r->json, "model") : NULL;
+    if (!mj || json_is_null(mj)) return 0;
+    if (!json_is_string(mj)) {
+        fvs_error(out, 400, "validation_error", "model: expected a model id");
+        return -1;
+    }
+    if (strcmp(json_string_value(mj), r->coll.model) == 0) return 0;
+    fvs_error(out, 409, "model_mismatch",
+              "embeddings of model %.64s, but this collection uses %s: compare only embeddings "
+              "of the same model",
+              json_string_value(mj), r->coll.model);
+    return -1;
+}
+
+/* One face's embedding with the collection's model (m NULL: ResNet). */
+static fv_status embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
+                            const fv_detect_options *opt, int strict, fv_face_result *fr, char *err,
+                            size_t errlen) {
+    if (m) return fv_model_embed_face(eng, m, img, opt, strict, fr, err, errlen);
+    return fv_embed_face(eng, img, opt, strict, fr, err, errlen);
+}
+
+/* The threshold in force: request > collection override > model > engine. */
 static int get_threshold(fvs_req *r, float *t, fvs_resp *out) {
-    double d = r->coll.threshold > 0 ? r->coll.threshold : r->srv->default_threshold;
+    double d = coll_threshold(r);
     if (fvs_req_number(r, "threshold", 1e-6, 4.0, &d, out)) return -1;
     *t = (float)d;
     return 0;
@@ -283,8 +333,36 @@ static json_t *used_face_json(const fv_face_result *fr) {
     return o;
 }
 
+/* fv_verify with a trained model: both faces embedded by it, as the CLI's
+ * `verify --model` does, so that the two give the same distance. */
+static fv_status verify_model(const fv_engine *eng, const fv_model *m, const fv_image *a,
+                              const fv_image *b, const fv_verify_options *opt,
+                              fv_verify_result *res, char *err, size_t errlen) {
+    memset(res, 0, sizeof *res);
+    char e[200] = "";
+    fv_status st = embed_face(eng, m, a, &opt->detect, opt->strict, &res->a, e, sizeof e);
+    if (st != FV_OK) {
+        snprintf(err, errlen, "image a: %s", e[0] ? e : fv_strerror(st));
+        return st;
+    }
+    st = embed_face(eng, m, b, &opt->detect, opt->strict, &res->b, e, sizeof e);
+    if (st != FV_OK) {
+        snprintf(err, errlen, "image b: %s", e[0] ? e : fv_strerror(st));
+        return st;
+    }
+    res->distance = fv_distance(res->a.embedding, res->b.embedding);
+    res->threshold = opt->threshold;
+    res->verified = res->distance <= res->threshold;
+    res->similarity = fv_similarity(res->distance, res->threshold);
+    res->model = fv_model_id(m);
+    res->detector = fv_detector_name(opt->detect.detector);
+    return FV_OK;
+}
+
 static void h_verify(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
+    const fv_model *m = NULL;
+    if (coll_model(r, &m, out)) return;
     fv_verify_options opt;
     fv_verify_options_init(&opt);
     if (get_threshold(r, &opt.threshold, out) || get_detect_options(r, &opt.detect, out)) return;
@@ -297,7 +375,8 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     }
     fv_verify_result res;
     char err[256] = "";
-    fv_status st = fv_verify(r->srv->engine, a, b, &opt, &res, err, sizeof err);
+    fv_status st = m ? verify_model(r->srv->engine, m, a, b, &opt, &res, err, sizeof err)
+                     : fv_verify(r->srv->engine, a, b, &opt, &res, err, sizeof err);
     json_t *fa = NULL, *fb = NULL;
     if (st == FV_OK) {
         fa = used_face_json(&res.a);
@@ -333,14 +412,15 @@ static void h_verify_embeddings(fvs_req *r, fvs_resp *out) {
         fvs_error(out, 400, "validation_error", "expected a JSON body");
         return;
     }
-    if (parse_embedding(json_object_get(r->json, "embedding_a"), "embedding_a", a, out) ||
+    if (check_model_field(r, out) ||
+        parse_embedding(json_object_get(r->json, "embedding_a"), "embedding_a", a, out) ||
         parse_embedding(json_object_get(r->json, "embedding_b"), "embedding_b", b, out))
         return;
     float d = fv_distance(a, b);
     fvs_reply(out, 200,
               json_pack("{s:b, s:f, s:f, s:f, s:s}", "verified", d <= t, "distance", (double)d,
                         "threshold", (double)t, "similarity", (double)fv_similarity(d, t), "model",
-                        FV_MODEL_ID));
+                        r->coll.model));
 }
 
 static int search_params(fvs_req *r, float *t, int *top_k, int *k, fvs_resp *out) {
@@ -352,8 +432,26 @@ static int search_params(fvs_req *r, float *t, int *top_k, int *k, fvs_resp *out
     return 0;
 }
 
+/* Embeds n chips with the collection's model into out (n x FV_EMBED_DIM:
+ * a trained model's dim values, then zeros, as stored templates are). */
+static fv_status embed_chips(const fv_engine *eng, const fv_model *m, const unsigned char *chips,
+                             size_t n, float *out, char *err, size_t errlen) {
+    if (!m) return fv_embed_chips(eng, chips, n, out, err, errlen);
+    size_t dim = (size_t)fv_model_dim(m);
+    float *tmp = malloc(n * dim * sizeof(float));
+    if (!tmp) return FV_E_NO_MEMORY;
+    fv_status st = fv_model_embed_chips(eng, m, chips, n, tmp, err, errlen);
+    memset(out, 0, n * FV_EMBED_DIM * sizeof(float));
+    for (size_t i = 0; st == FV_OK && i < n; i++)
+        memcpy(out + i * FV_EMBED_DIM, tmp + i * dim, dim * sizeof(float));
+    free(tmp);
+    return st;
+}
+
 static void h_identify(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
+    const fv_model *m = NULL;
+    if (coll_model(r, &m, out)) return;
     float t;
     int top_k, k;
     if (search_params(r, &t, &top_k, &k, out)) return;
@@ -383,7 +481,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         for (size_t i = 0; st == FV_OK && i < n; i++)
             st = fv_face_chip(r->srv->engine, img, &faces[i],
                               chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
-        if (st == FV_OK) st = fv_embed_chips(r->srv->engine, chips, n, emb, err, sizeof err);
+        if (st == FV_OK) st = embed_chips(r->srv->engine, m, chips, n, emb, err, sizeof err);
         emb_ms = now_ms() - t2;
     }
     fv_image_destroy(img);
@@ -404,7 +502,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     json_t *results = NULL;
     double t3 = now_ms();
     int rc =
-        fvs_index_search(r->srv->index, r->coll.id, emb, n, t, top_k, k, &results, err, sizeof err);
+        fvs_index_search(r->srv->index, &r->coll, emb, n, t, top_k, k, &results, err, sizeof err);
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
@@ -423,7 +521,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     fvs_reply(out, 200,
               json_pack("{s:o, s:I, s:f, s:i, s:i, s:s, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
                         results, "count", (json_int_t)n, "threshold", (double)t, "k", k, "top_k",
-                        top_k, "model", FV_MODEL_ID, "timings_ms", "decode", dec, "detect", det,
+                        top_k, "model", r->coll.model, "timings_ms", "decode", dec, "detect", det,
                         "embed", emb_ms, "search", search_ms, "total", now_ms() - t0));
 }
 
@@ -435,6 +533,7 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
         fvs_error(out, 400, "validation_error", "expected a JSON body");
         return;
     }
+    if (check_model_field(r, out)) return;
     json_t *one = json_object_get(r->json, "embedding");
     json_t *many = json_object_get(r->json, "embeddings");
     size_t n = one ? 1 : json_array_size(many);
@@ -458,7 +557,7 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     json_t *results = NULL;
     char err[256];
     int rc =
-        fvs_index_search(r->srv->index, r->coll.id, q, n, t, top_k, k, &results, err, sizeof err);
+        fvs_index_search(r->srv->index, &r->coll, q, n, t, top_k, k, &results, err, sizeof err);
     free(q);
     if (rc) {
         db_error(out, err);
@@ -466,7 +565,7 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     }
     fvs_reply(out, 200,
               json_pack("{s:o, s:f, s:i, s:i, s:s}", "results", results, "threshold", (double)t,
-                        "k", k, "top_k", top_k, "model", FV_MODEL_ID));
+                        "k", k, "top_k", top_k, "model", r->coll.model));
 }
 
 static void h_subjects_create(fvs_req *r, fvs_resp *out) {
@@ -474,8 +573,8 @@ static void h_subjects_create(fvs_req *r, fvs_resp *out) {
     const char *name = fvs_req_text(r, "name", buf, sizeof buf);
     json_t *nj = r->json ? json_object_get(r->json, "name") : NULL;
     if (!name || (nj && !json_is_string(nj)) || !*name || strlen(name) > FVS_NAME_MAX) {
-        fvs_error(out, 400, "validation_error", "name: a string of 1..%d characters is required",
-                  FVS_NAME_MAX);
+        fvs_error(out, 400, "validation_error",
+                  "name: a string of 1..%d bytes of UTF-8 is required", FVS_NAME_MAX);
         return;
     }
     if (!fvs_utf8_valid(name, strlen(name)) || (nj && json_string_length(nj) != strlen(name))) {
@@ -556,7 +655,8 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     const unsigned char *data = NULL;
     size_t len = 0;
     fv_detect_options opt;
-    if (get_detect_options(r, &opt, out)) return -1;
+    const fv_model *m = NULL;
+    if (coll_model(r, &m, out) || get_detect_options(r, &opt, out)) return -1;
     int rc = fvs_req_bytes(r, "image", &owned, &data, &len, out);
     if (rc < 0) return -1;
     if (rc > 0) {
@@ -571,7 +671,7 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     *decode_ms = now_ms() - t0;
     free(owned);
     if (st == FV_OK) {
-        st = fv_embed_face(r->srv->engine, img, &opt, strict, fr, err, sizeof err);
+        st = embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
         if (st == FV_E_MULTIPLE_FACES)
             snprintf(err, sizeof err,
                      "image: %zu faces found; send a photo of one person or face=largest",
@@ -609,8 +709,10 @@ static void insert_face(fvs_req *r, fvs_resp *out, int64_t sid, const fvs_face_r
  * faces_detected is 0: there was no image. */
 static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
     float emb[FV_EMBED_DIM];
-    if (parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out)) return;
-    fvs_face_row row = {FV_MODEL_ID, emb, 0, 0, 0, 0, 0, NULL};
+    if (check_model_field(r, out) ||
+        parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out))
+        return;
+    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL};
     insert_face(r, out, sid, &row, 0);
 }
 
@@ -636,7 +738,7 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out, int64_t sid) {
     if (embed_probe(r, strict, &fr, &dec, sha, out)) return;
     char hex[65];
     sodium_bin2hex(hex, sizeof hex, sha, sizeof sha);
-    fvs_face_row row = {FV_MODEL_ID,   fr.embedding,   fr.face.left,  fr.face.top,
+    fvs_face_row row = {r->coll.model, fr.embedding,   fr.face.left,  fr.face.top,
                         fr.face.right, fr.face.bottom, fr.face.score, hex};
     insert_face(r, out, sid, &row, fr.faces);
 }
@@ -701,14 +803,25 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out, int64_t sid) {
     }
     best_ctx b = {fr.embedding, 0, 0, 0};
     char err[256];
-    if (fvs_templates(r->srv->store, r->coll.id, sid, FV_MODEL_ID, best_row, &b, err, sizeof err)) {
+    /* Only templates of the collection's model are compared. */
+    int64_t total = 0, stale = 0;
+    if (fvs_templates(r->srv->store, r->coll.id, sid, r->coll.model, best_row, &b, err,
+                      sizeof err) ||
+        (b.n == 0 && fvs_template_counts(r->srv->store, r->coll.id, sid, r->coll.model, &total,
+                                         &stale, err, sizeof err))) {
         json_decref(subj);
         db_error(out, err);
         return;
     }
     if (b.n == 0) {
         json_decref(subj);
-        fvs_error(out, 422, "no_templates", "subject %" PRId64 " has no enrolled faces", sid);
+        if (stale > 0)
+            fvs_error(out, 409, "model_mismatch",
+                      "subject %" PRId64 " has %" PRId64 " template%s made by another model than "
+                      "this collection's (%s): enrol the subject's faces again",
+                      sid, stale, stale == 1 ? "" : "s", r->coll.model);
+        else
+            fvs_error(out, 422, "no_templates", "subject %" PRId64 " has no enrolled faces", sid);
         return;
     }
     json_t *s = json_pack("{s:O, s:O}", "id", json_object_get(subj, "id"), "name",
@@ -719,8 +832,129 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out, int64_t sid) {
                         b.best <= t, "distance", (double)b.best, "threshold", (double)t,
                         "similarity", (double)fv_similarity(b.best, t), "subject", s,
                         "matched_face_id", (json_int_t)b.best_face, "templates_compared", b.n,
-                        "method", "best_match", "face", used_face_json(&fr), "model", FV_MODEL_ID,
+                        "method", "best_match", "face", used_face_json(&fr), "model", r->coll.model,
                         "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0)));
+}
+
+/* The calling key's collection: its model, the threshold in force, and how
+ * many of its templates the model cannot use (made by another model:
+ * they need re-enrolment). */
+static json_t *collection_json(fvs_req *r, int64_t total, int64_t stale) {
+    const char *ib = r->coll.index_backend;
+    return json_pack("{s:I, s:s, s:s, s:f, s:o, s:I, s:I, s:o, s:s}", "id", (json_int_t)r->coll.id,
+                     "name", r->coll.name, "model", r->coll.model, "threshold",
+                     (double)coll_threshold(r), "threshold_override",
+                     r->coll.threshold > 0 ? json_real(r->coll.threshold) : json_null(),
+                     "templates", (json_int_t)total, "templates_needing_reenrolment",
+                     (json_int_t)stale, "index_backend", ib[0] ? json_string(ib) : json_null(),
+                     "index_backend_in_force", fvs_index_backend_in_force(r->srv->index, ib));
+}
+
+static void h_collection_get(fvs_req *r, fvs_resp *out) {
+    int64_t total = 0, stale = 0;
+    char err[256];
+    if (fvs_template_counts(r->srv->store, r->coll.id, 0, r->coll.model, &total, &stale, err,
+                            sizeof err)) {
+        db_error(out, err);
+        return;
+    }
+    fvs_reply(out, 200, collection_json(r, total, stale));
+}
+
+/* Validates PATCH /api/v1/collection's "index_backend": a backend name
+ * (src/search/search.h) this build can create, or null (the server's).
+ * *name: "" for null. */
+static int patch_backend(const json_t *bj, char *name, size_t cap, fvs_resp *out) {
+    name[0] = 0;
+    if (json_is_null(bj)) return 0;
+    fvi_search_kind kind;
+    char err[256] = "";
+    fvi_search *probe = NULL;
+    if (!json_is_string(bj) || fvi_search_kind_parse(json_string_value(bj), &kind) != 0 ||
+        !(probe = fvi_search_create(kind, err, sizeof err))) {
+        fvs_error(out, 400, "validation_error",
+                  "index_backend: expected exact, exact-int8, faiss-flat, faiss-hnsw or "
+                  "faiss-ivfpq (null: the server's)%s%s",
+                  err[0] ? ": " : "", err);
+        return -1;
+    }
+    fvi_search_destroy(probe);
+    snprintf(name, cap, "%s", fvi_search_kind_name(kind));
+    return 0;
+}
+
+/* PATCH /api/v1/collection {"model": NAME, "index_backend": B}: either or
+ * both.  A model switch changes the model new templates are made with and
+ * searches use; templates are kept as they are, and the answer counts
+ * those of other models, which are no longer searched or compared until
+ * enrolled again.  Everything is validated before anything changes. */
+static void h_collection_patch(fvs_req *r, fvs_resp *out) {
+    if (!r->json) {
+        fvs_error(out, 400, "validation_error", "expected a JSON body");
+        return;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(r->json, key, v) {
+        if (strcmp(key, "model") != 0 && strcmp(key, "index_backend") != 0) {
+            fvs_error(out, 400, "validation_error",
+                      "%.64s: not a collection setting (model, index_backend)", key);
+            return;
+        }
+    }
+    const json_t *mj = json_object_get(r->json, "model");
+    const json_t *bj = json_object_get(r->json, "index_backend");
+    if (!mj && !bj) {
+        fvs_error(out, 400, "validation_error", "expected 'model' and/or 'index_backend'");
+        return;
+    }
+    if (mj && (!json_is_string(mj) || json_string_length(mj) == 0 ||
+               json_string_length(mj) > FVS_NAME_MAX)) {
+        fvs_error(out, 400, "validation_error",
+                  "model: expected a model name or id (GET /api/v1/models lists them)");
+        return;
+    }
+    const char *id = r->coll.model;
+    const fv_model *m = NULL;
+    if (mj && fvs_models_find(r->srv->models, json_string_value(mj), &id, &m)) {
+        fvs_error(out, 400, "unknown_model",
+                  "model: no model named '%.64s' on this server (GET /api/v1/models lists them)",
+                  json_string_value(mj));
+        return;
+    }
+    char backend[sizeof r->coll.index_backend];
+    if (bj && patch_backend(bj, backend, sizeof backend, out)) return;
+    char previous[FVS_MODEL_ID_MAX + 1];
+    snprintf(previous, sizeof previous, "%s", r->coll.model);
+    int64_t stale = 0, total = 0;
+    char err[256];
+    int rc = 0;
+    if (mj) rc = fvs_collection_set_model(r->srv->store, r->coll.id, id, &stale, err, sizeof err);
+    if (!rc && bj)
+        rc = fvs_collection_set_index_backend(r->srv->store, r->coll.id, backend, err, sizeof err);
+    if (!rc) {
+        if (mj) snprintf(r->coll.model, sizeof r->coll.model, "%s", id);
+        if (bj) snprintf(r->coll.index_backend, sizeof r->coll.index_backend, "%s", backend);
+        rc = fvs_template_counts(r->srv->store, r->coll.id, 0, id, &total, &stale, err, sizeof err);
+    }
+    if (rc < 0) {
+        db_error(out, err);
+        return;
+    }
+    if (rc > 0) {
+        fvs_error(out, 404, "not_found", "the collection is gone");
+        return;
+    }
+    json_t *o = collection_json(r, total, stale);
+    json_object_set_new(o, "previous_model", json_string(previous));
+    fvs_reply(out, 200, o);
+}
+
+static void h_models(fvs_req *r, fvs_resp *out) {
+    json_t *arr = fvs_models_json(r->srv->models, r->srv->default_threshold);
+    fvs_reply(out, 200,
+              json_pack("{s:I, s:o, s:s}", "count", (json_int_t)json_array_size(arr), "results",
+                        arr, "collection_model", r->coll.model));
 }
 
 /* GET /api/v1/audit: the calling key's collection's audit log, newest
@@ -838,7 +1072,9 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
         R_FACES,
         R_FACE,
         R_SUBJECT_VERIFY,
-        R_AUDIT
+        R_AUDIT,
+        R_COLLECTION,
+        R_MODELS
     } route = R_NONE;
     int64_t sid = 0, fid = 0;
     if (nseg == 1 && SEG(0, "detect"))
@@ -855,6 +1091,10 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
         route = R_SUBJECTS;
     else if (nseg == 1 && SEG(0, "audit"))
         route = R_AUDIT;
+    else if (nseg == 1 && SEG(0, "collection"))
+        route = R_COLLECTION;
+    else if (nseg == 1 && SEG(0, "models"))
+        route = R_MODELS;
     else if (nseg >= 2 && SEG(0, "subjects")) {
         if (parse_id(seg[1], len[1], &sid)) {
             fvs_error(out, 404, "not_found", "no subject %.*s", (int)(len[1] > 40 ? 40 : len[1]),
@@ -884,6 +1124,7 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
     /* Method check before authentication, so a wrong verb is a 405 for
      * everyone; then the key. */
     int post = method_is(r, "POST"), get = method_is(r, "GET"), del = method_is(r, "DELETE");
+    int patch = method_is(r, "PATCH");
     int allowed = 0;
     switch (route) {
     case R_SUBJECTS:
@@ -897,7 +1138,11 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
         allowed = del;
         break;
     case R_AUDIT:
+    case R_MODELS:
         allowed = get;
+        break;
+    case R_COLLECTION:
+        allowed = get || patch;
         break;
     default:
         allowed = post;
@@ -953,6 +1198,14 @@ void fvs_route(fvs_req *r, fvs_resp *out) {
     case R_AUDIT:
         action = "audit.read";
         h_audit(r, out);
+        break;
+    case R_COLLECTION:
+        action = get ? "collection.read" : "collection.update";
+        get ? h_collection_get(r, out) : h_collection_patch(r, out);
+        break;
+    case R_MODELS:
+        action = "models.read";
+        h_models(r, out);
         break;
     default:
         break;

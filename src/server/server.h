@@ -12,6 +12,7 @@
 #include "faceverify.h"
 #include "guard.h"
 #include "index.h"
+#include "models.h"
 #include "store.h"
 
 /* The config table: every field has a flag and an environment variable
@@ -20,18 +21,19 @@ typedef struct fvs_config {
     const char *database_url; /* FACEVERIFY_DATABASE_URL, --database */
     char host[128];           /* --listen HOST:PORT */
     int port;
-    int http_threads;       /* FACEVERIFY_HTTP_THREADS, --http-threads; 0: 2 x CPUs */
-    int engine_threads;     /* FACEVERIFY_THREADS, --threads; 0: CPUs */
-    size_t max_body;        /* FACEVERIFY_MAX_BODY, --max-body (bytes) */
-    const char *models_dir; /* FACEVERIFY_MODELS, --models */
-    const char *assets_dir; /* FACEVERIFY_ASSETS: openapi.json, docs.html, static/ */
-    int demo;               /* FACEVERIFY_DEMO=1, --demo: the keyless demo page (demo.c) */
-    int max_inflight;       /* FACEVERIFY_MAX_INFLIGHT: requests handled at once; more: 503 */
-    int max_connections;    /* FACEVERIFY_MAX_CONNECTIONS: open connections */
-    int conn_timeout;       /* FACEVERIFY_CONN_TIMEOUT: idle seconds before a close */
-    double rate_limit;      /* FACEVERIFY_RATE_LIMIT: requests/s per key; 0: none */
-    double rate_burst;      /* FACEVERIFY_RATE_BURST: bucket size */
-    const char *run_as;     /* FACEVERIFY_USER, --user: drop root after binding */
+    int http_threads;        /* FACEVERIFY_HTTP_THREADS, --http-threads; 0: 2 x CPUs */
+    int engine_threads;      /* FACEVERIFY_THREADS, --threads; 0: CPUs */
+    size_t max_body;         /* FACEVERIFY_MAX_BODY, --max-body (bytes) */
+    const char *models_dir;  /* FACEVERIFY_MODELS, --models */
+    const char *trained_dir; /* FACEVERIFY_MODELS_DIR, --models-dir: *.fvm (models.h) */
+    const char *assets_dir;  /* FACEVERIFY_ASSETS: openapi.json, docs.html, static/ */
+    int demo;                /* FACEVERIFY_DEMO=1, --demo: the keyless demo page (demo.c) */
+    int max_inflight;        /* FACEVERIFY_MAX_INFLIGHT: requests handled at once; more: 503 */
+    int max_connections;     /* FACEVERIFY_MAX_CONNECTIONS: open connections */
+    int conn_timeout;        /* FACEVERIFY_CONN_TIMEOUT: idle seconds before a close */
+    double rate_limit;       /* FACEVERIFY_RATE_LIMIT: requests/s per key; 0: none */
+    double rate_burst;       /* FACEVERIFY_RATE_BURST: bucket size */
+    const char *run_as;      /* FACEVERIFY_USER, --user: drop root after binding */
 } fvs_config;
 
 typedef struct fvs_server {
@@ -39,7 +41,8 @@ typedef struct fvs_server {
     fvs_store *store;
     fvs_index *index;
     fvs_guard *guard;
-    fv_engine *engine; /* NULL when the models failed to load (503s) */
+    fv_engine *engine;  /* NULL when the models failed to load (503s) */
+    fvs_models *models; /* the ResNet and the trained models collections can use */
     char engine_error[256];
     float default_threshold;
     /* Demo mode (cfg.demo): the per-process token the demo page sends and

@@ -91,6 +91,14 @@ static const migration MIGRATIONS[] = {
      "CREATE TABLE face_changes (seq BIGSERIAL PRIMARY KEY,"
      " collection_id BIGINT NOT NULL, face_id BIGINT NOT NULL, op INTEGER NOT NULL);"
      "CREATE INDEX face_changes_collection ON face_changes(collection_id, seq);"},
+    /* Per-collection embedding model (models.c; templates already keep
+     * theirs in faces.model) and a per-collection search backend (NULL:
+     * the server's --index-backend). */
+    {5,
+     "ALTER TABLE collections ADD COLUMN model TEXT NOT NULL DEFAULT '" FV_MODEL_ID "';"
+     "ALTER TABLE collections ADD COLUMN index_backend TEXT;",
+     "ALTER TABLE collections ADD COLUMN model TEXT NOT NULL DEFAULT '" FV_MODEL_ID "';"
+     "ALTER TABLE collections ADD COLUMN index_backend TEXT;"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -276,21 +284,82 @@ int fvs_collection_exists(fvs_store *st, const char *name, int *exists, char *er
     return rc;
 }
 
-int fvs_collection_create(fvs_store *st, const char *name, const char *key_prefix,
-                          const unsigned char *key_hash, double threshold, int64_t *id, char *err,
-                          size_t errlen) {
+int fvs_collection_create(fvs_store *st, const fvs_collection *c, const char *key_prefix,
+                          const unsigned char *key_hash, int64_t *id, char *err, size_t errlen) {
     int exists = 0;
-    if (fvs_collection_exists(st, name, &exists, err, errlen)) return -1;
+    if (fvs_collection_exists(st, c->name, &exists, err, errlen)) return -1;
     if (exists) return 1;
-    fvs_val p[5] = {fvs_text(name), fvs_text(key_prefix), fvs_blob(key_hash, FVS_KEY_HASH_BYTES),
-                    threshold > 0 ? fvs_real(threshold) : fvs_null(), fvs_int(now_s())};
+    fvs_val p[7] = {fvs_text(c->name),
+                    fvs_text(key_prefix),
+                    fvs_blob(key_hash, FVS_KEY_HASH_BYTES),
+                    c->threshold > 0 ? fvs_real(c->threshold) : fvs_null(),
+                    fvs_text(c->model[0] ? c->model : FV_MODEL_ID),
+                    c->index_backend[0] ? fvs_text(c->index_backend) : fvs_null(),
+                    fvs_int(now_s())};
     pthread_mutex_lock(&st->mu);
     int rc = query_int(st,
-                       "INSERT INTO collections (name, key_prefix, key_hash, threshold, created_at)"
-                       " VALUES (?, ?, ?, ?, ?) RETURNING id",
-                       p, 5, id, err, errlen);
+                       "INSERT INTO collections (name, key_prefix, key_hash, threshold, model, "
+                       "index_backend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                       p, 7, id, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,
+                                     size_t errlen) {
+    fvs_val p[2] = {backend && *backend ? fvs_text(backend) : fvs_null(), fvs_int(coll)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db, "UPDATE collections SET index_backend = ? WHERE id = ?", p, 2,
+                          NULL, NULL, &changes, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
+/* Templates of the collection (and subject, when > 0): all, and those not
+ * made by model.  st->mu held. */
+static int count_templates_locked(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                                  int64_t *total, int64_t *stale, char *err, size_t errlen) {
+    fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(subject)};
+    fvs_val q[4] = {fvs_int(coll), fvs_text(model), fvs_int(subject), fvs_int(subject)};
+    if (query_int(st,
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND (? <= 0 OR subject_id "
+                  "= ?)",
+                  p, 3, total, err, errlen) ||
+        query_int(st,
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND model <> ? AND (? <= 0 "
+                  "OR subject_id = ?)",
+                  q, 4, stale, err, errlen))
+        return -1;
+    return 0;
+}
+
+int fvs_template_counts(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                        int64_t *total, int64_t *stale, char *err, size_t errlen) {
+    pthread_mutex_lock(&st->mu);
+    int rc = count_templates_locked(st, coll, subject, model, total, stale, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_collection_set_model(fvs_store *st, int64_t coll, const char *model, int64_t *stale,
+                             char *err, size_t errlen) {
+    fvs_val p[2] = {fvs_text(model), fvs_int(coll)};
+    int64_t changes = 0, total = 0;
+    *stale = 0;
+    pthread_mutex_lock(&st->mu);
+    /* One transaction: the count answers for exactly the switch made. */
+    int rc = begin(st, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db, "UPDATE collections SET model = ? WHERE id = ?", p, 2, NULL, NULL,
+                          &changes, err, errlen);
+    if (!rc && changes) rc = count_templates_locked(st, coll, 0, model, &total, stale, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
 }
 
 int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_prefix,
@@ -306,6 +375,19 @@ int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_pref
     return changes ? 0 : 1;
 }
 
+/* Fills *out from the columns id, name, threshold, model, index_backend. */
+static void collection_from_row(fvs_collection *out, fvs_val id, fvs_val name, fvs_val threshold,
+                                fvs_val model, fvs_val backend) {
+    memset(out, 0, sizeof *out);
+    out->id = id.i;
+    snprintf(out->name, sizeof out->name, "%s", name.type == FVS_TEXT && name.s ? name.s : "");
+    out->threshold = threshold.type == FVS_NULL ? 0 : threshold.d;
+    snprintf(out->model, sizeof out->model, "%s",
+             model.type == FVS_TEXT && model.s ? model.s : FV_MODEL_ID);
+    snprintf(out->index_backend, sizeof out->index_backend, "%s",
+             backend.type == FVS_TEXT && backend.s ? backend.s : "");
+}
+
 typedef struct key_ctx {
     const unsigned char *hash;
     fvs_collection *out;
@@ -314,14 +396,12 @@ typedef struct key_ctx {
 
 static int key_row(void *ctx, const fvs_val *c, int n) {
     key_ctx *k = ctx;
-    if (n < 4 || c[2].type != FVS_BLOB || c[2].n != FVS_KEY_HASH_BYTES) return 0;
+    if (n < 6 || c[2].type != FVS_BLOB || c[2].n != FVS_KEY_HASH_BYTES) return 0;
     /* Constant-time comparison: the prefix narrowed the search, the hash
      * decides, and its timing tells nothing about the stored value. */
     if (sodium_memcmp(c[2].b, k->hash, FVS_KEY_HASH_BYTES) != 0 || k->found) return 0;
     k->found = 1;
-    k->out->id = c[0].i;
-    snprintf(k->out->name, sizeof k->out->name, "%s", c[1].s ? c[1].s : "");
-    k->out->threshold = c[3].type == FVS_NULL ? 0 : c[3].d;
+    collection_from_row(k->out, c[0], c[1], c[3], c[4], c[5]);
     return 0;
 }
 
@@ -331,8 +411,10 @@ int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned 
     key_ctx k = {key_hash, out, 0};
     pthread_mutex_lock(&st->mu);
     int rc = fvs_db_query(
-        st->db, "SELECT id, name, key_hash, threshold FROM collections WHERE key_prefix = ?", p, 1,
-        key_row, &k, NULL, err, errlen);
+        st->db,
+        "SELECT id, name, key_hash, threshold, model, index_backend FROM collections WHERE "
+        "key_prefix = ?",
+        p, 1, key_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc) return -1;
     return k.found ? 0 : 1;
@@ -788,6 +870,39 @@ int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn f
     return rc;
 }
 
+/* Keeps the newest `keep` rows of a collection's change log.  The newest
+ * row dropped is kept as a marker (op 0): a reader whose position is
+ * before it may have missed dropped rows and rebuilds from storage; a
+ * reader past it missed nothing.  Safe to run on several nodes at once. */
+int fvs_face_changes_prune(fvs_store *st, int64_t coll, int64_t keep, int64_t *pruned, char *err,
+                           size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(keep)};
+    int64_t cut = -1;
+    *pruned = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st,
+                       "SELECT seq FROM face_changes WHERE collection_id = ? ORDER BY seq DESC "
+                       "LIMIT 1 OFFSET ?",
+                       p, 2, &cut, err, errlen);
+    if (!rc && cut > 0) {
+        fvs_val q[2] = {fvs_int(coll), fvs_int(cut)};
+        rc = begin(st, err, errlen);
+        if (!rc)
+            rc =
+                fvs_db_query(st->db, "DELETE FROM face_changes WHERE collection_id = ? AND seq < ?",
+                             q, 2, NULL, NULL, pruned, err, errlen);
+        if (!rc)
+            rc = fvs_db_query(st->db,
+                              "UPDATE face_changes SET op = 0, face_id = 0 WHERE collection_id = ? "
+                              "AND seq = ?",
+                              q, 2, NULL, NULL, NULL, err, errlen);
+        if (!rc) rc = commit(st, err, errlen);
+        if (rc) rollback(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
 int fvs_change_seq(fvs_store *st, int64_t coll, int64_t *seq, char *err, size_t errlen) {
     fvs_val p[1] = {fvs_int(coll)};
     pthread_mutex_lock(&st->mu);
@@ -804,15 +919,18 @@ typedef struct idsum_ctx {
 
 static int id_row(void *ctx, const fvs_val *c, int n) {
     idsum_ctx *k = ctx;
-    if (n < 2) return 1;
-    return k->fn(k->ctx, c[0].i, c[1].s ? c[1].s : "");
+    if (n < 5) return 1;
+    fvs_collection coll;
+    collection_from_row(&coll, c[0], c[1], c[2], c[3], c[4]);
+    return k->fn(k->ctx, &coll);
 }
 
 int fvs_collection_each(fvs_store *st, fvs_id_fn fn, void *ctx, char *err, size_t errlen) {
     idsum_ctx k = {fn, ctx};
     pthread_mutex_lock(&st->mu);
-    int rc = fvs_db_query(st->db, "SELECT id, name FROM collections ORDER BY id", NULL, 0, id_row,
-                          &k, NULL, err, errlen);
+    int rc = fvs_db_query(
+        st->db, "SELECT id, name, threshold, model, index_backend FROM collections ORDER BY id",
+        NULL, 0, id_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

@@ -48,16 +48,39 @@ int fvs_store_migrate(fvs_store *st, int *applied, char *err, size_t errlen);
 int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errlen);
 int fvs_store_latest_version(void);
 
+/* Longest model id kept (faces.model, collections.model). */
+#define FVS_MODEL_ID_MAX 63
+
 typedef struct fvs_collection {
     int64_t id;
     char name[FVS_NAME_MAX + 1];
-    double threshold; /* <= 0: none, use the engine's */
+    double threshold; /* <= 0: none, use the model's, else the engine's */
+    /* The model new templates are made with and searches use (models.h):
+     * FV_MODEL_ID or a trained model's id. */
+    char model[FVS_MODEL_ID_MAX + 1];
+    /* Its search backend (src/search/search.h name); "": the server's
+     * --index-backend. */
+    char index_backend[32];
 } fvs_collection;
 
-/* 1 when the name is taken. */
-int fvs_collection_create(fvs_store *st, const char *name, const char *key_prefix,
-                          const unsigned char *key_hash, double threshold, int64_t *id, char *err,
-                          size_t errlen);
+/* Creates collection c->name with c's threshold, model ("": FV_MODEL_ID)
+ * and index_backend ("": none); c->id is ignored and *id set.  1 when the
+ * name is taken. */
+int fvs_collection_create(fvs_store *st, const fvs_collection *c, const char *key_prefix,
+                          const unsigned char *key_hash, int64_t *id, char *err, size_t errlen);
+/* Sets (backend non-empty) or clears (NULL or "") the collection's search
+ * backend.  1 when no such collection. */
+int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,
+                                     size_t errlen);
+/* Sets the model of collection coll; *stale: its templates made by another
+ * model (they need re-enrolment to be searched or compared).  Templates
+ * are never changed.  1 when no such collection. */
+int fvs_collection_set_model(fvs_store *st, int64_t coll, const char *model, int64_t *stale,
+                             char *err, size_t errlen);
+/* The collection's templates: *total, and *stale, those not made by model
+ * (subject > 0: of that subject only). */
+int fvs_template_counts(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                        int64_t *total, int64_t *stale, char *err, size_t errlen);
 /* 1 when no such collection. */
 int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_prefix,
                            const unsigned char *key_hash, char *err, size_t errlen);
@@ -132,14 +155,19 @@ int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t l
 int fvs_template_get(fvs_store *st, int64_t coll, int64_t face, const char *model,
                      fvs_template_fn fn, void *ctx, char *err, size_t errlen);
 /* Face changes of a collection after seq, in order: op +1 added, -1
- * deleted.  Written in the same transaction as the change itself. */
+ * deleted, 0 older rows were pruned (the reader rebuilds from storage).
+ * Written in the same transaction as the change itself. */
 typedef int (*fvs_change_fn)(void *ctx, int64_t seq, int64_t face_id, int op);
 int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn fn, void *ctx,
                      char *err, size_t errlen);
+/* Drops all but the newest keep rows of a collection's change log,
+ * leaving an op 0 marker; *pruned: rows deleted. */
+int fvs_face_changes_prune(fvs_store *st, int64_t coll, int64_t keep, int64_t *pruned, char *err,
+                           size_t errlen);
 /* Latest change seq of a collection (0: none yet). */
 int fvs_change_seq(fvs_store *st, int64_t coll, int64_t *seq, char *err, size_t errlen);
-/* Each collection's id and name. */
-typedef int (*fvs_id_fn)(void *ctx, int64_t id, const char *name);
+/* Each collection (valid during the call only). */
+typedef int (*fvs_id_fn)(void *ctx, const fvs_collection *c);
 int fvs_collection_each(fvs_store *st, fvs_id_fn fn, void *ctx, char *err, size_t errlen);
 /* Each face of the collection made by model, in id order, without its
  * embedding: what the index needs next to a persisted index file. */

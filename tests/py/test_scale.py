@@ -305,3 +305,59 @@ def test_three_nodes_on_postgres(tmp_path):
     print("cross-node propagation:", json.dumps(stats))
     (tmp_path / "propagation.json").write_text(json.dumps(stats))
     assert stats["max_s"] < 2.0, stats
+
+
+def change_log(url):
+    """(row count, op of the oldest row) of face_changes."""
+    if url.startswith("sqlite://"):
+        import sqlite3
+        with sqlite3.connect(url[len("sqlite://"):], timeout=30) as c:
+            n = c.execute("SELECT COUNT(*) FROM face_changes").fetchone()[0]
+            first = c.execute("SELECT op FROM face_changes ORDER BY seq LIMIT 1").fetchone()
+            return n, first[0] if first else None
+    import subprocess
+    out = subprocess.run(["psql", url, "-qAtc", "SELECT COUNT(*) FROM face_changes; "
+                          "SELECT op FROM face_changes ORDER BY seq LIMIT 1"],
+                         check=True, capture_output=True, text=True, timeout=60).stdout.split()
+    return int(out[0]), int(out[1]) if len(out) > 1 else None
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_change_log_pruned_and_a_lagging_node_rebuilds(db, tmp_path):
+    """face_changes does not grow without bound: node A trims it to the
+    newest --index-changes-keep rows at each reconcile.  Node B, idle while
+    more changes than that were made, finds the pruning marker and reads
+    the collection again: it misses no enrolment and keeps no deleted face."""
+    url = new_db_url(db, tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    key = create_collection(url, "prune")
+    rnd = random.Random(11)
+    vecs = [unit([rnd.gauss(0, 1) for _ in range(128)]) for _ in range(10)]
+    a = Server(url, env={"FACEVERIFY_INDEX_RECONCILE": "1", "FACEVERIFY_INDEX_CHANGES_KEEP": "3"})
+    b = Server(url, env={"FACEVERIFY_INDEX_RECONCILE": "3600",
+                         "FACEVERIFY_INDEX_CHANGES_KEEP": "0"})
+    try:
+        with requests.Session() as s:
+            first = enrol(s, b.base, key, "first", vecs[0])
+            assert identify(b, key, [vecs[0]])[0]["match"]["id"] == first[0]
+            # B idles while A writes 9 enrolments and 2 deletes.
+            ids = [first] + [enrol(s, a.base, key, f"p{i}", vecs[i]) for i in range(1, 10)]
+            for sid, fid in (ids[0], ids[4]):
+                r = a.request("DELETE", f"{API}/subjects/{sid}/faces/{fid}", key)
+                assert r.status_code in (200, 204), r.text
+        t0 = time.monotonic()
+        while change_log(url)[0] > 4 and time.monotonic() - t0 < 20:
+            time.sleep(0.2)
+        n, op = change_log(url)
+        assert n == 4 and op == 0, (n, op)  # 3 newest rows + the marker
+        res = identify(b, key, vecs)
+        for i, r in enumerate(res):
+            if i in (0, 4):
+                assert all(c["id"] != ids[i][0] for c in r["candidates"]), (i, r)
+            else:
+                assert r["match"] is not None and r["match"]["id"] == ids[i][0], (i, r)
+                assert r["match"]["distance"] < 1e-6
+            assert r["templates"] == 8
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0

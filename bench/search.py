@@ -40,10 +40,19 @@ def machine(threads):
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(),
-            "blas": "OpenBLAS (exact: one sgemv per query)",
+            "blas": "OpenBLAS, 1 thread per sgemv (exact: one sgemv per 2048-row block)",
             "faiss": "Debian libfaiss-dev 1.7.3 (static, OpenMP), own C wrapper",
             "threads": threads,
+            "int8_kernel": "AVX2" if avx2() else "portable C",
+            "load_average_at_start": os.getloadavg(),
             "note": "shared 2-core machine; run under nice -n 10"}
+
+
+def avx2():
+    try:
+        return any(" avx2" in l for l in open("/proc/cpuinfo") if l.startswith("flags"))
+    except OSError:
+        return False
 
 
 def read_csv(path):
@@ -92,7 +101,8 @@ def main():
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
     ap.add_argument("--backends", default=BACKENDS)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="scan threads of the exact backends and FAISS's OpenMP threads")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "search.json"))
     ap.add_argument("--append", action="store_true",
                     help="keep the results of other sizes already in --out")
@@ -104,14 +114,20 @@ def main():
     with open(emb, "wb") as f:
         for v in queries + gallery:
             f.write(struct.pack("128f", *v))
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS="1")
+    # Passive OpenMP waits: spinning workers steal the cores of a shared
+    # machine (and each other's) during FAISS builds.
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS="1",
+               OMP_WAIT_POLICY="PASSIVE")
     t0 = time.time()
+    # exact-int8 keeps its float32 rows in a file there, as faceverifyd
+    # does in its index dir.
     out = subprocess.run([os.path.join(BUILD, "bin", "search_bench"), "run", emb, a.sizes,
-                          a.backends, str(len(queries))], env=env, check=True,
-                         capture_output=True, text=True)
+                          a.backends, str(len(queries)), str(a.threads), tmp], env=env,
+                         check=True, capture_output=True, text=True)
     results = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
     for r in results:
         r["omp_threads"] = a.threads
+        r["scan_threads"] = a.threads
     base = {r["templates"]: r for r in results if r["backend"] == "exact"}
     for r in results:
         b = base.get(r["templates"])

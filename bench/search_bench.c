@@ -8,7 +8,7 @@
  *                                       nearest the centre) into raw float32
  *                                       rows; one line per row in OUT.f32.txt
  *                                       gives the image it came from
- *   search_bench run EMB.f32 SIZES BACKENDS [QUERIES]
+ *   search_bench run EMB.f32 SIZES BACKENDS [QUERIES [THREADS [SPILLDIR]]]
  *                                       one JSON object per (size, backend)
  *
  * run: the first QUERIES rows of EMB are the queries (the caller orders the
@@ -16,8 +16,10 @@
  * gallery); the gallery is the remaining real rows, padded with synthetic
  * random unit vectors up to each size.  Per backend: build time, bytes held
  * (fvi_search_memory) and the resident-set growth, per-query latency median
- * and p95, recall@1 against exact.  One thread (BLAS and OpenMP pinned by
- * the caller's environment).
+ * and p95, recall@1 against exact.  THREADS (default 1) is the exact
+ * backends' scan threads (BLAS and OpenMP are pinned by the caller's
+ * environment); with SPILLDIR, exact-int8 keeps its float32 rows in a file
+ * there (fvi_search_spill), as faceverifyd does with an index dir.
  */
 #include <math.h>
 #include <stdio.h>
@@ -44,6 +46,18 @@ static long rss_kb(void) {
         fclose(f);
     }
     return res * 4;
+}
+
+/* The 1-minute load average while this backend ran (a busy shared machine
+ * inflates every time). */
+static double load1(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    double l = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -113,7 +127,8 @@ static void synthetic(float *x) {
     for (int i = 0; i < D; i++) x[i] = (float)(x[i] / sqrt(s));
 }
 
-static int cmd_run(const char *emb, const char *sizes, const char *backends, int nq) {
+static int cmd_run(const char *emb, const char *sizes, const char *backends, int nq, int threads,
+                   const char *spill) {
     FILE *f = fopen(emb, "rb");
     if (!f) return 1;
     fseek(f, 0, SEEK_END);
@@ -147,7 +162,9 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
             long rss0 = rss_kb();
             double t0 = now_ms();
             fvi_search *s = fvi_search_create(kind, err, sizeof err);
-            if (!s || fvi_search_add(s, n, ids, gal, err, sizeof err)) {
+            if (s) fvi_search_set_threads(s, threads);
+            if (!s || (spill && fvi_search_spill(s, spill, err, sizeof err)) ||
+                fvi_search_add(s, n, ids, gal, err, sizeof err)) {
                 fprintf(stderr, "search_bench: %s\n", err);
                 return 1;
             }
@@ -168,9 +185,10 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
             qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
             printf("{\"templates\": %zu, \"backend\": \"%s\", \"build_s\": %.3f, "
                    "\"memory_bytes\": %zu, \"rss_growth_bytes\": %ld, \"query_ms_median\": %.4f, "
-                   "\"query_ms_p95\": %.4f, \"recall_at_1\": %s%.4f, \"queries\": %d}\n",
+                   "\"query_ms_p95\": %.4f, \"recall_at_1\": %s%.4f, \"queries\": %d, "
+                   "\"load_1min\": %.2f}\n",
                    n, b, build / 1e3, fvi_search_memory(s), (rss1 - rss0) * 1024L, lat[nq / 2],
-                   lat[(nq * 95) / 100], have_truth ? "" : "-", agree / (double)nq, nq);
+                   lat[(nq * 95) / 100], have_truth ? "" : "-", agree / (double)nq, nq, load1());
             fflush(stdout);
             fvi_search_destroy(s);
         }
@@ -185,8 +203,10 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "embed") == 0) return cmd_embed(argv[2], argv[3]);
-    if ((argc == 5 || argc == 6) && strcmp(argv[1], "run") == 0)
-        return cmd_run(argv[2], argv[3], argv[4], argc == 6 ? atoi(argv[5]) : 200);
-    fprintf(stderr, "usage: search_bench embed LIST OUT.f32 | run EMB.f32 SIZES BACKENDS [Q]\n");
+    if (argc >= 5 && argc <= 8 && strcmp(argv[1], "run") == 0)
+        return cmd_run(argv[2], argv[3], argv[4], argc >= 6 ? atoi(argv[5]) : 200,
+                       argc >= 7 ? atoi(argv[6]) : 1, argc == 8 ? argv[7] : NULL);
+    fprintf(stderr,
+            "usage: search_bench embed LIST OUT.f32 | run EMB.f32 SIZES BACKENDS [Q [T [DIR]]]\n");
     return 2;
 }

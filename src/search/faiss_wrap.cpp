@@ -22,6 +22,15 @@ struct fvi_faiss {
     faiss::IndexIDMap2 *map; /* owns its inner index (own_fields) */
 };
 
+/* HNSW: M links per node and efConstruction as before (the build is the
+ * slow part on Debian's FAISS, which lacks SIMD distance kernels); efSearch,
+ * the candidate list of a query, is what buys recall.  At 128 recall@1 was
+ * 0.965 on the 100k padded benchmark (bench/search.py); see docs/scaling.md
+ * for the sweep behind HNSW_EF_SEARCH.  A query for more than efSearch
+ * neighbours widens it to k (FAISS does), so faceverifyd's 256-neighbour
+ * searches explore at least 256. */
+enum { HNSW_M = 32, HNSW_EF_CONSTRUCTION = 80, HNSW_EF_SEARCH = 256 };
+
 static void set_err(char *err, size_t errlen, const char *what) {
     if (err && errlen) std::snprintf(err, errlen, "faiss: %s", what);
 }
@@ -31,9 +40,9 @@ static faiss::Index *make_inner(int kind, int dim, size_t ntrain, const float *t
     case FVI_FAISS_FLAT:
         return new faiss::IndexFlatL2(dim);
     case FVI_FAISS_HNSW: {
-        auto *h = new faiss::IndexHNSWFlat(dim, 32);
-        h->hnsw.efConstruction = 80;
-        h->hnsw.efSearch = 128;
+        auto *h = new faiss::IndexHNSWFlat(dim, HNSW_M);
+        h->hnsw.efConstruction = HNSW_EF_CONSTRUCTION;
+        h->hnsw.efSearch = HNSW_EF_SEARCH;
         return h;
     }
     case FVI_FAISS_IVFPQ: {
@@ -181,7 +190,7 @@ extern "C" fvi_faiss *fvi_faiss_read(const char *path, int kind, char *err, size
             set_err(err, errlen, "index file holds another kind of index");
             return nullptr;
         }
-        if (auto *h = dynamic_cast<faiss::IndexHNSW *>(inner)) h->hnsw.efSearch = 128;
+        if (auto *h = dynamic_cast<faiss::IndexHNSW *>(inner)) h->hnsw.efSearch = HNSW_EF_SEARCH;
         /* An IVFPQ index too small to train is stored flat. */
         int actual = dynamic_cast<faiss::IndexFlat *>(inner) ? FVI_FAISS_FLAT : kind;
         idx.release();

@@ -11,14 +11,18 @@
 #include "search.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "faceverify.h"
 #include "faiss_wrap.h"
 #include "fvi.h"
+#include "kernels.h"
+#include "pool.h"
 
 #define DIM FV_EMBED_DIM
 #define EMPTY INT64_MIN
@@ -130,21 +134,40 @@ static int idtab_del(idtab *t, int64_t id) {
 
 /* ------------------------------------------------------------ the index */
 
+/* What exact-int8 keeps per row next to its code: enough to bound the
+ * error of the int8 distance (see the scan). */
+typedef struct rowinfo {
+    float scale; /* code * scale ~ x */
+    float norm;  /* |x|^2 */
+    float err;   /* |x - code * scale|, rounded up */
+    float lpe;   /* |x| + err, rounded up */
+} rowinfo;
+
 struct fvi_search {
     fvi_search_kind kind;
     idtab ids; /* live ids -> row (exact backends) */
     uint64_t checksum;
-    /* exact, exact-int8 */
+    /* exact, exact-int8: rows 0..n-1 */
     size_t n, cap;
-    float *rows, *norms;
+    float *rows;  /* float32 rows: exact; exact-int8 unless spilled */
+    float *norms; /* exact: |x|^2 */
     int64_t *rowid;
-    int8_t *codes; /* int8 only */
-    float *scales;
+    int8_t *codes;  /* exact-int8 */
+    rowinfo *info;  /* exact-int8 */
+    int spill;      /* exact-int8: fd of the file holding the float32 rows, or -1 */
+    int threads;    /* scan threads wanted */
+    fvi_pool *pool; /* created once the index is big enough to split */
     /* faiss */
     fvi_faiss *f;
     idtab tomb;
     size_t stale; /* superseded copies of re-added ids still in f */
 };
+
+/* Galleries smaller than this are scanned by the calling thread alone:
+ * below it waking a worker costs more than it saves. */
+#define SPLIT_MIN 32768
+/* Rows per block of the scan (one sgemv or one int8 kernel call). */
+#define BLOCK 2048
 
 static const char *const NAMES[FVI_SEARCH_KINDS] = {"exact", "exact-int8", "faiss-flat",
                                                     "faiss-hnsw", "faiss-ivfpq"};
@@ -183,6 +206,8 @@ fvi_search *fvi_search_create(fvi_search_kind kind, char *err, size_t errlen) {
         return NULL;
     }
     s->kind = kind;
+    s->spill = -1;
+    s->threads = 1;
     return s;
 }
 
@@ -194,7 +219,9 @@ void fvi_search_destroy(fvi_search *s) {
     fvi_free(s->norms);
     fvi_free(s->rowid);
     fvi_free(s->codes);
-    fvi_free(s->scales);
+    fvi_free(s->info);
+    if (s->spill >= 0) close(s->spill);
+    fvi_pool_destroy(s->pool);
     fvi_faiss_destroy(s->f);
     fvi_free(s);
 }
@@ -219,9 +246,29 @@ size_t fvi_search_memory(const fvi_search *s) {
     size_t b = s->ids.cap * (sizeof(int64_t) + sizeof(size_t)) +
                s->tomb.cap * (sizeof(int64_t) + sizeof(size_t));
     if (s->f) return b + fvi_faiss_memory(s->f);
-    b += s->cap * (DIM * sizeof(float) + sizeof(float) + sizeof(int64_t));
-    if (s->kind == FVI_SEARCH_INT8) b += s->cap * (DIM + sizeof(float));
+    b += s->cap * sizeof(int64_t);
+    if (s->rows) b += s->cap * DIM * sizeof(float);
+    if (s->norms) b += s->cap * sizeof(float);
+    if (s->kind == FVI_SEARCH_INT8) b += s->cap * (DIM + sizeof(rowinfo));
     return b;
+}
+
+/* Makes room for the scan threads once the index is big enough; a pool
+ * that cannot be created leaves the scan single-threaded. */
+static void maybe_pool(fvi_search *s) {
+    if (!s->pool && s->threads > 1 && s->n >= SPLIT_MIN && !is_faiss(s->kind))
+        s->pool = fvi_pool_create(s->threads);
+}
+
+void fvi_search_set_threads(fvi_search *s, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    if (threads != s->threads) {
+        fvi_pool_destroy(s->pool);
+        s->pool = NULL;
+    }
+    s->threads = threads;
+    maybe_pool(s);
 }
 
 /* ------------------------------------------------------------ exact rows */
@@ -233,12 +280,16 @@ static int grow_rows(fvi_search *s, size_t need) {
         if (cap > SIZE_MAX / 2 / (DIM * sizeof(float))) return -1;
         cap *= 2;
     }
-    float *rows = fvi_realloc(s->rows, cap * DIM * sizeof(float));
-    if (!rows) return -1;
-    s->rows = rows;
-    float *norms = fvi_realloc(s->norms, cap * sizeof(float));
-    if (!norms) return -1;
-    s->norms = norms;
+    if (s->kind == FVI_SEARCH_EXACT || s->spill < 0) {
+        float *rows = fvi_realloc(s->rows, cap * DIM * sizeof(float));
+        if (!rows) return -1;
+        s->rows = rows;
+    }
+    if (s->kind == FVI_SEARCH_EXACT) {
+        float *norms = fvi_realloc(s->norms, cap * sizeof(float));
+        if (!norms) return -1;
+        s->norms = norms;
+    }
     int64_t *rowid = fvi_realloc(s->rowid, cap * sizeof(int64_t));
     if (!rowid) return -1;
     s->rowid = rowid;
@@ -246,31 +297,108 @@ static int grow_rows(fvi_search *s, size_t need) {
         int8_t *codes = fvi_realloc(s->codes, cap * DIM);
         if (!codes) return -1;
         s->codes = codes;
-        float *scales = fvi_realloc(s->scales, cap * sizeof(float));
-        if (!scales) return -1;
-        s->scales = scales;
+        rowinfo *info = fvi_realloc(s->info, cap * sizeof(rowinfo));
+        if (!info) return -1;
+        s->info = info;
     }
     s->cap = cap;
     return 0;
 }
 
 /* Symmetric per-vector int8 quantisation: code = round(x / scale), scale =
- * max |x| / 127 (0 for the zero vector). */
+ * max |x| / 127 (0 for the zero vector); codes lie in [-127, 127]. */
 static float quantise(const float *x, int8_t *code) {
     float m = 0;
     for (int i = 0; i < DIM; i++) m = fmaxf(m, fabsf(x[i]));
     float scale = m / 127.0f, inv = m > 0 ? 127.0f / m : 0;
-    for (int i = 0; i < DIM; i++) code[i] = (int8_t)lrintf(x[i] * inv);
+    for (int i = 0; i < DIM; i++) {
+        long c = lrintf(x[i] * inv);
+        code[i] = (int8_t)(c > 127 ? 127 : c < -127 ? -127 : c);
+    }
     return scale;
 }
 
+/* |x - scale * code| in double. */
+static double quant_error(const float *x, float scale, const int8_t *code) {
+    double e = 0;
+    for (int i = 0; i < DIM; i++) {
+        double r = (double)x[i] - (double)scale * code[i];
+        e += r * r;
+    }
+    return sqrt(e);
+}
+
 static void put_row(fvi_search *s, size_t r, int64_t id, const float *v) {
-    memcpy(s->rows + r * DIM, v, DIM * sizeof(float));
-    float nn = 0;
-    for (int i = 0; i < DIM; i++) nn += v[i] * v[i];
-    s->norms[r] = nn;
     s->rowid[r] = id;
-    if (s->kind == FVI_SEARCH_INT8) s->scales[r] = quantise(v, s->codes + r * DIM);
+    if (s->rows) memcpy(s->rows + r * DIM, v, DIM * sizeof(float));
+    if (s->kind == FVI_SEARCH_EXACT) {
+        float nn = 0;
+        for (int i = 0; i < DIM; i++) nn += v[i] * v[i];
+        s->norms[r] = nn;
+        return;
+    }
+    rowinfo *ri = &s->info[r];
+    int8_t *code = s->codes + r * DIM;
+    double nn = 0;
+    for (int i = 0; i < DIM; i++) nn += (double)v[i] * v[i];
+    ri->scale = quantise(v, code);
+    double e = quant_error(v, ri->scale, code);
+    ri->norm = (float)nn;
+    ri->err = nextafterf((float)e, INFINITY);
+    ri->lpe = nextafterf((float)(sqrt(nn) + e), INFINITY);
+}
+
+/* ------------------------------------------------------------ spill file */
+
+/* The float32 rows of a spilled exact-int8 index live in an unlinked file:
+ * row r at offset r * ROWBYTES.  Reads and writes loop over short counts. */
+#define ROWBYTES (DIM * sizeof(float))
+
+static int spill_io(int fd, int write, void *buf, size_t len, size_t off) {
+    char *p = buf;
+    while (len) {
+        if (off > (size_t)INT64_MAX) return -1;
+        ssize_t got = write ? pwrite(fd, p, len, (off_t)off) : pread(fd, p, len, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return -1;
+        p += got;
+        off += (size_t)got;
+        len -= (size_t)got;
+    }
+    return 0;
+}
+
+/* Row r's float32 vector into out (from memory or the spill file). */
+static int get_row(const fvi_search *s, size_t r, float *out) {
+    if (s->rows) {
+        memcpy(out, s->rows + r * DIM, ROWBYTES);
+        return 0;
+    }
+    return spill_io(s->spill, 0, out, ROWBYTES, r * ROWBYTES);
+}
+
+int fvi_search_spill(fvi_search *s, const char *dir, char *err, size_t errlen) {
+    if (s->kind != FVI_SEARCH_INT8 || s->spill >= 0) return 0;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/fv-rows-XXXXXX", dir) >= sizeof path) {
+        snprintf(err, errlen, "spill directory name too long");
+        return -1;
+    }
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create a file in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    unlink(path); /* lives as long as the descriptor, even after a crash */
+    if (s->n && spill_io(fd, 1, s->rows, s->n * ROWBYTES, 0)) {
+        snprintf(err, errlen, "cannot write the spill file in %s: %s", dir, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    s->spill = fd;
+    fvi_free(s->rows);
+    s->rows = NULL;
+    return 0;
 }
 
 /* ------------------------------------------------------------ faiss */
@@ -372,38 +500,54 @@ int fvi_search_add(fvi_search *s, size_t n, const int64_t *ids, const float *vec
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    /* The spill file first: the only step that can fail, before any row
+     * becomes visible. */
+    if (s->spill >= 0 &&
+        spill_io(s->spill, 1, (void *)(uintptr_t)vecs, n * ROWBYTES, s->n * ROWBYTES)) {
+        snprintf(err, errlen, "cannot write the spill file: %s", strerror(errno));
+        return -1;
+    }
     for (size_t i = 0; i < n; i++) {
         put_row(s, s->n, ids[i], vecs + i * DIM);
         idtab_put(&s->ids, ids[i], s->n);
         s->checksum += fvi_search_id_hash(ids[i]);
         s->n++;
     }
+    maybe_pool(s);
     return 0;
 }
 
 int fvi_search_remove(fvi_search *s, int64_t id, char *err, size_t errlen) {
     size_t *rowp = idtab_get(&s->ids, id);
     if (!rowp) return 1;
-    size_t row = *rowp;
-    idtab_del(&s->ids, id);
-    s->checksum -= fvi_search_id_hash(id);
+    size_t row = *rowp, last = s->n - 1;
     if (is_faiss(s->kind)) {
         if (idtab_reserve(&s->tomb, 1)) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
+    } else if (row != last && s->spill >= 0) {
+        /* The last row moves into the hole, in the file too. */
+        float v[DIM];
+        if (get_row(s, last, v) || spill_io(s->spill, 1, v, ROWBYTES, row * ROWBYTES)) {
+            snprintf(err, errlen, "cannot move a row of the spill file: %s", strerror(errno));
+            return -1;
+        }
+    }
+    idtab_del(&s->ids, id);
+    s->checksum -= fvi_search_id_hash(id);
+    if (is_faiss(s->kind)) {
         idtab_put(&s->tomb, id, 0);
         if (s->tomb.live + s->stale > 256 + s->ids.live / 10) return faiss_compact(s, err, errlen);
         return 0;
     }
-    size_t last = s->n - 1;
     if (row != last) {
-        memcpy(s->rows + row * DIM, s->rows + last * DIM, DIM * sizeof(float));
-        s->norms[row] = s->norms[last];
+        if (s->rows) memcpy(s->rows + row * DIM, s->rows + last * DIM, ROWBYTES);
+        if (s->norms) s->norms[row] = s->norms[last];
         s->rowid[row] = s->rowid[last];
         if (s->kind == FVI_SEARCH_INT8) {
             memcpy(s->codes + row * DIM, s->codes + last * DIM, DIM);
-            s->scales[row] = s->scales[last];
+            s->info[row] = s->info[last];
         }
         *idtab_get(&s->ids, s->rowid[row]) = row;
     }
@@ -458,55 +602,185 @@ static void heap_push(cand *h, size_t *n, size_t c, cand v) {
     }
 }
 
-static int32_t dot_i8(const int8_t *a, const int8_t *b) {
-    int32_t s = 0;
-    for (int i = 0; i < DIM; i++) s += (int32_t)a[i] * b[i];
-    return s;
+/* One scan thread's results.  exact: heap holds its c best rows by the
+ * sgemv distance.  exact-int8: heap holds its k best upper bounds, list
+ * every row whose lower bound was within the k-th upper bound when seen. */
+typedef struct part {
+    cand *heap, *list;
+    size_t nh, nl, capl;
+    int failed;
+} part;
+
+typedef struct scan {
+    const fvi_search *s;
+    const float *q;
+    float qn; /* |q|^2 */
+    size_t c; /* heap size */
+    /* exact-int8 */
+    int8_t qc[DIM];
+    float qs, qlen, qerr; /* scale, |q|, |q - qs * qc| (rounded up) */
+    part *parts;
+} scan;
+
+static void scan_exact(void *ctx, int begin, int end, int worker) {
+    scan *sc = ctx;
+    const fvi_search *s = sc->s;
+    part *p = &sc->parts[worker];
+    float dots[BLOCK];
+    for (size_t b = (size_t)begin; b < (size_t)end; b++) {
+        size_t r0 = b * BLOCK, m = s->n - r0 < BLOCK ? s->n - r0 : BLOCK;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)m, DIM, 1.0f, s->rows + r0 * DIM, DIM, sc->q,
+                    1, 0.0f, dots, 1);
+        for (size_t i = 0; i < m; i++) {
+            cand v = {sc->qn + s->norms[r0 + i] - 2.0f * dots[i], s->rowid[r0 + i], r0 + i};
+            heap_push(p->heap, &p->nh, sc->c, v);
+        }
+    }
+}
+
+/* Drops list entries that can no longer make the top k; grows the list
+ * when that frees too little.  -1: out of memory. */
+static int prune(part *p, float thr) {
+    size_t w = 0;
+    for (size_t i = 0; i < p->nl; i++)
+        if (p->list[i].d <= thr) p->list[w++] = p->list[i];
+    p->nl = w;
+    if (w <= p->capl / 2) return 0;
+    if (p->capl > SIZE_MAX / 2 / sizeof(cand)) return -1;
+    cand *l = fvi_realloc(p->list, 2 * p->capl * sizeof(cand));
+    if (!l) return -1;
+    p->list = l;
+    p->capl *= 2;
+    return 0;
+}
+
+/*
+ * The int8 scan, and why its answers are exact.  With q ~ qs * qc and
+ * x ~ s * c (errors eq and ex in L2), the int8 dot a = qs * s * (qc . c)
+ * differs from q . x by at most |q| ex + eq (|x| + ex) (Cauchy-Schwarz on
+ * q.(x - x') + (q - q').x').  So the true squared distance lies within
+ * 2 * that bound (plus a margin for float rounding) of |q|^2 + |x|^2 - 2a.
+ * A row can be among the k nearest only if its lower bound is at most the
+ * k-th smallest upper bound; those rows (usually a few more than k) are
+ * re-ranked with fv_distance on the float32 rows.  The answer therefore
+ * equals exact's whatever the data, near-ties included.
+ */
+static void scan_int8(void *ctx, int begin, int end, int worker) {
+    scan *sc = ctx;
+    const fvi_search *s = sc->s;
+    part *p = &sc->parts[worker];
+    int32_t dots[BLOCK];
+    float lo[BLOCK], hi[BLOCK];
+    float thr = INFINITY;
+    for (size_t b = (size_t)begin; b < (size_t)end && !p->failed; b++) {
+        size_t r0 = b * BLOCK, m = s->n - r0 < BLOCK ? s->n - r0 : BLOCK;
+        const rowinfo *info = s->info + r0;
+        fvi_dots_i8(sc->qc, s->codes + r0 * DIM, m, dots);
+        /* Branch-free, so the compiler vectorises it. */
+        for (size_t i = 0; i < m; i++) {
+            float a = sc->qs * info[i].scale * (float)dots[i];
+            float approx = sc->qn + info[i].norm - 2.0f * a;
+            float bound = 2.0f * (sc->qlen * info[i].err + sc->qerr * info[i].lpe) +
+                          1e-5f * (sc->qn + info[i].norm) + 1e-6f;
+            lo[i] = approx - bound;
+            hi[i] = approx + bound;
+        }
+        for (size_t i = 0; i < m; i++) {
+            if (lo[i] > thr) continue;
+            cand h = {hi[i], s->rowid[r0 + i], r0 + i};
+            heap_push(p->heap, &p->nh, sc->c, h);
+            if (p->nh == sc->c) thr = p->heap[0].d;
+            if (p->nl == p->capl && prune(p, thr)) {
+                p->failed = 1;
+                break;
+            }
+            p->list[p->nl++] = (cand){lo[i], h.id, h.row};
+        }
+    }
 }
 
 static int query_exact(fvi_search *s, const float *q, size_t k, fvi_hit *hits, size_t *nhits,
                        char *err, size_t errlen) {
-    size_t n = s->n;
-    size_t c = s->kind == FVI_SEARCH_INT8 ? 4 * k + 64 : k + 32;
-    if (c > n) c = n;
-    cand *heap = fvi_malloc((c ? c : 1) * sizeof *heap);
-    float *dots = s->kind == FVI_SEARCH_EXACT ? fvi_malloc((n ? n : 1) * sizeof *dots) : NULL;
-    if (!heap || (s->kind == FVI_SEARCH_EXACT && !dots)) {
-        fvi_free(heap);
-        fvi_free(dots);
-        snprintf(err, errlen, "out of memory");
-        return -1;
+    int int8 = s->kind == FVI_SEARCH_INT8;
+    size_t n = s->n, nblocks = (n + BLOCK - 1) / BLOCK;
+    fvi_pool *pool = n >= SPLIT_MIN ? s->pool : NULL;
+    size_t np = (size_t)fvi_pool_size(pool);
+    scan sc = {.s = s, .q = q, .c = int8 ? k : k + 32};
+    if (sc.c > n) sc.c = n;
+    size_t capl = 4 * sc.c + 64;
+    int rc = -1;
+    cand *all = NULL;
+    sc.parts = fvi_calloc(np, sizeof *sc.parts);
+    if (!sc.parts) goto oom;
+    for (size_t i = 0; i < np; i++) {
+        sc.parts[i].heap = fvi_malloc((sc.c ? sc.c : 1) * sizeof(cand));
+        sc.parts[i].list = int8 ? fvi_malloc(capl * sizeof(cand)) : NULL;
+        sc.parts[i].capl = capl;
+        if (!sc.parts[i].heap || (int8 && !sc.parts[i].list)) goto oom;
     }
-    float qn = 0;
-    for (int i = 0; i < DIM; i++) qn += q[i] * q[i];
-    size_t nh = 0;
-    if (s->kind == FVI_SEARCH_EXACT) {
-        if (n)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, DIM, 1.0f, s->rows, DIM, q, 1, 0.0f,
-                        dots, 1);
-        for (size_t i = 0; i < n; i++) {
-            cand v = {qn + s->norms[i] - 2.0f * dots[i], s->rowid[i], i};
-            heap_push(heap, &nh, c, v);
-        }
-    } else {
-        int8_t qc[DIM];
-        float qs = quantise(q, qc);
-        for (size_t i = 0; i < n; i++) {
-            float dot = qs * s->scales[i] * (float)dot_i8(qc, s->codes + i * DIM);
-            cand v = {qn + s->norms[i] - 2.0f * dot, s->rowid[i], i};
-            heap_push(heap, &nh, c, v);
-        }
+    double qn = 0;
+    for (int i = 0; i < DIM; i++) qn += (double)q[i] * q[i];
+    sc.qn = (float)qn;
+    if (int8) {
+        sc.qs = quantise(q, sc.qc);
+        sc.qlen = nextafterf((float)sqrt(qn), INFINITY);
+        sc.qerr = nextafterf((float)quant_error(q, sc.qs, sc.qc), INFINITY);
     }
-    for (size_t i = 0; i < nh; i++) heap[i].d = fv_distance(q, s->rows + heap[i].row * DIM);
-    qsort(heap, nh, sizeof *heap, cmp_cand);
-    *nhits = nh < k ? nh : k;
+    if (n && sc.c) fvi_pool_run(pool, (int)nblocks, 1, int8 ? scan_int8 : scan_exact, &sc);
+    /* Merge the parts: exact re-ranks every part's heap; int8 re-ranks the
+     * listed rows whose lower bound is within the k-th upper bound. */
+    size_t total = 0;
+    float thr = INFINITY;
+    for (size_t i = 0; i < np; i++) {
+        if (sc.parts[i].failed) goto oom;
+        total += int8 ? sc.parts[i].nl : sc.parts[i].nh;
+    }
+    if (int8) {
+        cand *his = fvi_malloc((sc.c ? np * sc.c : 1) * sizeof *his);
+        if (!his) goto oom;
+        size_t nhi = 0;
+        for (size_t i = 0; i < np; i++)
+            for (size_t j = 0; j < sc.parts[i].nh; j++) his[nhi++] = sc.parts[i].heap[j];
+        qsort(his, nhi, sizeof *his, cmp_cand);
+        if (nhi >= sc.c && sc.c) thr = his[sc.c - 1].d;
+        fvi_free(his);
+    }
+    all = fvi_malloc((total ? total : 1) * sizeof *all);
+    if (!all) goto oom;
+    size_t na = 0;
+    for (size_t i = 0; i < np; i++) {
+        const part *p = &sc.parts[i];
+        const cand *src = int8 ? p->list : p->heap;
+        size_t m = int8 ? p->nl : p->nh;
+        for (size_t j = 0; j < m; j++)
+            if (!int8 || src[j].d <= thr) all[na++] = src[j];
+    }
+    for (size_t i = 0; i < na; i++) {
+        float v[DIM];
+        if (get_row(s, all[i].row, v)) {
+            snprintf(err, errlen, "cannot read the spill file: %s", strerror(errno));
+            goto out;
+        }
+        all[i].d = fv_distance(q, v);
+    }
+    qsort(all, na, sizeof *all, cmp_cand);
+    *nhits = na < k ? na : k;
     for (size_t i = 0; i < *nhits; i++) {
-        hits[i].id = heap[i].id;
-        hits[i].distance = heap[i].d;
+        hits[i].id = all[i].id;
+        hits[i].distance = all[i].d;
     }
-    fvi_free(heap);
-    fvi_free(dots);
-    return 0;
+    rc = 0;
+    goto out;
+oom:
+    snprintf(err, errlen, "out of memory");
+out:
+    for (size_t i = 0; sc.parts && i < np; i++) {
+        fvi_free(sc.parts[i].heap);
+        fvi_free(sc.parts[i].list);
+    }
+    fvi_free(sc.parts);
+    fvi_free(all);
+    return rc;
 }
 
 static int query_faiss(fvi_search *s, const float *q, size_t k, fvi_hit *hits, size_t *nhits,
@@ -577,8 +851,9 @@ static int save_exact(const fvi_search *s, const char *tmp, char *err, size_t er
     uint64_t n = s->n;
     int ok = fwrite(MAGIC, 4, 1, f) == 1 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
              fwrite(&n, sizeof n, 1, f) == 1 &&
-             (n == 0 || (fwrite(s->rowid, sizeof(int64_t), n, f) == n &&
-                         fwrite(s->rows, DIM * sizeof(float), n, f) == n));
+             (n == 0 || fwrite(s->rowid, sizeof(int64_t), n, f) == n);
+    float v[DIM];
+    for (size_t r = 0; ok && r < n; r++) ok = !get_row(s, r, v) && fwrite(v, ROWBYTES, 1, f) == 1;
     if (fclose(f) != 0) ok = 0;
     if (!ok) snprintf(err, errlen, "cannot write %s", tmp);
     return ok ? 0 : -1;

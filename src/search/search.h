@@ -8,8 +8,11 @@
  * Backends (fvi_search_kind):
  *   exact       float32 rows, one sgemv per query; the reference answer.
  *   exact-int8  rows quantised to int8 with one scale per row; the scan
- *               reads 4x fewer bytes, and its best candidates (4k + 64) are
- *               re-ranked in float32, so the answers equal exact's.
+ *               reads 4x fewer bytes and bounds each row's quantisation
+ *               error, and every row that the bound cannot rule out of
+ *               the k nearest is re-ranked in float32, so the answers
+ *               equal exact's.  With fvi_search_spill the float32 rows
+ *               live in a file, not in memory.
  *   faiss-flat  FAISS IndexFlatL2 (a baseline for the benchmarks).
  *   faiss-hnsw  FAISS HNSW graph: sub-millisecond, approximate.
  *   faiss-ivfpq FAISS IVF + product quantisation + flat refine;
@@ -74,6 +77,20 @@ size_t fvi_search_count(const fvi_search *s); /* live ids */
 uint64_t fvi_search_checksum(const fvi_search *s);
 /* Bytes held by the index structures (vectors, codes, ids, graph). */
 size_t fvi_search_memory(const fvi_search *s);
+
+/* Scan threads for the exact backends (default 1).  The scan of a gallery
+ * of 32768 rows or more is split over this many threads (a pool the index
+ * owns, started once it is that big); smaller ones use the caller alone.
+ * Same answers whatever the count. */
+void fvi_search_set_threads(fvi_search *s, int threads);
+
+/* exact-int8 only (0 and nothing done for other backends): moves the
+ * float32 rows, needed only to re-rank a query's few candidates, out of
+ * memory into an unlinked file created in dir, so the index holds just the
+ * int8 codes (about 4x less memory than exact).  Re-ranking then reads
+ * those rows with pread (from the page cache while memory allows).  -1
+ * with a message when the file cannot be created or written. */
+int fvi_search_spill(fvi_search *s, const char *dir, char *err, size_t errlen);
 
 /* The k nearest live vectors to q, nearest first (ties: smaller id).
  * hits has room for k; *nhits = min(k, count) for exact backends, possibly

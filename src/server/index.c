@@ -226,11 +226,26 @@ static int meta_row(void *ctx, int64_t face, int64_t subject, const char *name) 
     return meta_add(ctx, face, subject, name) ? 1 : 0;
 }
 
+/* Settings of a new or loaded index: two scan threads for big exact
+ * galleries, and exact-int8's float32 rows (read only to re-rank a few
+ * candidates per query) in a file in the index dir rather than in memory;
+ * without a dir, or if the file cannot be made, they stay in memory. */
+static void tune(fvs_index *ix, fvi_search *s) {
+    fvi_search_set_threads(s, 2);
+    if (!ix->cfg.dir || fvi_search_kind_of(s) != FVI_SEARCH_INT8) return;
+    char err[256] = "cannot create the directory";
+    if ((mkdir(ix->cfg.dir, 0700) != 0 && errno != EEXIST) ||
+        fvi_search_spill(s, ix->cfg.dir, err, sizeof err))
+        fprintf(stderr, "faceverifyd: exact-int8 rows stay in memory: cannot spill to %s: %s\n",
+                ix->cfg.dir, err);
+}
+
 /* Fills e from storage in one batch; e->mu held. */
 static int build_from_store(fvs_index *ix, entry *e, char *err, size_t errlen) {
     entry_reset(e);
     e->s = fvi_search_create(e->kind, err, errlen);
     if (!e->s) return -1;
+    tune(ix, e->s);
     batch b = {e, NULL, NULL, 0, 0};
     int rc = fvs_templates(ix->st, e->coll, 0, e->model, batch_row, &b, err, errlen);
     if (!rc) rc = fvi_search_add(e->s, b.n, b.ids, b.vecs, err, errlen);
@@ -261,6 +276,7 @@ static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t e
         entry_reset(e);
         e->s = fvi_search_load(e->kind, path, lerr, sizeof lerr);
         if (e->s) {
+            tune(ix, e->s);
             if (fvs_face_meta(ix->st, e->coll, e->model, meta_row, e, err, errlen)) {
                 entry_reset(e);
                 return -1;

@@ -5,6 +5,8 @@
  * samples of an identity.  exact is the reference: exact-int8 must give
  * the same answers, the FAISS backends recall@1 >= 0.99 against it;
  * deletes, re-adds and save/load must be reflected by every backend.
+ * exact-int8 is also run with its float32 rows spilled to a file, on
+ * adversarial near-ties, and with its scan split over two threads.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include "faceverify.h"
+#include "kernels.h"
 #include "search.h"
 
 #define D FV_EMBED_DIM
@@ -93,6 +96,146 @@ static fvi_search *build(fixture *f, fvi_search_kind kind) {
     return s;
 }
 
+/* exact-int8 with its float32 rows in a spill file under /tmp. */
+static fvi_search *build_spilled(fixture *f) {
+    char err[256];
+    fvi_search *s = fvi_search_create(FVI_SEARCH_INT8, err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(fvi_search_spill(s, "/tmp", err, sizeof err), 0);
+    assert_int_equal(fvi_search_add(s, N, f->ids, f->gallery, err, sizeof err), 0);
+    return s;
+}
+
+/* Variant v of the index under test: the backends, then spilled int8. */
+#define VARIANTS (FVI_SEARCH_KINDS + 1)
+static fvi_search *build_variant(fixture *f, int v) {
+    return v < FVI_SEARCH_KINDS ? build(f, (fvi_search_kind)v) : build_spilled(f);
+}
+static fvi_search_kind variant_kind(int v) {
+    return v < FVI_SEARCH_KINDS ? (fvi_search_kind)v : FVI_SEARCH_INT8;
+}
+
+/* The k nearest by a naive scan with fv_distance (ties: smaller id). */
+static void naive_knn(const float *gal, const int64_t *ids, size_t n, const float *q, size_t k,
+                      fvi_hit *out) {
+    for (size_t j = 0; j < k; j++) out[j] = (fvi_hit){INT64_MAX, INFINITY};
+    for (size_t r = 0; r < n; r++) {
+        fvi_hit h = {ids[r], fv_distance(q, gal + r * D)};
+        size_t at = k;
+        while (at > 0 && (h.distance < out[at - 1].distance ||
+                          (h.distance == out[at - 1].distance && h.id < out[at - 1].id)))
+            at--;
+        if (at == k) continue;
+        memmove(out + at + 1, out + at, (k - at - 1) * sizeof *out);
+        out[at] = h;
+    }
+}
+
+/* The AVX2 kernel (where the CPU has it) against the portable loop, with
+ * the extreme codes and a row count that leaves a tail. */
+static void test_dots_kernel(void **state) {
+    (void)state;
+    enum { ROWS = 37 };
+    int8_t q[D], codes[ROWS * D];
+    for (int j = 0; j < D; j++) q[j] = (int8_t)(j % 3 == 0 ? 127 : j % 3 == 1 ? -127 : j - 64);
+    for (int i = 0; i < ROWS * D; i++)
+        codes[i] = (int8_t)(i % 5 == 0 ? -127 : i % 7 == 0 ? 127 : (int)(uniform() * 255) - 127);
+    int32_t a[ROWS], b[ROWS];
+    fvi_dots_i8(q, codes, ROWS, a);
+    fvi_dots_i8_portable(q, codes, ROWS, b);
+    for (int i = 0; i < ROWS; i++) assert_int_equal(a[i], b[i]);
+    int32_t sum = 0; /* row 0 by hand */
+    for (int j = 0; j < D; j++) sum += q[j] * codes[j];
+    assert_int_equal(a[0], sum);
+    print_message("int8 kernel: %s\n", fvi_dots_i8_simd() ? "AVX2" : "portable");
+}
+
+/* Near-ties that int8 cannot tell apart: copies of one vector moved by far
+ * less than a quantisation step (so most share its code), exact
+ * duplicates (equal distances: the smaller id wins), and queries right
+ * next to them.  Spilled int8 must return exactly the naive answer. */
+static void test_int8_near_ties(void **state) {
+    (void)state;
+    enum { M = 3000, K = 20 };
+    float *gal = malloc(sizeof(float) * M * D), base[D], q[D];
+    int64_t *ids = malloc(sizeof(int64_t) * M);
+    for (int i = 0; i < D; i++) base[i] = (float)gauss();
+    unit(base);
+    for (int r = 0; r < M; r++) {
+        ids[r] = 5 + 3 * (M - r); /* ids descending in row order */
+        for (int i = 0; i < D; i++)
+            gal[r * D + i] = r < 1000   ? base[i] + (float)(1e-4 * gauss())
+                             : r < 1100 ? base[i]
+                                        : (float)gauss() / 11.0f;
+    }
+    char err[256];
+    fvi_search *s = fvi_search_create(FVI_SEARCH_INT8, err, sizeof err);
+    assert_int_equal(fvi_search_spill(s, "/tmp", err, sizeof err), 0);
+    assert_int_equal(fvi_search_add(s, M, ids, gal, err, sizeof err), 0);
+    for (int t = 0; t < 20; t++) {
+        for (int i = 0; i < D; i++) q[i] = base[i] + (float)((t < 10 ? 1e-4 : 0.05) * gauss());
+        fvi_hit want[K], got[K];
+        size_t ng = 0;
+        naive_knn(gal, ids, M, q, K, want);
+        assert_int_equal(fvi_search_query(s, q, K, got, &ng, err, sizeof err), 0);
+        assert_int_equal(ng, K);
+        for (int j = 0; j < K; j++) {
+            assert_int_equal(got[j].id, want[j].id);
+            assert_true(got[j].distance == want[j].distance);
+        }
+    }
+    fvi_search_destroy(s);
+    free(gal);
+    free(ids);
+}
+
+/* A gallery big enough to be split: two scan threads give the same
+ * answers as one, for exact and for spilled int8. */
+static void test_split_scan(void **state) {
+    (void)state;
+    enum { M = 40000, K = 10, Q = 10 };
+    float *gal = malloc(sizeof(float) * M * D);
+    int64_t *ids = malloc(sizeof(int64_t) * M);
+    for (int r = 0; r < M; r++) {
+        for (int i = 0; i < D; i++) gal[r * D + i] = (float)gauss();
+        unit(gal + r * D);
+        ids[r] = r + 1;
+    }
+    char err[256];
+    fvi_search *one = fvi_search_create(FVI_SEARCH_EXACT, err, sizeof err);
+    fvi_search *two = fvi_search_create(FVI_SEARCH_EXACT, err, sizeof err);
+    fvi_search *i8 = fvi_search_create(FVI_SEARCH_INT8, err, sizeof err);
+    fvi_search_set_threads(two, 2);
+    fvi_search_set_threads(i8, 2);
+    assert_int_equal(fvi_search_spill(i8, "/tmp", err, sizeof err), 0);
+    assert_int_equal(fvi_search_add(one, M, ids, gal, err, sizeof err), 0);
+    assert_int_equal(fvi_search_add(two, M, ids, gal, err, sizeof err), 0);
+    assert_int_equal(fvi_search_add(i8, M, ids, gal, err, sizeof err), 0);
+    for (int t = 0; t < Q; t++) {
+        const float *q = gal + (size_t)(t * 3989) * D; /* a gallery row: distance 0 */
+        fvi_hit want[K], a[K], b[K], c[K];
+        size_t na, nb, nc;
+        naive_knn(gal, ids, M, q, K, want);
+        assert_int_equal(fvi_search_query(one, q, K, a, &na, err, sizeof err), 0);
+        assert_int_equal(fvi_search_query(two, q, K, b, &nb, err, sizeof err), 0);
+        assert_int_equal(fvi_search_query(i8, q, K, c, &nc, err, sizeof err), 0);
+        assert_int_equal(na, K);
+        assert_int_equal(nb, K);
+        assert_int_equal(nc, K);
+        for (int j = 0; j < K; j++) {
+            assert_int_equal(a[j].id, want[j].id);
+            assert_int_equal(b[j].id, want[j].id);
+            assert_int_equal(c[j].id, want[j].id);
+            assert_true(c[j].distance == want[j].distance);
+        }
+    }
+    fvi_search_destroy(one);
+    fvi_search_destroy(two);
+    fvi_search_destroy(i8);
+    free(gal);
+    free(ids);
+}
+
 static void test_names(void **state) {
     (void)state;
     for (int k = 0; k < FVI_SEARCH_KINDS; k++) {
@@ -132,21 +275,29 @@ static void test_exact_matches_naive(void **state) {
 static void test_int8_equals_exact(void **state) {
     fixture *f = *state;
     fvi_search *a = build(f, FVI_SEARCH_EXACT), *b = build(f, FVI_SEARCH_INT8);
+    fvi_search *c = build_spilled(f);
     assert_true(fvi_search_memory(b) > 0);
+    /* Spilled, the index holds the codes only: under a third of exact. */
+    assert_true(fvi_search_memory(c) * 3 < fvi_search_memory(a));
     char err[256];
     for (int q = 0; q < NQ; q++) {
-        fvi_hit ha[10], hb[10];
-        size_t na, nb;
+        fvi_hit ha[10], hb[10], hc[10];
+        size_t na, nb, nc;
         assert_int_equal(fvi_search_query(a, f->queries + q * D, 10, ha, &na, err, sizeof err), 0);
         assert_int_equal(fvi_search_query(b, f->queries + q * D, 10, hb, &nb, err, sizeof err), 0);
+        assert_int_equal(fvi_search_query(c, f->queries + q * D, 10, hc, &nc, err, sizeof err), 0);
         assert_int_equal(na, nb);
+        assert_int_equal(na, nc);
         for (size_t i = 0; i < na; i++) {
             assert_int_equal(ha[i].id, hb[i].id);
             assert_true(ha[i].distance == hb[i].distance);
+            assert_int_equal(ha[i].id, hc[i].id);
+            assert_true(ha[i].distance == hc[i].distance);
         }
     }
     fvi_search_destroy(a);
     fvi_search_destroy(b);
+    fvi_search_destroy(c);
 }
 
 static void check_recall(fixture *f, fvi_search_kind kind) {
@@ -185,8 +336,8 @@ static void test_faiss_ivfpq_recall(void **state) {
 static void test_remove_and_readd(void **state) {
     fixture *f = *state;
     char err[256];
-    for (int k = 0; k < FVI_SEARCH_KINDS; k++) {
-        fvi_search *s = build(f, (fvi_search_kind)k);
+    for (int k = 0; k < VARIANTS; k++) {
+        fvi_search *s = build_variant(f, k);
         uint64_t sum0 = fvi_search_checksum(s);
         for (int q = 0; q < 30; q++) {
             const float *qv = f->queries + q * D;
@@ -221,11 +372,12 @@ static void test_save_load(void **state) {
     char err[256], path[64], other[64];
     snprintf(path, sizeof path, "/tmp/fv_search_test_%d.idx", (int)getpid());
     snprintf(other, sizeof other, "/tmp/fv_search_test_%d.bad", (int)getpid());
-    for (int k = 0; k < FVI_SEARCH_KINDS; k++) {
-        fvi_search *s = build(f, (fvi_search_kind)k);
+    for (int v = 0; v < VARIANTS; v++) {
+        fvi_search_kind k = variant_kind(v);
+        fvi_search *s = build_variant(f, v);
         assert_int_equal(fvi_search_remove(s, f->ids[0], err, sizeof err), 0);
         assert_int_equal(fvi_search_save(s, path, err, sizeof err), 0);
-        fvi_search *t = fvi_search_load((fvi_search_kind)k, path, err, sizeof err);
+        fvi_search *t = fvi_search_load(k, path, err, sizeof err);
         assert_non_null(t);
         assert_int_equal(fvi_search_count(t), fvi_search_count(s));
         assert_true(fvi_search_checksum(t) == fvi_search_checksum(s));
@@ -250,8 +402,8 @@ static void test_save_load(void **state) {
         fwrite(buf, 1, got / 2, out);
         fclose(in);
         fclose(out);
-        assert_null(fvi_search_load((fvi_search_kind)k, other, err, sizeof err));
-        assert_null(fvi_search_load((fvi_search_kind)k, "/nonexistent/x.idx", err, sizeof err));
+        assert_null(fvi_search_load(k, other, err, sizeof err));
+        assert_null(fvi_search_load(k, "/nonexistent/x.idx", err, sizeof err));
         fvi_search_destroy(s);
         fvi_search_destroy(t);
     }
@@ -264,6 +416,9 @@ int main(void) {
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_exact_matches_naive),
         cmocka_unit_test(test_int8_equals_exact),
+        cmocka_unit_test(test_dots_kernel),
+        cmocka_unit_test(test_int8_near_ties),
+        cmocka_unit_test(test_split_scan),
         cmocka_unit_test(test_faiss_flat_recall),
         cmocka_unit_test(test_faiss_hnsw_recall),
         cmocka_unit_test(test_faiss_ivfpq_recall),

@@ -142,6 +142,20 @@ def test_int8_answers_equal_exact(answers):
     assert answers["exact-int8"] == answers["exact"]
 
 
+def test_int8_spilled_answers_equal_exact(gallery, answers, tmp_path):
+    """With an index dir exact-int8 keeps its float32 rows in an unlinked
+    scratch file there (re-ranking reads them back): same answers, and
+    nothing left in the dir but the saved index."""
+    idx = tmp_path / "index"
+    srv = serve(gallery, "exact-int8", FACEVERIFY_INDEX_DIR=str(idx))
+    try:
+        assert identify(srv, gallery.api_key, gallery.q) == answers["exact"]
+    finally:
+        assert srv.stop() == 0
+    assert "cannot spill" not in srv.output()
+    assert [f.name for f in idx.iterdir() if not f.name.endswith(".exact-int8.idx")] == []
+
+
 @pytest.mark.parametrize("backend", ["faiss-hnsw", "faiss-ivfpq"])
 def test_faiss_recall_against_exact(answers, backend, gallery):
     want, got = top(answers["exact"]), top(answers[backend])

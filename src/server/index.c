@@ -8,7 +8,11 @@
  * storage, in one batch (so HNSW/IVFPQ build once).  After that only the
  * change log is applied.  Requests run on the HTTP pool's threads;
  * searches in different collections run in parallel and one collection's
- * are serialised by its mutex (FAISS and BLAS run single-threaded here).
+ * are serialised by its mutex.  BLAS runs single-threaded; exact scans
+ * of large galleries split over the search library's own 2 threads; FAISS
+ * uses OpenMP with its default thread count (OMP_NUM_THREADS limits it,
+ * and OMP_WAIT_POLICY=PASSIVE stops idle threads spinning, see
+ * docs/scaling.md).
  */
 #include "index.h"
 #include "crypto.h"

@@ -180,6 +180,12 @@ void fvi_fc_no_bias(const fvi_tensor *in, const float *w, int num_outputs, fvi_t
 #define CNHW_MIN_COL_TILES 4
 /* Output-channel rows per tile in the row-split tiling. */
 #define CNHW_ROW_TILE 64
+/* Columns per block are at least this many times the output channels:
+ * every sgemm call packs the whole (out_c x K) weight matrix again, so a
+ * block narrower than a few out_c spends more on that copy than on its own
+ * panel (perf: sgemm_oncopy 6-7% of the embedding with 64-column blocks in
+ * the 8x8 and 4x4 layers; per-layer minimum times 5-10% lower there). */
+#define CNHW_COLS_PER_ROW 4
 
 static size_t round_up16(size_t n) {
     return (n + 15) & ~(size_t)15;
@@ -200,6 +206,7 @@ static cnhw_plan cnhw_make_plan(const fvi_conv *cv, size_t N) {
     pl.N = N;
     size_t want = CNHW_PANEL_FLOATS / (pl.K ? pl.K : 1);
     if (want < 64) want = 64;
+    if (want < (size_t)CNHW_COLS_PER_ROW * cv->out_c) want = (size_t)CNHW_COLS_PER_ROW * cv->out_c;
     size_t ncb = (N + want - 1) / want;
     if (ncb < 1) ncb = 1;
     size_t nb = (N + ncb - 1) / ncb;
@@ -360,9 +367,17 @@ static void cnhw_gemm(const cnhw_job *j, int m0, int m1, size_t p0, size_t p1, c
             for (size_t i = 0; i < ncol; i++) dst[i] = b;
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1 - m0, (int)ncol, (int)j->pl.K, 1.0f,
-                cv->weights + (size_t)m0 * j->pl.K, (int)j->pl.K, col, (int)ldb,
-                cv->bias ? 1.0f : 0.0f, c0, (int)j->pl.N);
+    const float beta = cv->bias ? 1.0f : 0.0f;
+    if (ncol == 1) /* one column (a 1x1 output of one chip): sgemv reads the
+                    * weights once where sgemm would first copy them all into
+                    * its packed layout for a single dot product per row */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, m1 - m0, (int)j->pl.K, 1.0f,
+                    cv->weights + (size_t)m0 * j->pl.K, (int)j->pl.K, col, (int)ldb, beta, c0,
+                    (int)j->pl.N);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1 - m0, (int)ncol, (int)j->pl.K,
+                    1.0f, cv->weights + (size_t)m0 * j->pl.K, (int)j->pl.K, col, (int)ldb, beta, c0,
+                    (int)j->pl.N);
     if (j->relu)
         for (int o = m0; o < m1; o++) relu_row(j->out + (size_t)o * j->pl.N + p0, ncol);
 }

@@ -4,8 +4,10 @@
  * Convolution (fvi_conv_forward_cnhw, the one convolution of both networks):
  * the batch's output is cut into tiles chosen from the layer's shape alone
  * (never the thread count, so results are bitwise identical for any pool
- * size); each tile is unrolled by im2col into the worker's scratch and
- * multiplied by the (out_c x in_c*kh*kw) weight matrix with one sgemm.
+ * size); each tile is unrolled by im2col (from a zero-padded copy of the
+ * input when the layer pads) into the worker's scratch and multiplied by the
+ * (out_c x in_c*kh*kw) weight matrix with one sgemm (sgemv for a single
+ * column).
  */
 #include <cblas.h>
 #include <float.h>
@@ -171,6 +173,9 @@ void fvi_fc_no_bias(const fvi_tensor *in, const float *w, int num_outputs, fvi_t
  *    parallel by column block), then tiles of output-channel rows x column
  *    blocks each run one sgemm, so the pool still has work to share.
  * Bias and the optional relu are applied per tile while it is in cache.
+ * A padded convolution first copies its input once into a zero-bordered
+ * buffer at the start of the scratch, so that im2col never tests bounds:
+ * each run along an output row is a plain (strided) copy.
  */
 
 /* Target im2col panel per tile, in floats (256 KiB: half of this Zen 3's

@@ -7,8 +7,9 @@
  *
  * OpenBLAS cblas_sgemm, row-major, at the shapes our convolutions hand it
  * for one 150x150 chip (M = output channels, N = output pixels, K = input
- * channels x 3 x 3; see fvi_conv_forward_cnhw) and at a large square
- * product, with openblas_set_num_threads(N).  Each shape runs for about S
+ * channels x 3 x 3; see fvi_conv_forward_cnhw) and at large square products
+ * (1024 and 2048, where OpenBLAS's packing is a negligible share), with
+ * openblas_set_num_threads(N).  Each shape runs for about S
  * seconds after a warm-up; prints GFLOP/s per shape and the best as the
  * peak, as one JSON object.
  */
@@ -30,6 +31,7 @@ static const shape SHAPES[] = {
     {"conv32_35x35", 32, 1225, 288},        {"conv64_17x17", 64, 289, 576},
     {"conv128_8x8", 128, 64, 1152},         {"conv256_3x3", 256, 9, 2304},
     {"conv32_35x35_batch8", 32, 9800, 288}, {"square1024", 1024, 1024, 1024},
+    {"square2048", 2048, 2048, 2048},
 };
 
 int main(int argc, char **argv) {
@@ -41,7 +43,7 @@ int main(int argc, char **argv) {
     }
     if (threads < 1 || threads > 256 || !(seconds > 0 && seconds < 600)) return 2;
     openblas_set_num_threads(threads);
-    size_t cap = (size_t)1024 * 9800;
+    size_t cap = (size_t)1024 * 9800; /* the largest operand, also > 2048 x 2048 */
     float *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b), *c = malloc(cap * sizeof *c);
     if (!a || !b || !c) return 3;
     for (size_t i = 0; i < cap; i++) {

@@ -51,6 +51,7 @@
 #define FEAT_C 256
 #define N_BLOCKS 14
 #define N_CONVS (1 + 2 * N_BLOCKS)
+_Static_assert(N_CONVS == FVI_RESNET_CONVS, "embed.h's conv count");
 #define MAX_SPECS 160
 /* Chips per forward pass: wide enough GEMMs for the 3x3 and 1x1 layers,
  * small enough to keep the activations (~4.6 MB a chip) modest. */
@@ -635,9 +636,42 @@ static fvi_tensor shaped(float *d, int n, int c, int h, int w) {
     return t;
 }
 
+#ifdef FVI_EMBED_PROFILE
+fvi_embed_profile fvi_embed_prof;
+
+/* Runs one conv and charges its time and work to slot ci. */
+static void conv_timed(int ci, const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, int relu,
+                       float *scratch, fvi_pool *pool) {
+    double t0 = fvi_now_ms();
+    fvi_conv_forward_cnhw(cv, in, out, relu, scratch, pool);
+    fvi_embed_prof.conv_ms[ci] += fvi_now_ms() - t0;
+    fvi_embed_prof.conv_flop[ci] +=
+        2.0 * out->n * out->h * out->w * cv->out_c * cv->in_c * cv->kh * cv->kw;
+    const int shape[6] = {cv->in_c, cv->out_c, cv->kh, cv->stride_y, out->h, out->n};
+    memcpy(fvi_embed_prof.conv_shape[ci], shape, sizeof shape);
+}
+#define RUN_CONV(ci, cv, in, out, relu, scratch, pool)                                             \
+    conv_timed(ci, cv, in, out, relu, scratch, pool)
+#define PROF_START() const double prof_t0 = fvi_now_ms()
+#define PROF_END()                                                                                 \
+    do {                                                                                           \
+        double prof_ms = fvi_now_ms() - prof_t0, conv_ms = 0;                                      \
+        for (int i = 0; i < N_CONVS; i++) conv_ms += fvi_embed_prof.conv_ms[i];                    \
+        fvi_embed_prof.forward_ms += prof_ms;                                                      \
+        fvi_embed_prof.other_ms = fvi_embed_prof.forward_ms - conv_ms;                             \
+        fvi_embed_prof.passes++;                                                                   \
+    } while (0)
+#else
+#define RUN_CONV(ci, cv, in, out, relu, scratch, pool)                                             \
+    fvi_conv_forward_cnhw(cv, in, out, relu, scratch, pool)
+#define PROF_START() ((void)0)
+#define PROF_END() ((void)0)
+#endif
+
 /* Runs n chips through the network into out (n x 128). */
 static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fwd_bufs *b,
                     fvi_pool *pool, float *out) {
+    PROF_START();
     /* input_rgb_image_sized: (pixel - mean) / 256 into CNHW planes */
     const size_t plane = (size_t)CHIP * CHIP;
     for (int s = 0; s < n; s++) {
@@ -651,7 +685,7 @@ static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fw
     const fvi_conv *stem = &net->conv[0];
     int side = out_dim(stem, CHIP);
     fvi_tensor st = shaped(b->act[0], n, STEM_C, side, side);
-    fvi_conv_forward_cnhw(stem, &b->x, &st, 1, b->scratch, pool); /* con, affine, relu */
+    RUN_CONV(0, stem, &b->x, &st, 1, b->scratch, pool); /* con, affine, relu */
     side = fvi_pool_out_dim(side, 3, 2, 0);
     fvi_tensor x = shaped(b->act[1], n, STEM_C, side, side);
     fvi_max_pool(&st, &x, 3, 3, 2, 2, 0, 0);
@@ -660,10 +694,10 @@ static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fw
         const fvi_conv *ca = &net->conv[1 + 2 * bi], *cb = &net->conv[2 + 2 * bi];
         int sa = out_dim(ca, x.h);
         fvi_tensor t = shaped(b->t, n, ca->out_c, sa, sa);
-        fvi_conv_forward_cnhw(ca, &x, &t, 1, b->scratch, pool);
+        RUN_CONV(1 + 2 * bi, ca, &x, &t, 1, b->scratch, pool);
         int sb = out_dim(cb, sa);
         fvi_tensor u = shaped(b->u, n, cb->out_c, sb, sb);
-        fvi_conv_forward_cnhw(cb, &t, &u, 0, b->scratch, pool);
+        RUN_CONV(2 + 2 * bi, cb, &t, &u, 0, b->scratch, pool);
         fvi_tensor sc = x;
         if (BLOCKS[bi].down) {
             int sp = fvi_pool_out_dim(x.h, 2, 2, 0);
@@ -681,6 +715,7 @@ static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fw
     fvi_tensor feat = shaped(b->feat, n, FEAT_C, 1, 1);
     fvi_tensor o = shaped(out, n, FV_EMBED_DIM, 1, 1);
     fvi_fc_no_bias(&feat, net->fc, FV_EMBED_DIM, &o);
+    PROF_END();
 }
 
 /* Takes an arena from the free list (or a new one). */

@@ -109,7 +109,8 @@ void fvi_fc_no_bias(const fvi_tensor *in, const float *w, int num_outputs, fvi_t
  * the pool size, so results are bitwise identical for any thread count. */
 
 /* Scratch floats needed by fvi_conv_forward_cnhw for a batch of n samples of
- * in_h x in_w with `threads` workers (threads >= the pool size). */
+ * in_h x in_w with `threads` workers (threads >= the pool size): the im2col
+ * panels and, for a padded layer, a zero-bordered copy of the input. */
 size_t fvi_conv_cnhw_scratch(const fvi_conv *cv, int n, int in_h, int in_w, int threads);
 /* in: CNHW (n, in_c, in_h, in_w); out: CNHW shaped (n, out_c, out_h,
  * out_w).  relu != 0 applies max(0, .) after the bias (a fused relu layer). */

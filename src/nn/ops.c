@@ -4,8 +4,10 @@
  * Convolution (fvi_conv_forward_cnhw, the one convolution of both networks):
  * the batch's output is cut into tiles chosen from the layer's shape alone
  * (never the thread count, so results are bitwise identical for any pool
- * size); each tile is unrolled by im2col into the worker's scratch and
- * multiplied by the (out_c x in_c*kh*kw) weight matrix with one sgemm.
+ * size); each tile is unrolled by im2col (from a zero-padded copy of the
+ * input when the layer pads) into the worker's scratch and multiplied by the
+ * (out_c x in_c*kh*kw) weight matrix with one sgemm (sgemv for a single
+ * column).
  */
 #include <cblas.h>
 #include <float.h>
@@ -171,6 +173,9 @@ void fvi_fc_no_bias(const fvi_tensor *in, const float *w, int num_outputs, fvi_t
  *    parallel by column block), then tiles of output-channel rows x column
  *    blocks each run one sgemm, so the pool still has work to share.
  * Bias and the optional relu are applied per tile while it is in cache.
+ * A padded convolution first copies its input once into a zero-bordered
+ * buffer at the start of the scratch, so that im2col never tests bounds:
+ * each run along an output row is a plain (strided) copy.
  */
 
 /* Target im2col panel per tile, in floats (256 KiB: half of this Zen 3's
@@ -180,6 +185,16 @@ void fvi_fc_no_bias(const fvi_tensor *in, const float *w, int num_outputs, fvi_t
 #define CNHW_MIN_COL_TILES 4
 /* Output-channel rows per tile in the row-split tiling. */
 #define CNHW_ROW_TILE 64
+/* Columns per block are at least this many times the output channels:
+ * every sgemm call packs the whole (out_c x K) weight matrix again, so a
+ * block narrower than a few out_c spends more on that copy than on its own
+ * panel (perf: sgemm_oncopy 6-7% of the embedding with 64-column blocks in
+ * the 8x8 and 4x4 layers; per-layer minimum times 5-10% lower there). */
+#define CNHW_COLS_PER_ROW 4
+
+static size_t round_up16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
 
 typedef struct {
     size_t K, N; /* GEMM inner dim, total columns */
@@ -196,6 +211,7 @@ static cnhw_plan cnhw_make_plan(const fvi_conv *cv, size_t N) {
     pl.N = N;
     size_t want = CNHW_PANEL_FLOATS / (pl.K ? pl.K : 1);
     if (want < 64) want = 64;
+    if (want < (size_t)CNHW_COLS_PER_ROW * cv->out_c) want = (size_t)CNHW_COLS_PER_ROW * cv->out_c;
     size_t ncb = (N + want - 1) / want;
     if (ncb < 1) ncb = 1;
     size_t nb = (N + ncb - 1) / ncb;
@@ -215,92 +231,114 @@ static cnhw_plan cnhw_make_plan(const fvi_conv *cv, size_t N) {
     return pl;
 }
 
+/* Floats of the zero-padded copy of the input (none without padding). */
+static size_t cnhw_padded_size(const fvi_conv *cv, int n, int in_h, int in_w) {
+    if (cv->pad_y == 0 && cv->pad_x == 0) return 0;
+    return (size_t)cv->in_c * n * (size_t)(in_h + 2 * cv->pad_y) * (size_t)(in_w + 2 * cv->pad_x);
+}
+
 size_t fvi_conv_cnhw_scratch(const fvi_conv *cv, int n, int in_h, int in_w, int threads) {
     size_t N = (size_t)n * fvi_conv_out_h(cv, in_h) * fvi_conv_out_w(cv, in_w);
     if (N == 0) return 0;
     cnhw_plan pl = cnhw_make_plan(cv, N);
-    if (pl.fused) return pl.K * pl.nb * (size_t)(threads < 1 ? 1 : threads);
-    return pl.K * pl.N;
+    size_t padded = round_up16(cnhw_padded_size(cv, n, in_h, in_w));
+    if (pl.fused) return padded + pl.K * pl.nb * (size_t)(threads < 1 ? 1 : threads);
+    return padded + pl.K * pl.N;
 }
 
 typedef struct {
     const fvi_conv *cv;
-    const float *in;
+    const float *in;  /* the caller's input */
+    const float *src; /* what im2col reads: in, or its zero-padded copy */
     float *out;
-    float *scratch;
+    float *scratch; /* im2col panels, after the padded copy */
+    float *padded;
     int n, ih, iw, oh, ow, relu;
+    int ph, pw; /* src's plane: in_h/in_w plus padding on both sides */
     cnhw_plan pl;
 } cnhw_job;
 
-/* Fills dst[0..run) with row srow sampled at ix0, ix0+stride, ... and zeros
- * where that falls outside [0, iw). */
-static inline void im2col_run(float *restrict dst, const float *restrict srow, int ix0, int run,
-                              int stride, int iw) {
-    /* first and one-past-last r whose ix = ix0 + r*stride lies in the row */
-    int lo, hi;
-    if (stride == 1) {
-        lo = ix0 < 0 ? -ix0 : 0;
-        hi = iw - ix0;
-    } else {
-        lo = ix0 < 0 ? (-ix0 + stride - 1) / stride : 0;
-        hi = ix0 < iw ? (iw - ix0 + stride - 1) / stride : 0;
+/* Copies planes [begin, end) (plane = c*n + s) of the input into the
+ * padded copy, zeros around. */
+static void cnhw_pad_task(void *ctx, int begin, int end, int worker) {
+    const cnhw_job *j = ctx;
+    FVI_UNUSED(worker);
+    const int py = j->cv->pad_y, px = j->cv->pad_x;
+    for (int pl = begin; pl < end; pl++) {
+        const float *ip = j->in + (size_t)pl * j->ih * j->iw;
+        float *op = j->padded + (size_t)pl * j->ph * j->pw;
+        memset(op, 0, (size_t)py * j->pw * sizeof(float));
+        op += (size_t)py * j->pw;
+        for (int y = 0; y < j->ih; y++, op += j->pw, ip += j->iw) {
+            memset(op, 0, (size_t)px * sizeof(float));
+            memcpy(op + px, ip, (size_t)j->iw * sizeof(float));
+            memset(op + px + j->iw, 0, (size_t)px * sizeof(float));
+        }
+        memset(op, 0, (size_t)py * j->pw * sizeof(float));
     }
-    if (lo > run) lo = run;
-    if (hi > run) hi = run;
-    if (hi < lo) hi = lo;
-    for (int r = 0; r < lo; r++) dst[r] = 0.0f;
-    if (stride == 1) {
-        memcpy(dst + lo, srow + ix0 + lo, (size_t)(hi - lo) * sizeof(float));
-    } else {
-        const float *sp = srow + ix0 + (ptrdiff_t)lo * stride;
-        int r = lo;
-#if defined(__SSE2__)
-        if (stride == 2) /* even lanes of two loads; reads stay below sp[2*(hi-lo)-2] */
-            for (; r + 4 < hi; r += 4, sp += 8)
-                _mm_storeu_ps(dst + r, _mm_shuffle_ps(_mm_loadu_ps(sp), _mm_loadu_ps(sp + 4),
-                                                      _MM_SHUFFLE(2, 0, 2, 0)));
-#endif
-        for (; r < hi; r++, sp += stride) dst[r] = *sp;
-    }
-    for (int r = hi; r < run; r++) dst[r] = 0.0f;
 }
 
-/* Unrolls columns [p0, p1) into col (K rows, row stride ld).  The column
- * range is walked as runs along output rows; only the tile's start is
- * decomposed by division. */
+/* dst[r] = src[r * stride] for r < run. */
+static inline void copy_run(float *restrict dst, const float *restrict src, int run, int stride) {
+    int r = 0;
+    if (stride == 1) {
+#if defined(__SSE2__)
+        for (; r + 8 <= run; r += 8) {
+            _mm_storeu_ps(dst + r, _mm_loadu_ps(src + r));
+            _mm_storeu_ps(dst + r + 4, _mm_loadu_ps(src + r + 4));
+        }
+        for (; r + 4 <= run; r += 4) _mm_storeu_ps(dst + r, _mm_loadu_ps(src + r));
+#endif
+        for (; r < run; r++) dst[r] = src[r];
+        return;
+    }
+#if defined(__SSE2__)
+    if (stride == 2) /* even lanes of two loads; reads stay below src[2*run-2] */
+        for (; r + 4 < run; r += 4)
+            _mm_storeu_ps(dst + r,
+                          _mm_shuffle_ps(_mm_loadu_ps(src + 2 * r), _mm_loadu_ps(src + 2 * r + 4),
+                                         _MM_SHUFFLE(2, 0, 2, 0)));
+#endif
+    for (; r < run; r++) dst[r] = src[(ptrdiff_t)r * stride];
+}
+
+/* Unrolls columns [p0, p1) into col (K rows, row stride ld) from j->src,
+ * which has every tap of every output pixel inside it (padding is in the
+ * copy), so each run along an output row is a plain strided copy.  Only
+ * the tile's start is decomposed by division. */
 static void cnhw_im2col(const cnhw_job *j, size_t p0, size_t p1, float *col, size_t ld) {
     const fvi_conv *cv = j->cv;
     const size_t ohw = (size_t)j->oh * j->ow;
-    const size_t ihw = (size_t)j->ih * j->iw;
+    const size_t plane = (size_t)j->ph * j->pw;
+    const size_t ystep = (size_t)cv->stride_y * j->pw;
+    const int sx = cv->stride_x;
     const size_t s0 = p0 / ohw;
     const int oy0 = (int)((p0 % ohw) / (size_t)j->ow);
     const int ox0 = (int)((p0 % ohw) % (size_t)j->ow);
+    /* offset in src of tap (0, 0) of column p0 */
+    const size_t start = s0 * plane + (size_t)oy0 * ystep + (size_t)ox0 * sx;
     size_t row = 0;
     for (int c = 0; c < cv->in_c; c++) {
-        const float *cplane = j->in + (size_t)c * j->n * ihw;
+        const float *cplane = j->src + (size_t)c * j->n * plane;
         for (int ky = 0; ky < cv->kh; ky++) {
             for (int kx = 0; kx < cv->kw; kx++, row++) {
                 float *dst = col + row * ld;
-                size_t p = p0, s = s0;
-                int oy = oy0, ox = ox0;
+                const float *base = cplane + (size_t)ky * j->pw + kx;
+                size_t p = p0, off = start, rowoff = start - (size_t)ox0 * sx;
+                int oy = oy0, run = j->ow - ox0;
                 while (p < p1) {
-                    int run = j->ow - ox;
                     if ((size_t)run > p1 - p) run = (int)(p1 - p);
-                    int iy = oy * cv->stride_y - cv->pad_y + ky;
-                    if (iy < 0 || iy >= j->ih) {
-                        memset(dst, 0, (size_t)run * sizeof(float));
-                    } else {
-                        const float *srow = cplane + s * ihw + (size_t)iy * j->iw;
-                        im2col_run(dst, srow, ox * cv->stride_x - cv->pad_x + kx, run, cv->stride_x,
-                                   j->iw);
-                    }
+                    copy_run(dst, base + off, run, sx);
                     dst += run;
                     p += (size_t)run;
-                    ox = 0;
+                    run = j->ow;
                     if (++oy == j->oh) {
                         oy = 0;
-                        s++;
+                        rowoff += plane - (size_t)(j->oh - 1) * ystep;
+                    } else {
+                        rowoff += ystep;
                     }
+                    off = rowoff;
                 }
             }
         }
@@ -334,9 +372,17 @@ static void cnhw_gemm(const cnhw_job *j, int m0, int m1, size_t p0, size_t p1, c
             for (size_t i = 0; i < ncol; i++) dst[i] = b;
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1 - m0, (int)ncol, (int)j->pl.K, 1.0f,
-                cv->weights + (size_t)m0 * j->pl.K, (int)j->pl.K, col, (int)ldb,
-                cv->bias ? 1.0f : 0.0f, c0, (int)j->pl.N);
+    const float beta = cv->bias ? 1.0f : 0.0f;
+    if (ncol == 1) /* one column (a 1x1 output of one chip): sgemv reads the
+                    * weights once where sgemm would first copy them all into
+                    * its packed layout for a single dot product per row */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, m1 - m0, (int)j->pl.K, 1.0f,
+                    cv->weights + (size_t)m0 * j->pl.K, (int)j->pl.K, col, (int)ldb, beta, c0,
+                    (int)j->pl.N);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1 - m0, (int)ncol, (int)j->pl.K,
+                    1.0f, cv->weights + (size_t)m0 * j->pl.K, (int)j->pl.K, col, (int)ldb, beta, c0,
+                    (int)j->pl.N);
     if (j->relu)
         for (int o = m0; o < m1; o++) relu_row(j->out + (size_t)o * j->pl.N + p0, ncol);
 }
@@ -386,8 +432,12 @@ void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor 
     cnhw_job j;
     j.cv = cv;
     j.in = in->d;
+    j.src = in->d;
     j.out = out->d;
-    j.scratch = scratch;
+    j.padded = scratch;
+    j.ph = in->h + 2 * cv->pad_y;
+    j.pw = in->w + 2 * cv->pad_x;
+    j.scratch = scratch + round_up16(cnhw_padded_size(cv, in->n, in->h, in->w));
     j.n = in->n;
     j.ih = in->h;
     j.iw = in->w;
@@ -397,6 +447,10 @@ void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor 
     size_t N = (size_t)in->n * out->h * out->w;
     if (N == 0) return;
     j.pl = cnhw_make_plan(cv, N);
+    if (cnhw_padded_size(cv, in->n, in->h, in->w)) {
+        fvi_pool_run(pool, in->c * in->n, 1, cnhw_pad_task, &j);
+        j.src = j.padded;
+    }
     if (j.pl.fused) {
         fvi_pool_run(pool, j.pl.ncb, 1, cnhw_fused_task, &j);
     } else {

@@ -27,6 +27,13 @@ LIMITS = {
            "best accuracy); the closest are different people of similar appearance "
            "(e.g. Cha_Yung-gu_0001 / Takeo_Hiranuma_0001 at 0.429, Fujio_Cho_0002 / "
            "Tatsuya_Fuji_0001 at 0.542), and every same pair above 0.552 is rejected.",
+    "e2e": "Detection. Both sides run the same embedding network (ours 8x faster than "
+           "dlib's), but our default detector is dlib's MMOD CNN: on a 250x250 LFW photo "
+           "its tiled 5/6 image pyramid is 272x957 px and the network costs about 1.9 "
+           "GFLOP, ~50 ms of our ~72 ms per image (perf of eval-pairs: sgemm kernel 48%, "
+           "im2col 22%, OpenBLAS packing 13%). face_recognition's default is the HOG "
+           "detector: cheaper, and it misses faces (see failed pairs and accuracy in the "
+           "peers table). Next: a packing-free direct kernel for the 5x5 detector layers.",
     "load": "The machine was shared with other jobs during the run (see load average in "
             "each JSON): timings, and ratios between tools measured seconds apart, carry "
             "that noise.",
@@ -116,10 +123,16 @@ def targets_section(v2, peers, stages, http, search):
             a, b = ours["accuracy"]["accuracy_at_0.6"], fr["accuracy"]["accuracy_at_0.6"]
             row("Accuracy never below face_recognition (same pairs, each at 0.6)", ">=",
                 f"{pct(a)} vs {pct(b)}", a >= b, "" if a >= b else f"{100 * (b - a):.2f} points")
-            ratio = fr["ms_per_image"] / t["faceverify"]["ms_per_image"]
-            row("End-to-end verify vs face_recognition (1 thread)", ">= 2.5x faster",
-                f"{ratio:.1f}x", ratio >= 2.5, "" if ratio >= 2.5 else f"{2.5 / ratio:.2f}x short",
-                "" if ratio >= 2.5 else LIMITS["load"])
+            ti = peers.get("timing_interleaved")
+            if ti:  # every tool on the same image in turn: the ratio to quote
+                ratio = ti["median_ratio_to_faceverify"]["face_recognition"]
+                what = "End-to-end verify vs face_recognition (1 thread, interleaved timing)"
+                why = LIMITS["e2e"]
+            else:
+                ratio = fr["ms_per_image"] / t["faceverify"]["ms_per_image"]
+                what, why = "End-to-end verify vs face_recognition (1 thread)", LIMITS["load"]
+            row(what, ">= 2.5x faster", f"{ratio:.1f}x", ratio >= 2.5,
+                "" if ratio >= 2.5 else f"{2.5 / ratio:.2f}x short", "" if ratio >= 2.5 else why)
     if stages and "sgemm" in stages:
         lfw = stages["images"].get("lfw_250x250", {})
         sp = lfw.get("speedup_vs_dlib_1t", {}).get("embed")
@@ -241,6 +254,21 @@ def peers_section(p):
              "`faceverify embed --json` on a sample):\n\n")
     s.append(table(["tool", "stage", "median", "p95", "n"], rows))
     s.append(f"\n`{p['command']}`\n\n" + machine_line(p))
+    if p.get("run_note"):
+        s.append("\n" + p["run_note"] + "\n")
+    ti = p.get("timing_interleaved")
+    if ti:
+        s.append("\n### Time per image, interleaved (the figures to quote)\n\n"
+                 + ti["method"] + f" {ti['images']} images of the subset, {ti['rounds']} "
+                 "rounds.\n\n")
+        rows = []
+        for name, v in ti["ms_per_image"].items():
+            rows.append([name, ms(v["median"]), ms(v["p95"]),
+                         ms(ti["verify_two_photos_ms"][name]),
+                         f"{ti['median_ratio_to_faceverify'][name]:.2f}x"])
+        s.append(table(["tool", "ms per image (median)", "p95", "verify two photos (ms)",
+                        "median per-image ratio to faceverify"], rows))
+        s.append(f"\n`{ti['command']}`\n\n" + machine_line(ti))
     return "".join(s)
 
 

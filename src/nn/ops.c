@@ -237,9 +237,20 @@ static size_t cnhw_padded_size(const fvi_conv *cv, int n, int in_h, int in_w) {
     return (size_t)cv->in_c * n * (size_t)(in_h + 2 * cv->pad_y) * (size_t)(in_w + 2 * cv->pad_x);
 }
 
+/* One output channel at stride 1 (the detector's last layer: 45 -> 1,
+ * 9x9) is not a GEMM worth the name: im2col would unroll in_c*kh*kw rows
+ * (3,645 there) for a one-row product, ~80x the memory of the input, and
+ * ran at ~3 GFLOP/s.  It is computed directly instead (cnhw_single_task). */
+static int cnhw_single(const fvi_conv *cv) {
+    return cv->out_c == 1 && cv->stride_y == 1 && cv->stride_x == 1;
+}
+
 size_t fvi_conv_cnhw_scratch(const fvi_conv *cv, int n, int in_h, int in_w, int threads) {
     size_t N = (size_t)n * fvi_conv_out_h(cv, in_h) * fvi_conv_out_w(cv, in_w);
     if (N == 0) return 0;
+    if (cnhw_single(cv)) /* the padded copy, then the output at the padded width */
+        return round_up16(cnhw_padded_size(cv, n, in_h, in_w)) +
+               (size_t)n * fvi_conv_out_h(cv, in_h) * (size_t)(in_w + 2 * cv->pad_x);
     cnhw_plan pl = cnhw_make_plan(cv, N);
     size_t padded = round_up16(cnhw_padded_size(cv, n, in_h, in_w));
     if (pl.fused) return padded + pl.K * pl.nb * (size_t)(threads < 1 ? 1 : threads);
@@ -425,6 +436,67 @@ static void cnhw_tile_task(void *ctx, int begin, int end, int worker) {
     }
 }
 
+/* Output rows per task of the one-channel convolution. */
+#define SINGLE_ROWS 8
+
+/* acc[i] += sum over kx of w[kx] * src[i + kx], i < len. */
+static inline void single_row_taps(float *restrict acc, const float *restrict src, const float *w,
+                                   int kw, size_t len) {
+    size_t i = 0;
+#if defined(__SSE2__)
+    for (; i + 8 <= len; i += 8) {
+        __m128 a0 = _mm_loadu_ps(acc + i), a1 = _mm_loadu_ps(acc + i + 4);
+        for (int kx = 0; kx < kw; kx++) {
+            const __m128 wv = _mm_set1_ps(w[kx]);
+            a0 = _mm_add_ps(a0, _mm_mul_ps(wv, _mm_loadu_ps(src + i + kx)));
+            a1 = _mm_add_ps(a1, _mm_mul_ps(wv, _mm_loadu_ps(src + i + kx + 4)));
+        }
+        _mm_storeu_ps(acc + i, a0);
+        _mm_storeu_ps(acc + i + 4, a1);
+    }
+#endif
+    for (; i < len; i++) {
+        float a = acc[i];
+        for (int kx = 0; kx < kw; kx++) a += w[kx] * src[i + kx];
+        acc[i] = a;
+    }
+}
+
+/* Tasks = samples x blocks of SINGLE_ROWS output rows.  Each output is
+ * accumulated over (c, ky, kx) in that order by one task, so results do
+ * not depend on the pool size.  Accumulation runs over the padded width
+ * (pw): then every (c, ky) term reads one contiguous run of the padded
+ * input, and the columns past ow are dropped when the rows are written. */
+static void cnhw_single_task(void *ctx, int begin, int end, int worker) {
+    const cnhw_job *j = ctx;
+    FVI_UNUSED(worker);
+    const fvi_conv *cv = j->cv;
+    const int blocks = (j->oh + SINGLE_ROWS - 1) / SINGLE_ROWS;
+    const float b = cv->bias ? cv->bias[0] : 0.0f;
+    for (int t = begin; t < end; t++) {
+        const int s = t / blocks, y0 = (t % blocks) * SINGLE_ROWS;
+        const int y1 = y0 + SINGLE_ROWS < j->oh ? y0 + SINGLE_ROWS : j->oh;
+        /* the last row stops at ow: the reads then end at the plane's end */
+        const size_t len = (size_t)(y1 - y0 - 1) * j->pw + (size_t)j->ow;
+        float *acc = j->scratch + ((size_t)s * j->oh + y0) * j->pw;
+        memset(acc, 0, len * sizeof *acc);
+        for (int c = 0; c < cv->in_c; c++) {
+            const float *plane =
+                j->src + ((size_t)c * j->n + s) * j->ph * j->pw + (size_t)y0 * j->pw;
+            const float *w = cv->weights + (size_t)c * cv->kh * cv->kw;
+            for (int ky = 0; ky < cv->kh; ky++)
+                single_row_taps(acc, plane + (size_t)ky * j->pw, w + (size_t)ky * cv->kw, cv->kw,
+                                len);
+        }
+        float *o = j->out + (size_t)s * j->oh * j->ow;
+        for (int y = y0; y < y1; y++)
+            for (int x = 0; x < j->ow; x++) {
+                float v = acc[(size_t)(y - y0) * j->pw + x] + b;
+                o[(size_t)y * j->ow + x] = (j->relu && !(v > 0.0f)) ? 0.0f : v;
+            }
+    }
+}
+
 void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, int relu,
                            float *scratch, fvi_pool *pool) {
     FV_ASSERT(in->c == cv->in_c && out->c == cv->out_c && out->n == in->n);
@@ -451,7 +523,10 @@ void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor 
         fvi_pool_run(pool, in->c * in->n, 1, cnhw_pad_task, &j);
         j.src = j.padded;
     }
-    if (j.pl.fused) {
+    if (cnhw_single(cv)) {
+        fvi_pool_run(pool, in->n * ((out->h + SINGLE_ROWS - 1) / SINGLE_ROWS), 1, cnhw_single_task,
+                     &j);
+    } else if (j.pl.fused) {
         fvi_pool_run(pool, j.pl.ncb, 1, cnhw_fused_task, &j);
     } else {
         fvi_pool_run(pool, j.pl.ncb, 1, cnhw_unroll_task, &j);

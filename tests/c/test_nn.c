@@ -87,6 +87,10 @@ static const conv_case CONV_CASES[] = {
     {2, 130, 3, 3, 1, 1, 1, 1, 2, 3, 3, 1},  /* CNHW row-split with a ragged row tile */
     {4, 16, 3, 3, 1, 1, 1, 1, 4, 56, 56, 1}, /* CNHW fused column tiles */
     {3, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},    /* 1x1 image, all taps but one padded */
+    {45, 1, 9, 9, 1, 1, 4, 4, 1, 37, 21, 1}, /* one output channel: the detector's last layer */
+    {3, 1, 5, 3, 1, 1, 0, 0, 2, 12, 13, 0},  /* one channel, unpadded, two samples, no bias */
+    {2, 1, 3, 3, 1, 1, 1, 1, 3, 1, 1, 1},    /* one channel, 1x1 images */
+    {4, 1, 3, 3, 2, 2, 1, 1, 2, 9, 10, 1},   /* one channel at stride 2: the GEMM path */
 };
 
 static fvi_conv make_conv(const conv_case *cc) {

@@ -63,7 +63,7 @@ static void setup(void) {
     srv.cfg.assets_dir = FVS_ASSETS_DIR;
     srv.cfg.max_inflight = 4;
     srv.guard = fvs_guard_create(srv.cfg.max_inflight, 0, 0);
-    const fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, url, 0, 0};
+    const fvs_index_config icfg = {.backend = FVI_SEARCH_EXACT, .db_url = url};
     srv.index = fvs_index_create(srv.store, &icfg);
     snprintf(srv.engine_error, sizeof srv.engine_error, "not loaded while fuzzing");
     srv.default_threshold = 0.6f;

@@ -569,7 +569,10 @@ int main(int argc, char **argv) {
     if (val[OPT_MODELS_DIR] && *val[OPT_MODELS_DIR]) cfg.trained_dir = val[OPT_MODELS_DIR];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
     cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
-    fvs_index_config icfg = {FVI_SEARCH_EXACT, NULL, cfg.database_url, 0, 30, 100000};
+    fvs_index_config icfg = {.backend = FVI_SEARCH_EXACT,
+                             .db_url = cfg.database_url,
+                             .reconcile_s = 30,
+                             .changes_keep = 100000};
     if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg.backend)) {
         fprintf(stderr, "faceverifyd: --index-backend: expected exact, exact-int8, faiss-flat, "
                         "faiss-hnsw or faiss-ivfpq\n");

@@ -30,10 +30,12 @@ LIMITS = {
     "e2e": "Detection. Both sides run the same embedding network (ours 8x faster than "
            "dlib's), but our default detector is dlib's MMOD CNN: on a 250x250 LFW photo "
            "its tiled 5/6 image pyramid is 272x957 px and the network costs about 1.9 "
-           "GFLOP, ~50 ms of our ~72 ms per image (perf of eval-pairs: sgemm kernel 48%, "
-           "im2col 22%, OpenBLAS packing 13%). face_recognition's default is the HOG "
-           "detector: cheaper, and it misses faces (see failed pairs and accuracy in the "
-           "peers table). Next: a packing-free direct kernel for the 5x5 detector layers.",
+           "GFLOP, ~38 ms of our ~65 ms per image. Per layer (1 thread, ms): 3->16 5x5/2 "
+           "6.3 (K=75: 24 GFLOP/s, the least efficient), 16->32 7.0, 32->32 3.5, "
+           "32->45 5.0, 45->45 6.5 and 6.5 (51-56 GFLOP/s), 45->1 9x9 1.6 (was 8-14 "
+           "through im2col, now a direct one-channel convolution). face_recognition's "
+           "default is the HOG detector: cheaper, and it misses faces (see failed pairs "
+           "and accuracy in the peers table). Next: a direct kernel for the first layer.",
     "load": "The machine was shared with other jobs during the run (see load average in "
             "each JSON): timings, and ratios between tools measured seconds apart, carry "
             "that noise.",

@@ -145,7 +145,7 @@ def targets_section(v2, peers, stages, http, search):
         conv = f1.get("conv_vs_sgemm_peak")
         if conv:
             worst = min(conv.values())
-            short = ", ".join(f"{b[5:]}: {100 * (0.6 - v):.0f} points short"
+            short = ", ".join(f"{b[5:]}: {100 * (0.6 - v):.1f} points short"
                               for b, v in conv.items() if v < 0.6)
             row("Convolution layers' GFLOP/s vs measured sgemm peak, 1 thread", ">= 60%",
                 " / ".join(pct(x, 0) for x in conv.values()) + " (batch 1 / 8 / 32)",
@@ -155,7 +155,7 @@ def targets_section(v2, peers, stages, http, search):
             best = max(f1["embed_vs_sgemm_peak"].values())
             row("Embedding GFLOP/s vs measured sgemm peak, 1 thread", ">= 60%",
                 f"{pct(best, 0)} (best batch, whole network)", best >= 0.6,
-                "" if best >= 0.6 else f"{100 * (0.6 - best):.0f} points short")
+                "" if best >= 0.6 else f"{100 * (0.6 - best):.1f} points short")
     if http:
         ov = http.get("server_overhead_1conn", {})
         for k, v in ov.items():

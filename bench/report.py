@@ -423,18 +423,22 @@ def search_target_rows(search, row):
             "128 MB of int8 codes per query (AVX2 kernel, "
             f"{e8.get('scan_threads', 1)} threads), plus the float32 re-rank of the rows "
             "its error bound cannot exclude")
-    hn = at(1000000, "faiss-hnsw") or at(100000, "faiss-hnsw")
+    hn = at(1000000, "faiss-hnsw") or at(300000, "faiss-hnsw") or at(100000, "faiss-hnsw")
     if hn:
         ok = hn["query_ms_median"] <= 2 and hn["recall_at_1"] >= 0.99
+        if hn["templates"] != 1000000:
+            ok = None  # the target is at 1M: "not run" there, whatever the smaller size gave
         row(f"1:N HNSW at {hn['templates']:,} templates (1M not built)"
             if hn["templates"] != 1000000 else "1:N HNSW at 1M templates",
             "<= 2 ms at recall@1 >= 0.99",
             f"{hn['query_ms_median']:.2f} ms, recall@1 {hn['recall_at_1']:.3f}", ok,
-            "" if ok else (f"recall {0.99 - hn['recall_at_1']:.3f} short"
+            "1M not measured" if ok is None else "" if ok else (
+                f"recall {0.99 - hn['recall_at_1']:.3f} short"
                            if hn["recall_at_1"] < 0.99 else "latency over"),
             f"M=32, efConstruction=80, efSearch=256; build {hn['build_s']:.0f} s at "
-            f"{hn['templates']:,}: Debian's FAISS has no SIMD distance code, so 1M was "
-            "not built on this shared VM (see docs/scaling.md)")
+            f"{hn['templates']:,}: Debian's FAISS has no SIMD distance code, so 1M (about an "
+            "hour of both cores here) was not built; latency grew 0.47 -> 1.46 ms from 100k "
+            "to 300k, so 2 ms at 1M is not assured (see docs/scaling.md)")
 
 
 def main():

@@ -301,6 +301,8 @@ FV_API fv_status fv_model_load(const char *path, fv_model **out, char *err, size
 FV_API void fv_model_destroy(fv_model *m);
 /* The model's id (templates keep it; static for the model's lifetime). */
 FV_API const char *fv_model_id(const fv_model *m);
+/* "scratch" (a CNN on chips) or "adapter" (on the ResNet embedding). */
+FV_API const char *fv_model_kind(const fv_model *m);
 /* Embedding dimension (1..FV_EMBED_DIM) and the calibrated threshold. */
 FV_API int fv_model_dim(const fv_model *m);
 FV_API float fv_model_threshold(const fv_model *m);

@@ -141,10 +141,8 @@ json_t *fvs_models_json(const fvs_models *ms, float resnet_threshold) {
                                          "threshold", (double)resnet_threshold));
     for (int i = 0; ms && i < ms->n; i++) {
         const fv_model *m = ms->e[i].m;
-        const char *id = fv_model_id(m);
-        const char *dash = strchr(id, '-');
-        json_t *o = json_pack("{s:s, s:s, s:s#, s:i}", "name", ms->e[i].stem, "id", id, "kind", id,
-                              dash ? (int)(dash - id) : (int)strlen(id), "dim", fv_model_dim(m));
+        json_t *o = json_pack("{s:s, s:s, s:s, s:i}", "name", ms->e[i].stem, "id", fv_model_id(m),
+                              "kind", fv_model_kind(m), "dim", fv_model_dim(m));
         float t = fv_model_threshold(m);
         json_object_set_new(o, "threshold", t > 0 ? json_real((double)t) : json_null());
         json_array_append_new(arr, o);

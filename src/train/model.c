@@ -325,6 +325,10 @@ const char *fv_model_id(const fv_model *m) {
     return m ? m->meta.id : NULL;
 }
 
+const char *fv_model_kind(const fv_model *m) {
+    return m ? (m->adapter ? "adapter" : "scratch") : NULL;
+}
+
 int fv_model_dim(const fv_model *m) {
     return m ? fvt_net_out_dim(m->net) : 0;
 }

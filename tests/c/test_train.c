@@ -367,6 +367,7 @@ static void test_model_roundtrip(void **s) {
     assert_int_equal(fv_model_load(path, &pm, err, sizeof(err)), FV_OK);
     assert_string_equal(fv_model_id(pm), id);
     assert_int_equal(fv_model_dim(pm), 8);
+    assert_string_equal(fv_model_kind(pm), "scratch");
     fv_model_destroy(pm);
 
     /* truncated file, bad magic, missing file */

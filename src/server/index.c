@@ -375,13 +375,12 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
         e->version = version;
         return 0;
     }
-    for (size_t i = 0; !rc && i < l.n; i++) {
-        if (l.c[i].op == 0) {
-            /* The log was pruned past our position (fvs_face_changes_prune):
-             * changes may be missing, so read the collection again. */
-            free(l.c);
-            return rebuild_current(ix, e, err, errlen);
-        }
+    if (!rc && l.n > 0 && l.c[0].op == 0) {
+        /* The log was pruned past our position: the marker is then the
+         * oldest row left (fvs_face_changes_prune), and changes before it
+         * may be missing, so read the collection again. */
+        free(l.c);
+        return rebuild_current(ix, e, err, errlen);
     }
     for (size_t i = 0; !rc && i < l.n; i++) {
         const change *c = &l.c[i];

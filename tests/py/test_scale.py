@@ -246,12 +246,30 @@ def test_rebuildindex_command(gallery, tmp_path):
     idx = tmp_path / "rb"
     p = daemon_cmd("rebuildindex", "scale", "--index-backend", "faiss-hnsw", "--index-dir",
                    idx, db_url=gallery.db_url)
-    assert "rebuilt 1 faiss-hnsw index" in p.stdout, p.stdout
+    assert "rebuilt scale: faiss-hnsw index, model dlib_resnet_v1" in p.stdout, p.stdout
+    assert "rebuilt 1 index in" in p.stdout, p.stdout
     assert len(list(idx.glob("*.faiss-hnsw.idx"))) == 1
     p = daemon_cmd("rebuildindex", "nosuch", db_url=gallery.db_url, check=False)
     assert p.returncode == 1 and "no such collection" in p.stderr
     p = daemon_cmd("serve", "--index-backend", "annoy", db_url=gallery.db_url, check=False)
     assert p.returncode == 2 and "--index-backend" in p.stderr
+
+
+def test_rebuildindex_names_each_collections_own_backend(tmp_path):
+    """A collection with its own index_backend is rebuilt (and reported)
+    with it, not with the server's --index-backend."""
+    url = new_db_url("sqlite", tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    create_collection(url, "plain")
+    create_collection(url, "own", "--index-backend", "exact-int8")
+    idx = tmp_path / "rb"
+    p = daemon_cmd("rebuildindex", "--index-backend", "exact", "--index-dir", idx, db_url=url)
+    assert "rebuilt plain: exact index" in p.stdout, p.stdout
+    assert "rebuilt own: exact-int8 index" in p.stdout, p.stdout
+    assert "rebuilt 2 indexes in" in p.stdout, p.stdout
+    p = daemon_cmd("rebuildindex", "own", db_url=url)
+    assert "rebuilt own: exact-int8 index" in p.stdout and "not saved" in p.stdout, p.stdout
+    assert "plain" not in p.stdout, p.stdout
 
 
 def test_three_nodes_on_postgres(tmp_path):

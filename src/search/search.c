@@ -852,8 +852,19 @@ static int save_exact(const fvi_search *s, const char *tmp, char *err, size_t er
     int ok = fwrite(MAGIC, 4, 1, f) == 1 && fwrite(hdr, sizeof hdr, 1, f) == 1 &&
              fwrite(&n, sizeof n, 1, f) == 1 &&
              (n == 0 || fwrite(s->rowid, sizeof(int64_t), n, f) == n);
-    float v[DIM];
-    for (size_t r = 0; ok && r < n; r++) ok = !get_row(s, r, v) && fwrite(v, ROWBYTES, 1, f) == 1;
+    if (s->rows) {
+        ok = ok && (n == 0 || fwrite(s->rows, ROWBYTES, n, f) == n);
+    } else {
+        /* Spilled rows: copied through in blocks, not one read per row. */
+        float *buf = ok && n ? fvi_malloc(BLOCK * ROWBYTES) : NULL;
+        if (n && !buf) ok = 0;
+        for (size_t r = 0; ok && r < n; r += BLOCK) {
+            size_t m = n - r < BLOCK ? n - r : BLOCK;
+            ok = !spill_io(s->spill, 0, buf, m * ROWBYTES, r * ROWBYTES) &&
+                 fwrite(buf, ROWBYTES, m, f) == m;
+        }
+        fvi_free(buf);
+    }
     if (fclose(f) != 0) ok = 0;
     if (!ok) snprintf(err, errlen, "cannot write %s", tmp);
     return ok ? 0 : -1;

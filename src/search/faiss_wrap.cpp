@@ -22,14 +22,19 @@ struct fvi_faiss {
     faiss::IndexIDMap2 *map; /* owns its inner index (own_fields) */
 };
 
-/* HNSW: M links per node and efConstruction as before (the build is the
- * slow part on Debian's FAISS, which lacks SIMD distance kernels); efSearch,
- * the candidate list of a query, is what buys recall.  At 128 recall@1 was
- * 0.965 on the 100k padded benchmark (bench/search.py); see docs/scaling.md
- * for the sweep behind HNSW_EF_SEARCH.  A query for more than efSearch
- * neighbours widens it to k (FAISS does), so faceverifyd's 256-neighbour
- * searches explore at least 256. */
-enum { HNSW_M = 32, HNSW_EF_CONSTRUCTION = 80, HNSW_EF_SEARCH = 256 };
+/* HNSW: M links per node, efConstruction and efSearch.  M was 32 until the
+ * 1M benchmark: there recall@1 fell to 0.635 (docs/scaling.md), and no
+ * efSearch lifted it past 0.83, because the graph did not reach every part
+ * of a small cluster of real faces among far-away padding.  With M = 64
+ * the same 1M gallery gives recall@1 1.000 from efSearch 128 (PyPI
+ * faiss-cpu, bench/ann_padding.py), for 256 more bytes of links per
+ * template and a ~1.6x longer build.  efSearch 256 is the margin found at
+ * 100k (the sweep in docs/scaling.md).  The build is the slow part on
+ * Debian's FAISS, which lacks SIMD distance kernels.  A query for more
+ * than efSearch neighbours widens it to k (FAISS does), so faceverifyd's
+ * 256-neighbour searches explore at least 256.  Saved indexes keep the M
+ * they were built with until rebuilt. */
+enum { HNSW_M = 64, HNSW_EF_CONSTRUCTION = 80, HNSW_EF_SEARCH = 256 };
 
 static void set_err(char *err, size_t errlen, const char *what) {
     if (err && errlen) std::snprintf(err, errlen, "faiss: %s", what);

@@ -10,7 +10,7 @@
  * Every index is an IndexIDMap2 (ids are our face ids, and reconstruct by
  * id gives back the stored vector) around one of:
  *   FVI_FAISS_FLAT   IndexFlatL2 (brute force; the baseline)
- *   FVI_FAISS_HNSW   IndexHNSWFlat, M = 32, efConstruction 80, efSearch 256
+ *   FVI_FAISS_HNSW   IndexHNSWFlat, M = 64, efConstruction 80, efSearch 256
  *   FVI_FAISS_IVFPQ  IndexRefineFlat(IndexIVFPQ): coarse lists + 16-byte PQ
  *                    codes, re-ranked on the flat vectors (k_factor 8)
  * Not thread-safe for writes; concurrent searches are safe.

@@ -109,9 +109,10 @@ def main():
         rows = sweep(index, queries, truth, settings, apply)
     res = {"faiss": "faiss-cpu " + faiss.__version__ + " (PyPI, " +
            faiss.get_compile_options().strip() + ")", "index": a.index, "pad": a.pad,
-           "templates": a.size, "real": len(real),
-           **({"hnsw_m": a.hnsw_m, "ef_construction": a.ef_construction} if a.index == "hnsw" else {}), "queries": len(queries),
+           "templates": a.size, "real": len(real), "queries": len(queries),
            "build_s": round(build, 1), "build_threads": 2, "query_threads": 1, "sweep": rows}
+    if a.index == "hnsw":
+        res.update(hnsw_m=a.hnsw_m, ef_construction=a.ef_construction)
     json.dump(res, open(a.out, "w"), indent=1)
 
 

@@ -531,9 +531,9 @@ typedef int (*entry_fn)(fvs_index *ix, entry *e, fvi_search_kind kind, char *err
 
 /* Calls fn with the entry of collection coll (0: of every collection) and
  * its current model locked, and its backend; *done counts the calls that
- * succeeded. */
-static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, int *done, char *err,
-                      size_t errlen) {
+ * succeeded, and report (when set) hears of each. */
+static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, fvs_index_report_fn report,
+                      void *rctx, int *done, char *err, size_t errlen) {
     coll_list c = {0};
     c.only = coll;
     int rc = fvs_collection_each(ix->st, coll_row, &c, err, errlen);
@@ -547,9 +547,12 @@ static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, int *done, char 
             break;
         }
         pthread_mutex_lock(&e->mu);
-        rc = fn(ix, e, backend_of(ix, c.c[i].index_backend), err, errlen);
+        fvi_search_kind kind = backend_of(ix, c.c[i].index_backend);
+        rc = fn(ix, e, kind, err, errlen);
         pthread_mutex_unlock(&e->mu);
-        if (!rc) (*done)++;
+        if (rc) break;
+        (*done)++;
+        if (report) report(rctx, &c.c[i], fvi_search_kind_name(kind));
     }
     free(c.c);
     return rc ? -1 : 0;
@@ -568,7 +571,7 @@ static int start_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, s
 
 int fvs_index_start(fvs_index *ix, char *err, size_t errlen) {
     int done = 0;
-    if (each_entry(ix, 0, start_one, &done, err, errlen)) return -1;
+    if (each_entry(ix, 0, start_one, NULL, NULL, &done, err, errlen)) return -1;
     if (pthread_create(&ix->thread, NULL, sync_main, ix) != 0) {
         snprintf(err, errlen, "cannot start the index sync thread");
         return -1;
@@ -584,8 +587,9 @@ static int rebuild_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err,
     return 0;
 }
 
-int fvs_index_rebuild(fvs_index *ix, int64_t coll, int *built, char *err, size_t errlen) {
-    return each_entry(ix, coll, rebuild_one, built, err, errlen);
+int fvs_index_rebuild(fvs_index *ix, int64_t coll, fvs_index_report_fn report, void *rctx,
+                      int *built, char *err, size_t errlen) {
+    return each_entry(ix, coll, rebuild_one, report, rctx, built, err, errlen);
 }
 
 /* ------------------------------------------------------------ ranking */

@@ -65,9 +65,14 @@ int fvs_index_start(fvs_index *ix, char *err, size_t errlen);
 /* Stops the thread and saves indexes changed since they were saved. */
 void fvs_index_destroy(fvs_index *ix);
 
+/* Told of each collection rebuilt, with the backend it was rebuilt with
+ * (its own index_backend, else the server's). */
+typedef void (*fvs_index_report_fn)(void *ctx, const fvs_collection *c, const char *backend);
+
 /* Rebuilds one collection's index (coll > 0) or all (coll 0) from storage
- * and saves it.  *built: how many. */
-int fvs_index_rebuild(fvs_index *ix, int64_t coll, int *built, char *err, size_t errlen);
+ * and saves it.  *built: how many; report (optional) hears of each. */
+int fvs_index_rebuild(fvs_index *ix, int64_t coll, fvs_index_report_fn report, void *rctx,
+                      int *built, char *err, size_t errlen);
 
 /* The name of the backend a collection whose index_backend setting is
  * coll_backend ("" or NULL: none) is searched with. */

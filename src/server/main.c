@@ -357,63 +357,39 @@ static int cmd_encrypt(fvs_store *st) {
     return 0;
 }
 
-typedef struct coll_pick {
-    const char *name; /* NULL: every collection */
-    fvs_collection *c;
-    size_t n, cap;
-} coll_pick;
+typedef struct find_ctx {
+    const char *name;
+    int64_t id;
+} find_ctx;
 
-static int pick_collection(void *ctx, const fvs_collection *c) {
-    coll_pick *p = ctx;
-    if (p->name && strcmp(c->name, p->name) != 0) return 0;
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? 2 * p->cap : 8;
-        fvs_collection *grown = realloc(p->c, cap * sizeof *grown);
-        if (!grown) return 1;
-        p->c = grown;
-        p->cap = cap;
-    }
-    p->c[p->n++] = *c;
+static int find_collection(void *ctx, const fvs_collection *c) {
+    find_ctx *f = ctx;
+    if (strcmp(c->name, f->name) == 0) f->id = c->id;
     return 0;
 }
 
-/* One line per collection, naming the backend it was rebuilt with: its
- * own index_backend when it has one, else the server's --index-backend. */
+static void report_rebuilt(void *ctx, const fvs_collection *c, const char *backend) {
+    (void)ctx;
+    printf("faceverifyd: rebuilt %s: %s index, model %s\n", c->name, backend, c->model);
+}
+
 static int cmd_rebuildindex(fvs_store *st, const fvs_index_config *icfg, const char *name) {
     if (need_schema(st)) return 1;
     char err[512];
-    coll_pick p = {name, NULL, 0, 0};
-    int rc = fvs_collection_each(st, pick_collection, &p, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "faceverifyd: %s\n", rc > 0 ? "out of memory" : err);
-        free(p.c);
+    find_ctx f = {name, 0};
+    if (name && fvs_collection_each(st, find_collection, &f, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: %s\n", err);
         return 1;
     }
-    if (name && !p.n) {
+    if (name && !f.id) {
         fprintf(stderr, "faceverifyd: no such collection\n");
-        free(p.c);
         return 1;
     }
     fvs_index *ix = fvs_index_create(st, icfg);
-    if (!ix) {
-        fprintf(stderr, "faceverifyd: rebuildindex: out of memory\n");
-        free(p.c);
-        return 1;
-    }
     int built = 0;
-    for (size_t i = 0; i < p.n && !rc; i++) {
-        int one = 0;
-        rc = fvs_index_rebuild(ix, p.c[i].id, &one, err, sizeof err);
-        if (rc) {
-            fprintf(stderr, "faceverifyd: rebuildindex: %s: %s\n", p.c[i].name, err);
-            break;
-        }
-        built += one;
-        printf("faceverifyd: rebuilt %s: %s index, model %s\n", p.c[i].name,
-               fvs_index_backend_in_force(ix, p.c[i].index_backend), p.c[i].model);
-    }
+    int rc = ix ? fvs_index_rebuild(ix, f.id, report_rebuilt, NULL, &built, err, sizeof err) : -1;
+    if (rc) fprintf(stderr, "faceverifyd: rebuildindex: %s\n", ix ? err : "out of memory");
     fvs_index_destroy(ix);
-    free(p.c);
     if (rc) return 1;
     printf("faceverifyd: rebuilt %d index%s%s%s\n", built, built == 1 ? "" : "es",
            icfg->dir ? " in " : " (no --index-dir: not saved)", icfg->dir ? icfg->dir : "");

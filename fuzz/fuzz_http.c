@@ -22,7 +22,7 @@
 
 #include "auth.h"
 #include "guard.h"
-#include "http.h"
+#include "http_mhd.h"
 
 static fvs_server srv;
 static struct MHD_Daemon *daemon_;

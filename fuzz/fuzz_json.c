@@ -47,7 +47,7 @@ static void read_fields(json_t *obj) {
             (void)c;
         }
         free(owned);
-        json_decref(out.body);
+        fvs_resp_free(&out);
     }
     static const char *const numbers[] = {"threshold", "top_k", "k", "limit", "offset"};
     for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
@@ -55,7 +55,7 @@ static void read_fields(json_t *obj) {
         fvs_resp out = {0};
         double v = 0;
         fvs_req_number(&r, numbers[i], 0, 1e9, &v, &out);
-        json_decref(out.body);
+        fvs_resp_free(&out);
     }
     static const char *const texts[] = {"name", "detector", "face"};
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {

@@ -24,25 +24,22 @@
  *    The page is also served with a strict Content-Security-Policy and
  *    frame-ancestors 'none' (no clickjacking).
  *
- * Static files: "/static/NAME" with NAME of letters, digits, '-', '_' and
- * one '.' before a known extension (no '/', so no traversal), text only;
- * served with their Content-Type, nosniff, an ETag (BLAKE2b of the bytes)
- * and Cache-Control: no-cache, so a browser revalidates with
- * If-None-Match and gets 304 while the file is unchanged.
+ * The page's static files (/static/NAME) are served by assets.c, with an
+ * ETag so that a browser revalidates and gets 304 while a file is
+ * unchanged.
  */
 #include "demo.h"
 
-#include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "assets.h"
 #include "auth.h"
 
 #define DEMO_COLLECTION "demo"
 #define TOKEN_PLACEHOLDER "__FV_DEMO_TOKEN__"
-#define MAX_ASSET_BYTES ((size_t)2 * 1024 * 1024)
 
 static const char PAGE_CSP[] =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -74,101 +71,19 @@ int fvs_demo_init(fvs_server *srv, char *err, size_t errlen) {
     return 0;
 }
 
-/* ------------------------------------------------------------ files */
-
-/* Reads <assets>/<rel> whole (at most MAX_ASSET_BYTES) into a NUL-ended
- * buffer the caller frees; NULL when missing or unreadable. */
-static char *read_asset(const fvs_server *srv, const char *rel, size_t *len) {
-    char path[1024];
-    if (snprintf(path, sizeof path, "%s/%s", srv->cfg.assets_dir, rel) >= (int)sizeof path)
-        return NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = malloc(MAX_ASSET_BYTES + 1);
-    size_t n = buf ? fread(buf, 1, MAX_ASSET_BYTES + 1, f) : 0;
-    int bad = ferror(f) || n > MAX_ASSET_BYTES;
-    fclose(f);
-    if (!buf || bad) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
-static const char *content_type(const char *name) {
-    static const struct {
-        const char *ext, *type;
-    } types[] = {
-        {".html", "text/html; charset=utf-8"},
-        {".css", "text/css; charset=utf-8"},
-        {".js", "text/javascript; charset=utf-8"},
-        {".svg", "image/svg+xml"},
-        {".json", "application/json"},
-    };
-    const char *dot = strrchr(name, '.');
-    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
-        if (strcmp(dot, types[i].ext) == 0) return types[i].type;
-    return NULL;
-}
-
-/* A file name under static/: [A-Za-z0-9_-]+ '.' ext, nothing else. */
-static int safe_name(const char *name) {
-    size_t n = strlen(name), dots = 0;
-    if (n == 0 || n > 64 || name[0] == '.') return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c == '.')
-            dots++;
-        else if (!isalnum(c) && c != '-' && c != '_')
-            return 0;
-    }
-    return dots == 1 && content_type(name) != NULL;
-}
-
-/* A raw (non-JSON) response: http.c sends "__raw__" verbatim with
- * "__ctype__" and the "__headers__" object as headers. */
-static void raw_reply(fvs_resp *out, int status, const char *body, size_t len, const char *ctype,
-                      json_t *headers) {
-    json_object_set_new(headers, "X-Content-Type-Options", json_string("nosniff"));
-    fvs_reply(out, status,
-              json_pack("{s:s#, s:s, s:o}", "__raw__", body, len, "__ctype__", ctype, "__headers__",
-                        headers));
-}
-
-static void serve_static(fvs_req *r, fvs_resp *out, const char *name) {
-    char rel[96];
-    size_t len = 0;
-    char *buf = NULL;
-    if (safe_name(name)) {
-        snprintf(rel, sizeof rel, "static/%s", name);
-        buf = read_asset(r->srv, rel, &len);
-    }
-    if (!buf) {
-        fvs_error(out, 404, "not_found", "no static file %.64s", name);
-        return;
-    }
-    unsigned char h[16];
-    char hex[33], etag[40];
-    crypto_generichash(h, sizeof h, (const unsigned char *)buf, len, NULL, 0);
-    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-    snprintf(etag, sizeof etag, "\"%s\"", hex);
-    json_t *hdr = json_pack("{s:s, s:s}", "Cache-Control", "no-cache", "ETag", etag);
-    const char *inm = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "If-None-Match");
-    if (inm && strcmp(inm, etag) == 0)
-        raw_reply(out, 304, "", 0, content_type(name), hdr);
-    else
-        raw_reply(out, 200, buf, len, content_type(name), hdr);
-    free(buf);
-}
+/* ------------------------------------------------------------ page */
 
 /* index.html with every placeholder replaced by the token. */
 static void serve_page(fvs_req *r, fvs_resp *out) {
     size_t len = 0;
-    char *page = read_asset(r->srv, "static/index.html", &len);
-    if (!page) {
+    char *page = NULL, err[256] = "";
+    int rc = fvs_asset_read(r->srv, "static/index.html", &page, &len, err, sizeof err);
+    if (rc > 0) {
         fvs_error(out, 404, "not_found", "the demo page (static/index.html) is not installed");
+        return;
+    }
+    if (rc < 0) {
+        fvs_error(out, 503, "unavailable", "cannot read %s", err);
         return;
     }
     size_t plen = strlen(TOKEN_PLACEHOLDER), tlen = strlen(r->srv->demo_token);
@@ -191,13 +106,37 @@ static void serve_page(fvs_req *r, fvs_resp *out) {
     size_t rest = strlen(p);
     memcpy(html + o, p, rest);
     o += rest;
-    json_t *hdr =
-        json_pack("{s:s, s:s, s:s, s:s, s:s}", "Cache-Control", "no-store",
-                  "Content-Security-Policy", PAGE_CSP, "X-Frame-Options", "DENY", "Referrer-Policy",
-                  "no-referrer", "Permissions-Policy", "camera=(self), microphone=()");
-    raw_reply(out, 200, html, o, "text/html; charset=utf-8", hdr);
+    fvs_reply_bytes(out, 200, "text/html; charset=utf-8", html, o);
     free(html);
     free(page);
+    static const char *const headers[][2] = {
+        {"Cache-Control", "no-store"},
+        {"Content-Security-Policy", PAGE_CSP},
+        {"X-Frame-Options", "DENY"},
+        {"Referrer-Policy", "no-referrer"},
+        {"Permissions-Policy", "camera=(self), microphone=()"},
+    };
+    for (size_t i = 0; out->ctype && i < sizeof headers / sizeof headers[0]; i++)
+        if (fvs_resp_header(out, headers[i][0], headers[i][1])) return;
+}
+
+/* The page saying the demo is off (404), or a line of text when even that
+ * file is missing. */
+static void serve_demo_off(fvs_req *r, fvs_resp *out) {
+    size_t len = 0;
+    char *page = NULL, err[256] = "";
+    int rc = fvs_asset_read(r->srv, "static/demo-off.html", &page, &len, err, sizeof err);
+    if (rc < 0) {
+        fvs_error(out, 503, "unavailable", "cannot read %s", err);
+        return;
+    }
+    static const char fallback[] = "The demo is switched off (start faceverifyd with --demo).";
+    if (page)
+        fvs_reply_bytes(out, 404, "text/html; charset=utf-8", page, len);
+    else
+        fvs_reply_bytes(out, 404, "text/plain; charset=utf-8", fallback, strlen(fallback));
+    free(page);
+    if (out->ctype) fvs_resp_header(out, "Cache-Control", "no-cache");
 }
 
 /* ------------------------------------------------------------ access */
@@ -218,14 +157,13 @@ static int host_allowed(const fvs_req *r, const char *host) {
     return 0;
 }
 
-int fvs_demo_request(fvs_req *r) {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Demo-Token") != NULL &&
-           MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-API-Key") == NULL;
+int fvs_demo_request(const fvs_req *r) {
+    return fvs_req_header(r, "X-Demo-Token") != NULL && fvs_req_header(r, "X-API-Key") == NULL;
 }
 
 int fvs_demo_authenticate(fvs_req *r, fvs_resp *out) {
     const fvs_server *srv = r->srv;
-    const char *tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Demo-Token");
+    const char *tok = fvs_req_header(r, "X-Demo-Token");
     if (!srv->cfg.demo) {
         fvs_error(out, 401, "unauthorized", "demo mode is off: send an X-API-Key");
         return -1;
@@ -235,9 +173,9 @@ int fvs_demo_authenticate(fvs_req *r, fvs_resp *out) {
         fvs_error(out, 401, "unauthorized", "invalid demo token (reload the page)");
         return -1;
     }
-    const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
-    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
-    const char *site = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Sec-Fetch-Site");
+    const char *host = fvs_req_header(r, "Host");
+    const char *origin = fvs_req_header(r, "Origin");
+    const char *site = fvs_req_header(r, "Sec-Fetch-Site");
     char self[160];
     snprintf(self, sizeof self, "http://%s", host ? host : "");
     if (!host_allowed(r, host) || (origin && strcmp(origin, self) != 0) ||
@@ -249,31 +187,13 @@ int fvs_demo_authenticate(fvs_req *r, fvs_resp *out) {
     return 0;
 }
 
-int fvs_demo_route(fvs_req *r, fvs_resp *out) {
-    const char *u = r->url;
-    const char *pre = "/static/";
-    int root = strcmp(u, "/") == 0 || strcmp(u, "/index.html") == 0;
-    int stat = strncmp(u, pre, strlen(pre)) == 0;
-    if (!root && !stat) return 0;
-    if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
-        fvs_error(out, 405, "method_not_allowed", "%s is not allowed on %s", r->method, u);
-        return 1;
-    }
-    if (stat) {
-        serve_static(r, out, u + strlen(pre));
-    } else if (!r->srv->cfg.demo) {
-        size_t len = 0;
-        char *page = read_asset(r->srv, "static/demo-off.html", &len);
-        static const char fallback[] = "The demo is switched off (start faceverifyd with --demo).";
-        raw_reply(out, 404, page ? page : fallback, page ? len : strlen(fallback),
-                  page ? "text/html; charset=utf-8" : "text/plain; charset=utf-8",
-                  json_pack("{s:s}", "Cache-Control", "no-cache"));
-        free(page);
-    } else if (!host_allowed(r, MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host"))) {
+void fvs_demo_page(fvs_req *r, fvs_resp *out) {
+    if (!r->srv->cfg.demo) {
+        serve_demo_off(r, out);
+    } else if (!host_allowed(r, fvs_req_header(r, "Host"))) {
         /* DNS rebinding: never hand the token to a page under a foreign name. */
         fvs_error(out, 403, "forbidden", "open the demo at http://127.0.0.1:%d/", r->srv->cfg.port);
     } else {
         serve_page(r, out);
     }
-    return 1;
 }

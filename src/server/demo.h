@@ -1,6 +1,6 @@
 /*
- * demo.h: the interactive demo page (static files under <assets>/static/)
- * and the keyless access it gets in demo mode.  See demo.c for the design.
+ * demo.h: the interactive demo page (<assets>/static/index.html) and the
+ * keyless access it gets in demo mode.  See demo.c for the design.
  */
 #ifndef FVS_DEMO_H
 #define FVS_DEMO_H
@@ -15,14 +15,14 @@
  * success, -1 with a message in err. */
 int fvs_demo_init(fvs_server *srv, char *err, size_t errlen);
 
-/* Serves "/" (the demo page, or a page saying the demo is off) and
- * "/static/NAME".  Returns 1 when r was one of those (out is filled), 0
- * when the URL is not the demo's. */
-int fvs_demo_route(fvs_req *r, fvs_resp *out);
+/* The handler of GET / (and /index.html): the demo page with the token,
+ * 403 when the Host is not a local name of this server, or a 404 page
+ * saying the demo is off.  Its files under /static/ are assets.c's. */
+void fvs_demo_page(fvs_req *r, fvs_resp *out);
 
 /* 1 when r carries the X-Demo-Token header and no X-API-Key: it is to be
  * authenticated by fvs_demo_authenticate instead of by key. */
-int fvs_demo_request(fvs_req *r);
+int fvs_demo_request(const fvs_req *r);
 
 /* Checks a demo request: demo mode on, the token right, the Host a local
  * name of this server, and no sign of a cross-site request (Origin,

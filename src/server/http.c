@@ -24,7 +24,7 @@
  * sigwait() by the main thread, which quiesces the daemon (no new
  * connections), then stops it, letting running requests finish.
  */
-#include "http.h"
+#include "http_mhd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,10 +41,60 @@
 
 /* ------------------------------------------------------------ responses */
 
-void fvs_reply(fvs_resp *out, int status, json_t *body) {
+void fvs_resp_free(fvs_resp *out) {
     json_decref(out->body);
+    out->body = NULL;
+    free(out->bytes);
+    out->bytes = NULL;
+    out->len = 0;
+    out->ctype = NULL;
+    for (int i = 0; i < out->nheaders; i++) {
+        free(out->headers[i].name);
+        free(out->headers[i].value);
+    }
+    out->nheaders = 0;
+}
+
+void fvs_reply(fvs_resp *out, int status, json_t *body) {
+    fvs_resp_free(out);
     out->status = status;
     out->body = body;
+}
+
+void fvs_reply_bytes(fvs_resp *out, int status, const char *ctype, const void *data, size_t len) {
+    fvs_resp_free(out);
+    unsigned char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        fvs_error(out, 503, "unavailable", "out of memory");
+        return;
+    }
+    if (len) memcpy(copy, data, len);
+    out->status = status;
+    out->bytes = copy;
+    out->len = len;
+    out->ctype = ctype;
+}
+
+int fvs_resp_header(fvs_resp *out, const char *name, const char *value) {
+    char *n = NULL, *v = NULL;
+    if (out->nheaders < FVS_RESP_MAX_HEADERS) {
+        n = strdup(name);
+        v = strdup(value);
+    }
+    if (!n || !v) {
+        free(n);
+        free(v);
+        fvs_error(out, 503, "unavailable", "out of memory (response headers)");
+        return -1;
+    }
+    out->headers[out->nheaders].name = n;
+    out->headers[out->nheaders].value = v;
+    out->nheaders++;
+    return 0;
+}
+
+const char *fvs_req_header(const fvs_req *r, const char *name) {
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none:
@@ -309,27 +359,26 @@ int fvs_req_number(fvs_req *r, const char *name, double lo, double hi, double *v
 
 /* ------------------------------------------------------------ MHD glue */
 
-/* Extra headers of a raw response (an object of strings; may be NULL). */
-static void add_raw_headers(struct MHD_Response *resp, json_t *headers) {
-    const char *name;
-    json_t *value;
-    json_object_foreach(headers, name, value) {
-        if (json_is_string(value)) MHD_add_response_header(resp, name, json_string_value(value));
-    }
+/* The value out sets for header name itself, or NULL. */
+static const char *own_header(const fvs_resp *out, const char *name) {
+    for (int i = 0; i < out->nheaders; i++)
+        if (strcasecmp(out->headers[i].name, name) == 0) return out->headers[i].value;
+    return NULL;
 }
 
 /* Every answer carries the security headers (guard.c), the request id and,
- * when set, Retry-After. */
-static void add_headers(struct MHD_Response *resp, const fvs_req *r, const fvs_resp *out, int kind,
-                        json_t *own) {
-    /* A raw response's own headers (own, e.g. the demo page's CSP) win over
-     * the defaults; one value per header. */
+ * when set, Retry-After.  A response's own headers (e.g. the demo page's
+ * CSP) win over the defaults; one value per header.  kind: fvs_csp's. */
+static void add_headers(struct MHD_Response *resp, const fvs_req *r, const fvs_resp *out,
+                        int kind) {
+    for (int i = 0; i < out->nheaders; i++)
+        MHD_add_response_header(resp, out->headers[i].name, out->headers[i].value);
     const char *const *h = fvs_security_headers();
     for (int i = 0; h[i]; i += 2)
-        if (!json_object_get(own, h[i])) MHD_add_response_header(resp, h[i], h[i + 1]);
-    if (!json_object_get(own, "Content-Security-Policy"))
+        if (!own_header(out, h[i])) MHD_add_response_header(resp, h[i], h[i + 1]);
+    if (!own_header(out, "Content-Security-Policy"))
         MHD_add_response_header(resp, "Content-Security-Policy", fvs_csp(kind));
-    if (!json_object_get(own, "Cache-Control"))
+    if (!own_header(out, "Cache-Control"))
         MHD_add_response_header(resp, "Cache-Control", fvs_cache_control(kind));
     if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     if (out->retry_after > 0) {
@@ -339,39 +388,34 @@ static void add_headers(struct MHD_Response *resp, const fvs_req *r, const fvs_r
     }
 }
 
-static enum MHD_Result send_json(fvs_req *r, const fvs_resp *out) {
+/* Queues out on r's connection: its bytes with their type, else its JSON
+ * (a 500 when there is none or it cannot be written). */
+static enum MHD_Result send_resp(fvs_req *r, const fvs_resp *out) {
     struct MHD_Connection *c = r->conn;
     int status = out->status;
-    json_t *body = out->body;
-    /* Static files travel from routes.c as {"__raw__": text, "__ctype__"}. */
-    json_t *raw = body ? json_object_get(body, "__raw__") : NULL;
-    if (raw) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(
-            json_string_length(raw), (void *)json_string_value(raw), MHD_RESPMEM_MUST_COPY);
-        if (!resp) return MHD_NO;
-        const char *ctype = json_string_value(json_object_get(body, "__ctype__"));
-        json_t *own = json_object_get(body, "__headers__");
-        MHD_add_response_header(resp, "Content-Type", ctype);
-        add_raw_headers(resp, own);
-        add_headers(resp, r, out, ctype && strncmp(ctype, "text/html", 9) == 0 ? 1 : 2, own);
-        enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
-        MHD_destroy_response(resp);
-        return ret;
+    struct MHD_Response *resp;
+    const char *ctype;
+    int kind;
+    if (out->ctype) {
+        resp = MHD_create_response_from_buffer(out->len, out->bytes, MHD_RESPMEM_MUST_COPY);
+        ctype = out->ctype;
+        kind = strncmp(ctype, "text/html", 9) == 0 ? 1 : 2;
+    } else {
+        char *text =
+            out->body ? json_dumps(out->body, JSON_COMPACT | JSON_REAL_PRECISION(7)) : NULL;
+        if (!text) {
+            text = strdup("{\"error\":{\"code\":\"internal_error\",\"message\":\"no response\"}}");
+            status = 500;
+            if (!text) return MHD_NO;
+        }
+        resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        if (!resp) free(text);
+        ctype = "application/json";
+        kind = 0;
     }
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(7)) : NULL;
-    if (!text) {
-        text = strdup("{\"error\":{\"code\":\"internal_error\",\"message\":\"no response\"}}");
-        status = 500;
-        if (!text) return MHD_NO;
-    }
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(text);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    add_headers(resp, r, out, 0, NULL);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    add_headers(resp, r, out, kind);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -383,12 +427,12 @@ static enum MHD_Result send_json(fvs_req *r, const fvs_resp *out) {
 
 /* Answers 413 at once, mid-request; MHD closes the connection after it. */
 static enum MHD_Result refuse_too_large(fvs_req *r) {
-    fvs_resp out = {0, NULL, 0};
+    fvs_resp out = {0};
     fvs_error(&out, 413, "payload_too_large", "request body exceeds %zu bytes",
               r->srv->cfg.max_body);
     r->responded = 1;
-    enum MHD_Result ret = send_json(r, &out);
-    json_decref(out.body);
+    enum MHD_Result ret = send_resp(r, &out);
+    fvs_resp_free(&out);
     return ret;
 }
 
@@ -486,7 +530,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     /* The whole request is in. */
     if (r->too_large) return refuse_too_large(r);
-    fvs_resp out = {500, NULL, 0};
+    fvs_resp out = {0};
+    out.status = 500;
     if (r->shed) {
         fvs_error(&out, 503, "overloaded", "the server is at capacity (%d requests in flight)",
                   r->srv->cfg.max_inflight);
@@ -507,8 +552,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
 send:;
     r->responded = 1;
-    enum MHD_Result ret = send_json(r, &out);
-    json_decref(out.body);
+    enum MHD_Result ret = send_resp(r, &out);
+    fvs_resp_free(&out);
     return ret;
 }
 

@@ -1,21 +1,31 @@
 /*
  * http.h: what a route handler sees of an HTTP request (already fully read,
  * within the body limit) and how it answers.  The libmicrohttpd plumbing
- * lives in http.c, the handlers in routes.c.
+ * lives in http.c, which is the only file that sees libmicrohttpd: this
+ * header does not include it, so a handler cannot reach past it (the fuzz
+ * harness, which drives the daemon itself, uses http_mhd.h).  The route
+ * table and the handlers are in routes.c.
  *
  * Request values come from three places, looked up by the same name:
- * multipart/form-data or urlencoded fields (MHD_PostProcessor), a JSON
- * object body (application/json; binary fields as base64 or data: URLs),
- * and the query string.  URLs are never fetched.
+ * multipart/form-data or urlencoded fields (libmicrohttpd's post
+ * processor), a JSON object body (application/json; binary fields as
+ * base64 or data: URLs), and the query string.  URLs are never fetched.
+ *
+ * An answer (fvs_resp) is either a JSON document or bytes with a content
+ * type, plus any extra headers; it owns all of them, and fvs_resp_free is
+ * the one place they are freed.
  */
 #ifndef FVS_HTTP_H
 #define FVS_HTTP_H
 
 #include <jansson.h>
-#include <microhttpd.h>
 #include <stdint.h>
 
 #include "server.h"
+
+/* libmicrohttpd's objects, opaque here (only http.c dereferences them). */
+struct MHD_Connection;
+struct MHD_PostProcessor;
 
 #define FVS_MAX_FIELDS 16
 
@@ -39,7 +49,13 @@ typedef struct fvs_req {
     size_t received;
     int too_large, bad_body, responded;
     char bad_reason[128];
-    json_t *json;        /* parsed JSON object body, or NULL */
+    json_t *json; /* parsed JSON object body, or NULL */
+    /* The path's parameters, set by the router (routes.c) from the
+     * route's pattern: {id} and {face_id} (positive ids, 0 when the
+     * pattern has none) and {name} (the raw segment, not NUL-ended). */
+    int64_t path_id, path_face_id;
+    const char *path_name;
+    size_t path_name_len;
     fvs_collection coll; /* set by authentication */
     char key_prefix[16]; /* the authenticated key's public prefix (audit) */
     char request_id[33]; /* random, sent back as X-Request-Id */
@@ -47,11 +63,26 @@ typedef struct fvs_req {
     int shed;            /* past capacity: drop the body, answer 503 */
 } fvs_req;
 
+#define FVS_RESP_MAX_HEADERS 8
+
+/* One answer.  body (JSON) and bytes are exclusive: the fvs_reply* calls
+ * replace whatever was set before, extra headers included. */
 typedef struct fvs_resp {
     int status;
-    json_t *body;    /* owned */
+    json_t *body;         /* owned: a JSON answer, or NULL */
+    unsigned char *bytes; /* owned: a non-JSON answer of len bytes (ctype set) */
+    size_t len;
+    const char *ctype; /* bytes' Content-Type; static storage */
+    struct {
+        char *name, *value;          /* owned */
+    } headers[FVS_RESP_MAX_HEADERS]; /* extra headers; they win over the defaults */
+    int nheaders;
     int retry_after; /* > 0: a Retry-After header, in seconds */
 } fvs_resp;
+
+/* Frees what out owns and leaves it empty (status and retry_after kept).
+ * out may be empty already. */
+void fvs_resp_free(fvs_resp *out);
 
 /* Sets an error response {"error": {"code", "message"}}. */
 void fvs_error(fvs_resp *out, int status, const char *code, const char *fmt, ...)
@@ -60,7 +91,18 @@ void fvs_error(fvs_resp *out, int status, const char *code, const char *fmt, ...
 int fvs_utf8_valid(const char *s, size_t len);
 /* Maps a library status to its HTTP status and code (the one table). */
 void fvs_status_error(fvs_resp *out, fv_status st, const char *message);
+/* Sets a JSON answer, taking body (NULL: a 500 is sent). */
 void fvs_reply(fvs_resp *out, int status, json_t *body);
+/* Sets a non-JSON answer: a copy of data[0..len) sent as ctype (a string
+ * of static storage).  Out of memory: a 503 JSON error instead. */
+void fvs_reply_bytes(fvs_resp *out, int status, const char *ctype, const void *data, size_t len);
+/* Adds a header to out's answer (after its fvs_reply*), replacing the
+ * server's default of that name; copies both.  0 ok; -1 when out of memory
+ * or out of room, after turning out into a 503 JSON error. */
+int fvs_resp_header(fvs_resp *out, const char *name, const char *value);
+
+/* A request header's value (case-insensitive name), NULL when absent. */
+const char *fvs_req_header(const fvs_req *r, const char *name);
 
 /* The bytes of a binary field (multipart file, or base64 or data: URL in a
  * JSON string).  Returns 0 and sets *data and *len (*owned: free when done,
@@ -74,13 +116,14 @@ const char *fvs_req_text(fvs_req *r, const char *name, char *buf, size_t buflen)
  * -1 after setting a validation error. */
 int fvs_req_number(fvs_req *r, const char *name, double lo, double hi, double *val, fvs_resp *out);
 
-/* A daemon with no listening socket and no threads of its own, serving the
- * same handlers as fvs_http_serve: for the fuzz targets (fuzz/), which hand
- * it one end of a socketpair with MHD_add_connection and drive it with
- * MHD_run.  NULL on failure; stop with MHD_stop_daemon. */
-struct MHD_Daemon *fvs_http_start_unlistened(fvs_server *srv);
-
-/* Route dispatch (routes.c): fills out for r. */
+/* Route dispatch (routes.c): finds r's route in the route table (404 or
+ * 405 when none), authenticates it, runs its handler and writes its audit
+ * entry; fills out. */
 void fvs_route(fvs_req *r, fvs_resp *out);
+
+/* The route table as a JSON array of {method, path, auth, audit} (for
+ * `faceverifyd routes` and the test holding it against openapi.json); a
+ * new reference, NULL when out of memory. */
+json_t *fvs_routes_json(void);
 
 #endif

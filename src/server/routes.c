@@ -1,5 +1,6 @@
 /*
- * routes.c: the URL table and the handlers of faceverifyd's JSON API.
+ * routes.c: the route table of faceverifyd (ROUTES, at the end: method,
+ * path, handler, auth, audit action) and the handlers of its JSON API.
  *
  * Each handler reads its inputs through http.h, calls the library (only
  * include/faceverify.h), the store and the index, and fills one response.
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "assets.h"
 #include "audit.h"
 #include "auth.h"
 #include "chip_png.h"
@@ -42,7 +44,7 @@ static double now_ms(void) {
 static void db_error(fvs_resp *out, const char *err);
 
 static int authenticate(fvs_req *r, fvs_resp *out) {
-    const char *key = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-API-Key");
+    const char *key = fvs_req_header(r, "X-API-Key");
     char prefix[FVS_KEY_PREFIX_LEN + 1];
     unsigned char hash[FVS_KEY_HASH_BYTES];
     if (!key || fvs_key_digest(key, prefix, hash)) {
@@ -616,7 +618,8 @@ static void h_subjects_list(fvs_req *r, fvs_resp *out) {
                         "offset", offset, "results", res));
 }
 
-static void h_subject_get(fvs_req *r, fvs_resp *out, int64_t id) {
+static void h_subject_get(fvs_req *r, fvs_resp *out) {
+    int64_t id = r->path_id;
     json_t *subj = NULL;
     char err[256];
     int rc = fvs_subject_get(r->srv->store, r->coll.id, id, &subj, err, sizeof err);
@@ -628,7 +631,8 @@ static void h_subject_get(fvs_req *r, fvs_resp *out, int64_t id) {
         fvs_reply(out, 200, subj);
 }
 
-static void h_subject_delete(fvs_req *r, fvs_resp *out, int64_t id) {
+static void h_subject_delete(fvs_req *r, fvs_resp *out) {
+    int64_t id = r->path_id;
     char err[256];
     int rc = fvs_subject_delete(r->srv->store, r->coll.id, id, err, sizeof err);
     if (rc < 0)
@@ -716,7 +720,8 @@ static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
     insert_face(r, out, sid, &row, 0);
 }
 
-static void h_face_enroll(fvs_req *r, fvs_resp *out, int64_t sid) {
+static void h_face_enroll(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
     if (r->json && json_object_get(r->json, "embedding")) {
         h_face_enroll_embedding(r, out, sid);
         return;
@@ -743,7 +748,8 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out, int64_t sid) {
     insert_face(r, out, sid, &row, fr.faces);
 }
 
-static void h_face_list(fvs_req *r, fvs_resp *out, int64_t sid) {
+static void h_face_list(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
     json_t *arr = NULL;
     char err[256];
     int rc = fvs_face_list(r->srv->store, r->coll.id, sid, &arr, err, sizeof err);
@@ -757,7 +763,8 @@ static void h_face_list(fvs_req *r, fvs_resp *out, int64_t sid) {
             json_pack("{s:I, s:o}", "count", (json_int_t)json_array_size(arr), "results", arr));
 }
 
-static void h_face_delete(fvs_req *r, fvs_resp *out, int64_t sid, int64_t fid) {
+static void h_face_delete(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id, fid = r->path_face_id;
     char err[256];
     int rc = fvs_face_delete(r->srv->store, r->coll.id, sid, fid, err, sizeof err);
     if (rc < 0)
@@ -789,7 +796,8 @@ static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *
     return 0;
 }
 
-static void h_subject_verify(fvs_req *r, fvs_resp *out, int64_t sid) {
+static void h_subject_verify(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
     if (need_engine(r, out)) return;
     float t;
     if (get_threshold(r, &t, out)) return;
@@ -975,240 +983,158 @@ static void h_audit(fvs_req *r, fvs_resp *out) {
                         limit, "results", res));
 }
 
-/* ------------------------------------------------------------ static files */
+/* ------------------------------------------------------------ pages */
 
-static void h_static(fvs_req *r, fvs_resp *out, const char *file, const char *ctype) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", r->srv->cfg.assets_dir, file);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fvs_error(out, 404, "not_found", "%s is not installed", file);
-        return;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (len + n > cap) {
-            cap = (len + n) * 2;
-            char *b = realloc(buf, cap);
-            if (!b) break;
-            buf = b;
-        }
-        memcpy(buf + len, chunk, n);
-        len += n;
-    }
-    fclose(f);
-    /* Raw bodies travel as a JSON string under this private key; http.c
-     * sends them verbatim with ctype. */
-    json_t *o = json_pack("{s:s#, s:s}", "__raw__", buf ? buf : "", len, "__ctype__", ctype);
-    free(buf);
-    fvs_reply(out, 200, o);
+static void h_openapi(fvs_req *r, fvs_resp *out) {
+    fvs_asset_serve(r, out, "openapi.json", "application/json");
+}
+
+static void h_docs(fvs_req *r, fvs_resp *out) {
+    fvs_asset_serve(r, out, "docs.html", "text/html; charset=utf-8");
 }
 
 /* ------------------------------------------------------------ routing */
 
-static int method_is(fvs_req *r, const char *m) {
-    return strcmp(r->method, m) == 0;
+/* Who may call a route: anyone, or a collection's key holder (X-API-Key,
+ * or in demo mode the demo page's X-Demo-Token, demo.h). */
+typedef enum { AUTH_NONE, AUTH_KEY } route_auth;
+
+/* One route.  path is spelled as in openapi.json: a "{...}" segment is a
+ * parameter ({id}: a subject id, {face_id}: a face id, {name}: any one
+ * segment), everything else is literal.  audit: the audit log's action
+ * (audit.h), NULL for routes that are not logged. */
+typedef struct route {
+    const char *method;
+    const char *path;
+    void (*handler)(fvs_req *r, fvs_resp *out);
+    route_auth auth;
+    const char *audit;
+} route;
+
+/* The route table: the one list of what faceverifyd answers.  Routing, the
+ * 405s and their Allow header, authentication and the audit log come from
+ * it, `faceverifyd routes` prints it, and tests/py/test_routes.py holds it
+ * against openapi.json both ways. */
+static const route ROUTES[] = {
+    {"GET", "/", fvs_demo_page, AUTH_NONE, NULL},
+    {"HEAD", "/", fvs_demo_page, AUTH_NONE, NULL},
+    {"GET", "/index.html", fvs_demo_page, AUTH_NONE, NULL},
+    {"HEAD", "/index.html", fvs_demo_page, AUTH_NONE, NULL},
+    {"GET", "/static/{name}", fvs_asset_static, AUTH_NONE, NULL},
+    {"HEAD", "/static/{name}", fvs_asset_static, AUTH_NONE, NULL},
+    {"GET", "/docs", h_docs, AUTH_NONE, NULL},
+    {"GET", "/api/docs", h_docs, AUTH_NONE, NULL},
+    {"GET", "/api/openapi.json", h_openapi, AUTH_NONE, NULL},
+    {"GET", "/api/v1/health", h_health, AUTH_NONE, NULL},
+    {"POST", "/api/v1/detect", h_detect, AUTH_KEY, "detect"},
+    {"POST", "/api/v1/verify", h_verify, AUTH_KEY, "verify"},
+    {"POST", "/api/v1/verify/embeddings", h_verify_embeddings, AUTH_KEY, "verify.embeddings"},
+    {"POST", "/api/v1/identify", h_identify, AUTH_KEY, "identify"},
+    {"POST", "/api/v1/identify/embeddings", h_identify_embeddings, AUTH_KEY, "identify.embeddings"},
+    {"POST", "/api/v1/subjects", h_subjects_create, AUTH_KEY, "subject.create"},
+    {"GET", "/api/v1/subjects", h_subjects_list, AUTH_KEY, "subject.list"},
+    {"GET", "/api/v1/subjects/{id}", h_subject_get, AUTH_KEY, "subject.read"},
+    {"DELETE", "/api/v1/subjects/{id}", h_subject_delete, AUTH_KEY, "subject.delete"},
+    {"POST", "/api/v1/subjects/{id}/faces", h_face_enroll, AUTH_KEY, "face.enroll"},
+    {"GET", "/api/v1/subjects/{id}/faces", h_face_list, AUTH_KEY, "face.list"},
+    {"DELETE", "/api/v1/subjects/{id}/faces/{face_id}", h_face_delete, AUTH_KEY, "face.delete"},
+    {"POST", "/api/v1/subjects/{id}/verify", h_subject_verify, AUTH_KEY, "subject.verify"},
+    {"GET", "/api/v1/audit", h_audit, AUTH_KEY, "audit.read"},
+    {"GET", "/api/v1/collection", h_collection_get, AUTH_KEY, "collection.read"},
+    {"PATCH", "/api/v1/collection", h_collection_patch, AUTH_KEY, "collection.update"},
+    {"GET", "/api/v1/models", h_models, AUTH_KEY, "models.read"},
+};
+#define NROUTES (sizeof ROUTES / sizeof ROUTES[0])
+
+/* Whether url matches pattern segment by segment (a parameter matches any
+ * one segment, even an empty one).  On a match, sets r's path parameters
+ * and returns 1; a malformed id is then a 404 in out and returns -1. */
+static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp *out) {
+    /* The parameters' segments, by name. */
+    static const char *const params[] = {"{id}", "{face_id}", "{name}"};
+    const char *seg[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0};
+    const char *p = pattern, *u = url;
+    while (*p && *u) {
+        if (*p++ != '/' || *u++ != '/') return 0;
+        size_t pn = strcspn(p, "/"), un = strcspn(u, "/");
+        if (p[0] == '{') {
+            for (int k = 0; k < 3; k++) {
+                if (strlen(params[k]) == pn && strncmp(p, params[k], pn) == 0) {
+                    seg[k] = u;
+                    len[k] = un;
+                }
+            }
+        } else if (pn != un || strncmp(p, u, pn) != 0) {
+            return 0;
+        }
+        p += pn;
+        u += un;
+    }
+    if (*p || *u) return 0;
+    r->path_id = r->path_face_id = 0;
+    r->path_name = seg[2];
+    r->path_name_len = len[2];
+    /* Ids are checked before the method and the key: a malformed one is a
+     * 404 for everyone, as an unknown one is. */
+    if (seg[0] && parse_id(seg[0], len[0], &r->path_id)) {
+        fvs_error(out, 404, "not_found", "no subject %.*s", (int)(len[0] > 40 ? 40 : len[0]),
+                  seg[0]);
+        return -1;
+    }
+    if (seg[1] && parse_id(seg[1], len[1], &r->path_face_id)) {
+        fvs_error(out, 404, "not_found", "no face %.*s", (int)(len[1] > 40 ? 40 : len[1]), seg[1]);
+        return -1;
+    }
+    return 1;
 }
 
-static void not_allowed(fvs_resp *out, fvs_req *r) {
+/* r's route, or NULL after a 404 (no such path, or a malformed id) or a
+ * 405 (the path exists, the method does not: Allow lists its methods). */
+static const route *find_route(fvs_req *r, fvs_resp *out) {
+    size_t i = 0;
+    int m = 0;
+    while (i < NROUTES && (m = match_path(ROUTES[i].path, r->url, r, out)) == 0) i++;
+    if (m < 0) return NULL;
+    if (i == NROUTES) {
+        fvs_error(out, 404, "not_found", "no route %s", r->url);
+        return NULL;
+    }
+    const route *found = NULL;
+    char allow[64] = "";
+    for (size_t j = 0; j < NROUTES; j++) {
+        if (strcmp(ROUTES[j].path, ROUTES[i].path) != 0) continue;
+        if (strcmp(ROUTES[j].method, r->method) == 0) found = &ROUTES[j];
+        size_t used = strlen(allow);
+        snprintf(allow + used, sizeof allow - used, "%s%s", used ? ", " : "", ROUTES[j].method);
+    }
+    if (found) return found;
     fvs_error(out, 405, "method_not_allowed", "%s is not allowed on %s", r->method, r->url);
+    fvs_resp_header(out, "Allow", allow);
+    return NULL;
 }
 
 void fvs_route(fvs_req *r, fvs_resp *out) {
-    const char *u = r->url;
-    if (fvs_demo_route(r, out)) return; /* "/" and "/static/..." */
-    if (strcmp(u, "/api/openapi.json") == 0 && method_is(r, "GET")) {
-        h_static(r, out, "openapi.json", "application/json");
+    const route *rt = find_route(r, out);
+    if (!rt) return;
+    if (rt->auth == AUTH_KEY &&
+        (fvs_demo_request(r) ? fvs_demo_authenticate(r, out) : authenticate(r, out)))
         return;
-    }
-    if ((strcmp(u, "/docs") == 0 || strcmp(u, "/api/docs") == 0) && method_is(r, "GET")) {
-        h_static(r, out, "docs.html", "text/html; charset=utf-8");
-        return;
-    }
-    const char *pre = "/api/v1/";
-    if (strncmp(u, pre, strlen(pre)) != 0) {
-        fvs_error(out, 404, "not_found", "no route %s", u);
-        return;
-    }
-    const char *p = u + strlen(pre);
-    if (strcmp(p, "health") == 0) {
-        if (!method_is(r, "GET")) {
-            not_allowed(out, r);
-            return;
-        }
-        h_health(r, out);
-        return;
-    }
-    /* Split the rest into at most 4 segments. */
-    const char *seg[5];
-    size_t len[5];
-    int nseg = 0;
-    while (*p && nseg < 5) {
-        const char *s = strchr(p, '/');
-        seg[nseg] = p;
-        len[nseg] = s ? (size_t)(s - p) : strlen(p);
-        nseg++;
-        if (!s) break;
-        p = s + 1;
-        if (!*p) { /* trailing slash: an empty segment */
-            seg[nseg] = p;
-            len[nseg++] = 0;
-            break;
+    rt->handler(r, out);
+    if (rt->audit) fvs_audit_request(r, rt->audit, r->path_id, r->path_face_id, out);
+}
+
+json_t *fvs_routes_json(void) {
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < NROUTES; i++) {
+        const route *rt = &ROUTES[i];
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:s?}", "method", rt->method, "path", rt->path, "auth",
+                      rt->auth == AUTH_KEY ? "api_key" : "none", "audit", rt->audit);
+        if (!o || json_array_append_new(arr, o)) {
+            json_decref(arr);
+            return NULL;
         }
     }
-#define SEG(i, lit) (nseg > (i) && len[i] == strlen(lit) && strncmp(seg[i], lit, len[i]) == 0)
-    enum {
-        R_NONE,
-        R_DETECT,
-        R_VERIFY,
-        R_VERIFY_EMB,
-        R_IDENTIFY,
-        R_IDENTIFY_EMB,
-        R_SUBJECTS,
-        R_SUBJECT,
-        R_FACES,
-        R_FACE,
-        R_SUBJECT_VERIFY,
-        R_AUDIT,
-        R_COLLECTION,
-        R_MODELS
-    } route = R_NONE;
-    int64_t sid = 0, fid = 0;
-    if (nseg == 1 && SEG(0, "detect"))
-        route = R_DETECT;
-    else if (nseg == 1 && SEG(0, "verify"))
-        route = R_VERIFY;
-    else if (nseg == 2 && SEG(0, "verify") && SEG(1, "embeddings"))
-        route = R_VERIFY_EMB;
-    else if (nseg == 1 && SEG(0, "identify"))
-        route = R_IDENTIFY;
-    else if (nseg == 2 && SEG(0, "identify") && SEG(1, "embeddings"))
-        route = R_IDENTIFY_EMB;
-    else if (nseg == 1 && SEG(0, "subjects"))
-        route = R_SUBJECTS;
-    else if (nseg == 1 && SEG(0, "audit"))
-        route = R_AUDIT;
-    else if (nseg == 1 && SEG(0, "collection"))
-        route = R_COLLECTION;
-    else if (nseg == 1 && SEG(0, "models"))
-        route = R_MODELS;
-    else if (nseg >= 2 && SEG(0, "subjects")) {
-        if (parse_id(seg[1], len[1], &sid)) {
-            fvs_error(out, 404, "not_found", "no subject %.*s", (int)(len[1] > 40 ? 40 : len[1]),
-                      seg[1]);
-            return;
-        }
-        if (nseg == 2)
-            route = R_SUBJECT;
-        else if (nseg == 3 && SEG(2, "faces"))
-            route = R_FACES;
-        else if (nseg == 3 && SEG(2, "verify"))
-            route = R_SUBJECT_VERIFY;
-        else if (nseg == 4 && SEG(2, "faces")) {
-            if (parse_id(seg[3], len[3], &fid)) {
-                fvs_error(out, 404, "not_found", "no face %.*s", (int)(len[3] > 40 ? 40 : len[3]),
-                          seg[3]);
-                return;
-            }
-            route = R_FACE;
-        }
-    }
-#undef SEG
-    if (route == R_NONE) {
-        fvs_error(out, 404, "not_found", "no route %s", u);
-        return;
-    }
-    /* Method check before authentication, so a wrong verb is a 405 for
-     * everyone; then the key. */
-    int post = method_is(r, "POST"), get = method_is(r, "GET"), del = method_is(r, "DELETE");
-    int patch = method_is(r, "PATCH");
-    int allowed = 0;
-    switch (route) {
-    case R_SUBJECTS:
-    case R_FACES:
-        allowed = post || get;
-        break;
-    case R_SUBJECT:
-        allowed = get || del;
-        break;
-    case R_FACE:
-        allowed = del;
-        break;
-    case R_AUDIT:
-    case R_MODELS:
-        allowed = get;
-        break;
-    case R_COLLECTION:
-        allowed = get || patch;
-        break;
-    default:
-        allowed = post;
-        break;
-    }
-    if (!allowed) {
-        not_allowed(out, r);
-        return;
-    }
-    if (fvs_demo_request(r) ? fvs_demo_authenticate(r, out) : authenticate(r, out)) return;
-    const char *action = "";
-    switch (route) {
-    case R_DETECT:
-        action = "detect";
-        h_detect(r, out);
-        break;
-    case R_VERIFY:
-        action = "verify";
-        h_verify(r, out);
-        break;
-    case R_VERIFY_EMB:
-        action = "verify.embeddings";
-        h_verify_embeddings(r, out);
-        break;
-    case R_IDENTIFY:
-        action = "identify";
-        h_identify(r, out);
-        break;
-    case R_IDENTIFY_EMB:
-        action = "identify.embeddings";
-        h_identify_embeddings(r, out);
-        break;
-    case R_SUBJECTS:
-        action = post ? "subject.create" : "subject.list";
-        post ? h_subjects_create(r, out) : h_subjects_list(r, out);
-        break;
-    case R_SUBJECT:
-        action = get ? "subject.read" : "subject.delete";
-        get ? h_subject_get(r, out, sid) : h_subject_delete(r, out, sid);
-        break;
-    case R_FACES:
-        action = post ? "face.enroll" : "face.list";
-        post ? h_face_enroll(r, out, sid) : h_face_list(r, out, sid);
-        break;
-    case R_FACE:
-        action = "face.delete";
-        h_face_delete(r, out, sid, fid);
-        break;
-    case R_SUBJECT_VERIFY:
-        action = "subject.verify";
-        h_subject_verify(r, out, sid);
-        break;
-    case R_AUDIT:
-        action = "audit.read";
-        h_audit(r, out);
-        break;
-    case R_COLLECTION:
-        action = get ? "collection.read" : "collection.update";
-        get ? h_collection_get(r, out) : h_collection_patch(r, out);
-        break;
-    case R_MODELS:
-        action = "models.read";
-        h_models(r, out);
-        break;
-    default:
-        break;
-    }
-    if (*action) fvs_audit_request(r, action, sid, fid, out);
+    return arr;
 }

@@ -10,10 +10,15 @@
  *   faceverifyd genkey                     a new template key (base64)
  *   faceverifyd encrypttemplates           seal plaintext templates with the key
  *   faceverifyd rebuildindex [NAME]        rebuild search indexes from storage
+ *   faceverifyd routes                     print the HTTP route table (JSON)
  *
- * Configuration is one table (CONFIG below): each setting has a flag and an
- * environment variable, flags winning.  All commands read the database URL
- * from FACEVERIFY_DATABASE_URL (default: sqlite under the repo's var/).
+ * Two tables: COMMANDS (name, what it needs, handler, usage) and CONFIG
+ * (each setting's flag and environment variable, flags winning).  main()
+ * reads the command line into an invocation (read_args, then
+ * apply_config), finds the command and runs it, opening the database for
+ * those that need one (with_store).  All commands that use the database
+ * read its URL from FACEVERIFY_DATABASE_URL (default: sqlite under the
+ * repo's var/).
  */
 #include <errno.h>
 #include <malloc.h>
@@ -27,6 +32,7 @@
 #include "auth.h"
 #include "crypto.h"
 #include "demo.h"
+#include "http.h"
 #include "server.h"
 
 #ifndef FVS_DEFAULT_DB
@@ -36,28 +42,16 @@
 #define FVS_ASSETS_DIR "src/server"
 #endif
 
+/* The command table (COMMANDS), defined below the handlers: its number
+ * of rows and row i's lines of this usage text. */
+static size_t command_count(void);
+static const char *command_usage(size_t i);
+
 static void usage(FILE *f) {
+    fprintf(f, "usage: faceverifyd COMMAND [options]\n"
+               "commands:\n");
+    for (size_t i = 0; i < command_count(); i++) fputs(command_usage(i), f);
     fprintf(f,
-            "usage: faceverifyd COMMAND [options]\n"
-            "commands:\n"
-            "  migrate                  create or upgrade the database schema\n"
-            "  serve                    serve the HTTP/JSON API\n"
-            "  createcollection NAME    create a collection; its API key is the last line\n"
-            "                           (--threshold T overrides the decision threshold;\n"
-            "                           --model M: embed with model M of --models-dir, by\n"
-            "                           file name without .fvm or id, or a .fvm file's path;\n"
-            "                           default %s; --index-backend B: its search backend,\n"
-            "                           default the server's; --if-missing: do nothing if\n"
-            "                           NAME exists)\n"
-            "  rotatekey NAME           replace a collection's API key (prints the new one)\n"
-            "  genkey                   print a new random template key (base64) for\n"
-            "                           FACEVERIFY_TEMPLATE_KEY\n"
-            "  encrypttemplates         seal every plaintext template with\n"
-            "                           FACEVERIFY_TEMPLATE_KEY\n"
-            "  audit [COLLECTION]       print the audit log, newest first, one JSON object a\n"
-            "                           line (--limit N, default 100)\n"
-            "  rebuildindex [NAME]      rebuild the search index of one collection (or all)\n"
-            "                           from storage and save it in the index dir\n"
             "options (environment variable in brackets):\n"
             "  --database URL      sqlite:///path or postgres://... [FACEVERIFY_DATABASE_URL]\n"
             "                      default sqlite://%s\n"
@@ -96,7 +90,7 @@ static void usage(FILE *f) {
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
             "                      (XChaCha20-Poly1305); needed to read encrypted ones\n",
-            FV_MODEL_ID, FVS_DEFAULT_DB);
+            FVS_DEFAULT_DB);
 }
 
 static int parse_listen(const char *s, fvs_config *cfg) {
@@ -186,6 +180,19 @@ static const struct {
     [OPT_MODEL] = {"--model", NULL},
 };
 
+/* One run of faceverifyd as the command line and the environment asked for
+ * it: the command, its NAME, and the settings of CONFIG, parsed. */
+typedef struct invocation {
+    const char *cmd, *name;
+    fvs_config cfg;
+    fvs_index_config icfg;
+    int if_missing;        /* createcollection --if-missing */
+    double threshold;      /* createcollection --threshold; 0: none */
+    long long audit_limit; /* audit --limit */
+    const char *model;     /* createcollection --model */
+    int backend_flagged;   /* --index-backend was a flag, not the environment */
+} invocation;
+
 /* Makes the folder of a default SQLite file (var/) so that a first run
  * works without setup. */
 static void make_sqlite_dir(const char *url) {
@@ -207,7 +214,8 @@ static int valid_name(const char *s) {
     return 1;
 }
 
-static int cmd_migrate(fvs_store *st) {
+static int cmd_migrate(const invocation *inv, fvs_store *st) {
+    (void)inv;
     char err[512];
     int applied = 0, version = 0;
     if (fvs_store_migrate(st, &applied, err, sizeof err) ||
@@ -268,8 +276,10 @@ static const char *resolve_model(const char *spec, const char *dir, fvs_models *
     return NULL;
 }
 
-static int cmd_collection(fvs_store *st, const char *name, int rotate, double threshold,
-                          const char *model, const char *backend, int if_missing) {
+/* createcollection and rotatekey: a new key for NAME (a new collection
+ * with threshold, model and backend, or an existing one's replaced). */
+static int make_key(fvs_store *st, const char *name, int rotate, double threshold,
+                    const char *model, const char *backend, int if_missing) {
     if (!name || !valid_name(name)) {
         fprintf(stderr, "faceverifyd: a collection NAME (1..%d printable characters) is needed\n",
                 FVS_NAME_MAX);
@@ -324,11 +334,11 @@ static int cmd_collection(fvs_store *st, const char *name, int rotate, double th
     return 0;
 }
 
-static int cmd_audit(fvs_store *st, const char *name, long long limit) {
+static int cmd_audit(const invocation *inv, fvs_store *st) {
     if (need_schema(st)) return 1;
     json_t *res = NULL;
     char err[512];
-    if (fvs_audit_list(st, 0, name, limit, 0, &res, err, sizeof err)) {
+    if (fvs_audit_list(st, 0, inv->name, inv->audit_limit, 0, &res, err, sizeof err)) {
         fprintf(stderr, "faceverifyd: audit: %s\n", err);
         return 1;
     }
@@ -343,7 +353,8 @@ static int cmd_audit(fvs_store *st, const char *name, long long limit) {
     return 0;
 }
 
-static int cmd_encrypt(fvs_store *st) {
+static int cmd_encrypt(const invocation *inv, fvs_store *st) {
+    (void)inv;
     if (need_schema(st)) return 1;
     int64_t done = 0;
     char err[512];
@@ -373,7 +384,9 @@ static void report_rebuilt(void *ctx, const fvs_collection *c, const char *backe
     printf("faceverifyd: rebuilt %s: %s index, model %s\n", c->name, backend, c->model);
 }
 
-static int cmd_rebuildindex(fvs_store *st, const fvs_index_config *icfg, const char *name) {
+static int cmd_rebuildindex(const invocation *inv, fvs_store *st) {
+    const fvs_index_config *icfg = &inv->icfg;
+    const char *name = inv->name;
     if (need_schema(st)) return 1;
     char err[512];
     find_ctx f = {name, 0};
@@ -396,7 +409,114 @@ static int cmd_rebuildindex(fvs_store *st, const fvs_index_config *icfg, const c
     return 0;
 }
 
-static int cmd_serve(fvs_store *st, fvs_config *cfg, const fvs_index_config *icfg) {
+/* createcollection and rotatekey: the model (--model) resolved, then the
+ * key made; rotatekey refuses a model or backend rather than ignore it. */
+static int cmd_collection(const invocation *inv, fvs_store *st) {
+    int rotate = strcmp(inv->cmd, "rotatekey") == 0;
+    if (rotate && (inv->model || inv->backend_flagged)) {
+        fprintf(stderr, "faceverifyd: rotatekey only replaces the key; change a collection's "
+                        "model or backend with PATCH /api/v1/collection\n");
+        return 2;
+    }
+    fvs_models *reg = NULL;
+    fv_model *file = NULL;
+    const char *model = NULL;
+    int rc = 0;
+    if (inv->model && !(model = resolve_model(inv->model, inv->cfg.trained_dir, &reg, &file)))
+        rc = 2;
+    /* createcollection --index-backend B: the collection's own backend
+     * (only as a flag: FACEVERIFY_INDEX_BACKEND is the server's). */
+    const char *backend = inv->backend_flagged ? fvi_search_kind_name(inv->icfg.backend) : NULL;
+    if (!rc) rc = make_key(st, inv->name, rotate, inv->threshold, model, backend, inv->if_missing);
+    fv_model_destroy(file);
+    fvs_models_destroy(reg);
+    return rc;
+}
+
+static int cmd_genkey(const invocation *inv, fvs_store *st) {
+    (void)inv;
+    (void)st;
+    char b64[64];
+    fvs_tkey_generate(b64, sizeof b64);
+    printf("%s\n", b64);
+    return 0;
+}
+
+/* The route table (routes.c) as JSON, one route a line, for tooling and
+ * the test that holds it against openapi.json. */
+static int cmd_routes(const invocation *inv, fvs_store *st) {
+    (void)inv;
+    (void)st;
+    json_t *routes = fvs_routes_json();
+    size_t i;
+    json_t *rt;
+    json_array_foreach(routes, i, rt) {
+        char *line = json_dumps(rt, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!line) break;
+        printf("%s\n", line);
+        free(line);
+    }
+    int ok = routes && i == json_array_size(routes);
+    json_decref(routes);
+    if (!ok) fprintf(stderr, "faceverifyd: routes: out of memory\n");
+    return ok ? 0 : 1;
+}
+
+/* ------------------------------------------------------------ serve */
+
+static void serve_teardown(fvs_server *srv) {
+    fv_engine_destroy(srv->engine);
+    fvs_index_destroy(srv->index);
+    fvs_models_destroy(srv->models);
+}
+
+/* Everything a request needs: the trained models, the search index, the
+ * engine (its failure is a warning: image endpoints then answer 503) and
+ * demo mode.  0 ok; 1 after a message, with what was made undone. */
+static int serve_setup(fvs_server *srv, const invocation *inv, fvs_store *st) {
+    const fvs_config *cfg = &inv->cfg;
+    memset(srv, 0, sizeof *srv);
+    srv->cfg = *cfg;
+    srv->store = st;
+    char ierr[512];
+    srv->models = fvs_models_load(cfg->trained_dir, ierr, sizeof ierr);
+    if (!srv->models) {
+        fprintf(stderr, "faceverifyd: %s\n", ierr);
+        return 1;
+    }
+    srv->index = fvs_index_create(st, &inv->icfg);
+    if (!srv->index || fvs_index_start(srv->index, ierr, sizeof ierr)) {
+        fprintf(stderr, "faceverifyd: search index: %s\n", srv->index ? ierr : "out of memory");
+        serve_teardown(srv);
+        return 1;
+    }
+    fv_config ec;
+    fv_config_init(&ec);
+    ec.models_dir = cfg->models_dir;
+    ec.threads = cfg->engine_threads;
+    fv_status s = fv_engine_create(&ec, &srv->engine, srv->engine_error, sizeof srv->engine_error);
+    if (s != FV_OK) {
+        srv->engine = NULL;
+        fprintf(stderr,
+                "faceverifyd: warning: models not loaded (%s): image endpoints answer 503\n",
+                srv->engine_error);
+    }
+    srv->default_threshold = srv->engine ? fv_engine_threshold(srv->engine) : 0.6f;
+    if (cfg->demo) {
+        char err[512];
+        if (fvs_demo_init(srv, err, sizeof err)) {
+            fprintf(stderr, "faceverifyd: demo: %s\n", err);
+            serve_teardown(srv);
+            return 1;
+        }
+        printf("faceverifyd: demo page on http://%s:%d/ (collection '%s', no key needed)\n",
+               strcmp(cfg->host, "0.0.0.0") ? cfg->host : "127.0.0.1", cfg->port,
+               srv->demo_coll.name);
+    }
+    return 0;
+}
+
+static int cmd_serve(const invocation *inv, fvs_store *st) {
     if (need_schema(st)) return 1;
 #ifdef M_ARENA_MAX
     /* One thread per connection: glibc would give each new thread its own
@@ -408,71 +528,90 @@ static int cmd_serve(fvs_store *st, fvs_config *cfg, const fvs_index_config *icf
     if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
 #endif
     fvs_server srv;
-    memset(&srv, 0, sizeof srv);
-    srv.cfg = *cfg;
-    srv.store = st;
-    char ierr[512];
-    srv.models = fvs_models_load(cfg->trained_dir, ierr, sizeof ierr);
-    if (!srv.models) {
-        fprintf(stderr, "faceverifyd: %s\n", ierr);
-        return 1;
-    }
-    srv.index = fvs_index_create(st, icfg);
-    if (!srv.index || fvs_index_start(srv.index, ierr, sizeof ierr)) {
-        fprintf(stderr, "faceverifyd: search index: %s\n", srv.index ? ierr : "out of memory");
-        fvs_index_destroy(srv.index);
-        fvs_models_destroy(srv.models);
-        return 1;
-    }
-    fv_config ec;
-    fv_config_init(&ec);
-    ec.models_dir = cfg->models_dir;
-    ec.threads = cfg->engine_threads;
-    fv_status s = fv_engine_create(&ec, &srv.engine, srv.engine_error, sizeof srv.engine_error);
-    if (s != FV_OK) {
-        srv.engine = NULL;
-        fprintf(stderr,
-                "faceverifyd: warning: models not loaded (%s): image endpoints answer 503\n",
-                srv.engine_error);
-    }
-    srv.default_threshold = srv.engine ? fv_engine_threshold(srv.engine) : 0.6f;
-    if (cfg->demo) {
-        char err[512];
-        if (fvs_demo_init(&srv, err, sizeof err)) {
-            fprintf(stderr, "faceverifyd: demo: %s\n", err);
-            fv_engine_destroy(srv.engine);
-            fvs_index_destroy(srv.index);
-            fvs_models_destroy(srv.models);
-            return 1;
-        }
-        printf("faceverifyd: demo page on http://%s:%d/ (collection '%s', no key needed)\n",
-               strcmp(cfg->host, "0.0.0.0") ? cfg->host : "127.0.0.1", cfg->port,
-               srv.demo_coll.name);
-    }
+    if (serve_setup(&srv, inv, st)) return 1;
     int rc = fvs_http_serve(&srv);
-    fv_engine_destroy(srv.engine);
-    fvs_index_destroy(srv.index);
-    fvs_models_destroy(srv.models);
+    serve_teardown(&srv);
     return rc;
 }
 
-int main(int argc, char **argv) {
-    fvs_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    snprintf(cfg.host, sizeof cfg.host, "127.0.0.1");
-    cfg.port = 8000;
-    cfg.max_body = 12 * 1000 * 1000;
-    cfg.assets_dir = FVS_ASSETS_DIR;
+/* ------------------------------------------------------------ commands */
+
+typedef struct command {
+    const char *name;
+    int needs_store; /* runs on the open database (with_store) */
+    int (*run)(const invocation *inv, fvs_store *st);
+    const char *usage; /* its lines of the usage text */
+} command;
+
+static const command COMMANDS[] = {
+    {"migrate", 1, cmd_migrate,
+     "  migrate                  create or upgrade the database schema\n"},
+    {"serve", 1, cmd_serve, "  serve                    serve the HTTP/JSON API\n"},
+    {"createcollection", 1, cmd_collection,
+     "  createcollection NAME    create a collection; its API key is the last line\n"
+     "                           (--threshold T overrides the decision threshold;\n"
+     "                           --model M: embed with model M of --models-dir, by\n"
+     "                           file name without .fvm or id, or a .fvm file's path;\n"
+     "                           default " FV_MODEL_ID "; --index-backend B: its search backend,\n"
+     "                           default the server's; --if-missing: do nothing if\n"
+     "                           NAME exists)\n"},
+    {"rotatekey", 1, cmd_collection,
+     "  rotatekey NAME           replace a collection's API key (prints the new one)\n"},
+    {"genkey", 0, cmd_genkey,
+     "  genkey                   print a new random template key (base64) for\n"
+     "                           FACEVERIFY_TEMPLATE_KEY\n"},
+    {"encrypttemplates", 1, cmd_encrypt,
+     "  encrypttemplates         seal every plaintext template with\n"
+     "                           FACEVERIFY_TEMPLATE_KEY\n"},
+    {"audit", 1, cmd_audit,
+     "  audit [COLLECTION]       print the audit log, newest first, one JSON object a\n"
+     "                           line (--limit N, default 100)\n"},
+    {"rebuildindex", 1, cmd_rebuildindex,
+     "  rebuildindex [NAME]      rebuild the search index of one collection (or all)\n"
+     "                           from storage and save it in the index dir\n"},
+    {"routes", 0, cmd_routes,
+     "  routes                   print the HTTP route table, one JSON object a line\n"
+     "                           (method, path, auth, audit)\n"},
+};
+
+static size_t command_count(void) {
+    return sizeof COMMANDS / sizeof COMMANDS[0];
+}
+
+static const char *command_usage(size_t i) {
+    return COMMANDS[i].usage;
+}
+
+static const command *find_command(const char *name) {
+    for (size_t i = 0; i < command_count(); i++)
+        if (strcmp(COMMANDS[i].name, name) == 0) return &COMMANDS[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------ command line */
+
+/* The defaults, before the environment and flags. */
+static void config_defaults(invocation *inv) {
+    memset(inv, 0, sizeof *inv);
+    fvs_config *cfg = &inv->cfg;
+    snprintf(cfg->host, sizeof cfg->host, "127.0.0.1");
+    cfg->port = 8000;
+    cfg->max_body = 12 * 1000 * 1000;
+    cfg->assets_dir = FVS_ASSETS_DIR;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg.max_inflight = ncpu > 2 ? (int)(8 * ncpu) : 16;
-    cfg.max_connections = 512;
-    cfg.conn_timeout = 30;
-    const char *val[OPT_COUNT] = {0};
-    int flagged[OPT_COUNT] = {0}; /* given on the command line, not by the environment */
+    cfg->max_inflight = ncpu > 2 ? (int)(8 * ncpu) : 16;
+    cfg->max_connections = 512;
+    cfg->conn_timeout = 30;
+    inv->audit_limit = 100;
+}
+
+/* Splits argv into the command, its NAME and each setting's text (val[o]:
+ * the flag's value, else the environment's; flagged[o]: from a flag).
+ * Returns -1 to go on, else the exit code (0 after --help). */
+static int read_args(int argc, char **argv, invocation *inv, const char *val[OPT_COUNT],
+                     int flagged[OPT_COUNT]) {
     for (int o = 0; o < OPT_COUNT; o++)
         if (CONFIG[o].env) val[o] = getenv(CONFIG[o].env);
-    const char *cmd = NULL, *name = NULL;
-    int if_missing = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -480,7 +619,7 @@ int main(int argc, char **argv) {
             return 0;
         }
         if (strcmp(a, "--if-missing") == 0) {
-            if_missing = 1;
+            inv->if_missing = 1;
             continue;
         }
         if (strcmp(a, CONFIG[OPT_DEMO].flag) == 0) {
@@ -509,114 +648,111 @@ int main(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
-        if (!cmd)
-            cmd = a;
-        else if (!name)
-            name = a;
+        if (!inv->cmd)
+            inv->cmd = a;
+        else if (!inv->name)
+            inv->name = a;
         else {
             fprintf(stderr, "faceverifyd: unexpected argument %s\n", a);
             return 2;
         }
     }
-    if (!cmd) {
+    if (!inv->cmd) {
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+/* Parses each setting's text into inv.  0 ok, 2 after a message. */
+static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT], invocation *inv) {
+    fvs_config *cfg = &inv->cfg;
+    fvs_index_config *icfg = &inv->icfg;
     long long n = 0;
-    double threshold = 0;
-    if (val[OPT_LISTEN] && parse_listen(val[OPT_LISTEN], &cfg)) {
+    if (val[OPT_LISTEN] && parse_listen(val[OPT_LISTEN], cfg)) {
         fprintf(stderr, "faceverifyd: --listen: expected HOST:PORT\n");
         return 2;
     }
     if (val[OPT_HTTP_THREADS]) {
         if (parse_size(val[OPT_HTTP_THREADS], 0, 256, &n)) goto bad;
-        cfg.http_threads = (int)n;
+        cfg->http_threads = (int)n;
     }
     if (val[OPT_THREADS]) {
         if (parse_size(val[OPT_THREADS], 0, 256, &n)) goto bad;
-        cfg.engine_threads = (int)n;
+        cfg->engine_threads = (int)n;
     }
     if (val[OPT_MAX_BODY]) {
         if (parse_size(val[OPT_MAX_BODY], 1024, 1000LL * 1000 * 1000, &n)) goto bad;
-        cfg.max_body = (size_t)n;
+        cfg->max_body = (size_t)n;
     }
     if (val[OPT_THRESHOLD]) {
         char *end = NULL;
-        threshold = strtod(val[OPT_THRESHOLD], &end);
-        if (*end || !(threshold > 0 && threshold < 4)) goto bad;
+        inv->threshold = strtod(val[OPT_THRESHOLD], &end);
+        if (*end || !(inv->threshold > 0 && inv->threshold < 4)) goto bad;
     }
     if (val[OPT_DEMO]) {
         if (strcmp(val[OPT_DEMO], "1") && strcmp(val[OPT_DEMO], "0")) goto bad;
-        cfg.demo = strcmp(val[OPT_DEMO], "1") == 0;
+        cfg->demo = strcmp(val[OPT_DEMO], "1") == 0;
     }
     if (val[OPT_MAX_INFLIGHT]) {
         if (parse_size(val[OPT_MAX_INFLIGHT], 1, 100000, &n)) goto bad;
-        cfg.max_inflight = (int)n;
+        cfg->max_inflight = (int)n;
     }
     if (val[OPT_MAX_CONNECTIONS]) {
         if (parse_size(val[OPT_MAX_CONNECTIONS], 1, 100000, &n)) goto bad;
-        cfg.max_connections = (int)n;
+        cfg->max_connections = (int)n;
     }
     if (val[OPT_CONN_TIMEOUT]) {
         if (parse_size(val[OPT_CONN_TIMEOUT], 1, 3600, &n)) goto bad;
-        cfg.conn_timeout = (int)n;
+        cfg->conn_timeout = (int)n;
     }
-    if (val[OPT_RATE_LIMIT] && parse_rate(val[OPT_RATE_LIMIT], &cfg.rate_limit)) goto bad;
+    if (val[OPT_RATE_LIMIT] && parse_rate(val[OPT_RATE_LIMIT], &cfg->rate_limit)) goto bad;
     if (val[OPT_RATE_BURST]) {
         if (parse_size(val[OPT_RATE_BURST], 1, 1000000, &n)) goto bad;
-        cfg.rate_burst = (double)n;
+        cfg->rate_burst = (double)n;
     }
-    if (val[OPT_USER] && *val[OPT_USER]) cfg.run_as = val[OPT_USER];
-    long long audit_limit = 100;
-    if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &audit_limit)) goto bad;
-    if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
-    if (val[OPT_MODELS_DIR] && *val[OPT_MODELS_DIR]) cfg.trained_dir = val[OPT_MODELS_DIR];
-    if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
-    cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
-    fvs_index_config icfg = {.backend = FVI_SEARCH_EXACT,
-                             .db_url = cfg.database_url,
-                             .reconcile_s = 30,
-                             .changes_keep = 100000};
-    if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg.backend)) {
+    if (val[OPT_USER] && *val[OPT_USER]) cfg->run_as = val[OPT_USER];
+    if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &inv->audit_limit)) goto bad;
+    if (val[OPT_MODELS]) cfg->models_dir = val[OPT_MODELS];
+    if (val[OPT_MODELS_DIR] && *val[OPT_MODELS_DIR]) cfg->trained_dir = val[OPT_MODELS_DIR];
+    if (val[OPT_ASSETS]) cfg->assets_dir = val[OPT_ASSETS];
+    cfg->database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
+    inv->model = val[OPT_MODEL];
+    icfg->backend = FVI_SEARCH_EXACT;
+    icfg->db_url = cfg->database_url;
+    icfg->reconcile_s = 30;
+    icfg->changes_keep = 100000;
+    if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg->backend)) {
         fprintf(stderr, "faceverifyd: --index-backend: expected exact, exact-int8, faiss-flat, "
                         "faiss-hnsw or faiss-ivfpq\n");
         return 2;
     }
-    if (val[OPT_INDEX_DIR] && *val[OPT_INDEX_DIR]) icfg.dir = val[OPT_INDEX_DIR];
+    inv->backend_flagged = flagged[OPT_INDEX_BACKEND];
+    if (val[OPT_INDEX_DIR] && *val[OPT_INDEX_DIR]) icfg->dir = val[OPT_INDEX_DIR];
     if (val[OPT_INDEX_SYNC]) {
         if (strcmp(val[OPT_INDEX_SYNC], "request") && strcmp(val[OPT_INDEX_SYNC], "notify")) {
             fprintf(stderr, "faceverifyd: --index-sync: expected request or notify\n");
             return 2;
         }
-        icfg.sync_notify = strcmp(val[OPT_INDEX_SYNC], "notify") == 0;
+        icfg->sync_notify = strcmp(val[OPT_INDEX_SYNC], "notify") == 0;
     }
     if (val[OPT_INDEX_RECONCILE]) {
         if (parse_size(val[OPT_INDEX_RECONCILE], 0, 86400, &n)) goto bad;
-        icfg.reconcile_s = (int)n;
+        icfg->reconcile_s = (int)n;
     }
     if (val[OPT_INDEX_CHANGES_KEEP] &&
-        parse_size(val[OPT_INDEX_CHANGES_KEEP], 0, 1000000000, &icfg.changes_keep))
+        parse_size(val[OPT_INDEX_CHANGES_KEEP], 0, 1000000000, &icfg->changes_keep))
         goto bad;
+    return 0;
+bad:
+    fprintf(stderr, "faceverifyd: bad option value\n");
+    return 2;
+}
 
-    if (fvs_auth_init()) {
-        fprintf(stderr, "faceverifyd: libsodium failed to initialise\n");
-        return 1;
-    }
-    if (strcmp(cmd, "migrate") && strcmp(cmd, "serve") && strcmp(cmd, "createcollection") &&
-        strcmp(cmd, "rotatekey") && strcmp(cmd, "audit") && strcmp(cmd, "genkey") &&
-        strcmp(cmd, "encrypttemplates") && strcmp(cmd, "rebuildindex")) {
-        fprintf(stderr, "faceverifyd: unknown command %s\n", cmd);
-        usage(stderr);
-        return 2;
-    }
-    if (strcmp(cmd, "genkey") == 0) {
-        char b64[64];
-        fvs_tkey_generate(b64, sizeof b64);
-        printf("%s\n", b64);
-        return 0;
-    }
-    /* The template key comes from the environment only: a flag would show
-     * in ps and shell history. */
+/* Runs c on the database: reads the template key (from the environment
+ * only: a flag would show in ps and shell history), checks it against the
+ * settings, opens the store, runs c and closes it. */
+static int with_store(const command *c, const invocation *inv) {
     unsigned char tkey[FVS_TKEY_BYTES];
     const char *tkey_b64 = getenv("FACEVERIFY_TEMPLATE_KEY");
     int has_tkey = tkey_b64 && *tkey_b64;
@@ -625,20 +761,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "faceverifyd: %s\n", err);
         return 2;
     }
-    if (has_tkey && icfg.dir) {
+    if (has_tkey && inv->icfg.dir) {
         /* Index files hold the vectors themselves: they would undo the
          * encryption at rest. */
         fprintf(stderr, "faceverifyd: --index-dir keeps templates unencrypted on disk: not "
                         "allowed with FACEVERIFY_TEMPLATE_KEY (indexes stay in memory)\n");
         return 2;
     }
-    if (!has_tkey && strcmp(cmd, "encrypttemplates") == 0) {
+    if (!has_tkey && c->run == cmd_encrypt) {
         fprintf(stderr, "faceverifyd: encrypttemplates: set FACEVERIFY_TEMPLATE_KEY "
                         "(faceverifyd genkey makes one)\n");
         return 2;
     }
-    if (strcmp(cmd, "migrate") == 0) make_sqlite_dir(cfg.database_url);
-    fvs_store *st = fvs_store_open(cfg.database_url, err, sizeof err);
+    if (c->run == cmd_migrate) make_sqlite_dir(inv->cfg.database_url);
+    fvs_store *st = fvs_store_open(inv->cfg.database_url, err, sizeof err);
     if (!st) {
         fprintf(stderr, "faceverifyd: %s\n", err);
         sodium_memzero(tkey, sizeof tkey);
@@ -646,43 +782,28 @@ int main(int argc, char **argv) {
     }
     fvs_store_set_template_key(st, has_tkey ? tkey : NULL);
     sodium_memzero(tkey, sizeof tkey);
-    int rc;
-    if (strcmp(cmd, "migrate") == 0)
-        rc = cmd_migrate(st);
-    else if (strcmp(cmd, "serve") == 0)
-        rc = cmd_serve(st, &cfg, &icfg);
-    else if (strcmp(cmd, "audit") == 0)
-        rc = cmd_audit(st, name, audit_limit);
-    else if (strcmp(cmd, "encrypttemplates") == 0)
-        rc = cmd_encrypt(st);
-    else if (strcmp(cmd, "rebuildindex") == 0)
-        rc = cmd_rebuildindex(st, &icfg, name);
-    else {
-        fvs_models *reg = NULL;
-        fv_model *file = NULL;
-        const char *model = NULL;
-        rc = 0;
-        if (strcmp(cmd, "rotatekey") == 0 && (val[OPT_MODEL] || flagged[OPT_INDEX_BACKEND])) {
-            fprintf(stderr, "faceverifyd: rotatekey only replaces the key; change a collection's "
-                            "model or backend with PATCH /api/v1/collection\n");
-            rc = 2;
-        }
-        if (!rc && val[OPT_MODEL] &&
-            !(model = resolve_model(val[OPT_MODEL], cfg.trained_dir, &reg, &file)))
-            rc = 2;
-        /* createcollection --index-backend B: the collection's own backend
-         * (only as a flag: FACEVERIFY_INDEX_BACKEND is the server's). */
-        const char *backend =
-            flagged[OPT_INDEX_BACKEND] ? fvi_search_kind_name(icfg.backend) : NULL;
-        if (!rc)
-            rc = cmd_collection(st, name, strcmp(cmd, "rotatekey") == 0, threshold, model, backend,
-                                if_missing);
-        fv_model_destroy(file);
-        fvs_models_destroy(reg);
-    }
+    int rc = c->run(inv, st);
     fvs_store_close(st);
     return rc;
-bad:
-    fprintf(stderr, "faceverifyd: bad option value\n");
-    return 2;
+}
+
+int main(int argc, char **argv) {
+    invocation inv;
+    config_defaults(&inv);
+    const char *val[OPT_COUNT] = {0};
+    int flagged[OPT_COUNT] = {0}; /* given on the command line, not by the environment */
+    int rc = read_args(argc, argv, &inv, val, flagged);
+    if (rc >= 0) return rc;
+    if (apply_config(val, flagged, &inv)) return 2;
+    if (fvs_auth_init()) {
+        fprintf(stderr, "faceverifyd: libsodium failed to initialise\n");
+        return 1;
+    }
+    const command *c = find_command(inv.cmd);
+    if (!c) {
+        fprintf(stderr, "faceverifyd: unknown command %s\n", inv.cmd);
+        usage(stderr);
+        return 2;
+    }
+    return c->needs_store ? with_store(c, &inv) : c->run(&inv, NULL);
 }

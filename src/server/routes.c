@@ -844,14 +844,28 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
                         "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0)));
 }
 
-/* The calling key's collection: its model, the threshold in force, and how
- * many of its templates the model cannot use (made by another model:
- * they need re-enrolment). */
+/* The calling key's collection: its model and whether this server has it
+ * loaded, the threshold in force, and how many of its templates the model
+ * cannot use (made by another model: they need re-enrolment).  The
+ * threshold is the collection's own, else its model's calibrated one
+ * (the engine's for the ResNet); null when that model is not loaded, rather
+ * than the engine's, which means nothing in another model's space. */
 static json_t *collection_json(fvs_req *r, int64_t total, int64_t stale) {
     const char *ib = r->coll.index_backend;
-    return json_pack("{s:I, s:s, s:s, s:f, s:o, s:I, s:I, s:o, s:s}", "id", (json_int_t)r->coll.id,
-                     "name", r->coll.name, "model", r->coll.model, "threshold",
-                     (double)coll_threshold(r), "threshold_override",
+    const char *id = NULL;
+    const fv_model *m = NULL;
+    int found = fvs_models_find(r->srv->models, r->coll.model, &id, &m) == 0;
+    int available = found && r->srv->engine != NULL;
+    json_t *threshold = json_null();
+    if (r->coll.threshold > 0)
+        threshold = json_real(r->coll.threshold);
+    else if (found && m && fv_model_threshold(m) > 0)
+        threshold = json_real(fv_model_threshold(m));
+    else if (available)
+        threshold = json_real(r->srv->default_threshold);
+    return json_pack("{s:I, s:s, s:s, s:o, s:b, s:o, s:I, s:I, s:o, s:s}", "id",
+                     (json_int_t)r->coll.id, "name", r->coll.name, "model", r->coll.model,
+                     "threshold", threshold, "model_available", available, "threshold_override",
                      r->coll.threshold > 0 ? json_real(r->coll.threshold) : json_null(),
                      "templates", (json_int_t)total, "templates_needing_reenrolment",
                      (json_int_t)stale, "index_backend", ib[0] ? json_string(ib) : json_null(),

@@ -275,6 +275,31 @@ def test_missing_model_file_is_unavailable_not_wrong(env, models, lfw):
         assert other.stop() == 0
 
 
+def test_collection_reports_the_threshold_in_force(env, models):
+    """GET /api/v1/collection reports the threshold that decides: the
+    model's calibrated one where the model is loaded.  On a server without
+    the models dir the model is not loaded: the threshold is null and
+    model_available false, never the engine's (which means nothing in the
+    trained model's space); the default-model collection is unaffected."""
+    tiny = get_collection(env, "tiny")
+    assert tiny["model_available"] is True
+    assert tiny["threshold"] == pytest.approx(models.scratch_threshold, rel=1e-6)
+    plain = get_collection(env, "plain")
+    assert plain["model_available"] is True
+    other = Server(env.db_url)
+    try:
+        r = other.request("GET", "/api/v1/collection", env.key["tiny"])
+        c = check(r, "GET", "/api/v1/collection", 200)
+        assert c["model"] == models.scratch_id and c["model_available"] is False
+        assert c["threshold"] is None and c["threshold_override"] is None
+        r = other.request("GET", "/api/v1/collection", env.key["plain"])
+        c = check(r, "GET", "/api/v1/collection", 200)
+        assert c["model_available"] is True
+        assert c["threshold"] == pytest.approx(plain["threshold"])
+    finally:
+        assert other.stop() == 0
+
+
 def test_per_collection_index_backend(env, models, lfw):
     """A collection's own search backend (PATCH index_backend, or
     createcollection --index-backend) is used for its searches with the

@@ -433,6 +433,7 @@ static int cmd_collection(const invocation *inv, fvs_store *st) {
     return rc;
 }
 
+/* Prints a new random template key (base64); needs no database. */
 static int cmd_genkey(const invocation *inv, fvs_store *st) {
     (void)inv;
     (void)st;
@@ -464,6 +465,7 @@ static int cmd_routes(const invocation *inv, fvs_store *st) {
 
 /* ------------------------------------------------------------ serve */
 
+/* Frees what serve_setup made (each part may be NULL). */
 static void serve_teardown(fvs_server *srv) {
     fv_engine_destroy(srv->engine);
     fvs_index_destroy(srv->index);
@@ -516,6 +518,7 @@ static int serve_setup(fvs_server *srv, const invocation *inv, fvs_store *st) {
     return 0;
 }
 
+/* Serves the API on the migrated database until SIGTERM/SIGINT. */
 static int cmd_serve(const invocation *inv, fvs_store *st) {
     if (need_schema(st)) return 1;
 #ifdef M_ARENA_MAX
@@ -582,6 +585,7 @@ static const char *command_usage(size_t i) {
     return COMMANDS[i].usage;
 }
 
+/* The row of COMMANDS named name, or NULL. */
 static const command *find_command(const char *name) {
     for (size_t i = 0; i < command_count(); i++)
         if (strcmp(COMMANDS[i].name, name) == 0) return &COMMANDS[i];

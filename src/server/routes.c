@@ -999,6 +999,8 @@ static void h_audit(fvs_req *r, fvs_resp *out) {
 
 /* ------------------------------------------------------------ pages */
 
+/* GET /api/openapi.json and GET /docs (/api/docs): the API's description
+ * and the page rendering it, from the assets folder. */
 static void h_openapi(fvs_req *r, fvs_resp *out) {
     fvs_asset_serve(r, out, "openapi.json", "application/json");
 }

@@ -13,7 +13,8 @@
  *
  * Configuration is one table (CONFIG below): each setting has a flag and an
  * environment variable, flags winning.  All commands read the database URL
- * from FACEVERIFY_DATABASE_URL (default: sqlite under the repo's var/).
+ * from FACEVERIFY_DATABASE_URL (default: paths.h, SQLite under the repo's
+ * var/ for a build-tree daemon, PREFIX/var/lib/faceverify when installed).
  */
 #include <errno.h>
 #include <malloc.h>
@@ -27,16 +28,12 @@
 #include "auth.h"
 #include "crypto.h"
 #include "demo.h"
+#include "paths.h"
 #include "server.h"
 
-#ifndef FVS_DEFAULT_DB
-#define FVS_DEFAULT_DB "var/faceverify.db"
-#endif
-#ifndef FVS_ASSETS_DIR
-#define FVS_ASSETS_DIR "src/server"
-#endif
-
 static void usage(FILE *f) {
+    fvs_paths paths;
+    fvs_paths_default(&paths);
     fprintf(f,
             "usage: faceverifyd COMMAND [options]\n"
             "commands:\n"
@@ -60,7 +57,7 @@ static void usage(FILE *f) {
             "                           from storage and save it in the index dir\n"
             "options (environment variable in brackets):\n"
             "  --database URL      sqlite:///path or postgres://... [FACEVERIFY_DATABASE_URL]\n"
-            "                      default sqlite://%s\n"
+            "                      default %s\n"
             "  --listen HOST:PORT  default 127.0.0.1:8000 [FACEVERIFY_LISTEN]\n"
             "  --http-threads N    ignored (one thread per connection) [FACEVERIFY_HTTP_THREADS]\n"
             "  --max-inflight N    requests handled at once; more get 503 + Retry-After,\n"
@@ -96,7 +93,7 @@ static void usage(FILE *f) {
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
             "                      (XChaCha20-Poly1305); needed to read encrypted ones\n",
-            FV_MODEL_ID, FVS_DEFAULT_DB);
+            FV_MODEL_ID, paths.db_url);
 }
 
 static int parse_listen(const char *s, fvs_config *cfg) {
@@ -186,17 +183,11 @@ static const struct {
     [OPT_MODEL] = {"--model", NULL},
 };
 
-/* Makes the folder of a default SQLite file (var/) so that a first run
- * works without setup. */
+/* Makes the folders of a SQLite file (var/, PREFIX/var/lib/faceverify)
+ * so that a first run works without setup. */
 static void make_sqlite_dir(const char *url) {
-    if (strncmp(url, "sqlite://", 9) != 0) return;
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", url + 9);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir) return;
-    *slash = 0;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        fprintf(stderr, "faceverifyd: cannot create %s: %s\n", dir, strerror(errno));
+    char err[PATH_MAX + 128];
+    if (fvs_paths_prepare_sqlite(url, err, sizeof err)) fprintf(stderr, "faceverifyd: %s\n", err);
 }
 
 static int valid_name(const char *s) {
@@ -462,7 +453,9 @@ int main(int argc, char **argv) {
     snprintf(cfg.host, sizeof cfg.host, "127.0.0.1");
     cfg.port = 8000;
     cfg.max_body = 12 * 1000 * 1000;
-    cfg.assets_dir = FVS_ASSETS_DIR;
+    fvs_paths paths; /* defaults; outlives cfg's pointers into it */
+    fvs_paths_default(&paths);
+    cfg.assets_dir = paths.assets;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg.max_inflight = ncpu > 2 ? (int)(8 * ncpu) : 16;
     cfg.max_connections = 512;
@@ -572,7 +565,7 @@ int main(int argc, char **argv) {
     if (val[OPT_MODELS]) cfg.models_dir = val[OPT_MODELS];
     if (val[OPT_MODELS_DIR] && *val[OPT_MODELS_DIR]) cfg.trained_dir = val[OPT_MODELS_DIR];
     if (val[OPT_ASSETS]) cfg.assets_dir = val[OPT_ASSETS];
-    cfg.database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
+    cfg.database_url = val[OPT_DB] ? val[OPT_DB] : paths.db_url;
     fvs_index_config icfg = {.backend = FVI_SEARCH_EXACT,
                              .db_url = cfg.database_url,
                              .reconcile_s = 30,

@@ -1,7 +1,7 @@
 /*
  * train_off.c: `faceverify train` in a build configured with FV_TRAIN=OFF.
  *
- * Such a build leaves out the trainer (train.c, src/train/loss.c) but keeps
+ * Such a build leaves out the trainer (train.c) but keeps
  * everything that uses a trained model (--model, fv_model_load), so the
  * command stays in the usage and says plainly why it cannot run.
  */

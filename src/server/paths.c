@@ -44,6 +44,7 @@ static int holds_assets(const char *dir) {
 
 void fvs_paths_default(fvs_paths *p) {
     char exe[PATH_MAX], build[PATH_MAX];
+    memset(p, 0, sizeof *p);
     snprintf(p->assets, sizeof p->assets, "%s", FVS_ASSETS_DIR);
     snprintf(p->db_url, sizeof p->db_url, "sqlite://%s", FVS_DEFAULT_DB);
     if (!realpath("/proc/self/exe", exe)) return; /* no /proc: the build-tree defaults */

@@ -98,6 +98,11 @@ cppcheck:
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \
 	  --inline-suppr -Iinclude -Isrc -Isrc/core src && echo "cppcheck: clean"
 
+# install: the library (static and shared), faceverify.h, faceverify.pc, the
+# CMake package, faceverify, faceverifyd, the models and config
+# (share/faceverify) and the server's assets (share/faceverify/server) under
+# PREFIX.  Installed binaries find these from their own location, so no
+# environment variable is needed (README, "Build options and install").
 install: build
 	@cmake --install $(BUILD) --prefix $(PREFIX)
 

@@ -14,8 +14,10 @@
  * network's FLOPs over the median time).  --embed-only 1 runs the other stages once, untimed
  * (to get a chip), and times only the embedding: for perf record.
  *
- * This program is linked with its own copy of src/embed/embed.c built with
- * FVI_EMBED_PROFILE (see CMakeLists.txt), which times every convolution;
+ * The embedding is timed through the internal fvi_resnet_embed_profiled
+ * (embed/embed.h) on the same network file and a pool of the same size as
+ * the engine's, which also times every convolution (the library's
+ * fv_embed_chips passes no profile and reads no clock per layer);
  * "embed_profile" reports, per batch size, the convolution layers alone
  * (their FLOPs over their time: im2col, sgemm, bias and fused relu) next to
  * the rest of the network (input, pooling, residual adds, fc), and a
@@ -28,6 +30,8 @@
 #include "embed/embed.h"
 #include "faceverify.h"
 #include "fvi.h"
+#include "paths.h"
+#include "pool.h"
 
 /* The fc layer's FLOPs (256 -> 128, no bias); the convolutions' come from
  * the profile, counted from the shapes actually run: after each down block
@@ -53,9 +57,9 @@ static double median_of(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static double prof_conv_ms(void) {
+static double prof_conv_ms(const fvi_embed_profile *p) {
     double s = 0;
-    for (int i = 0; i < FVI_RESNET_CONVS; i++) s += fvi_embed_prof.conv_ms[i];
+    for (int i = 0; i < FVI_RESNET_CONVS; i++) s += p->conv_ms[i];
     return s;
 }
 
@@ -136,6 +140,19 @@ int main(int argc, char **argv) {
         free(bytes);
         return 3;
     }
+    /* the embedding's own network and pool (the engine's are private) */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/dlib_face_recognition_resnet_model_v1.dat",
+             fvi_models_dir(cfg.models_dir));
+    fvi_resnet *net = NULL;
+    fvi_pool *pool = fvi_pool_create(threads);
+    if (!pool || fvi_resnet_load(path, &net, err, sizeof err) != FV_OK) {
+        fprintf(stderr, "bench_stages: %s\n", pool ? err : "cannot start thread pool");
+        fvi_pool_destroy(pool);
+        fv_engine_destroy(eng);
+        free(bytes);
+        return 3;
+    }
     enum { BIG = 32, CAP = 64 };
     double *t = malloc(sizeof *t * (size_t)(runs + 1));
     double *tc = malloc(sizeof *tc * (size_t)(runs + 1));
@@ -197,19 +214,21 @@ int main(int argc, char **argv) {
     static const int batches[] = {1, 8, 32};
     double gflops[3], conv_med[3], other_med[3], resnet_flop = 0;
     int nruns[3];
-    fvi_embed_profile prof[3];
+    fvi_embed_profile prof[3], cur;
     for (int b = 0; b < 3; b++) {
         int n = batches[b], rr = n == 32 ? (runs + 3) / 4 : runs;
         for (int r = 0; r <= rr; r++) {
-            if (r == 1) memset(&fvi_embed_prof, 0, sizeof fvi_embed_prof); /* after warm-up */
-            double c0 = prof_conv_ms(), f0 = fvi_embed_prof.forward_ms;
+            if (r <= 1) memset(&cur, 0, sizeof cur); /* again after the warm-up */
+            double c0 = prof_conv_ms(&cur), f0 = cur.forward_ms;
             double t0 = fvi_now_ms();
-            if (fv_embed_chips(eng, chips, (size_t)n, emb, err, sizeof err) != FV_OK) goto done;
+            if (fvi_resnet_embed_profiled(net, chips, (size_t)n, pool, &cur, emb, err,
+                                          sizeof err) != FV_OK)
+                goto done;
             t[r > 0 ? r - 1 : 0] = fvi_now_ms() - t0;
-            tc[r > 0 ? r - 1 : 0] = prof_conv_ms() - c0;
-            to[r > 0 ? r - 1 : 0] = fvi_embed_prof.forward_ms - f0 - tc[r > 0 ? r - 1 : 0];
+            tc[r > 0 ? r - 1 : 0] = prof_conv_ms(&cur) - c0;
+            to[r > 0 ? r - 1 : 0] = cur.forward_ms - f0 - tc[r > 0 ? r - 1 : 0];
         }
-        prof[b] = fvi_embed_prof;
+        prof[b] = cur;
         nruns[b] = rr;
         conv_med[b] = median_of(tc, rr) / n;
         other_med[b] = median_of(to, rr) / n;
@@ -237,6 +256,8 @@ int main(int argc, char **argv) {
     rc = 0;
 done:
     fv_image_destroy(img);
+    fvi_resnet_destroy(net);
+    fvi_pool_destroy(pool);
     fv_engine_destroy(eng);
     free(t);
     free(tc);

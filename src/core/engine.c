@@ -35,14 +35,9 @@
 #include "image/image.h"
 #include "image/resize.h"
 #include "nn/nn.h"
+#include "paths.h"
 #include "pool.h"
 
-#ifndef FV_DEFAULT_MODELS_DIR
-#define FV_DEFAULT_MODELS_DIR "models"
-#endif
-#ifndef FV_INSTALL_MODELS_DIR
-#define FV_INSTALL_MODELS_DIR "/usr/local/share/faceverify"
-#endif
 #ifndef FV_CALIBRATED_THRESHOLD
 #define FV_CALIBRATED_THRESHOLD 0.6f
 #endif
@@ -127,16 +122,9 @@ fv_status fv_detector_parse(const char *name, fv_detector *out) {
 }
 
 /* Picks the models folder: the config, then $FACEVERIFY_MODELS, then the
- * build tree's models/ when it holds the detector, then the install dir. */
+ * build tree's or the install prefix's (core/paths.h states the order). */
 static const char *models_dir(const fv_config *cfg) {
-    if (cfg && cfg->models_dir && *cfg->models_dir) return cfg->models_dir;
-    const char *env = getenv("FACEVERIFY_MODELS");
-    if (env && *env) return env;
-    char probe[4096];
-    struct stat sb;
-    snprintf(probe, sizeof probe, "%s/%s", FV_DEFAULT_MODELS_DIR, MODEL_DETECTOR);
-    if (stat(probe, &sb) == 0) return FV_DEFAULT_MODELS_DIR;
-    return FV_INSTALL_MODELS_DIR;
+    return fvi_models_dir(cfg ? cfg->models_dir : NULL);
 }
 
 fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, size_t errlen) {

@@ -636,42 +636,27 @@ static fvi_tensor shaped(float *d, int n, int c, int h, int w) {
     return t;
 }
 
-#ifdef FVI_EMBED_PROFILE
-fvi_embed_profile fvi_embed_prof;
-
-/* Runs one conv and charges its time and work to slot ci. */
-static void conv_timed(int ci, const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, int relu,
-                       float *scratch, fvi_pool *pool) {
+/* Runs conv ci; with a profile (bench_stages), charges its time, work and
+ * shape to slot ci.  Without one the only cost is this test. */
+static void run_conv(fvi_embed_profile *prof, int ci, const fvi_conv *cv, const fvi_tensor *in,
+                     fvi_tensor *out, int relu, float *scratch, fvi_pool *pool) {
+    if (!prof) {
+        fvi_conv_forward_cnhw(cv, in, out, relu, scratch, pool);
+        return;
+    }
     double t0 = fvi_now_ms();
     fvi_conv_forward_cnhw(cv, in, out, relu, scratch, pool);
-    fvi_embed_prof.conv_ms[ci] += fvi_now_ms() - t0;
-    fvi_embed_prof.conv_flop[ci] +=
-        2.0 * out->n * out->h * out->w * cv->out_c * cv->in_c * cv->kh * cv->kw;
+    prof->conv_ms[ci] += fvi_now_ms() - t0;
+    prof->conv_flop[ci] += 2.0 * out->n * out->h * out->w * cv->out_c * cv->in_c * cv->kh * cv->kw;
     const int shape[6] = {cv->in_c, cv->out_c, cv->kh, cv->stride_y, out->h, out->n};
-    memcpy(fvi_embed_prof.conv_shape[ci], shape, sizeof shape);
+    memcpy(prof->conv_shape[ci], shape, sizeof shape);
 }
-#define RUN_CONV(ci, cv, in, out, relu, scratch, pool)                                             \
-    conv_timed(ci, cv, in, out, relu, scratch, pool)
-#define PROF_START() const double prof_t0 = fvi_now_ms()
-#define PROF_END()                                                                                 \
-    do {                                                                                           \
-        double prof_ms = fvi_now_ms() - prof_t0, conv_ms = 0;                                      \
-        for (int i = 0; i < N_CONVS; i++) conv_ms += fvi_embed_prof.conv_ms[i];                    \
-        fvi_embed_prof.forward_ms += prof_ms;                                                      \
-        fvi_embed_prof.other_ms = fvi_embed_prof.forward_ms - conv_ms;                             \
-        fvi_embed_prof.passes++;                                                                   \
-    } while (0)
-#else
-#define RUN_CONV(ci, cv, in, out, relu, scratch, pool)                                             \
-    fvi_conv_forward_cnhw(cv, in, out, relu, scratch, pool)
-#define PROF_START() ((void)0)
-#define PROF_END() ((void)0)
-#endif
 
-/* Runs n chips through the network into out (n x 128). */
+/* Runs n chips through the network into out (n x 128); prof: see
+ * fvi_resnet_embed_profiled. */
 static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fwd_bufs *b,
-                    fvi_pool *pool, float *out) {
-    PROF_START();
+                    fvi_pool *pool, fvi_embed_profile *prof, float *out) {
+    const double prof_t0 = prof ? fvi_now_ms() : 0;
     /* input_rgb_image_sized: (pixel - mean) / 256 into CNHW planes */
     const size_t plane = (size_t)CHIP * CHIP;
     for (int s = 0; s < n; s++) {
@@ -685,7 +670,7 @@ static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fw
     const fvi_conv *stem = &net->conv[0];
     int side = out_dim(stem, CHIP);
     fvi_tensor st = shaped(b->act[0], n, STEM_C, side, side);
-    RUN_CONV(0, stem, &b->x, &st, 1, b->scratch, pool); /* con, affine, relu */
+    run_conv(prof, 0, stem, &b->x, &st, 1, b->scratch, pool); /* con, affine, relu */
     side = fvi_pool_out_dim(side, 3, 2, 0);
     fvi_tensor x = shaped(b->act[1], n, STEM_C, side, side);
     fvi_max_pool(&st, &x, 3, 3, 2, 2, 0, 0);
@@ -694,10 +679,10 @@ static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fw
         const fvi_conv *ca = &net->conv[1 + 2 * bi], *cb = &net->conv[2 + 2 * bi];
         int sa = out_dim(ca, x.h);
         fvi_tensor t = shaped(b->t, n, ca->out_c, sa, sa);
-        RUN_CONV(1 + 2 * bi, ca, &x, &t, 1, b->scratch, pool);
+        run_conv(prof, 1 + 2 * bi, ca, &x, &t, 1, b->scratch, pool);
         int sb = out_dim(cb, sa);
         fvi_tensor u = shaped(b->u, n, cb->out_c, sb, sb);
-        RUN_CONV(2 + 2 * bi, cb, &t, &u, 0, b->scratch, pool);
+        run_conv(prof, 2 + 2 * bi, cb, &t, &u, 0, b->scratch, pool);
         fvi_tensor sc = x;
         if (BLOCKS[bi].down) {
             int sp = fvi_pool_out_dim(x.h, 2, 2, 0);
@@ -715,7 +700,13 @@ static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fw
     fvi_tensor feat = shaped(b->feat, n, FEAT_C, 1, 1);
     fvi_tensor o = shaped(out, n, FV_EMBED_DIM, 1, 1);
     fvi_fc_no_bias(&feat, net->fc, FV_EMBED_DIM, &o);
-    PROF_END();
+    if (prof) {
+        double conv_ms = 0;
+        for (int i = 0; i < N_CONVS; i++) conv_ms += prof->conv_ms[i];
+        prof->forward_ms += fvi_now_ms() - prof_t0;
+        prof->other_ms = prof->forward_ms - conv_ms;
+        prof->passes++;
+    }
 }
 
 /* Takes an arena from the free list (or a new one). */
@@ -743,8 +734,14 @@ static void arena_put(fvi_resnet *net, fvi_arena *a) {
     }
 }
 
-fv_status fvi_resnet_embed(const fvi_resnet *cnet, const unsigned char *chips, size_t n,
+fv_status fvi_resnet_embed(const fvi_resnet *net, const unsigned char *chips, size_t n,
                            fvi_pool *pool, float *out, char *err, size_t errlen) {
+    return fvi_resnet_embed_profiled(net, chips, n, pool, NULL, out, err, errlen);
+}
+
+fv_status fvi_resnet_embed_profiled(const fvi_resnet *cnet, const unsigned char *chips, size_t n,
+                                    fvi_pool *pool, fvi_embed_profile *prof, float *out, char *err,
+                                    size_t errlen) {
     if (!cnet || (n && (!chips || !out)))
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "embed: NULL argument");
     if (n == 0) return FV_OK;
@@ -774,7 +771,7 @@ fv_status fvi_resnet_embed(const fvi_resnet *cnet, const unsigned char *chips, s
             arena_put(net, a);
             return fvi_seterr(err, errlen, FV_E_INTERNAL, "embed: arena smaller than planned");
         }
-        forward(net, chips + done * (size_t)CHIP * CHIP * 3, nb, &bufs, pool,
+        forward(net, chips + done * (size_t)CHIP * CHIP * 3, nb, &bufs, pool, prof,
                 out + done * FV_EMBED_DIM);
         done += (size_t)nb;
     }

@@ -47,13 +47,11 @@ fv_status fvi_resnet_embed(const fvi_resnet *net, const unsigned char *chips, si
 /* Convolutions of the network: the stem, then two per residual block. */
 #define FVI_RESNET_CONVS 29
 
-#ifdef FVI_EMBED_PROFILE
-/* Per-layer timing, compiled only into bench programs that build embed.c
- * with FVI_EMBED_PROFILE (bench/c/bench_stages.c); the library itself has
- * no clock calls in its forward pass.  Sums over forward passes until the
- * caller zeroes it.  A conv's time covers everything fvi_conv_forward_cnhw
- * does (bias, im2col, sgemm, the fused relu); "other" is the input
- * conversion, pooling, residual adds, global average and fc. */
+/* Per-layer timing of the forward pass, for bench/c/bench_stages.c.  Sums
+ * over forward passes until the caller zeroes it.  A conv's time covers
+ * everything fvi_conv_forward_cnhw does (bias, im2col, sgemm, the fused
+ * relu); "other" is the input conversion, pooling, residual adds, global
+ * average and fc. */
 typedef struct {
     double conv_ms[FVI_RESNET_CONVS];
     double conv_flop[FVI_RESNET_CONVS];  /* 2 x multiply-adds computed */
@@ -62,7 +60,12 @@ typedef struct {
     double forward_ms;
     long passes;
 } fvi_embed_profile;
-extern fvi_embed_profile fvi_embed_prof;
-#endif
+
+/* fvi_resnet_embed that also adds the time of each layer to *prof when
+ * prof is not NULL (the caller owns it and zeroes it; one profile per
+ * calling thread).  With NULL it is fvi_resnet_embed and reads no clock. */
+fv_status fvi_resnet_embed_profiled(const fvi_resnet *net, const unsigned char *chips, size_t n,
+                                    fvi_pool *pool, fvi_embed_profile *prof, float *out, char *err,
+                                    size_t errlen);
 
 #endif

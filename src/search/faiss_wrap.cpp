@@ -76,6 +76,10 @@ static faiss::Index *make_inner(int kind, int dim, size_t ntrain, const float *t
     }
 }
 
+extern "C" int fvi_faiss_available(char *, size_t) {
+    return 0;
+}
+
 extern "C" fvi_faiss *fvi_faiss_create(int kind, int dim, size_t ntrain, const float *train,
                                        char *err, size_t errlen) {
     try {

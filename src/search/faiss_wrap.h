@@ -27,6 +27,11 @@ extern "C" {
 
 typedef struct fvi_faiss fvi_faiss;
 
+/* 0 when this build has FAISS (faiss_wrap.cpp); -1 with the reason in err
+ * when it was configured with FV_FAISS=OFF (faiss_none.c, whose other
+ * entry points then fail the same way). */
+int fvi_faiss_available(char *err, size_t errlen);
+
 enum { FVI_FAISS_FLAT = 0, FVI_FAISS_HNSW = 1, FVI_FAISS_IVFPQ = 2 };
 
 /* New empty index of dimension dim.  IVFPQ is trained on the ntrain

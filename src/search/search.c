@@ -200,6 +200,7 @@ fvi_search *fvi_search_create(fvi_search_kind kind, char *err, size_t errlen) {
         snprintf(err, errlen, "unknown search backend");
         return NULL;
     }
+    if (is_faiss(kind) && fvi_faiss_available(err, errlen)) return NULL;
     fvi_search *s = fvi_calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");

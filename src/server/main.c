@@ -17,8 +17,9 @@
  * reads the command line into an invocation (read_args, then
  * apply_config), finds the command and runs it, opening the database for
  * those that need one (with_store).  All commands that use the database
- * read its URL from FACEVERIFY_DATABASE_URL (default: sqlite under the
- * repo's var/).
+ * read its URL from FACEVERIFY_DATABASE_URL (default: paths.h, SQLite under
+ * the repo's var/ for a build-tree daemon, PREFIX/var/lib/faceverify when
+ * installed).
  */
 #include <errno.h>
 #include <malloc.h>
@@ -33,14 +34,8 @@
 #include "crypto.h"
 #include "demo.h"
 #include "http.h"
+#include "paths.h"
 #include "server.h"
-
-#ifndef FVS_DEFAULT_DB
-#define FVS_DEFAULT_DB "var/faceverify.db"
-#endif
-#ifndef FVS_ASSETS_DIR
-#define FVS_ASSETS_DIR "src/server"
-#endif
 
 /* The command table (COMMANDS), defined below the handlers: its number
  * of rows and row i's lines of this usage text. */
@@ -48,13 +43,15 @@ static size_t command_count(void);
 static const char *command_usage(size_t i);
 
 static void usage(FILE *f) {
+    fvs_paths paths;
+    fvs_paths_default(&paths);
     fprintf(f, "usage: faceverifyd COMMAND [options]\n"
                "commands:\n");
     for (size_t i = 0; i < command_count(); i++) fputs(command_usage(i), f);
     fprintf(f,
             "options (environment variable in brackets):\n"
             "  --database URL      sqlite:///path or postgres://... [FACEVERIFY_DATABASE_URL]\n"
-            "                      default sqlite://%s\n"
+            "                      default %s\n"
             "  --listen HOST:PORT  default 127.0.0.1:8000 [FACEVERIFY_LISTEN]\n"
             "  --http-threads N    ignored (one thread per connection) [FACEVERIFY_HTTP_THREADS]\n"
             "  --max-inflight N    requests handled at once; more get 503 + Retry-After,\n"
@@ -90,7 +87,7 @@ static void usage(FILE *f) {
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
             "                      (XChaCha20-Poly1305); needed to read encrypted ones\n",
-            FVS_DEFAULT_DB);
+            paths.db_url);
 }
 
 static int parse_listen(const char *s, fvs_config *cfg) {
@@ -191,19 +188,14 @@ typedef struct invocation {
     long long audit_limit; /* audit --limit */
     const char *model;     /* createcollection --model */
     int backend_flagged;   /* --index-backend was a flag, not the environment */
+    fvs_paths paths;       /* default files; cfg points into it */
 } invocation;
 
-/* Makes the folder of a default SQLite file (var/) so that a first run
- * works without setup. */
+/* Makes the folders of a SQLite file (var/, PREFIX/var/lib/faceverify)
+ * so that a first run works without setup. */
 static void make_sqlite_dir(const char *url) {
-    if (strncmp(url, "sqlite://", 9) != 0) return;
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", url + 9);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir) return;
-    *slash = 0;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-        fprintf(stderr, "faceverifyd: cannot create %s: %s\n", dir, strerror(errno));
+    char err[PATH_MAX + 128];
+    if (fvs_paths_prepare_sqlite(url, err, sizeof err)) fprintf(stderr, "faceverifyd: %s\n", err);
 }
 
 static int valid_name(const char *s) {
@@ -601,7 +593,8 @@ static void config_defaults(invocation *inv) {
     snprintf(cfg->host, sizeof cfg->host, "127.0.0.1");
     cfg->port = 8000;
     cfg->max_body = 12 * 1000 * 1000;
-    cfg->assets_dir = FVS_ASSETS_DIR;
+    fvs_paths_default(&inv->paths);
+    cfg->assets_dir = inv->paths.assets;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->max_inflight = ncpu > 2 ? (int)(8 * ncpu) : 16;
     cfg->max_connections = 512;
@@ -720,7 +713,7 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_MODELS]) cfg->models_dir = val[OPT_MODELS];
     if (val[OPT_MODELS_DIR] && *val[OPT_MODELS_DIR]) cfg->trained_dir = val[OPT_MODELS_DIR];
     if (val[OPT_ASSETS]) cfg->assets_dir = val[OPT_ASSETS];
-    cfg->database_url = val[OPT_DB] ? val[OPT_DB] : "sqlite://" FVS_DEFAULT_DB;
+    cfg->database_url = val[OPT_DB] ? val[OPT_DB] : inv->paths.db_url;
     inv->model = val[OPT_MODEL];
     icfg->backend = FVI_SEARCH_EXACT;
     icfg->db_url = cfg->database_url;

@@ -1,6 +1,7 @@
 # faceverify: the two commands a new user needs.
 #   make run    bootstrap, build, migrate, then serve faceverifyd on
-#               127.0.0.1:$PORT (default 8000)
+#               127.0.0.1:$PORT (default 8000); DATABASE=postgres serves on
+#               a local PostgreSQL cluster instead of SQLite
 #   make test   bootstrap, build, then every test (C unit tests, Python parity
 #               and CLI tests, the C tests again under ASan+UBSan, format and
 #               static checks)
@@ -59,10 +60,27 @@ fuzz-merge: fuzz
 # key is printed once), then serve on 127.0.0.1:$(PORT) until Ctrl-C/SIGTERM,
 # with the demo page at http://127.0.0.1:$(PORT)/ (--demo: keyless, local
 # only, bound to the collection `demo`).
+# DATABASE=postgres: the same on this machine's Debian PostgreSQL cluster,
+# started (and given the role and database faceverify) by
+# scripts/pg_local.sh as .ci/run does; it needs root, so a user runs it
+# through sudo.  The URL it printed is shown, for FACEVERIFY_DATABASE_URL.
+DATABASE ?= sqlite
 run: bootstrap build
-	@$(BUILD)/bin/faceverifyd migrate
-	@$(BUILD)/bin/faceverifyd createcollection default --if-missing
-	@exec $(BUILD)/bin/faceverifyd serve --listen 127.0.0.1:$(PORT) --demo
+	@set -e; \
+	if [ "$(DATABASE)" = postgres ]; then \
+	  pg="env FV_PG_DB=faceverify scripts/pg_local.sh"; \
+	  [ "$$(id -u)" = 0 ] || pg="sudo $$pg"; \
+	  url=$$($$pg | tail -n 1); \
+	  case "$$url" in postgres://*) ;; \
+	  *) echo "make run: scripts/pg_local.sh printed no URL" >&2; exit 1 ;; esac; \
+	  echo "database: FACEVERIFY_DATABASE_URL=$$url"; \
+	  export FACEVERIFY_DATABASE_URL="$$url"; \
+	elif [ "$(DATABASE)" != sqlite ]; then \
+	  echo "make run: DATABASE is sqlite (default) or postgres" >&2; exit 2; \
+	fi; \
+	$(BUILD)/bin/faceverifyd migrate; \
+	$(BUILD)/bin/faceverifyd createcollection default --if-missing; \
+	exec $(BUILD)/bin/faceverifyd serve --listen 127.0.0.1:$(PORT) --demo
 
 test: bootstrap build asan
 	@$(MAKE) --no-print-directory check-format cppcheck test-c test-py test-asan test-server test-fuzz

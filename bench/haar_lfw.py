@@ -30,6 +30,11 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 from fit_haar_mapping import iou, lfw_images  # noqa: E402
 
 
+def ltrb(box):
+    """The CLI's (and API's) box object as [left, top, right, bottom]."""
+    return [box["left"], box["top"], box["right"], box["bottom"]]
+
+
 def detect(cli, path, det, threads):
     r = subprocess.run([cli, "detect", path, "--json", "--detector", det, "--threads",
                         str(threads)], capture_output=True, text=True)
@@ -73,13 +78,13 @@ def main():
         m, h = res["mmod"][p], res["haar"][p]
         if not m or not h:
             continue
-        mb = [f["box"] for f in m["faces"]]
+        mb = [ltrb(f["box"]) for f in m["faces"]]
         for f in h["faces"]:
-            if not any(iou(f["box"], b) >= 0.3 for b in mb):
+            if not any(iou(ltrb(f["box"]), b) >= 0.3 for b in mb):
                 lonely += 1
         if m["faces"] and h["faces"]:
             both += 1
-            agree += iou(m["faces"][0]["box"], h["faces"][0]["box"]) >= 0.5
+            agree += iou(ltrb(m["faces"][0]["box"]), ltrb(h["faces"][0]["box"])) >= 0.5
     out["haar_boxes_overlapping_no_mmod_box"] = lonely
     out["images_both_found"] = both
     out["largest_faces_agree_iou_0_5"] = agree

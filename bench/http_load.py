@@ -12,7 +12,7 @@ errors (connect/read/write/timeout/non-2xx), and the server's RSS sampled
 every 0.1 s.  In-process, two references for the same images: warm
 (bench_stages: decode + MMOD + landmarks + chip + embed medians in one
 long-lived process, like the server's) and cold (`faceverify verify
---json` total_ms / `faceverify embed --json` stage sum in a fresh process,
+--json` / `faceverify embed --json` timings_ms.total in a fresh process,
 which also pays first-use allocation).  Server overhead is p50 at 1
 connection against the warm reference.  Writes bench/results/http_load.json.
 
@@ -144,9 +144,10 @@ def main():
         out["inprocess_ms"] = {
             "verify": warm(pa, a.inproc) + warm(pb, a.inproc),
             "identify_embed": warm(probe, a.inproc),
-            "cold_process_verify": inproc(["verify", pa, pb], a.inproc, lambda j: j["total_ms"]),
+            "cold_process_verify": inproc(["verify", pa, pb], a.inproc,
+                                          lambda j: j["timings_ms"]["total"]),
             "cold_process_identify_embed": inproc(["embed", probe], a.inproc,
-                                                  lambda j: sum(j["timings_ms"].values())),
+                                                  lambda j: j["timings_ms"]["total"]),
         }
         for name, (path, (body, ctype)) in bodies.items():
             bf = tmp / f"{name}.body"

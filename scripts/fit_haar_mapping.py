@@ -57,7 +57,8 @@ def mmod_boxes(build, paths):
             out[p] = ([], None)
             continue
         j = json.loads(r.stdout)
-        out[p] = ([f["box"] for f in j["faces"]], j.get("timings_ms", {}).get("detect"))
+        boxes = [[f["box"][k] for k in ("left", "top", "right", "bottom")] for f in j["faces"]]
+        out[p] = (boxes, j.get("timings_ms", {}).get("detect"))
     return out
 
 

@@ -32,6 +32,21 @@ typedef struct fv_cli_opts {
 } fv_cli_opts;
 
 int fv_cli_exit_code(fv_status st);
+/* Reports a failure once: "faceverify: MESSAGE" on stderr and, when o->json
+ * is set (o may be NULL), the HTTP API's error object {"error": {"code":
+ * fv_status_name(st), "message": MESSAGE}} as the one line on stdout, so a
+ * script reading --json output always gets JSON.  Returns st. */
+fv_status fv_cli_error(const fv_cli_opts *o, fv_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The id of the embedding space this run embeds into, written to buf: the
+ * model's id (FV_MODEL_ID for the engine's ResNet, or --model's), plus
+ * "+flip_mean" / "+flip_unit" under --flip, since averaging with the mirror
+ * moves every embedding and has its own threshold.  embed and verify --json
+ * report it as "model", so compare (fv_compare's id check) and the server
+ * (whose embeddings are never flipped) refuse flipped against plain.  The
+ * suffix is added for trained models too: no flipped embedding may pass as
+ * a plain one even if a model path ignores --flip.  Returns buf. */
+const char *fv_cli_model_id(const fv_cli_opts *o, const fv_model *m, char *buf, size_t cap);
 /* Parses options after the command name; prints a message and returns -1
  * on a bad option. */
 int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o);
@@ -39,6 +54,8 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o);
 fv_status fv_cli_engine(const fv_cli_opts *o, fv_engine **eng);
 /* Loads an image, printing the reason on failure; *ms: decode time. */
 fv_status fv_cli_load(const fv_cli_opts *o, const char *path, fv_image **img, double *ms);
+/* A face as the API's Face object: box {left, top, right, bottom}, score,
+ * landmarks [[x, y] x 5].  The caller owns the result. */
 json_t *fv_cli_face_json(const fv_face *f);
 /* Prints j compactly on one line and releases it. */
 void fv_cli_print_json(json_t *j);

@@ -8,11 +8,20 @@
  *   faceverify compare A.json B.json     distance of two `embed --json` outputs
  *   faceverify train --data DIR --out MODEL [options]   (train.c)
  *
- * Exit codes (one table, exit_code_for): 0 success / same person, 1
+ * Exit codes (one table, fv_cli_exit_code): 0 success / same person, 1
  * different people, 2 input or usage error (no face, unreadable, too
  * large, bad option), 3 models unavailable or an internal failure.
- * Messages go to stderr; results (text or --json) to stdout.
+ * Messages go to stderr; results (text or --json) to stdout.  With --json,
+ * stdout always carries one JSON document: the result, or the HTTP API's
+ * error object {"error": {"code", "message"}} (fv_cli_error).
+ *
+ * The --json shapes are the HTTP API's (src/server/openapi.json): a face is
+ * {box: {left, top, right, bottom}, score, landmarks}, the face a result
+ * used adds faces_detected, verify puts its faces under faces.a / faces.b,
+ * and timings_ms (summed over both images, with a total) sits at the top.
+ * A script moving from the CLI to the server reads the same keys.
  */
+#include <stdarg.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +48,35 @@ int fv_cli_exit_code(fv_status st) {
     default:
         return FV_EXIT_FAILURE;
     }
+}
+
+fv_status fv_cli_error(const fv_cli_opts *o, fv_status st, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "faceverify: %s\n", msg);
+    if (o && o->json)
+        fv_cli_print_json(
+            json_pack("{s:{s:s,s:s}}", "error", "code", fv_status_name(st), "message", msg));
+    return st;
+}
+
+const char *fv_cli_model_id(const fv_cli_opts *o, const fv_model *m, char *buf, size_t cap) {
+    const char *id = m ? fv_model_id(m) : FV_MODEL_ID;
+    const char *suffix = o->cfg.flip == FV_FLIP_MEAN   ? "+flip_mean"
+                         : o->cfg.flip == FV_FLIP_UNIT ? "+flip_unit"
+                                                       : "";
+    snprintf(buf, cap, "%s%s", id, suffix);
+    return buf;
+}
+
+/* A bad option: reported like any error (so --json gets the error object),
+ * and -1 for fv_cli_parse_common's caller. */
+static int bad_option(const fv_cli_opts *o, const char *fmt, const char *arg) {
+    fv_cli_error(o, FV_E_INVALID_ARGUMENT, fmt, arg);
+    return -1;
 }
 
 static void usage(FILE *f) {
@@ -106,6 +144,9 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
     memset(o, 0, sizeof *o);
     fv_config_init(&o->cfg);
     fv_verify_options_init(&o->verify);
+    /* known before any option is checked, so a bad one is reported as JSON */
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--json")) o->json = 1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -124,13 +165,11 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
             else if (!strcmp(v, "unit"))
                 o->cfg.flip = FV_FLIP_UNIT;
             else {
-                fprintf(stderr, "faceverify: --flip-mode takes none, mean or unit\n");
-                return -1;
+                return bad_option(o, "--flip-mode takes none, mean or unit", NULL);
             }
         } else if (!strcmp(a, "--jobs") && v) {
             if (parse_int(v, 1, 64, &o->jobs)) {
-                fprintf(stderr, "faceverify: --jobs takes 1..64\n");
-                return -1;
+                return bad_option(o, "--jobs takes 1..64", NULL);
             }
         } else if (!strcmp(a, "--embeddings-from") && v) {
             o->embeddings_from = v;
@@ -146,8 +185,7 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
             takes = 0;
         } else if (!strcmp(a, "--detector") && v) {
             if (fv_detector_parse(v, &o->verify.detect.detector) != FV_OK) {
-                fprintf(stderr, "faceverify: unknown detector '%s' (mmod, none, haar)\n", v);
-                return -1;
+                return bad_option(o, "unknown detector '%s' (mmod, none, haar)", v);
             }
         } else if (!strcmp(a, "--pick") && v) {
             if (!strcmp(v, "largest"))
@@ -155,30 +193,25 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
             else if (!strcmp(v, "center"))
                 o->verify.detect.order = FV_ORDER_CENTER;
             else {
-                fprintf(stderr, "faceverify: --pick takes largest or center\n");
-                return -1;
+                return bad_option(o, "--pick takes largest or center", NULL);
             }
         } else if (!strcmp(a, "--upsample") && v) {
             if (parse_int(v, 0, 2, &o->verify.detect.upsample)) {
-                fprintf(stderr, "faceverify: --upsample takes 0..2\n");
-                return -1;
+                return bad_option(o, "--upsample takes 0..2", NULL);
             }
         } else if (!strcmp(a, "--max-side") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.max_side)) {
-                fprintf(stderr, "faceverify: --max-side takes 0..100000\n");
-                return -1;
+                return bad_option(o, "--max-side takes 0..100000", NULL);
             }
         } else if (!strcmp(a, "--threads") && v) {
             if (parse_int(v, 1, 256, &o->cfg.threads)) {
-                fprintf(stderr, "faceverify: --threads takes 1..256\n");
-                return -1;
+                return bad_option(o, "--threads takes 1..256", NULL);
             }
         } else if (!strcmp(a, "--threshold") && v) {
             char *end;
             double t = strtod(v, &end);
             if (!*v || *end || !(t > 0 && t < 10)) {
-                fprintf(stderr, "faceverify: --threshold takes a distance in (0, 10)\n");
-                return -1;
+                return bad_option(o, "--threshold takes a distance in (0, 10)", NULL);
             }
             o->verify.threshold = (float)t;
         } else if (!strcmp(a, "--models") && v) {
@@ -189,24 +222,20 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
             char *end;
             double f = strtod(v, &end);
             if (!*v || *end || !(f >= 1.01 && f <= 10)) {
-                fprintf(stderr, "faceverify: --scale-factor takes 1.01..10\n");
-                return -1;
+                return bad_option(o, "--scale-factor takes 1.01..10", NULL);
             }
             o->verify.detect.haar_scale_factor = (float)f;
         } else if (!strcmp(a, "--min-neighbors") && v) {
             if (parse_int(v, 0, 1000, &o->verify.detect.haar_min_neighbors)) {
-                fprintf(stderr, "faceverify: --min-neighbors takes 0..1000\n");
-                return -1;
+                return bad_option(o, "--min-neighbors takes 0..1000", NULL);
             }
         } else if (!strcmp(a, "--min-size") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.haar_min_size)) {
-                fprintf(stderr, "faceverify: --min-size takes 0..100000\n");
-                return -1;
+                return bad_option(o, "--min-size takes 0..100000", NULL);
             }
         } else if (!strcmp(a, "--max-size") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.haar_max_size)) {
-                fprintf(stderr, "faceverify: --max-size takes 0..100000\n");
-                return -1;
+                return bad_option(o, "--max-size takes 0..100000", NULL);
             }
         } else if (!strcmp(a, "--model") && v) {
             o->model = v;
@@ -215,12 +244,10 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
         } else if (!strcmp(a, "--root") && v) {
             o->root = v;
         } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "faceverify: unknown or incomplete option '%s'\n", a);
-            return -1;
+            return bad_option(o, "unknown or incomplete option '%s'", a);
         } else {
             if (o->npos >= FV_CLI_MAX_POS) {
-                fprintf(stderr, "faceverify: too many arguments\n");
-                return -1;
+                return bad_option(o, "too many arguments", NULL);
             }
             o->pos[o->npos++] = a;
             takes = 0;
@@ -233,7 +260,7 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
 fv_status fv_cli_engine(const fv_cli_opts *o, fv_engine **eng) {
     char err[512] = "";
     fv_status st = fv_engine_create(&o->cfg, eng, err, sizeof err);
-    if (st != FV_OK) fprintf(stderr, "faceverify: cannot load models: %s\n", err);
+    if (st != FV_OK) fv_cli_error(o, st, "cannot load models: %s", err);
     return st;
 }
 
@@ -242,7 +269,7 @@ fv_status fv_cli_load(const fv_cli_opts *o, const char *path, fv_image **img, do
     double t0 = fvi_now_ms();
     fv_status st = fv_image_load(path, &o->cfg.limits, img, err, sizeof err);
     if (ms) *ms = fvi_now_ms() - t0;
-    if (st != FV_OK) fprintf(stderr, "faceverify: %s: %s\n", path, err[0] ? err : fv_strerror(st));
+    if (st != FV_OK) fv_cli_error(o, st, "%s: %s", path, err[0] ? err : fv_strerror(st));
     return st;
 }
 
@@ -251,7 +278,7 @@ fv_status fv_cli_model(const fv_cli_opts *o, fv_model **m) {
     if (!o->model) return FV_OK;
     char err[512] = "";
     fv_status st = fv_model_load(o->model, m, err, sizeof err);
-    if (st != FV_OK) fprintf(stderr, "faceverify: cannot load model: %s\n", err);
+    if (st != FV_OK) fv_cli_error(o, st, "cannot load model: %s", err);
     return st;
 }
 
@@ -267,13 +294,24 @@ json_t *fv_cli_face_json(const fv_face *f) {
     json_t *lm = json_array();
     for (int i = 0; i < FV_NUM_LANDMARKS; i++)
         json_array_append_new(lm, json_pack("[f,f]", f->landmarks[i].x, f->landmarks[i].y));
-    return json_pack("{s:[f,f,f,f],s:f,s:o}", "box", f->left, f->top, f->right, f->bottom, "score",
-                     f->score, "landmarks", lm);
+    return json_pack("{s:{s:f,s:f,s:f,s:f},s:f,s:o}", "box", "left", f->left, "top", f->top,
+                     "right", f->right, "bottom", f->bottom, "score", f->score, "landmarks", lm);
 }
 
-static json_t *timings_json(const fv_timings *t) {
-    return json_pack("{s:f,s:f,s:f,s:f,s:f}", "decode", t->decode_ms, "detect", t->detect_ms,
-                     "landmarks", t->landmarks_ms, "chip", t->chip_ms, "embed", t->embed_ms);
+/* The face a result used, as the API's UsedFace: the face plus how many
+ * faces its image held. */
+static json_t *used_face_json(const fv_face_result *r) {
+    json_t *o = fv_cli_face_json(&r->face);
+    json_object_set_new(o, "faces_detected", json_integer((json_int_t)r->faces));
+    return o;
+}
+
+/* The API's timings_ms: the stages (summed over the images of a result)
+ * and the whole command's time after the engine was ready. */
+static json_t *timings_json(const fv_timings *t, double total_ms) {
+    return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "decode", t->decode_ms, "detect", t->detect_ms,
+                     "landmarks", t->landmarks_ms, "chip", t->chip_ms, "embed", t->embed_ms,
+                     "total", total_ms);
 }
 
 void fv_cli_print_json(json_t *j) {
@@ -312,10 +350,8 @@ static fv_status verify_with_model(const fv_engine *eng, const fv_model *m, cons
 }
 
 static int cmd_verify(fv_cli_opts *o) {
-    if (o->npos != 2) {
-        fprintf(stderr, "faceverify verify: needs two images\n");
-        return FV_EXIT_INPUT;
-    }
+    if (o->npos != 2)
+        return fv_cli_exit_code(fv_cli_error(o, FV_E_INVALID_ARGUMENT, "verify needs two images"));
     fv_engine *eng = NULL;
     fv_model *m = NULL;
     fv_image *a = NULL, *b = NULL;
@@ -329,22 +365,26 @@ static int cmd_verify(fv_cli_opts *o) {
     if (st == FV_OK) {
         st = m ? verify_with_model(eng, m, a, b, o, &r, err, sizeof err)
                : fv_verify(eng, a, b, &o->verify, &r, err, sizeof err);
-        if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
+        if (st != FV_OK) fv_cli_error(o, st, "%s", err);
     }
     int code = fv_cli_exit_code(st);
     if (st == FV_OK) {
         r.a.timings.decode_ms = ta;
         r.b.timings.decode_ms = tb;
         if (o->json) {
-            json_t *j = json_pack(
-                "{s:b,s:f,s:f,s:f,s:s,s:s,s:{s:o,s:I,s:o},s:{s:o,s:I,s:o},s:f}", "verified",
-                r.verified, "distance", r.distance, "threshold", r.threshold, "similarity",
-                r.similarity, "model", r.model, "detector", r.detector, "face_a", "face",
-                fv_cli_face_json(&r.a.face), "faces", (json_int_t)r.a.faces, "timings_ms",
-                timings_json(&r.a.timings), "face_b", "face", fv_cli_face_json(&r.b.face), "faces",
-                (json_int_t)r.b.faces, "timings_ms", timings_json(&r.b.timings), "total_ms",
-                r.total_ms + ta + tb);
-            fv_cli_print_json(j);
+            fv_timings t = r.a.timings;
+            t.decode_ms += r.b.timings.decode_ms;
+            t.detect_ms += r.b.timings.detect_ms;
+            t.landmarks_ms += r.b.timings.landmarks_ms;
+            t.chip_ms += r.b.timings.chip_ms;
+            t.embed_ms += r.b.timings.embed_ms;
+            char id[160];
+            fv_cli_print_json(json_pack(
+                "{s:b,s:f,s:f,s:f,s:{s:o,s:o},s:s,s:s,s:o}", "verified", r.verified, "distance",
+                r.distance, "threshold", r.threshold, "similarity", r.similarity, "faces", "a",
+                used_face_json(&r.a), "b", used_face_json(&r.b), "model",
+                fv_cli_model_id(o, m, id, sizeof id), "detector", r.detector, "timings_ms",
+                timings_json(&t, r.total_ms + ta + tb)));
         } else {
             printf("%s (distance %.4f, threshold %.4f, similarity %.3f)\n",
                    r.verified ? "same person" : "different people", r.distance, r.threshold,
@@ -363,10 +403,8 @@ static int cmd_verify(fv_cli_opts *o) {
 }
 
 static int cmd_detect(fv_cli_opts *o) {
-    if (o->npos != 1) {
-        fprintf(stderr, "faceverify detect: needs one image\n");
-        return FV_EXIT_INPUT;
-    }
+    if (o->npos != 1)
+        return fv_cli_exit_code(fv_cli_error(o, FV_E_INVALID_ARGUMENT, "detect needs one image"));
     fv_engine *eng = NULL;
     fv_image *img = NULL;
     char err[512] = "";
@@ -381,7 +419,9 @@ static int cmd_detect(fv_cli_opts *o) {
         t0 = fvi_now_ms();
         st = fv_detect(eng, img, &o->verify.detect, faces, CAP, &n, err, sizeof err);
         t1 = fvi_now_ms();
-        if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
+        if (st != FV_OK) fv_cli_error(o, st, "%s", err);
+    } else if (!faces) {
+        fv_cli_error(o, st, "out of memory");
     }
     if (st == FV_OK) {
         size_t shown = n < CAP ? n : CAP;
@@ -389,10 +429,11 @@ static int cmd_detect(fv_cli_opts *o) {
             json_t *arr = json_array();
             for (size_t i = 0; i < shown; i++)
                 json_array_append_new(arr, fv_cli_face_json(&faces[i]));
-            fv_cli_print_json(json_pack(
-                "{s:i,s:i,s:s,s:I,s:o,s:{s:f,s:f}}", "width", img->width, "height", img->height,
-                "detector", fv_detector_name(o->verify.detect.detector), "count", (json_int_t)n,
-                "faces", arr, "timings_ms", "decode", td, "detect", t1 - t0));
+            fv_cli_print_json(json_pack("{s:o,s:I,s:{s:i,s:i},s:s,s:{s:f,s:f,s:f}}", "faces", arr,
+                                        "count", (json_int_t)n, "image", "width", img->width,
+                                        "height", img->height, "detector",
+                                        fv_detector_name(o->verify.detect.detector), "timings_ms",
+                                        "decode", td, "detect", t1 - t0, "total", td + t1 - t0));
         } else {
             printf("%zu face%s\n", n, n == 1 ? "" : "s");
             for (size_t i = 0; i < shown; i++)
@@ -407,22 +448,22 @@ static int cmd_detect(fv_cli_opts *o) {
 }
 
 static int cmd_embed(fv_cli_opts *o) {
-    if (o->npos != 1) {
-        fprintf(stderr, "faceverify embed: needs one image\n");
-        return FV_EXIT_INPUT;
-    }
+    if (o->npos != 1)
+        return fv_cli_exit_code(fv_cli_error(o, FV_E_INVALID_ARGUMENT, "embed needs one image"));
     fv_engine *eng = NULL;
     fv_model *m = NULL;
     fv_image *img = NULL;
     char err[512] = "";
     fv_face_result r;
-    double td = 0;
+    double td = 0, t0 = 0, t1 = 0;
     fv_status st = fv_cli_load(o, o->pos[0], &img, &td);
     if (st == FV_OK) st = fv_cli_model(o, &m);
     if (st == FV_OK) st = fv_cli_engine(o, &eng);
     if (st == FV_OK) {
+        t0 = fvi_now_ms();
         st = fv_cli_embed(eng, m, img, o, &r, err, sizeof err);
-        if (st != FV_OK) fprintf(stderr, "faceverify: %s\n", err);
+        t1 = fvi_now_ms();
+        if (st != FV_OK) fv_cli_error(o, st, "%s", err);
     }
     if (st == FV_OK) {
         const int dim = m ? fv_model_dim(m) : FV_EMBED_DIM;
@@ -430,10 +471,11 @@ static int cmd_embed(fv_cli_opts *o) {
         json_t *emb = json_array();
         for (int i = 0; i < dim; i++) json_array_append_new(emb, json_real(r.embedding[i]));
         if (o->json) {
-            fv_cli_print_json(json_pack("{s:s,s:o,s:I,s:o,s:o}", "model",
-                                        m ? fv_model_id(m) : FV_MODEL_ID, "face",
-                                        fv_cli_face_json(&r.face), "faces", (json_int_t)r.faces,
-                                        "embedding", emb, "timings_ms", timings_json(&r.timings)));
+            char id[160];
+            fv_cli_print_json(json_pack("{s:s,s:o,s:o,s:o}", "model",
+                                        fv_cli_model_id(o, m, id, sizeof id), "face",
+                                        used_face_json(&r), "embedding", emb, "timings_ms",
+                                        timings_json(&r.timings, td + t1 - t0)));
         } else {
             for (int i = 0; i < dim; i++)
                 printf("%.7g%c", r.embedding[i], i + 1 < dim ? ' ' : '\n');
@@ -446,22 +488,21 @@ static int cmd_embed(fv_cli_opts *o) {
     return fv_cli_exit_code(st);
 }
 
-/* Reads an `embed --json` output: its model id and embedding. */
-static fv_status read_template(const char *path, char *model, size_t cap, float *emb, int *dim) {
+/* Reads an `embed --json` output: its model id (the embedding space,
+ * fv_cli_model_id) and embedding. */
+static fv_status read_template(const fv_cli_opts *o, const char *path, char *model, size_t cap,
+                               float *emb, int *dim) {
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
-    if (!j) {
-        fprintf(stderr, "faceverify: %s: %s\n", path, je.text);
-        return FV_E_INVALID_ARGUMENT;
-    }
+    if (!j) return fv_cli_error(o, FV_E_INVALID_ARGUMENT, "%s: %s", path, je.text);
     const char *id = json_string_value(json_object_get(j, "model"));
     json_t *e = json_object_get(j, "embedding");
     size_t n = json_array_size(e);
     fv_status st = FV_OK;
     if (!id || n == 0 || n > FV_EMBED_DIM) {
-        fprintf(stderr, "faceverify: %s: needs \"model\" and an \"embedding\" of 1..%d numbers\n",
-                path, FV_EMBED_DIM);
-        st = FV_E_INVALID_ARGUMENT;
+        st = fv_cli_error(o, FV_E_INVALID_ARGUMENT,
+                          "%s: needs \"model\" and an \"embedding\" of 1..%d numbers", path,
+                          FV_EMBED_DIM);
     } else {
         snprintf(model, cap, "%s", id);
         for (size_t i = 0; i < n && st == FV_OK; i++) {
@@ -469,8 +510,7 @@ static fv_status read_template(const char *path, char *model, size_t cap, float 
             if (!json_is_number(v)) st = FV_E_INVALID_ARGUMENT;
             emb[i] = (float)json_number_value(v);
         }
-        if (st != FV_OK)
-            fprintf(stderr, "faceverify: %s: embedding values must be numbers\n", path);
+        if (st != FV_OK) fv_cli_error(o, st, "%s: embedding values must be numbers", path);
         *dim = (int)n;
     }
     json_decref(j);
@@ -478,21 +518,18 @@ static fv_status read_template(const char *path, char *model, size_t cap, float 
 }
 
 static int cmd_compare(fv_cli_opts *o) {
-    if (o->npos != 2) {
-        fprintf(stderr, "faceverify compare: needs two `embed --json` files\n");
-        return FV_EXIT_INPUT;
-    }
-    char ma[128], mb[128];
+    if (o->npos != 2)
+        return fv_cli_exit_code(
+            fv_cli_error(o, FV_E_INVALID_ARGUMENT, "compare needs two `embed --json` files"));
+    char ma[160], mb[160];
     float a[FV_EMBED_DIM], b[FV_EMBED_DIM], d = 0;
     int da = 0, db = 0;
-    fv_status st = read_template(o->pos[0], ma, sizeof ma, a, &da);
-    if (st == FV_OK) st = read_template(o->pos[1], mb, sizeof mb, b, &db);
+    fv_status st = read_template(o, o->pos[0], ma, sizeof ma, a, &da);
+    if (st == FV_OK) st = read_template(o, o->pos[1], mb, sizeof mb, b, &db);
     if (st != FV_OK) return FV_EXIT_INPUT;
     st = da == db ? fv_compare(ma, a, mb, b, da, &d) : FV_E_MODEL_MISMATCH;
-    if (st != FV_OK) {
-        fprintf(stderr, "faceverify: %s: %s vs %s\n", fv_status_name(st), ma, mb);
-        return fv_cli_exit_code(st);
-    }
+    if (st != FV_OK)
+        return fv_cli_exit_code(fv_cli_error(o, st, "%s: %s vs %s", fv_status_name(st), ma, mb));
     if (o->json)
         fv_cli_print_json(json_pack("{s:f,s:s}", "distance", (double)d, "model", ma));
     else
@@ -525,6 +562,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval-pairs")) return fv_cli_eval_pairs(&o);
     if (!strcmp(cmd, "compare")) return cmd_compare(&o);
     if (!strcmp(cmd, "eval-lfw")) return fv_cli_eval_lfw(&o);
-    fprintf(stderr, "faceverify: unknown command '%s' (try --help)\n", cmd);
-    return FV_EXIT_INPUT;
+    return fv_cli_exit_code(
+        fv_cli_error(&o, FV_E_INVALID_ARGUMENT, "unknown command '%s' (try --help)", cmd));
 }

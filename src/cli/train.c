@@ -747,6 +747,367 @@ static json_t *eval_json(const evalres *v, const evalres *tr) {
                      "train_eval_loss", tr->loss);
 }
 
+/* One training run's state, filled step by step by fv_cli_train's parts
+ * (load_data, split_identities, build_network, train_epochs, save_model,
+ * report) and released once by trainer_free. */
+typedef struct trainer {
+    const topts *t;
+    char cache[4096], ckpt[4096];
+    dataset ds;
+    fv_engine *eng;
+    int faces;      /* images with a face */
+    double cache_s; /* seconds spent detecting and caching faces */
+    uint64_t rng;   /* the one random state: split, pairs, batches (checkpointed) */
+    int *ids;       /* identities with 2+ faces: nval validation ones, then ntrain */
+    int nval, ntrain, train_images;
+    pairset val, trs; /* validation pairs; a sample of training pairs */
+    int *pool_imgs;   /* scratch: one identity's images, for sampling */
+    fvt_net *net;
+    fvt_ws *ws;
+    fvi_pool *pool;
+    fvt_optim opt;
+    fvt_ckpt ck;
+    fvt_meta meta; /* the best epoch's threshold and validation numbers */
+    int threads, bs;
+    int *batch, *labels;
+    unsigned char *flip;
+    float *grad, *best_params, *best_state;
+    fvt_triplet *trip;
+    json_t *history, *initial;
+    int epoch, best_epoch;
+    evalres last_v;
+    double train_s;
+} trainer;
+
+static void trainer_free(trainer *tr) {
+    free_dataset(&tr->ds);
+    free_pairset(&tr->val);
+    free_pairset(&tr->trs);
+    free(tr->ids), free(tr->batch), free(tr->labels), free(tr->flip), free(tr->grad);
+    free(tr->trip), free(tr->best_params), free(tr->best_state), free(tr->pool_imgs);
+    json_decref(tr->history);
+    json_decref(tr->initial);
+    fvt_optim_free(&tr->opt);
+    fvt_ws_destroy(tr->ws);
+    fvt_net_destroy(tr->net);
+    fvi_pool_destroy(tr->pool);
+    fv_engine_destroy(tr->eng);
+}
+
+/* Lists the data and detects, aligns and caches every face (or reads the
+ * cache).  Returns an exit code. */
+static int load_data(trainer *tr) {
+    const topts *t = tr->t;
+    snprintf(tr->cache, sizeof tr->cache, "%s", t->cache ? t->cache : "");
+    if (!t->cache) snprintf(tr->cache, sizeof tr->cache, "%s.cache", t->out);
+    snprintf(tr->ckpt, sizeof tr->ckpt, "%s", t->checkpoint ? t->checkpoint : "");
+    if (!t->checkpoint) snprintf(tr->ckpt, sizeof tr->ckpt, "%s.ckpt", t->out);
+    tr->ds.side = t->input;
+    if (scan_data(t, &tr->ds)) return FV_EXIT_INPUT;
+    double tc0 = fvi_now_ms();
+    if (build_faces(t, t->data, &tr->ds, &tr->eng, tr->cache)) return FV_EXIT_FAILURE;
+    tr->cache_s = (fvi_now_ms() - tc0) / 1e3;
+    for (int i = 0; i < tr->ds.nimg; i++) tr->faces += tr->ds.ok[i];
+    return FV_EXIT_OK;
+}
+
+/* Keeps the identities with 2+ faces, splits them by a seeded shuffle into
+ * validation and training identities, and draws the pairs each is scored
+ * on.  Returns an exit code. */
+static int split_identities(trainer *tr) {
+    const topts *t = tr->t;
+    const dataset *ds = &tr->ds;
+    tr->rng = t->seed * 0x2545f4914f6cdd1dull + 1;
+    int *cnt = calloc((size_t)ds->nids, sizeof *cnt);
+    tr->ids = malloc(sizeof(int) * (size_t)ds->nids);
+    if (!cnt || !tr->ids) {
+        free(cnt);
+        return FV_EXIT_FAILURE;
+    }
+    for (int i = 0; i < ds->nimg; i++) cnt[ds->label[i]] += ds->ok[i];
+    int nuse = 0;
+    for (int k = 0; k < ds->nids; k++)
+        if (cnt[k] >= 2) tr->ids[nuse++] = k;
+    if (nuse < 4) {
+        fprintf(stderr, "faceverify train: only %d identities have 2+ faces; need 4\n", nuse);
+        free(cnt);
+        return FV_EXIT_INPUT;
+    }
+    shuffle(tr->ids, nuse, &tr->rng);
+    tr->nval = (int)((float)nuse * t->val_fraction + 0.5f);
+    if (tr->nval < 2) tr->nval = 2;
+    tr->ntrain = nuse - tr->nval;
+    const int *tr_ids = tr->ids + tr->nval;
+    if (tr->ntrain < 2) {
+        fprintf(stderr, "faceverify train: too few identities left for training\n");
+        free(cnt);
+        return FV_EXIT_INPUT;
+    }
+    for (int k = 0; k < tr->ntrain; k++) tr->train_images += cnt[tr_ids[k]];
+    free(cnt);
+    if (make_pairset(ds, tr->ids, tr->nval, 4, &tr->rng, &tr->val) ||
+        make_pairset(ds, tr_ids, tr->ntrain < 100 ? tr->ntrain : 100, 3, &tr->rng, &tr->trs)) {
+        fprintf(stderr, "faceverify train: cannot build validation pairs\n");
+        return FV_EXIT_FAILURE;
+    }
+    tr->pool_imgs = malloc(sizeof(int) * (size_t)ds->nimg);
+    return tr->pool_imgs ? FV_EXIT_OK : FV_EXIT_FAILURE;
+}
+
+/* Creates the network and optimiser (or resumes them from --resume, with
+ * the best model so far from --out), the thread pool, the workspace and
+ * the batch buffers.  Returns an exit code. */
+static int build_network(trainer *tr) {
+    const topts *t = tr->t;
+    char err[512] = "";
+    fvt_layer spec[FVT_MAX_LAYERS];
+    int nl = t->adapter ? adapter_spec(spec) : scratch_spec(t->width, spec);
+    tr->ck = (fvt_ckpt){0, tr->rng, -1.0f, 0};
+    if (t->resume) {
+        fv_status st =
+            fvt_model_load(t->resume, &tr->net, &tr->meta, &tr->opt, &tr->ck, err, sizeof err);
+        if (st != FV_OK) {
+            fprintf(stderr, "faceverify train: cannot resume: %s\n", err);
+            return FV_EXIT_INPUT;
+        }
+        if (strcmp(tr->meta.kind, t->adapter ? "adapter" : "scratch") ||
+            (!t->adapter && tr->net->in_h != t->input)) {
+            fprintf(stderr, "faceverify train: %s is a %s checkpoint of another shape\n", t->resume,
+                    tr->meta.kind);
+            return FV_EXIT_INPUT;
+        }
+        tr->rng = tr->ck.rng;
+        fprintf(stderr, "resuming after epoch %d\n", tr->ck.epoch);
+    } else {
+        int in_c = t->adapter ? FV_EMBED_DIM : 3, side = t->adapter ? 1 : t->input;
+        if (fvt_net_create(spec, nl, in_c, side, side, &tr->net, err, sizeof err) != FV_OK) {
+            fprintf(stderr, "faceverify train: %s\n", err);
+            return FV_EXIT_FAILURE;
+        }
+        fvt_net_init(tr->net, t->seed);
+        if (fvt_optim_init(&tr->opt, t->optimizer, tr->net->nparams) != FV_OK)
+            return FV_EXIT_FAILURE;
+        tr->opt.weight_decay = t->weight_decay;
+    }
+    fvt_net *net = tr->net;
+    tr->threads = t->common.cfg.threads > 0 ? t->common.cfg.threads : 0;
+    if (tr->threads == 0) tr->threads = tr->eng ? fv_engine_threads(tr->eng) : 2;
+    fvi_nn_init(); /* BLAS on one thread; the pool splits the work */
+    tr->pool = fvi_pool_create(tr->threads);
+    const int bs = tr->bs = t->P * t->K;
+    if (!tr->pool || fvt_ws_create(net, bs, tr->threads, &tr->ws) != FV_OK) return FV_EXIT_FAILURE;
+    tr->batch = malloc(sizeof(int) * bs);
+    tr->labels = malloc(sizeof(int) * bs);
+    tr->flip = malloc((size_t)bs);
+    tr->grad = malloc(sizeof(float) * (size_t)bs * FV_EMBED_DIM);
+    tr->trip = malloc(sizeof *tr->trip * (size_t)bs * bs);
+    tr->best_params = malloc(sizeof(float) * (net->nparams + 1));
+    tr->best_state = malloc(sizeof(float) * (net->nstate + 1));
+    if (!tr->batch || !tr->labels || !tr->flip || !tr->grad || !tr->trip || !tr->best_params ||
+        !tr->best_state)
+        return FV_EXIT_FAILURE;
+    memcpy(tr->best_params, net->params, sizeof(float) * net->nparams);
+    memcpy(tr->best_state, net->state, sizeof(float) * net->nstate);
+    if (t->resume) { /* the best model so far is the one in --out */
+        fvt_net *bn = NULL;
+        fvt_meta bm;
+        if (fvt_model_load(t->out, &bn, &bm, NULL, NULL, NULL, 0) == FV_OK &&
+            bn->nparams == net->nparams && bn->nstate == net->nstate) {
+            memcpy(tr->best_params, bn->params, sizeof(float) * net->nparams);
+            memcpy(tr->best_state, bn->state, sizeof(float) * net->nstate);
+            tr->meta = bm;
+        }
+        fvt_net_destroy(bn);
+    }
+    return FV_EXIT_OK;
+}
+
+/* The metadata every saved file carries; the threshold and validation
+ * numbers are the best epoch's. */
+static fvt_meta file_meta(const trainer *tr) {
+    fvt_meta m = {0};
+    snprintf(m.kind, sizeof m.kind, "%s", tr->t->adapter ? "adapter" : "scratch");
+    m.norm_mean = NORM_MEAN, m.norm_std = NORM_STD;
+    m.threshold = tr->meta.threshold, m.val_accuracy = tr->meta.val_accuracy;
+    m.val_auc = tr->meta.val_auc;
+    return m;
+}
+
+/* One epoch of steps batches: P identities x K images (random mirror
+ * each), mining, loss, backward pass, optimiser step.  The order depends
+ * on the rng state alone, so a resumed run repeats it.  Returns the mean
+ * loss and active fraction over the mined triplets, and the last rate. */
+static void run_epoch(trainer *tr, int steps, long total, double *loss, double *active,
+                      float *lr_out) {
+    const topts *t = tr->t;
+    const dataset *ds = &tr->ds;
+    int *tr_ids = tr->ids + tr->nval;
+    const int bs = tr->bs, ntrain = tr->ntrain;
+    qsort(tr_ids, (size_t)ntrain, sizeof *tr_ids, cmp_int);
+    shuffle(tr_ids, ntrain, &tr->rng);
+    double loss_sum = 0, act_sum = 0, trip_sum = 0;
+    float lr = t->lr;
+    for (int step = 0; step < steps; step++) {
+        int n = 0;
+        for (int p = 0; p < t->P && p < ntrain; p++) {
+            int id = tr_ids[((long)step * t->P + p) % ntrain], m = 0;
+            for (int i = 0; i < ds->nimg; i++)
+                if (ds->label[i] == id && ds->ok[i]) tr->pool_imgs[m++] = i;
+            shuffle(tr->pool_imgs, m, &tr->rng);
+            for (int k = 0; k < t->K && k < m; k++) {
+                tr->batch[n] = tr->pool_imgs[k], tr->labels[n] = id;
+                tr->flip[n] = (unsigned char)(fvt_rand(&tr->rng) & 1);
+                n++;
+            }
+        }
+        if (n < 3) continue;
+        fill_input(ds, t->adapter, tr->batch, tr->flip, n, fvt_ws_input(tr->ws));
+        const float *y = fvt_forward(tr->net, tr->ws, n, 1, tr->pool);
+        size_t nt = fvt_mine(y, tr->labels, n, FV_EMBED_DIM, t->mining, tr->trip, (size_t)bs * bs),
+               act;
+        float l = fvt_triplet_loss(y, n, FV_EMBED_DIM, tr->trip, nt, t->margin, tr->grad, &act);
+        fvt_net_zero_grad(tr->net);
+        fvt_backward(tr->net, tr->ws, n, tr->grad, tr->pool);
+        lr = fvt_lr_at(t->sched, t->lr, (long)tr->epoch * steps + step, total, (long)steps * 4);
+        fvt_optim_step(&tr->opt, tr->net->params, tr->net->grads, tr->net->decay, lr);
+        loss_sum += l * (double)nt;
+        act_sum += (double)act;
+        trip_sum += (double)nt;
+    }
+    *loss = trip_sum > 0 ? loss_sum / trip_sum : 0;
+    *active = trip_sum > 0 ? act_sum / trip_sum : 0;
+    *lr_out = lr;
+}
+
+/* Scores the untrained network, then runs epochs until --epochs,
+ * --patience epochs without a better validation AUC, or --stop-after.
+ * After each: a progress line, a history entry, the best weights kept
+ * with their calibrated threshold, and a checkpoint.  Returns an exit
+ * code. */
+static int train_epochs(trainer *tr) {
+    const topts *t = tr->t;
+    const int steps = t->steps ? t->steps : (tr->ntrain + t->P - 1) / t->P;
+    const long total = (long)steps * t->epochs;
+    char err[512] = "";
+    evalres v0, t0r;
+    if (evaluate(tr->net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->val, t->margin, tr->pool,
+                 &v0) ||
+        evaluate(tr->net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->trs, t->margin, tr->pool, &t0r))
+        return FV_EXIT_FAILURE;
+    fprintf(stderr,
+            "%s: %d identities (%d train, %d val), %d images, %d faces; %d val pairs; "
+            "untrained: val acc %.4f auc %.4f, train auc %.4f\n",
+            t->adapter ? "adapter" : "scratch", tr->ds.nids, tr->ntrain, tr->nval, tr->ds.nimg,
+            tr->faces, tr->val.npairs, v0.acc, v0.auc, t0r.auc);
+    tr->initial = eval_json(&v0, &t0r);
+    fvt_ckpt *ck = &tr->ck;
+    if (ck->best_metric < 0) {
+        ck->best_metric = (float)v0.auc;
+        tr->meta.threshold = (float)v0.thr, tr->meta.val_accuracy = (float)v0.acc;
+        tr->meta.val_auc = (float)v0.auc;
+    }
+    double train_t0 = fvi_now_ms();
+    tr->best_epoch = tr->epoch = ck->epoch;
+    tr->last_v = v0;
+    fvt_net *net = tr->net;
+    while (tr->epoch < t->epochs && ck->bad_epochs < t->patience &&
+           !(t->stop_after && tr->epoch >= t->stop_after)) {
+        double te = fvi_now_ms(), loss, active;
+        float lr;
+        run_epoch(tr, steps, total, &loss, &active, &lr);
+        tr->epoch++;
+        evalres v, trv;
+        if (evaluate(net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->val, t->margin, tr->pool, &v) ||
+            evaluate(net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->trs, t->margin, tr->pool, &trv))
+            return FV_EXIT_FAILURE;
+        tr->last_v = v;
+        double secs = (fvi_now_ms() - te) / 1e3;
+        int better = v.auc > ck->best_metric;
+        fprintf(stderr,
+                "epoch %d/%d  loss %.4f  active %.1f%%  lr %.2g  val acc %.4f auc %.4f  "
+                "train auc %.4f  %.1f s%s\n",
+                tr->epoch, t->epochs, loss, 100 * active, lr, v.acc, v.auc, trv.auc, secs,
+                better ? "  *" : "");
+        json_t *ej = eval_json(&v, &trv);
+        json_object_set_new(ej, "epoch", json_integer(tr->epoch));
+        json_object_set_new(ej, "loss", json_real(loss));
+        json_object_set_new(ej, "active_fraction", json_real(active));
+        json_object_set_new(ej, "seconds", json_real(secs));
+        json_array_append_new(tr->history, ej);
+        if (better) {
+            ck->best_metric = (float)v.auc, ck->bad_epochs = 0, tr->best_epoch = tr->epoch;
+            memcpy(tr->best_params, net->params, sizeof(float) * net->nparams);
+            memcpy(tr->best_state, net->state, sizeof(float) * net->nstate);
+            tr->meta.threshold = (float)v.thr, tr->meta.val_accuracy = (float)v.acc;
+            tr->meta.val_auc = (float)v.auc;
+        } else {
+            ck->bad_epochs++;
+        }
+        ck->epoch = tr->epoch, ck->rng = tr->rng;
+        fvt_meta cm = file_meta(tr);
+        if (fvt_model_save(tr->ckpt, net, &cm, &tr->opt, ck, err, sizeof err) != FV_OK)
+            fprintf(stderr, "faceverify train: warning: %s\n", err);
+    }
+    tr->train_s = (fvi_now_ms() - train_t0) / 1e3;
+    return FV_EXIT_OK;
+}
+
+/* Writes the best epoch's weights to --out with its calibrated threshold
+ * and a summary of the run; *out gets the saved metadata (and id).
+ * Returns an exit code. */
+static int save_model(trainer *tr, fvt_meta *out) {
+    const topts *t = tr->t;
+    fvt_net *net = tr->net;
+    char err[512] = "";
+    memcpy(net->params, tr->best_params, sizeof(float) * net->nparams);
+    memcpy(net->state, tr->best_state, sizeof(float) * net->nstate);
+    *out = file_meta(tr);
+    snprintf(out->summary, sizeof out->summary,
+             "data=%s identities=%d train_identities=%d train_images=%d val_identities=%d "
+             "epochs=%d best_epoch=%d P=%d K=%d margin=%g mining=%s optimizer=%s lr=%g "
+             "weight_decay=%g schedule=%d seed=%llu input=%d width=%d train_seconds=%.1f",
+             t->data, tr->ds.nids, tr->ntrain, tr->train_images, tr->nval, tr->epoch,
+             tr->best_epoch, t->P, t->K, t->margin,
+             t->mining == FVT_MINE_HARD ? "hard" : "semihard",
+             t->optimizer == FVT_ADAM ? "adam" : "sgd", t->lr, t->weight_decay, (int)t->sched,
+             (unsigned long long)t->seed, t->adapter ? 0 : t->input, t->width, tr->train_s);
+    if (fvt_model_save(t->out, net, out, NULL, NULL, err, sizeof err) != FV_OK) {
+        fprintf(stderr, "faceverify train: %s\n", err);
+        return FV_EXIT_FAILURE;
+    }
+    fprintf(stderr, "wrote %s (id %s, best epoch %d, val acc %.4f auc %.4f, threshold %.4f)\n",
+            t->out, out->id, tr->best_epoch, out->val_accuracy, out->val_auc, out->threshold);
+    return FV_EXIT_OK;
+}
+
+/* Scores the saved model on --test-pairs when given, and prints the JSON
+ * summary under --json.  Returns an exit code. */
+static int report(trainer *tr, const fvt_meta *out) {
+    const topts *t = tr->t;
+    json_t *test = NULL;
+    if (t->test_pairs &&
+        !(test = test_eval(t, tr->net, tr->ws, tr->bs, tr->pool, &tr->eng, out->threshold))) {
+        fprintf(stderr, "faceverify train: the test evaluation failed\n");
+        return FV_EXIT_FAILURE;
+    }
+    if (t->json) {
+        fv_cli_print_json(json_pack(
+            "{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:O,s:O,"
+            "s:f,s:I,s:o*}",
+            "model", t->out, "id", out->id, "mode", out->kind, "identities", tr->ds.nids,
+            "train_identities", tr->ntrain, "val_identities", tr->nval, "images", tr->ds.nimg,
+            "faces", tr->faces, "val_pairs", tr->val.npairs, "epochs_run", tr->epoch, "best_epoch",
+            tr->best_epoch, "threads", tr->threads, "val_accuracy", (double)out->val_accuracy,
+            "val_auc", (double)out->val_auc, "threshold", (double)out->threshold, "cache_seconds",
+            tr->cache_s, "train_seconds", tr->train_s, "initial", tr->initial, "epochs",
+            tr->history, "last_val_auc", tr->last_v.auc, "parameters", (json_int_t)tr->net->nparams,
+            "test", test));
+    } else {
+        json_decref(test);
+    }
+    return FV_EXIT_OK;
+}
+
 int fv_cli_train(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -755,288 +1116,14 @@ int fv_cli_train(int argc, char **argv) {
         }
     topts t;
     if (parse_train(argc, argv, &t)) return FV_EXIT_INPUT;
-    int code = FV_EXIT_FAILURE;
-    dataset ds = {0};
-    ds.side = t.input;
-    fv_engine *eng = NULL;
-    fvt_net *net = NULL;
-    fvt_ws *ws = NULL;
-    fvi_pool *pool = NULL;
-    fvt_optim opt = {0};
-    pairset val = {0}, trs = {0};
-    int *train_ids = NULL, *batch = NULL, *labels = NULL, *pool_imgs = NULL;
-    unsigned char *flip = NULL;
-    float *grad = NULL, *best_params = NULL, *best_state = NULL;
-    fvt_triplet *trip = NULL;
-    json_t *history = json_array();
-    char cache[4096], ckpt[4096], err[512] = "";
-    snprintf(cache, sizeof cache, "%s", t.cache ? t.cache : "");
-    if (!t.cache) snprintf(cache, sizeof cache, "%s.cache", t.out);
-    snprintf(ckpt, sizeof ckpt, "%s", t.checkpoint ? t.checkpoint : "");
-    if (!t.checkpoint) snprintf(ckpt, sizeof ckpt, "%s.ckpt", t.out);
-
-    if (scan_data(&t, &ds)) {
-        code = FV_EXIT_INPUT;
-        goto done;
-    }
-    double tc0 = fvi_now_ms();
-    if (build_faces(&t, t.data, &ds, &eng, cache)) goto done;
-    double cache_s = (fvi_now_ms() - tc0) / 1e3;
-    int faces = 0;
-    for (int i = 0; i < ds.nimg; i++) faces += ds.ok[i];
-
-    /* identities with 2+ faces, split by a seeded shuffle */
-    uint64_t rng = t.seed * 0x2545f4914f6cdd1dull + 1;
-    int *cnt = calloc((size_t)ds.nids, sizeof *cnt);
-    train_ids = malloc(sizeof(int) * (size_t)ds.nids);
-    if (!cnt || !train_ids) {
-        free(cnt);
-        goto done;
-    }
-    for (int i = 0; i < ds.nimg; i++) cnt[ds.label[i]] += ds.ok[i];
-    int nuse = 0;
-    for (int k = 0; k < ds.nids; k++)
-        if (cnt[k] >= 2) train_ids[nuse++] = k;
-    if (nuse < 4) {
-        fprintf(stderr, "faceverify train: only %d identities have 2+ faces; need 4\n", nuse);
-        free(cnt);
-        code = FV_EXIT_INPUT;
-        goto done;
-    }
-    shuffle(train_ids, nuse, &rng);
-    int nval = (int)((float)nuse * t.val_fraction + 0.5f);
-    if (nval < 2) nval = 2;
-    int *val_ids = train_ids; /* the first nval of the shuffle */
-    int ntrain = nuse - nval;
-    int *tr_ids = train_ids + nval;
-    if (ntrain < 2) {
-        fprintf(stderr, "faceverify train: too few identities left for training\n");
-        free(cnt);
-        code = FV_EXIT_INPUT;
-        goto done;
-    }
-    int train_images = 0;
-    for (int k = 0; k < ntrain; k++) train_images += cnt[tr_ids[k]];
-    free(cnt);
-    if (make_pairset(&ds, val_ids, nval, 4, &rng, &val) ||
-        make_pairset(&ds, tr_ids, ntrain < 100 ? ntrain : 100, 3, &rng, &trs)) {
-        fprintf(stderr, "faceverify train: cannot build validation pairs\n");
-        goto done;
-    }
-    /* images per training identity, for sampling */
-    pool_imgs = malloc(sizeof(int) * (size_t)ds.nimg);
-    if (!pool_imgs) goto done;
-
-    /* network, optimiser, resume */
-    fvt_layer spec[FVT_MAX_LAYERS];
-    int nl = t.adapter ? adapter_spec(spec) : scratch_spec(t.width, spec);
-    fvt_ckpt ck = {0, rng, -1.0f, 0};
-    fvt_meta meta = {0};
-    if (t.resume) {
-        fv_status st = fvt_model_load(t.resume, &net, &meta, &opt, &ck, err, sizeof err);
-        if (st != FV_OK) {
-            fprintf(stderr, "faceverify train: cannot resume: %s\n", err);
-            code = FV_EXIT_INPUT;
-            goto done;
-        }
-        if (strcmp(meta.kind, t.adapter ? "adapter" : "scratch") ||
-            (!t.adapter && net->in_h != t.input)) {
-            fprintf(stderr, "faceverify train: %s is a %s checkpoint of another shape\n", t.resume,
-                    meta.kind);
-            code = FV_EXIT_INPUT;
-            goto done;
-        }
-        rng = ck.rng;
-        fprintf(stderr, "resuming after epoch %d\n", ck.epoch);
-    } else {
-        int in_c = t.adapter ? FV_EMBED_DIM : 3, side = t.adapter ? 1 : t.input;
-        if (fvt_net_create(spec, nl, in_c, side, side, &net, err, sizeof err) != FV_OK) {
-            fprintf(stderr, "faceverify train: %s\n", err);
-            goto done;
-        }
-        fvt_net_init(net, t.seed);
-        if (fvt_optim_init(&opt, t.optimizer, net->nparams) != FV_OK) goto done;
-        opt.weight_decay = t.weight_decay;
-    }
-    int threads = t.common.cfg.threads > 0 ? t.common.cfg.threads : 0;
-    if (threads == 0) threads = eng ? fv_engine_threads(eng) : 2;
-    fvi_nn_init(); /* BLAS on one thread; the pool splits the work */
-    pool = fvi_pool_create(threads);
-    const int bs = t.P * t.K;
-    if (!pool || fvt_ws_create(net, bs, threads, &ws) != FV_OK) goto done;
-    batch = malloc(sizeof(int) * bs);
-    labels = malloc(sizeof(int) * bs);
-    flip = malloc((size_t)bs);
-    grad = malloc(sizeof(float) * (size_t)bs * FV_EMBED_DIM);
-    trip = malloc(sizeof *trip * (size_t)bs * bs);
-    best_params = malloc(sizeof(float) * (net->nparams + 1));
-    best_state = malloc(sizeof(float) * (net->nstate + 1));
-    if (!batch || !labels || !flip || !grad || !trip || !best_params || !best_state) goto done;
-    memcpy(best_params, net->params, sizeof(float) * net->nparams);
-    memcpy(best_state, net->state, sizeof(float) * net->nstate);
-    if (t.resume) { /* the best model so far is the one in --out */
-        fvt_net *bn = NULL;
-        fvt_meta bm;
-        if (fvt_model_load(t.out, &bn, &bm, NULL, NULL, NULL, 0) == FV_OK &&
-            bn->nparams == net->nparams && bn->nstate == net->nstate) {
-            memcpy(best_params, bn->params, sizeof(float) * net->nparams);
-            memcpy(best_state, bn->state, sizeof(float) * net->nstate);
-            meta = bm;
-        }
-        fvt_net_destroy(bn);
-    }
-
-    const int steps = t.steps ? t.steps : (ntrain + t.P - 1) / t.P;
-    const long total = (long)steps * t.epochs;
-    evalres v0, t0r;
-    if (evaluate(net, ws, bs, &ds, t.adapter, &val, t.margin, pool, &v0) ||
-        evaluate(net, ws, bs, &ds, t.adapter, &trs, t.margin, pool, &t0r))
-        goto done;
-    fprintf(stderr,
-            "%s: %d identities (%d train, %d val), %d images, %d faces; %d val pairs; "
-            "untrained: val acc %.4f auc %.4f, train auc %.4f\n",
-            t.adapter ? "adapter" : "scratch", ds.nids, ntrain, nval, ds.nimg, faces, val.npairs,
-            v0.acc, v0.auc, t0r.auc);
-    json_t *initial = eval_json(&v0, &t0r);
-    if (ck.best_metric < 0) {
-        ck.best_metric = (float)v0.auc;
-        meta.threshold = (float)v0.thr, meta.val_accuracy = (float)v0.acc;
-        meta.val_auc = (float)v0.auc;
-    }
-    double train_t0 = fvi_now_ms();
-    int best_epoch = ck.epoch, epoch = ck.epoch;
-    evalres last_v = v0;
-    while (epoch < t.epochs && ck.bad_epochs < t.patience &&
-           !(t.stop_after && epoch >= t.stop_after)) {
-        double te = fvi_now_ms();
-        /* the epoch's order depends on the rng state alone (resumable) */
-        qsort(tr_ids, (size_t)ntrain, sizeof *tr_ids, cmp_int);
-        shuffle(tr_ids, ntrain, &rng);
-        double loss_sum = 0, act_sum = 0, trip_sum = 0;
-        float lr = t.lr;
-        for (int step = 0; step < steps; step++) {
-            int n = 0;
-            for (int p = 0; p < t.P && p < ntrain; p++) {
-                int id = tr_ids[((long)step * t.P + p) % ntrain], m = 0;
-                for (int i = 0; i < ds.nimg; i++)
-                    if (ds.label[i] == id && ds.ok[i]) pool_imgs[m++] = i;
-                shuffle(pool_imgs, m, &rng);
-                for (int k = 0; k < t.K && k < m; k++) {
-                    batch[n] = pool_imgs[k], labels[n] = id;
-                    flip[n] = (unsigned char)(fvt_rand(&rng) & 1);
-                    n++;
-                }
-            }
-            if (n < 3) continue;
-            fill_input(&ds, t.adapter, batch, flip, n, fvt_ws_input(ws));
-            const float *y = fvt_forward(net, ws, n, 1, pool);
-            size_t nt = fvt_mine(y, labels, n, FV_EMBED_DIM, t.mining, trip, (size_t)bs * bs), act;
-            float loss = fvt_triplet_loss(y, n, FV_EMBED_DIM, trip, nt, t.margin, grad, &act);
-            fvt_net_zero_grad(net);
-            fvt_backward(net, ws, n, grad, pool);
-            lr = fvt_lr_at(t.sched, t.lr, (long)epoch * steps + step, total, (long)steps * 4);
-            fvt_optim_step(&opt, net->params, net->grads, net->decay, lr);
-            loss_sum += loss * (double)nt;
-            act_sum += (double)act;
-            trip_sum += (double)nt;
-        }
-        epoch++;
-        evalres v, tr;
-        if (evaluate(net, ws, bs, &ds, t.adapter, &val, t.margin, pool, &v) ||
-            evaluate(net, ws, bs, &ds, t.adapter, &trs, t.margin, pool, &tr))
-            goto done;
-        last_v = v;
-        double loss = trip_sum > 0 ? loss_sum / trip_sum : 0,
-               active = trip_sum > 0 ? act_sum / trip_sum : 0;
-        double secs = (fvi_now_ms() - te) / 1e3;
-        int better = v.auc > ck.best_metric;
-        fprintf(stderr,
-                "epoch %d/%d  loss %.4f  active %.1f%%  lr %.2g  val acc %.4f auc %.4f  "
-                "train auc %.4f  %.1f s%s\n",
-                epoch, t.epochs, loss, 100 * active, lr, v.acc, v.auc, tr.auc, secs,
-                better ? "  *" : "");
-        json_t *ej = eval_json(&v, &tr);
-        json_object_set_new(ej, "epoch", json_integer(epoch));
-        json_object_set_new(ej, "loss", json_real(loss));
-        json_object_set_new(ej, "active_fraction", json_real(active));
-        json_object_set_new(ej, "seconds", json_real(secs));
-        json_array_append_new(history, ej);
-        if (better) {
-            ck.best_metric = (float)v.auc, ck.bad_epochs = 0, best_epoch = epoch;
-            memcpy(best_params, net->params, sizeof(float) * net->nparams);
-            memcpy(best_state, net->state, sizeof(float) * net->nstate);
-            meta.threshold = (float)v.thr, meta.val_accuracy = (float)v.acc;
-            meta.val_auc = (float)v.auc;
-        } else {
-            ck.bad_epochs++;
-        }
-        ck.epoch = epoch, ck.rng = rng;
-        fvt_meta cm = {0};
-        snprintf(cm.kind, sizeof cm.kind, "%s", t.adapter ? "adapter" : "scratch");
-        cm.norm_mean = NORM_MEAN, cm.norm_std = NORM_STD;
-        cm.threshold = meta.threshold, cm.val_accuracy = meta.val_accuracy;
-        cm.val_auc = meta.val_auc;
-        if (fvt_model_save(ckpt, net, &cm, &opt, &ck, err, sizeof err) != FV_OK)
-            fprintf(stderr, "faceverify train: warning: %s\n", err);
-    }
-    double train_s = (fvi_now_ms() - train_t0) / 1e3;
-
-    /* the best epoch's weights, with its calibrated threshold */
-    memcpy(net->params, best_params, sizeof(float) * net->nparams);
-    memcpy(net->state, best_state, sizeof(float) * net->nstate);
-    fvt_meta out = {0};
-    snprintf(out.kind, sizeof out.kind, "%s", t.adapter ? "adapter" : "scratch");
-    out.norm_mean = NORM_MEAN, out.norm_std = NORM_STD;
-    out.threshold = meta.threshold, out.val_accuracy = meta.val_accuracy;
-    out.val_auc = meta.val_auc;
-    snprintf(out.summary, sizeof out.summary,
-             "data=%s identities=%d train_identities=%d train_images=%d val_identities=%d "
-             "epochs=%d best_epoch=%d P=%d K=%d margin=%g mining=%s optimizer=%s lr=%g "
-             "weight_decay=%g schedule=%d seed=%llu input=%d width=%d train_seconds=%.1f",
-             t.data, ds.nids, ntrain, train_images, nval, epoch, best_epoch, t.P, t.K, t.margin,
-             t.mining == FVT_MINE_HARD ? "hard" : "semihard",
-             t.optimizer == FVT_ADAM ? "adam" : "sgd", t.lr, t.weight_decay, (int)t.sched,
-             (unsigned long long)t.seed, t.adapter ? 0 : t.input, t.width, train_s);
-    if (fvt_model_save(t.out, net, &out, NULL, NULL, err, sizeof err) != FV_OK) {
-        fprintf(stderr, "faceverify train: %s\n", err);
-        json_decref(initial);
-        goto done;
-    }
-    fprintf(stderr, "wrote %s (id %s, best epoch %d, val acc %.4f auc %.4f, threshold %.4f)\n",
-            t.out, out.id, best_epoch, out.val_accuracy, out.val_auc, out.threshold);
-    json_t *test = NULL;
-    if (t.test_pairs && !(test = test_eval(&t, net, ws, bs, pool, &eng, out.threshold))) {
-        fprintf(stderr, "faceverify train: the test evaluation failed\n");
-        json_decref(initial);
-        goto done;
-    }
-    if (t.json) {
-        fv_cli_print_json(json_pack(
-            "{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:o,s:O,"
-            "s:f,s:I,s:o*}",
-            "model", t.out, "id", out.id, "mode", out.kind, "identities", ds.nids,
-            "train_identities", ntrain, "val_identities", nval, "images", ds.nimg, "faces", faces,
-            "val_pairs", val.npairs, "epochs_run", epoch, "best_epoch", best_epoch, "threads",
-            threads, "val_accuracy", (double)out.val_accuracy, "val_auc", (double)out.val_auc,
-            "threshold", (double)out.threshold, "cache_seconds", cache_s, "train_seconds", train_s,
-            "initial", initial, "epochs", history, "last_val_auc", last_v.auc, "parameters",
-            (json_int_t)net->nparams, "test", test));
-    } else {
-        json_decref(initial);
-        json_decref(test);
-    }
-    code = FV_EXIT_OK;
-done:
-    free_dataset(&ds);
-    free_pairset(&val);
-    free_pairset(&trs);
-    free(train_ids), free(batch), free(labels), free(flip), free(grad), free(trip);
-    free(best_params), free(best_state), free(pool_imgs);
-    json_decref(history);
-    fvt_optim_free(&opt);
-    fvt_ws_destroy(ws);
-    fvt_net_destroy(net);
-    fvi_pool_destroy(pool);
-    fv_engine_destroy(eng);
+    trainer tr = {.t = &t, .history = json_array()};
+    fvt_meta out;
+    int code = tr.history ? load_data(&tr) : FV_EXIT_FAILURE;
+    if (code == FV_EXIT_OK) code = split_identities(&tr);
+    if (code == FV_EXIT_OK) code = build_network(&tr);
+    if (code == FV_EXIT_OK) code = train_epochs(&tr);
+    if (code == FV_EXIT_OK) code = save_model(&tr, &out);
+    if (code == FV_EXIT_OK) code = report(&tr, &out);
+    trainer_free(&tr);
     return code;
 }

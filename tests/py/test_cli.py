@@ -4,6 +4,7 @@ Each test states the behaviour a user relies on: the right verdict for
 same / different people, the typed error and exit code for bad input, the
 options that find rotated and tiny faces, and determinism.
 """
+import json
 import struct
 import time
 import zlib
@@ -31,22 +32,32 @@ def test_different_people_exit_1(samples):
     assert p.stdout.startswith("different people"), p.stdout
 
 
+def ltrb(box):
+    """The API's box object as a (left, top, right, bottom) tuple."""
+    return box["left"], box["top"], box["right"], box["bottom"]
+
+
 def test_verify_json_fields(samples):
+    """verify --json has the HTTP API's shape (openapi.json's /verify)."""
     j = run_json("verify", samples / "openface/lennon-1.jpg", samples / "openface/lennon-2.jpg")
+    assert set(j) == {"verified", "distance", "threshold", "similarity", "faces", "model",
+                      "detector", "timings_ms"}
     assert j["verified"] is True
     assert 0 <= j["distance"] <= j["threshold"]
     assert 0.5 <= j["similarity"] <= 1
     assert j["model"] == "dlib_resnet_v1" and j["detector"] == "mmod"
-    for side in ("face_a", "face_b"):
-        face = j[side]["face"]
-        l, t, r, b = face["box"]
+    assert set(j["timings_ms"]) == {"decode", "detect", "landmarks", "chip", "embed", "total"}
+    assert set(j["faces"]) == {"a", "b"}
+    for face in j["faces"].values():
+        assert set(face) == {"box", "score", "landmarks", "faces_detected"}
+        assert face["faces_detected"] == 1
+        l, t, r, b = ltrb(face["box"])
         assert r > l and b > t and face["score"] > 0
         assert len(face["landmarks"]) == 5
         # landmarks lie inside (or at the edge of) the box, loosely
         for x, y in face["landmarks"]:
             assert l - 0.2 * (r - l) <= x <= r + 0.2 * (r - l)
             assert t - 0.2 * (b - t) <= y <= b + 0.2 * (b - t)
-        assert set(j[side]["timings_ms"]) == {"decode", "detect", "landmarks", "chip", "embed"}
     j = run_json("verify", samples / "openface/adams.jpg", samples / "openface/carell.jpg",
                  check=1)
     assert j["verified"] is False and j["distance"] > j["threshold"] and j["similarity"] < 0.5
@@ -116,16 +127,18 @@ def test_group_photos_give_several_faces(samples):
     j = run_json("detect", samples / "facenet_pytorch/multiface.jpg")
     assert j["count"] >= 4
     # boxes are distinct (no duplicate detections)
-    boxes = [f["box"] for f in j["faces"]]
+    boxes = [ltrb(f["box"]) for f in j["faces"]]
     assert len({tuple(round(v) for v in b) for b in boxes}) == len(boxes)
 
 
 def test_largest_face_used_and_strict_mode(samples):
     img = samples / "openface/longoria-cooper.jpg"
     j = run_json("embed", img)
-    assert j["faces"] == 2
+    assert j["face"]["faces_detected"] == 2
     det = run_json("detect", img)
-    areas = [(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]) for f in det["faces"]]
+    assert set(det) == {"faces", "count", "image", "detector", "timings_ms"}
+    assert det["image"] == {"width": 293, "height": 473}
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in (ltrb(f["box"]) for f in det["faces"])]
     assert j["face"]["box"] == det["faces"][areas.index(max(areas))]["box"]
     p = run_cli("embed", img, "--strict", check=2)
     assert "faces" in p.stderr
@@ -162,7 +175,7 @@ def test_tiny_face_found_by_upsampling(samples):
     assert j0["count"] == 0 or max(f["score"] for f in j0["faces"]) < 0.5
     j1 = run_json("detect", tiny, "--upsample", "1")
     assert j1["count"] == 1 and j1["faces"][0]["score"] >= 0.9
-    l, t, r, b = j1["faces"][0]["box"]
+    l, t, r, b = ltrb(j1["faces"][0]["box"])
     assert r - l < 100 and l > 1100 and t > 800  # the small face in the corner
     # the automatic policy retries upsampled when the first pass is weak
     j = run_json("detect", tiny)
@@ -182,7 +195,8 @@ def test_tight_crops_with_detector_none(samples):
     run_cli("verify", fp / "kate_siegel.png", fp / "shea_whigham.png", "--detector", "none",
             check=1)
     j = run_json("detect", crops / "adams.png", "--detector", "none")
-    assert j["count"] == 1 and j["faces"][0]["box"] == [0, 0, 96, 96]
+    assert j["count"] == 1
+    assert j["faces"][0]["box"] == {"left": 0, "top": 0, "right": 96, "bottom": 96}
 
 
 def test_embeddings_deterministic_across_threads(samples):
@@ -260,3 +274,49 @@ def test_missing_models_exit_3(samples, tmp_path):
     p = run_cli("verify", samples / "openface/adams.jpg", samples / "openface/adams.jpg",
                 "--models", tmp_path, check=3)
     assert "mmod_human_face_detector.dat" in p.stderr
+
+
+@pytest.mark.parametrize("args,code,exit_code", [
+    (["verify", "skimage/coffee.png", "openface/adams.jpg"], "no_face", 2),
+    (["verify", "missing.jpg", "openface/adams.jpg"], "io_error", 2),
+    (["detect", "openface/adams.jpg", "--upsample", "9"], "invalid_argument", 2),
+    (["embed"], "invalid_argument", 2),
+    (["embed", "openface/longoria-cooper.jpg", "--strict"], "multiple_faces", 2),
+    (["frobnicate"], "invalid_argument", 2),
+])
+def test_json_errors_are_the_api_error_object(samples, args, code, exit_code):
+    """With --json a failure still prints one JSON document on stdout, the
+    HTTP API's {"error": {"code", "message"}}, with the usual exit code."""
+    argv = [samples / a if a.endswith((".jpg", ".png")) else a for a in args]
+    p = run_cli(*argv, "--json", check=exit_code)
+    j = json.loads(p.stdout)
+    assert set(j) == {"error"} and set(j["error"]) == {"code", "message"}
+    assert j["error"]["code"] == code
+    assert j["error"]["message"] and j["error"]["message"] in p.stderr
+
+
+def test_missing_models_json_error(samples, tmp_path):
+    p = run_cli("embed", samples / "openface/adams.jpg", "--models", tmp_path, "--json", check=3)
+    assert json.loads(p.stdout)["error"]["code"] == "model_unavailable"
+
+
+def test_flip_is_part_of_the_model_identity(samples, tmp_path):
+    """A flipped embedding lives in another space (its own threshold): embed
+    records it in "model", and compare refuses flipped against plain."""
+    img = samples / "openface/adams.jpg"
+    files = {}
+    for name, extra in {"plain": [], "flip": ["--flip"], "unit": ["--flip-mode", "unit"],
+                        "none": ["--flip-mode", "none"]}.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(run_cli("embed", img, "--json", *extra, check=0).stdout)
+    ids = {k: json.loads(f.read_text())["model"] for k, f in files.items()}
+    assert ids == {"plain": "dlib_resnet_v1", "flip": "dlib_resnet_v1+flip_mean",
+                   "unit": "dlib_resnet_v1+flip_unit", "none": "dlib_resnet_v1"}
+    for a, b in [("plain", "flip"), ("flip", "unit"), ("none", "unit")]:
+        p = run_cli("compare", files[a], files[b], "--json", check=2)
+        assert json.loads(p.stdout)["error"]["code"] == "model_mismatch"
+    for a, b in [("plain", "none"), ("flip", "flip")]:
+        c = json.loads(run_cli("compare", files[a], files[b], "--json", check=0).stdout)
+        assert c["distance"] == pytest.approx(0, abs=1e-6) and c["model"] == ids[a]
+    v = run_json("verify", img, img, "--flip")
+    assert v["model"] == "dlib_resnet_v1+flip_mean"

@@ -1,4 +1,4 @@
-"""Faults and misuse of faceverifyd (issue 8): kill -9 during enrollments,
+"""Faults and misuse of faceverifyd: kill -9 during enrollments,
 corrupt models, the database going away mid-request, two server processes
 enrolling, deleting and searching at once, delete semantics, and a matrix
 of one collection's key against another's data.  Real faceverifyd

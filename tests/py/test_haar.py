@@ -137,7 +137,7 @@ def test_finds_frontal_portraits(cascades, samples, path):
     assert j["detector"] == "haar"
     assert j["count"] >= 1, path
     f = j["faces"][0]
-    w = f["box"][2] - f["box"][0]
+    w = f["box"]["right"] - f["box"]["left"]
     assert w >= 40 and f["score"] >= 4  # min neighbours 3: at least 4 hits
 
 
@@ -174,7 +174,7 @@ def test_landmarks_on_haar_boxes_match_mmod(embeddings):
     worst = 0.0
     for path in PORTRAITS:
         m, h = embeddings["mmod", path]["face"], embeddings["haar", path]["face"]
-        side = m["box"][2] - m["box"][0]
+        side = m["box"]["right"] - m["box"]["left"]
         err = sum(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5
                   for a, b in zip(m["landmarks"], h["landmarks"])) / 5 / side
         worst = max(worst, err)

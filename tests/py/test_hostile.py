@@ -1,4 +1,5 @@
-"""Hostile input against a live faceverifyd (issue 8, "Bad input").
+"""Hostile input against a live faceverifyd: every malformed or malicious
+request gets a typed 4xx error and leaves the server healthy.
 
 Every case asserts the HTTP status and the JSON error code, and an autouse
 fixture asserts afterwards that the server is still healthy.  Images are

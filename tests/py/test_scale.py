@@ -1,4 +1,5 @@
-"""The search index backends and several faceverifyd nodes (issue 9).
+"""The search index backends agree with exact search, and several
+faceverifyd nodes on one database see each other's changes.
 
 A gallery of LFW faces (embedded by the faceverify CLI, first photo of each
 person) plus synthetic distractors (random unit vectors, enrolled as

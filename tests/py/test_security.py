@@ -1,6 +1,6 @@
-"""Security and load behaviour of faceverifyd (issue 8: security headers,
-per-key rate limits, load shedding, audit log, encryption at rest of
-templates, delete semantics, faults).  Each test starts real faceverifyd
+"""Security and load behaviour of faceverifyd: security headers, per-key
+rate limits, load shedding, the audit log, encryption at rest of
+templates, delete semantics and faults.  Each test starts real faceverifyd
 processes (fvserver.Server) on SQLite, and on PostgreSQL when
 FACEVERIFY_PG_URL names one."""
 import base64

@@ -1,4 +1,4 @@
-"""faceverifyd serving trained models per collection (issue 7), on SQLite
+"""faceverifyd serving trained models per collection, on SQLite
 and on PostgreSQL when FACEVERIFY_PG_URL names one.
 
 Two models are trained once for the module with test_train's helper on its

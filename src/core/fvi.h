@@ -61,8 +61,4 @@ fv_status fvi_seterr(char *err, size_t errlen, fv_status st, const char *fmt, ..
 /* Monotonic clock in milliseconds. */
 double fvi_now_ms(void);
 
-/* The engine's thread pool (pool.h), for embedders outside engine.c. */
-typedef struct fvi_pool fvi_pool;
-struct fvi_pool *fvi_engine_pool(const fv_engine *eng);
-
 #endif

@@ -1,5 +1,5 @@
 /*
- * load.c: reads mmod_human_face_detector.dat (dlib's serialization of
+ * mmod_load.c: reads mmod_human_face_detector.dat (dlib's serialization of
  * loss_mmod<con<1,9,9,1,1, rcon5<rcon5<rcon5<downsampler<
  * input_rgb_image_pyramid<pyramid_down<6>>>>>>>>) into an fvi_mmod.
  *

@@ -53,6 +53,7 @@ void fv_verify_options_init(fv_verify_options *opt) {
     fv_detect_options_init(&opt->detect);
     opt->threshold = 0.0f;
     opt->strict = 0;
+    opt->model = NULL;
 }
 
 /* Picks the models folder: the config, then $FACEVERIFY_MODELS, then the
@@ -160,10 +161,6 @@ int fv_engine_threads(const fv_engine *eng) {
     return eng ? fvi_pool_size(eng->pool) : 0;
 }
 
-fvi_pool *fvi_engine_pool(const fv_engine *eng) {
-    return eng ? eng->pool : NULL;
-}
-
 /* fvi_haar_get_fn for the policy: the engine's Haar cascade, loading it on
  * the first call (thread-safe).  A failed load is remembered and reported
  * on every call.  ctx: the engine. */
@@ -245,48 +242,13 @@ fv_status fv_face_chip(const fv_engine *eng, const fv_image *img, const fv_face 
     return fvi_face_chip(img, face->landmarks, FV_CHIP_SIZE, 0.25, chip);
 }
 
-fv_status fv_embed_chips(const fv_engine *eng, const unsigned char *chips, size_t n, float *out,
-                         char *err, size_t errlen) {
-    if (!eng || (n && (!chips || !out)))
-        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
-    if (n == 0) return FV_OK;
-    return fvi_resnet_embed(eng->resnet, chips, n, eng->pool, out, err, errlen);
-}
-
-/* Embeds one chip into emb under the engine's flip policy: with a flip
- * mode the chip and its horizontal mirror go through the network as one
- * batch of 2 and their embeddings are averaged (and, for FV_FLIP_UNIT,
- * rescaled to unit length).  A face and its mirror image are the same
- * person, so averaging cancels part of the network's left/right noise. */
-static fv_status embed_chip(const fv_engine *eng, const unsigned char *chip, float *emb, char *err,
-                            size_t errlen) {
-    if (eng->flip == FV_FLIP_NONE)
-        return fvi_resnet_embed(eng->resnet, chip, 1, eng->pool, emb, err, errlen);
-    enum { ROW = FV_CHIP_SIZE * 3, CHIP = FV_CHIP_SIZE * ROW };
-    unsigned char *two = fvi_malloc(2 * CHIP);
-    if (!two) return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
-    memcpy(two, chip, CHIP);
-    for (int y = 0; y < FV_CHIP_SIZE; y++)
-        for (int x = 0; x < FV_CHIP_SIZE; x++)
-            memcpy(two + CHIP + y * ROW + x * 3, chip + y * ROW + (FV_CHIP_SIZE - 1 - x) * 3, 3);
-    float e[2 * FV_EMBED_DIM];
-    fv_status st = fvi_resnet_embed(eng->resnet, two, 2, eng->pool, e, err, errlen);
-    fvi_free(two);
-    if (st != FV_OK) return st;
-    double norm = 0;
-    for (int i = 0; i < FV_EMBED_DIM; i++) {
-        emb[i] = 0.5f * (e[i] + e[FV_EMBED_DIM + i]);
-        norm += (double)emb[i] * emb[i];
-    }
-    if (eng->flip == FV_FLIP_UNIT && norm > 0) {
-        float inv = (float)(1.0 / sqrt(norm));
-        for (int i = 0; i < FV_EMBED_DIM; i++) emb[i] *= inv;
-    }
-    return FV_OK;
-}
-
-fv_status fv_embed_face(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
-                        int strict, fv_face_result *out, char *err, size_t errlen) {
+/* The one body behind fv_embed_face and fv_model_embed_face (model m, NULL
+ * for the ResNet): the policy's faces with landmarks for the face used
+ * only, its chip, its embedding; every step timed, every error with a
+ * message. */
+fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
+                              const fv_detect_options *opt, int strict, fv_face_result *out,
+                              char *err, size_t errlen) {
     fv_detect_options defaults;
     if (!eng || !out) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     fv_status st = check_image(img, err, errlen);
@@ -323,9 +285,14 @@ fv_status fv_embed_face(const fv_engine *eng, const fv_image *img, const fv_dete
     out->timings.chip_ms = t3 - t2;
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "chip extraction failed");
 
-    st = embed_chip(eng, chip, out->embedding, err, errlen);
+    st = fvi_model_embed(eng, m, chip, 1, out->embedding, err, errlen);
     out->timings.embed_ms = fvi_now_ms() - t3;
     return st;
+}
+
+fv_status fv_embed_face(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
+                        int strict, fv_face_result *out, char *err, size_t errlen) {
+    return fv_model_embed_face(eng, NULL, img, opt, strict, out, err, errlen);
 }
 
 fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
@@ -338,15 +305,17 @@ fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
     }
     double t0 = fvi_now_ms();
     memset(out, 0, sizeof *out);
-    out->model = FV_MODEL_ID;
+    const fv_model *m = opt->model;
+    out->model = m ? m->meta.id : FV_MODEL_ID;
     out->detector = fv_detector_name(opt->detect.detector);
     if (!out->detector) return fvi_seterr(err, errlen, FV_E_UNSUPPORTED, "unknown detector");
     char sub[200];
-    fv_status st = fv_embed_face(eng, a, &opt->detect, opt->strict, &out->a, sub, sizeof sub);
+    fv_status st =
+        fv_model_embed_face(eng, m, a, &opt->detect, opt->strict, &out->a, sub, sizeof sub);
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "image a: %s", sub);
-    st = fv_embed_face(eng, b, &opt->detect, opt->strict, &out->b, sub, sizeof sub);
+    st = fv_model_embed_face(eng, m, b, &opt->detect, opt->strict, &out->b, sub, sizeof sub);
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "image b: %s", sub);
-    out->threshold = opt->threshold > 0 ? opt->threshold : eng->threshold;
+    out->threshold = opt->threshold > 0 ? opt->threshold : m ? m->meta.threshold : eng->threshold;
     out->distance = fv_distance(out->a.embedding, out->b.embedding);
     out->similarity = fv_similarity(out->distance, out->threshold);
     out->verified = out->distance <= out->threshold;

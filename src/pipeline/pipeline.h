@@ -2,10 +2,10 @@
  * pipeline.h: what the pipeline's files share, private to src/pipeline/.
  *
  * The engine (engine.c) owns the loaded models and the thread pool; the
- * trained-model wrapper (model.c) runs on the engine's pool and, for an
- * adapter, on its ResNet.  Nothing below the pipeline sees an engine: the
- * detection policy gets its detectors as an fvi_detectors, the embedders
- * get a pool.
+ * embed step (embed.c) runs the ResNet or a trained model (model.c) on
+ * that pool, so the structs are shared here rather than behind accessors.  Nothing below the
+ * pipeline sees an engine: the detection policy gets its detectors as an fvi_detectors, the
+ * embedders get a pool.
  */
 #ifndef FVI_PIPELINE_H
 #define FVI_PIPELINE_H
@@ -45,9 +45,6 @@ struct fv_model {
     fvt_meta meta;
     int adapter;
 };
-
-/* The engine's thread pool (NULL for a NULL engine). */
-fvi_pool *fvi_engine_pool(const fv_engine *eng);
 
 /* Embeds n chips with model m, or with the engine's ResNet when m is NULL,
  * under the engine's flip policy (fv_config.flip) in both cases: the one

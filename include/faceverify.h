@@ -96,7 +96,9 @@ FV_API fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits 
                                  fv_image **out, char *err, size_t errlen);
 
 /* Reads a file (refusing files above lim->max_input_bytes before reading
- * them in full) and decodes it as fv_image_decode does. */
+ * them in full) and decodes it as fv_image_decode does.  A missing or
+ * unreadable file (or a directory) is FV_E_IO, one above the limit
+ * FV_E_IMAGE_TOO_LARGE; err names the file. */
 FV_API fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out, char *err,
                                size_t errlen);
 
@@ -154,8 +156,19 @@ typedef struct fv_engine fv_engine;
 typedef struct fv_model fv_model;
 
 /* Loads the three models (detector, shape predictor, ResNet) from the
- * models directory and starts the thread pool.  Returns FV_E_MODEL_MISSING
- * or FV_E_MODEL_CORRUPT with the file named in err on failure. */
+ * models directory and starts the thread pool.  Every model file is read
+ * the same way, so a failure gives one status whichever file it hit, with
+ * the file named in err:
+ *   FV_E_MODEL_MISSING    a model file does not exist;
+ *   FV_E_IO               it exists but cannot be read (permissions, a
+ *                         directory or other non-regular file, read error);
+ *   FV_E_MODEL_CORRUPT    it is larger than that model's cap or fails
+ *                         validation;
+ *   FV_E_INVALID_ARGUMENT out is NULL, threads outside 0..256, flip
+ *                         outside the enum;
+ *   FV_E_NO_MEMORY        allocation failed, or the pool could not start;
+ *   FV_E_INTERNAL         only on a bug (an invariant did not hold).
+ * *out is NULL on failure. */
 FV_API fv_status fv_engine_create(const fv_config *cfg, fv_engine **out, char *err, size_t errlen);
 
 /* Stops the pool and frees the models; NULL is a no-op.  No call on the
@@ -310,8 +323,11 @@ FV_API fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_ima
  * CNN on aligned chips ("scratch") or a small network on top of the ResNet
  * embedding ("adapter"), with its id, embedding size and calibrated
  * threshold.  Immutable after loading; thread-safe to share. */
-/* Loads a model file.  FV_E_IO (cannot read), FV_E_MODEL_CORRUPT (failed
- * validation; err says where).  *out is owned by the caller. */
+/* Loads a model file, with fv_engine_create's mapping of file failures:
+ * FV_E_MODEL_MISSING (no such file), FV_E_IO (unreadable: permissions, a
+ * directory, read error), FV_E_MODEL_CORRUPT (above 256 MiB or failed
+ * validation; err says where); also FV_E_INVALID_ARGUMENT (NULL argument)
+ * and FV_E_NO_MEMORY.  err names the file.  *out is owned by the caller. */
 FV_API fv_status fv_model_load(const char *path, fv_model **out, char *err, size_t errlen);
 FV_API void fv_model_destroy(fv_model *m);
 /* The model's id (templates keep it; static for the model's lifetime). */

@@ -58,6 +58,28 @@ static inline int fvi_size_add(size_t a, size_t b, size_t *out) {
 fv_status fvi_seterr(char *err, size_t errlen, fv_status st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Reads the whole regular file at path, refusing it before reading when
+ * it holds more than max_bytes.  On FV_OK *data (fvi_malloc'ed, the
+ * caller's to fvi_free) holds the *len bytes plus a NUL after them.  One
+ * mapping of failures, whatever the file:
+ *  - absent (ENOENT, ENOTDIR): `absent` (FV_E_MODEL_MISSING for models);
+ *  - present but unreadable (EACCES, a directory or other non-regular
+ *    file, a read error, a file that shrinks while read): FV_E_IO;
+ *  - larger than max_bytes: `too_large` (FV_E_MODEL_CORRUPT for models);
+ *  - no memory: FV_E_NO_MEMORY.
+ * The message names `what` and path ("cannot open MMOD detector /x: No
+ * such file or directory").  What the bytes mean is the caller's to check.
+ * Thread-safe. */
+fv_status fvi_read_file(const char *path, size_t max_bytes, const char *what, fv_status absent,
+                        fv_status too_large, unsigned char **data, size_t *len, char *err,
+                        size_t errlen);
+
+/* fvi_read_file for model files (dlib models, Haar cascades, trained
+ * models): absent FV_E_MODEL_MISSING, unreadable FV_E_IO, too large
+ * FV_E_MODEL_CORRUPT (no valid model is that large). */
+fv_status fvi_read_model_file(const char *path, size_t max_bytes, const char *what,
+                              unsigned char **data, size_t *len, char *err, size_t errlen);
+
 /* Monotonic clock in milliseconds. */
 double fvi_now_ms(void);
 

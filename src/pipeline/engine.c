@@ -196,8 +196,8 @@ static fv_status engine_landmarks(const void *ctx, const fv_image *img, fv_face 
 static fv_status find_faces(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
                             size_t want_lm, fv_face **faces, size_t *n, fv_timings *t, char *err,
                             size_t errlen) {
-    /* the cascade is the one thing loaded lazily; the policy never sees
-     * the engine, so the engine passes itself as the getter's context */
+    /* non-const context: the Haar getter may load the cascade into the
+     * engine, the one thing that changes after creation (under haar_lock) */
     fvi_detectors d = {eng->mmod, engine_haar, (void *)eng, engine_landmarks, eng, eng->pool};
     return fvi_find_faces(&d, img, opt, want_lm, faces, n, t, err, errlen);
 }

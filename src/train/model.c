@@ -52,13 +52,16 @@ fv_status fvt_model_save(const char *path, const fvt_net *net, fvt_meta *meta, c
     clean_line(meta->summary);
     size_t plen = strlen(path);
     char *tmp = fvi_malloc(plen + 5);
-    if (!tmp) return FV_E_NO_MEMORY;
+    if (!tmp) return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
+        int e = errno;
+        char eb[128];
+        if (strerror_r(e, eb, sizeof eb) != 0) eb[0] = '\0'; /* XSI: int; thread-safe */
         fvi_free(tmp);
-        return fvi_seterr(err, errlen, FV_E_IO, "cannot write %s: %s", path, strerror(errno));
+        return fvi_seterr(err, errlen, FV_E_IO, "cannot write %s: %s", path, eb);
     }
     fprintf(f, "%s\n", MODEL_MAGIC);
     fprintf(f, "id %s\nkind %s\n", meta->id, meta->kind[0] ? meta->kind : "model");
@@ -214,7 +217,7 @@ static fv_status load_buf(const char *buf, size_t len, const char *path, fvt_net
         fvt_opt_kind k = strcmp(okind, "adam") == 0 ? FVT_ADAM : FVT_SGD;
         if (fvt_optim_init(opt, k, np) != FV_OK) {
             fvt_net_destroy(net);
-            return FV_E_NO_MEMORY;
+            return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "%s: out of memory", path);
         }
         opt->step = ostep;
         opt->lr = ov[0], opt->momentum = ov[1], opt->beta1 = ov[2], opt->beta2 = ov[3];
@@ -232,27 +235,10 @@ bad:
 fv_status fvt_model_load(const char *path, fvt_net **net, fvt_meta *meta, fvt_optim *opt,
                          fvt_ckpt *ck, char *err, size_t errlen) {
     *net = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return fvi_seterr(err, errlen, FV_E_IO, "cannot open %s: %s", path, strerror(errno));
-    char *buf = NULL;
-    long sz = -1;
-    if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
-    if (sz < 0 || (unsigned long)sz > MAX_FILE || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: unreadable or too large", path);
-    }
-    buf = fvi_malloc((size_t)sz + 1);
-    if (!buf) {
-        fclose(f);
-        return FV_E_NO_MEMORY;
-    }
-    size_t rd = fread(buf, 1, (size_t)sz, f);
-    fclose(f);
-    fv_status st;
-    if (rd != (size_t)sz)
-        st = fvi_seterr(err, errlen, FV_E_IO, "cannot read %s", path);
-    else
-        st = load_buf(buf, rd, path, net, meta, opt, ck, err, errlen);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    fv_status st = fvi_read_model_file(path, MAX_FILE, "model", &buf, &len, err, errlen);
+    if (st == FV_OK) st = load_buf((const char *)buf, len, path, net, meta, opt, ck, err, errlen);
     fvi_free(buf);
     return st;
 }

@@ -323,24 +323,17 @@ fv_status fvi_shape_predictor_load_mem(const void *data, size_t len, fvi_shape_p
     return FV_OK;
 }
 
+/* fvi_parse_fn over fvi_shape_predictor_load_mem. */
+static fv_status parse_sp(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_shape_predictor_load_mem(data, len, out, err, errlen);
+}
+
 fv_status fvi_shape_predictor_load(const char *path, fvi_shape_predictor **out, char *err,
                                    size_t errlen) {
     if (!path || !out)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "shape predictor: NULL argument");
     *out = NULL;
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    fv_status rs =
-        fvi_read_model_file(path, SP_MAX_FILE, "shape predictor", &buf, &len, err, errlen);
-    if (rs != FV_OK) return rs;
-    fv_status s = fvi_shape_predictor_load_mem(buf, len, out, err, errlen);
-    fvi_free(buf);
-    if (s != FV_OK && err && errlen) {
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%s", err);
-        fvi_seterr(err, errlen, s, "%s (%s)", tmp, path);
-    }
-    return s;
+    return fvi_load_model_file(path, SP_MAX_FILE, "shape predictor", parse_sp, out, err, errlen);
 }
 
 size_t fvi_shape_predictor_num_parts(const fvi_shape_predictor *sp) {

@@ -95,3 +95,17 @@ fv_status fvi_read_model_file(const char *path, size_t max_bytes, const char *wh
     return fvi_read_file(path, max_bytes, what, FV_E_MODEL_MISSING, FV_E_MODEL_CORRUPT, data, len,
                          err, errlen);
 }
+
+fv_status fvi_load_model_file(const char *path, size_t max_bytes, const char *what,
+                              fvi_parse_fn parse, void *out, char *err, size_t errlen) {
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    fv_status st = fvi_read_model_file(path, max_bytes, what, &buf, &len, err, errlen);
+    if (st != FV_OK) return st;
+    char msg[200] = "";
+    st = parse(buf, len, out, msg, sizeof msg);
+    fvi_free(buf);
+    if (st != FV_OK)
+        return fvi_seterr(err, errlen, st, "%s %s: %s", what, path, msg[0] ? msg : fv_strerror(st));
+    return FV_OK;
+}

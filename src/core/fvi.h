@@ -80,6 +80,17 @@ fv_status fvi_read_file(const char *path, size_t max_bytes, const char *what, fv
 fv_status fvi_read_model_file(const char *path, size_t max_bytes, const char *what,
                               unsigned char **data, size_t *len, char *err, size_t errlen);
 
+/* Parses len bytes of a model file into *out (out is the loader's
+ * `T **`); a message without the path goes into err. */
+typedef fv_status (*fvi_parse_fn)(const void *data, size_t len, void *out, char *err,
+                                  size_t errlen);
+
+/* The whole load of a model file: fvi_read_model_file, then parse on the
+ * bytes, a parse failure reported as "<what> <path>: <parser's message>"
+ * with the parser's status.  The bytes are freed before returning. */
+fv_status fvi_load_model_file(const char *path, size_t max_bytes, const char *what,
+                              fvi_parse_fn parse, void *out, char *err, size_t errlen);
+
 /* Monotonic clock in milliseconds. */
 double fvi_now_ms(void);
 

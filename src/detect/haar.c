@@ -389,19 +389,16 @@ fv_status fvi_haar_parse(const void *xml, size_t len, fvi_haar **out, char *err,
     return FV_OK;
 }
 
+/* fvi_parse_fn over fvi_haar_parse. */
+static fv_status parse_haar(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_haar_parse(data, len, out, err, errlen);
+}
+
 fv_status fvi_haar_load(const char *path, fvi_haar **out, char *err, size_t errlen) {
     if (!path || !out) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    fv_status rs =
-        fvi_read_model_file(path, FVI_HAAR_MAX_FILE_BYTES, "Haar cascade", &buf, &len, err, errlen);
-    if (rs != FV_OK) return rs;
-    char sub[200];
-    fv_status st = fvi_haar_parse(buf, len, out, sub, sizeof sub);
-    fvi_free(buf);
-    if (st != FV_OK) return fvi_seterr(err, errlen, st, "%s (%s)", sub, path);
-    return FV_OK;
+    return fvi_load_model_file(path, FVI_HAAR_MAX_FILE_BYTES, "Haar cascade", parse_haar, out, err,
+                               errlen);
 }
 
 /* ------------------------------------------------------------ image prep */

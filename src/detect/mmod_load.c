@@ -355,18 +355,14 @@ fv_status fvi_mmod_load_mem(const void *data, size_t len, fvi_mmod **out, char *
     return FV_OK;
 }
 
+/* fvi_parse_fn over fvi_mmod_load_mem. */
+static fv_status parse_mmod(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_mmod_load_mem(data, len, out, err, errlen);
+}
+
 fv_status fvi_mmod_load(const char *path, fvi_mmod **out, char *err, size_t errlen) {
     if (!out || !path) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    fv_status st =
-        fvi_read_model_file(path, MMOD_MAX_FILE_BYTES, "MMOD detector", &buf, &len, err, errlen);
-    if (st == FV_OK) {
-        char msg[256];
-        st = fvi_mmod_load_mem(buf, len, out, msg, sizeof msg);
-        if (st != FV_OK) fvi_seterr(err, errlen, st, "%s: %s", path, msg);
-    }
-    fvi_free(buf);
-    return st;
+    return fvi_load_model_file(path, MMOD_MAX_FILE_BYTES, "MMOD detector", parse_mmod, out, err,
+                               errlen);
 }

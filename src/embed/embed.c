@@ -488,21 +488,17 @@ fail:
     return st;
 }
 
+/* fvi_parse_fn over fvi_resnet_load_mem. */
+static fv_status parse_resnet(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_resnet_load_mem(data, len, out, err, errlen);
+}
+
 fv_status fvi_resnet_load(const char *path, fvi_resnet **out, char *err, size_t errlen) {
     if (!path || !out)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "resnet: NULL argument");
     *out = NULL;
-    unsigned char *buf = NULL;
-    size_t size = 0;
-    fv_status st =
-        fvi_read_model_file(path, MAX_MODEL_BYTES, "ResNet model", &buf, &size, err, errlen);
-    if (st == FV_OK) {
-        char sub[200];
-        st = fvi_resnet_load_mem(buf, size, out, sub, sizeof sub);
-        if (st != FV_OK) fvi_seterr(err, errlen, st, "%s: %s", path, sub);
-    }
-    fvi_free(buf);
-    return st;
+    return fvi_load_model_file(path, MAX_MODEL_BYTES, "ResNet model", parse_resnet, out, err,
+                               errlen);
 }
 
 /* ------------------------------------------------------------ inference */

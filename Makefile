@@ -5,7 +5,7 @@
 #   make test   bootstrap, build, then every test (C unit tests, Python parity
 #               and CLI tests, the C tests again under ASan+UBSan, format and
 #               static checks)
-# Other targets: build, models, asan, check-format, cppcheck, install
+# Other targets: build, models, asan, check-format, check-layers, cppcheck, install
 # (PREFIX=/usr/local), clean, fuzz (libFuzzer targets into build-fuzz/),
 # test-fuzz (each for FUZZ_SECONDS), fuzz-merge (new inputs into
 # fuzz/corpus); see docs/fuzzing.md.
@@ -83,7 +83,7 @@ run: bootstrap build
 	exec $(BUILD)/bin/faceverifyd serve --listen 127.0.0.1:$(PORT) --demo
 
 test: bootstrap build asan
-	@$(MAKE) --no-print-directory check-format cppcheck test-c test-py test-asan test-server test-fuzz
+	@$(MAKE) --no-print-directory check-format check-layers cppcheck test-c test-py test-asan test-server test-fuzz
 
 test-c:
 	@cd $(BUILD) && ctest --output-on-failure
@@ -111,6 +111,11 @@ check-format:
 
 format:
 	@clang-format -i $(FORMAT_FILES)
+
+# check-layers: no folder of src/ includes a folder above it
+# (docs/architecture.md).
+check-layers:
+	@python3 scripts/check_layers.py && echo "check-layers: clean"
 
 cppcheck:
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \

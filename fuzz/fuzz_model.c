@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "align/align.h"
-#include "detect/detect.h"
+#include "detect/mmod.h"
 #include "detect/haar.h"
 #include "embed/embed.h"
 

@@ -96,7 +96,9 @@ FV_API fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits 
                                  fv_image **out, char *err, size_t errlen);
 
 /* Reads a file (refusing files above lim->max_input_bytes before reading
- * them in full) and decodes it as fv_image_decode does. */
+ * them in full) and decodes it as fv_image_decode does.  A missing or
+ * unreadable file (or a directory) is FV_E_IO, one above the limit
+ * FV_E_IMAGE_TOO_LARGE; err names the file. */
 FV_API fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out, char *err,
                                size_t errlen);
 
@@ -148,9 +150,25 @@ FV_API void fv_config_init(fv_config *cfg);
 
 typedef struct fv_engine fv_engine;
 
+/* A trained embedding model (see "trained models" below).  Wherever a
+ * function takes a const fv_model *, NULL means the engine's own ResNet
+ * (FV_MODEL_ID): one code path serves every model. */
+typedef struct fv_model fv_model;
+
 /* Loads the three models (detector, shape predictor, ResNet) from the
- * models directory and starts the thread pool.  Returns FV_E_MODEL_MISSING
- * or FV_E_MODEL_CORRUPT with the file named in err on failure. */
+ * models directory and starts the thread pool.  Every model file is read
+ * the same way, so a failure gives one status whichever file it hit, with
+ * the file named in err:
+ *   FV_E_MODEL_MISSING    a model file does not exist;
+ *   FV_E_IO               it exists but cannot be read (permissions, a
+ *                         directory or other non-regular file, read error);
+ *   FV_E_MODEL_CORRUPT    it is larger than that model's cap or fails
+ *                         validation;
+ *   FV_E_INVALID_ARGUMENT out is NULL, threads outside 0..256, flip
+ *                         outside the enum;
+ *   FV_E_NO_MEMORY        allocation failed, or the pool could not start;
+ *   FV_E_INTERNAL         only on a bug (an invariant did not hold).
+ * *out is NULL on failure. */
 FV_API fv_status fv_engine_create(const fv_config *cfg, fv_engine **out, char *err, size_t errlen);
 
 /* Stops the pool and frees the models; NULL is a no-op.  No call on the
@@ -230,7 +248,9 @@ FV_API fv_status fv_face_landmarks(const fv_engine *eng, const fv_image *img, fv
 FV_API fv_status fv_face_chip(const fv_engine *eng, const fv_image *img, const fv_face *face,
                               unsigned char *chip);
 
-/* Embeds n chips (n * 150*150*3 bytes, packed) into out (n * 128 floats).
+/* Embeds n chips (n * 150*150*3 bytes, packed) into out (n * 128 floats)
+ * with the engine's ResNet, applying fv_config.flip as fv_embed_face does
+ * (same code: this is fv_model_embed_chips with model NULL).
  * Deterministic for a given input and thread count. */
 FV_API fv_status fv_embed_chips(const fv_engine *eng, const unsigned char *chips, size_t n,
                                 float *out, char *err, size_t errlen);
@@ -256,19 +276,27 @@ typedef struct fv_face_result {
     fv_timings timings; /* decode_ms is left 0: decoding is the caller's */
 } fv_face_result;
 
-/* Detects, aligns and embeds the face to use in img.  Several faces: the
- * largest is used, unless strict, in which case FV_E_MULTIPLE_FACES.  No
- * face: FV_E_NO_FACE. */
+/* Detects, aligns and embeds the face to use in img with the engine's
+ * ResNet, under fv_config.flip (this is fv_model_embed_face with model
+ * NULL).  Several faces: the first in opt->order is used, unless strict, in
+ * which case FV_E_MULTIPLE_FACES.  No face: FV_E_NO_FACE.  Landmarks are
+ * predicted for the face used only. */
 FV_API fv_status fv_embed_face(const fv_engine *eng, const fv_image *img,
                                const fv_detect_options *opt, int strict, fv_face_result *out,
                                char *err, size_t errlen);
 
 typedef struct fv_verify_options {
     fv_detect_options detect;
-    float threshold; /* <= 0: the engine's threshold */
+    float threshold; /* <= 0: the model's calibrated threshold (the engine's
+                        for the ResNet) */
     int strict;      /* 1: several faces in an image is FV_E_MULTIPLE_FACES */
+    /* The embedding model; NULL (default): the engine's ResNet.  Not owned;
+     * must outlive the call. */
+    const fv_model *model;
 } fv_verify_options;
 
+/* Fills *opt with the defaults: fv_detect_options_init, threshold 0 (the
+ * model's), not strict, model NULL (the ResNet). */
 FV_API void fv_verify_options_init(fv_verify_options *opt);
 
 typedef struct fv_verify_result {
@@ -277,13 +305,15 @@ typedef struct fv_verify_result {
     float threshold;
     float similarity;
     fv_face_result a, b;
-    const char *model;    /* static string, FV_MODEL_ID */
+    const char *model;    /* FV_MODEL_ID, or the model's id (fv_model_id) */
     const char *detector; /* static string */
     double total_ms;
 } fv_verify_result;
 
-/* Is the face in a the same person as the face in b?  On error, err names
- * which image ("image a: no face found"). */
+/* Is the face in a the same person as the face in b?  Both faces are
+ * embedded by opt->model (NULL: the ResNet) through fv_model_embed_face;
+ * the distance is fv_distance over the zero-padded embeddings.  On error,
+ * err names which image ("image a: no face found"). */
 FV_API fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
                            const fv_verify_options *opt, fv_verify_result *out, char *err,
                            size_t errlen);
@@ -293,10 +323,11 @@ FV_API fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_ima
  * CNN on aligned chips ("scratch") or a small network on top of the ResNet
  * embedding ("adapter"), with its id, embedding size and calibrated
  * threshold.  Immutable after loading; thread-safe to share. */
-typedef struct fv_model fv_model;
-
-/* Loads a model file.  FV_E_IO (cannot read), FV_E_MODEL_CORRUPT (failed
- * validation; err says where).  *out is owned by the caller. */
+/* Loads a model file, with fv_engine_create's mapping of file failures:
+ * FV_E_MODEL_MISSING (no such file), FV_E_IO (unreadable: permissions, a
+ * directory, read error), FV_E_MODEL_CORRUPT (above 256 MiB or failed
+ * validation; err says where); also FV_E_INVALID_ARGUMENT (NULL argument)
+ * and FV_E_NO_MEMORY.  err names the file.  *out is owned by the caller. */
 FV_API fv_status fv_model_load(const char *path, fv_model **out, char *err, size_t errlen);
 FV_API void fv_model_destroy(fv_model *m);
 /* The model's id (templates keep it; static for the model's lifetime). */
@@ -306,13 +337,17 @@ FV_API const char *fv_model_kind(const fv_model *m);
 /* Embedding dimension (1..FV_EMBED_DIM) and the calibrated threshold. */
 FV_API int fv_model_dim(const fv_model *m);
 FV_API float fv_model_threshold(const fv_model *m);
-/* Embeds n aligned chips (as fv_embed_chips) with the model: out holds
- * n * fv_model_dim floats.  An adapter runs the engine's ResNet first. */
+/* Embeds n aligned chips with model m: out holds n * fv_model_dim(m)
+ * floats (n * FV_EMBED_DIM for m NULL, the ResNet).  fv_config.flip
+ * applies to the ResNet's embedding, also where it feeds an adapter; a
+ * scratch model embeds the chip alone. */
 FV_API fv_status fv_model_embed_chips(const fv_engine *eng, const fv_model *m,
                                       const unsigned char *chips, size_t n, float *out, char *err,
                                       size_t errlen);
-/* As fv_embed_face, but the embedding is the model's (its first
- * fv_model_dim values; the rest of out->embedding is zero). */
+/* Detects, aligns and embeds the face to use in img with model m (NULL:
+ * the ResNet, which is what fv_embed_face does): the embedding is the
+ * model's first fv_model_dim values, the rest of out->embedding is zero.
+ * Statuses, face choice and timings as fv_embed_face. */
 FV_API fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
                                      const fv_detect_options *opt, int strict, fv_face_result *out,
                                      char *err, size_t errlen);

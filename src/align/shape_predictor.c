@@ -25,11 +25,9 @@
  */
 #include "align/align.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "align/align_internal.h"
 #include "fvi.h"
@@ -325,46 +323,17 @@ fv_status fvi_shape_predictor_load_mem(const void *data, size_t len, fvi_shape_p
     return FV_OK;
 }
 
+/* fvi_parse_fn over fvi_shape_predictor_load_mem. */
+static fv_status parse_sp(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_shape_predictor_load_mem(data, len, out, err, errlen);
+}
+
 fv_status fvi_shape_predictor_load(const char *path, fvi_shape_predictor **out, char *err,
                                    size_t errlen) {
     if (!path || !out)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "shape predictor: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fvi_seterr(err, errlen, FV_E_MODEL_MISSING, "shape predictor %s: %s", path,
-                          strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return fvi_seterr(err, errlen, FV_E_MODEL_MISSING, "shape predictor %s: not a regular file",
-                          path);
-    }
-    if (st.st_size <= 0 || (uint64_t)st.st_size > SP_MAX_FILE) {
-        fclose(f);
-        return fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "shape predictor %s: bad file size %lld",
-                          path, (long long)st.st_size);
-    }
-    size_t len = (size_t)st.st_size;
-    unsigned char *buf = fvi_malloc(len);
-    if (!buf) {
-        fclose(f);
-        return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "shape predictor %s: out of memory", path);
-    }
-    size_t got = fread(buf, 1, len, f);
-    fclose(f);
-    if (got != len) {
-        fvi_free(buf);
-        return fvi_seterr(err, errlen, FV_E_MODEL_MISSING, "shape predictor %s: short read", path);
-    }
-    fv_status s = fvi_shape_predictor_load_mem(buf, len, out, err, errlen);
-    fvi_free(buf);
-    if (s != FV_OK && err && errlen) {
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%s", err);
-        fvi_seterr(err, errlen, s, "%s (%s)", tmp, path);
-    }
-    return s;
+    return fvi_load_model_file(path, SP_MAX_FILE, "shape predictor", parse_sp, out, err, errlen);
 }
 
 size_t fvi_shape_predictor_num_parts(const fvi_shape_predictor *sp) {

@@ -63,9 +63,6 @@ void fv_cli_print_json(json_t *j);
 /* Loads --model if given (*m stays NULL otherwise), printing the reason on
  * failure. */
 fv_status fv_cli_model(const fv_cli_opts *o, fv_model **m);
-/* fv_embed_face, or fv_model_embed_face when m is not NULL. */
-fv_status fv_cli_embed(const fv_engine *eng, const fv_model *m, const fv_image *img,
-                       const fv_cli_opts *o, fv_face_result *r, char *err, size_t errlen);
 
 /* A pairs file: CSV (path_a,path_b,same) or LFW's pairs format. */
 typedef struct fv_cli_pair {

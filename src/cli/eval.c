@@ -225,8 +225,7 @@ static fv_status embed_fallback(const fv_cli_opts *o, const fv_engine *eng, cons
     fv_detect_options d = o->verify.detect;
     d.detector = FV_DETECTOR_NONE;
     fv_face_result r;
-    st = model ? fv_model_embed_face(eng, model, c, &d, 0, &r, NULL, 0)
-               : fv_embed_face(eng, c, &d, 0, &r, NULL, 0);
+    st = fv_model_embed_face(eng, model, c, &d, 0, &r, NULL, 0); /* model NULL: ResNet */
     if (st == FV_OK) memcpy(emb, r.embedding, sizeof r.embedding);
     fv_image_destroy(c);
     return st;
@@ -243,7 +242,8 @@ static void embed_one(const fv_cli_opts *o, eval_t *e, size_t i, int fallback) {
     snprintf(path, sizeof path, "%s/%s", o->root, e->names[i]);
     im->st = fv_image_load(path, &o->cfg.limits, &img, NULL, 0);
     if (im->st == FV_OK) {
-        im->st = fv_cli_embed(e->eng, e->model, img, o, &r, NULL, 0);
+        im->st = fv_model_embed_face(e->eng, e->model, img, &o->verify.detect, o->verify.strict, &r,
+                                     NULL, 0);
         if (im->st == FV_OK) memcpy(im->emb, r.embedding, sizeof r.embedding);
         if (im->st == FV_E_NO_FACE && fallback)
             im->fallback_st = embed_fallback(o, e->eng, e->model, img, im->fallback);

@@ -282,14 +282,6 @@ fv_status fv_cli_model(const fv_cli_opts *o, fv_model **m) {
     return st;
 }
 
-fv_status fv_cli_embed(const fv_engine *eng, const fv_model *m, const fv_image *img,
-                       const fv_cli_opts *o, fv_face_result *r, char *err, size_t errlen) {
-    if (m)
-        return fv_model_embed_face(eng, m, img, &o->verify.detect, o->verify.strict, r, err,
-                                   errlen);
-    return fv_embed_face(eng, img, &o->verify.detect, o->verify.strict, r, err, errlen);
-}
-
 json_t *fv_cli_face_json(const fv_face *f) {
     json_t *lm = json_array();
     for (int i = 0; i < FV_NUM_LANDMARKS; i++)
@@ -321,34 +313,6 @@ void fv_cli_print_json(json_t *j) {
     json_decref(j);
 }
 
-/* fv_verify with a trained model: its embedding, its threshold unless
- * --threshold is given, and its id as the result's model. */
-static fv_status verify_with_model(const fv_engine *eng, const fv_model *m, const fv_image *a,
-                                   const fv_image *b, const fv_cli_opts *o, fv_verify_result *r,
-                                   char *err, size_t errlen) {
-    memset(r, 0, sizeof *r);
-    double t0 = fvi_now_ms();
-    char e[400] = "";
-    fv_status st = fv_cli_embed(eng, m, a, o, &r->a, e, sizeof e);
-    if (st != FV_OK) {
-        snprintf(err, errlen, "image a: %s", e);
-        return st;
-    }
-    st = fv_cli_embed(eng, m, b, o, &r->b, e, sizeof e);
-    if (st != FV_OK) {
-        snprintf(err, errlen, "image b: %s", e);
-        return st;
-    }
-    r->distance = fv_distance(r->a.embedding, r->b.embedding);
-    r->threshold = o->verify.threshold > 0 ? o->verify.threshold : fv_model_threshold(m);
-    r->verified = r->distance <= r->threshold;
-    r->similarity = fv_similarity(r->distance, r->threshold);
-    r->model = fv_model_id(m);
-    r->detector = fv_detector_name(o->verify.detect.detector);
-    r->total_ms = fvi_now_ms() - t0;
-    return FV_OK;
-}
-
 static int cmd_verify(fv_cli_opts *o) {
     if (o->npos != 2)
         return fv_cli_exit_code(fv_cli_error(o, FV_E_INVALID_ARGUMENT, "verify needs two images"));
@@ -363,8 +327,9 @@ static int cmd_verify(fv_cli_opts *o) {
     if (st == FV_OK) st = fv_cli_model(o, &m);
     if (st == FV_OK) st = fv_cli_engine(o, &eng);
     if (st == FV_OK) {
-        st = m ? verify_with_model(eng, m, a, b, o, &r, err, sizeof err)
-               : fv_verify(eng, a, b, &o->verify, &r, err, sizeof err);
+        fv_verify_options vo = o->verify;
+        vo.model = m; /* NULL: the ResNet */
+        st = fv_verify(eng, a, b, &vo, &r, err, sizeof err);
         if (st != FV_OK) fv_cli_error(o, st, "%s", err);
     }
     int code = fv_cli_exit_code(st);
@@ -461,7 +426,8 @@ static int cmd_embed(fv_cli_opts *o) {
     if (st == FV_OK) st = fv_cli_engine(o, &eng);
     if (st == FV_OK) {
         t0 = fvi_now_ms();
-        st = fv_cli_embed(eng, m, img, o, &r, err, sizeof err);
+        st = fv_model_embed_face(eng, m, img, &o->verify.detect, o->verify.strict, &r, err,
+                                 sizeof err);
         t1 = fvi_now_ms();
         if (st != FV_OK) fv_cli_error(o, st, "%s", err);
     }

@@ -32,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -390,35 +389,16 @@ fv_status fvi_haar_parse(const void *xml, size_t len, fvi_haar **out, char *err,
     return FV_OK;
 }
 
+/* fvi_parse_fn over fvi_haar_parse. */
+static fv_status parse_haar(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_haar_parse(data, len, out, err, errlen);
+}
+
 fv_status fvi_haar_load(const char *path, fvi_haar **out, char *err, size_t errlen) {
     if (!path || !out) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return fvi_seterr(err, errlen, FV_E_MODEL_MISSING, "cannot open cascade %s", path);
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 ||
-        (uint64_t)sb.st_size > FVI_HAAR_MAX_FILE_BYTES) {
-        fclose(fp);
-        return fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT,
-                          "cascade %s: not a regular file of 1 B..64 MiB", path);
-    }
-    size_t len = (size_t)sb.st_size;
-    char *buf = fvi_malloc(len);
-    if (!buf) {
-        fclose(fp);
-        return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
-    }
-    size_t got = fread(buf, 1, len, fp);
-    fclose(fp);
-    if (got != len) {
-        fvi_free(buf);
-        return fvi_seterr(err, errlen, FV_E_IO, "cannot read cascade %s", path);
-    }
-    char sub[200];
-    fv_status st = fvi_haar_parse(buf, len, out, sub, sizeof sub);
-    fvi_free(buf);
-    if (st != FV_OK) return fvi_seterr(err, errlen, st, "%s (%s)", sub, path);
-    return FV_OK;
+    return fvi_load_model_file(path, FVI_HAAR_MAX_FILE_BYTES, "Haar cascade", parse_haar, out, err,
+                               errlen);
 }
 
 /* ------------------------------------------------------------ image prep */

@@ -1,6 +1,6 @@
 /*
- * mmod_model.h: the loaded MMOD detector, shared by the loader (load.c) and
- * the detector (detect.c).  Private to src/detect/.
+ * mmod_model.h: the loaded MMOD detector, shared by the loader (mmod_load.c) and
+ * the detector (mmod.c).  Private to src/detect/.
  *
  * The seven convolutions carry their following affine layer folded in
  * (w' = g*w, b' = g*b + beta), so a forward pass is conv (+relu) x 7.
@@ -8,7 +8,7 @@
 #ifndef FVI_MMOD_MODEL_H
 #define FVI_MMOD_MODEL_H
 
-#include "detect.h"
+#include "mmod.h"
 #include "nn/nn.h"
 
 #define MMOD_NCONV 7

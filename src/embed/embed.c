@@ -36,7 +36,6 @@
  */
 #include "embed/embed.h"
 
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -173,32 +172,6 @@ typedef struct {
     int in_c[N_CONVS];
 } parse_ctx;
 
-static int expect_int(fvi_dser *d, int64_t want, const char *what) {
-    int64_t v;
-    if (fvi_dser_int(d, &v)) return -1;
-    if (v != want) return fvi_dser_fail(d, what);
-    return 0;
-}
-
-/* An alias_tensor: version 1 and four dims that must equal want. */
-static int expect_alias(fvi_dser *d, int64_t a, int64_t b, int64_t c, int64_t e) {
-    const int64_t want[4] = {a, b, c, e};
-    if (expect_int(d, 1, "bad alias_tensor version")) return -1;
-    for (int i = 0; i < 4; i++)
-        if (expect_int(d, want[i], "alias_tensor shape does not match the architecture")) return -1;
-    return 0;
-}
-
-/* A resizable_tensor whose contents we ignore (add_layer's cached outputs and
- * gradients); dlib writes them empty, but any complete tensor is valid. */
-static int skip_tensor(fvi_dser *d) {
-    int64_t dims[4];
-    size_t count;
-    if (fvi_dser_tensor_header(d, dims, (size_t)1 << 28, &count)) return -1;
-    d->off += count * 4; /* the header checked count <= bytes left / 4 */
-    return 0;
-}
-
 /* Copies n little-endian floats at data_off into out, requiring them finite. */
 static int read_floats_at(fvi_dser *d, size_t data_off, float *out, size_t n) {
     fvi_dser sub;
@@ -206,14 +179,6 @@ static int read_floats_at(fvi_dser *d, size_t data_off, float *out, size_t n) {
     if (fvi_dser_raw_floats(&sub, out, n)) return fvi_dser_fail(d, "truncated weights");
     for (size_t i = 0; i < n; i++)
         if (!isfinite(out[i])) return fvi_dser_fail(d, "non-finite weight");
-    return 0;
-}
-
-static int skip_doubles(fvi_dser *d, int n) {
-    for (int i = 0; i < n; i++) {
-        double v;
-        if (fvi_dser_double(d, &v)) return -1;
-    }
     return 0;
 }
 
@@ -232,20 +197,20 @@ static int parse_con(parse_ctx *pc, const layer_spec *s, int in_c) {
         return fvi_dser_fail(d, "con_ params tensor has the wrong shape");
     data_off = d->off;
     d->off += count * 4;
-    if (expect_int(d, s->nf, "con_ num_filters does not match") ||
-        expect_int(d, s->k, "con_ nr does not match") ||
-        expect_int(d, s->k, "con_ nc does not match") ||
-        expect_int(d, s->stride, "con_ stride_y does not match") ||
-        expect_int(d, s->stride, "con_ stride_x does not match") ||
-        expect_int(d, pad, "con_ padding_y does not match") ||
-        expect_int(d, pad, "con_ padding_x does not match") ||
-        expect_alias(d, s->nf, in_c, s->k, s->k))
+    if (fvi_dser_expect_int(d, s->nf, "con_ num_filters does not match") ||
+        fvi_dser_expect_int(d, s->k, "con_ nr does not match") ||
+        fvi_dser_expect_int(d, s->k, "con_ nc does not match") ||
+        fvi_dser_expect_int(d, s->stride, "con_ stride_y does not match") ||
+        fvi_dser_expect_int(d, s->stride, "con_ stride_x does not match") ||
+        fvi_dser_expect_int(d, pad, "con_ padding_y does not match") ||
+        fvi_dser_expect_int(d, pad, "con_ padding_x does not match") ||
+        fvi_dser_expect_alias(d, s->nf, in_c, s->k, s->k))
         return -1;
     /* The bias alias is (1,nf,1,1) with a bias, never set up without one. */
     int64_t bdims[5];
     for (int i = 0; i < 5; i++)
         if (fvi_dser_int(d, &bdims[i])) return -1;
-    if (skip_doubles(d, 4)) return -1; /* learning-rate and decay multipliers */
+    if (fvi_dser_skip_doubles(d, 4)) return -1; /* learning-rate and decay multipliers */
     int use_bias = 1;
     if (v5 && fvi_dser_bool(d, &use_bias)) return -1;
     if (use_bias) {
@@ -313,12 +278,12 @@ static int parse_affine(parse_ctx *pc, const layer_spec *s) {
 
 static int parse_pool(fvi_dser *d, const char *name, int k, int stride) {
     if (fvi_dser_expect_string(d, name)) return -1;
-    return expect_int(d, k, "pool nr does not match") ||
-                   expect_int(d, k, "pool nc does not match") ||
-                   expect_int(d, stride, "pool stride_y does not match") ||
-                   expect_int(d, stride, "pool stride_x does not match") ||
-                   expect_int(d, 0, "pool padding_y does not match") ||
-                   expect_int(d, 0, "pool padding_x does not match")
+    return fvi_dser_expect_int(d, k, "pool nr does not match") ||
+                   fvi_dser_expect_int(d, k, "pool nc does not match") ||
+                   fvi_dser_expect_int(d, stride, "pool stride_y does not match") ||
+                   fvi_dser_expect_int(d, stride, "pool stride_x does not match") ||
+                   fvi_dser_expect_int(d, 0, "pool padding_y does not match") ||
+                   fvi_dser_expect_int(d, 0, "pool padding_x does not match")
                ? -1
                : 0;
 }
@@ -329,8 +294,8 @@ static int parse_fc(parse_ctx *pc) {
     if (fvi_dser_string(d, name, sizeof name)) return -1;
     int v3 = strcmp(name, "fc_3") == 0;
     if (!v3 && strcmp(name, "fc_2") != 0) return fvi_dser_fail(d, "expected an fc_ layer");
-    if (expect_int(d, FV_EMBED_DIM, "fc_ num_outputs does not match") ||
-        expect_int(d, FEAT_C, "fc_ num_inputs does not match"))
+    if (fvi_dser_expect_int(d, FV_EMBED_DIM, "fc_ num_outputs does not match") ||
+        fvi_dser_expect_int(d, FEAT_C, "fc_ num_inputs does not match"))
         return -1;
     const size_t nw = (size_t)FEAT_C * FV_EMBED_DIM;
     size_t count;
@@ -340,27 +305,13 @@ static int parse_fc(parse_ctx *pc) {
         return fvi_dser_fail(d, "fc_ params shape does not match");
     size_t data_off = d->off;
     d->off += count * 4;
-    if (expect_alias(d, FEAT_C, FV_EMBED_DIM, 1, 1) || expect_alias(d, 0, 0, 0, 0) ||
-        expect_int(d, 1, "fc_ is not FC_NO_BIAS") || skip_doubles(d, 4))
+    if (fvi_dser_expect_alias(d, FEAT_C, FV_EMBED_DIM, 1, 1) ||
+        fvi_dser_expect_alias(d, 0, 0, 0, 0) ||
+        fvi_dser_expect_int(d, 1, "fc_ is not FC_NO_BIAS") || fvi_dser_skip_doubles(d, 4))
         return -1;
     int use_bias = 0;
     if (v3 && fvi_dser_bool(d, &use_bias)) return -1;
     return read_floats_at(d, data_off, pc->net->fc, nw);
-}
-
-/* The state add_layer writes after its details. */
-static int parse_add_layer_tail(fvi_dser *d, int64_t version, int input_layer) {
-    int flag;
-    for (int i = 0; i < 3; i++)
-        if (fvi_dser_bool(d, &flag)) return -1;
-    if (skip_tensor(d) || skip_tensor(d)) return -1; /* x_grad, cached_output */
-    if (input_layer) {
-        if (skip_tensor(d)) return -1; /* grad_final */
-        if (version >= 3 && expect_int(d, 1, "bad sample_expansion_factor")) return -1;
-    } else if (version >= 2) {
-        if (skip_tensor(d)) return -1; /* params_grad */
-    }
-    return 0;
 }
 
 static int parse_input(parse_ctx *pc) {
@@ -371,8 +322,8 @@ static int parse_input(parse_ctx *pc) {
         if (!isfinite(pc->net->mean[i]) || fabsf(pc->net->mean[i]) > 1e6f)
             return fvi_dser_fail(d, "bad input mean");
     }
-    return expect_int(d, CHIP, "input rows do not match") ||
-                   expect_int(d, CHIP, "input columns do not match")
+    return fvi_dser_expect_int(d, CHIP, "input rows do not match") ||
+                   fvi_dser_expect_int(d, CHIP, "input columns do not match")
                ? -1
                : 0;
 }
@@ -381,7 +332,7 @@ static int parse_model(parse_ctx *pc, const spec_list *l) {
     fvi_dser *d = &pc->d;
     int64_t versions[MAX_SPECS];
     /* add_loss_layer: version, loss details, then the network */
-    if (expect_int(d, 1, "bad add_loss_layer version")) return -1;
+    if (fvi_dser_expect_int(d, 1, "bad add_loss_layer version")) return -1;
     char name[32];
     if (fvi_dser_string(d, name, sizeof name)) return -1;
     if (strcmp(name, "loss_metric_2") == 0) {
@@ -442,7 +393,7 @@ static int parse_model(parse_ctx *pc, const spec_list *l) {
             r = parse_fc(pc);
             break;
         }
-        if (r || parse_add_layer_tail(d, versions[i], i == 0)) return -1;
+        if (r || fvi_dser_add_layer_trailer(d, versions[i], i == 0)) return -1;
     }
     if (fvi_dser_left(d) != 0) return fvi_dser_fail(d, "trailing bytes after the network");
     return d->failed ? -1 : 0;
@@ -537,37 +488,17 @@ fail:
     return st;
 }
 
+/* fvi_parse_fn over fvi_resnet_load_mem. */
+static fv_status parse_resnet(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_resnet_load_mem(data, len, out, err, errlen);
+}
+
 fv_status fvi_resnet_load(const char *path, fvi_resnet **out, char *err, size_t errlen) {
     if (!path || !out)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "resnet: NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return fvi_seterr(err, errlen, FV_E_MODEL_MISSING, "resnet model not found: %s", path);
-        return fvi_seterr(err, errlen, FV_E_IO, "cannot open %s: %s", path, strerror(errno));
-    }
-    fv_status st = FV_OK;
-    unsigned char *buf = NULL;
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = fvi_seterr(err, errlen, FV_E_IO, "cannot read %s", path);
-    } else if ((unsigned long)size > MAX_MODEL_BYTES) {
-        st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: too large for a resnet model", path);
-    } else if (!(buf = fvi_malloc((size_t)size))) {
-        st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "resnet: out of memory reading %s", path);
-    } else if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        st = fvi_seterr(err, errlen, FV_E_IO, "cannot read %s", path);
-    }
-    fclose(f);
-    if (st == FV_OK) {
-        char sub[200];
-        st = fvi_resnet_load_mem(buf, (size_t)size, out, sub, sizeof sub);
-        if (st != FV_OK) fvi_seterr(err, errlen, st, "%s: %s", path, sub);
-    }
-    fvi_free(buf);
-    return st;
+    return fvi_load_model_file(path, MAX_MODEL_BYTES, "ResNet model", parse_resnet, out, err,
+                               errlen);
 }
 
 /* ------------------------------------------------------------ inference */

@@ -11,13 +11,11 @@
  *    header, before pixel memory is allocated.
  *  - A zero field of fv_limits means "the default" so that a zeroed struct
  *    is not a trap; there is no "unlimited" setting.
- *  - Only regular files are loaded (a FIFO or device is FV_E_IO).
+ *  - Only regular files are loaded (a FIFO or device is FV_E_IO); files
+ *    are read by core's fvi_read_file, so a missing or unreadable image
+ *    is FV_E_IO and one above max_input_bytes FV_E_IMAGE_TOO_LARGE.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "fvi.h"
 #include "image/image.h"
@@ -153,67 +151,20 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
                       "unknown format (JPEG, PNG, WebP, BMP are supported)");
 }
 
-/* Reads exactly the n bytes of fd (short reads retried, EINTR tolerated);
- * returns the count read, which is < n when the file shrank, or -1. */
-static long long read_all(int fd, unsigned char *buf, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        if (r == 0) break;
-        got += (size_t)r;
-    }
-    return (long long)got;
-}
-
 fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out, char *err,
                         size_t errlen) {
     if (err && errlen) err[0] = '\0';
     if (!path || !out)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "image: NULL argument");
     fv_limits l = fvi_limits_effective(lim);
-    char ebuf[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        if (strerror_r(e, ebuf, sizeof ebuf) != 0) ebuf[0] = '\0';
-        return fvi_seterr(err, errlen, FV_E_IO, "%s: %s", path, ebuf);
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        if (strerror_r(e, ebuf, sizeof ebuf) != 0) ebuf[0] = '\0';
-        return fvi_seterr(err, errlen, FV_E_IO, "%s: %s", path, ebuf);
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return fvi_seterr(err, errlen, FV_E_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size < 0 || (unsigned long long)sb.st_size > (unsigned long long)l.max_input_bytes) {
-        close(fd);
-        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
-                          "%s: %lld bytes exceed the input limit of %zu", path,
-                          (long long)sb.st_size, l.max_input_bytes);
-    }
-    size_t n = (size_t)sb.st_size;
-    unsigned char *buf = fvi_malloc(n);
-    if (!buf) {
-        close(fd);
-        return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "%s: out of memory", path);
-    }
-    long long got = read_all(fd, buf, n);
-    int e = errno;
-    close(fd);
-    if (got < 0) {
-        fvi_free(buf);
-        if (strerror_r(e, ebuf, sizeof ebuf) != 0) ebuf[0] = '\0';
-        return fvi_seterr(err, errlen, FV_E_IO, "%s: read failed: %s", path, ebuf);
-    }
-    fv_status st = fv_image_decode(buf, (size_t)got, &l, out, err, errlen);
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    /* a missing image is an I/O error of the caller's input, not a model
+     * missing; too large is the same status fv_image_decode gives */
+    fv_status st = fvi_read_file(path, l.max_input_bytes, "image", FV_E_IO, FV_E_IMAGE_TOO_LARGE,
+                                 &buf, &n, err, errlen);
+    if (st != FV_OK) return st;
+    st = fv_image_decode(buf, n, &l, out, err, errlen);
     fvi_free(buf);
     return st;
 }

@@ -147,3 +147,47 @@ int fvi_dser_matrix_header(fvi_dser *d, int64_t *rows, int64_t *cols, size_t max
     if ((size_t)(*rows * *cols) > fvi_dser_left(d) / 2) return fvi_dser_fail(d, "truncated matrix");
     return 0;
 }
+
+int fvi_dser_expect_int(fvi_dser *d, int64_t want, const char *what) {
+    int64_t v;
+    if (fvi_dser_int(d, &v)) return -1;
+    if (v != want) return fvi_dser_fail(d, what);
+    return 0;
+}
+
+int fvi_dser_skip_tensor(fvi_dser *d) {
+    int64_t dims[4];
+    size_t n;
+    if (fvi_dser_tensor_header(d, dims, FVI_DSER_MAX_SKIP, &n)) return -1;
+    d->off += 4 * n; /* the header checked n <= bytes left / 4 */
+    return 0;
+}
+
+int fvi_dser_skip_doubles(fvi_dser *d, int n) {
+    double x;
+    for (int i = 0; i < n; i++)
+        if (fvi_dser_double(d, &x)) return -1;
+    return 0;
+}
+
+int fvi_dser_expect_alias(fvi_dser *d, int64_t n, int64_t k, int64_t r, int64_t c) {
+    const int64_t want[4] = {n, k, r, c};
+    if (fvi_dser_expect_int(d, 1, "unsupported alias_tensor version")) return -1;
+    for (int i = 0; i < 4; i++)
+        if (fvi_dser_expect_int(d, want[i], "unexpected parameter shape")) return -1;
+    return 0;
+}
+
+int fvi_dser_add_layer_trailer(fvi_dser *d, int64_t version, int over_input) {
+    int b;
+    for (int i = 0; i < 3; i++)
+        if (fvi_dser_bool(d, &b)) return -1;
+    if (fvi_dser_skip_tensor(d) || fvi_dser_skip_tensor(d)) return -1; /* x_grad, cached_output */
+    if (over_input) {
+        if (fvi_dser_skip_tensor(d)) return -1; /* grad_final */
+        if (version >= 3 && fvi_dser_expect_int(d, 1, "bad sample_expansion_factor")) return -1;
+    } else if (version >= 2) {
+        if (fvi_dser_skip_tensor(d)) return -1; /* params_grad */
+    }
+    return 0;
+}

@@ -60,6 +60,28 @@ int fvi_dser_tensor_header(fvi_dser *d, int64_t dims[4], size_t max_elems, size_
  * rows*cols exceeds max_elems. */
 int fvi_dser_matrix_header(fvi_dser *d, int64_t *rows, int64_t *cols, size_t max_elems);
 
+/* ---- pieces of dlib's dnn serialization that every network shares, so
+ * the MMOD and ResNet loaders parse them in one place ---- */
+
+/* Largest tensor fvi_dser_skip_tensor skips (floats; training tensors such
+ * as cached outputs may be large, and the bytes must still be there). */
+#define FVI_DSER_MAX_SKIP ((size_t)1 << 30)
+
+/* An integer that must equal want; fails with `what` otherwise. */
+int fvi_dser_expect_int(fvi_dser *d, int64_t want, const char *what);
+/* Skips a resizable_tensor (header and data) whose values we ignore. */
+int fvi_dser_skip_tensor(fvi_dser *d);
+/* Skips n serialized doubles (e.g. a layer's learning-rate multipliers). */
+int fvi_dser_skip_doubles(fvi_dser *d, int n);
+/* An alias_tensor: version 1, then four dims that must equal n, k, r, c. */
+int fvi_dser_expect_alias(fvi_dser *d, int64_t n, int64_t k, int64_t r, int64_t c);
+/* The bookkeeping dlib's add_layer writes after a layer's details (its
+ * version read earlier, outermost layer first): three flags, x_grad and
+ * cached_output, then for the layer over the input grad_final and (version
+ * >= 3) sample_expansion_factor == 1, otherwise (version >= 2)
+ * params_grad.  All tensors are skipped. */
+int fvi_dser_add_layer_trailer(fvi_dser *d, int64_t version, int over_input);
+
 /* Bytes left to read. */
 static inline size_t fvi_dser_left(const fvi_dser *d) {
     return d->len - d->off;

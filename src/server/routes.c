@@ -131,14 +131,6 @@ static int check_model_field(fvs_req *r, fvs_resp *out) {
     return -1;
 }
 
-/* One face's embedding with the collection's model (m NULL: ResNet). */
-static fv_status embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
-                            const fv_detect_options *opt, int strict, fv_face_result *fr, char *err,
-                            size_t errlen) {
-    if (m) return fv_model_embed_face(eng, m, img, opt, strict, fr, err, errlen);
-    return fv_embed_face(eng, img, opt, strict, fr, err, errlen);
-}
-
 /* The threshold in force: request > collection override > model > engine. */
 static int get_threshold(fvs_req *r, float *t, fvs_resp *out) {
     double d = coll_threshold(r);
@@ -335,32 +327,6 @@ static json_t *used_face_json(const fv_face_result *fr) {
     return o;
 }
 
-/* fv_verify with a trained model: both faces embedded by it, as the CLI's
- * `verify --model` does, so that the two give the same distance. */
-static fv_status verify_model(const fv_engine *eng, const fv_model *m, const fv_image *a,
-                              const fv_image *b, const fv_verify_options *opt,
-                              fv_verify_result *res, char *err, size_t errlen) {
-    memset(res, 0, sizeof *res);
-    char e[200] = "";
-    fv_status st = embed_face(eng, m, a, &opt->detect, opt->strict, &res->a, e, sizeof e);
-    if (st != FV_OK) {
-        snprintf(err, errlen, "image a: %s", e[0] ? e : fv_strerror(st));
-        return st;
-    }
-    st = embed_face(eng, m, b, &opt->detect, opt->strict, &res->b, e, sizeof e);
-    if (st != FV_OK) {
-        snprintf(err, errlen, "image b: %s", e[0] ? e : fv_strerror(st));
-        return st;
-    }
-    res->distance = fv_distance(res->a.embedding, res->b.embedding);
-    res->threshold = opt->threshold;
-    res->verified = res->distance <= res->threshold;
-    res->similarity = fv_similarity(res->distance, res->threshold);
-    res->model = fv_model_id(m);
-    res->detector = fv_detector_name(opt->detect.detector);
-    return FV_OK;
-}
-
 static void h_verify(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     const fv_model *m = NULL;
@@ -377,8 +343,8 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     }
     fv_verify_result res;
     char err[256] = "";
-    fv_status st = m ? verify_model(r->srv->engine, m, a, b, &opt, &res, err, sizeof err)
-                     : fv_verify(r->srv->engine, a, b, &opt, &res, err, sizeof err);
+    opt.model = m; /* the collection's model; NULL: the ResNet */
+    fv_status st = fv_verify(r->srv->engine, a, b, &opt, &res, err, sizeof err);
     json_t *fa = NULL, *fb = NULL;
     if (st == FV_OK) {
         fa = used_face_json(&res.a);
@@ -438,8 +404,8 @@ static int search_params(fvs_req *r, float *t, int *top_k, int *k, fvs_resp *out
  * a trained model's dim values, then zeros, as stored templates are). */
 static fv_status embed_chips(const fv_engine *eng, const fv_model *m, const unsigned char *chips,
                              size_t n, float *out, char *err, size_t errlen) {
-    if (!m) return fv_embed_chips(eng, chips, n, out, err, errlen);
-    size_t dim = (size_t)fv_model_dim(m);
+    size_t dim = m ? (size_t)fv_model_dim(m) : FV_EMBED_DIM;
+    if (dim == FV_EMBED_DIM) return fv_model_embed_chips(eng, m, chips, n, out, err, errlen);
     float *tmp = malloc(n * dim * sizeof(float));
     if (!tmp) return FV_E_NO_MEMORY;
     fv_status st = fv_model_embed_chips(eng, m, chips, n, tmp, err, errlen);
@@ -675,7 +641,7 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     *decode_ms = now_ms() - t0;
     free(owned);
     if (st == FV_OK) {
-        st = embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
+        st = fv_model_embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
         if (st == FV_E_MULTIPLE_FACES)
             snprintf(err, sizeof err,
                      "image: %zu faces found; send a photo of one person or face=largest",

@@ -1,6 +1,8 @@
 /*
- * model.c: the trained-model file (docs/model-format.md) and the public
- * fv_model embedder.
+ * model.c: the trained-model file (docs/model-format.md): writer, reader,
+ * and the chips-to-tensor step a scratch model's input needs.  The public
+ * fv_model (load, embed) is the pipeline's (src/pipeline/model.c), which
+ * runs these nets beside the ResNet.
  *
  * A file is a text header (one "key values" line each, ending at "end\n")
  * followed by float32 little-endian arrays: parameters, BN running
@@ -50,13 +52,16 @@ fv_status fvt_model_save(const char *path, const fvt_net *net, fvt_meta *meta, c
     clean_line(meta->summary);
     size_t plen = strlen(path);
     char *tmp = fvi_malloc(plen + 5);
-    if (!tmp) return FV_E_NO_MEMORY;
+    if (!tmp) return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
     FILE *f = fopen(tmp, "wb");
     if (!f) {
+        int e = errno;
+        char eb[128];
+        if (strerror_r(e, eb, sizeof eb) != 0) eb[0] = '\0'; /* XSI: int; thread-safe */
         fvi_free(tmp);
-        return fvi_seterr(err, errlen, FV_E_IO, "cannot write %s: %s", path, strerror(errno));
+        return fvi_seterr(err, errlen, FV_E_IO, "cannot write %s: %s", path, eb);
     }
     fprintf(f, "%s\n", MODEL_MAGIC);
     fprintf(f, "id %s\nkind %s\n", meta->id, meta->kind[0] ? meta->kind : "model");
@@ -212,7 +217,7 @@ static fv_status load_buf(const char *buf, size_t len, const char *path, fvt_net
         fvt_opt_kind k = strcmp(okind, "adam") == 0 ? FVT_ADAM : FVT_SGD;
         if (fvt_optim_init(opt, k, np) != FV_OK) {
             fvt_net_destroy(net);
-            return FV_E_NO_MEMORY;
+            return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "%s: out of memory", path);
         }
         opt->step = ostep;
         opt->lr = ov[0], opt->momentum = ov[1], opt->beta1 = ov[2], opt->beta2 = ov[3];
@@ -230,27 +235,10 @@ bad:
 fv_status fvt_model_load(const char *path, fvt_net **net, fvt_meta *meta, fvt_optim *opt,
                          fvt_ckpt *ck, char *err, size_t errlen) {
     *net = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return fvi_seterr(err, errlen, FV_E_IO, "cannot open %s: %s", path, strerror(errno));
-    char *buf = NULL;
-    long sz = -1;
-    if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
-    if (sz < 0 || (unsigned long)sz > MAX_FILE || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: unreadable or too large", path);
-    }
-    buf = fvi_malloc((size_t)sz + 1);
-    if (!buf) {
-        fclose(f);
-        return FV_E_NO_MEMORY;
-    }
-    size_t rd = fread(buf, 1, (size_t)sz, f);
-    fclose(f);
-    fv_status st;
-    if (rd != (size_t)sz)
-        st = fvi_seterr(err, errlen, FV_E_IO, "cannot read %s", path);
-    else
-        st = load_buf(buf, rd, path, net, meta, opt, ck, err, errlen);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    fv_status st = fvi_read_model_file(path, MAX_FILE, "model", &buf, &len, err, errlen);
+    if (st == FV_OK) st = load_buf((const char *)buf, len, path, net, meta, opt, ck, err, errlen);
     fvi_free(buf);
     return st;
 }
@@ -275,136 +263,5 @@ fv_status fvt_chips_to_input(const unsigned char *chips, int n, int side, int ou
         fv_image_destroy(small);
         fv_image_destroy(src);
     }
-    return FV_OK;
-}
-
-/* ---- public embedder ---- */
-
-struct fv_model {
-    fvt_net *net;
-    fvt_meta meta;
-    int adapter;
-};
-
-fv_status fv_model_load(const char *path, fv_model **out, char *err, size_t errlen) {
-    if (!path || !out) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
-    *out = NULL;
-    fv_model *m = fvi_calloc(1, sizeof(*m));
-    if (!m) return FV_E_NO_MEMORY;
-    fv_status st = fvt_model_load(path, &m->net, &m->meta, NULL, NULL, err, errlen);
-    if (st == FV_OK) {
-        const fvt_net *n = m->net;
-        m->adapter = strcmp(m->meta.kind, "adapter") == 0;
-        if (m->adapter && (n->in_c != FV_EMBED_DIM || n->in_h != 1 || n->in_w != 1))
-            st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: adapter input must be 128", path);
-        else if (!m->adapter && (n->in_c != 3 || n->in_h != n->in_w || n->in_h > FV_CHIP_SIZE ||
-                                 n->in_h < 8 || m->meta.norm_std <= 0.0f))
-            st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT,
-                            "%s: input must be RGB, square, 8..150 px", path);
-        else if (fvt_net_out_dim(n) > FV_EMBED_DIM)
-            st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: embedding above %d values", path,
-                            FV_EMBED_DIM);
-        else if (!m->meta.id[0])
-            st = fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s: no model id", path);
-    }
-    if (st != FV_OK) {
-        fv_model_destroy(m);
-        return st;
-    }
-    *out = m;
-    return FV_OK;
-}
-
-void fv_model_destroy(fv_model *m) {
-    if (!m) return;
-    fvt_net_destroy(m->net);
-    fvi_free(m);
-}
-
-const char *fv_model_id(const fv_model *m) {
-    return m ? m->meta.id : NULL;
-}
-
-const char *fv_model_kind(const fv_model *m) {
-    return m ? (m->adapter ? "adapter" : "scratch") : NULL;
-}
-
-int fv_model_dim(const fv_model *m) {
-    return m ? fvt_net_out_dim(m->net) : 0;
-}
-
-float fv_model_threshold(const fv_model *m) {
-    return m ? m->meta.threshold : 0.0f;
-}
-
-#define EMBED_BATCH 32
-
-fv_status fv_model_embed_chips(const fv_engine *eng, const fv_model *m, const unsigned char *chips,
-                               size_t n, float *out, char *err, size_t errlen) {
-    if (!eng || !m || (n && (!chips || !out)))
-        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
-    if (n == 0) return FV_OK;
-    fvi_pool *pool = fvi_engine_pool(eng);
-    fvt_ws *ws = NULL;
-    int max_n = n < EMBED_BATCH ? (int)n : EMBED_BATCH; /* buffers for what is asked */
-    fv_status st = fvt_ws_create(m->net, max_n, fv_engine_threads(eng), &ws);
-    if (st != FV_OK) return fvi_seterr(err, errlen, st, "model: no memory for a batch");
-    int dim = fvt_net_out_dim(m->net);
-    const size_t chip = (size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3;
-    for (size_t b = 0; b < n && st == FV_OK; b += EMBED_BATCH) {
-        int bn = (int)(n - b < EMBED_BATCH ? n - b : EMBED_BATCH);
-        if (m->adapter)
-            st = fv_embed_chips(eng, chips + b * chip, (size_t)bn, fvt_ws_input(ws), err, errlen);
-        else
-            st = fvt_chips_to_input(chips + b * chip, bn, FV_CHIP_SIZE, m->net->in_h,
-                                    m->meta.norm_mean, m->meta.norm_std, fvt_ws_input(ws));
-        if (st != FV_OK) break;
-        /* train == 0 reads the net only, so sharing m across threads is safe */
-        const float *y = fvt_forward(m->net, ws, bn, 0, pool);
-        memcpy(out + b * dim, y, sizeof(float) * (size_t)bn * dim);
-    }
-    fvt_ws_destroy(ws);
-    return st;
-}
-
-#define MAX_FACES 16
-
-fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
-                              const fv_detect_options *opt, int strict, fv_face_result *out,
-                              char *err, size_t errlen) {
-    if (!eng || !m || !img || !out)
-        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
-    memset(out, 0, sizeof(*out));
-    fv_face faces[MAX_FACES];
-    size_t count = 0;
-    double t0 = fvi_now_ms();
-    fv_status st = fv_detect(eng, img, opt, faces, MAX_FACES, &count, err, errlen);
-    double t1 = fvi_now_ms();
-    out->timings.detect_ms = t1 - t0;
-    if (st != FV_OK) return st;
-    out->faces = count;
-    if (count == 0) return fvi_seterr(err, errlen, FV_E_NO_FACE, "no face found");
-    if (strict && count > 1)
-        return fvi_seterr(err, errlen, FV_E_MULTIPLE_FACES, "%zu faces found", count);
-    out->face = faces[0];
-    unsigned char *chip = fvi_malloc((size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
-    if (!chip) return FV_E_NO_MEMORY;
-    st = fv_face_chip(eng, img, &out->face, chip);
-    double t2 = fvi_now_ms();
-    out->timings.chip_ms = t2 - t1;
-    if (st == FV_OK) st = fv_model_embed_chips(eng, m, chip, 1, out->embedding, err, errlen);
-    out->timings.embed_ms = fvi_now_ms() - t2;
-    fvi_free(chip);
-    return st;
-}
-
-fv_status fv_compare(const char *model_a, const float *a, const char *model_b, const float *b,
-                     int dim, float *distance) {
-    if (!a || !b || !distance || dim < 1) return FV_E_INVALID_ARGUMENT;
-    if (strcmp(model_a ? model_a : FV_MODEL_ID, model_b ? model_b : FV_MODEL_ID) != 0)
-        return FV_E_MODEL_MISMATCH;
-    double s = 0;
-    for (int k = 0; k < dim; k++) s += (double)(a[k] - b[k]) * (a[k] - b[k]);
-    *distance = (float)sqrt(s);
     return FV_OK;
 }

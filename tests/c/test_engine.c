@@ -1,8 +1,11 @@
 /*
  * test_engine.c: the public pipeline on real photos through the library
  * API: verdicts, the "face used", strict mode, no-face errors, concurrent
- * calls on one shared engine, and out-of-memory at every allocation of a
- * whole fv_verify.  Needs the models (FACEVERIFY_MODELS) and the sample
+ * calls on one shared engine, out-of-memory at every allocation of a
+ * whole fv_verify, and one code path for every embedding model: fv_verify
+ * with a trained model (made here, as `faceverify train` would) detects,
+ * aligns and times exactly as without one, and fv_embed_chips applies the
+ * flip policy as fv_embed_face does.  Needs the models (FACEVERIFY_MODELS) and the sample
  * photos (FACEVERIFY_DATA); skips without them unless
  * FACEVERIFY_REQUIRE_DATA=1.
  */
@@ -17,8 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fvi.h"
+#include "train/train.h"
 
 static char data_dir[2048];
 static fv_engine *engine;
@@ -154,6 +159,108 @@ static void test_embed_chips_matches_embed_face(void **state) {
     fv_image_destroy(img);
 }
 
+/* With a flip mode, fv_embed_chips and fv_embed_face give the same
+ * embedding (they share the flip code), and it differs from the plain one:
+ * the flip is really applied on both paths. */
+static void test_embed_chips_applies_flip(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_config cfg;
+    fv_config_init(&cfg);
+    cfg.threads = 2;
+    cfg.flip = FV_FLIP_UNIT;
+    fv_engine *fe = NULL;
+    char err[256] = "";
+    assert_int_equal(fv_engine_create(&cfg, &fe, err, sizeof err), FV_OK);
+    fv_image *img = load("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg");
+    fv_face_result fr;
+    assert_int_equal(fv_embed_face(fe, img, NULL, 0, &fr, err, sizeof err), FV_OK);
+    unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
+    assert_int_equal(fv_face_chip(fe, img, &fr.face, chip), FV_OK);
+    float flipped[FV_EMBED_DIM], plain[FV_EMBED_DIM];
+    assert_int_equal(fv_embed_chips(fe, chip, 1, flipped, err, sizeof err), FV_OK);
+    assert_memory_equal(flipped, fr.embedding, sizeof flipped);
+    assert_int_equal(fv_embed_chips(engine, chip, 1, plain, err, sizeof err), FV_OK);
+    assert_true(fv_distance(plain, flipped) > 1e-4f);
+    fv_engine_destroy(fe);
+    fv_image_destroy(img);
+}
+
+/* Writes a small adapter (128 -> 8, unit length) as `faceverify train`
+ * would and loads it through the public API. */
+static fv_model *make_adapter(const char *path, float threshold) {
+    const fvt_layer spec[] = {{.kind = FVT_FC, .a = 8}, {.kind = FVT_L2NORM}};
+    fvt_net *net = NULL;
+    char err[256] = "";
+    assert_int_equal(fvt_net_create(spec, 2, FV_EMBED_DIM, 1, 1, &net, err, sizeof err), FV_OK);
+    fvt_net_init(net, 7);
+    fvt_meta meta = {0};
+    snprintf(meta.kind, sizeof meta.kind, "adapter");
+    meta.norm_std = 1.0f;
+    meta.threshold = threshold;
+    assert_int_equal(fvt_model_save(path, net, &meta, NULL, NULL, err, sizeof err), FV_OK);
+    fvt_net_destroy(net);
+    fv_model *m = NULL;
+    assert_int_equal(fv_model_load(path, &m, err, sizeof err), FV_OK);
+    return m;
+}
+
+/* fv_verify with opt.model goes through the same detection, landmarks and
+ * chip as without: same faces (bitwise), landmarks timed, and only the
+ * embedding step differs (the model's, zero-padded); the model's id and
+ * calibrated threshold are the result's. */
+static void test_verify_with_model_is_the_same_path(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    char path[128], err[256] = "";
+    snprintf(path, sizeof path, "/tmp/fv_test_engine_%ld.fvm", (long)getpid());
+    fv_model *m = make_adapter(path, 0.321f);
+    remove(path);
+    fv_image *a = load("samples/openface/clapton-1.jpg");
+    fv_image *b = load("samples/openface/clapton-2.jpg");
+    fv_verify_options opt;
+    fv_verify_options_init(&opt);
+    assert_null(opt.model);
+    fv_verify_result plain, mr;
+    assert_int_equal(fv_verify(engine, a, b, &opt, &plain, err, sizeof err), FV_OK);
+    opt.model = m;
+    assert_int_equal(fv_verify(engine, a, b, &opt, &mr, err, sizeof err), FV_OK);
+    assert_string_equal(plain.model, FV_MODEL_ID);
+    assert_string_equal(mr.model, fv_model_id(m));
+    assert_float_equal(mr.threshold, fv_model_threshold(m), 0);
+    assert_float_equal(plain.threshold, fv_engine_threshold(engine), 0);
+    assert_memory_equal(&mr.a.face, &plain.a.face, sizeof mr.a.face);
+    assert_memory_equal(&mr.b.face, &plain.b.face, sizeof mr.b.face);
+    assert_int_equal(mr.a.faces, plain.a.faces);
+    assert_true(mr.a.timings.landmarks_ms > 0 && mr.b.timings.landmarks_ms > 0);
+    assert_true(mr.a.face.landmarks[0].x > mr.a.face.left);
+    /* the embedding is the model's on the same chip, padded with zeros */
+    unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
+    assert_int_equal(fv_face_chip(engine, a, &mr.a.face, chip), FV_OK);
+    float e8[8];
+    assert_int_equal(fv_model_embed_chips(engine, m, chip, 1, e8, err, sizeof err), FV_OK);
+    assert_memory_equal(mr.a.embedding, e8, sizeof e8);
+    for (int i = 8; i < FV_EMBED_DIM; i++) assert_true(mr.a.embedding[i] == 0.0f);
+    assert_float_equal(mr.distance, fv_distance(mr.a.embedding, mr.b.embedding), 0);
+    assert_int_equal(mr.verified, mr.distance <= mr.threshold);
+    /* model NULL is the ResNet: fv_model_embed_face == fv_embed_face */
+    fv_face_result r1, r2;
+    assert_int_equal(fv_model_embed_face(engine, NULL, a, NULL, 0, &r1, err, sizeof err), FV_OK);
+    assert_int_equal(fv_embed_face(engine, a, NULL, 0, &r2, err, sizeof err), FV_OK);
+    assert_memory_equal(r1.embedding, r2.embedding, sizeof r1.embedding);
+    assert_memory_equal(r1.embedding, plain.a.embedding, sizeof r1.embedding);
+    /* errors name the image on the model path too */
+    fv_image *cup = load("samples/openface/longoria-cooper.jpg");
+    opt.strict = 1;
+    err[0] = '\0';
+    assert_int_equal(fv_verify(engine, cup, b, &opt, &mr, err, sizeof err), FV_E_MULTIPLE_FACES);
+    assert_non_null(strstr(err, "image a: "));
+    fv_image_destroy(cup);
+    fv_image_destroy(a);
+    fv_image_destroy(b);
+    fv_model_destroy(m);
+}
+
 typedef struct {
     const fv_image *img;
     float emb[FV_EMBED_DIM];
@@ -246,6 +353,8 @@ int main(void) {
         cmocka_unit_test(test_verify_same_and_different),
         cmocka_unit_test(test_no_face_and_strict),
         cmocka_unit_test(test_embed_chips_matches_embed_face),
+        cmocka_unit_test(test_embed_chips_applies_flip),
+        cmocka_unit_test(test_verify_with_model_is_the_same_path),
         cmocka_unit_test(test_concurrent_calls_share_one_engine),
         cmocka_unit_test(test_out_of_memory_everywhere),
     };

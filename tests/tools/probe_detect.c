@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "detect/detect.h"
+#include "detect/mmod.h"
 #include "fvi.h"
 #include "pool.h"
 

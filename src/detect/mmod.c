@@ -1,5 +1,5 @@
 /*
- * detect.c: runs the MMOD face detector the way dlib's python
+ * mmod.c: runs the MMOD face detector the way dlib's python
  * cnn_face_detection_model_v1(img, upsample) does.
  *
  * An image flows:

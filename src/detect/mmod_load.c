@@ -1,5 +1,5 @@
 /*
- * load.c: reads mmod_human_face_detector.dat (dlib's serialization of
+ * mmod_load.c: reads mmod_human_face_detector.dat (dlib's serialization of
  * loss_mmod<con<1,9,9,1,1, rcon5<rcon5<rcon5<downsampler<
  * input_rgb_image_pyramid<pyramid_down<6>>>>>>>>) into an fvi_mmod.
  *
@@ -14,7 +14,6 @@
  * affine the way dlib's affine_(bn_) does, then folded into the preceding
  * convolution.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,8 +26,6 @@
 #define MMOD_MAX_FILE_BYTES ((size_t)64 << 20)
 /* Largest parameter tensor we accept (floats); the real one is 50,670. */
 #define MMOD_MAX_PARAMS ((size_t)1 << 22)
-/* Training tensors we skip over may be larger (cached outputs). */
-#define MMOD_MAX_SKIP ((size_t)1 << 30)
 
 /* Layers from the input up: 'c' conv, 'a' affine, 'r' relu. */
 static const char LAYERS[] = "carcarcarcarcarcarc";
@@ -42,15 +39,6 @@ static const conv_spec CONVS[MMOD_NCONV] = {
     {16, 3, 5, 2, 0},  {32, 16, 5, 2, 0}, {32, 32, 5, 2, 0}, {45, 32, 5, 1, 2},
     {45, 45, 5, 1, 2}, {45, 45, 5, 1, 2}, {1, 45, 9, 1, 4},
 };
-
-/* Skips a serialized resizable_tensor (dims and data). */
-static int skip_tensor(fvi_dser *d) {
-    int64_t dims[4];
-    size_t n;
-    if (fvi_dser_tensor_header(d, dims, MMOD_MAX_SKIP, &n)) return -1;
-    d->off += 4 * n; /* the header checked n <= bytes left / 4 */
-    return 0;
-}
 
 /* Reads a resizable_tensor of exactly `want` floats (any 4-d shape) into a
  * fresh fvi_malloc buffer.  *nomem set on allocation failure. */
@@ -81,32 +69,6 @@ static float *read_tensor(fvi_dser *d, size_t want, int *nomem) {
     return p;
 }
 
-/* Reads a dlib alias_tensor (version 1 and 4 dims) and checks the dims. */
-static int expect_alias(fvi_dser *d, int64_t n, int64_t k, int64_t r, int64_t c) {
-    int64_t v, dims[4];
-    if (fvi_dser_int(d, &v)) return -1;
-    if (v != 1) return fvi_dser_fail(d, "unsupported alias_tensor version");
-    for (int i = 0; i < 4; i++)
-        if (fvi_dser_int(d, &dims[i])) return -1;
-    if (dims[0] != n || dims[1] != k || dims[2] != r || dims[3] != c)
-        return fvi_dser_fail(d, "unexpected parameter shape");
-    return 0;
-}
-
-static int expect_int(fvi_dser *d, int64_t want, const char *what) {
-    int64_t v;
-    if (fvi_dser_int(d, &v)) return -1;
-    if (v != want) return fvi_dser_fail(d, what);
-    return 0;
-}
-
-static int skip_doubles(fvi_dser *d, int n) {
-    double x;
-    for (int i = 0; i < n; i++)
-        if (fvi_dser_double(d, &x)) return -1;
-    return 0;
-}
-
 /* con_4 / con_5: checks the layer is exactly `s` and takes its weights and
  * bias (into cv, owned by the model). */
 static int read_conv(fvi_dser *d, const conv_spec *s, fvi_conv *cv, int *nomem) {
@@ -122,14 +84,14 @@ static int read_conv(fvi_dser *d, const conv_spec *s, fvi_conv *cv, int *nomem) 
     if (fvi_dser_tensor_header(d, dims, MMOD_MAX_PARAMS, &np)) return -1;
     size_t data_off = d->off;
     d->off += 4 * np;
-    if (expect_int(d, s->out_c, "unexpected number of filters") ||
-        expect_int(d, s->k, "unexpected filter rows") ||
-        expect_int(d, s->k, "unexpected filter columns") ||
-        expect_int(d, s->stride, "unexpected stride") ||
-        expect_int(d, s->stride, "unexpected stride") ||
-        expect_int(d, s->pad, "unexpected padding") ||
-        expect_int(d, s->pad, "unexpected padding") ||
-        expect_alias(d, s->out_c, s->in_c, s->k, s->k))
+    if (fvi_dser_expect_int(d, s->out_c, "unexpected number of filters") ||
+        fvi_dser_expect_int(d, s->k, "unexpected filter rows") ||
+        fvi_dser_expect_int(d, s->k, "unexpected filter columns") ||
+        fvi_dser_expect_int(d, s->stride, "unexpected stride") ||
+        fvi_dser_expect_int(d, s->stride, "unexpected stride") ||
+        fvi_dser_expect_int(d, s->pad, "unexpected padding") ||
+        fvi_dser_expect_int(d, s->pad, "unexpected padding") ||
+        fvi_dser_expect_alias(d, s->out_c, s->in_c, s->k, s->k))
         return -1;
     /* biases alias: (1, out_c, 1, 1) with a bias, empty without. */
     int64_t bv, bd[4];
@@ -137,7 +99,7 @@ static int read_conv(fvi_dser *d, const conv_spec *s, fvi_conv *cv, int *nomem) 
     if (bv != 1) return fvi_dser_fail(d, "unsupported alias_tensor version");
     for (int i = 0; i < 4; i++)
         if (fvi_dser_int(d, &bd[i])) return -1;
-    if (skip_doubles(d, 4)) return -1;
+    if (fvi_dser_skip_doubles(d, 4)) return -1;
     int use_bias = 1;
     if (v5 && fvi_dser_bool(d, &use_bias)) return -1;
     if (use_bias && (bd[0] != 1 || bd[1] != s->out_c || bd[2] != 1 || bd[3] != 1))
@@ -181,12 +143,12 @@ static int read_affine(fvi_dser *d, int k, fvi_conv *cv, int *nomem) {
         double eps;
         int64_t tmp;
         if (!(params = read_tensor(d, 2 * (size_t)k, nomem))) goto out;
-        if (expect_alias(d, 1, k, 1, 1) || expect_alias(d, 1, k, 1, 1) || skip_tensor(d) ||
-            skip_tensor(d))
+        if (fvi_dser_expect_alias(d, 1, k, 1, 1) || fvi_dser_expect_alias(d, 1, k, 1, 1) ||
+            fvi_dser_skip_tensor(d) || fvi_dser_skip_tensor(d))
             goto out;
         if (!(rmean = read_tensor(d, (size_t)k, nomem))) goto out;
         if (!(rvar = read_tensor(d, (size_t)k, nomem))) goto out;
-        if (fvi_dser_int(d, &tmp) || fvi_dser_int(d, &tmp) || skip_doubles(d, 4) ||
+        if (fvi_dser_int(d, &tmp) || fvi_dser_int(d, &tmp) || fvi_dser_skip_doubles(d, 4) ||
             fvi_dser_double(d, &eps))
             goto out;
         if (!(eps > 0) || !isfinite(eps)) {
@@ -217,7 +179,7 @@ static int read_affine(fvi_dser *d, int k, fvi_conv *cv, int *nomem) {
         if (fvi_dser_tensor_header(d, dims, MMOD_MAX_PARAMS, &np)) goto out;
         d->off = at;
         if (np == 0) {
-            if (skip_tensor(d)) goto out;
+            if (fvi_dser_skip_tensor(d)) goto out;
         } else if (!(params = read_tensor(d, 2 * (size_t)k, nomem))) {
             goto out;
         }
@@ -269,24 +231,6 @@ out:
     fvi_free(rvar);
     fvi_free(g);
     return rc;
-}
-
-/* The bookkeeping add_layer writes after a layer's details. */
-static int skip_trailer(fvi_dser *d, int64_t version, int over_input) {
-    int b;
-    for (int i = 0; i < 3; i++)
-        if (fvi_dser_bool(d, &b)) return -1;
-    if (skip_tensor(d) || skip_tensor(d)) return -1; /* x_grad, cached_output */
-    if (over_input) {
-        if (skip_tensor(d)) return -1; /* grad_final */
-        if (version >= 3) {
-            int64_t f;
-            if (fvi_dser_int_range(d, 1, 1, &f)) return -1; /* sample_expansion_factor */
-        }
-    } else if (version == 2) {
-        if (skip_tensor(d)) return -1; /* params_grad */
-    }
-    return 0;
 }
 
 /* loss_mmod_ and its mmod_options. */
@@ -375,7 +319,7 @@ static fv_status parse(fvi_dser *d, fvi_mmod *m) {
             if (fvi_dser_expect_string(d, "relu_")) goto bad;
             break;
         }
-        if (skip_trailer(d, versions[i], i == 0)) goto bad;
+        if (fvi_dser_add_layer_trailer(d, versions[i], i == 0)) goto bad;
     }
     return FV_OK;
 bad:
@@ -411,35 +355,14 @@ fv_status fvi_mmod_load_mem(const void *data, size_t len, fvi_mmod **out, char *
     return FV_OK;
 }
 
+/* fvi_parse_fn over fvi_mmod_load_mem. */
+static fv_status parse_mmod(const void *data, size_t len, void *out, char *err, size_t errlen) {
+    return fvi_mmod_load_mem(data, len, out, err, errlen);
+}
+
 fv_status fvi_mmod_load(const char *path, fvi_mmod **out, char *err, size_t errlen) {
     if (!out || !path) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fvi_seterr(err, errlen, FV_E_MODEL_MISSING, "cannot open %s: %s", path,
-                          strerror(errno));
-    fv_status st = FV_OK;
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        st = fvi_seterr(err, errlen, FV_E_IO, "cannot read %s", path);
-    } else if ((size_t)size > MMOD_MAX_FILE_BYTES) {
-        st =
-            fvi_seterr(err, errlen, FV_E_MODEL_CORRUPT, "%s is too large to be the detector", path);
-    } else if (!(buf = fvi_malloc((size_t)size ? (size_t)size : 1))) {
-        st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory reading %s", path);
-    } else {
-        len = fread(buf, 1, (size_t)size, f);
-        if (len != (size_t)size) st = fvi_seterr(err, errlen, FV_E_IO, "cannot read %s", path);
-    }
-    fclose(f);
-    if (st == FV_OK) {
-        char msg[256];
-        st = fvi_mmod_load_mem(buf, len, out, msg, sizeof msg);
-        if (st != FV_OK) fvi_seterr(err, errlen, st, "%s: %s", path, msg);
-    }
-    fvi_free(buf);
-    return st;
+    return fvi_load_model_file(path, MMOD_MAX_FILE_BYTES, "MMOD detector", parse_mmod, out, err,
+                               errlen);
 }

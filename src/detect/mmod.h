@@ -1,5 +1,5 @@
 /*
- * detect.h: dlib's MMOD CNN face detector (mmod_human_face_detector.dat).
+ * mmod.h: dlib's MMOD CNN face detector (mmod_human_face_detector.dat).
  *
  * The network is dlib's dnn_mmod_face_detection_ex:
  *   input_rgb_image_pyramid<pyramid_down<6>>  (tiled pyramid, mean-subtracted, /256)
@@ -14,8 +14,8 @@
  * to the pixel: the same pyramid_up, tiled pyramid, bilinear resampling,
  * box rounding, non-max suppression and rect_down.
  */
-#ifndef FVI_DETECT_H
-#define FVI_DETECT_H
+#ifndef FVI_MMOD_H
+#define FVI_MMOD_H
 
 #include <stddef.h>
 

@@ -1,0 +1,55 @@
+/*
+ * policy.h: the detection policy, which detector runs on which image.
+ *
+ * The detectors themselves (mmod.h, haar.h) find boxes in one image at one
+ * scale.  The policy decides, per fv_detect_options, which detector runs
+ * (MMOD, Haar, or none: the whole image), on what (large photos shrunk to
+ * max_side, small ones doubled by auto-upsampling, turned copies with
+ * try_rotations), which scores survive, and in what order faces come.
+ *
+ * The policy owns no model: the caller (the pipeline) hands it the loaded
+ * detectors in an fvi_detectors, so detect/ never depends on the pipeline.
+ * Landmarks are the caller's too (align/ sits beside detect/, not below
+ * it): with try_rotations the landmarks of a turned image must be found
+ * before the faces are turned back, so the policy calls the caller's
+ * landmarks function at that point.
+ */
+#ifndef FVI_DETECT_POLICY_H
+#define FVI_DETECT_POLICY_H
+
+#include <stddef.h>
+
+#include "detect/haar.h"
+#include "detect/mmod.h"
+#include "faceverify.h"
+#include "pool.h"
+
+/* Returns the Haar cascade (loading it on first use); may fail, with a
+ * message, when the cascade file is missing or bad. */
+typedef fv_status (*fvi_haar_get_fn)(void *ctx, const fvi_haar **out, char *err, size_t errlen);
+
+/* Fills faces[0..k-1].landmarks for boxes found in img. */
+typedef fv_status (*fvi_landmarks_fn)(const void *ctx, const fv_image *img, fv_face *faces,
+                                      size_t k, char *err, size_t errlen);
+
+/* What the policy may run.  mmod and landmarks are required; haar may be
+ * NULL (FV_DETECTOR_HAAR then gives FV_E_UNSUPPORTED); pool may be NULL. */
+typedef struct fvi_detectors {
+    const fvi_mmod *mmod;
+    fvi_haar_get_fn haar;
+    void *haar_ctx;
+    fvi_landmarks_fn landmarks;
+    const void *landmarks_ctx;
+    fvi_pool *pool;
+} fvi_detectors;
+
+/* Finds the faces in img per opt (see policy.c for the rules), with
+ * landmarks for the first want_lm faces in the policy's order.  On FV_OK
+ * *faces is fvi_malloc'ed (NULL when none; the caller frees it) and *n is
+ * the count; t->detect_ms and t->landmarks_ms are set (for a turned image,
+ * landmarks are counted in detect_ms).  Thread-safe when d's functions are. */
+fv_status fvi_find_faces(const fvi_detectors *d, const fv_image *img, const fv_detect_options *opt,
+                         size_t want_lm, fv_face **faces, size_t *n, fv_timings *t, char *err,
+                         size_t errlen);
+
+#endif

@@ -119,7 +119,7 @@ check-layers:
 
 cppcheck:
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \
-	  --inline-suppr -Iinclude -Isrc -Isrc/core src && echo "cppcheck: clean"
+	  --inline-suppr -Iinclude -Isrc src && echo "cppcheck: clean"
 
 # install: the library (static and shared), faceverify.h, faceverify.pc, the
 # CMake package, faceverify, faceverifyd, the models and config

@@ -15,11 +15,11 @@
  * file so that they are second photos of people whose first photo is in the
  * gallery); the gallery is the remaining real rows, padded with synthetic
  * random unit vectors up to each size.  Per backend: build time, bytes held
- * (fvi_search_memory) and the resident-set growth, per-query latency median
+ * (fvsearch_memory) and the resident-set growth, per-query latency median
  * and p95, recall@1 against exact.  THREADS (default 1) is the exact
  * backends' scan threads (BLAS and OpenMP are pinned by the caller's
  * environment); with SPILLDIR, exact-int8 keeps its float32 rows in a file
- * there (fvi_search_spill), as faceverifyd does with an index dir.
+ * there (fvsearch_spill), as faceverifyd does with an index dir.
  */
 #include <math.h>
 #include <stdio.h>
@@ -28,7 +28,7 @@
 #include <time.h>
 
 #include "faceverify.h"
-#include "search.h"
+#include "search/search.h"
 
 #define D FV_EMBED_DIM
 
@@ -157,14 +157,14 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
         char *save = NULL;
         int have_truth = 0;
         for (char *b = strtok_r(bk, ",", &save); b; b = strtok_r(NULL, ",", &save)) {
-            fvi_search_kind kind;
-            if (fvi_search_kind_parse(b, &kind)) continue;
+            fvsearch_kind kind;
+            if (fvsearch_kind_parse(b, &kind)) continue;
             long rss0 = rss_kb();
             double t0 = now_ms();
-            fvi_search *s = fvi_search_create(kind, err, sizeof err);
-            if (s) fvi_search_set_threads(s, threads);
-            if (!s || (spill && fvi_search_spill(s, spill, err, sizeof err)) ||
-                fvi_search_add(s, n, ids, gal, err, sizeof err)) {
+            fvsearch *s = fvsearch_create(kind, err, sizeof err);
+            if (s) fvsearch_set_threads(s, threads);
+            if (!s || (spill && fvsearch_spill(s, spill, err, sizeof err)) ||
+                fvsearch_add(s, n, ids, gal, err, sizeof err)) {
                 fprintf(stderr, "search_bench: %s\n", err);
                 return 1;
             }
@@ -172,25 +172,25 @@ static int cmd_run(const char *emb, const char *sizes, const char *backends, int
             long rss1 = rss_kb();
             int agree = 0;
             for (int q = 0; q < nq; q++) {
-                fvi_hit h[10];
+                fvsearch_hit h[10];
                 size_t nh = 0;
                 double a = now_ms();
-                fvi_search_query(s, queries + (size_t)q * D, 10, h, &nh, err, sizeof err);
+                fvsearch_query(s, queries + (size_t)q * D, 10, h, &nh, err, sizeof err);
                 lat[q] = now_ms() - a;
                 int64_t top = nh ? h[0].id : -1;
-                if (kind == FVI_SEARCH_EXACT) truth[q] = top;
-                agree += (have_truth || kind == FVI_SEARCH_EXACT) && top == truth[q];
+                if (kind == FVSEARCH_EXACT) truth[q] = top;
+                agree += (have_truth || kind == FVSEARCH_EXACT) && top == truth[q];
             }
-            if (kind == FVI_SEARCH_EXACT) have_truth = 1;
+            if (kind == FVSEARCH_EXACT) have_truth = 1;
             qsort(lat, (size_t)nq, sizeof *lat, cmp_double);
             printf("{\"templates\": %zu, \"backend\": \"%s\", \"build_s\": %.3f, "
                    "\"memory_bytes\": %zu, \"rss_growth_bytes\": %ld, \"query_ms_median\": %.4f, "
                    "\"query_ms_p95\": %.4f, \"recall_at_1\": %s%.4f, \"queries\": %d, "
                    "\"load_1min\": %.2f}\n",
-                   n, b, build / 1e3, fvi_search_memory(s), (rss1 - rss0) * 1024L, lat[nq / 2],
+                   n, b, build / 1e3, fvsearch_memory(s), (rss1 - rss0) * 1024L, lat[nq / 2],
                    lat[(nq * 95) / 100], have_truth ? "" : "-", agree / (double)nq, nq, load1());
             fflush(stdout);
-            fvi_search_destroy(s);
+            fvsearch_destroy(s);
         }
         free(gal);
         free(ids);

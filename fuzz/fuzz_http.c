@@ -20,9 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "guard.h"
-#include "http_mhd.h"
+#include "server/auth.h"
+#include "server/guard.h"
+#include "server/http_mhd.h"
 
 static fvs_server srv;
 static struct MHD_Daemon *daemon_;
@@ -63,7 +63,7 @@ static void setup(void) {
     srv.cfg.assets_dir = FVS_ASSETS_DIR;
     srv.cfg.max_inflight = 4;
     srv.guard = fvs_guard_create(srv.cfg.max_inflight, 0, 0);
-    const fvs_index_config icfg = {.backend = FVI_SEARCH_EXACT, .db_url = url};
+    const fvs_index_config icfg = {.backend = FVSEARCH_EXACT, .db_url = url};
     srv.index = fvs_index_create(srv.store, &icfg);
     snprintf(srv.engine_error, sizeof srv.engine_error, "not loaded while fuzzing");
     srv.default_threshold = 0.6f;

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "fuzz_http.h"
-#include "http.h"
+#include "server/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -29,9 +29,9 @@
 
 #include "embed/embed.h"
 #include "faceverify.h"
-#include "fvi.h"
-#include "paths.h"
-#include "pool.h"
+#include "core/fvi.h"
+#include "core/paths.h"
+#include "core/workers.h"
 
 /* The fc layer's FLOPs (256 -> 128, no bias); the convolutions' come from
  * the profile, counted from the shapes actually run: after each down block
@@ -145,10 +145,10 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/dlib_face_recognition_resnet_model_v1.dat",
              fvi_models_dir(cfg.models_dir));
     fvi_resnet *net = NULL;
-    fvi_pool *pool = fvi_pool_create(threads);
+    fvi_workers *pool = fvi_workers_create(threads);
     if (!pool || fvi_resnet_load(path, &net, err, sizeof err) != FV_OK) {
         fprintf(stderr, "bench_stages: %s\n", pool ? err : "cannot start thread pool");
-        fvi_pool_destroy(pool);
+        fvi_workers_destroy(pool);
         fv_engine_destroy(eng);
         free(bytes);
         return 3;
@@ -257,7 +257,7 @@ int main(int argc, char **argv) {
 done:
     fv_image_destroy(img);
     fvi_resnet_destroy(net);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     fv_engine_destroy(eng);
     free(t);
     free(tc);

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
 void openblas_set_num_threads(int);
 

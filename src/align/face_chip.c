@@ -28,7 +28,7 @@
 
 #include "align/align.h"
 #include "align/align_internal.h"
-#include "fvi.h"
+#include "core/fvi.h"
 
 #define CHIP_MAX_SIZE 4096
 #define CHIP_MAX_COORD 1e7

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "align/align_internal.h"
-#include "fvi.h"
+#include "core/fvi.h"
 #include "nn/dlib_serial.h"
 
 /* Sanity caps well above any real model; the byte-count checks are the

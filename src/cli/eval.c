@@ -16,10 +16,10 @@
  *
  * eval-lfw: pairs.txt's header "10 300" makes 10 folds of 300 same + 300
  * different pairs.  Each fold is scored at the best threshold of the
- * other 9 (fv_metric_folds); ROC AUC and TAR@FAR use one global ranking.
+ * other 9 (cli_metric_folds); ROC AUC and TAR@FAR use one global ranking.
  * An image where the detector finds no face is scored twice: as an error
  * (the pair counts as wrong), and with the fallback, the centre crop of
- * the image (FV_FALLBACK_CROP of the shorter side, where LFW's 250x250
+ * the image (FVI_FALLBACK_CROP of the shorter side, where LFW's 250x250
  * frames put the face) embedded with detector none.  The headline numbers
  * use the fallback; "failures_as_errors" has the other policy.
  */
@@ -30,15 +30,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "fvi.h"
-#include "metrics.h"
+#include "cli/cli.h"
+#include "cli/metrics.h"
 
 /* Side of the fallback centre crop as a fraction of the shorter image
  * side.  LFW's MMOD boxes are about 96 px (0.38) in the 250 px frame. */
-#define FV_FALLBACK_CROP 0.40
+#define FVI_FALLBACK_CROP 0.40
 
-typedef fv_cli_pair pair_t;
+typedef cli_pair pair_t;
 
 typedef struct {
     char *path;
@@ -49,7 +48,7 @@ typedef struct {
     float fallback[FV_EMBED_DIM];
 } image_t;
 
-typedef fv_cli_pair_list pair_list;
+typedef cli_pair_list pair_list;
 
 static int push_pair(pair_list *l, const char *a, const char *b, int same) {
     if (l->n == l->cap) {
@@ -91,7 +90,7 @@ static int lfw_path(char *out, size_t cap, const char *name, const char *num) {
 }
 
 /* Reads either pairs format into l; prints the offending line on error. */
-int fv_cli_read_pairs(const char *file, pair_list *l) {
+int cli_read_pairs(const char *file, pair_list *l) {
     FILE *f = fopen(file, "r");
     if (!f) {
         fprintf(stderr, "faceverify: cannot open %s\n", file);
@@ -208,9 +207,9 @@ static void eval_free(eval_t *e) {
 
 /* The fallback for an image without a detected face: its centre crop
  * embedded with detector none.  Returns the status of that attempt. */
-static fv_status embed_fallback(const fv_cli_opts *o, const fv_engine *eng, const fv_model *model,
+static fv_status embed_fallback(const cli_opts *o, const fv_engine *eng, const fv_model *model,
                                 const fv_image *img, float *emb) {
-    int side = (int)(FV_FALLBACK_CROP * (img->width < img->height ? img->width : img->height));
+    int side = (int)(FVI_FALLBACK_CROP * (img->width < img->height ? img->width : img->height));
     if (side < 16) return FV_E_NO_FACE;
     int x0 = (img->width - side) / 2, y0 = (img->height - side) / 2;
     unsigned char *crop = malloc((size_t)side * (size_t)side * 3);
@@ -232,7 +231,7 @@ static fv_status embed_fallback(const fv_cli_opts *o, const fv_engine *eng, cons
 }
 
 /* Embeds image i of e (and its fallback when asked). */
-static void embed_one(const fv_cli_opts *o, eval_t *e, size_t i, int fallback) {
+static void embed_one(const cli_opts *o, eval_t *e, size_t i, int fallback) {
     char path[4096];
     fv_image *img = NULL;
     fv_face_result r;
@@ -255,7 +254,7 @@ static void embed_one(const fv_cli_opts *o, eval_t *e, size_t i, int fallback) {
  * detection (single-threaded per image) runs on several cores; the engine
  * is shared (its models are immutable, its pool serialises). */
 typedef struct {
-    const fv_cli_opts *o;
+    const cli_opts *o;
     eval_t *e;
     int fallback;
     pthread_mutex_t mu;
@@ -330,9 +329,9 @@ static long load_embeddings(const char *file, eval_t *e) {
 /* Reads the pairs file, loads the engine, embeds every distinct image once
  * (and the fallback for images without a face when fallback is set).
  * Returns an exit code; e is filled (and must be freed) either way. */
-static int eval_prepare(fv_cli_opts *o, const char *pairs, int fallback, eval_t *e) {
+static int eval_prepare(cli_opts *o, const char *pairs, int fallback, eval_t *e) {
     memset(e, 0, sizeof *e);
-    if (fv_cli_read_pairs(pairs, &e->pl)) return FV_EXIT_INPUT;
+    if (cli_read_pairs(pairs, &e->pl)) return CLI_EXIT_INPUT;
     pair_list *pl = &e->pl;
     e->names = malloc(2 * pl->n * sizeof *e->names);
     if (!e->names) goto oom;
@@ -353,11 +352,11 @@ static int eval_prepare(fv_cli_opts *o, const char *pairs, int fallback, eval_t 
     for (size_t i = 0; i < e->nimg; i++) e->imgs[i].path = e->names[i];
     if (o->embeddings_from) {
         e->cached = load_embeddings(o->embeddings_from, e);
-        if (e->cached < 0) return FV_EXIT_INPUT;
+        if (e->cached < 0) return CLI_EXIT_INPUT;
     }
-    if (fv_cli_model(o, &e->model) != FV_OK || fv_cli_engine(o, &e->eng) != FV_OK)
-        return FV_EXIT_FAILURE;
-    double t0 = fvi_now_ms();
+    if (cli_model(o, &e->model) != FV_OK || cli_engine(o, &e->eng) != FV_OK)
+        return CLI_EXIT_FAILURE;
+    double t0 = cli_now_ms();
     embed_work w = {.o = o, .e = e, .fallback = fallback};
     int jobs = o->jobs > 1 ? o->jobs : 1;
     pthread_t tid[64];
@@ -368,11 +367,11 @@ static int eval_prepare(fv_cli_opts *o, const char *pairs, int fallback, eval_t 
     embed_worker(&w); /* the calling thread works too */
     for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
     pthread_mutex_destroy(&w.mu);
-    e->elapsed_ms = fvi_now_ms() - t0;
-    return FV_EXIT_OK;
+    e->elapsed_ms = cli_now_ms() - t0;
+    return CLI_EXIT_OK;
 oom:
     fprintf(stderr, "faceverify: out of memory\n");
-    return FV_EXIT_FAILURE;
+    return CLI_EXIT_FAILURE;
 }
 
 /* The embedding an image is scored with: the detector's, else (when
@@ -462,7 +461,7 @@ static json_t *tar_json(const fv_pair_score *s, size_t n, double *tars, double *
     json_t *tar = json_object();
     for (size_t k = 0; k < NFARS; k++) {
         thrs[k] = 0;
-        tars[k] = fv_metric_tar_at_far(s, n, FARS[k], &thrs[k]);
+        tars[k] = cli_metric_tar_at_far(s, n, FARS[k], &thrs[k]);
         json_object_set_new(tar, FAR_KEYS[k], tars[k] < 0 ? json_null() : json_real(tars[k]));
     }
     return tar;
@@ -477,10 +476,10 @@ typedef struct {
 } global_metrics;
 
 static void global_metrics_of(const fv_pair_score *s, size_t n, global_metrics *g) {
-    g->auc = fv_metric_roc_auc(s, n);
+    g->auc = cli_metric_roc_auc(s, n);
     g->tar = tar_json(s, n, g->tars, g->tthr);
-    fv_metric_summary(s, n, 1, &g->same);
-    fv_metric_summary(s, n, 0, &g->diff);
+    cli_metric_summary(s, n, 1, &g->same);
+    cli_metric_summary(s, n, 0, &g->diff);
 }
 
 static void print_tars(const global_metrics *g) {
@@ -492,27 +491,27 @@ static void print_tars(const global_metrics *g) {
     }
 }
 
-int fv_cli_eval_pairs(fv_cli_opts *o) {
+int cli_eval_pairs(cli_opts *o) {
     if (!o->pairs || !o->root) {
         fprintf(stderr, "faceverify eval-pairs: needs --pairs FILE and --root DIR\n");
-        return FV_EXIT_INPUT;
+        return CLI_EXIT_INPUT;
     }
     eval_t e;
     fv_pair_score *scores = NULL;
     json_t *skipped = json_array();
     int code = eval_prepare(o, o->pairs, 0, &e);
-    if (code != FV_EXIT_OK) goto done;
+    if (code != CLI_EXIT_OK) goto done;
     const pair_list *pl = &e.pl;
     scores = calloc(pl->n, sizeof *scores);
     if (!scores) {
         fprintf(stderr, "faceverify: out of memory\n");
-        code = FV_EXIT_FAILURE;
+        code = CLI_EXIT_FAILURE;
         goto done;
     }
     score_pairs(&e, 0, scores);
     if ((o->dump && dump_pairs(o->dump, &e, scores, 0)) ||
         (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 0))) {
-        code = FV_EXIT_FAILURE;
+        code = CLI_EXIT_FAILURE;
         goto done;
     }
     for (size_t i = 0; i < pl->n; i++) {
@@ -527,7 +526,7 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
     size_t nscored = compact_scored(scores, pl->n);
     if (nscored == 0) {
         fprintf(stderr, "faceverify: no pair could be evaluated (%zu skipped)\n", pl->n);
-        code = FV_EXIT_INPUT;
+        code = CLI_EXIT_INPUT;
         goto done;
     }
     size_t pos = 0, neg = 0;
@@ -538,14 +537,14 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
     float thr = o->verify.threshold > 0 ? o->verify.threshold
                 : e.model               ? fv_model_threshold(e.model)
                                         : fv_engine_threshold(e.eng);
-    double acc = fv_metric_accuracy(scores, nscored, thr);
+    double acc = cli_metric_accuracy(scores, nscored, thr);
     double best_t = 0, best_acc = 0;
-    fv_metric_best_threshold(scores, nscored, &best_t, &best_acc);
+    cli_metric_best_threshold(scores, nscored, &best_t, &best_acc);
     global_metrics g;
     global_metrics_of(scores, nscored, &g);
     size_t nskipped = json_array_size(skipped);
     if (o->json) {
-        fv_cli_print_json(json_pack(
+        cli_print_json(json_pack(
             "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:f,s:O}",
             "pairs", (json_int_t)nscored, "pairs_total", (json_int_t)pl->n, "same_pairs",
             (json_int_t)pos, "different_pairs", (json_int_t)neg, "threshold", (double)thr,
@@ -575,7 +574,7 @@ int fv_cli_eval_pairs(fv_cli_opts *o) {
                    json_string_value(json_object_get(s, "reason")));
         }
     }
-    code = FV_EXIT_OK;
+    code = CLI_EXIT_OK;
 done:
     eval_free(&e);
     free(scores);
@@ -593,18 +592,18 @@ static json_t *doubles_json(const double *v, size_t n) {
  * mean/std/standard error of the fold accuracies and their thresholds. */
 static json_t *folds_json(const fv_pair_score *s, size_t n, int folds, double *mean) {
     double acc[100], thr[100], std;
-    if (fv_metric_folds(s, n, folds, acc, thr)) return NULL;
-    fv_metric_mean_std(acc, (size_t)folds, mean, &std);
+    if (cli_metric_folds(s, n, folds, acc, thr)) return NULL;
+    cli_metric_mean_std(acc, (size_t)folds, mean, &std);
     return json_pack("{s:f,s:f,s:f,s:o,s:o}", "mean_accuracy", *mean, "std_accuracy", std,
                      "standard_error", std / sqrt((double)folds), "fold_accuracies",
                      doubles_json(acc, (size_t)folds), "fold_thresholds",
                      doubles_json(thr, (size_t)folds));
 }
 
-int fv_cli_eval_lfw(fv_cli_opts *o) {
+int cli_eval_lfw(cli_opts *o) {
     if (!o->root) {
         fprintf(stderr, "faceverify eval-lfw: needs --root LFW_DIR (with pairs.txt)\n");
-        return FV_EXIT_INPUT;
+        return CLI_EXIT_INPUT;
     }
     char pairs[4096];
     snprintf(pairs, sizeof pairs, "%s/pairs.txt", o->root);
@@ -613,14 +612,14 @@ int fv_cli_eval_lfw(fv_cli_opts *o) {
     fv_pair_score *fb = NULL, *er = NULL;
     json_t *out = NULL, *as_errors = NULL;
     int code = eval_prepare(o, pfile, 1, &e);
-    if (code != FV_EXIT_OK) goto done;
+    if (code != CLI_EXIT_OK) goto done;
     const pair_list *pl = &e.pl;
     if (pl->folds < 2) {
         fprintf(stderr, "faceverify eval-lfw: %s has no fold header (\"10 300\")\n", pfile);
-        code = FV_EXIT_INPUT;
+        code = CLI_EXIT_INPUT;
         goto done;
     }
-    code = FV_EXIT_FAILURE;
+    code = CLI_EXIT_FAILURE;
     fb = calloc(pl->n, sizeof *fb);
     er = calloc(pl->n, sizeof *er);
     if (!fb || !er) goto oom;
@@ -635,7 +634,7 @@ int fv_cli_eval_lfw(fv_cli_opts *o) {
     as_errors = folds_json(er, pl->n, pl->folds, &mean_er);
     if (!out || !as_errors) {
         fprintf(stderr, "faceverify eval-lfw: a fold has no scored pairs\n");
-        code = FV_EXIT_INPUT;
+        code = CLI_EXIT_INPUT;
         goto done;
     }
     /* failures, by image */
@@ -655,7 +654,7 @@ int fv_cli_eval_lfw(fv_cli_opts *o) {
     size_t ner = compact_scored(er, pl->n);
     global_metrics g;
     global_metrics_of(fb, nfb, &g);
-    double auc_er = fv_metric_roc_auc(er, ner);
+    double auc_er = cli_metric_roc_auc(er, ner);
     json_object_set_new(as_errors, "pairs_scored", json_integer((json_int_t)ner));
     json_object_set_new(as_errors, "roc_auc_scored_pairs",
                         auc_er == auc_er ? json_real(auc_er) : json_null());
@@ -664,7 +663,7 @@ int fv_cli_eval_lfw(fv_cli_opts *o) {
              "headline: an image without a detected face is embedded from its centre crop "
              "(%.0f%% of the shorter side) with detector none; failures_as_errors: such pairs "
              "count as wrong",
-             100 * FV_FALLBACK_CROP);
+             100 * FVI_FALLBACK_CROP);
     json_t *rest = json_pack(
         "{s:s,s:s,s:I,s:I,s:I,s:o*,s:o,s:{s:f,s:f},s:{s:I,s:I,s:I,s:I,s:s,s:o},"
         "s:o,s:{s:o,s:o},s:s,s:s,s:s,s:i,s:I,s:f}",
@@ -688,7 +687,7 @@ int fv_cli_eval_lfw(fv_cli_opts *o) {
     }
     json_decref(rest);
     if (o->json) {
-        fv_cli_print_json(json_incref(out));
+        cli_print_json(json_incref(out));
     } else {
         json_t *fe = json_object_get(out, "failures_as_errors");
         printf("LFW View 2        %zu pairs in %d folds, %zu images (flip %s, detector %s)\n",
@@ -703,7 +702,7 @@ int fv_cli_eval_lfw(fv_cli_opts *o) {
         printf("failures as errors: mean accuracy %.4f +- %.4f\n", mean_er,
                json_real_value(json_object_get(fe, "std_accuracy")));
     }
-    code = FV_EXIT_OK;
+    code = CLI_EXIT_OK;
     goto done;
 oom:
     fprintf(stderr, "faceverify: out of memory\n");

@@ -8,12 +8,12 @@
  *   faceverify compare A.json B.json     distance of two `embed --json` outputs
  *   faceverify train --data DIR --out MODEL [options]   (train.c)
  *
- * Exit codes (one table, fv_cli_exit_code): 0 success / same person, 1
+ * Exit codes (one table, cli_exit_code): 0 success / same person, 1
  * different people, 2 input or usage error (no face, unreadable, too
  * large, bad option), 3 models unavailable or an internal failure.
  * Messages go to stderr; results (text or --json) to stdout.  With --json,
  * stdout always carries one JSON document: the result, or the HTTP API's
- * error object {"error": {"code", "message"}} (fv_cli_error).
+ * error object {"error": {"code", "message"}} (cli_error).
  *
  * The --json shapes are the HTTP API's (src/server/openapi.json): a face is
  * {box: {left, top, right, bottom}, score, landmarks}, the face a result
@@ -26,12 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "cli.h"
-#include "fvi.h"
+#include "cli/cli.h"
 
 /* The one status -> exit code table of the CLI. */
-int fv_cli_exit_code(fv_status st) {
+int cli_exit_code(fv_status st) {
     switch (st) {
     case FV_OK:
         return 0;
@@ -44,13 +44,13 @@ int fv_cli_exit_code(fv_status st) {
     case FV_E_MULTIPLE_FACES:
     case FV_E_UNSUPPORTED:
     case FV_E_MODEL_MISMATCH:
-        return FV_EXIT_INPUT;
+        return CLI_EXIT_INPUT;
     default:
-        return FV_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
 }
 
-fv_status fv_cli_error(const fv_cli_opts *o, fv_status st, const char *fmt, ...) {
+fv_status cli_error(const cli_opts *o, fv_status st, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -58,12 +58,12 @@ fv_status fv_cli_error(const fv_cli_opts *o, fv_status st, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "faceverify: %s\n", msg);
     if (o && o->json)
-        fv_cli_print_json(
+        cli_print_json(
             json_pack("{s:{s:s,s:s}}", "error", "code", fv_status_name(st), "message", msg));
     return st;
 }
 
-const char *fv_cli_model_id(const fv_cli_opts *o, const fv_model *m, char *buf, size_t cap) {
+const char *cli_model_id(const cli_opts *o, const fv_model *m, char *buf, size_t cap) {
     const char *id = m ? fv_model_id(m) : FV_MODEL_ID;
     const char *suffix = o->cfg.flip == FV_FLIP_MEAN   ? "+flip_mean"
                          : o->cfg.flip == FV_FLIP_UNIT ? "+flip_unit"
@@ -73,9 +73,9 @@ const char *fv_cli_model_id(const fv_cli_opts *o, const fv_model *m, char *buf, 
 }
 
 /* A bad option: reported like any error (so --json gets the error object),
- * and -1 for fv_cli_parse_common's caller. */
-static int bad_option(const fv_cli_opts *o, const char *fmt, const char *arg) {
-    fv_cli_error(o, FV_E_INVALID_ARGUMENT, fmt, arg);
+ * and -1 for cli_parse_common's caller. */
+static int bad_option(const cli_opts *o, const char *fmt, const char *arg) {
+    cli_error(o, FV_E_INVALID_ARGUMENT, fmt, arg);
     return -1;
 }
 
@@ -140,7 +140,7 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
     return 0;
 }
 
-int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
+int cli_parse_common(int argc, char **argv, cli_opts *o) {
     memset(o, 0, sizeof *o);
     fv_config_init(&o->cfg);
     fv_verify_options_init(&o->verify);
@@ -155,7 +155,7 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
             o->json = 1;
             takes = 0;
         } else if (!strcmp(a, "--flip")) {
-            o->cfg.flip = FV_CLI_FLIP_DEFAULT;
+            o->cfg.flip = CLI_FLIP_DEFAULT;
             takes = 0;
         } else if (!strcmp(a, "--flip-mode") && v) {
             if (!strcmp(v, "none"))
@@ -246,7 +246,7 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
         } else if (a[0] == '-' && a[1]) {
             return bad_option(o, "unknown or incomplete option '%s'", a);
         } else {
-            if (o->npos >= FV_CLI_MAX_POS) {
+            if (o->npos >= CLI_MAX_POS) {
                 return bad_option(o, "too many arguments", NULL);
             }
             o->pos[o->npos++] = a;
@@ -257,32 +257,32 @@ int fv_cli_parse_common(int argc, char **argv, fv_cli_opts *o) {
     return 0;
 }
 
-fv_status fv_cli_engine(const fv_cli_opts *o, fv_engine **eng) {
+fv_status cli_engine(const cli_opts *o, fv_engine **eng) {
     char err[512] = "";
     fv_status st = fv_engine_create(&o->cfg, eng, err, sizeof err);
-    if (st != FV_OK) fv_cli_error(o, st, "cannot load models: %s", err);
+    if (st != FV_OK) cli_error(o, st, "cannot load models: %s", err);
     return st;
 }
 
-fv_status fv_cli_load(const fv_cli_opts *o, const char *path, fv_image **img, double *ms) {
+fv_status cli_load(const cli_opts *o, const char *path, fv_image **img, double *ms) {
     char err[512] = "";
-    double t0 = fvi_now_ms();
+    double t0 = cli_now_ms();
     fv_status st = fv_image_load(path, &o->cfg.limits, img, err, sizeof err);
-    if (ms) *ms = fvi_now_ms() - t0;
-    if (st != FV_OK) fv_cli_error(o, st, "%s: %s", path, err[0] ? err : fv_strerror(st));
+    if (ms) *ms = cli_now_ms() - t0;
+    if (st != FV_OK) cli_error(o, st, "%s: %s", path, err[0] ? err : fv_strerror(st));
     return st;
 }
 
-fv_status fv_cli_model(const fv_cli_opts *o, fv_model **m) {
+fv_status cli_model(const cli_opts *o, fv_model **m) {
     *m = NULL;
     if (!o->model) return FV_OK;
     char err[512] = "";
     fv_status st = fv_model_load(o->model, m, err, sizeof err);
-    if (st != FV_OK) fv_cli_error(o, st, "cannot load model: %s", err);
+    if (st != FV_OK) cli_error(o, st, "cannot load model: %s", err);
     return st;
 }
 
-json_t *fv_cli_face_json(const fv_face *f) {
+json_t *cli_face_json(const fv_face *f) {
     json_t *lm = json_array();
     for (int i = 0; i < FV_NUM_LANDMARKS; i++)
         json_array_append_new(lm, json_pack("[f,f]", f->landmarks[i].x, f->landmarks[i].y));
@@ -293,7 +293,7 @@ json_t *fv_cli_face_json(const fv_face *f) {
 /* The face a result used, as the API's UsedFace: the face plus how many
  * faces its image held. */
 static json_t *used_face_json(const fv_face_result *r) {
-    json_t *o = fv_cli_face_json(&r->face);
+    json_t *o = cli_face_json(&r->face);
     json_object_set_new(o, "faces_detected", json_integer((json_int_t)r->faces));
     return o;
 }
@@ -306,33 +306,39 @@ static json_t *timings_json(const fv_timings *t, double total_ms) {
                      "total", total_ms);
 }
 
-void fv_cli_print_json(json_t *j) {
+double cli_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void cli_print_json(json_t *j) {
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(7));
     if (s) puts(s);
     free(s);
     json_decref(j);
 }
 
-static int cmd_verify(fv_cli_opts *o) {
+static int cmd_verify(cli_opts *o) {
     if (o->npos != 2)
-        return fv_cli_exit_code(fv_cli_error(o, FV_E_INVALID_ARGUMENT, "verify needs two images"));
+        return cli_exit_code(cli_error(o, FV_E_INVALID_ARGUMENT, "verify needs two images"));
     fv_engine *eng = NULL;
     fv_model *m = NULL;
     fv_image *a = NULL, *b = NULL;
     double ta = 0, tb = 0;
     fv_verify_result r;
     char err[512] = "";
-    fv_status st = fv_cli_load(o, o->pos[0], &a, &ta);
-    if (st == FV_OK) st = fv_cli_load(o, o->pos[1], &b, &tb);
-    if (st == FV_OK) st = fv_cli_model(o, &m);
-    if (st == FV_OK) st = fv_cli_engine(o, &eng);
+    fv_status st = cli_load(o, o->pos[0], &a, &ta);
+    if (st == FV_OK) st = cli_load(o, o->pos[1], &b, &tb);
+    if (st == FV_OK) st = cli_model(o, &m);
+    if (st == FV_OK) st = cli_engine(o, &eng);
     if (st == FV_OK) {
         fv_verify_options vo = o->verify;
         vo.model = m; /* NULL: the ResNet */
         st = fv_verify(eng, a, b, &vo, &r, err, sizeof err);
-        if (st != FV_OK) fv_cli_error(o, st, "%s", err);
+        if (st != FV_OK) cli_error(o, st, "%s", err);
     }
-    int code = fv_cli_exit_code(st);
+    int code = cli_exit_code(st);
     if (st == FV_OK) {
         r.a.timings.decode_ms = ta;
         r.b.timings.decode_ms = tb;
@@ -344,12 +350,12 @@ static int cmd_verify(fv_cli_opts *o) {
             t.chip_ms += r.b.timings.chip_ms;
             t.embed_ms += r.b.timings.embed_ms;
             char id[160];
-            fv_cli_print_json(json_pack(
-                "{s:b,s:f,s:f,s:f,s:{s:o,s:o},s:s,s:s,s:o}", "verified", r.verified, "distance",
-                r.distance, "threshold", r.threshold, "similarity", r.similarity, "faces", "a",
-                used_face_json(&r.a), "b", used_face_json(&r.b), "model",
-                fv_cli_model_id(o, m, id, sizeof id), "detector", r.detector, "timings_ms",
-                timings_json(&t, r.total_ms + ta + tb)));
+            cli_print_json(json_pack("{s:b,s:f,s:f,s:f,s:{s:o,s:o},s:s,s:s,s:o}", "verified",
+                                     r.verified, "distance", r.distance, "threshold", r.threshold,
+                                     "similarity", r.similarity, "faces", "a", used_face_json(&r.a),
+                                     "b", used_face_json(&r.b), "model",
+                                     cli_model_id(o, m, id, sizeof id), "detector", r.detector,
+                                     "timings_ms", timings_json(&t, r.total_ms + ta + tb)));
         } else {
             printf("%s (distance %.4f, threshold %.4f, similarity %.3f)\n",
                    r.verified ? "same person" : "different people", r.distance, r.threshold,
@@ -358,7 +364,7 @@ static int cmd_verify(fv_cli_opts *o) {
                 printf("note: several faces found (%zu in A, %zu in B); the largest was used\n",
                        r.a.faces, r.b.faces);
         }
-        code = r.verified ? FV_EXIT_OK : FV_EXIT_DIFFERENT;
+        code = r.verified ? CLI_EXIT_OK : CLI_EXIT_DIFFERENT;
     }
     fv_image_destroy(a);
     fv_image_destroy(b);
@@ -367,9 +373,9 @@ static int cmd_verify(fv_cli_opts *o) {
     return code;
 }
 
-static int cmd_detect(fv_cli_opts *o) {
+static int cmd_detect(cli_opts *o) {
     if (o->npos != 1)
-        return fv_cli_exit_code(fv_cli_error(o, FV_E_INVALID_ARGUMENT, "detect needs one image"));
+        return cli_exit_code(cli_error(o, FV_E_INVALID_ARGUMENT, "detect needs one image"));
     fv_engine *eng = NULL;
     fv_image *img = NULL;
     char err[512] = "";
@@ -378,27 +384,26 @@ static int cmd_detect(fv_cli_opts *o) {
     size_t n = 0;
     double td = 0, t0 = 0, t1 = 0;
     fv_status st = faces ? FV_OK : FV_E_NO_MEMORY;
-    if (st == FV_OK) st = fv_cli_load(o, o->pos[0], &img, &td);
-    if (st == FV_OK) st = fv_cli_engine(o, &eng);
+    if (st == FV_OK) st = cli_load(o, o->pos[0], &img, &td);
+    if (st == FV_OK) st = cli_engine(o, &eng);
     if (st == FV_OK) {
-        t0 = fvi_now_ms();
+        t0 = cli_now_ms();
         st = fv_detect(eng, img, &o->verify.detect, faces, CAP, &n, err, sizeof err);
-        t1 = fvi_now_ms();
-        if (st != FV_OK) fv_cli_error(o, st, "%s", err);
+        t1 = cli_now_ms();
+        if (st != FV_OK) cli_error(o, st, "%s", err);
     } else if (!faces) {
-        fv_cli_error(o, st, "out of memory");
+        cli_error(o, st, "out of memory");
     }
     if (st == FV_OK) {
         size_t shown = n < CAP ? n : CAP;
         if (o->json) {
             json_t *arr = json_array();
-            for (size_t i = 0; i < shown; i++)
-                json_array_append_new(arr, fv_cli_face_json(&faces[i]));
-            fv_cli_print_json(json_pack("{s:o,s:I,s:{s:i,s:i},s:s,s:{s:f,s:f,s:f}}", "faces", arr,
-                                        "count", (json_int_t)n, "image", "width", img->width,
-                                        "height", img->height, "detector",
-                                        fv_detector_name(o->verify.detect.detector), "timings_ms",
-                                        "decode", td, "detect", t1 - t0, "total", td + t1 - t0));
+            for (size_t i = 0; i < shown; i++) json_array_append_new(arr, cli_face_json(&faces[i]));
+            cli_print_json(json_pack("{s:o,s:I,s:{s:i,s:i},s:s,s:{s:f,s:f,s:f}}", "faces", arr,
+                                     "count", (json_int_t)n, "image", "width", img->width, "height",
+                                     img->height, "detector",
+                                     fv_detector_name(o->verify.detect.detector), "timings_ms",
+                                     "decode", td, "detect", t1 - t0, "total", td + t1 - t0));
         } else {
             printf("%zu face%s\n", n, n == 1 ? "" : "s");
             for (size_t i = 0; i < shown; i++)
@@ -409,27 +414,27 @@ static int cmd_detect(fv_cli_opts *o) {
     free(faces);
     fv_image_destroy(img);
     fv_engine_destroy(eng);
-    return fv_cli_exit_code(st);
+    return cli_exit_code(st);
 }
 
-static int cmd_embed(fv_cli_opts *o) {
+static int cmd_embed(cli_opts *o) {
     if (o->npos != 1)
-        return fv_cli_exit_code(fv_cli_error(o, FV_E_INVALID_ARGUMENT, "embed needs one image"));
+        return cli_exit_code(cli_error(o, FV_E_INVALID_ARGUMENT, "embed needs one image"));
     fv_engine *eng = NULL;
     fv_model *m = NULL;
     fv_image *img = NULL;
     char err[512] = "";
     fv_face_result r;
     double td = 0, t0 = 0, t1 = 0;
-    fv_status st = fv_cli_load(o, o->pos[0], &img, &td);
-    if (st == FV_OK) st = fv_cli_model(o, &m);
-    if (st == FV_OK) st = fv_cli_engine(o, &eng);
+    fv_status st = cli_load(o, o->pos[0], &img, &td);
+    if (st == FV_OK) st = cli_model(o, &m);
+    if (st == FV_OK) st = cli_engine(o, &eng);
     if (st == FV_OK) {
-        t0 = fvi_now_ms();
+        t0 = cli_now_ms();
         st = fv_model_embed_face(eng, m, img, &o->verify.detect, o->verify.strict, &r, err,
                                  sizeof err);
-        t1 = fvi_now_ms();
-        if (st != FV_OK) fv_cli_error(o, st, "%s", err);
+        t1 = cli_now_ms();
+        if (st != FV_OK) cli_error(o, st, "%s", err);
     }
     if (st == FV_OK) {
         const int dim = m ? fv_model_dim(m) : FV_EMBED_DIM;
@@ -438,10 +443,10 @@ static int cmd_embed(fv_cli_opts *o) {
         for (int i = 0; i < dim; i++) json_array_append_new(emb, json_real(r.embedding[i]));
         if (o->json) {
             char id[160];
-            fv_cli_print_json(json_pack("{s:s,s:o,s:o,s:o}", "model",
-                                        fv_cli_model_id(o, m, id, sizeof id), "face",
-                                        used_face_json(&r), "embedding", emb, "timings_ms",
-                                        timings_json(&r.timings, td + t1 - t0)));
+            cli_print_json(json_pack("{s:s,s:o,s:o,s:o}", "model",
+                                     cli_model_id(o, m, id, sizeof id), "face", used_face_json(&r),
+                                     "embedding", emb, "timings_ms",
+                                     timings_json(&r.timings, td + t1 - t0)));
         } else {
             for (int i = 0; i < dim; i++)
                 printf("%.7g%c", r.embedding[i], i + 1 < dim ? ' ' : '\n');
@@ -451,24 +456,24 @@ static int cmd_embed(fv_cli_opts *o) {
     fv_image_destroy(img);
     fv_model_destroy(m);
     fv_engine_destroy(eng);
-    return fv_cli_exit_code(st);
+    return cli_exit_code(st);
 }
 
 /* Reads an `embed --json` output: its model id (the embedding space,
- * fv_cli_model_id) and embedding. */
-static fv_status read_template(const fv_cli_opts *o, const char *path, char *model, size_t cap,
+ * cli_model_id) and embedding. */
+static fv_status read_template(const cli_opts *o, const char *path, char *model, size_t cap,
                                float *emb, int *dim) {
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
-    if (!j) return fv_cli_error(o, FV_E_INVALID_ARGUMENT, "%s: %s", path, je.text);
+    if (!j) return cli_error(o, FV_E_INVALID_ARGUMENT, "%s: %s", path, je.text);
     const char *id = json_string_value(json_object_get(j, "model"));
     json_t *e = json_object_get(j, "embedding");
     size_t n = json_array_size(e);
     fv_status st = FV_OK;
     if (!id || n == 0 || n > FV_EMBED_DIM) {
-        st = fv_cli_error(o, FV_E_INVALID_ARGUMENT,
-                          "%s: needs \"model\" and an \"embedding\" of 1..%d numbers", path,
-                          FV_EMBED_DIM);
+        st = cli_error(o, FV_E_INVALID_ARGUMENT,
+                       "%s: needs \"model\" and an \"embedding\" of 1..%d numbers", path,
+                       FV_EMBED_DIM);
     } else {
         snprintf(model, cap, "%s", id);
         for (size_t i = 0; i < n && st == FV_OK; i++) {
@@ -476,58 +481,58 @@ static fv_status read_template(const fv_cli_opts *o, const char *path, char *mod
             if (!json_is_number(v)) st = FV_E_INVALID_ARGUMENT;
             emb[i] = (float)json_number_value(v);
         }
-        if (st != FV_OK) fv_cli_error(o, st, "%s: embedding values must be numbers", path);
+        if (st != FV_OK) cli_error(o, st, "%s: embedding values must be numbers", path);
         *dim = (int)n;
     }
     json_decref(j);
     return st;
 }
 
-static int cmd_compare(fv_cli_opts *o) {
+static int cmd_compare(cli_opts *o) {
     if (o->npos != 2)
-        return fv_cli_exit_code(
-            fv_cli_error(o, FV_E_INVALID_ARGUMENT, "compare needs two `embed --json` files"));
+        return cli_exit_code(
+            cli_error(o, FV_E_INVALID_ARGUMENT, "compare needs two `embed --json` files"));
     char ma[160], mb[160];
     float a[FV_EMBED_DIM], b[FV_EMBED_DIM], d = 0;
     int da = 0, db = 0;
     fv_status st = read_template(o, o->pos[0], ma, sizeof ma, a, &da);
     if (st == FV_OK) st = read_template(o, o->pos[1], mb, sizeof mb, b, &db);
-    if (st != FV_OK) return FV_EXIT_INPUT;
+    if (st != FV_OK) return CLI_EXIT_INPUT;
     st = da == db ? fv_compare(ma, a, mb, b, da, &d) : FV_E_MODEL_MISMATCH;
     if (st != FV_OK)
-        return fv_cli_exit_code(fv_cli_error(o, st, "%s: %s vs %s", fv_status_name(st), ma, mb));
+        return cli_exit_code(cli_error(o, st, "%s: %s vs %s", fv_status_name(st), ma, mb));
     if (o->json)
-        fv_cli_print_json(json_pack("{s:f,s:s}", "distance", (double)d, "model", ma));
+        cli_print_json(json_pack("{s:f,s:s}", "distance", (double)d, "model", ma));
     else
         printf("distance %.4f (model %s)\n", d, ma);
-    return FV_EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? FV_EXIT_INPUT : FV_EXIT_OK;
+        return argc < 2 ? CLI_EXIT_INPUT : CLI_EXIT_OK;
     }
     if (!strcmp(argv[1], "--version")) {
         printf("faceverify %s\n", FV_VERSION_STRING);
-        return FV_EXIT_OK;
+        return CLI_EXIT_OK;
     }
-    if (!strcmp(argv[1], "train")) return fv_cli_train(argc - 2, argv + 2);
-    fv_cli_opts o;
+    if (!strcmp(argv[1], "train")) return cli_train(argc - 2, argv + 2);
+    cli_opts o;
     for (int i = 2; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
-            return FV_EXIT_OK;
+            return CLI_EXIT_OK;
         }
-    if (fv_cli_parse_common(argc - 2, argv + 2, &o)) return FV_EXIT_INPUT;
+    if (cli_parse_common(argc - 2, argv + 2, &o)) return CLI_EXIT_INPUT;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "verify")) return cmd_verify(&o);
     if (!strcmp(cmd, "detect")) return cmd_detect(&o);
     if (!strcmp(cmd, "embed")) return cmd_embed(&o);
-    if (!strcmp(cmd, "eval-pairs")) return fv_cli_eval_pairs(&o);
+    if (!strcmp(cmd, "eval-pairs")) return cli_eval_pairs(&o);
     if (!strcmp(cmd, "compare")) return cmd_compare(&o);
-    if (!strcmp(cmd, "eval-lfw")) return fv_cli_eval_lfw(&o);
-    return fv_cli_exit_code(
-        fv_cli_error(&o, FV_E_INVALID_ARGUMENT, "unknown command '%s' (try --help)", cmd));
+    if (!strcmp(cmd, "eval-lfw")) return cli_eval_lfw(&o);
+    return cli_exit_code(
+        cli_error(&o, FV_E_INVALID_ARGUMENT, "unknown command '%s' (try --help)", cmd));
 }

@@ -3,7 +3,7 @@
  * scored pairs (see metrics.h).  O(n log n): everything works on one sorted
  * copy of the distances.
  */
-#include "metrics.h"
+#include "cli/metrics.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -43,14 +43,14 @@ static size_t tie_group(const fv_pair_score *s, size_t n, size_t i, size_t *gp, 
     return j;
 }
 
-double fv_metric_accuracy(const fv_pair_score *p, size_t n, double t) {
+double cli_metric_accuracy(const fv_pair_score *p, size_t n, double t) {
     if (n == 0) return NAN;
     size_t ok = 0;
     for (size_t i = 0; i < n; i++) ok += (p[i].distance <= t) == (p[i].same != 0);
     return (double)ok / (double)n;
 }
 
-int fv_metric_best_threshold(const fv_pair_score *p, size_t n, double *t, double *acc) {
+int cli_metric_best_threshold(const fv_pair_score *p, size_t n, double *t, double *acc) {
     fv_pair_score *s = sorted_copy(p, n);
     if (!s) return -1;
     size_t neg = 0;
@@ -75,7 +75,7 @@ int fv_metric_best_threshold(const fv_pair_score *p, size_t n, double *t, double
     return 0;
 }
 
-double fv_metric_roc_auc(const fv_pair_score *p, size_t n) {
+double cli_metric_roc_auc(const fv_pair_score *p, size_t n) {
     fv_pair_score *s = sorted_copy(p, n);
     if (!s) return NAN;
     /* Mann-Whitney with tie groups: for each same pair count the different
@@ -103,7 +103,7 @@ double fv_metric_roc_auc(const fv_pair_score *p, size_t n) {
     return wins / ((double)pos * (double)neg);
 }
 
-double fv_metric_tar_at_far(const fv_pair_score *p, size_t n, double far, double *thr) {
+double cli_metric_tar_at_far(const fv_pair_score *p, size_t n, double far, double *thr) {
     size_t pos = 0, neg = 0;
     for (size_t i = 0; i < n; i++) {
         if (p[i].same)
@@ -131,7 +131,7 @@ double fv_metric_tar_at_far(const fv_pair_score *p, size_t n, double far, double
     return (double)best_ta / (double)pos;
 }
 
-int fv_metric_folds(const fv_pair_score *p, size_t n, int nfolds, double *acc, double *thr) {
+int cli_metric_folds(const fv_pair_score *p, size_t n, int nfolds, double *acc, double *thr) {
     if (nfolds < 2 || n == 0) return -1;
     for (size_t i = 0; i < n; i++)
         if (p[i].fold < 0 || p[i].fold >= nfolds) return -1;
@@ -143,7 +143,7 @@ int fv_metric_folds(const fv_pair_score *p, size_t n, int nfolds, double *acc, d
         for (size_t i = 0; i < n; i++)
             if (p[i].fold != k && !p[i].failed) train[nt++] = p[i];
         double t, train_acc;
-        if (nt == 0 || fv_metric_best_threshold(train, nt, &t, &train_acc)) {
+        if (nt == 0 || cli_metric_best_threshold(train, nt, &t, &train_acc)) {
             rc = -1;
             break;
         }
@@ -160,7 +160,7 @@ int fv_metric_folds(const fv_pair_score *p, size_t n, int nfolds, double *acc, d
     return rc;
 }
 
-void fv_metric_mean_std(const double *v, size_t n, double *mean, double *std) {
+void cli_metric_mean_std(const double *v, size_t n, double *mean, double *std) {
     double s = 0, ss = 0;
     for (size_t i = 0; i < n; i++) s += v[i];
     *mean = n ? s / (double)n : NAN;
@@ -168,7 +168,7 @@ void fv_metric_mean_std(const double *v, size_t n, double *mean, double *std) {
     *std = n > 1 ? sqrt(ss / (double)(n - 1)) : 0.0;
 }
 
-void fv_metric_summary(const fv_pair_score *p, size_t n, int same_class, fv_dist_summary *out) {
+void cli_metric_summary(const fv_pair_score *p, size_t n, int same_class, fv_dist_summary *out) {
     memset(out, 0, sizeof *out);
     size_t k = 0;
     for (size_t i = 0; i < n; i++) k += (p[i].same != 0) == (same_class != 0);

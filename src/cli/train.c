@@ -25,11 +25,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli.h"
-#include "fvi.h"
+#include "cli/cli.h"
+#include "core/fvi.h"
 #include "image/resize.h"
-#include "metrics.h"
-#include "pool.h"
+#include "cli/metrics.h"
+#include "core/workers.h"
 #include "train/train.h"
 
 typedef struct topts {
@@ -42,7 +42,7 @@ typedef struct topts {
     fvt_mining mining;
     fvt_opt_kind optimizer;
     fvt_sched sched;
-    fv_cli_opts common;
+    cli_opts common;
 } topts;
 
 static void train_usage(FILE *f) {
@@ -204,7 +204,7 @@ static int parse_train(int argc, char **argv, topts *t) {
             rest[nrest++] = argv[i];
         }
     }
-    if (rc == 0 && fv_cli_parse_common(nrest, rest, &t->common)) rc = -1;
+    if (rc == 0 && cli_parse_common(nrest, rest, &t->common)) rc = -1;
     if (rc == 0 && t->common.npos) {
         fprintf(stderr, "faceverify train: unexpected argument '%s'\n", t->common.pos[0]);
         rc = -1;
@@ -457,7 +457,7 @@ static int build_faces(const topts *t, const char *root, dataset *ds, fv_engine 
     ds->emb = calloc(((size_t)ds->nimg + 1) * FV_EMBED_DIM, sizeof(float));
     if (!ds->ok || !ds->chips || !ds->emb) return -1;
     if (load_cache(cache, ds) == 0) return 0;
-    if (!*eng && fv_cli_engine(&t->common, eng) != FV_OK) return -1;
+    if (!*eng && cli_engine(&t->common, eng) != FV_OK) return -1;
     unsigned char *chip = malloc((size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
     if (!chip) return -1;
     double t0 = fvi_now_ms();
@@ -624,7 +624,7 @@ typedef struct evalres {
 /* Embeds the set (eval mode), then pair accuracy at the best threshold,
  * ROC AUC, and the semi-hard triplet loss over the set's images. */
 static int evaluate(fvt_net *net, fvt_ws *ws, int bs, const dataset *ds, int adapter, pairset *ps,
-                    float margin, fvi_pool *pool, evalres *r) {
+                    float margin, fvi_workers *pool, evalres *r) {
     for (int b = 0; b < ps->nimg; b += bs) {
         int n = ps->nimg - b < bs ? ps->nimg - b : bs;
         fill_input(ds, adapter, ps->img + b, NULL, n, fvt_ws_input(ws));
@@ -644,8 +644,8 @@ static int evaluate(fvt_net *net, fvt_ws *ws, int bs, const dataset *ds, int ada
                                      ps->emb + (size_t)ps->pair[k][1] * FV_EMBED_DIM);
         sc[k].same = ps->pair[k][2];
     }
-    fv_metric_best_threshold(sc, (size_t)ps->npairs, &r->thr, &r->acc);
-    r->auc = fv_metric_roc_auc(sc, (size_t)ps->npairs);
+    cli_metric_best_threshold(sc, (size_t)ps->npairs, &r->thr, &r->acc);
+    r->auc = cli_metric_roc_auc(sc, (size_t)ps->npairs);
     for (int i = 0; i < ps->nimg; i++) lab[i] = ds->label[ps->img[i]];
     size_t nt = fvt_mine(ps->emb, lab, ps->nimg, FV_EMBED_DIM, FVT_MINE_SEMIHARD, tr, cap);
     r->loss = fvt_triplet_loss(ps->emb, ps->nimg, FV_EMBED_DIM, tr, nt, margin, NULL, NULL);
@@ -655,19 +655,19 @@ static int evaluate(fvt_net *net, fvt_ws *ws, int bs, const dataset *ds, int ada
 
 /* Pair metrics of one embedding table: accuracy at thr, the best
  * accuracy over thresholds, ROC AUC. */
-static json_t *pair_metrics(const fv_cli_pair_list *pl, const int *ok, const float *emb, double thr,
+static json_t *pair_metrics(const cli_pair_list *pl, const int *ok, const float *emb, double thr,
                             fv_pair_score *sc, const char *label) {
     size_t n = 0;
     for (size_t k = 0; k < pl->n; k++) {
-        const fv_cli_pair *p = &pl->v[k];
+        const cli_pair *p = &pl->v[k];
         if (!ok[p->ia] || !ok[p->ib]) continue;
         sc[n].distance =
             fv_distance(emb + (size_t)p->ia * FV_EMBED_DIM, emb + (size_t)p->ib * FV_EMBED_DIM);
         sc[n++].same = p->same;
     }
     double best_t = 0, best_acc = 0;
-    fv_metric_best_threshold(sc, n, &best_t, &best_acc);
-    double acc = fv_metric_accuracy(sc, n, thr), auc = fv_metric_roc_auc(sc, n);
+    cli_metric_best_threshold(sc, n, &best_t, &best_acc);
+    double acc = cli_metric_accuracy(sc, n, thr), auc = cli_metric_roc_auc(sc, n);
     fprintf(stderr, "test %-8s accuracy %.4f at threshold %.4f, best %.4f at %.4f, ROC AUC %.4f\n",
             label, acc, thr, best_acc, best_t, auc);
     return json_pack("{s:I,s:f,s:f,s:f,s:f,s:f}", "pairs", (json_int_t)n, "accuracy", acc,
@@ -677,9 +677,9 @@ static json_t *pair_metrics(const fv_cli_pair_list *pl, const int *ok, const flo
 
 /* The trained net and the plain ResNet on the same pairs (the images go
  * through the same detection + alignment, cached like the training set). */
-static json_t *test_eval(const topts *t, fvt_net *net, fvt_ws *ws, int bs, fvi_pool *pool,
+static json_t *test_eval(const topts *t, fvt_net *net, fvt_ws *ws, int bs, fvi_workers *pool,
                          fv_engine **eng, float thr) {
-    fv_cli_pair_list pl = {0};
+    cli_pair_list pl = {0};
     dataset td = {0};
     json_t *res = NULL;
     float *emb = NULL;
@@ -691,7 +691,7 @@ static json_t *test_eval(const topts *t, fvt_net *net, fvt_ws *ws, int bs, fvi_p
         snprintf(cache, sizeof cache, "%s", t->test_cache);
     else
         snprintf(cache, sizeof cache, "%s.test.cache", t->out);
-    if (fv_cli_read_pairs(t->test_pairs, &pl)) goto out;
+    if (cli_read_pairs(t->test_pairs, &pl)) goto out;
     td.side = t->input;
     td.paths = malloc(sizeof(char *) * 2 * pl.n);
     td.label = calloc(2 * pl.n, sizeof(int));
@@ -708,7 +708,7 @@ static json_t *test_eval(const topts *t, fvt_net *net, fvt_ws *ws, int bs, fvi_p
         pl.v[k].ia = (int)(a - td.paths), pl.v[k].ib = (int)(b - td.paths);
     }
     if (build_faces(t, root, &td, eng, cache)) goto out;
-    if (!*eng && fv_cli_engine(&t->common, eng) != FV_OK) goto out;
+    if (!*eng && cli_engine(&t->common, eng) != FV_OK) goto out;
     emb = calloc((size_t)u * FV_EMBED_DIM, sizeof(float));
     idx = malloc(sizeof(int) * (size_t)u);
     sc = malloc(sizeof *sc * (pl.n + 1));
@@ -747,7 +747,7 @@ static json_t *eval_json(const evalres *v, const evalres *tr) {
                      "train_eval_loss", tr->loss);
 }
 
-/* One training run's state, filled step by step by fv_cli_train's parts
+/* One training run's state, filled step by step by cli_train's parts
  * (load_data, split_identities, build_network, train_epochs, save_model,
  * report) and released once by trainer_free. */
 typedef struct trainer {
@@ -764,7 +764,7 @@ typedef struct trainer {
     int *pool_imgs;   /* scratch: one identity's images, for sampling */
     fvt_net *net;
     fvt_ws *ws;
-    fvi_pool *pool;
+    fvi_workers *pool;
     fvt_optim opt;
     fvt_ckpt ck;
     fvt_meta meta; /* the best epoch's threshold and validation numbers */
@@ -790,7 +790,7 @@ static void trainer_free(trainer *tr) {
     fvt_optim_free(&tr->opt);
     fvt_ws_destroy(tr->ws);
     fvt_net_destroy(tr->net);
-    fvi_pool_destroy(tr->pool);
+    fvi_workers_destroy(tr->pool);
     fv_engine_destroy(tr->eng);
 }
 
@@ -803,12 +803,12 @@ static int load_data(trainer *tr) {
     snprintf(tr->ckpt, sizeof tr->ckpt, "%s", t->checkpoint ? t->checkpoint : "");
     if (!t->checkpoint) snprintf(tr->ckpt, sizeof tr->ckpt, "%s.ckpt", t->out);
     tr->ds.side = t->input;
-    if (scan_data(t, &tr->ds)) return FV_EXIT_INPUT;
+    if (scan_data(t, &tr->ds)) return CLI_EXIT_INPUT;
     double tc0 = fvi_now_ms();
-    if (build_faces(t, t->data, &tr->ds, &tr->eng, tr->cache)) return FV_EXIT_FAILURE;
+    if (build_faces(t, t->data, &tr->ds, &tr->eng, tr->cache)) return CLI_EXIT_FAILURE;
     tr->cache_s = (fvi_now_ms() - tc0) / 1e3;
     for (int i = 0; i < tr->ds.nimg; i++) tr->faces += tr->ds.ok[i];
-    return FV_EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 /* Keeps the identities with 2+ faces, splits them by a seeded shuffle into
@@ -822,7 +822,7 @@ static int split_identities(trainer *tr) {
     tr->ids = malloc(sizeof(int) * (size_t)ds->nids);
     if (!cnt || !tr->ids) {
         free(cnt);
-        return FV_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     for (int i = 0; i < ds->nimg; i++) cnt[ds->label[i]] += ds->ok[i];
     int nuse = 0;
@@ -831,7 +831,7 @@ static int split_identities(trainer *tr) {
     if (nuse < 4) {
         fprintf(stderr, "faceverify train: only %d identities have 2+ faces; need 4\n", nuse);
         free(cnt);
-        return FV_EXIT_INPUT;
+        return CLI_EXIT_INPUT;
     }
     shuffle(tr->ids, nuse, &tr->rng);
     tr->nval = (int)((float)nuse * t->val_fraction + 0.5f);
@@ -841,17 +841,17 @@ static int split_identities(trainer *tr) {
     if (tr->ntrain < 2) {
         fprintf(stderr, "faceverify train: too few identities left for training\n");
         free(cnt);
-        return FV_EXIT_INPUT;
+        return CLI_EXIT_INPUT;
     }
     for (int k = 0; k < tr->ntrain; k++) tr->train_images += cnt[tr_ids[k]];
     free(cnt);
     if (make_pairset(ds, tr->ids, tr->nval, 4, &tr->rng, &tr->val) ||
         make_pairset(ds, tr_ids, tr->ntrain < 100 ? tr->ntrain : 100, 3, &tr->rng, &tr->trs)) {
         fprintf(stderr, "faceverify train: cannot build validation pairs\n");
-        return FV_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     tr->pool_imgs = malloc(sizeof(int) * (size_t)ds->nimg);
-    return tr->pool_imgs ? FV_EXIT_OK : FV_EXIT_FAILURE;
+    return tr->pool_imgs ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 }
 
 /* Creates the network and optimiser (or resumes them from --resume, with
@@ -868,13 +868,13 @@ static int build_network(trainer *tr) {
             fvt_model_load(t->resume, &tr->net, &tr->meta, &tr->opt, &tr->ck, err, sizeof err);
         if (st != FV_OK) {
             fprintf(stderr, "faceverify train: cannot resume: %s\n", err);
-            return FV_EXIT_INPUT;
+            return CLI_EXIT_INPUT;
         }
         if (strcmp(tr->meta.kind, t->adapter ? "adapter" : "scratch") ||
             (!t->adapter && tr->net->in_h != t->input)) {
             fprintf(stderr, "faceverify train: %s is a %s checkpoint of another shape\n", t->resume,
                     tr->meta.kind);
-            return FV_EXIT_INPUT;
+            return CLI_EXIT_INPUT;
         }
         tr->rng = tr->ck.rng;
         fprintf(stderr, "resuming after epoch %d\n", tr->ck.epoch);
@@ -882,20 +882,20 @@ static int build_network(trainer *tr) {
         int in_c = t->adapter ? FV_EMBED_DIM : 3, side = t->adapter ? 1 : t->input;
         if (fvt_net_create(spec, nl, in_c, side, side, &tr->net, err, sizeof err) != FV_OK) {
             fprintf(stderr, "faceverify train: %s\n", err);
-            return FV_EXIT_FAILURE;
+            return CLI_EXIT_FAILURE;
         }
         fvt_net_init(tr->net, t->seed);
         if (fvt_optim_init(&tr->opt, t->optimizer, tr->net->nparams) != FV_OK)
-            return FV_EXIT_FAILURE;
+            return CLI_EXIT_FAILURE;
         tr->opt.weight_decay = t->weight_decay;
     }
     fvt_net *net = tr->net;
     tr->threads = t->common.cfg.threads > 0 ? t->common.cfg.threads : 0;
     if (tr->threads == 0) tr->threads = tr->eng ? fv_engine_threads(tr->eng) : 2;
     fvi_nn_init(); /* BLAS on one thread; the pool splits the work */
-    tr->pool = fvi_pool_create(tr->threads);
+    tr->pool = fvi_workers_create(tr->threads);
     const int bs = tr->bs = t->P * t->K;
-    if (!tr->pool || fvt_ws_create(net, bs, tr->threads, &tr->ws) != FV_OK) return FV_EXIT_FAILURE;
+    if (!tr->pool || fvt_ws_create(net, bs, tr->threads, &tr->ws) != FV_OK) return CLI_EXIT_FAILURE;
     tr->batch = malloc(sizeof(int) * bs);
     tr->labels = malloc(sizeof(int) * bs);
     tr->flip = malloc((size_t)bs);
@@ -905,7 +905,7 @@ static int build_network(trainer *tr) {
     tr->best_state = malloc(sizeof(float) * (net->nstate + 1));
     if (!tr->batch || !tr->labels || !tr->flip || !tr->grad || !tr->trip || !tr->best_params ||
         !tr->best_state)
-        return FV_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     memcpy(tr->best_params, net->params, sizeof(float) * net->nparams);
     memcpy(tr->best_state, net->state, sizeof(float) * net->nstate);
     if (t->resume) { /* the best model so far is the one in --out */
@@ -919,7 +919,7 @@ static int build_network(trainer *tr) {
         }
         fvt_net_destroy(bn);
     }
-    return FV_EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 /* The metadata every saved file carries; the threshold and validation
@@ -993,7 +993,7 @@ static int train_epochs(trainer *tr) {
     if (evaluate(tr->net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->val, t->margin, tr->pool,
                  &v0) ||
         evaluate(tr->net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->trs, t->margin, tr->pool, &t0r))
-        return FV_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     fprintf(stderr,
             "%s: %d identities (%d train, %d val), %d images, %d faces; %d val pairs; "
             "untrained: val acc %.4f auc %.4f, train auc %.4f\n",
@@ -1019,7 +1019,7 @@ static int train_epochs(trainer *tr) {
         evalres v, trv;
         if (evaluate(net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->val, t->margin, tr->pool, &v) ||
             evaluate(net, tr->ws, tr->bs, &tr->ds, t->adapter, &tr->trs, t->margin, tr->pool, &trv))
-            return FV_EXIT_FAILURE;
+            return CLI_EXIT_FAILURE;
         tr->last_v = v;
         double secs = (fvi_now_ms() - te) / 1e3;
         int better = v.auc > ck->best_metric;
@@ -1049,7 +1049,7 @@ static int train_epochs(trainer *tr) {
             fprintf(stderr, "faceverify train: warning: %s\n", err);
     }
     tr->train_s = (fvi_now_ms() - train_t0) / 1e3;
-    return FV_EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 /* Writes the best epoch's weights to --out with its calibrated threshold
@@ -1073,11 +1073,11 @@ static int save_model(trainer *tr, fvt_meta *out) {
              (unsigned long long)t->seed, t->adapter ? 0 : t->input, t->width, tr->train_s);
     if (fvt_model_save(t->out, net, out, NULL, NULL, err, sizeof err) != FV_OK) {
         fprintf(stderr, "faceverify train: %s\n", err);
-        return FV_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     fprintf(stderr, "wrote %s (id %s, best epoch %d, val acc %.4f auc %.4f, threshold %.4f)\n",
             t->out, out->id, tr->best_epoch, out->val_accuracy, out->val_auc, out->threshold);
-    return FV_EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
 /* Scores the saved model on --test-pairs when given, and prints the JSON
@@ -1088,10 +1088,10 @@ static int report(trainer *tr, const fvt_meta *out) {
     if (t->test_pairs &&
         !(test = test_eval(t, tr->net, tr->ws, tr->bs, tr->pool, &tr->eng, out->threshold))) {
         fprintf(stderr, "faceverify train: the test evaluation failed\n");
-        return FV_EXIT_FAILURE;
+        return CLI_EXIT_FAILURE;
     }
     if (t->json) {
-        fv_cli_print_json(json_pack(
+        cli_print_json(json_pack(
             "{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:O,s:O,"
             "s:f,s:I,s:o*}",
             "model", t->out, "id", out->id, "mode", out->kind, "identities", tr->ds.nids,
@@ -1105,25 +1105,25 @@ static int report(trainer *tr, const fvt_meta *out) {
     } else {
         json_decref(test);
     }
-    return FV_EXIT_OK;
+    return CLI_EXIT_OK;
 }
 
-int fv_cli_train(int argc, char **argv) {
+int cli_train(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             train_usage(stdout);
-            return FV_EXIT_OK;
+            return CLI_EXIT_OK;
         }
     topts t;
-    if (parse_train(argc, argv, &t)) return FV_EXIT_INPUT;
+    if (parse_train(argc, argv, &t)) return CLI_EXIT_INPUT;
     trainer tr = {.t = &t, .history = json_array()};
     fvt_meta out;
-    int code = tr.history ? load_data(&tr) : FV_EXIT_FAILURE;
-    if (code == FV_EXIT_OK) code = split_identities(&tr);
-    if (code == FV_EXIT_OK) code = build_network(&tr);
-    if (code == FV_EXIT_OK) code = train_epochs(&tr);
-    if (code == FV_EXIT_OK) code = save_model(&tr, &out);
-    if (code == FV_EXIT_OK) code = report(&tr, &out);
+    int code = tr.history ? load_data(&tr) : CLI_EXIT_FAILURE;
+    if (code == CLI_EXIT_OK) code = split_identities(&tr);
+    if (code == CLI_EXIT_OK) code = build_network(&tr);
+    if (code == CLI_EXIT_OK) code = train_epochs(&tr);
+    if (code == CLI_EXIT_OK) code = save_model(&tr, &out);
+    if (code == CLI_EXIT_OK) code = report(&tr, &out);
     trainer_free(&tr);
     return code;
 }

@@ -7,12 +7,12 @@
  */
 #include <stdio.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 
 /* Prints why and returns the failure exit code; argv is ignored. */
-int fv_cli_train(int argc, char **argv) {
+int cli_train(int argc, char **argv) {
     (void)argc, (void)argv;
     fprintf(stderr, "faceverify: train: not built with training (configured with "
                     "-DFV_TRAIN=OFF)\n");
-    return FV_EXIT_FAILURE;
+    return CLI_EXIT_FAILURE;
 }

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
 static long fail_after = -1;
 

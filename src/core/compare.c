@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
 /* Euclidean distance over FV_EMBED_DIM floats, summed in double; NAN for a
  * NULL argument.  Thread-safe. */

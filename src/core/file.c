@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
 /* Reads up to n bytes, retrying after EINTR; bytes read, or -1 on error
  * (errno set). */

@@ -20,10 +20,10 @@
 
 /* Programmer invariants only; never for input validation. */
 #ifdef NDEBUG
-#define FV_ASSERT(c) ((void)0)
+#define FVI_ASSERT(c) ((void)0)
 #else
 #include <assert.h>
-#define FV_ASSERT(c) assert(c)
+#define FVI_ASSERT(c) assert(c)
 #endif
 
 /* Allocation wrapper.  Returns NULL on failure (or injected failure). */

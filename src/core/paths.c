@@ -13,7 +13,7 @@
  * depends on nothing above core.
  */
 #define _GNU_SOURCE /* dladdr1, RTLD_DL_LINKMAP */
-#include "paths.h"
+#include "core/paths.h"
 
 #include <dlfcn.h>
 #include <limits.h>

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
 static const struct {
     const char *name;

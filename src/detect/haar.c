@@ -36,7 +36,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
 /* Limits on a cascade: generous for every file OpenCV ships, small enough
  * that a crafted file cannot ask for unbounded memory or time. */
@@ -759,7 +759,7 @@ done:
 }
 
 fv_status fvi_haar_detect_gray(const fvi_haar *h, const unsigned char *gray, int w, int hgt,
-                               const fvi_haar_params *p, fvi_pool *pool, fvi_haar_rect **out,
+                               const fvi_haar_params *p, fvi_workers *pool, fvi_haar_rect **out,
                                size_t *n, char *err, size_t errlen) {
     if (!out || !n) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     *out = NULL;
@@ -788,7 +788,7 @@ fv_status fvi_haar_detect_gray(const fvi_haar *h, const unsigned char *gray, int
 
     int sw0 = round_f((float)w / scales[0]), sh0 = round_f((float)hgt / scales[0]);
     size_t stride = (size_t)sw0 + 1, ipx;
-    int nworkers = fvi_pool_size(pool);
+    int nworkers = fvi_workers_size(pool);
     fv_status st = FV_OK;
     unsigned char *small = NULL;
     uint32_t *sum = NULL, *sq = NULL;
@@ -869,7 +869,7 @@ fv_status fvi_haar_detect_gray(const fvi_haar *h, const unsigned char *gray, int
         stripe *= c.ystep;
         if ((long)stripe * nstripes < ycount) ycount = stripe * nstripes;
         int rows = (ycount + c.ystep - 1) / c.ystep;
-        fvi_pool_run(pool, rows, 4, scan_rows, &c);
+        fvi_workers_run(pool, rows, 4, scan_rows, &c);
     }
     size_t total = 0;
     for (int i = 0; i < nworkers; i++) {
@@ -929,7 +929,7 @@ done:
 }
 
 fv_status fvi_haar_detect(const fvi_haar *h, const fv_image *img, const fvi_haar_params *p,
-                          fvi_pool *pool, fv_face **faces, size_t *n, char *err, size_t errlen) {
+                          fvi_workers *pool, fv_face **faces, size_t *n, char *err, size_t errlen) {
     if (!faces || !n) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     *faces = NULL;
     *n = 0;

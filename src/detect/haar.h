@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include "faceverify.h"
-#include "pool.h"
+#include "core/workers.h"
 
 typedef struct fvi_haar fvi_haar;
 
@@ -68,13 +68,13 @@ void fvi_haar_resize(const unsigned char *src, int sw, int sh, unsigned char *ds
 /* Detects with cascade h on a grey image (w x hgt, rows packed).  *out is
  * fvi_malloc'ed (NULL when none); n set to its length.  pool may be NULL. */
 fv_status fvi_haar_detect_gray(const fvi_haar *h, const unsigned char *gray, int w, int hgt,
-                               const fvi_haar_params *p, fvi_pool *pool, fvi_haar_rect **out,
+                               const fvi_haar_params *p, fvi_workers *pool, fvi_haar_rect **out,
                                size_t *n, char *err, size_t errlen);
 
 /* Detects faces in an RGB image: boxes are OpenCV's rectangles (left=x,
  * top=y, right=x+w, bottom=y+h), score = neighbours.  *faces fvi_malloc'ed. */
 fv_status fvi_haar_detect(const fvi_haar *h, const fv_image *img, const fvi_haar_params *p,
-                          fvi_pool *pool, fv_face **faces, size_t *n, char *err, size_t errlen);
+                          fvi_workers *pool, fv_face **faces, size_t *n, char *err, size_t errlen);
 
 /* Maps a Haar box (as fvi_haar_detect gives it) in place to the box dlib's
  * MMOD detector would draw around the same face, which is what the 5-point

@@ -32,8 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fvi.h"
-#include "mmod_model.h"
+#include "core/fvi.h"
+#include "detect/mmod_model.h"
 
 /* Largest side we accept at any step (after upsampling). */
 #define MMOD_MAX_SIDE 65536L
@@ -463,7 +463,7 @@ static fv_status upsample_image(const fv_image *img, int times, unsigned char **
     return FV_OK;
 }
 
-fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, fvi_pool *pool,
+fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, fvi_workers *pool,
                           fv_face **faces, size_t *count, char *err, size_t errlen) {
     if (!faces || !count) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL output");
     *faces = NULL;
@@ -491,7 +491,7 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
     if (make_plan(det, h, w, &P))
         return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE, "image too large for the detector");
     if (!P.runnable) return FV_OK; /* too small to hold a face */
-    const int threads = fvi_pool_size(pool);
+    const int threads = fvi_workers_size(pool);
     fvi_arena arena;
     float *A, *B, *scratch;
     fvi_arena_measure(&arena);
@@ -514,7 +514,7 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
         st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory upsampling the image");
         goto done;
     }
-    FV_ASSERT(uh == h && uw == w);
+    FVI_ASSERT(uh == h && uw == w);
     size_t peak = arena.peak;
     if (fvi_arena_reserve(&arena, peak)) {
         st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory for detector tensors");
@@ -529,7 +529,7 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
     fvi_tensor t = {1, 3, P.oh[0], P.ow[0], A};
     memset(A, 0, fvi_tensor_size(&t) * sizeof(float));
     pyramid_job pj = {det, up ? up : img->rgb, h, w, &P.L, A};
-    fvi_pool_run(pool, 3, 1, pyramid_task, &pj);
+    fvi_workers_run(pool, 3, 1, pyramid_task, &pj);
 
     /* The network. */
     for (int i = 0; i < MMOD_NCONV; i++) {

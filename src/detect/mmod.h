@@ -20,7 +20,7 @@
 #include <stddef.h>
 
 #include "faceverify.h"
-#include "pool.h"
+#include "core/workers.h"
 
 /* Upper bound on the memory one fvi_mmod_detect call may use (tensors,
  * convolution scratch and upsampled copies of the image).  The tiled
@@ -56,7 +56,7 @@ void fvi_mmod_destroy(fvi_mmod *det);
  * score descending.  Thread-safe: the model is immutable and scratch memory
  * is per call; pool may be NULL.  Images too small for the network give 0
  * faces; FV_E_IMAGE_TOO_LARGE above FVI_MMOD_MAX_CALL_BYTES. */
-fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, fvi_pool *pool,
+fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, fvi_workers *pool,
                           fv_face **faces, size_t *count, char *err, size_t errlen);
 
 #endif

@@ -18,8 +18,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fvi.h"
-#include "mmod_model.h"
+#include "core/fvi.h"
+#include "detect/mmod_model.h"
 #include "nn/dlib_serial.h"
 
 /* The model file is ~730 KB; refuse anything absurd before reading it. */

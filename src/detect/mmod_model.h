@@ -8,7 +8,7 @@
 #ifndef FVI_MMOD_MODEL_H
 #define FVI_MMOD_MODEL_H
 
-#include "mmod.h"
+#include "detect/mmod.h"
 #include "nn/nn.h"
 
 #define MMOD_NCONV 7

@@ -6,8 +6,8 @@
  *    back, and landmarks and chips are computed on the full-resolution
  *    image;
  *  - upsample -1 (auto) runs MMOD once at the given scale and, only when it
- *    finds nothing or only weak faces (score < FV_WEAK_SCORE) and doubling
- *    the image stays under FV_AUTO_UPSAMPLE_PIXELS, once more on the image
+ *    finds nothing or only weak faces (score < FVI_WEAK_SCORE) and doubling
+ *    the image stays under FVI_AUTO_UPSAMPLE_PIXELS, once more on the image
  *    doubled (finds faces down to ~40 px); the pass with the strongest face
  *    wins;
  *  - faces below opt->min_score are dropped, the rest are ordered largest
@@ -20,21 +20,21 @@
 #include <string.h>
 
 #include "detect/policy.h"
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 #include "image/resize.h"
 
-#define FV_AUTO_UPSAMPLE_PIXELS (6u * 1000u * 1000u)
-#define FV_DEFAULT_MAX_SIDE 1600
-#define FV_ROTATION_CONFIDENT 0.9f
-#define FV_WEAK_SCORE 0.5f
+#define FVI_AUTO_UPSAMPLE_PIXELS (6u * 1000u * 1000u)
+#define FVI_DEFAULT_MAX_SIDE 1600
+#define FVI_ROTATION_CONFIDENT 0.9f
+#define FVI_WEAK_SCORE 0.5f
 
 /* The defaults the README states; NULL is a no-op. */
 void fv_detect_options_init(fv_detect_options *opt) {
     if (!opt) return;
     opt->detector = FV_DETECTOR_MMOD;
     opt->upsample = -1;
-    opt->max_side = FV_DEFAULT_MAX_SIDE;
+    opt->max_side = FVI_DEFAULT_MAX_SIDE;
     opt->min_score = 0.0f;
     opt->try_rotations = 0;
     opt->order = FV_ORDER_LARGEST;
@@ -208,10 +208,10 @@ static fv_status detect_boxes(const fvi_detectors *d, const fv_image *img,
                        ? haar_boxes(d, img, opt, faces, n, err, errlen)
                        : mmod_boxes(d, img, up, opt->max_side, faces, n, err, errlen);
     if (st == FV_OK && opt->detector == FV_DETECTOR_MMOD && opt->upsample < 0 &&
-        (*n == 0 || best_score(*faces, *n) < FV_WEAK_SCORE)) {
+        (*n == 0 || best_score(*faces, *n) < FVI_WEAK_SCORE)) {
         uint64_t px = (uint64_t)img->width * (uint64_t)img->height * 4u;
         int longer = img->width > img->height ? img->width : img->height;
-        if (px <= FV_AUTO_UPSAMPLE_PIXELS && (opt->max_side <= 0 || longer <= opt->max_side)) {
+        if (px <= FVI_AUTO_UPSAMPLE_PIXELS && (opt->max_side <= 0 || longer <= opt->max_side)) {
             fv_face *uf = NULL;
             size_t un = 0;
             st = mmod_boxes(d, img, 1, 0, &uf, &un, err, errlen);
@@ -298,7 +298,7 @@ static fv_status detect_turned(const fvi_detectors *d, const fv_image *img, int 
 
 /* Finds faces per the detection policy, with landmarks for the first
  * want_lm faces (in the policy's order).  With try_rotations, when the upright pass
- * finds nothing or only weak faces (score below FV_ROTATION_CONFIDENT: a
+ * finds nothing or only weak faces (score below FVI_ROTATION_CONFIDENT: a
  * face lying on its side often gives a weak upright detection), the turned
  * images are tried too and the orientation with the strongest face wins.
  * *faces is fvi_malloc'ed; times go to t->detect_ms and t->landmarks_ms
@@ -310,7 +310,7 @@ fv_status fvi_find_faces(const fvi_detectors *d, const fv_image *img, const fv_d
     fv_status st = detect_boxes(d, img, opt, faces, n, err, errlen);
     if (st != FV_OK) return st;
     if (opt->try_rotations && opt->detector != FV_DETECTOR_NONE &&
-        (*n == 0 || best_score(*faces, *n) < FV_ROTATION_CONFIDENT)) {
+        (*n == 0 || best_score(*faces, *n) < FVI_ROTATION_CONFIDENT)) {
         static const int turns[] = {6, 8, 3};
         int winner = 0;
         for (size_t r = 0; r < sizeof turns / sizeof *turns; r++) {

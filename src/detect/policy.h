@@ -22,7 +22,7 @@
 #include "detect/haar.h"
 #include "detect/mmod.h"
 #include "faceverify.h"
-#include "pool.h"
+#include "core/workers.h"
 
 /* Returns the Haar cascade (loading it on first use); may fail, with a
  * message, when the cascade file is missing or bad. */
@@ -40,7 +40,7 @@ typedef struct fvi_detectors {
     void *haar_ctx;
     fvi_landmarks_fn landmarks;
     const void *landmarks_ctx;
-    fvi_pool *pool;
+    fvi_workers *pool;
 } fvi_detectors;
 
 /* Finds the faces in img per opt (see policy.c for the rules), with

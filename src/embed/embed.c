@@ -41,7 +41,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "nn/dlib_serial.h"
 #include "nn/nn.h"
 
@@ -89,7 +89,7 @@ typedef struct {
 } spec_list;
 
 static void push(spec_list *l, layer_kind kind, int nf, int k, int stride) {
-    FV_ASSERT(l->n < MAX_SPECS);
+    FVI_ASSERT(l->n < MAX_SPECS);
     layer_spec *s = &l->s[l->n++];
     s->kind = kind;
     s->nf = nf;
@@ -148,7 +148,7 @@ static void build_specs(spec_list *l) {
     }
     push(l, L_AVGALL, 0, 0, 0);
     push(l, L_FC, FV_EMBED_DIM, 0, 0);
-    FV_ASSERT(l->nconv == N_CONVS);
+    FVI_ASSERT(l->nconv == N_CONVS);
 }
 
 /* ------------------------------------------------------------ network */
@@ -269,7 +269,7 @@ static int parse_affine(parse_ctx *pc, const layer_spec *s) {
     if (count != 2 * C || dims[1] != 1 || dims[2] != 1 || dims[3] != 1)
         return fvi_dser_fail(d, "affine_ params size does not match");
     float gb[2 * 512];
-    FV_ASSERT(2 * C <= sizeof gb / sizeof *gb);
+    FVI_ASSERT(2 * C <= sizeof gb / sizeof *gb);
     if (read_floats_at(d, data_off, gb, 2 * C)) return -1;
     fvi_conv *cv = &pc->net->conv[s->conv];
     if (fvi_conv_fold_affine(cv, gb, gb + C)) return fvi_dser_fail(d, "out of memory");
@@ -570,7 +570,7 @@ static fvi_tensor shaped(float *d, int n, int c, int h, int w) {
 /* Runs conv ci; with a profile (bench_stages), charges its time, work and
  * shape to slot ci.  Without one the only cost is this test. */
 static void run_conv(fvi_embed_profile *prof, int ci, const fvi_conv *cv, const fvi_tensor *in,
-                     fvi_tensor *out, int relu, float *scratch, fvi_pool *pool) {
+                     fvi_tensor *out, int relu, float *scratch, fvi_workers *pool) {
     if (!prof) {
         fvi_conv_forward_cnhw(cv, in, out, relu, scratch, pool);
         return;
@@ -586,7 +586,7 @@ static void run_conv(fvi_embed_profile *prof, int ci, const fvi_conv *cv, const 
 /* Runs n chips through the network into out (n x 128); prof: see
  * fvi_resnet_embed_profiled. */
 static void forward(const fvi_resnet *net, const unsigned char *chips, int n, fwd_bufs *b,
-                    fvi_pool *pool, fvi_embed_profile *prof, float *out) {
+                    fvi_workers *pool, fvi_embed_profile *prof, float *out) {
     const double prof_t0 = prof ? fvi_now_ms() : 0;
     /* input_rgb_image_sized: (pixel - mean) / 256 into CNHW planes */
     const size_t plane = (size_t)CHIP * CHIP;
@@ -666,20 +666,20 @@ static void arena_put(fvi_resnet *net, fvi_arena *a) {
 }
 
 fv_status fvi_resnet_embed(const fvi_resnet *net, const unsigned char *chips, size_t n,
-                           fvi_pool *pool, float *out, char *err, size_t errlen) {
+                           fvi_workers *pool, float *out, char *err, size_t errlen) {
     return fvi_resnet_embed_profiled(net, chips, n, pool, NULL, out, err, errlen);
 }
 
 fv_status fvi_resnet_embed_profiled(const fvi_resnet *cnet, const unsigned char *chips, size_t n,
-                                    fvi_pool *pool, fvi_embed_profile *prof, float *out, char *err,
-                                    size_t errlen) {
+                                    fvi_workers *pool, fvi_embed_profile *prof, float *out,
+                                    char *err, size_t errlen) {
     if (!cnet || (n && (!chips || !out)))
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "embed: NULL argument");
     if (n == 0) return FV_OK;
     /* The network's weights are never written; only the free list of
      * arenas, under its mutex, changes. */
     fvi_resnet *net = (fvi_resnet *)cnet;
-    const int threads = fvi_pool_size(pool);
+    const int threads = fvi_workers_size(pool);
     const int batch = n < BATCH_MAX ? (int)n : BATCH_MAX;
     fvi_arena measure;
     fwd_bufs bufs;

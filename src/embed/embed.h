@@ -16,7 +16,7 @@
 #include <stddef.h>
 
 #include "faceverify.h"
-#include "pool.h"
+#include "core/workers.h"
 
 typedef struct fvi_resnet fvi_resnet;
 
@@ -42,7 +42,7 @@ void fvi_resnet_destroy(fvi_resnet *net);
  * a different size may differ by float rounding (~1e-7) since the GEMM
  * tiling follows the batch's shape. */
 fv_status fvi_resnet_embed(const fvi_resnet *net, const unsigned char *chips, size_t n,
-                           fvi_pool *pool, float *out, char *err, size_t errlen);
+                           fvi_workers *pool, float *out, char *err, size_t errlen);
 
 /* Convolutions of the network: the stem, then two per residual block. */
 #define FVI_RESNET_CONVS 29
@@ -65,7 +65,7 @@ typedef struct {
  * prof is not NULL (the caller owns it and zeroes it; one profile per
  * calling thread).  With NULL it is fvi_resnet_embed and reads no clock. */
 fv_status fvi_resnet_embed_profiled(const fvi_resnet *net, const unsigned char *chips, size_t n,
-                                    fvi_pool *pool, fvi_embed_profile *prof, float *out, char *err,
-                                    size_t errlen);
+                                    fvi_workers *pool, fvi_embed_profile *prof, float *out,
+                                    char *err, size_t errlen);
 
 #endif

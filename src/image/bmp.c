@@ -16,7 +16,7 @@
  */
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 
 static uint32_t le32(const unsigned char *p) {

@@ -20,7 +20,7 @@
  */
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 
 static unsigned rd16(const unsigned char *p, int le) {

@@ -17,7 +17,7 @@
  */
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 
 void fv_limits_init(fv_limits *lim) {

@@ -12,8 +12,8 @@
  * Other modules use fvi_image_alloc to make images of their own (for example
  * a downscaled copy); it is the only allocator of fv_image.
  */
-#ifndef FV_IMAGE_H
-#define FV_IMAGE_H
+#ifndef FVI_IMAGE_H
+#define FVI_IMAGE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -28,7 +28,7 @@
 #include <jerror.h>
 #include <jpeglib.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 
 /* More scans than any sane progressive encoder writes (libjpeg-turbo's own

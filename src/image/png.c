@@ -25,7 +25,7 @@
 
 #include <png.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 
 #define CHUNK_MALLOC_MAX ((png_alloc_size_t)8 * 1000 * 1000)

@@ -5,12 +5,12 @@
  * columns it covers (weights are overlap lengths), then the same for rows.
  * Weights are computed once per axis; the intermediate is float.
  */
-#include "resize.h"
+#include "image/resize.h"
 
 #include <math.h>
 
-#include "fvi.h"
-#include "image.h"
+#include "core/fvi.h"
+#include "image/image.h"
 
 /* For each of dn destination positions: the first source index, the count
  * of source indices it overlaps, and their weights (normalised to sum 1),

@@ -1,8 +1,8 @@
 /*
  * resize.h: downscaling for the detector's large-photo policy.
  */
-#ifndef FV_IMAGE_RESIZE_H
-#define FV_IMAGE_RESIZE_H
+#ifndef FVI_IMAGE_RESIZE_H
+#define FVI_IMAGE_RESIZE_H
 
 #include "faceverify.h"
 

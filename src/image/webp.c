@@ -20,7 +20,7 @@
 #include <webp/decode.h>
 #include <webp/demux.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 
 static fv_status status_of(VP8StatusCode c) {

@@ -6,11 +6,11 @@
  * and re-walks the same allocations, so inference never calls malloc.
  * Offsets are rounded to 16 floats (64 bytes) for SIMD and BLAS.
  */
-#include "nn.h"
+#include "nn/nn.h"
 
 #include <cblas.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
 void fvi_arena_measure(fvi_arena *a) {
     a->base = NULL;

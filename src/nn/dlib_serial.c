@@ -3,7 +3,7 @@
  * dlib_serial.h for the format).  Pure parsing over a byte buffer: no
  * allocation, no I/O.
  */
-#include "dlib_serial.h"
+#include "nn/dlib_serial.h"
 
 #include <math.h>
 #include <stdio.h>

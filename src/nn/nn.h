@@ -21,7 +21,7 @@
 
 #include <stddef.h>
 
-#include "pool.h"
+#include "core/workers.h"
 
 typedef struct fvi_tensor {
     int n, c, h, w;
@@ -115,7 +115,7 @@ size_t fvi_conv_cnhw_scratch(const fvi_conv *cv, int n, int in_h, int in_w, int 
 /* in: CNHW (n, in_c, in_h, in_w); out: CNHW shaped (n, out_c, out_h,
  * out_w).  relu != 0 applies max(0, .) after the bias (a fused relu layer). */
 void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, int relu,
-                           float *scratch, fvi_pool *pool);
+                           float *scratch, fvi_workers *pool);
 /* dlib add_prev on CNHW tensors (zero where a tensor has no value), then an
  * optional relu.  out shaped max(a, b) per dimension (n equal); out may not
  * alias a or b unless all three have the same shape. */

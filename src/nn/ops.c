@@ -16,8 +16,8 @@
 #include <emmintrin.h>
 #endif
 
-#include "fvi.h"
-#include "nn.h"
+#include "core/fvi.h"
+#include "nn/nn.h"
 
 int fvi_conv_out_h(const fvi_conv *cv, int in_h) {
     return fvi_pool_out_dim(in_h, cv->kh, cv->stride_y, cv->pad_y);
@@ -498,9 +498,9 @@ static void cnhw_single_task(void *ctx, int begin, int end, int worker) {
 }
 
 void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor *out, int relu,
-                           float *scratch, fvi_pool *pool) {
-    FV_ASSERT(in->c == cv->in_c && out->c == cv->out_c && out->n == in->n);
-    FV_ASSERT(out->h == fvi_conv_out_h(cv, in->h) && out->w == fvi_conv_out_w(cv, in->w));
+                           float *scratch, fvi_workers *pool) {
+    FVI_ASSERT(in->c == cv->in_c && out->c == cv->out_c && out->n == in->n);
+    FVI_ASSERT(out->h == fvi_conv_out_h(cv, in->h) && out->w == fvi_conv_out_w(cv, in->w));
     cnhw_job j;
     j.cv = cv;
     j.in = in->d;
@@ -520,17 +520,17 @@ void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor 
     if (N == 0) return;
     j.pl = cnhw_make_plan(cv, N);
     if (cnhw_padded_size(cv, in->n, in->h, in->w)) {
-        fvi_pool_run(pool, in->c * in->n, 1, cnhw_pad_task, &j);
+        fvi_workers_run(pool, in->c * in->n, 1, cnhw_pad_task, &j);
         j.src = j.padded;
     }
     if (cnhw_single(cv)) {
-        fvi_pool_run(pool, in->n * ((out->h + SINGLE_ROWS - 1) / SINGLE_ROWS), 1, cnhw_single_task,
-                     &j);
+        fvi_workers_run(pool, in->n * ((out->h + SINGLE_ROWS - 1) / SINGLE_ROWS), 1,
+                        cnhw_single_task, &j);
     } else if (j.pl.fused) {
-        fvi_pool_run(pool, j.pl.ncb, 1, cnhw_fused_task, &j);
+        fvi_workers_run(pool, j.pl.ncb, 1, cnhw_fused_task, &j);
     } else {
-        fvi_pool_run(pool, j.pl.ncb, 1, cnhw_unroll_task, &j);
-        fvi_pool_run(pool, j.pl.ncb * j.pl.nmb, 1, cnhw_tile_task, &j);
+        fvi_workers_run(pool, j.pl.ncb, 1, cnhw_unroll_task, &j);
+        fvi_workers_run(pool, j.pl.ncb * j.pl.nmb, 1, cnhw_tile_task, &j);
     }
 }
 
@@ -552,7 +552,7 @@ static void add_rows(float *dst, const float *a, const float *b, size_t n, int r
 }
 
 void fvi_add_cnhw(const fvi_tensor *a, const fvi_tensor *b, fvi_tensor *out, int relu) {
-    FV_ASSERT(a->n == b->n && out->n == a->n);
+    FVI_ASSERT(a->n == b->n && out->n == a->n);
     const int n = out->n;
     if (a->c == b->c && a->h == b->h && a->w == b->w) {
         add_rows(out->d, a->d, b->d, fvi_tensor_size(out), relu);

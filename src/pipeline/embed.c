@@ -13,7 +13,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "pipeline/pipeline.h"
 
 #define EMBED_BATCH 32

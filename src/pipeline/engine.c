@@ -19,7 +19,7 @@
 
 #include "detect/policy.h"
 #include "core/paths.h"
-#include "fvi.h"
+#include "core/fvi.h"
 #include "nn/nn.h"
 #include "pipeline/pipeline.h"
 
@@ -118,7 +118,7 @@ fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, 
             long n = sysconf(_SC_NPROCESSORS_ONLN);
             threads = n < 1 ? 1 : n > 64 ? 64 : (int)n;
         }
-        eng->pool = fvi_pool_create(threads);
+        eng->pool = fvi_workers_create(threads);
         if (!eng->pool) st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "cannot start thread pool");
     }
     if (st != FV_OK) {
@@ -131,7 +131,7 @@ fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, 
 
 void fv_engine_destroy(fv_engine *eng) {
     if (!eng) return;
-    fvi_pool_destroy(eng->pool);
+    fvi_workers_destroy(eng->pool);
     fvi_mmod_destroy(eng->mmod);
     fvi_shape_predictor_destroy(eng->sp);
     fvi_resnet_destroy(eng->resnet);
@@ -146,7 +146,7 @@ float fv_engine_threshold(const fv_engine *eng) {
 }
 
 int fv_engine_threads(const fv_engine *eng) {
-    return eng ? fvi_pool_size(eng->pool) : 0;
+    return eng ? fvi_workers_size(eng->pool) : 0;
 }
 
 /* fvi_haar_get_fn for the policy: the engine's Haar cascade, loading it on

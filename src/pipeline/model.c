@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "pipeline/pipeline.h"
 
 fv_status fv_model_load(const char *path, fv_model **out, char *err, size_t errlen) {

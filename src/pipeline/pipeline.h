@@ -17,14 +17,14 @@
 #include "detect/mmod.h"
 #include "embed/embed.h"
 #include "faceverify.h"
-#include "pool.h"
+#include "core/workers.h"
 #include "train/train.h"
 
 struct fv_engine {
     fvi_mmod *mmod;
     fvi_shape_predictor *sp;
     fvi_resnet *resnet;
-    fvi_pool *pool;
+    fvi_workers *pool;
     float threshold;
     fv_flip flip;
     fv_limits limits;

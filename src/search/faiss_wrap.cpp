@@ -4,7 +4,7 @@
  * tombstones, exact re-ranking) lives in search.c; this file only
  * translates calls and exceptions.
  */
-#include "faiss_wrap.h"
+#include "search/faiss_wrap.h"
 
 #include <cstdio>
 #include <exception>
@@ -17,7 +17,7 @@
 #include <faiss/IndexRefine.h>
 #include <faiss/index_io.h>
 
-struct fvi_faiss {
+struct fvsearch_faiss {
     int kind;
     faiss::IndexIDMap2 *map; /* owns its inner index (own_fields) */
 };
@@ -42,15 +42,15 @@ static void set_err(char *err, size_t errlen, const char *what) {
 
 static faiss::Index *make_inner(int kind, int dim, size_t ntrain, const float *train) {
     switch (kind) {
-    case FVI_FAISS_FLAT:
+    case FVSEARCH_FAISS_INDEX_FLAT:
         return new faiss::IndexFlatL2(dim);
-    case FVI_FAISS_HNSW: {
+    case FVSEARCH_FAISS_INDEX_HNSW: {
         auto *h = new faiss::IndexHNSWFlat(dim, HNSW_M);
         h->hnsw.efConstruction = HNSW_EF_CONSTRUCTION;
         h->hnsw.efSearch = HNSW_EF_SEARCH;
         return h;
     }
-    case FVI_FAISS_IVFPQ: {
+    case FVSEARCH_FAISS_INDEX_IVFPQ: {
         /* nlist ~ 4 sqrt(n), at least 39 training points per list; PQ with
          * 8-bit codes needs 256 points per sub-quantiser. */
         size_t nlist = 1;
@@ -76,11 +76,11 @@ static faiss::Index *make_inner(int kind, int dim, size_t ntrain, const float *t
     }
 }
 
-extern "C" int fvi_faiss_available(char *, size_t) {
+extern "C" int fvsearch_faiss_available(char *, size_t) {
     return 0;
 }
 
-extern "C" fvi_faiss *fvi_faiss_create(int kind, int dim, size_t ntrain, const float *train,
+extern "C" fvsearch_faiss *fvsearch_faiss_create(int kind, int dim, size_t ntrain, const float *train,
                                        char *err, size_t errlen) {
     try {
         std::unique_ptr<faiss::Index> inner(make_inner(kind, dim, ntrain, train));
@@ -91,20 +91,20 @@ extern "C" fvi_faiss *fvi_faiss_create(int kind, int dim, size_t ntrain, const f
         auto *map = new faiss::IndexIDMap2(inner.get());
         inner.release();
         map->own_fields = true;
-        return new fvi_faiss{kind, map};
+        return new fvsearch_faiss{kind, map};
     } catch (const std::exception &e) {
         set_err(err, errlen, e.what());
         return nullptr;
     }
 }
 
-extern "C" void fvi_faiss_destroy(fvi_faiss *f) {
+extern "C" void fvsearch_faiss_destroy(fvsearch_faiss *f) {
     if (!f) return;
     delete f->map;
     delete f;
 }
 
-extern "C" int fvi_faiss_add(fvi_faiss *f, size_t n, const float *x, const int64_t *ids, char *err,
+extern "C" int fvsearch_faiss_add(fvsearch_faiss *f, size_t n, const float *x, const int64_t *ids, char *err,
                              size_t errlen) {
     try {
         f->map->add_with_ids((faiss::Index::idx_t)n, x,
@@ -116,7 +116,7 @@ extern "C" int fvi_faiss_add(fvi_faiss *f, size_t n, const float *x, const int64
     }
 }
 
-extern "C" int fvi_faiss_search(fvi_faiss *f, const float *q, size_t k, float *d2, int64_t *ids,
+extern "C" int fvsearch_faiss_search(fvsearch_faiss *f, const float *q, size_t k, float *d2, int64_t *ids,
                                 char *err, size_t errlen) {
     try {
         f->map->search(1, q, (faiss::Index::idx_t)k, d2,
@@ -128,7 +128,7 @@ extern "C" int fvi_faiss_search(fvi_faiss *f, const float *q, size_t k, float *d
     }
 }
 
-extern "C" int fvi_faiss_reconstruct(const fvi_faiss *f, int64_t id, float *out) {
+extern "C" int fvsearch_faiss_reconstruct(const fvsearch_faiss *f, int64_t id, float *out) {
     try {
         f->map->reconstruct((faiss::Index::idx_t)id, out);
         return 0;
@@ -137,15 +137,15 @@ extern "C" int fvi_faiss_reconstruct(const fvi_faiss *f, int64_t id, float *out)
     }
 }
 
-extern "C" size_t fvi_faiss_count(const fvi_faiss *f) {
+extern "C" size_t fvsearch_faiss_count(const fvsearch_faiss *f) {
     return (size_t)f->map->ntotal;
 }
 
-extern "C" void fvi_faiss_ids(const fvi_faiss *f, int64_t *out) {
+extern "C" void fvsearch_faiss_ids(const fvsearch_faiss *f, int64_t *out) {
     for (size_t i = 0; i < f->map->id_map.size(); i++) out[i] = f->map->id_map[i];
 }
 
-extern "C" size_t fvi_faiss_memory(const fvi_faiss *f) {
+extern "C" size_t fvsearch_faiss_memory(const fvsearch_faiss *f) {
     const faiss::Index *inner = f->map->index;
     size_t n = (size_t)f->map->ntotal, d = (size_t)f->map->d;
     /* id_map (8 B) + rev_map (an unordered_map node, ~40 B) per id. */
@@ -168,11 +168,11 @@ extern "C" size_t fvi_faiss_memory(const fvi_faiss *f) {
     return bytes;
 }
 
-extern "C" int fvi_faiss_kind(const fvi_faiss *f) {
+extern "C" int fvsearch_faiss_kind(const fvsearch_faiss *f) {
     return f->kind;
 }
 
-extern "C" int fvi_faiss_write(const fvi_faiss *f, const char *path, char *err, size_t errlen) {
+extern "C" int fvsearch_faiss_write(const fvsearch_faiss *f, const char *path, char *err, size_t errlen) {
     try {
         faiss::write_index(f->map, path);
         return 0;
@@ -182,7 +182,7 @@ extern "C" int fvi_faiss_write(const fvi_faiss *f, const char *path, char *err, 
     }
 }
 
-extern "C" fvi_faiss *fvi_faiss_read(const char *path, int kind, char *err, size_t errlen) {
+extern "C" fvsearch_faiss *fvsearch_faiss_read(const char *path, int kind, char *err, size_t errlen) {
     try {
         std::unique_ptr<faiss::Index> idx(faiss::read_index(path));
         auto *map = dynamic_cast<faiss::IndexIDMap2 *>(idx.get());
@@ -191,9 +191,9 @@ extern "C" fvi_faiss *fvi_faiss_read(const char *path, int kind, char *err, size
             return nullptr;
         }
         faiss::Index *inner = map->index;
-        bool ok = (kind == FVI_FAISS_FLAT && dynamic_cast<faiss::IndexFlat *>(inner)) ||
-                  (kind == FVI_FAISS_HNSW && dynamic_cast<faiss::IndexHNSW *>(inner)) ||
-                  (kind == FVI_FAISS_IVFPQ && (dynamic_cast<faiss::IndexRefine *>(inner) ||
+        bool ok = (kind == FVSEARCH_FAISS_INDEX_FLAT && dynamic_cast<faiss::IndexFlat *>(inner)) ||
+                  (kind == FVSEARCH_FAISS_INDEX_HNSW && dynamic_cast<faiss::IndexHNSW *>(inner)) ||
+                  (kind == FVSEARCH_FAISS_INDEX_IVFPQ && (dynamic_cast<faiss::IndexRefine *>(inner) ||
                                                dynamic_cast<faiss::IndexFlat *>(inner)));
         if (!ok) {
             set_err(err, errlen, "index file holds another kind of index");
@@ -201,9 +201,9 @@ extern "C" fvi_faiss *fvi_faiss_read(const char *path, int kind, char *err, size
         }
         if (auto *h = dynamic_cast<faiss::IndexHNSW *>(inner)) h->hnsw.efSearch = HNSW_EF_SEARCH;
         /* An IVFPQ index too small to train is stored flat. */
-        int actual = dynamic_cast<faiss::IndexFlat *>(inner) ? FVI_FAISS_FLAT : kind;
+        int actual = dynamic_cast<faiss::IndexFlat *>(inner) ? FVSEARCH_FAISS_INDEX_FLAT : kind;
         idx.release();
-        return new fvi_faiss{actual, map};
+        return new fvsearch_faiss{actual, map};
     } catch (const std::exception &e) {
         set_err(err, errlen, e.what());
         return nullptr;

@@ -11,11 +11,11 @@
  * for AVX2 (a target attribute), so the rest of the project keeps the
  * baseline instruction set and this file builds with any compiler flags.
  */
-#include "kernels.h"
+#include "search/kernels.h"
 
 #define DIM FV_EMBED_DIM
 
-void fvi_dots_i8_portable(const int8_t *q, const int8_t *codes, size_t n, int32_t *out) {
+void fvsearch_dots_i8_portable(const int8_t *q, const int8_t *codes, size_t n, int32_t *out) {
     for (size_t i = 0; i < n; i++) {
         const int8_t *c = codes + i * DIM;
         int32_t s = 0;
@@ -62,28 +62,28 @@ __attribute__((target("avx2"))) static void dots_avx2(const int8_t *q, const int
         __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
         _mm_storeu_si128((__m128i *)(void *)(out + i), s);
     }
-    if (i < n) fvi_dots_i8_portable(q, codes + i * DIM, n - i, out + i);
+    if (i < n) fvsearch_dots_i8_portable(q, codes + i * DIM, n - i, out + i);
 }
 
-int fvi_dots_i8_simd(void) {
+int fvsearch_dots_i8_simd(void) {
     return __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 
-void fvi_dots_i8(const int8_t *q, const int8_t *codes, size_t n, int32_t *out) {
+void fvsearch_dots_i8(const int8_t *q, const int8_t *codes, size_t n, int32_t *out) {
     if (__builtin_cpu_supports("avx2"))
         dots_avx2(q, codes, n, out);
     else
-        fvi_dots_i8_portable(q, codes, n, out);
+        fvsearch_dots_i8_portable(q, codes, n, out);
 }
 
 #else
 
-int fvi_dots_i8_simd(void) {
+int fvsearch_dots_i8_simd(void) {
     return 0;
 }
 
-void fvi_dots_i8(const int8_t *q, const int8_t *codes, size_t n, int32_t *out) {
-    fvi_dots_i8_portable(q, codes, n, out);
+void fvsearch_dots_i8(const int8_t *q, const int8_t *codes, size_t n, int32_t *out) {
+    fvsearch_dots_i8_portable(q, codes, n, out);
 }
 
 #endif

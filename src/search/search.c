@@ -8,7 +8,7 @@
  * scan, then a bounded selection and an exact re-rank.  The FAISS
  * backends delegate to faiss_wrap and keep a tombstone table for deletes.
  */
-#include "search.h"
+#include "search/search.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -19,10 +19,10 @@
 #include <unistd.h>
 
 #include "faceverify.h"
-#include "faiss_wrap.h"
-#include "fvi.h"
-#include "kernels.h"
-#include "pool.h"
+#include "search/faiss_wrap.h"
+#include "core/fvi.h"
+#include "search/kernels.h"
+#include "core/workers.h"
 
 #define DIM FV_EMBED_DIM
 #define EMPTY INT64_MIN
@@ -45,7 +45,7 @@ static uint64_t mix(uint64_t x) {
     return x;
 }
 
-uint64_t fvi_search_id_hash(int64_t id) {
+uint64_t fvsearch_id_hash(int64_t id) {
     return mix((uint64_t)id ^ 0x9e3779b97f4a7c15ULL);
 }
 
@@ -143,8 +143,8 @@ typedef struct rowinfo {
     float lpe;   /* |x| + err, rounded up */
 } rowinfo;
 
-struct fvi_search {
-    fvi_search_kind kind;
+struct fvsearch {
+    fvsearch_kind kind;
     idtab ids; /* live ids -> row (exact backends) */
     uint64_t checksum;
     /* exact, exact-int8: rows 0..n-1 */
@@ -152,13 +152,13 @@ struct fvi_search {
     float *rows;  /* float32 rows: exact; exact-int8 unless spilled */
     float *norms; /* exact: |x|^2 */
     int64_t *rowid;
-    int8_t *codes;  /* exact-int8 */
-    rowinfo *info;  /* exact-int8 */
-    int spill;      /* exact-int8: fd of the file holding the float32 rows, or -1 */
-    int threads;    /* scan threads wanted */
-    fvi_pool *pool; /* created once the index is big enough to split */
+    int8_t *codes;     /* exact-int8 */
+    rowinfo *info;     /* exact-int8 */
+    int spill;         /* exact-int8: fd of the file holding the float32 rows, or -1 */
+    int threads;       /* scan threads wanted */
+    fvi_workers *pool; /* created once the index is big enough to split */
     /* faiss */
-    fvi_faiss *f;
+    fvsearch_faiss *f;
     idtab tomb;
     size_t stale; /* superseded copies of re-added ids still in f */
 };
@@ -169,39 +169,39 @@ struct fvi_search {
 /* Rows per block of the scan (one sgemv or one int8 kernel call). */
 #define BLOCK 2048
 
-static const char *const NAMES[FVI_SEARCH_KINDS] = {"exact", "exact-int8", "faiss-flat",
-                                                    "faiss-hnsw", "faiss-ivfpq"};
+static const char *const NAMES[FVSEARCH_KINDS] = {"exact", "exact-int8", "faiss-flat", "faiss-hnsw",
+                                                  "faiss-ivfpq"};
 
-int fvi_search_kind_parse(const char *name, fvi_search_kind *out) {
-    for (int k = 0; k < FVI_SEARCH_KINDS; k++)
+int fvsearch_kind_parse(const char *name, fvsearch_kind *out) {
+    for (int k = 0; k < FVSEARCH_KINDS; k++)
         if (name && strcmp(name, NAMES[k]) == 0) {
-            *out = (fvi_search_kind)k;
+            *out = (fvsearch_kind)k;
             return 0;
         }
     return -1;
 }
 
-const char *fvi_search_kind_name(fvi_search_kind kind) {
-    return (unsigned)kind < FVI_SEARCH_KINDS ? NAMES[kind] : "?";
+const char *fvsearch_kind_name(fvsearch_kind kind) {
+    return (unsigned)kind < FVSEARCH_KINDS ? NAMES[kind] : "?";
 }
 
-static int is_faiss(fvi_search_kind k) {
-    return k >= FVI_SEARCH_FAISS_FLAT;
+static int is_faiss(fvsearch_kind k) {
+    return k >= FVSEARCH_FAISS_FLAT;
 }
 
-static int faiss_kind(fvi_search_kind k) {
-    return k == FVI_SEARCH_FAISS_HNSW    ? FVI_FAISS_HNSW
-           : k == FVI_SEARCH_FAISS_IVFPQ ? FVI_FAISS_IVFPQ
-                                         : FVI_FAISS_FLAT;
+static int faiss_kind(fvsearch_kind k) {
+    return k == FVSEARCH_FAISS_HNSW    ? FVSEARCH_FAISS_INDEX_HNSW
+           : k == FVSEARCH_FAISS_IVFPQ ? FVSEARCH_FAISS_INDEX_IVFPQ
+                                       : FVSEARCH_FAISS_INDEX_FLAT;
 }
 
-fvi_search *fvi_search_create(fvi_search_kind kind, char *err, size_t errlen) {
-    if ((unsigned)kind >= FVI_SEARCH_KINDS) {
+fvsearch *fvsearch_create(fvsearch_kind kind, char *err, size_t errlen) {
+    if ((unsigned)kind >= FVSEARCH_KINDS) {
         snprintf(err, errlen, "unknown search backend");
         return NULL;
     }
-    if (is_faiss(kind) && fvi_faiss_available(err, errlen)) return NULL;
-    fvi_search *s = fvi_calloc(1, sizeof *s);
+    if (is_faiss(kind) && fvsearch_faiss_available(err, errlen)) return NULL;
+    fvsearch *s = fvi_calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -212,7 +212,7 @@ fvi_search *fvi_search_create(fvi_search_kind kind, char *err, size_t errlen) {
     return s;
 }
 
-void fvi_search_destroy(fvi_search *s) {
+void fvsearch_destroy(fvsearch *s) {
     if (!s) return;
     idtab_free(&s->ids);
     idtab_free(&s->tomb);
@@ -222,50 +222,50 @@ void fvi_search_destroy(fvi_search *s) {
     fvi_free(s->codes);
     fvi_free(s->info);
     if (s->spill >= 0) close(s->spill);
-    fvi_pool_destroy(s->pool);
-    fvi_faiss_destroy(s->f);
+    fvi_workers_destroy(s->pool);
+    fvsearch_faiss_destroy(s->f);
     fvi_free(s);
 }
 
-fvi_search_kind fvi_search_kind_of(const fvi_search *s) {
+fvsearch_kind fvsearch_kind_of(const fvsearch *s) {
     return s->kind;
 }
 
-size_t fvi_search_count(const fvi_search *s) {
+size_t fvsearch_count(const fvsearch *s) {
     return s->ids.live;
 }
 
-uint64_t fvi_search_checksum(const fvi_search *s) {
+uint64_t fvsearch_checksum(const fvsearch *s) {
     return s->checksum;
 }
 
-int fvi_search_contains(const fvi_search *s, int64_t id) {
+int fvsearch_contains(const fvsearch *s, int64_t id) {
     return idtab_get(&s->ids, id) != NULL;
 }
 
-size_t fvi_search_memory(const fvi_search *s) {
+size_t fvsearch_memory(const fvsearch *s) {
     size_t b = s->ids.cap * (sizeof(int64_t) + sizeof(size_t)) +
                s->tomb.cap * (sizeof(int64_t) + sizeof(size_t));
-    if (s->f) return b + fvi_faiss_memory(s->f);
+    if (s->f) return b + fvsearch_faiss_memory(s->f);
     b += s->cap * sizeof(int64_t);
     if (s->rows) b += s->cap * DIM * sizeof(float);
     if (s->norms) b += s->cap * sizeof(float);
-    if (s->kind == FVI_SEARCH_INT8) b += s->cap * (DIM + sizeof(rowinfo));
+    if (s->kind == FVSEARCH_INT8) b += s->cap * (DIM + sizeof(rowinfo));
     return b;
 }
 
 /* Makes room for the scan threads once the index is big enough; a pool
  * that cannot be created leaves the scan single-threaded. */
-static void maybe_pool(fvi_search *s) {
+static void maybe_pool(fvsearch *s) {
     if (!s->pool && s->threads > 1 && s->n >= SPLIT_MIN && !is_faiss(s->kind))
-        s->pool = fvi_pool_create(s->threads);
+        s->pool = fvi_workers_create(s->threads);
 }
 
-void fvi_search_set_threads(fvi_search *s, int threads) {
+void fvsearch_set_threads(fvsearch *s, int threads) {
     if (threads < 1) threads = 1;
     if (threads > 64) threads = 64;
     if (threads != s->threads) {
-        fvi_pool_destroy(s->pool);
+        fvi_workers_destroy(s->pool);
         s->pool = NULL;
     }
     s->threads = threads;
@@ -274,19 +274,19 @@ void fvi_search_set_threads(fvi_search *s, int threads) {
 
 /* ------------------------------------------------------------ exact rows */
 
-static int grow_rows(fvi_search *s, size_t need) {
+static int grow_rows(fvsearch *s, size_t need) {
     if (need <= s->cap) return 0;
     size_t cap = s->cap ? s->cap : 256;
     while (cap < need) {
         if (cap > SIZE_MAX / 2 / (DIM * sizeof(float))) return -1;
         cap *= 2;
     }
-    if (s->kind == FVI_SEARCH_EXACT || s->spill < 0) {
+    if (s->kind == FVSEARCH_EXACT || s->spill < 0) {
         float *rows = fvi_realloc(s->rows, cap * DIM * sizeof(float));
         if (!rows) return -1;
         s->rows = rows;
     }
-    if (s->kind == FVI_SEARCH_EXACT) {
+    if (s->kind == FVSEARCH_EXACT) {
         float *norms = fvi_realloc(s->norms, cap * sizeof(float));
         if (!norms) return -1;
         s->norms = norms;
@@ -294,7 +294,7 @@ static int grow_rows(fvi_search *s, size_t need) {
     int64_t *rowid = fvi_realloc(s->rowid, cap * sizeof(int64_t));
     if (!rowid) return -1;
     s->rowid = rowid;
-    if (s->kind == FVI_SEARCH_INT8) {
+    if (s->kind == FVSEARCH_INT8) {
         int8_t *codes = fvi_realloc(s->codes, cap * DIM);
         if (!codes) return -1;
         s->codes = codes;
@@ -329,10 +329,10 @@ static double quant_error(const float *x, float scale, const int8_t *code) {
     return sqrt(e);
 }
 
-static void put_row(fvi_search *s, size_t r, int64_t id, const float *v) {
+static void put_row(fvsearch *s, size_t r, int64_t id, const float *v) {
     s->rowid[r] = id;
     if (s->rows) memcpy(s->rows + r * DIM, v, DIM * sizeof(float));
-    if (s->kind == FVI_SEARCH_EXACT) {
+    if (s->kind == FVSEARCH_EXACT) {
         float nn = 0;
         for (int i = 0; i < DIM; i++) nn += v[i] * v[i];
         s->norms[r] = nn;
@@ -370,7 +370,7 @@ static int spill_io(int fd, int write, void *buf, size_t len, size_t off) {
 }
 
 /* Row r's float32 vector into out (from memory or the spill file). */
-static int get_row(const fvi_search *s, size_t r, float *out) {
+static int get_row(const fvsearch *s, size_t r, float *out) {
     if (s->rows) {
         memcpy(out, s->rows + r * DIM, ROWBYTES);
         return 0;
@@ -378,8 +378,8 @@ static int get_row(const fvi_search *s, size_t r, float *out) {
     return spill_io(s->spill, 0, out, ROWBYTES, r * ROWBYTES);
 }
 
-int fvi_search_spill(fvi_search *s, const char *dir, char *err, size_t errlen) {
-    if (s->kind != FVI_SEARCH_INT8 || s->spill >= 0) return 0;
+int fvsearch_spill(fvsearch *s, const char *dir, char *err, size_t errlen) {
+    if (s->kind != FVSEARCH_INT8 || s->spill >= 0) return 0;
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/fv-rows-XXXXXX", dir) >= sizeof path) {
         snprintf(err, errlen, "spill directory name too long");
@@ -406,17 +406,17 @@ int fvi_search_spill(fvi_search *s, const char *dir, char *err, size_t errlen) {
 
 /* (Re)builds s->f from n vectors: IVFPQ trains on them when there are
  * enough, else the index is flat until a later compaction. */
-static int faiss_build(fvi_search *s, size_t n, const int64_t *ids, const float *vecs, char *err,
+static int faiss_build(fvsearch *s, size_t n, const int64_t *ids, const float *vecs, char *err,
                        size_t errlen) {
     int fk = faiss_kind(s->kind);
-    if (fk == FVI_FAISS_IVFPQ && n < 1024) fk = FVI_FAISS_FLAT;
-    fvi_faiss *f = fvi_faiss_create(fk, DIM, n, vecs, err, errlen);
+    if (fk == FVSEARCH_FAISS_INDEX_IVFPQ && n < 1024) fk = FVSEARCH_FAISS_INDEX_FLAT;
+    fvsearch_faiss *f = fvsearch_faiss_create(fk, DIM, n, vecs, err, errlen);
     if (!f) return -1;
-    if (n && fvi_faiss_add(f, n, vecs, ids, err, errlen)) {
-        fvi_faiss_destroy(f);
+    if (n && fvsearch_faiss_add(f, n, vecs, ids, err, errlen)) {
+        fvsearch_faiss_destroy(f);
         return -1;
     }
-    fvi_faiss_destroy(s->f);
+    fvsearch_faiss_destroy(s->f);
     s->f = f;
     idtab_free(&s->tomb);
     s->stale = 0;
@@ -425,8 +425,8 @@ static int faiss_build(fvi_search *s, size_t n, const int64_t *ids, const float 
 
 /* Rebuilds the FAISS index from its live vectors, dropping tombstones
  * (and training IVFPQ once there are enough vectors). */
-static int faiss_compact(fvi_search *s, char *err, size_t errlen) {
-    size_t total = fvi_faiss_count(s->f), n = 0;
+static int faiss_compact(fvsearch *s, char *err, size_t errlen) {
+    size_t total = fvsearch_faiss_count(s->f), n = 0;
     idtab seen = {0};
     int64_t *all = fvi_malloc((total ? total : 1) * sizeof *all);
     int64_t *ids = fvi_malloc((total ? total : 1) * sizeof *ids);
@@ -438,7 +438,7 @@ static int faiss_compact(fvi_search *s, char *err, size_t errlen) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    fvi_faiss_ids(s->f, all);
+    fvsearch_faiss_ids(s->f, all);
     if (idtab_reserve(&seen, total)) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -446,7 +446,7 @@ static int faiss_compact(fvi_search *s, char *err, size_t errlen) {
     for (size_t i = 0; i < total; i++) {
         if (idtab_get(&s->tomb, all[i]) || idtab_get(&seen, all[i])) continue;
         idtab_put(&seen, all[i], 0);
-        if (fvi_faiss_reconstruct(s->f, all[i], vecs + n * DIM)) {
+        if (fvsearch_faiss_reconstruct(s->f, all[i], vecs + n * DIM)) {
             snprintf(err, errlen, "faiss: cannot reconstruct id %lld", (long long)all[i]);
             goto out;
         }
@@ -463,8 +463,8 @@ out:
 
 /* ------------------------------------------------------------ add/remove */
 
-int fvi_search_add(fvi_search *s, size_t n, const int64_t *ids, const float *vecs, char *err,
-                   size_t errlen) {
+int fvsearch_add(fvsearch *s, size_t n, const int64_t *ids, const float *vecs, char *err,
+                 size_t errlen) {
     if (n == 0) return 0;
     for (size_t i = 0; i < n; i++)
         if (ids[i] == EMPTY || ids[i] == GONE || idtab_get(&s->ids, ids[i])) {
@@ -482,18 +482,18 @@ int fvi_search_add(fvi_search *s, size_t n, const int64_t *ids, const float *vec
          * newest vector; compaction later drops the stale copy. */
         for (size_t i = 0; i < n; i++)
             if (!idtab_del(&s->tomb, ids[i])) s->stale++;
-        if (!s->f || (fvi_faiss_count(s->f) == 0 && s->kind == FVI_SEARCH_FAISS_IVFPQ)) {
+        if (!s->f || (fvsearch_faiss_count(s->f) == 0 && s->kind == FVSEARCH_FAISS_IVFPQ)) {
             if (faiss_build(s, n, ids, vecs, err, errlen)) return -1;
-        } else if (fvi_faiss_add(s->f, n, vecs, ids, err, errlen)) {
+        } else if (fvsearch_faiss_add(s->f, n, vecs, ids, err, errlen)) {
             return -1;
         }
         for (size_t i = 0; i < n; i++) {
             idtab_put(&s->ids, ids[i], 0);
-            s->checksum += fvi_search_id_hash(ids[i]);
+            s->checksum += fvsearch_id_hash(ids[i]);
         }
         /* An IVFPQ index that started flat trains once it is big enough. */
-        if (s->kind == FVI_SEARCH_FAISS_IVFPQ && s->ids.live >= 1024 &&
-            fvi_faiss_kind(s->f) == FVI_FAISS_FLAT)
+        if (s->kind == FVSEARCH_FAISS_IVFPQ && s->ids.live >= 1024 &&
+            fvsearch_faiss_kind(s->f) == FVSEARCH_FAISS_INDEX_FLAT)
             return faiss_compact(s, err, errlen);
         return 0;
     }
@@ -511,14 +511,14 @@ int fvi_search_add(fvi_search *s, size_t n, const int64_t *ids, const float *vec
     for (size_t i = 0; i < n; i++) {
         put_row(s, s->n, ids[i], vecs + i * DIM);
         idtab_put(&s->ids, ids[i], s->n);
-        s->checksum += fvi_search_id_hash(ids[i]);
+        s->checksum += fvsearch_id_hash(ids[i]);
         s->n++;
     }
     maybe_pool(s);
     return 0;
 }
 
-int fvi_search_remove(fvi_search *s, int64_t id, char *err, size_t errlen) {
+int fvsearch_remove(fvsearch *s, int64_t id, char *err, size_t errlen) {
     size_t *rowp = idtab_get(&s->ids, id);
     if (!rowp) return 1;
     size_t row = *rowp, last = s->n - 1;
@@ -536,7 +536,7 @@ int fvi_search_remove(fvi_search *s, int64_t id, char *err, size_t errlen) {
         }
     }
     idtab_del(&s->ids, id);
-    s->checksum -= fvi_search_id_hash(id);
+    s->checksum -= fvsearch_id_hash(id);
     if (is_faiss(s->kind)) {
         idtab_put(&s->tomb, id, 0);
         if (s->tomb.live + s->stale > 256 + s->ids.live / 10) return faiss_compact(s, err, errlen);
@@ -546,7 +546,7 @@ int fvi_search_remove(fvi_search *s, int64_t id, char *err, size_t errlen) {
         if (s->rows) memcpy(s->rows + row * DIM, s->rows + last * DIM, ROWBYTES);
         if (s->norms) s->norms[row] = s->norms[last];
         s->rowid[row] = s->rowid[last];
-        if (s->kind == FVI_SEARCH_INT8) {
+        if (s->kind == FVSEARCH_INT8) {
             memcpy(s->codes + row * DIM, s->codes + last * DIM, DIM);
             s->info[row] = s->info[last];
         }
@@ -613,7 +613,7 @@ typedef struct part {
 } part;
 
 typedef struct scan {
-    const fvi_search *s;
+    const fvsearch *s;
     const float *q;
     float qn; /* |q|^2 */
     size_t c; /* heap size */
@@ -625,7 +625,7 @@ typedef struct scan {
 
 static void scan_exact(void *ctx, int begin, int end, int worker) {
     scan *sc = ctx;
-    const fvi_search *s = sc->s;
+    const fvsearch *s = sc->s;
     part *p = &sc->parts[worker];
     float dots[BLOCK];
     for (size_t b = (size_t)begin; b < (size_t)end; b++) {
@@ -668,7 +668,7 @@ static int prune(part *p, float thr) {
  */
 static void scan_int8(void *ctx, int begin, int end, int worker) {
     scan *sc = ctx;
-    const fvi_search *s = sc->s;
+    const fvsearch *s = sc->s;
     part *p = &sc->parts[worker];
     int32_t dots[BLOCK];
     float lo[BLOCK], hi[BLOCK];
@@ -676,7 +676,7 @@ static void scan_int8(void *ctx, int begin, int end, int worker) {
     for (size_t b = (size_t)begin; b < (size_t)end && !p->failed; b++) {
         size_t r0 = b * BLOCK, m = s->n - r0 < BLOCK ? s->n - r0 : BLOCK;
         const rowinfo *info = s->info + r0;
-        fvi_dots_i8(sc->qc, s->codes + r0 * DIM, m, dots);
+        fvsearch_dots_i8(sc->qc, s->codes + r0 * DIM, m, dots);
         /* Branch-free, so the compiler vectorises it. */
         for (size_t i = 0; i < m; i++) {
             float a = sc->qs * info[i].scale * (float)dots[i];
@@ -700,12 +700,12 @@ static void scan_int8(void *ctx, int begin, int end, int worker) {
     }
 }
 
-static int query_exact(fvi_search *s, const float *q, size_t k, fvi_hit *hits, size_t *nhits,
+static int query_exact(fvsearch *s, const float *q, size_t k, fvsearch_hit *hits, size_t *nhits,
                        char *err, size_t errlen) {
-    int int8 = s->kind == FVI_SEARCH_INT8;
+    int int8 = s->kind == FVSEARCH_INT8;
     size_t n = s->n, nblocks = (n + BLOCK - 1) / BLOCK;
-    fvi_pool *pool = n >= SPLIT_MIN ? s->pool : NULL;
-    size_t np = (size_t)fvi_pool_size(pool);
+    fvi_workers *pool = n >= SPLIT_MIN ? s->pool : NULL;
+    size_t np = (size_t)fvi_workers_size(pool);
     scan sc = {.s = s, .q = q, .c = int8 ? k : k + 32};
     if (sc.c > n) sc.c = n;
     size_t capl = 4 * sc.c + 64;
@@ -727,7 +727,7 @@ static int query_exact(fvi_search *s, const float *q, size_t k, fvi_hit *hits, s
         sc.qlen = nextafterf((float)sqrt(qn), INFINITY);
         sc.qerr = nextafterf((float)quant_error(q, sc.qs, sc.qc), INFINITY);
     }
-    if (n && sc.c) fvi_pool_run(pool, (int)nblocks, 1, int8 ? scan_int8 : scan_exact, &sc);
+    if (n && sc.c) fvi_workers_run(pool, (int)nblocks, 1, int8 ? scan_int8 : scan_exact, &sc);
     /* Merge the parts: exact re-ranks every part's heap; int8 re-ranks the
      * listed rows whose lower bound is within the k-th upper bound. */
     size_t total = 0;
@@ -784,11 +784,11 @@ out:
     return rc;
 }
 
-static int query_faiss(fvi_search *s, const float *q, size_t k, fvi_hit *hits, size_t *nhits,
+static int query_faiss(fvsearch *s, const float *q, size_t k, fvsearch_hit *hits, size_t *nhits,
                        char *err, size_t errlen) {
     *nhits = 0;
     if (!s->f || s->ids.live == 0) return 0;
-    size_t total = fvi_faiss_count(s->f);
+    size_t total = fvsearch_faiss_count(s->f);
     size_t kk = k + s->tomb.live + s->stale;
     if (kk > total) kk = total;
     float *d2 = fvi_malloc(kk * sizeof *d2);
@@ -799,7 +799,7 @@ static int query_faiss(fvi_search *s, const float *q, size_t k, fvi_hit *hits, s
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    if (fvi_faiss_search(s->f, q, kk, d2, ids, err, errlen)) goto out;
+    if (fvsearch_faiss_search(s->f, q, kk, d2, ids, err, errlen)) goto out;
     size_t nc = 0;
     float v[DIM];
     for (size_t i = 0; i < kk; i++) {
@@ -807,7 +807,7 @@ static int query_faiss(fvi_search *s, const float *q, size_t k, fvi_hit *hits, s
         int dup = 0;
         for (size_t j = 0; j < nc && !dup; j++) dup = c[j].id == ids[i];
         if (dup) continue;
-        if (fvi_faiss_reconstruct(s->f, ids[i], v)) continue;
+        if (fvsearch_faiss_reconstruct(s->f, ids[i], v)) continue;
         c[nc].d = fv_distance(q, v);
         c[nc].id = ids[i];
         c[nc].row = 0;
@@ -827,8 +827,8 @@ out:
     return rc;
 }
 
-int fvi_search_query(fvi_search *s, const float *q, size_t k, fvi_hit *hits, size_t *nhits,
-                     char *err, size_t errlen) {
+int fvsearch_query(fvsearch *s, const float *q, size_t k, fvsearch_hit *hits, size_t *nhits,
+                   char *err, size_t errlen) {
     *nhits = 0;
     if (k == 0) return 0;
     return is_faiss(s->kind) ? query_faiss(s, q, k, hits, nhits, err, errlen)
@@ -842,7 +842,7 @@ int fvi_search_query(fvi_search *s, const float *q, size_t k, fvi_hit *hits, siz
  * file is a cache for this machine, rebuilt from storage when unreadable). */
 static const char MAGIC[4] = {'F', 'V', 'I', 'X'};
 
-static int save_exact(const fvi_search *s, const char *tmp, char *err, size_t errlen) {
+static int save_exact(const fvsearch *s, const char *tmp, char *err, size_t errlen) {
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         snprintf(err, errlen, "cannot write %s", tmp);
@@ -871,7 +871,7 @@ static int save_exact(const fvi_search *s, const char *tmp, char *err, size_t er
     return ok ? 0 : -1;
 }
 
-int fvi_search_save(fvi_search *s, const char *path, char *err, size_t errlen) {
+int fvsearch_save(fvsearch *s, const char *path, char *err, size_t errlen) {
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
         snprintf(err, errlen, "index path too long");
@@ -881,7 +881,7 @@ int fvi_search_save(fvi_search *s, const char *path, char *err, size_t errlen) {
     if (is_faiss(s->kind)) {
         if (!s->f && faiss_build(s, 0, NULL, NULL, err, errlen)) return -1;
         if ((s->tomb.live || s->stale) && faiss_compact(s, err, errlen)) return -1;
-        rc = fvi_faiss_write(s->f, tmp, err, errlen);
+        rc = fvsearch_faiss_write(s->f, tmp, err, errlen);
     } else {
         rc = save_exact(s, tmp, err, errlen);
     }
@@ -893,11 +893,11 @@ int fvi_search_save(fvi_search *s, const char *path, char *err, size_t errlen) {
     return rc;
 }
 
-static fvi_search *load_exact(fvi_search *s, const char *path, char *err, size_t errlen) {
+static fvsearch *load_exact(fvsearch *s, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "cannot open %s", path);
-        fvi_search_destroy(s);
+        fvsearch_destroy(s);
         return NULL;
     }
     char magic[4];
@@ -925,37 +925,37 @@ static fvi_search *load_exact(fvi_search *s, const char *path, char *err, size_t
              fread(rows, DIM * sizeof(float), n, f) == n;
     }
     fclose(f);
-    if (ok && fvi_search_add(s, n, ids, rows, err, errlen))
+    if (ok && fvsearch_add(s, n, ids, rows, err, errlen))
         ok = 0;
     else if (!ok)
-        snprintf(err, errlen, "%s is not a %s index file", path, fvi_search_kind_name(s->kind));
+        snprintf(err, errlen, "%s is not a %s index file", path, fvsearch_kind_name(s->kind));
     fvi_free(ids);
     fvi_free(rows);
     if (!ok) {
-        fvi_search_destroy(s);
+        fvsearch_destroy(s);
         return NULL;
     }
     return s;
 }
 
-fvi_search *fvi_search_load(fvi_search_kind kind, const char *path, char *err, size_t errlen) {
-    fvi_search *s = fvi_search_create(kind, err, errlen);
+fvsearch *fvsearch_load(fvsearch_kind kind, const char *path, char *err, size_t errlen) {
+    fvsearch *s = fvsearch_create(kind, err, errlen);
     if (!s) return NULL;
     if (!is_faiss(kind)) return load_exact(s, path, err, errlen);
-    s->f = fvi_faiss_read(path, faiss_kind(kind), err, errlen);
-    size_t n = s->f ? fvi_faiss_count(s->f) : 0;
+    s->f = fvsearch_faiss_read(path, faiss_kind(kind), err, errlen);
+    size_t n = s->f ? fvsearch_faiss_count(s->f) : 0;
     int64_t *ids = s->f ? fvi_malloc((n ? n : 1) * sizeof *ids) : NULL;
     if (!ids || idtab_reserve(&s->ids, n)) {
         if (s->f) snprintf(err, errlen, "out of memory");
         fvi_free(ids);
-        fvi_search_destroy(s);
+        fvsearch_destroy(s);
         return NULL;
     }
-    fvi_faiss_ids(s->f, ids);
+    fvsearch_faiss_ids(s->f, ids);
     for (size_t i = 0; i < n; i++) {
         if (idtab_get(&s->ids, ids[i])) continue; /* a corrupt file's duplicate */
         idtab_put(&s->ids, ids[i], 0);
-        s->checksum += fvi_search_id_hash(ids[i]);
+        s->checksum += fvsearch_id_hash(ids[i]);
     }
     fvi_free(ids);
     return s;

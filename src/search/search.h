@@ -5,13 +5,13 @@
  * library fvsearch because its FAISS backends link Debian's static,
  * C++-only libfaiss (see faiss_wrap.h).
  *
- * Backends (fvi_search_kind):
+ * Backends (fvsearch_kind):
  *   exact       float32 rows, one sgemv per query; the reference answer.
  *   exact-int8  rows quantised to int8 with one scale per row; the scan
  *               reads 4x fewer bytes and bounds each row's quantisation
  *               error, and every row that the bound cannot rule out of
  *               the k nearest is re-ranked in float32, so the answers
- *               equal exact's.  With fvi_search_spill the float32 rows
+ *               equal exact's.  With fvsearch_spill the float32 rows
  *               live in a file, not in memory.
  *   faiss-flat  FAISS IndexFlatL2 (a baseline for the benchmarks).
  *   faiss-hnsw  FAISS HNSW graph: sub-millisecond, approximate.
@@ -32,57 +32,57 @@
  * queries (faceverifyd holds a per-collection mutex).  Queries on one
  * index may run concurrently with each other.
  */
-#ifndef FVI_SEARCH_H
-#define FVI_SEARCH_H
+#ifndef FVSEARCH_H
+#define FVSEARCH_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum fvi_search_kind {
-    FVI_SEARCH_EXACT = 0,
-    FVI_SEARCH_INT8,
-    FVI_SEARCH_FAISS_FLAT,
-    FVI_SEARCH_FAISS_HNSW,
-    FVI_SEARCH_FAISS_IVFPQ,
-    FVI_SEARCH_KINDS
-} fvi_search_kind;
+typedef enum fvsearch_kind {
+    FVSEARCH_EXACT = 0,
+    FVSEARCH_INT8,
+    FVSEARCH_FAISS_FLAT,
+    FVSEARCH_FAISS_HNSW,
+    FVSEARCH_FAISS_IVFPQ,
+    FVSEARCH_KINDS
+} fvsearch_kind;
 
-typedef struct fvi_search fvi_search;
+typedef struct fvsearch fvsearch;
 
-typedef struct fvi_hit {
+typedef struct fvsearch_hit {
     int64_t id;
     float distance; /* fv_distance(query, stored vector) */
-} fvi_hit;
+} fvsearch_hit;
 
 /* "exact", "exact-int8", "faiss-flat", "faiss-hnsw", "faiss-ivfpq".
  * Returns -1 for an unknown name. */
-int fvi_search_kind_parse(const char *name, fvi_search_kind *out);
-const char *fvi_search_kind_name(fvi_search_kind kind);
+int fvsearch_kind_parse(const char *name, fvsearch_kind *out);
+const char *fvsearch_kind_name(fvsearch_kind kind);
 
 /* An empty index.  NULL with a message in err on failure. */
-fvi_search *fvi_search_create(fvi_search_kind kind, char *err, size_t errlen);
-void fvi_search_destroy(fvi_search *s); /* NULL: no-op */
-fvi_search_kind fvi_search_kind_of(const fvi_search *s);
+fvsearch *fvsearch_create(fvsearch_kind kind, char *err, size_t errlen);
+void fvsearch_destroy(fvsearch *s); /* NULL: no-op */
+fvsearch_kind fvsearch_kind_of(const fvsearch *s);
 
 /* Adds n vectors (n x FV_EMBED_DIM) under ids.  An id already present is
  * an error (-1), and nothing of the batch is added.  The first batch added
  * to an empty faiss-ivfpq index trains it. */
-int fvi_search_add(fvi_search *s, size_t n, const int64_t *ids, const float *vecs, char *err,
-                   size_t errlen);
+int fvsearch_add(fvsearch *s, size_t n, const int64_t *ids, const float *vecs, char *err,
+                 size_t errlen);
 /* 0 removed, 1 no such id, -1 error. */
-int fvi_search_remove(fvi_search *s, int64_t id, char *err, size_t errlen);
-int fvi_search_contains(const fvi_search *s, int64_t id);
-size_t fvi_search_count(const fvi_search *s); /* live ids */
+int fvsearch_remove(fvsearch *s, int64_t id, char *err, size_t errlen);
+int fvsearch_contains(const fvsearch *s, int64_t id);
+size_t fvsearch_count(const fvsearch *s); /* live ids */
 /* Order-independent checksum of the live ids (for drift checks). */
-uint64_t fvi_search_checksum(const fvi_search *s);
+uint64_t fvsearch_checksum(const fvsearch *s);
 /* Bytes held by the index structures (vectors, codes, ids, graph). */
-size_t fvi_search_memory(const fvi_search *s);
+size_t fvsearch_memory(const fvsearch *s);
 
 /* Scan threads for the exact backends (default 1).  The scan of a gallery
  * of 32768 rows or more is split over this many threads (a pool the index
  * owns, started once it is that big); smaller ones use the caller alone.
  * Same answers whatever the count. */
-void fvi_search_set_threads(fvi_search *s, int threads);
+void fvsearch_set_threads(fvsearch *s, int threads);
 
 /* exact-int8 only (0 and nothing done for other backends): moves the
  * float32 rows, needed only to re-rank a query's few candidates, out of
@@ -90,22 +90,22 @@ void fvi_search_set_threads(fvi_search *s, int threads);
  * int8 codes (about 4x less memory than exact).  Re-ranking then reads
  * those rows with pread (from the page cache while memory allows).  -1
  * with a message when the file cannot be created or written. */
-int fvi_search_spill(fvi_search *s, const char *dir, char *err, size_t errlen);
+int fvsearch_spill(fvsearch *s, const char *dir, char *err, size_t errlen);
 
 /* The k nearest live vectors to q, nearest first (ties: smaller id).
  * hits has room for k; *nhits = min(k, count) for exact backends, possibly
  * fewer for approximate ones. */
-int fvi_search_query(fvi_search *s, const float *q, size_t k, fvi_hit *hits, size_t *nhits,
-                     char *err, size_t errlen);
+int fvsearch_query(fvsearch *s, const float *q, size_t k, fvsearch_hit *hits, size_t *nhits,
+                   char *err, size_t errlen);
 
 /* Writes the index to path (atomically: path.tmp, then rename). */
-int fvi_search_save(fvi_search *s, const char *path, char *err, size_t errlen);
-/* Reads an index of this kind written by fvi_search_save.  NULL with a
+int fvsearch_save(fvsearch *s, const char *path, char *err, size_t errlen);
+/* Reads an index of this kind written by fvsearch_save.  NULL with a
  * message when missing, truncated, corrupt, or of another kind. */
-fvi_search *fvi_search_load(fvi_search_kind kind, const char *path, char *err, size_t errlen);
+fvsearch *fvsearch_load(fvsearch_kind kind, const char *path, char *err, size_t errlen);
 
 /* Order-independent checksum step, shared with callers that checksum ids
  * from storage. */
-uint64_t fvi_search_id_hash(int64_t id);
+uint64_t fvsearch_id_hash(int64_t id);
 
 #endif

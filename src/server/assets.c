@@ -12,7 +12,7 @@
  * static NAME is checked against a strict pattern with a known extension
  * (safe_name), so no request reaches outside <assets>/static/.
  */
-#include "assets.h"
+#include "server/assets.h"
 
 #include <ctype.h>
 #include <errno.h>

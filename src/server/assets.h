@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "http.h"
+#include "server/http.h"
 
 /* The largest asset served or read, in bytes. */
 #define FVS_ASSET_MAX ((size_t)2 * 1024 * 1024)

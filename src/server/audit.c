@@ -15,7 +15,7 @@
  * by the request's own thread.  Reading: GET /api/v1/audit (the calling
  * key's collection only) and `faceverifyd audit [COLLECTION]`.
  */
-#include "audit.h"
+#include "server/audit.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "http.h"
+#include "server/http.h"
 
 /* Records r's action (after its handler filled out): the collection and
  * key prefix, the subject and face ids it named or created, the request

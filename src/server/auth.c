@@ -1,7 +1,7 @@
 /*
  * auth.c: API key generation and hashing (see auth.h for the scheme).
  */
-#include "auth.h"
+#include "server/auth.h"
 
 #include <sodium.h>
 #include <string.h>

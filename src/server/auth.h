@@ -12,7 +12,7 @@
 
 #include <stddef.h>
 
-#include "store.h"
+#include "server/store.h"
 
 #define FVS_KEY_PREFIX_LEN 12
 #define FVS_KEY_MAX 128

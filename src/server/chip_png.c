@@ -7,7 +7,7 @@
  * memory buffer, then libsodium's base64.  A 150x150 RGB chip is 67,500
  * raw bytes; PNG usually brings it to 30-45 kB, about 40-60 kB as base64.
  */
-#include "chip_png.h"
+#include "server/chip_png.h"
 
 #include <png.h>
 #include <sodium.h>

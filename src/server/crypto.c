@@ -20,7 +20,7 @@
  * key, a missing key or a tampered row is an error, never a template of
  * garbage numbers.
  */
-#include "crypto.h"
+#include "server/crypto.h"
 
 #include <sodium.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "db.h"
+#include "server/db.h"
 
 fvs_db *fvs_db_open(const char *url, char *err, size_t errlen) {
     if (!url || !*url) {

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db.h"
+#include "server/db.h"
 
 typedef struct pg_db {
     fvs_db base;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db.h"
+#include "server/db.h"
 
 typedef struct sqlite_db {
     fvs_db base;

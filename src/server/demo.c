@@ -28,15 +28,15 @@
  * ETag so that a browser revalidates and gets 304 while a file is
  * unchanged.
  */
-#include "demo.h"
+#include "server/demo.h"
 
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "assets.h"
-#include "auth.h"
+#include "server/assets.h"
+#include "server/auth.h"
 
 #define DEMO_COLLECTION "demo"
 #define TOKEN_PLACEHOLDER "__FV_DEMO_TOKEN__"

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "http.h"
+#include "server/http.h"
 
 /* Demo mode start-up (cfg.demo set): makes the collection "demo" if it is
  * missing, gives it a fresh random API key that nobody is shown (so only the

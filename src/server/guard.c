@@ -16,7 +16,7 @@
  * Keys that fail authentication never get a bucket, so unknown keys cannot
  * grow the list.
  */
-#include "guard.h"
+#include "server/guard.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

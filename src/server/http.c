@@ -24,7 +24,7 @@
  * sigwait() by the main thread, which quiesces the daemon (no new
  * connections), then stops it, letting running requests finish.
  */
-#include "http_mhd.h"
+#include "server/http_mhd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -21,7 +21,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "server.h"
+#include "server/server.h"
 
 /* libmicrohttpd's objects, opaque here (only http.c dereferences them). */
 struct MHD_Connection;

@@ -9,7 +9,7 @@
 
 #include <microhttpd.h>
 
-#include "http.h"
+#include "server/http.h"
 
 /* A daemon with no listening socket and no threads of its own, serving the
  * same handlers as fvs_http_serve: for the fuzz targets (fuzz/), which hand

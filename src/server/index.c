@@ -1,7 +1,7 @@
 /*
  * index.c: faceverifyd's per-collection search index (see index.h).
  *
- * Each collection's entry holds an fvi_search (the vectors) and, sorted by
+ * Each collection's entry holds an fvsearch (the vectors) and, sorted by
  * face id, what a search reports next to a face: its subject's id and
  * name.  An entry is loaded on first use or at start: from its index file
  * when that matches storage (same count and id checksum), else from
@@ -14,8 +14,8 @@
  * and OMP_WAIT_POLICY=PASSIVE stops idle threads spinning, see
  * docs/scaling.md).
  */
-#include "index.h"
-#include "crypto.h"
+#include "server/index.h"
+#include "server/crypto.h"
 
 #include <errno.h>
 #include <math.h>
@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "db.h"
+#include "server/db.h"
 
 typedef struct meta {
     int64_t face, subject;
@@ -36,12 +36,12 @@ typedef struct meta {
 typedef struct entry {
     int64_t coll;
     char model[FVS_MODEL_ID_MAX + 1]; /* the templates it holds were made by this model */
-    fvi_search_kind kind;             /* backend of s (the collection's, else the server's) */
+    fvsearch_kind kind;               /* backend of s (the collection's, else the server's) */
     int loaded;
     int64_t version, seq; /* collection version and change-log seq applied */
     int dirty;            /* changed since saved */
     int wanted;           /* the sync thread should reconcile it */
-    fvi_search *s;
+    fvsearch *s;
     meta *m;
     size_t nm, capm;
     pthread_mutex_t mu;
@@ -78,7 +78,7 @@ static void meta_clear(entry *e) {
 
 static void entry_reset(entry *e) {
     meta_clear(e);
-    fvi_search_destroy(e->s);
+    fvsearch_destroy(e->s);
     e->s = NULL;
     e->loaded = 0;
 }
@@ -88,7 +88,7 @@ static void entry_reset(entry *e) {
 static void index_path(const fvs_index *ix, const entry *e, char *buf, size_t len) {
     int resnet = strcmp(e->model, FV_MODEL_ID) == 0;
     snprintf(buf, len, "%s/%s-c%lld%s%s.%s.idx", ix->cfg.dir, ix->tag, (long long)e->coll,
-             resnet ? "" : "-", resnet ? "" : e->model, fvi_search_kind_name(e->kind));
+             resnet ? "" : "-", resnet ? "" : e->model, fvsearch_kind_name(e->kind));
 }
 
 static void save_entry(fvs_index *ix, entry *e) {
@@ -99,7 +99,7 @@ static void save_entry(fvs_index *ix, entry *e) {
         return;
     }
     index_path(ix, e, path, sizeof path);
-    if (fvi_search_save(e->s, path, err, sizeof err))
+    if (fvsearch_save(e->s, path, err, sizeof err))
         fprintf(stderr, "faceverifyd: saving index: %s\n", err);
     else
         e->dirty = 0;
@@ -234,12 +234,12 @@ static int meta_row(void *ctx, int64_t face, int64_t subject, const char *name) 
  * galleries, and exact-int8's float32 rows (read only to re-rank a few
  * candidates per query) in a file in the index dir rather than in memory;
  * without a dir, or if the file cannot be made, they stay in memory. */
-static void tune(fvs_index *ix, fvi_search *s) {
-    fvi_search_set_threads(s, 2);
-    if (!ix->cfg.dir || fvi_search_kind_of(s) != FVI_SEARCH_INT8) return;
+static void tune(fvs_index *ix, fvsearch *s) {
+    fvsearch_set_threads(s, 2);
+    if (!ix->cfg.dir || fvsearch_kind_of(s) != FVSEARCH_INT8) return;
     char err[256] = "cannot create the directory";
     if ((mkdir(ix->cfg.dir, 0700) != 0 && errno != EEXIST) ||
-        fvi_search_spill(s, ix->cfg.dir, err, sizeof err))
+        fvsearch_spill(s, ix->cfg.dir, err, sizeof err))
         fprintf(stderr, "faceverifyd: exact-int8 rows stay in memory: cannot spill to %s: %s\n",
                 ix->cfg.dir, err);
 }
@@ -247,12 +247,12 @@ static void tune(fvs_index *ix, fvi_search *s) {
 /* Fills e from storage in one batch; e->mu held. */
 static int build_from_store(fvs_index *ix, entry *e, char *err, size_t errlen) {
     entry_reset(e);
-    e->s = fvi_search_create(e->kind, err, errlen);
+    e->s = fvsearch_create(e->kind, err, errlen);
     if (!e->s) return -1;
     tune(ix, e->s);
     batch b = {e, NULL, NULL, 0, 0};
     int rc = fvs_templates(ix->st, e->coll, 0, e->model, batch_row, &b, err, errlen);
-    if (!rc) rc = fvi_search_add(e->s, b.n, b.ids, b.vecs, err, errlen);
+    if (!rc) rc = fvsearch_add(e->s, b.n, b.ids, b.vecs, err, errlen);
     free(b.ids);
     free(b.vecs);
     if (rc) {
@@ -278,7 +278,7 @@ static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t e
         char path[4096], lerr[256];
         index_path(ix, e, path, sizeof path);
         entry_reset(e);
-        e->s = fvi_search_load(e->kind, path, lerr, sizeof lerr);
+        e->s = fvsearch_load(e->kind, path, lerr, sizeof lerr);
         if (e->s) {
             tune(ix, e->s);
             if (fvs_face_meta(ix->st, e->coll, e->model, meta_row, e, err, errlen)) {
@@ -286,8 +286,8 @@ static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t e
                 return -1;
             }
             uint64_t sum = 0;
-            for (size_t i = 0; i < e->nm; i++) sum += fvi_search_id_hash(e->m[i].face);
-            int same = fvi_search_count(e->s) == e->nm && fvi_search_checksum(e->s) == sum;
+            for (size_t i = 0; i < e->nm; i++) sum += fvsearch_id_hash(e->m[i].face);
+            int same = fvsearch_count(e->s) == e->nm && fvsearch_checksum(e->s) == sum;
             if (same) {
                 e->loaded = 1;
                 e->dirty = 0;
@@ -296,7 +296,7 @@ static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t e
             fprintf(stderr,
                     "faceverifyd: index of collection %lld drifted from storage (%zu vs %zu "
                     "faces): rebuilding\n",
-                    (long long)e->coll, fvi_search_count(e->s), e->nm);
+                    (long long)e->coll, fvsearch_count(e->s), e->nm);
         }
     }
     *rebuilt = 1;
@@ -339,8 +339,8 @@ typedef struct one_ctx {
 
 static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb) {
     one_ctx *o = ctx;
-    if (fvi_search_contains(o->e->s, face)) return 0;
-    if (fvi_search_add(o->e->s, 1, &face, emb, o->err, o->errlen) ||
+    if (fvsearch_contains(o->e->s, face)) return 0;
+    if (fvsearch_add(o->e->s, 1, &face, emb, o->err, o->errlen) ||
         meta_add(o->e, face, subject, name)) {
         o->failed = 1;
         return 1;
@@ -388,7 +388,7 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
             one_ctx o = {e, err, errlen, 0};
             rc = fvs_template_get(ix->st, e->coll, c->face, e->model, one_row, &o, err, errlen);
             if (o.failed) rc = -1;
-        } else if (fvi_search_remove(e->s, c->face, err, errlen) < 0) {
+        } else if (fvsearch_remove(e->s, c->face, err, errlen) < 0) {
             rc = -1;
         } else {
             meta_del(e, c->face);
@@ -405,20 +405,20 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
 
 /* The backend a collection's index uses: its own setting (validated when
  * set; an unknown name read from storage falls back), else the server's. */
-static fvi_search_kind backend_of(const fvs_index *ix, const char *name) {
-    fvi_search_kind k;
-    if (name && *name && fvi_search_kind_parse(name, &k) == 0) return k;
+static fvsearch_kind backend_of(const fvs_index *ix, const char *name) {
+    fvsearch_kind k;
+    if (name && *name && fvsearch_kind_parse(name, &k) == 0) return k;
     return ix->cfg.backend;
 }
 
 const char *fvs_index_backend_in_force(const fvs_index *ix, const char *coll_backend) {
-    return fvi_search_kind_name(backend_of(ix, coll_backend));
+    return fvsearch_kind_name(backend_of(ix, coll_backend));
 }
 
 /* Makes e current with backend kind: loaded (again, when its backend
  * changed: PATCH /api/v1/collection through any process), and (when
  * check) with the change log applied.  e->mu held. */
-static int refresh(fvs_index *ix, entry *e, fvi_search_kind kind, int check, char *err,
+static int refresh(fvs_index *ix, entry *e, fvsearch_kind kind, int check, char *err,
                    size_t errlen) {
     int rebuilt = 0;
     if (e->loaded && e->kind != kind) {
@@ -527,7 +527,7 @@ static int coll_row(void *ctx, const fvs_collection *coll) {
     return 0;
 }
 
-typedef int (*entry_fn)(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen);
+typedef int (*entry_fn)(fvs_index *ix, entry *e, fvsearch_kind kind, char *err, size_t errlen);
 
 /* Calls fn with the entry of collection coll (0: of every collection) and
  * its current model locked, and its backend; *done counts the calls that
@@ -547,18 +547,18 @@ static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, fvs_index_report
             break;
         }
         pthread_mutex_lock(&e->mu);
-        fvi_search_kind kind = backend_of(ix, c.c[i].index_backend);
+        fvsearch_kind kind = backend_of(ix, c.c[i].index_backend);
         rc = fn(ix, e, kind, err, errlen);
         pthread_mutex_unlock(&e->mu);
         if (rc) break;
         (*done)++;
-        if (report) report(rctx, &c.c[i], fvi_search_kind_name(kind));
+        if (report) report(rctx, &c.c[i], fvsearch_kind_name(kind));
     }
     free(c.c);
     return rc ? -1 : 0;
 }
 
-static int start_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen) {
+static int start_one(fvs_index *ix, entry *e, fvsearch_kind kind, char *err, size_t errlen) {
     if (refresh(ix, e, kind, 1, err, errlen) == 0) return 0;
     /* Sealed templates without the right key: this collection answers 503
      * template_key_unavailable on its searches; the others are served. */
@@ -580,7 +580,7 @@ int fvs_index_start(fvs_index *ix, char *err, size_t errlen) {
     return 0;
 }
 
-static int rebuild_one(fvs_index *ix, entry *e, fvi_search_kind kind, char *err, size_t errlen) {
+static int rebuild_one(fvs_index *ix, entry *e, fvsearch_kind kind, char *err, size_t errlen) {
     e->kind = kind;
     if (rebuild_current(ix, e, err, errlen)) return -1;
     save_entry(ix, e);
@@ -661,7 +661,7 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    fvi_hit *hits = malloc(HEAD * sizeof *hits);
+    fvsearch_hit *hits = malloc(HEAD * sizeof *hits);
     ranked *order = malloc(HEAD * sizeof *order);
     if (!hits || !order) {
         free(hits);
@@ -674,7 +674,7 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
     json_t *arr = json_array();
     for (size_t q = 0; !rc && q < nq; q++) {
         size_t nh = 0, n = 0;
-        rc = fvi_search_query(e->s, queries + q * FV_EMBED_DIM, HEAD, hits, &nh, err, errlen);
+        rc = fvsearch_query(e->s, queries + q * FV_EMBED_DIM, HEAD, hits, &nh, err, errlen);
         for (size_t i = 0; !rc && i < nh; i++) {
             int found;
             size_t at = meta_find(e, hits[i].id, &found);
@@ -683,7 +683,7 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
         }
         if (!rc)
             json_array_append_new(arr,
-                                  rank_one(order, n, fvi_search_count(e->s), threshold, top_k, k));
+                                  rank_one(order, n, fvsearch_count(e->s), threshold, top_k, k));
     }
     pthread_mutex_unlock(&e->mu);
     free(hits);

@@ -1,5 +1,5 @@
 /*
- * index.h: faceverifyd's search index, one fvi_search (src/search/) per
+ * index.h: faceverifyd's search index, one fvsearch (src/search/) per
  * collection, derived from the store (the source of truth).
  *
  * Backend: a collection's own index_backend (PATCH /api/v1/collection,
@@ -40,8 +40,8 @@
 
 #include <jansson.h>
 
-#include "search.h"
-#include "store.h"
+#include "search/search.h"
+#include "server/store.h"
 
 typedef struct fvs_index fvs_index;
 
@@ -49,7 +49,7 @@ typedef struct fvs_index fvs_index;
 #define FVS_K_MAX 100
 
 typedef struct fvs_index_config {
-    fvi_search_kind backend;
+    fvsearch_kind backend;
     const char *dir;        /* NULL: indexes live in memory only */
     const char *db_url;     /* LISTEN connection; names the index files */
     int sync_notify;        /* 0: check the version per search; 1: rely on NOTIFY */

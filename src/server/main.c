@@ -30,12 +30,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "auth.h"
-#include "crypto.h"
-#include "demo.h"
-#include "http.h"
-#include "paths.h"
-#include "server.h"
+#include "server/auth.h"
+#include "server/crypto.h"
+#include "server/demo.h"
+#include "server/http.h"
+#include "server/paths.h"
+#include "server/server.h"
 
 /* The command table (COMMANDS), defined below the handlers: its number
  * of rows and row i's lines of this usage text. */
@@ -418,7 +418,7 @@ static int cmd_collection(const invocation *inv, fvs_store *st) {
         rc = 2;
     /* createcollection --index-backend B: the collection's own backend
      * (only as a flag: FACEVERIFY_INDEX_BACKEND is the server's). */
-    const char *backend = inv->backend_flagged ? fvi_search_kind_name(inv->icfg.backend) : NULL;
+    const char *backend = inv->backend_flagged ? fvsearch_kind_name(inv->icfg.backend) : NULL;
     if (!rc) rc = make_key(st, inv->name, rotate, inv->threshold, model, backend, inv->if_missing);
     fv_model_destroy(file);
     fvs_models_destroy(reg);
@@ -715,11 +715,11 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_ASSETS]) cfg->assets_dir = val[OPT_ASSETS];
     cfg->database_url = val[OPT_DB] ? val[OPT_DB] : inv->paths.db_url;
     inv->model = val[OPT_MODEL];
-    icfg->backend = FVI_SEARCH_EXACT;
+    icfg->backend = FVSEARCH_EXACT;
     icfg->db_url = cfg->database_url;
     icfg->reconcile_s = 30;
     icfg->changes_keep = 100000;
-    if (val[OPT_INDEX_BACKEND] && fvi_search_kind_parse(val[OPT_INDEX_BACKEND], &icfg->backend)) {
+    if (val[OPT_INDEX_BACKEND] && fvsearch_kind_parse(val[OPT_INDEX_BACKEND], &icfg->backend)) {
         fprintf(stderr, "faceverifyd: --index-backend: expected exact, exact-int8, faiss-flat, "
                         "faiss-hnsw or faiss-ivfpq\n");
         return 2;

@@ -3,7 +3,7 @@
  * at start, in file-name order so that a name shared by two files
  * resolves the same way on every start.
  */
-#include "models.h"
+#include "server/models.h"
 
 #include <dirent.h>
 #include <stdio.h>

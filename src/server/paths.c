@@ -9,7 +9,7 @@
  * CMakeLists.txt.
  */
 #define _XOPEN_SOURCE 700 /* realpath */
-#include "paths.h"
+#include "server/paths.h"
 
 #include <errno.h>
 #include <fcntl.h>

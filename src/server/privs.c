@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server.h"
+#include "server/server.h"
 
 int fvs_drop_privileges(const char *user) {
     struct passwd *pw = getpwnam(user);

@@ -21,13 +21,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "assets.h"
-#include "audit.h"
-#include "auth.h"
-#include "chip_png.h"
-#include "crypto.h"
-#include "demo.h"
-#include "http.h"
+#include "server/assets.h"
+#include "server/audit.h"
+#include "server/auth.h"
+#include "server/chip_png.h"
+#include "server/crypto.h"
+#include "server/demo.h"
+#include "server/http.h"
 
 #define MAX_FACES 64
 #define MAX_QUERIES 64
@@ -855,19 +855,19 @@ static void h_collection_get(fvs_req *r, fvs_resp *out) {
 static int patch_backend(const json_t *bj, char *name, size_t cap, fvs_resp *out) {
     name[0] = 0;
     if (json_is_null(bj)) return 0;
-    fvi_search_kind kind;
+    fvsearch_kind kind;
     char err[256] = "";
-    fvi_search *probe = NULL;
-    if (!json_is_string(bj) || fvi_search_kind_parse(json_string_value(bj), &kind) != 0 ||
-        !(probe = fvi_search_create(kind, err, sizeof err))) {
+    fvsearch *probe = NULL;
+    if (!json_is_string(bj) || fvsearch_kind_parse(json_string_value(bj), &kind) != 0 ||
+        !(probe = fvsearch_create(kind, err, sizeof err))) {
         fvs_error(out, 400, "validation_error",
                   "index_backend: expected exact, exact-int8, faiss-flat, faiss-hnsw or "
                   "faiss-ivfpq (null: the server's)%s%s",
                   err[0] ? ": " : "", err);
         return -1;
     }
-    fvi_search_destroy(probe);
-    snprintf(name, cap, "%s", fvi_search_kind_name(kind));
+    fvsearch_destroy(probe);
+    snprintf(name, cap, "%s", fvsearch_kind_name(kind));
     return 0;
 }
 

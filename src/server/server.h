@@ -10,10 +10,10 @@
 #include <stddef.h>
 
 #include "faceverify.h"
-#include "guard.h"
-#include "index.h"
-#include "models.h"
-#include "store.h"
+#include "server/guard.h"
+#include "server/index.h"
+#include "server/models.h"
+#include "server/store.h"
 
 /* The config table: every field has a flag and an environment variable
  * (see main.c's usage text and README.md). */

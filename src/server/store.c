@@ -8,7 +8,7 @@
  * that table, so an interrupted migrate leaves the database at a clean
  * step and a re-run applies only what is missing.  Steps are append-only.
  */
-#include "store.h"
+#include "server/store.h"
 
 #include <pthread.h>
 #include <sodium.h>
@@ -17,8 +17,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "crypto.h"
-#include "db.h"
+#include "server/crypto.h"
+#include "server/db.h"
 
 struct fvs_store {
     fvs_db *db;

@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "train/train.h"
 
 #define FVT_PI 3.14159265358979323846

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/resize.h"
 #include "train/train.h"
 

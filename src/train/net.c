@@ -14,7 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "train/train.h"
 
 struct fvt_ws {
@@ -449,10 +449,10 @@ static void conv_bw_task(void *vctx, int begin, int end, int worker) {
     }
 }
 
-static void conv_backward(fvt_net *net, fvt_ws *ws, int li, int n, fvi_pool *pool) {
+static void conv_backward(fvt_net *net, fvt_ws *ws, int li, int n, fvi_workers *pool) {
     const fvt_layer *L = &net->layers[li];
     conv_bw_ctx C = {net, L, ws, ws->act[li], ws->dact[li + 1], ws->dact[li], n};
-    fvi_pool_run(pool, n, 1, conv_bw_task, &C);
+    fvi_workers_run(pool, n, 1, conv_bw_task, &C);
     size_t per = L->nw + L->nb;
     float *g = net->grads + L->w_off; /* weights then bias: contiguous */
     for (int s = 0; s < n; s++) {
@@ -461,8 +461,8 @@ static void conv_backward(fvt_net *net, fvt_ws *ws, int li, int n, fvi_pool *poo
     }
 }
 
-const float *fvt_forward(fvt_net *net, fvt_ws *ws, int n, int train, fvi_pool *pool) {
-    FV_ASSERT(n >= 1 && n <= ws->max_n);
+const float *fvt_forward(fvt_net *net, fvt_ws *ws, int n, int train, fvi_workers *pool) {
+    FVI_ASSERT(n >= 1 && n <= ws->max_n);
     for (int i = 0; i < net->nlayers; i++) {
         const fvt_layer *L = &net->layers[i];
         float *x = ws->act[i], *y = ws->act[i + 1];
@@ -528,7 +528,7 @@ const float *fvt_forward(fvt_net *net, fvt_ws *ws, int n, int train, fvi_pool *p
     return ws->act[net->nlayers];
 }
 
-void fvt_backward(fvt_net *net, fvt_ws *ws, int n, const float *dout, fvi_pool *pool) {
+void fvt_backward(fvt_net *net, fvt_ws *ws, int n, const float *dout, fvi_workers *pool) {
     for (int i = 0; i < net->nlayers; i++) {
         const fvt_layer *L = &net->layers[i];
         memset(ws->dact[i], 0, sizeof(float) * act_size(L->in_c, L->in_h, L->in_w) * n);

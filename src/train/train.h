@@ -91,11 +91,11 @@ float *fvt_ws_input(fvt_ws *ws);
  * batch statistics in BN and updates the running ones (net->state);
  * train == 0 leaves the net untouched (thread-safe over a shared net).
  * Returns the output (n x out_dim, row-major), owned by ws. */
-const float *fvt_forward(fvt_net *net, fvt_ws *ws, int n, int train, fvi_pool *pool);
+const float *fvt_forward(fvt_net *net, fvt_ws *ws, int n, int train, fvi_workers *pool);
 /* Backward from dout (n x out_dim) after a training forward of the same n:
  * adds the parameter gradients into net->grads (zero them first with
  * fvt_net_zero_grad).  Input gradients are computed too (fvt_ws_dinput). */
-void fvt_backward(fvt_net *net, fvt_ws *ws, int n, const float *dout, fvi_pool *pool);
+void fvt_backward(fvt_net *net, fvt_ws *ws, int n, const float *dout, fvi_workers *pool);
 const float *fvt_ws_dinput(const fvt_ws *ws);
 void fvt_net_zero_grad(fvt_net *net);
 

@@ -25,7 +25,7 @@
 
 #include "align/align.h"
 #include "align/align_internal.h"
-#include "fvi.h"
+#include "core/fvi.h"
 
 /* ------------------------------------------------------------ writer */
 

@@ -12,11 +12,11 @@
 #include <math.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 #include "image/resize.h"
 #include "nn/dlib_serial.h"
-#include "pool.h"
+#include "core/workers.h"
 
 static void test_strerror_covers_every_status(void **state) {
     (void)state;
@@ -78,19 +78,19 @@ static void mark(void *ctx, int begin, int end, int worker) {
 static void test_pool_covers_range_once(void **state) {
     (void)state;
     for (int threads = 1; threads <= 4; threads++) {
-        fvi_pool *p = fvi_pool_create(threads);
+        fvi_workers *p = fvi_workers_create(threads);
         assert_non_null(p);
-        assert_int_equal(fvi_pool_size(p), threads);
+        assert_int_equal(fvi_workers_size(p), threads);
         for (int n = 0; n < 50; n += 7) {
             int hits[64] = {0}, wk[64] = {0};
             pool_ctx c = {hits, wk};
-            fvi_pool_run(p, n, 1, mark, &c);
+            fvi_workers_run(p, n, 1, mark, &c);
             for (int i = 0; i < n; i++) assert_int_equal(hits[i], 1);
             for (int i = n; i < 64; i++) assert_int_equal(hits[i], 0);
         }
-        fvi_pool_destroy(p);
+        fvi_workers_destroy(p);
     }
-    fvi_pool_destroy(NULL);
+    fvi_workers_destroy(NULL);
 }
 
 static void test_dser_integers_and_floats(void **state) {

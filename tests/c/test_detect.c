@@ -25,8 +25,8 @@
 #include <string.h>
 
 #include "detect/mmod.h"
-#include "fvi.h"
-#include "pool.h"
+#include "core/fvi.h"
+#include "core/workers.h"
 
 static char model_path[4096];
 static unsigned char *model_buf;
@@ -294,7 +294,7 @@ static void test_real_face(void **state) {
     NEED_MODEL();
     fv_image *img = lfw_image();
     if (!img) skip();
-    fvi_pool *pool = fvi_pool_create(2);
+    fvi_workers *pool = fvi_workers_create(2);
     assert_non_null(pool);
     fv_face *a = NULL, *b = NULL;
     size_t na = 0, nb = 0;
@@ -319,7 +319,7 @@ static void test_real_face(void **state) {
     assert_true(fabsf(a[0].right - 166) <= 2 && fabsf(a[0].bottom - 171) <= 2);
     assert_true(fabsf(a[0].score - 1.069f) < 0.05f);
     fvi_free(a);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     fv_image_destroy(img);
 }
 

@@ -23,8 +23,8 @@
 #include <string.h>
 
 #include "embed/embed.h"
-#include "fvi.h"
-#include "pool.h"
+#include "core/fvi.h"
+#include "core/workers.h"
 
 #define CHIP_BYTES ((size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3)
 
@@ -308,11 +308,11 @@ static void test_concurrent_calls_and_pool_sizes(void **state) {
     float ref[2 * FV_EMBED_DIM], got[2 * FV_EMBED_DIM];
     assert_int_equal(fvi_resnet_embed(net, chips, 2, NULL, ref, err, sizeof err), FV_OK);
     for (int threads = 2; threads <= 3; threads++) {
-        fvi_pool *pool = fvi_pool_create(threads);
+        fvi_workers *pool = fvi_workers_create(threads);
         assert_non_null(pool);
         assert_int_equal(fvi_resnet_embed(net, chips, 2, pool, got, err, sizeof err), FV_OK);
         assert_memory_equal(ref, got, sizeof ref);
-        fvi_pool_destroy(pool);
+        fvi_workers_destroy(pool);
     }
     embed_arg args[3];
     pthread_t th[3];

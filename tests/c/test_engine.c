@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "train/train.h"
 
 static char data_dir[2048];

@@ -27,7 +27,7 @@
 #include "detect/haar.h"
 #include "detect/mmod.h"
 #include "embed/embed.h"
-#include "fvi.h"
+#include "core/fvi.h"
 
 /* One reader under test: loads path, frees what it loaded. */
 typedef struct {

@@ -23,8 +23,8 @@
 #include <string.h>
 
 #include "detect/haar.h"
-#include "fvi.h"
-#include "pool.h"
+#include "core/fvi.h"
+#include "core/workers.h"
 
 /* A 6x6 cascade: one stage, one stump on "right half minus left half",
  * so windows brighter on the right pass.  Placeholders let tests break
@@ -386,7 +386,7 @@ static void test_shipped_cascades(void **state) {
     assert_int_equal(w, 20);
     assert_int_equal(hh, 20);
     /* a blank (and a flat grey) image has no faces, with a pool or not */
-    fvi_pool *pool = fvi_pool_create(2);
+    fvi_workers *pool = fvi_workers_create(2);
     assert_non_null(pool);
     fv_image *img = NULL;
     unsigned char *rgb = calloc(320 * 240 * 3, 1);
@@ -404,7 +404,7 @@ static void test_shipped_cascades(void **state) {
         fv_image_destroy(img);
     }
     free(rgb);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     fvi_haar_destroy(def);
     fvi_haar_destroy(alt2);
 }

@@ -32,7 +32,7 @@
 #include <webp/encode.h>
 
 #include "faceverify.h"
-#include "fvi.h"
+#include "core/fvi.h"
 #include "image/image.h"
 
 /* ------------------------------------------------------------ helpers */

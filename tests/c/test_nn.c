@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 #include "nn/nn.h"
-#include "pool.h"
+#include "core/workers.h"
 
 /* Deterministic uniform floats in [-1, 1). */
 static uint32_t rng_state = 12345u;
@@ -116,7 +116,7 @@ static void free_conv(fvi_conv *cv) {
 
 /* Runs one conv case (CNHW) with a pool of `threads`. */
 static float *run_conv(fvi_conv *cv, const conv_case *cc, int relu, const float *in, int threads) {
-    fvi_pool *pool = threads > 1 ? fvi_pool_create(threads) : NULL;
+    fvi_workers *pool = threads > 1 ? fvi_workers_create(threads) : NULL;
     if (threads > 1) assert_non_null(pool);
     int OH = fvi_conv_out_h(cv, cc->h), OW = fvi_conv_out_w(cv, cc->w);
     size_t osz = (size_t)cc->n * cc->out_c * OH * OW;
@@ -129,7 +129,7 @@ static float *run_conv(fvi_conv *cv, const conv_case *cc, int relu, const float 
     fvi_tensor to = {cc->n, cc->out_c, OH, OW, out};
     fvi_conv_forward_cnhw(cv, &ti, &to, relu, scratch, pool);
     free(scratch);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     return out;
 }
 

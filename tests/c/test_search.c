@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 #include "faceverify.h"
-#include "kernels.h"
-#include "search.h"
+#include "search/kernels.h"
+#include "search/search.h"
 
 #define D FV_EMBED_DIM
 #define IDS 1000
@@ -87,40 +87,40 @@ static int teardown(void **state) {
     return 0;
 }
 
-static fvi_search *build(fixture *f, fvi_search_kind kind) {
+static fvsearch *build(fixture *f, fvsearch_kind kind) {
     char err[256];
-    fvi_search *s = fvi_search_create(kind, err, sizeof err);
+    fvsearch *s = fvsearch_create(kind, err, sizeof err);
     assert_non_null(s);
-    assert_int_equal(fvi_search_add(s, N, f->ids, f->gallery, err, sizeof err), 0);
-    assert_int_equal(fvi_search_count(s), N);
+    assert_int_equal(fvsearch_add(s, N, f->ids, f->gallery, err, sizeof err), 0);
+    assert_int_equal(fvsearch_count(s), N);
     return s;
 }
 
 /* exact-int8 with its float32 rows in a spill file under /tmp. */
-static fvi_search *build_spilled(fixture *f) {
+static fvsearch *build_spilled(fixture *f) {
     char err[256];
-    fvi_search *s = fvi_search_create(FVI_SEARCH_INT8, err, sizeof err);
+    fvsearch *s = fvsearch_create(FVSEARCH_INT8, err, sizeof err);
     assert_non_null(s);
-    assert_int_equal(fvi_search_spill(s, "/tmp", err, sizeof err), 0);
-    assert_int_equal(fvi_search_add(s, N, f->ids, f->gallery, err, sizeof err), 0);
+    assert_int_equal(fvsearch_spill(s, "/tmp", err, sizeof err), 0);
+    assert_int_equal(fvsearch_add(s, N, f->ids, f->gallery, err, sizeof err), 0);
     return s;
 }
 
 /* Variant v of the index under test: the backends, then spilled int8. */
-#define VARIANTS (FVI_SEARCH_KINDS + 1)
-static fvi_search *build_variant(fixture *f, int v) {
-    return v < FVI_SEARCH_KINDS ? build(f, (fvi_search_kind)v) : build_spilled(f);
+#define VARIANTS (FVSEARCH_KINDS + 1)
+static fvsearch *build_variant(fixture *f, int v) {
+    return v < FVSEARCH_KINDS ? build(f, (fvsearch_kind)v) : build_spilled(f);
 }
-static fvi_search_kind variant_kind(int v) {
-    return v < FVI_SEARCH_KINDS ? (fvi_search_kind)v : FVI_SEARCH_INT8;
+static fvsearch_kind variant_kind(int v) {
+    return v < FVSEARCH_KINDS ? (fvsearch_kind)v : FVSEARCH_INT8;
 }
 
 /* The k nearest by a naive scan with fv_distance (ties: smaller id). */
 static void naive_knn(const float *gal, const int64_t *ids, size_t n, const float *q, size_t k,
-                      fvi_hit *out) {
-    for (size_t j = 0; j < k; j++) out[j] = (fvi_hit){INT64_MAX, INFINITY};
+                      fvsearch_hit *out) {
+    for (size_t j = 0; j < k; j++) out[j] = (fvsearch_hit){INT64_MAX, INFINITY};
     for (size_t r = 0; r < n; r++) {
-        fvi_hit h = {ids[r], fv_distance(q, gal + r * D)};
+        fvsearch_hit h = {ids[r], fv_distance(q, gal + r * D)};
         size_t at = k;
         while (at > 0 && (h.distance < out[at - 1].distance ||
                           (h.distance == out[at - 1].distance && h.id < out[at - 1].id)))
@@ -141,13 +141,13 @@ static void test_dots_kernel(void **state) {
     for (int i = 0; i < ROWS * D; i++)
         codes[i] = (int8_t)(i % 5 == 0 ? -127 : i % 7 == 0 ? 127 : (int)(uniform() * 255) - 127);
     int32_t a[ROWS], b[ROWS];
-    fvi_dots_i8(q, codes, ROWS, a);
-    fvi_dots_i8_portable(q, codes, ROWS, b);
+    fvsearch_dots_i8(q, codes, ROWS, a);
+    fvsearch_dots_i8_portable(q, codes, ROWS, b);
     for (int i = 0; i < ROWS; i++) assert_int_equal(a[i], b[i]);
     int32_t sum = 0; /* row 0 by hand */
     for (int j = 0; j < D; j++) sum += q[j] * codes[j];
     assert_int_equal(a[0], sum);
-    print_message("int8 kernel: %s\n", fvi_dots_i8_simd() ? "AVX2" : "portable");
+    print_message("int8 kernel: %s\n", fvsearch_dots_i8_simd() ? "AVX2" : "portable");
 }
 
 /* Near-ties that int8 cannot tell apart: copies of one vector moved by far
@@ -169,22 +169,22 @@ static void test_int8_near_ties(void **state) {
                                         : (float)gauss() / 11.0f;
     }
     char err[256];
-    fvi_search *s = fvi_search_create(FVI_SEARCH_INT8, err, sizeof err);
-    assert_int_equal(fvi_search_spill(s, "/tmp", err, sizeof err), 0);
-    assert_int_equal(fvi_search_add(s, M, ids, gal, err, sizeof err), 0);
+    fvsearch *s = fvsearch_create(FVSEARCH_INT8, err, sizeof err);
+    assert_int_equal(fvsearch_spill(s, "/tmp", err, sizeof err), 0);
+    assert_int_equal(fvsearch_add(s, M, ids, gal, err, sizeof err), 0);
     for (int t = 0; t < 20; t++) {
         for (int i = 0; i < D; i++) q[i] = base[i] + (float)((t < 10 ? 1e-4 : 0.05) * gauss());
-        fvi_hit want[K], got[K];
+        fvsearch_hit want[K], got[K];
         size_t ng = 0;
         naive_knn(gal, ids, M, q, K, want);
-        assert_int_equal(fvi_search_query(s, q, K, got, &ng, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(s, q, K, got, &ng, err, sizeof err), 0);
         assert_int_equal(ng, K);
         for (int j = 0; j < K; j++) {
             assert_int_equal(got[j].id, want[j].id);
             assert_true(got[j].distance == want[j].distance);
         }
     }
-    fvi_search_destroy(s);
+    fvsearch_destroy(s);
     free(gal);
     free(ids);
 }
@@ -202,23 +202,23 @@ static void test_split_scan(void **state) {
         ids[r] = r + 1;
     }
     char err[256];
-    fvi_search *one = fvi_search_create(FVI_SEARCH_EXACT, err, sizeof err);
-    fvi_search *two = fvi_search_create(FVI_SEARCH_EXACT, err, sizeof err);
-    fvi_search *i8 = fvi_search_create(FVI_SEARCH_INT8, err, sizeof err);
-    fvi_search_set_threads(two, 2);
-    fvi_search_set_threads(i8, 2);
-    assert_int_equal(fvi_search_spill(i8, "/tmp", err, sizeof err), 0);
-    assert_int_equal(fvi_search_add(one, M, ids, gal, err, sizeof err), 0);
-    assert_int_equal(fvi_search_add(two, M, ids, gal, err, sizeof err), 0);
-    assert_int_equal(fvi_search_add(i8, M, ids, gal, err, sizeof err), 0);
+    fvsearch *one = fvsearch_create(FVSEARCH_EXACT, err, sizeof err);
+    fvsearch *two = fvsearch_create(FVSEARCH_EXACT, err, sizeof err);
+    fvsearch *i8 = fvsearch_create(FVSEARCH_INT8, err, sizeof err);
+    fvsearch_set_threads(two, 2);
+    fvsearch_set_threads(i8, 2);
+    assert_int_equal(fvsearch_spill(i8, "/tmp", err, sizeof err), 0);
+    assert_int_equal(fvsearch_add(one, M, ids, gal, err, sizeof err), 0);
+    assert_int_equal(fvsearch_add(two, M, ids, gal, err, sizeof err), 0);
+    assert_int_equal(fvsearch_add(i8, M, ids, gal, err, sizeof err), 0);
     for (int t = 0; t < Q; t++) {
         const float *q = gal + (size_t)(t * 3989) * D; /* a gallery row: distance 0 */
-        fvi_hit want[K], a[K], b[K], c[K];
+        fvsearch_hit want[K], a[K], b[K], c[K];
         size_t na, nb, nc;
         naive_knn(gal, ids, M, q, K, want);
-        assert_int_equal(fvi_search_query(one, q, K, a, &na, err, sizeof err), 0);
-        assert_int_equal(fvi_search_query(two, q, K, b, &nb, err, sizeof err), 0);
-        assert_int_equal(fvi_search_query(i8, q, K, c, &nc, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(one, q, K, a, &na, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(two, q, K, b, &nb, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(i8, q, K, c, &nc, err, sizeof err), 0);
         assert_int_equal(na, K);
         assert_int_equal(nb, K);
         assert_int_equal(nc, K);
@@ -229,29 +229,29 @@ static void test_split_scan(void **state) {
             assert_true(c[j].distance == want[j].distance);
         }
     }
-    fvi_search_destroy(one);
-    fvi_search_destroy(two);
-    fvi_search_destroy(i8);
+    fvsearch_destroy(one);
+    fvsearch_destroy(two);
+    fvsearch_destroy(i8);
     free(gal);
     free(ids);
 }
 
 static void test_names(void **state) {
     (void)state;
-    for (int k = 0; k < FVI_SEARCH_KINDS; k++) {
-        fvi_search_kind out;
-        assert_int_equal(fvi_search_kind_parse(fvi_search_kind_name((fvi_search_kind)k), &out), 0);
+    for (int k = 0; k < FVSEARCH_KINDS; k++) {
+        fvsearch_kind out;
+        assert_int_equal(fvsearch_kind_parse(fvsearch_kind_name((fvsearch_kind)k), &out), 0);
         assert_int_equal(out, k);
     }
-    fvi_search_kind out;
-    assert_int_equal(fvi_search_kind_parse("faiss", &out), -1);
-    assert_int_equal(fvi_search_kind_parse(NULL, &out), -1);
+    fvsearch_kind out;
+    assert_int_equal(fvsearch_kind_parse("faiss", &out), -1);
+    assert_int_equal(fvsearch_kind_parse(NULL, &out), -1);
 }
 
 /* The exact backend against a naive scan with fv_distance. */
 static void test_exact_matches_naive(void **state) {
     fixture *f = *state;
-    fvi_search *s = build(f, FVI_SEARCH_EXACT);
+    fvsearch *s = build(f, FVSEARCH_EXACT);
     char err[256];
     for (int q = 0; q < 20; q++) {
         const float *qv = f->queries + q * D;
@@ -261,31 +261,31 @@ static void test_exact_matches_naive(void **state) {
             float d = fv_distance(qv, f->gallery + r * D);
             if (d < bd) bd = d, best = r;
         }
-        fvi_hit hits[5];
+        fvsearch_hit hits[5];
         size_t nh = 0;
-        assert_int_equal(fvi_search_query(s, qv, 5, hits, &nh, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(s, qv, 5, hits, &nh, err, sizeof err), 0);
         assert_int_equal(nh, 5);
         assert_int_equal(hits[0].id, f->ids[best]);
         assert_true(hits[0].distance == bd);
         for (size_t i = 1; i < nh; i++) assert_true(hits[i - 1].distance <= hits[i].distance);
     }
-    fvi_search_destroy(s);
+    fvsearch_destroy(s);
 }
 
 static void test_int8_equals_exact(void **state) {
     fixture *f = *state;
-    fvi_search *a = build(f, FVI_SEARCH_EXACT), *b = build(f, FVI_SEARCH_INT8);
-    fvi_search *c = build_spilled(f);
-    assert_true(fvi_search_memory(b) > 0);
+    fvsearch *a = build(f, FVSEARCH_EXACT), *b = build(f, FVSEARCH_INT8);
+    fvsearch *c = build_spilled(f);
+    assert_true(fvsearch_memory(b) > 0);
     /* Spilled, the index holds the codes only: under a third of exact. */
-    assert_true(fvi_search_memory(c) * 3 < fvi_search_memory(a));
+    assert_true(fvsearch_memory(c) * 3 < fvsearch_memory(a));
     char err[256];
     for (int q = 0; q < NQ; q++) {
-        fvi_hit ha[10], hb[10], hc[10];
+        fvsearch_hit ha[10], hb[10], hc[10];
         size_t na, nb, nc;
-        assert_int_equal(fvi_search_query(a, f->queries + q * D, 10, ha, &na, err, sizeof err), 0);
-        assert_int_equal(fvi_search_query(b, f->queries + q * D, 10, hb, &nb, err, sizeof err), 0);
-        assert_int_equal(fvi_search_query(c, f->queries + q * D, 10, hc, &nc, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(a, f->queries + q * D, 10, ha, &na, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(b, f->queries + q * D, 10, hb, &nb, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(c, f->queries + q * D, 10, hc, &nc, err, sizeof err), 0);
         assert_int_equal(na, nb);
         assert_int_equal(na, nc);
         for (size_t i = 0; i < na; i++) {
@@ -295,40 +295,40 @@ static void test_int8_equals_exact(void **state) {
             assert_true(ha[i].distance == hc[i].distance);
         }
     }
-    fvi_search_destroy(a);
-    fvi_search_destroy(b);
-    fvi_search_destroy(c);
+    fvsearch_destroy(a);
+    fvsearch_destroy(b);
+    fvsearch_destroy(c);
 }
 
-static void check_recall(fixture *f, fvi_search_kind kind) {
-    fvi_search *a = build(f, FVI_SEARCH_EXACT), *b = build(f, kind);
+static void check_recall(fixture *f, fvsearch_kind kind) {
+    fvsearch *a = build(f, FVSEARCH_EXACT), *b = build(f, kind);
     char err[256];
     int agree = 0;
     for (int q = 0; q < NQ; q++) {
-        fvi_hit ha[1], hb[1];
+        fvsearch_hit ha[1], hb[1];
         size_t na, nb;
-        assert_int_equal(fvi_search_query(a, f->queries + q * D, 1, ha, &na, err, sizeof err), 0);
-        assert_int_equal(fvi_search_query(b, f->queries + q * D, 1, hb, &nb, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(a, f->queries + q * D, 1, ha, &na, err, sizeof err), 0);
+        assert_int_equal(fvsearch_query(b, f->queries + q * D, 1, hb, &nb, err, sizeof err), 0);
         assert_int_equal(na, 1);
         if (nb == 1 && hb[0].id == ha[0].id) {
             agree++;
             assert_true(hb[0].distance == ha[0].distance); /* exact re-rank */
         }
     }
-    print_message("%s recall@1 = %.3f\n", fvi_search_kind_name(kind), agree / (double)NQ);
+    print_message("%s recall@1 = %.3f\n", fvsearch_kind_name(kind), agree / (double)NQ);
     assert_true(agree >= 0.99 * NQ);
-    fvi_search_destroy(a);
-    fvi_search_destroy(b);
+    fvsearch_destroy(a);
+    fvsearch_destroy(b);
 }
 
 static void test_faiss_flat_recall(void **state) {
-    check_recall(*state, FVI_SEARCH_FAISS_FLAT);
+    check_recall(*state, FVSEARCH_FAISS_FLAT);
 }
 static void test_faiss_hnsw_recall(void **state) {
-    check_recall(*state, FVI_SEARCH_FAISS_HNSW);
+    check_recall(*state, FVSEARCH_FAISS_HNSW);
 }
 static void test_faiss_ivfpq_recall(void **state) {
-    check_recall(*state, FVI_SEARCH_FAISS_IVFPQ);
+    check_recall(*state, FVSEARCH_FAISS_IVFPQ);
 }
 
 /* Remove the nearest template of each query: it is never returned again;
@@ -337,32 +337,32 @@ static void test_remove_and_readd(void **state) {
     fixture *f = *state;
     char err[256];
     for (int k = 0; k < VARIANTS; k++) {
-        fvi_search *s = build_variant(f, k);
-        uint64_t sum0 = fvi_search_checksum(s);
+        fvsearch *s = build_variant(f, k);
+        uint64_t sum0 = fvsearch_checksum(s);
         for (int q = 0; q < 30; q++) {
             const float *qv = f->queries + q * D;
-            fvi_hit h[3];
+            fvsearch_hit h[3];
             size_t nh;
-            assert_int_equal(fvi_search_query(s, qv, 3, h, &nh, err, sizeof err), 0);
+            assert_int_equal(fvsearch_query(s, qv, 3, h, &nh, err, sizeof err), 0);
             assert_true(nh >= 1);
             int64_t gone = h[0].id;
-            assert_int_equal(fvi_search_remove(s, gone, err, sizeof err), 0);
-            assert_int_equal(fvi_search_remove(s, gone, err, sizeof err), 1);
-            assert_false(fvi_search_contains(s, gone));
-            assert_int_equal(fvi_search_query(s, qv, 3, h, &nh, err, sizeof err), 0);
+            assert_int_equal(fvsearch_remove(s, gone, err, sizeof err), 0);
+            assert_int_equal(fvsearch_remove(s, gone, err, sizeof err), 1);
+            assert_false(fvsearch_contains(s, gone));
+            assert_int_equal(fvsearch_query(s, qv, 3, h, &nh, err, sizeof err), 0);
             for (size_t i = 0; i < nh; i++) assert_true(h[i].id != gone);
             /* Back under the same id, now exactly at the query. */
-            assert_int_equal(fvi_search_add(s, 1, &gone, qv, err, sizeof err), 0);
-            assert_int_equal(fvi_search_query(s, qv, 1, h, &nh, err, sizeof err), 0);
+            assert_int_equal(fvsearch_add(s, 1, &gone, qv, err, sizeof err), 0);
+            assert_int_equal(fvsearch_query(s, qv, 1, h, &nh, err, sizeof err), 0);
             assert_int_equal(nh, 1);
             assert_int_equal(h[0].id, gone);
             assert_true(h[0].distance == 0.0f);
         }
-        assert_int_equal(fvi_search_count(s), N);
-        assert_true(fvi_search_checksum(s) == sum0);
+        assert_int_equal(fvsearch_count(s), N);
+        assert_true(fvsearch_checksum(s) == sum0);
         int64_t dup = f->ids[5];
-        assert_int_equal(fvi_search_add(s, 1, &dup, f->gallery, err, sizeof err), -1);
-        fvi_search_destroy(s);
+        assert_int_equal(fvsearch_add(s, 1, &dup, f->gallery, err, sizeof err), -1);
+        fvsearch_destroy(s);
     }
 }
 
@@ -373,28 +373,26 @@ static void test_save_load(void **state) {
     snprintf(path, sizeof path, "/tmp/fv_search_test_%d.idx", (int)getpid());
     snprintf(other, sizeof other, "/tmp/fv_search_test_%d.bad", (int)getpid());
     for (int v = 0; v < VARIANTS; v++) {
-        fvi_search_kind k = variant_kind(v);
-        fvi_search *s = build_variant(f, v);
-        assert_int_equal(fvi_search_remove(s, f->ids[0], err, sizeof err), 0);
-        assert_int_equal(fvi_search_save(s, path, err, sizeof err), 0);
-        fvi_search *t = fvi_search_load(k, path, err, sizeof err);
+        fvsearch_kind k = variant_kind(v);
+        fvsearch *s = build_variant(f, v);
+        assert_int_equal(fvsearch_remove(s, f->ids[0], err, sizeof err), 0);
+        assert_int_equal(fvsearch_save(s, path, err, sizeof err), 0);
+        fvsearch *t = fvsearch_load(k, path, err, sizeof err);
         assert_non_null(t);
-        assert_int_equal(fvi_search_count(t), fvi_search_count(s));
-        assert_true(fvi_search_checksum(t) == fvi_search_checksum(s));
-        assert_false(fvi_search_contains(t, f->ids[0]));
+        assert_int_equal(fvsearch_count(t), fvsearch_count(s));
+        assert_true(fvsearch_checksum(t) == fvsearch_checksum(s));
+        assert_false(fvsearch_contains(t, f->ids[0]));
         for (int q = 0; q < 20; q++) {
-            fvi_hit ha[5], hb[5];
+            fvsearch_hit ha[5], hb[5];
             size_t na, nb;
-            assert_int_equal(fvi_search_query(s, f->queries + q * D, 5, ha, &na, err, sizeof err),
-                             0);
-            assert_int_equal(fvi_search_query(t, f->queries + q * D, 5, hb, &nb, err, sizeof err),
-                             0);
+            assert_int_equal(fvsearch_query(s, f->queries + q * D, 5, ha, &na, err, sizeof err), 0);
+            assert_int_equal(fvsearch_query(t, f->queries + q * D, 5, hb, &nb, err, sizeof err), 0);
             assert_int_equal(na, nb);
             for (size_t i = 0; i < na; i++) assert_int_equal(ha[i].id, hb[i].id);
         }
         /* Wrong kind: exact files name their kind, FAISS files their type. */
-        fvi_search_kind wrong = k == FVI_SEARCH_EXACT ? FVI_SEARCH_INT8 : FVI_SEARCH_EXACT;
-        assert_null(fvi_search_load(wrong, path, err, sizeof err));
+        fvsearch_kind wrong = k == FVSEARCH_EXACT ? FVSEARCH_INT8 : FVSEARCH_EXACT;
+        assert_null(fvsearch_load(wrong, path, err, sizeof err));
         /* Truncated. */
         FILE *in = fopen(path, "rb"), *out = fopen(other, "wb");
         char buf[1000];
@@ -402,10 +400,10 @@ static void test_save_load(void **state) {
         fwrite(buf, 1, got / 2, out);
         fclose(in);
         fclose(out);
-        assert_null(fvi_search_load(k, other, err, sizeof err));
-        assert_null(fvi_search_load(k, "/nonexistent/x.idx", err, sizeof err));
-        fvi_search_destroy(s);
-        fvi_search_destroy(t);
+        assert_null(fvsearch_load(k, other, err, sizeof err));
+        assert_null(fvsearch_load(k, "/nonexistent/x.idx", err, sizeof err));
+        fvsearch_destroy(s);
+        fvsearch_destroy(t);
     }
     remove(path);
     remove(other);

@@ -17,39 +17,39 @@
 #include <unistd.h>
 
 #include "faceverify.h"
-#include "search.h"
+#include "search/search.h"
 
 #ifndef FV_HAVE_FAISS
 #define FV_HAVE_FAISS 1
 #endif
 
-static int is_faiss(fvi_search_kind k) {
-    return k == FVI_SEARCH_FAISS_FLAT || k == FVI_SEARCH_FAISS_HNSW || k == FVI_SEARCH_FAISS_IVFPQ;
+static int is_faiss(fvsearch_kind k) {
+    return k == FVSEARCH_FAISS_FLAT || k == FVSEARCH_FAISS_HNSW || k == FVSEARCH_FAISS_IVFPQ;
 }
 
 /* One vector added and found again: the backend really works. */
-static void check_usable(fvi_search *s) {
+static void check_usable(fvsearch *s) {
     float v[FV_EMBED_DIM] = {0};
     v[0] = 1.0f;
     int64_t id = 7;
     char err[256] = "";
-    assert_int_equal(fvi_search_add(s, 1, &id, v, err, sizeof err), 0);
-    fvi_hit hit;
+    assert_int_equal(fvsearch_add(s, 1, &id, v, err, sizeof err), 0);
+    fvsearch_hit hit;
     size_t n = 0;
-    assert_int_equal(fvi_search_query(s, v, 1, &hit, &n, err, sizeof err), 0);
+    assert_int_equal(fvsearch_query(s, v, 1, &hit, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(hit.id, 7);
 }
 
 static void test_backends_of_this_build(void **state) {
     (void)state;
-    for (int k = 0; k < FVI_SEARCH_KINDS; k++) {
+    for (int k = 0; k < FVSEARCH_KINDS; k++) {
         char err[256] = "";
-        fvi_search *s = fvi_search_create((fvi_search_kind)k, err, sizeof err);
-        if (!is_faiss((fvi_search_kind)k) || FV_HAVE_FAISS) {
+        fvsearch *s = fvsearch_create((fvsearch_kind)k, err, sizeof err);
+        if (!is_faiss((fvsearch_kind)k) || FV_HAVE_FAISS) {
             assert_non_null(s);
             check_usable(s);
-            fvi_search_destroy(s);
+            fvsearch_destroy(s);
             continue;
         }
         assert_null(s);
@@ -57,7 +57,7 @@ static void test_backends_of_this_build(void **state) {
         assert_non_null(strstr(err, "FV_FAISS"));
         /* a saved index of that kind cannot be loaded either */
         err[0] = 0;
-        assert_null(fvi_search_load((fvi_search_kind)k, "/nonexistent.idx", err, sizeof err));
+        assert_null(fvsearch_load((fvsearch_kind)k, "/nonexistent.idx", err, sizeof err));
         assert_non_null(strstr(err, "not built with FAISS"));
     }
 }

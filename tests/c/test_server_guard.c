@@ -13,8 +13,8 @@
 #include <sodium.h>
 #include <string.h>
 
-#include "crypto.h"
-#include "guard.h"
+#include "server/crypto.h"
+#include "server/guard.h"
 
 static void test_admission_bound(void **state) {
     (void)state;

@@ -22,8 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fvi.h"
-#include "pool.h"
+#include "core/fvi.h"
+#include "core/workers.h"
 #include "train/train.h"
 
 #define L_(k, a_, b_, c_, d_)                                                                      \
@@ -31,7 +31,7 @@
 
 /* L = sum(out * R) after a training forward of the current input. */
 static double loss_of(fvt_net *net, fvt_ws *ws, const float *in, size_t in_n, int n, const float *R,
-                      fvi_pool *pool) {
+                      fvi_workers *pool) {
     memcpy(fvt_ws_input(ws), in, sizeof(float) * in_n);
     const float *y = fvt_forward(net, ws, n, 1, pool);
     double s = 0;
@@ -195,7 +195,7 @@ static void test_grads_thread_independent(void **s) {
     for (int k = 0; k < n * 4; k++) R[k] = fvt_randn(&rng);
     float *g1 = malloc(sizeof(float) * net->nparams);
     for (int threads = 1; threads <= 2; threads++) {
-        fvi_pool *pool = fvi_pool_create(threads);
+        fvi_workers *pool = fvi_workers_create(threads);
         fvt_ws *ws = NULL;
         assert_int_equal(fvt_ws_create(net, n, threads, &ws), FV_OK);
         memcpy(fvt_ws_input(ws), in, sizeof(float) * in_n);
@@ -207,7 +207,7 @@ static void test_grads_thread_independent(void **s) {
         else
             assert_memory_equal(g1, net->grads, sizeof(float) * net->nparams);
         fvt_ws_destroy(ws);
-        fvi_pool_destroy(pool);
+        fvi_workers_destroy(pool);
     }
     free(in), free(g1);
     fvt_net_destroy(net);
@@ -531,7 +531,7 @@ static void test_partial_batches(void **s) {
     fvt_net *net = NULL;
     assert_int_equal(fvt_net_create(small_cnn, 10, 3, SIDE, SIDE, &net, NULL, 0), FV_OK);
     fvt_net_init(net, 2);
-    fvi_pool *pool = fvi_pool_create(2);
+    fvi_workers *pool = fvi_workers_create(2);
     fvt_ws *ws = NULL;
     assert_int_equal(fvt_ws_create(net, MAXN, 2, &ws), FV_OK);
     const size_t plane = SIDE * SIDE;
@@ -550,7 +550,7 @@ static void test_partial_batches(void **s) {
     }
     free(img);
     fvt_ws_destroy(ws);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     fvt_net_destroy(net);
 }
 

@@ -23,7 +23,7 @@
 
 #include "align/align.h"
 #include "faceverify.h"
-#include "fvi.h"
+#include "core/fvi.h"
 
 static int usage(void) {
     fprintf(stderr, "usage: probe_align landmarks MODEL IMAGE L T R B [L T R B ...]\n"

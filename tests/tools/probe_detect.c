@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "detect/mmod.h"
-#include "fvi.h"
-#include "pool.h"
+#include "core/fvi.h"
+#include "core/workers.h"
 
 static int usage(void) {
     fprintf(stderr, "usage: probe_detect [--model FILE] [--upsample N] [--threads N] "
@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
         fv_image_destroy(img);
         return 1;
     }
-    fvi_pool *pool = threads > 1 ? fvi_pool_create(threads) : NULL;
+    fvi_workers *pool = threads > 1 ? fvi_workers_create(threads) : NULL;
     double *ms = calloc((size_t)repeat, sizeof *ms);
     fv_face *faces = NULL;
     size_t n = 0;
@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
     }
     fvi_free(faces);
     free(ms);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     fvi_mmod_destroy(det);
     fv_image_destroy(img);
     return st == FV_OK ? 0 : 1;

@@ -25,9 +25,9 @@
 #include <cblas.h>
 
 #include "embed/embed.h"
-#include "fvi.h"
+#include "core/fvi.h"
 #include "nn/nn.h"
-#include "pool.h"
+#include "core/workers.h"
 
 static double cpu_ms(void) {
     struct timespec ts;
@@ -59,7 +59,7 @@ typedef struct {
     fvi_conv cv;
     fvi_tensor in, out;
     float *scratch;
-    fvi_pool *pool;
+    fvi_workers *pool;
 } conv_bench;
 
 static void run_conv_bench(void *p) {
@@ -94,7 +94,7 @@ static const int LAYERS[][6] = {
 
 static int layer_bench(int batch, int threads) {
     fvi_nn_init();
-    fvi_pool *pool = threads > 1 ? fvi_pool_create(threads) : NULL;
+    fvi_workers *pool = threads > 1 ? fvi_workers_create(threads) : NULL;
     gemm_bench g = {1024, rand_floats(1 << 20), rand_floats(1 << 20), rand_floats(1 << 20)};
     double gms = median_cpu(run_gemm_bench, &g, 9);
     double peak = 2.0 * 1024 * 1024 * 1024 / gms / 1e6;
@@ -137,7 +137,7 @@ static int layer_bench(int batch, int threads) {
     free(g.a);
     free(g.b);
     free(g.c);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     return 0;
 }
 
@@ -189,7 +189,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "load: %s\n", err);
         return 1;
     }
-    fvi_pool *pool = threads > 1 ? fvi_pool_create(threads) : NULL;
+    fvi_workers *pool = threads > 1 ? fvi_workers_create(threads) : NULL;
     int reps = bench > 0 ? bench : 1;
     double *ms = malloc(sizeof(double) * (size_t)reps);
     double *cpu = malloc(sizeof(double) * (size_t)reps);
@@ -230,7 +230,7 @@ int main(int argc, char **argv) {
     }
     free(ms);
     free(cpu);
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     fvi_resnet_destroy(net);
     free(chips);
     free(out);

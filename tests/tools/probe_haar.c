@@ -13,8 +13,8 @@
 #include <string.h>
 
 #include "detect/haar.h"
-#include "fvi.h"
-#include "pool.h"
+#include "core/fvi.h"
+#include "core/workers.h"
 
 static int write_pgm(const char *path, const unsigned char *g, int w, int h) {
     FILE *f = fopen(path, "wb");
@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "probe_haar: %s\n", err);
         return 1;
     }
-    fvi_pool *pool = threads > 1 ? fvi_pool_create(threads) : NULL;
+    fvi_workers *pool = threads > 1 ? fvi_workers_create(threads) : NULL;
     int rc = 0;
     for (; i < argc; i++) {
         fv_image *img = NULL;
@@ -114,7 +114,7 @@ int main(int argc, char **argv) {
         free(g);
         fv_image_destroy(img);
     }
-    fvi_pool_destroy(pool);
+    fvi_workers_destroy(pool);
     fvi_haar_destroy(h);
     return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * pool.c: a fixed pool of worker threads (see pool.h).
+ * workers.c: a fixed set of worker threads (see workers.h).
  *
  * Workers sleep on a condition variable; a job is published under the
  * mutex with a generation counter, every worker takes its one chunk index
@@ -8,13 +8,13 @@
  * flag makes nested calls from inside a job run inline instead of
  * deadlocking.
  */
-#include "pool.h"
+#include "core/workers.h"
 
 #include <pthread.h>
 
-#include "fvi.h"
+#include "core/fvi.h"
 
-struct fvi_pool {
+struct fvi_workers {
     int nthreads; /* including the caller */
     pthread_t *threads;
     pthread_mutex_t job_lock; /* one job at a time */
@@ -33,12 +33,12 @@ struct fvi_pool {
 static _Thread_local int in_job;
 
 typedef struct {
-    fvi_pool *pool;
+    fvi_workers *pool;
     int index;
 } worker_arg;
 
 /* Runs this worker's chunk of the current job. */
-static void run_chunk(fvi_pool *p, int index) {
+static void run_chunk(fvi_workers *p, int index) {
     int begin = index * p->chunk;
     int end = begin + p->chunk;
     if (end > p->n) end = p->n;
@@ -48,7 +48,7 @@ static void run_chunk(fvi_pool *p, int index) {
 static void *worker_main(void *arg) {
     worker_arg wa = *(worker_arg *)arg;
     fvi_free(arg);
-    fvi_pool *p = wa.pool;
+    fvi_workers *p = wa.pool;
     unsigned long seen = 0;
     in_job = 1;
     pthread_mutex_lock(&p->mu);
@@ -65,10 +65,10 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-fvi_pool *fvi_pool_create(int threads) {
+fvi_workers *fvi_workers_create(int threads) {
     if (threads < 1) threads = 1;
     if (threads > 256) threads = 256;
-    fvi_pool *p = fvi_calloc(1, sizeof *p);
+    fvi_workers *p = fvi_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->nthreads = 1;
     pthread_mutex_init(&p->job_lock, NULL);
@@ -78,7 +78,7 @@ fvi_pool *fvi_pool_create(int threads) {
     if (threads > 1) {
         p->threads = fvi_calloc((size_t)threads - 1, sizeof *p->threads);
         if (!p->threads) {
-            fvi_pool_destroy(p);
+            fvi_workers_destroy(p);
             return NULL;
         }
         for (int i = 1; i < threads; i++) {
@@ -93,14 +93,14 @@ fvi_pool *fvi_pool_create(int threads) {
             p->nthreads++;
         }
         if (p->nthreads != threads) {
-            fvi_pool_destroy(p);
+            fvi_workers_destroy(p);
             return NULL;
         }
     }
     return p;
 }
 
-void fvi_pool_destroy(fvi_pool *p) {
+void fvi_workers_destroy(fvi_workers *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
     p->stop = 1;
@@ -115,11 +115,11 @@ void fvi_pool_destroy(fvi_pool *p) {
     fvi_free(p);
 }
 
-int fvi_pool_size(const fvi_pool *p) {
+int fvi_workers_size(const fvi_workers *p) {
     return p ? p->nthreads : 1;
 }
 
-void fvi_pool_run(fvi_pool *p, int n, int grain, fvi_task_fn fn, void *ctx) {
+void fvi_workers_run(fvi_workers *p, int n, int grain, fvi_task_fn fn, void *ctx) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     int workers = p ? p->nthreads : 1;

@@ -208,6 +208,28 @@ static int log_change(fvs_store *st, int64_t coll, int64_t face, int op, char *e
                         3, NULL, NULL, NULL, err, errlen);
 }
 
+/* After a delete has committed: no copy of a deleted template may stay in
+ * any database file.  secure_delete (db_sqlite.c) zeroes the freed cells
+ * in the pages written, but in WAL mode the older frames of those pages,
+ * template bytes included, stay in the -wal file until a checkpoint
+ * copies the zeroed pages back and the WAL is reset.  A TRUNCATE
+ * checkpoint does both and leaves the -wal file empty; it waits (busy
+ * timeout) for readers of other processes.  If a reader still blocks it,
+ * the delete stands and the next delete or checkpoint finishes the job:
+ * the line on stderr says so.  PostgreSQL keeps dead tuples until VACUUM
+ * and old WAL segments until they are recycled: docs/security.md says
+ * what the operator runs.  st->mu held. */
+static void scrub_deleted(fvs_store *st) {
+    if (fvs_db_dialect(st->db) != FVS_SQLITE) return;
+    int64_t busy = 0;
+    char e[256] = "";
+    if (query_int(st, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, 0, &busy, e, sizeof e) || busy)
+        fprintf(stderr,
+                "faceverifyd: the WAL checkpoint after a delete did not complete (%s): deleted "
+                "templates may remain in the -wal file until the next checkpoint\n",
+                e[0] ? e : "a reader holds the WAL");
+}
+
 /* ------------------------------------------------------------ migrations */
 
 int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errlen) {
@@ -534,6 +556,7 @@ int fvs_subject_delete(fvs_store *st, int64_t coll, int64_t id, char *err, size_
     if (!rc && changes) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
     if (rc) rollback(st);
+    if (!rc && changes) scrub_deleted(st);
     pthread_mutex_unlock(&st->mu);
     if (rc) return -1;
     return changes ? 0 : 1;
@@ -647,6 +670,7 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
     if (!rc && changes) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
     if (rc) rollback(st);
+    if (!rc && changes) scrub_deleted(st);
     pthread_mutex_unlock(&st->mu);
     if (rc) return -1;
     return changes ? 0 : 1;

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import pytest
 import requests
 
@@ -369,6 +370,53 @@ def test_delete_subject_erases_every_template(db):
         raw = b"".join(f.read_bytes() for f in path.parent.glob(path.name + "*"))
         for b in before.values():
             assert not any(w in raw for w in windows(b))
+
+
+def test_deleted_template_in_no_database_file_while_running(sqlite_db_faults):
+    """Issue 16 point 4: right after DELETE of a face, and of a subject,
+    returns, with the server still running, the template's 512 bytes are
+    in none of the database's files (main, -wal, -shm): secure_delete
+    zeroes the freed cells and a TRUNCATE checkpoint after each delete
+    empties the WAL that still held the enrolled page."""
+    db = sqlite_db_faults
+    path = Path(db.db_url[len("sqlite://"):])
+    rng = np.random.default_rng(16)
+
+    def files():
+        return {f.name: f.read_bytes() for f in path.parent.glob(path.name + "*")}
+
+    srv = Server(db.db_url)
+    try:
+        stored = {}
+        sids = []
+        for name in ("face-delete", "subject-delete"):
+            sid = new_subject(srv, db.a, name)
+            sids.append(sid)
+            v = rng.standard_normal(128).astype("<f4")
+            r = srv.request("POST", f"/api/v1/subjects/{sid}/faces", db.a,
+                            json={"embedding": [float(x) for x in v]})
+            fid = check(r, "POST", "/api/v1/subjects/1/faces", 201)["id"]
+            stored[fid] = blobs(db)[fid]
+            assert stored[fid] == v.tobytes()
+        # Enrolled: the bytes are on disk (WAL or main file).
+        assert all(any(b in raw for raw in files().values()) for b in stored.values())
+        (fid0, b0), (fid1, b1) = stored.items()
+        r = srv.request("DELETE", f"/api/v1/subjects/{sids[0]}/faces/{fid0}", db.a)
+        assert r.status_code == 200
+        for name, raw in files().items():
+            assert not any(w in raw for w in windows(b0)), f"face template left in {name}"
+        r = srv.request("DELETE", f"/api/v1/subjects/{sids[1]}", db.a)
+        assert r.status_code == 200
+        for name, raw in files().items():
+            assert not any(w in raw for w in windows(b1)), f"subject template left in {name}"
+        assert srv.proc.poll() is None
+    finally:
+        assert srv.stop() == 0
+
+
+@pytest.fixture
+def sqlite_db_faults(tmp_path):
+    return two_collections("sqlite", tmp_path)
 
 
 # ------------------------------------------------------------ isolation

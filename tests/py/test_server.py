@@ -164,6 +164,45 @@ def test_subject_validation(env, body):
     assert check(r, "POST", "/api/v1/subjects", 400)["error"]["code"] == "validation_error"
 
 
+def test_subject_metadata_caps(env):
+    """Issue 16 point 5: metadata is capped at 16384 bytes of compact JSON
+    text and 16 levels of nesting; past either, 400 validation_error naming
+    the cap, and nothing stored."""
+    s = env.server
+
+    def nested(levels):  # arrays and objects alternating, an object outside
+        m = {}
+        for i in range(levels - 2):
+            m = {"a": m} if i % 2 else [m]
+        return {"a": m}
+
+    def text_of(n):  # a metadata object whose compact JSON text is n bytes
+        return {"t": "x" * (n - len('{"t":""}'))}
+
+    cases = [("deep-16", nested(16), 201), ("deep-17", nested(17), 400),
+             ("size-16384", text_of(16384), 201), ("size-16385", text_of(16385), 400),
+             ("size-900k", text_of(900_000), 400)]
+    for name, meta, status in cases:
+        r = s.request("POST", "/api/v1/subjects", env.b, json={"name": name, "metadata": meta})
+        body = check(r, "POST", "/api/v1/subjects", status)
+        if status == 400:
+            assert body["error"]["code"] == "validation_error"
+            msg = body["error"]["message"]
+            assert ("16 levels" in msg) if name.startswith("deep") else ("16384 bytes" in msg), msg
+        else:
+            assert body["metadata"] == meta
+            check(s.request("DELETE", f"/api/v1/subjects/{body['id']}", env.b),
+                  "DELETE", "/api/v1/subjects/1", 200)
+    raw = '{"name": "deep-2000", "metadata": {"a": ' + "[" * 1999 + "]" * 1999 + "}}"
+    r = s.request("POST", "/api/v1/subjects", env.b, data=raw.encode(),
+                  headers={"Content-Type": "application/json"})
+    assert "16 levels" in check(r, "POST", "/api/v1/subjects", 400)["error"]["message"]
+    cases.append(("deep-2000", None, 400))
+    r = s.request("GET", "/api/v1/subjects?limit=1000", env.b)
+    names = {x["name"] for x in check(r, "GET", "/api/v1/subjects", 200)["results"]}
+    assert not names & {c[0] for c in cases}
+
+
 def test_validation_errors(env):
     s = env.server
     r = s.request("POST", "/api/v1/subjects", env.a, data=b"{not json",

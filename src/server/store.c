@@ -593,6 +593,30 @@ static int subject_exists_locked(fvs_store *st, int64_t coll, int64_t subject, c
     return n > 0 ? 0 : 1;
 }
 
+/* A process without the template key must not add a plaintext template
+ * to a collection whose templates are sealed: the operator who set a key
+ * expects every template of it encrypted, and a start-up line is easy to
+ * miss.  -1 with a message starting with FVS_TKEY_ERROR (routes.c: 503
+ * template_key_unavailable) when the collection holds a sealed template.
+ * The scan stops at the first one; a fully plaintext collection is read
+ * once per keyless enrolment, which the neural network's cost dwarfs.
+ * st->mu held, inside the insert's transaction. */
+static int refuse_plaintext_locked(fvs_store *st, int64_t coll, char *err, size_t errlen) {
+    fvs_val p[1] = {fvs_int(coll)};
+    int64_t sealed = 0;
+    if (query_int(st,
+                  "SELECT COUNT(*) FROM (SELECT 1 FROM faces WHERE collection_id = ? AND "
+                  "length(embedding) <> 512 LIMIT 1) t",
+                  p, 1, &sealed, err, errlen))
+        return -1;
+    if (sealed <= 0) return 0;
+    snprintf(err, errlen,
+             FVS_TKEY_ERROR "this collection's templates are encrypted and "
+                            "FACEVERIFY_TEMPLATE_KEY is not set: a new template would be stored "
+                            "in plaintext");
+    return -1;
+}
+
 int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
                     json_t **out, char *err, size_t errlen) {
     /* With a template key, the row holds only the sealed template. */
@@ -612,6 +636,7 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
     pthread_mutex_lock(&st->mu);
     int rc = begin(st, err, errlen);
     if (!rc) rc = subject_exists_locked(st, coll, subject, err, errlen);
+    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
     if (!rc)
         rc = query_int(st,
                        "INSERT INTO faces (collection_id, subject_id, model, embedding, box_left, "

@@ -429,6 +429,42 @@ def test_templates_encrypted_at_rest(db):
         assert srv.stop() == 0
 
 
+def enroll_vector(srv, key, sid, seed):
+    """Enrols a made-up embedding (no neural network); the raw answer."""
+    v = [((seed * 7919 + i * 104729) % 1000) / 1000.0 - 0.5 for i in range(128)]
+    return srv.request("POST", f"/api/v1/subjects/{sid}/faces", key, json={"embedding": v})
+
+
+def test_keyless_server_refuses_plaintext_into_sealed_collection(db):
+    """Issue 16 point 12: a server started without FACEVERIFY_TEMPLATE_KEY
+    on a collection that holds sealed templates answers 503
+    template_key_unavailable to an enrolment instead of storing it in
+    plaintext; a collection with no sealed template is written as before."""
+    keyed = {"FACEVERIFY_TEMPLATE_KEY": daemon_cmd("genkey", db_url=db.db_url).stdout.strip()}
+    srv = Server(db.db_url, env=keyed)
+    try:
+        r = srv.request("POST", "/api/v1/subjects", db.a, json={"name": "sealed"})
+        sid = check(r, "POST", "/api/v1/subjects", 201)["id"]
+        check(enroll_vector(srv, db.a, sid, 1), "POST", "/api/v1/subjects/1/faces", 201)
+    finally:
+        assert srv.stop() == 0
+    before = blobs(db)
+    srv = Server(db.db_url)  # no key
+    try:
+        r = enroll_vector(srv, db.a, sid, 2)
+        body = check(r, "POST", "/api/v1/subjects/1/faces", 503)
+        assert body["error"]["code"] == "template_key_unavailable", body
+        assert "plaintext" in body["error"]["message"]
+        assert blobs(db) == before  # nothing written
+        r = srv.request("POST", "/api/v1/subjects", db.b, json={"name": "plain"})
+        sid_b = check(r, "POST", "/api/v1/subjects", 201)["id"]
+        fid_b = check(enroll_vector(srv, db.b, sid_b, 3), "POST", "/api/v1/subjects/1/faces",
+                      201)["id"]
+        assert len(blobs(db)[fid_b]) == 512
+    finally:
+        assert srv.stop() == 0
+
+
 # ------------------------------------------------------------ privileges
 
 def test_user_drops_root_after_binding(sqlite_db):

@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,13 +74,29 @@ static int authenticate(fvs_req *r, fvs_resp *out) {
     return 0;
 }
 
+/* The driver's text of a database failure names the database's host,
+ * port, user or file: it goes to the operator's log, never into an answer,
+ * which may go to a client that has not even been authenticated yet (the
+ * key check itself needs the database).  One line per LOG_EVERY_S seconds
+ * at most, so that a client polling during an outage cannot flood the
+ * log; the one mutable static here, an atomic timestamp. */
+#define LOG_EVERY_S 10
+static void log_db_failure(const char *err) {
+    static _Atomic long long last;
+    long long now = (long long)time(NULL), prev = atomic_load(&last);
+    if (now - prev < LOG_EVERY_S || !atomic_compare_exchange_strong(&last, &prev, now)) return;
+    fprintf(stderr, "faceverifyd: database unavailable: %s\n", err);
+}
+
 static void db_error(fvs_resp *out, const char *err) {
     if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) {
         /* Encrypted templates and no or the wrong key: no retry helps. */
         fvs_error(out, 503, "template_key_unavailable", "%s", err);
         return;
     }
-    fvs_error(out, 503, "unavailable", "database: %s", err);
+    log_db_failure(err);
+    fvs_error(out, 503, "unavailable",
+              "database unavailable; retry later (detail in the server log)");
     out->retry_after = 1;
 }
 
@@ -276,13 +293,16 @@ static void h_health(fvs_req *r, fvs_resp *out) {
     if (!ok) {
         const char *code = r->srv->engine ? "unavailable" : "model_unavailable";
         char msg[400];
-        if (!db_ok)
-            snprintf(msg, sizeof msg, "database: %s", err);
-        else if (!migrated)
+        if (!db_ok) {
+            /* Health is keyless: the detail goes to the log only. */
+            log_db_failure(err);
+            snprintf(msg, sizeof msg, "database unavailable (detail in the server log)");
+        } else if (!migrated) {
             snprintf(msg, sizeof msg, "database schema %d, need %d: run faceverifyd migrate",
                      version, fvs_store_latest_version());
-        else
+        } else {
             snprintf(msg, sizeof msg, "models not loaded: %s", r->srv->engine_error);
+        }
         json_object_set_new(o, "error", json_pack("{s:s, s:s}", "code", code, "message", msg));
     }
     fvs_reply(out, ok ? 200 : 503, o);

@@ -281,6 +281,17 @@ def test_database_outage_503_and_recovery(tmp_path):
             assert time.monotonic() - t0 < 30
         r = srv.request("GET", "/api/v1/health")
         assert r.status_code == 503 and r.json()["database_ok"] is False
+        # Issue 16 point 15: neither the keyless health check nor any other
+        # answer names the database's host or port; the server log does.
+        leaks = (str(proxy.port), "127.0.0.1", "port", "connect")
+        unknown = key[:-4] + ("AAAA" if key[-4:] != "AAAA" else "BBBB")  # looked up
+        for path, k in (("/api/v1/health", None), ("/api/v1/subjects", key),
+                        ("/api/v1/subjects", unknown)):
+            r = srv.request("GET", path, k, timeout=60)
+            assert r.status_code == 503, r.text
+            msg = r.json()["error"]["message"]
+            assert "unavailable" in msg and not any(w in msg for w in leaks), msg
+        assert str(proxy.port) in srv.output()
 
         proxy.restore()
         deadline = time.time() + 30

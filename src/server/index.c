@@ -44,6 +44,11 @@ typedef struct entry {
     fvsearch *s;
     meta *m;
     size_t nm, capm;
+    /* Face ids whose sealed template does not open here (no key, another
+     * key, an altered row): not searched, named in each answer. */
+    int64_t *bad;
+    size_t nbad, capbad;
+    char bad_why[200];
     pthread_mutex_t mu;
     struct entry *next;
 } entry;
@@ -78,6 +83,8 @@ static void meta_clear(entry *e) {
 
 static void entry_reset(entry *e) {
     meta_clear(e);
+    e->nbad = 0;
+    e->bad_why[0] = 0;
     fvsearch_destroy(e->s);
     e->s = NULL;
     e->loaded = 0;
@@ -123,6 +130,7 @@ void fvs_index_destroy(fvs_index *ix) {
         if (e->dirty) save_entry(ix, e);
         entry_reset(e);
         free(e->m);
+        free(e->bad);
         pthread_mutex_destroy(&e->mu);
         free(e);
         e = next;
@@ -198,6 +206,41 @@ static void meta_del(entry *e, int64_t face) {
     e->nm--;
 }
 
+/* Records face as unreadable (kept in id order, once).  -1: out of
+ * memory. */
+static int bad_add(entry *e, int64_t face) {
+    size_t at = 0;
+    while (at < e->nbad && e->bad[at] < face) at++;
+    if (at < e->nbad && e->bad[at] == face) return 0;
+    if (e->nbad == e->capbad) {
+        size_t cap = e->capbad ? e->capbad * 2 : 16;
+        int64_t *b = realloc(e->bad, cap * sizeof *b);
+        if (!b) return -1;
+        e->bad = b;
+        e->capbad = cap;
+    }
+    memmove(e->bad + at + 1, e->bad + at, (e->nbad - at) * sizeof *e->bad);
+    e->bad[at] = face;
+    e->nbad++;
+    return 0;
+}
+
+static void bad_del(entry *e, int64_t face) {
+    for (size_t i = 0; i < e->nbad; i++) {
+        if (e->bad[i] != face) continue;
+        memmove(e->bad + i, e->bad + i + 1, (e->nbad - i - 1) * sizeof *e->bad);
+        e->nbad--;
+        return;
+    }
+}
+
+/* Keeps the reason a store read gave for its unreadable templates (err:
+ * "" when all opened) and clears err for the caller. */
+static void bad_note(entry *e, char *err, size_t errlen) {
+    if (err[0]) snprintf(e->bad_why, sizeof e->bad_why, "%s", err);
+    if (errlen) err[0] = 0;
+}
+
 /* ------------------------------------------------------------ loading */
 
 typedef struct batch {
@@ -209,6 +252,7 @@ typedef struct batch {
 
 static int batch_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb) {
     batch *b = ctx;
+    if (!emb) return bad_add(b->e, face) ? 1 : 0;
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 1024;
         if (cap > SIZE_MAX / (FV_EMBED_DIM * sizeof(float))) return 1;
@@ -252,6 +296,7 @@ static int build_from_store(fvs_index *ix, entry *e, char *err, size_t errlen) {
     tune(ix, e->s);
     batch b = {e, NULL, NULL, 0, 0};
     int rc = fvs_templates(ix->st, e->coll, 0, e->model, batch_row, &b, err, errlen);
+    if (!rc) bad_note(e, err, errlen);
     if (!rc) rc = fvsearch_add(e->s, b.n, b.ids, b.vecs, err, errlen);
     free(b.ids);
     free(b.vecs);
@@ -339,6 +384,10 @@ typedef struct one_ctx {
 
 static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb) {
     one_ctx *o = ctx;
+    if (!emb) {
+        o->failed = bad_add(o->e, face) != 0;
+        return o->failed;
+    }
     if (fvsearch_contains(o->e->s, face)) return 0;
     if (fvsearch_add(o->e->s, 1, &face, emb, o->err, o->errlen) ||
         meta_add(o->e, face, subject, name)) {
@@ -387,11 +436,13 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
         if (c->op > 0) {
             one_ctx o = {e, err, errlen, 0};
             rc = fvs_template_get(ix->st, e->coll, c->face, e->model, one_row, &o, err, errlen);
+            if (!rc) bad_note(e, err, errlen);
             if (o.failed) rc = -1;
         } else if (fvsearch_remove(e->s, c->face, err, errlen) < 0) {
             rc = -1;
         } else {
             meta_del(e, c->face);
+            bad_del(e, c->face);
         }
         if (!rc) {
             e->seq = c->seq;
@@ -559,7 +610,14 @@ static int each_entry(fvs_index *ix, int64_t coll, entry_fn fn, fvs_index_report
 }
 
 static int start_one(fvs_index *ix, entry *e, fvsearch_kind kind, char *err, size_t errlen) {
-    if (refresh(ix, e, kind, 1, err, errlen) == 0) return 0;
+    if (refresh(ix, e, kind, 1, err, errlen) == 0) {
+        if (e->nbad)
+            fprintf(stderr,
+                    "faceverifyd: collection %lld: %zu template%s not readable (%s): searches "
+                    "name them; faceverifyd purge-unreadable deletes them\n",
+                    (long long)e->coll, e->nbad, e->nbad == 1 ? "" : "s", e->bad_why);
+        return 0;
+    }
     /* Sealed templates without the right key: this collection answers 503
      * template_key_unavailable on its searches; the others are served. */
     if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) {
@@ -654,8 +712,19 @@ static json_t *rank_one(const ranked *order, size_t n, size_t total, float thres
  * 100) even when subjects have several templates each. */
 #define HEAD 256
 
+json_t *fvs_unreadable_warning(const int64_t *faces, size_t n, const char *why) {
+    json_t *ids = json_array();
+    for (size_t i = 0; i < n && i < FVS_UNREADABLE_IDS_MAX; i++)
+        json_array_append_new(ids, json_integer((json_int_t)faces[i]));
+    return json_pack("{s:s, s:s, s:I, s:o}", "code", "unreadable_templates", "message",
+                     why && *why ? why : FVS_TKEY_ERROR "stored templates do not decrypt", "count",
+                     (json_int_t)n, "face_ids", ids);
+}
+
 int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
-                     float threshold, int top_k, int k, json_t **out, char *err, size_t errlen) {
+                     float threshold, int top_k, int k, json_t **out, json_t **warning, char *err,
+                     size_t errlen) {
+    *warning = NULL;
     entry *e = get_entry(ix, coll->id, coll->model);
     if (!e) {
         snprintf(err, errlen, "out of memory");
@@ -671,6 +740,14 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
     }
     pthread_mutex_lock(&e->mu);
     int rc = refresh(ix, e, backend_of(ix, coll->index_backend), !ix->cfg.sync_notify, err, errlen);
+    if (!rc && e->nbad && fvsearch_count(e->s) == 0) {
+        /* Nothing readable at all (no key, or all under another key): no
+         * answer would mean anything. */
+        snprintf(err, errlen, "%s", e->bad_why[0] ? e->bad_why : FVS_TKEY_ERROR "unreadable");
+        rc = -1;
+    } else if (!rc && e->nbad) {
+        *warning = fvs_unreadable_warning(e->bad, e->nbad, e->bad_why);
+    }
     json_t *arr = json_array();
     for (size_t q = 0; !rc && q < nq; q++) {
         size_t nh = 0, n = 0;
@@ -690,6 +767,8 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
     free(order);
     if (rc) {
         json_decref(arr);
+        json_decref(*warning);
+        *warning = NULL;
         return -1;
     }
     *out = arr;

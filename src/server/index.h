@@ -85,8 +85,20 @@ const char *fvs_index_backend_in_force(const fvs_index *ix, const char *coll_bac
  * nearest template (id, name, distance, similarity, votes), at most top_k;
  * votes are counted among the k nearest templates within threshold, and
  * match is the subject with most votes (ties: the nearer), null when no
- * template lies within threshold.  Thread-safe. */
+ * template lies within threshold.  *warning: NULL, or (when some of the
+ * collection's templates do not open here: no key, another key, an
+ * altered row) an "unreadable_templates" warning object naming them, the
+ * caller's to free; the others are searched.  When none opens, -1 with
+ * the reason (starting with FVS_TKEY_ERROR) in err.  Thread-safe. */
 int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
-                     float threshold, int top_k, int k, json_t **out, char *err, size_t errlen);
+                     float threshold, int top_k, int k, json_t **out, json_t **warning, char *err,
+                     size_t errlen);
+
+/* Most face ids a warning names (its count says how many in all). */
+#define FVS_UNREADABLE_IDS_MAX 100
+/* The warning {"code": "unreadable_templates", "message": why, "count": n,
+ * "face_ids": [the first FVS_UNREADABLE_IDS_MAX of faces]}; NULL when out
+ * of memory. */
+json_t *fvs_unreadable_warning(const int64_t *faces, size_t n, const char *why);
 
 #endif

@@ -9,6 +9,8 @@
  *   faceverifyd audit [COLLECTION]         print the audit log (JSON lines)
  *   faceverifyd genkey                     a new template key (base64)
  *   faceverifyd encrypttemplates           seal plaintext templates with the key
+ *   faceverifyd purge-unreadable [NAME]    list and delete templates that do not
+ *                                          open with the key (--dry-run: list)
  *   faceverifyd rebuildindex [NAME]        rebuild search indexes from storage
  *   faceverifyd routes                     print the HTTP route table (JSON)
  *
@@ -184,6 +186,7 @@ typedef struct invocation {
     fvs_config cfg;
     fvs_index_config icfg;
     int if_missing;        /* createcollection --if-missing */
+    int dry_run;           /* purge-unreadable --dry-run */
     double threshold;      /* createcollection --threshold; 0: none */
     long long audit_limit; /* audit --limit */
     const char *model;     /* createcollection --model */
@@ -369,6 +372,49 @@ static int find_collection(void *ctx, const fvs_collection *c) {
     find_ctx *f = ctx;
     if (strcmp(c->name, f->name) == 0) f->id = c->id;
     return 0;
+}
+
+/* Lists (one JSON object a line: collection_id, subject_id, face_id) the
+ * templates of collection NAME (or of all) that do not open with
+ * FACEVERIFY_TEMPLATE_KEY (lost or replaced key, altered rows) and,
+ * unless --dry-run, deletes them, each delete in the collection's audit
+ * log as face.purge_unreadable.  The readable ones are never touched. */
+static int cmd_purge_unreadable(const invocation *inv, fvs_store *st) {
+    if (need_schema(st)) return 1;
+    char err[512], why[256] = "";
+    find_ctx f = {inv->name, 0};
+    if (inv->name && fvs_collection_each(st, find_collection, &f, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: %s\n", err);
+        return 1;
+    }
+    if (inv->name && !f.id) {
+        fprintf(stderr, "faceverifyd: no such collection\n");
+        return 1;
+    }
+    fvs_bad_template *bad = NULL;
+    size_t n = 0;
+    if (fvs_store_unreadable(st, f.id, !inv->dry_run, &bad, &n, why, sizeof why, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: purge-unreadable: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        printf("{\"collection_id\":%lld,\"subject_id\":%lld,\"face_id\":%lld}\n",
+               (long long)bad[i].coll, (long long)bad[i].subject, (long long)bad[i].face);
+        if (inv->dry_run) continue;
+        /* No key prefix: the operator, not a key holder, did it. */
+        fvs_audit_entry e = {
+            bad[i].coll, NULL, "face.purge_unreadable", bad[i].subject, bad[i].face, NULL, 200,
+            "ok",        NULL};
+        if (fvs_audit_write(st, &e, err, sizeof err)) {
+            fprintf(stderr, "faceverifyd: audit log: %s\n", err);
+            rc = 1;
+        }
+    }
+    printf("faceverifyd: %zu unreadable template%s %s%s%s\n", n, n == 1 ? "" : "s",
+           inv->dry_run ? "found" : "deleted", n ? ": " : "", n ? why : "");
+    free(bad);
+    return rc;
 }
 
 static void report_rebuilt(void *ctx, const fvs_collection *c, const char *backend) {
@@ -558,6 +604,10 @@ static const command COMMANDS[] = {
     {"encrypttemplates", 1, cmd_encrypt,
      "  encrypttemplates         seal every plaintext template with\n"
      "                           FACEVERIFY_TEMPLATE_KEY\n"},
+    {"purge-unreadable", 1, cmd_purge_unreadable,
+     "  purge-unreadable [NAME]  list and delete the templates of collection NAME (or\n"
+     "                           of all) that do not open with FACEVERIFY_TEMPLATE_KEY,\n"
+     "                           audited (--dry-run: only list them)\n"},
     {"audit", 1, cmd_audit,
      "  audit [COLLECTION]       print the audit log, newest first, one JSON object a\n"
      "                           line (--limit N, default 100)\n"},
@@ -617,6 +667,10 @@ static int read_args(int argc, char **argv, invocation *inv, const char *val[OPT
         }
         if (strcmp(a, "--if-missing") == 0) {
             inv->if_missing = 1;
+            continue;
+        }
+        if (strcmp(a, "--dry-run") == 0) {
+            inv->dry_run = 1;
             continue;
         }
         if (strcmp(a, CONFIG[OPT_DEMO].flag) == 0) {

@@ -411,6 +411,16 @@ static void h_verify_embeddings(fvs_req *r, fvs_resp *out) {
                         r->coll.model));
 }
 
+/* Adds warning (taken; NULL: none) to answer o as "warnings": [warning]
+ * and returns o (NULL when o is: fvs_reply then answers 500). */
+static json_t *add_warning(json_t *o, json_t *warning) {
+    if (o && warning)
+        json_object_set_new(o, "warnings", json_pack("[o]", warning));
+    else
+        json_decref(warning);
+    return o;
+}
+
 static int search_params(fvs_req *r, float *t, int *top_k, int *k, fvs_resp *out) {
     *top_k = 5;
     *k = 3;
@@ -487,10 +497,10 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         fvs_status_error(out, st, err);
         return;
     }
-    json_t *results = NULL;
+    json_t *results = NULL, *warning = NULL;
     double t3 = now_ms();
-    int rc =
-        fvs_index_search(r->srv->index, &r->coll, emb, n, t, top_k, k, &results, err, sizeof err);
+    int rc = fvs_index_search(r->srv->index, &r->coll, emb, n, t, top_k, k, &results, &warning, err,
+                              sizeof err);
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
@@ -507,10 +517,12 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     }
     json_decref(chip_urls);
     fvs_reply(out, 200,
-              json_pack("{s:o, s:I, s:f, s:i, s:i, s:s, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
-                        results, "count", (json_int_t)n, "threshold", (double)t, "k", k, "top_k",
-                        top_k, "model", r->coll.model, "timings_ms", "decode", dec, "detect", det,
-                        "embed", emb_ms, "search", search_ms, "total", now_ms() - t0));
+              add_warning(json_pack("{s:o, s:I, s:f, s:i, s:i, s:s, s:{s:f, s:f, s:f, s:f, s:f}}",
+                                    "faces", results, "count", (json_int_t)n, "threshold",
+                                    (double)t, "k", k, "top_k", top_k, "model", r->coll.model,
+                                    "timings_ms", "decode", dec, "detect", det, "embed", emb_ms,
+                                    "search", search_ms, "total", now_ms() - t0),
+                          warning));
 }
 
 static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
@@ -542,18 +554,19 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
             return;
         }
     }
-    json_t *results = NULL;
+    json_t *results = NULL, *warning = NULL;
     char err[256];
-    int rc =
-        fvs_index_search(r->srv->index, &r->coll, q, n, t, top_k, k, &results, err, sizeof err);
+    int rc = fvs_index_search(r->srv->index, &r->coll, q, n, t, top_k, k, &results, &warning, err,
+                              sizeof err);
     free(q);
     if (rc) {
         db_error(out, err);
         return;
     }
     fvs_reply(out, 200,
-              json_pack("{s:o, s:f, s:i, s:i, s:s}", "results", results, "threshold", (double)t,
-                        "k", k, "top_k", top_k, "model", r->coll.model));
+              add_warning(json_pack("{s:o, s:f, s:i, s:i, s:s}", "results", results, "threshold",
+                                    (double)t, "k", k, "top_k", top_k, "model", r->coll.model),
+                          warning));
 }
 
 /* Subject metadata is the caller's small JSON object, stored and echoed
@@ -821,6 +834,8 @@ typedef struct best_ctx {
     float best;
     int64_t best_face;
     int n;
+    int64_t bad[FVS_UNREADABLE_IDS_MAX]; /* templates that did not open */
+    size_t nbad;
 } best_ctx;
 
 static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
@@ -828,6 +843,11 @@ static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *
     (void)subject_id;
     (void)name;
     best_ctx *b = ctx;
+    if (!emb) { /* named in the answer's warning; the count goes on */
+        if (b->nbad < FVS_UNREADABLE_IDS_MAX) b->bad[b->nbad] = face_id;
+        b->nbad++;
+        return 0;
+    }
     float d = fv_distance(b->probe, emb);
     if (b->n == 0 || d < b->best) {
         b->best = d;
@@ -850,14 +870,22 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
         json_decref(subj);
         return;
     }
-    best_ctx b = {fr.embedding, 0, 0, 0};
-    char err[256];
+    best_ctx b;
+    memset(&b, 0, sizeof b);
+    b.probe = fr.embedding;
+    char err[256], why[256] = "";
     /* Only templates of the collection's model are compared. */
     int64_t total = 0, stale = 0;
-    if (fvs_templates(r->srv->store, r->coll.id, sid, r->coll.model, best_row, &b, err,
-                      sizeof err) ||
-        (b.n == 0 && fvs_template_counts(r->srv->store, r->coll.id, sid, r->coll.model, &total,
-                                         &stale, err, sizeof err))) {
+    int rc =
+        fvs_templates(r->srv->store, r->coll.id, sid, r->coll.model, best_row, &b, err, sizeof err);
+    if (!rc) snprintf(why, sizeof why, "%s", err);
+    if (!rc && b.n == 0 && b.nbad > 0) {
+        /* None of the subject's templates opens: nothing to decide on. */
+        snprintf(err, sizeof err, "%s", why);
+        rc = -1;
+    }
+    if (rc || (b.n == 0 && fvs_template_counts(r->srv->store, r->coll.id, sid, r->coll.model,
+                                               &total, &stale, err, sizeof err))) {
         json_decref(subj);
         db_error(out, err);
         return;
@@ -876,13 +904,13 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
     json_t *s = json_pack("{s:O, s:O}", "id", json_object_get(subj, "id"), "name",
                           json_object_get(subj, "name"));
     json_decref(subj);
-    fvs_reply(out, 200,
-              json_pack("{s:b, s:f, s:f, s:f, s:o, s:I, s:i, s:s, s:o, s:s, s:o}", "verified",
-                        b.best <= t, "distance", (double)b.best, "threshold", (double)t,
-                        "similarity", (double)fv_similarity(b.best, t), "subject", s,
-                        "matched_face_id", (json_int_t)b.best_face, "templates_compared", b.n,
-                        "method", "best_match", "face", used_face_json(&fr), "model", r->coll.model,
-                        "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0)));
+    json_t *o = json_pack(
+        "{s:b, s:f, s:f, s:f, s:o, s:I, s:i, s:s, s:o, s:s, s:o}", "verified", b.best <= t,
+        "distance", (double)b.best, "threshold", (double)t, "similarity",
+        (double)fv_similarity(b.best, t), "subject", s, "matched_face_id", (json_int_t)b.best_face,
+        "templates_compared", b.n, "method", "best_match", "face", used_face_json(&fr), "model",
+        r->coll.model, "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0));
+    fvs_reply(out, 200, add_warning(o, b.nbad ? fvs_unreadable_warning(b.bad, b.nbad, why) : NULL));
 }
 
 /* The calling key's collection: its model and whether this server has it

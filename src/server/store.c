@@ -721,17 +721,18 @@ static int template_row(void *ctx, const fvs_val *c, int n) {
     if (c[3].type != FVS_BLOB) return 0;
     float emb[FV_EMBED_DIM];
     /* A stored blob of the wrong size is skipped, never read past; one
-     * that does not decrypt stops the whole read: no partial gallery. */
+     * that does not decrypt is named to the caller (embedding NULL), which
+     * serves the rest and says which could not be read. */
     int rc = fvs_template_open(t->key, c[4].i, c[1].i, c[3].b, c[3].n, emb, t->err, sizeof t->err);
     if (rc > 0) return 0;
-    if (rc < 0) return 1;
-    return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", emb);
+    return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", rc < 0 ? NULL : emb);
 }
 
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                   fvs_template_fn fn, void *ctx, char *err, size_t errlen) {
     tmpl_ctx t = {fn, ctx, NULL, ""};
     fvs_val p[3] = {fvs_int(coll), fvs_text(model), fvs_int(subject)};
+    if (errlen) err[0] = 0;
     pthread_mutex_lock(&st->mu);
     t.key = st->has_tkey ? st->tkey : NULL;
     int rc = fvs_db_query(st->db,
@@ -739,7 +740,7 @@ int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *mode
                                       : TEMPLATE_SELECT "ORDER BY f.id",
                           p, subject > 0 ? 3 : 2, template_row, &t, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
-    if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
+    if (!rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
     return rc;
 }
 
@@ -805,6 +806,81 @@ int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t 
     sodium_memzero(b, sizeof *b);
     free(b);
     return rc ? -1 : 0;
+}
+
+/* Unreadable templates found by fvs_store_unreadable, in id order. */
+typedef struct bad_list {
+    const unsigned char *key;
+    fvs_bad_template *b;
+    size_t n, cap;
+    int oom;
+    char why[200];
+} bad_list;
+
+/* Row: id, collection_id, subject_id, embedding. */
+static int bad_row(void *ctx, const fvs_val *c, int n) {
+    bad_list *l = ctx;
+    if (n < 4 || c[3].type != FVS_BLOB) return 0;
+    float emb[FV_EMBED_DIM];
+    char why[200] = "";
+    if (fvs_template_open(l->key, c[1].i, c[2].i, c[3].b, c[3].n, emb, why, sizeof why) >= 0) {
+        sodium_memzero(emb, sizeof emb);
+        return 0;
+    }
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        fvs_bad_template *b = realloc(l->b, cap * sizeof *b);
+        if (!b) {
+            l->oom = 1;
+            return 1;
+        }
+        l->b = b;
+        l->cap = cap;
+    }
+    l->b[l->n++] = (fvs_bad_template){c[1].i, c[2].i, c[0].i};
+    snprintf(l->why, sizeof l->why, "%s", why);
+    return 0;
+}
+
+int fvs_store_unreadable(fvs_store *st, int64_t coll, int purge, fvs_bad_template **out, size_t *n,
+                         char *why, size_t whylen, char *err, size_t errlen) {
+    bad_list l = {NULL, NULL, 0, 0, 0, ""};
+    fvs_val p[2] = {fvs_int(coll), fvs_int(coll)};
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    l.key = st->has_tkey ? st->tkey : NULL;
+    int rc =
+        fvs_db_query(st->db,
+                     "SELECT id, collection_id, subject_id, embedding FROM faces WHERE (? <= 0 "
+                     "OR collection_id = ?) ORDER BY id",
+                     p, 2, bad_row, &l, NULL, err, errlen);
+    if (rc && l.oom) snprintf(err, errlen, "out of memory");
+    /* One transaction per template: each delete is logged for the index
+     * and moves its collection's version, as a DELETE through the API. */
+    for (size_t i = 0; !rc && purge && i < l.n; i++) {
+        const fvs_bad_template *b = &l.b[i];
+        fvs_val q[2] = {fvs_int(b->coll), fvs_int(b->face)};
+        int64_t changes = 0;
+        rc = begin(st, err, errlen);
+        if (!rc)
+            rc = fvs_db_query(st->db, "DELETE FROM faces WHERE collection_id = ? AND id = ?", q, 2,
+                              NULL, NULL, &changes, err, errlen);
+        if (!rc && changes) rc = log_change(st, b->coll, b->face, -1, err, errlen);
+        if (!rc && changes) rc = bump_version(st, b->coll, err, errlen);
+        if (!rc) rc = commit(st, err, errlen);
+        if (rc) rollback(st);
+    }
+    if (!rc && purge && l.n) scrub_deleted(st);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        free(l.b);
+        return -1;
+    }
+    if (why && whylen) snprintf(why, whylen, "%s", l.why);
+    *out = l.b;
+    *n = l.n;
+    return 0;
 }
 
 /* ------------------------------------------------------------ audit log */
@@ -886,12 +962,13 @@ int fvs_template_get(fvs_store *st, int64_t coll, int64_t face, const char *mode
                      fvs_template_fn fn, void *ctx, char *err, size_t errlen) {
     tmpl_ctx t = {fn, ctx, NULL, ""};
     fvs_val p[3] = {fvs_int(coll), fvs_text(model), fvs_int(face)};
+    if (errlen) err[0] = 0;
     pthread_mutex_lock(&st->mu);
     t.key = st->has_tkey ? st->tkey : NULL;
     int rc = fvs_db_query(st->db, TEMPLATE_SELECT "AND f.id = ?", p, 3, template_row, &t, NULL, err,
                           errlen);
     pthread_mutex_unlock(&st->mu);
-    if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
+    if (!rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
     return rc;
 }
 

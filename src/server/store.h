@@ -118,12 +118,27 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
 
 /* Calls fn for every template of the collection made by model (subject <=
  * 0: all subjects).  name is valid during the call only.  A sealed template
- * that cannot be opened (no key, wrong key, altered row) fails the whole
- * call with a message starting with FVS_TKEY_ERROR. */
+ * that cannot be opened (no key, wrong key, altered row) is passed with
+ * embedding NULL, so that the caller serves the others and names it; the
+ * call then returns 0 with why in err (a message starting with
+ * FVS_TKEY_ERROR; err is "" when every template opened). */
 typedef int (*fvs_template_fn)(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
                                const float *embedding);
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                   fvs_template_fn fn, void *ctx, char *err, size_t errlen);
+
+/* A stored template that does not open with the store's template key. */
+typedef struct fvs_bad_template {
+    int64_t coll, subject, face;
+} fvs_bad_template;
+/* Finds every sealed template of collection coll (<= 0: of all) that does
+ * not open (no key, another key, an altered or moved row): *out (free()
+ * it; NULL when none) and *n, in face id order, and why (the last reason,
+ * may be NULL).  With purge, deletes each in its own transaction, logged
+ * for the search index and moving the collection's version, and then
+ * scrubs the SQLite WAL as a DELETE through the API does. */
+int fvs_store_unreadable(fvs_store *st, int64_t coll, int purge, fvs_bad_template **out, size_t *n,
+                         char *why, size_t whylen, char *err, size_t errlen);
 
 /* The audit log: who (collection, key prefix) did what (action) to which
  * ids, when, in which request, and how it ended.  Never images, templates
@@ -151,7 +166,9 @@ int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t l
  * payload is the collection id. */
 #define FVS_CHANGES_CHANNEL "faceverify_faces"
 
-/* The one template with this face id (fn not called when it is gone). */
+/* The one template with this face id (fn not called when it is gone;
+ * embedding NULL and why in err when it cannot be opened, as for
+ * fvs_templates). */
 int fvs_template_get(fvs_store *st, int64_t coll, int64_t face, const char *model,
                      fvs_template_fn fn, void *ctx, char *err, size_t errlen);
 /* Face changes of a collection after seq, in order: op +1 added, -1

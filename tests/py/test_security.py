@@ -417,22 +417,32 @@ def test_templates_encrypted_at_rest(db):
         finally:
             assert srv.stop() == 0
 
-    # A sealed row moved to another subject does not open, even with the key.
+    # A sealed row moved to another subject does not open, even with the
+    # key: it is named, never matched; the collection's other rows are
+    # served (issue 16 point 13).
     sql(db, f"UPDATE faces SET subject_id = {sid_sealed} WHERE id = {fid_plain}")
     srv = Server(db.db_url, env=keyed)
     try:
         r = srv.request("POST", "/api/v1/identify", db.a, files=image())
-        body = check(r, "POST", "/api/v1/identify", 503)
-        assert body["error"]["code"] == "template_key_unavailable"
-        assert "altered or moved" in body["error"]["message"]
+        body = check(r, "POST", "/api/v1/identify", 200)
+        (w,) = body["warnings"]
+        assert w["code"] == "unreadable_templates" and w["face_ids"] == [fid_plain]
+        assert "altered or moved" in w["message"]
+        assert body["faces"][0]["candidates"][0]["id"] == sid_sealed
+        assert body["faces"][0]["templates"] == 1
     finally:
         assert srv.stop() == 0
 
 
+def vector(seed):
+    """A made-up 128-d embedding."""
+    return [((seed * 7919 + i * 104729) % 1000) / 1000.0 - 0.5 for i in range(128)]
+
+
 def enroll_vector(srv, key, sid, seed):
-    """Enrols a made-up embedding (no neural network); the raw answer."""
-    v = [((seed * 7919 + i * 104729) % 1000) / 1000.0 - 0.5 for i in range(128)]
-    return srv.request("POST", f"/api/v1/subjects/{sid}/faces", key, json={"embedding": v})
+    """Enrols vector(seed) (no neural network); the raw answer."""
+    return srv.request("POST", f"/api/v1/subjects/{sid}/faces", key,
+                       json={"embedding": vector(seed)})
 
 
 def test_keyless_server_refuses_plaintext_into_sealed_collection(db):
@@ -463,6 +473,73 @@ def test_keyless_server_refuses_plaintext_into_sealed_collection(db):
         assert len(blobs(db)[fid_b]) == 512
     finally:
         assert srv.stop() == 0
+
+
+def test_unreadable_templates_named_and_purged(db):
+    """Issue 16 point 13: templates sealed under another key no longer
+    block the collection: identify and subject verify serve the readable
+    ones and name the others in "warnings"; a subject with none readable
+    is 503 template_key_unavailable; `faceverifyd purge-unreadable` lists
+    (--dry-run) and deletes them, audited, and the warning goes away in the
+    running server."""
+    k1 = {"FACEVERIFY_TEMPLATE_KEY": daemon_cmd("genkey", db_url=db.db_url).stdout.strip()}
+    k2 = {"FACEVERIFY_TEMPLATE_KEY": daemon_cmd("genkey", db_url=db.db_url).stdout.strip()}
+    srv = Server(db.db_url, env=k1)  # the key that is later lost
+    try:
+        sid_old, fid_old = enroll(srv, db.a, "old")
+        r = srv.request("POST", "/api/v1/subjects", db.a, json={"name": "mixed"})
+        sid_mixed = check(r, "POST", "/api/v1/subjects", 201)["id"]
+        r = srv.request("POST", f"/api/v1/subjects/{sid_mixed}/faces", db.a,
+                        files=image("openface/clapton-1.jpg"))
+        fid_mixed_old = check(r, "POST", "/api/v1/subjects/1/faces", 201)["id"]
+    finally:
+        assert srv.stop() == 0
+    lost = sorted([fid_old, fid_mixed_old])
+    srv = Server(db.db_url, env=k2)  # a new key; the old templates stay
+    try:
+        r = srv.request("POST", f"/api/v1/subjects/{sid_mixed}/faces", db.a,
+                        files=image("openface/clapton-2.jpg"))
+        check(r, "POST", "/api/v1/subjects/1/faces", 201)
+        r = srv.request("POST", "/api/v1/subjects", db.a, json={"name": "new"})
+        sid_new = check(r, "POST", "/api/v1/subjects", 201)["id"]
+        fid_new = check(enroll_vector(srv, db.a, sid_new, 7), "POST",
+                        "/api/v1/subjects/1/faces", 201)["id"]
+        probe = vector(7)
+        r = srv.request("POST", "/api/v1/identify/embeddings", db.a, json={"embedding": probe})
+        body = check(r, "POST", "/api/v1/identify/embeddings", 200)
+        assert body["results"][0]["match"]["id"] == sid_new
+        (w,) = body["warnings"]
+        assert w["code"] == "unreadable_templates" and w["count"] == 2 and w["face_ids"] == lost
+        r = srv.request("POST", "/api/v1/identify", db.a, files=image())
+        body = check(r, "POST", "/api/v1/identify", 200)
+        assert body["faces"][0]["match"]["id"] == sid_mixed
+        assert body["warnings"][0]["face_ids"] == lost
+        r = srv.request("POST", f"/api/v1/subjects/{sid_mixed}/verify", db.a, files=image())
+        body = check(r, "POST", "/api/v1/subjects/1/verify", 200)
+        assert body["verified"] is True and body["templates_compared"] == 1
+        assert body["warnings"][0]["face_ids"] == [fid_mixed_old]
+        r = srv.request("POST", f"/api/v1/subjects/{sid_old}/verify", db.a, files=image())
+        assert check(r, "POST", "/api/v1/subjects/1/verify", 503)["error"]["code"] == \
+            "template_key_unavailable"
+
+        p = daemon_cmd("purge-unreadable", "alpha", "--dry-run", db_url=db.db_url, env=k2)
+        listed = [json.loads(x)["face_id"] for x in p.stdout.splitlines() if x.startswith("{")]
+        assert listed == lost and "2 unreadable templates found" in p.stdout, p.stdout
+        assert set(lost) <= set(blobs(db))
+        p = daemon_cmd("purge-unreadable", "alpha", db_url=db.db_url, env=k2)
+        assert "2 unreadable templates deleted" in p.stdout, p.stdout
+        assert not set(lost) & set(blobs(db)) and fid_new in blobs(db)
+        r = srv.request("POST", "/api/v1/identify/embeddings", db.a, json={"embedding": probe})
+        body = check(r, "POST", "/api/v1/identify/embeddings", 200)
+        assert "warnings" not in body and body["results"][0]["templates"] == 2
+        r = srv.request("GET", "/api/v1/audit?limit=50", db.a)
+        purged = [e for e in check(r, "GET", "/api/v1/audit", 200)["results"]
+                  if e["action"] == "face.purge_unreadable"]
+        assert sorted(e["face_id"] for e in purged) == lost
+    finally:
+        assert srv.stop() == 0
+    p = daemon_cmd("purge-unreadable", db_url=db.db_url, env=k2)
+    assert "0 unreadable templates deleted" in p.stdout, p.stdout
 
 
 # ------------------------------------------------------------ privileges

@@ -46,18 +46,38 @@ static const char PAGE_CSP[] =
     "media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'";
 
+/* The demo collection's stored key prefix starts with this marker, which
+ * no API key's prefix can ("fvk_" + base64url, auth.c): it tells a
+ * collection demo mode made from one a key holder made and named "demo",
+ * which demo mode must not take over (its key would stop working and the
+ * keyless page would show its subjects). */
+#define DEMO_PREFIX_MARK "demo:"
+
 int fvs_demo_init(fvs_server *srv, char *err, size_t errlen) {
-    char key[FVS_KEY_MAX], prefix[FVS_KEY_PREFIX_LEN + 1];
+    char key[FVS_KEY_MAX], prefix[FVS_KEY_PREFIX_LEN + 1], have[64] = "";
     unsigned char hash[FVS_KEY_HASH_BYTES];
     if (fvs_key_generate(key, prefix, hash)) {
         snprintf(err, errlen, "cannot generate a key");
         return -1;
     }
+    _Static_assert(sizeof DEMO_PREFIX_MARK - 1 < FVS_KEY_PREFIX_LEN, "room for the mark");
+    memcpy(prefix, DEMO_PREFIX_MARK, sizeof DEMO_PREFIX_MARK - 1);
     int64_t id = 0;
     fvs_collection c = {0};
     snprintf(c.name, sizeof c.name, "%s", DEMO_COLLECTION);
     int rc = fvs_collection_create(srv->store, &c, prefix, hash, &id, err, errlen);
-    if (rc > 0) /* exists: replace its key, so that only this process reaches it */
+    if (rc > 0)
+        rc = fvs_collection_key_prefix(srv->store, DEMO_COLLECTION, have, sizeof have, err, errlen);
+    if (rc == 0 && have[0] && strncmp(have, DEMO_PREFIX_MARK, sizeof DEMO_PREFIX_MARK - 1) != 0) {
+        sodium_memzero(key, sizeof key);
+        snprintf(err, errlen,
+                 "a collection named '%s' exists that demo mode did not make: demo mode would "
+                 "take it over (its API key would stop working and the keyless page would show "
+                 "its subjects). Serve without --demo, or use another database",
+                 DEMO_COLLECTION);
+        return -1;
+    }
+    if (rc == 0 && have[0]) /* demo mode's own: a new key, so that only this process reaches it */
         rc = fvs_collection_set_key(srv->store, DEMO_COLLECTION, prefix, hash, err, errlen);
     if (rc == 0) rc = fvs_collection_by_key(srv->store, prefix, hash, &srv->demo_coll, err, errlen);
     sodium_memzero(key, sizeof key);

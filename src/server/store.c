@@ -397,6 +397,33 @@ int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_pref
     return changes ? 0 : 1;
 }
 
+typedef struct text_out {
+    char *buf;
+    size_t len;
+    int found;
+} text_out;
+
+static int text_row(void *ctx, const fvs_val *c, int n) {
+    text_out *t = ctx;
+    if (n < 1) return 1;
+    snprintf(t->buf, t->len, "%s", c[0].type == FVS_TEXT && c[0].s ? c[0].s : "");
+    t->found = 1;
+    return 0;
+}
+
+int fvs_collection_key_prefix(fvs_store *st, const char *name, char *buf, size_t len, char *err,
+                              size_t errlen) {
+    fvs_val p[1] = {fvs_text(name)};
+    text_out t = {buf, len, 0};
+    if (len) buf[0] = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db, "SELECT key_prefix FROM collections WHERE name = ?", p, 1,
+                          text_row, &t, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return t.found ? 0 : 1;
+}
+
 /* Fills *out from the columns id, name, threshold, model, index_backend. */
 static void collection_from_row(fvs_collection *out, fvs_val id, fvs_val name, fvs_val threshold,
                                 fvs_val model, fvs_val backend) {

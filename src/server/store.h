@@ -84,6 +84,10 @@ int fvs_template_counts(fvs_store *st, int64_t coll, int64_t subject, const char
 /* 1 when no such collection. */
 int fvs_collection_set_key(fvs_store *st, const char *name, const char *key_prefix,
                            const unsigned char *key_hash, char *err, size_t errlen);
+/* The stored key prefix of collection name into buf.  1 when no such
+ * collection. */
+int fvs_collection_key_prefix(fvs_store *st, const char *name, char *buf, size_t len, char *err,
+                              size_t errlen);
 /* Finds the collection whose key has this prefix and hash (the hash is
  * compared in constant time).  1 when none matches. */
 int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned char *key_hash,

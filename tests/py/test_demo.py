@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from conftest import BUILD, DATA, need
-from fvserver import Server, daemon_cmd, new_db_url
+from fvserver import Server, create_collection, daemon_cmd, free_port, new_db_url
 
 CHROMIUM = os.environ.get("FACEVERIFY_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("FACEVERIFY_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -414,3 +414,33 @@ def test_demo_off_by_default(tmp_path, monkeypatch):
         assert srv.stop() == 0
     # No demo collection was made: the name is still free.
     daemon_cmd("createcollection", "demo", db_url=url)
+
+
+def test_demo_refuses_a_key_holders_demo_collection(tmp_path):
+    """Issue 16 point 10: demo mode never takes over a collection named
+    "demo" that a key holder made: serve --demo exits 1 with a message and
+    that collection's key keeps working; a collection demo mode made itself
+    is reused across restarts (with a new hidden key each time)."""
+    url = new_db_url("sqlite", tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    key = create_collection(url, "demo")
+    p = daemon_cmd("serve", "--listen", f"127.0.0.1:{free_port()}", db_url=url, check=False,
+                   env={"FACEVERIFY_DEMO": "1"}, timeout=60)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "demo mode did not make" in p.stderr, p.stderr
+    srv = Server(url)
+    try:
+        r = srv.request("GET", "/api/v1/subjects", key)
+        assert r.status_code == 200, r.text
+    finally:
+        assert srv.stop() == 0
+
+    url2 = new_db_url("sqlite", tmp_path)
+    daemon_cmd("migrate", db_url=url2)
+    for _ in range(2):  # made by demo mode, then found again
+        srv = Server(url2, env={"FACEVERIFY_DEMO": "1"})
+        try:
+            assert "collection 'demo'" in srv.output()
+            assert requests.get(srv.url("/api/v1/health"), timeout=30).status_code in (200, 503)
+        finally:
+            assert srv.stop() == 0

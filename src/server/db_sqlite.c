@@ -6,10 +6,12 @@
  * waits for the writer instead of failing.  Statements are prepared per
  * call: the server's cost is in the network, not in SQL parsing.
  */
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "server/db.h"
 
@@ -135,6 +137,14 @@ fvs_db *fvs_sqlite_open(const char *path, char *err, size_t errlen) {
     }
     s->base.ops = &sqlite_ops;
     s->base.dialect = FVS_SQLITE;
+    /* A new database file is made 0600 here, whichever command opens it
+     * first, not with SQLite's 0644 (less the umask): it holds templates
+     * and key hashes.  SQLite gives its -wal and -shm files the main
+     * file's mode. */
+    if (path[0] && strcmp(path, ":memory:") != 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0) close(fd);
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
     if (sqlite3_open_v2(path, &s->h, flags, NULL) != SQLITE_OK) {
         set_err(err, errlen, path, s->h);

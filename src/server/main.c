@@ -739,7 +739,7 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_THRESHOLD]) {
         char *end = NULL;
         inv->threshold = strtod(val[OPT_THRESHOLD], &end);
-        if (*end || !(inv->threshold > 0 && inv->threshold < 4)) goto bad;
+        if (*end || !(inv->threshold > 0 && inv->threshold <= FVS_THRESHOLD_MAX)) goto bad;
     }
     if (val[OPT_DEMO]) {
         if (strcmp(val[OPT_DEMO], "1") && strcmp(val[OPT_DEMO], "0")) goto bad;

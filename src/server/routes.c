@@ -148,10 +148,13 @@ static int check_model_field(fvs_req *r, fvs_resp *out) {
     return -1;
 }
 
-/* The threshold in force: request > collection override > model > engine. */
+/* The threshold in force: request > collection override > model > engine.
+ * A request's is in (0, FVS_THRESHOLD_MAX]: the ResNet's embeddings have
+ * norm about 1.4 (measured) and trained models' are unit vectors, so past
+ * 2 every face matches every other and the "decision" means nothing. */
 static int get_threshold(fvs_req *r, float *t, fvs_resp *out) {
     double d = coll_threshold(r);
-    if (fvs_req_number(r, "threshold", 1e-6, 4.0, &d, out)) return -1;
+    if (fvs_req_number(r, "threshold", 1e-6, FVS_THRESHOLD_MAX, &d, out)) return -1;
     *t = (float)d;
     return 0;
 }
@@ -333,11 +336,14 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
         if (chips) add_chip(fj, r->srv->engine, img, &faces[i], NULL);
         json_array_append_new(arr, fj);
     }
+    /* count is every face found; faces holds the MAX_FACES largest, and
+     * truncated says when that left some out. */
     fvs_reply(out, 200,
-              json_pack("{s:o, s:I, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f}}", "faces", arr, "count",
-                        (json_int_t)n, "image", "width", img->width, "height", img->height,
-                        "detector", fv_detector_name(opt.detector), "timings_ms", "decode", dec,
-                        "detect", det, "total", now_ms() - t0));
+              json_pack("{s:o, s:I, s:b, s:i, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f}}", "faces", arr,
+                        "count", (json_int_t)n, "truncated", n > MAX_FACES, "max_faces", MAX_FACES,
+                        "image", "width", img->width, "height", img->height, "detector",
+                        fv_detector_name(opt.detector), "timings_ms", "decode", dec, "detect", det,
+                        "total", now_ms() - t0));
     fv_image_destroy(img);
 }
 

@@ -48,6 +48,10 @@ int fvs_store_migrate(fvs_store *st, int *applied, char *err, size_t errlen);
 int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errlen);
 int fvs_store_latest_version(void);
 
+/* Largest decision threshold (Euclidean distance) a request or a
+ * collection may set (routes.c, createcollection --threshold). */
+#define FVS_THRESHOLD_MAX 2.0
+
 /* Longest model id kept (faces.model, collections.model). */
 #define FVS_MODEL_ID_MAX 63
 

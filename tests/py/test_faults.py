@@ -465,7 +465,7 @@ def test_isolation_matrix(db):
         assert r.json()["faces"][0]["candidates"] == [] and r.json()["faces"][0]["match"] is None
         stored = list(struct.unpack("<128f", blobs(db)[fid]))
         r = srv.request("POST", "/api/v1/identify/embeddings", b,
-                        json={"embedding": stored, "threshold": 3.9})
+                        json={"embedding": stored, "threshold": 2.0})
         assert r.json()["results"][0]["candidates"] == []
         audit_b = srv.request("GET", "/api/v1/audit?limit=1000", b).json()["results"]
         assert {e["collection"] for e in audit_b} == {"beta"}

@@ -221,7 +221,7 @@ def test_audit_log_records_actions_without_biometrics(db):
         ident_rid = r.headers["X-Request-Id"]
         q = [0.0123456 + i * 1e-4 for i in range(128)]
         r = srv.request("POST", "/api/v1/identify/embeddings", a,
-                        json={"embedding": q, "threshold": 3.9})
+                        json={"embedding": q, "threshold": 2.0})
         assert r.status_code == 200
         r = srv.request("POST", f"/api/v1/subjects/{sid}/verify", a, files=image())
         assert check(r, "POST", "/api/v1/subjects/1/verify", 200)["verified"] is True
@@ -540,6 +540,32 @@ def test_unreadable_templates_named_and_purged(db):
         assert srv.stop() == 0
     p = daemon_cmd("purge-unreadable", db_url=db.db_url, env=k2)
     assert "0 unreadable templates deleted" in p.stdout, p.stdout
+
+
+def test_new_sqlite_database_files_are_0600(tmp_path):
+    """Issue 16 point 11: whichever command creates the SQLite file (not
+    only migrate), it is mode 0600, and so are its -wal and -shm files
+    while the server runs, whatever the umask."""
+    import os
+    import stat
+
+    path = tmp_path / "fresh.db"
+    url = f"sqlite://{path}"
+    p = daemon_cmd("createcollection", "x", db_url=url, check=False)  # before migrate
+    assert p.returncode != 0 and path.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    daemon_cmd("migrate", db_url=url)
+    key = create_collection(url, "alpha")
+    srv = Server(url)
+    try:
+        r = srv.request("POST", "/api/v1/subjects", key, json={"name": "n"})
+        check(r, "POST", "/api/v1/subjects", 201)
+        files = sorted(tmp_path.glob("fresh.db*"))
+        assert {f.name for f in files} >= {"fresh.db", "fresh.db-wal", "fresh.db-shm"}
+        for f in files:
+            assert stat.S_IMODE(os.stat(f).st_mode) == 0o600, f
+    finally:
+        assert srv.stop() == 0
 
 
 # ------------------------------------------------------------ privileges

@@ -225,6 +225,21 @@ def test_validation_errors(env):
     r = s.request("POST", "/api/v1/identify/embeddings", env.a,
                   json={"embedding": [0.0] * 128, "threshold": "abc"})
     check(r, "POST", "/api/v1/identify/embeddings", 400)
+    # Issue 16 point 11: a threshold is a distance in (0, 2], in the body
+    # and in the query string alike.
+    for path, kw in (("/api/v1/identify/embeddings", {"json": {"embedding": [0.0] * 128,
+                                                                "threshold": 2.5}}),
+                     ("/api/v1/identify/embeddings?threshold=4.0",
+                      {"json": {"embedding": [0.0] * 128}}),
+                     ("/api/v1/verify/embeddings?threshold=3",
+                      {"json": {"embedding_a": [0.0] * 128, "embedding_b": [0.0] * 128}})):
+        r = s.request("POST", path, env.a, **kw)
+        body = check(r, "POST", path.split("?")[0], 400)
+        assert body["error"]["code"] == "validation_error" and "threshold" in \
+            body["error"]["message"], body
+    r = s.request("POST", "/api/v1/verify/embeddings?threshold=2", env.a,
+                  json={"embedding_a": [0.0] * 128, "embedding_b": [0.0] * 128})
+    assert check(r, "POST", "/api/v1/verify/embeddings", 200)["threshold"] == 2.0
 
 
 # ------------------------------------------------------------ image errors
@@ -339,7 +354,29 @@ def test_detect(env):
                            files=files(image=sample("openface/longoria-cooper.jpg")))
     body = check(r, "POST", "/api/v1/detect", 200)
     assert body["count"] == 2 and len(body["faces"]) == 2
+    assert body["truncated"] is False and body["max_faces"] == 64
     assert all(len(f["landmarks"]) == 5 for f in body["faces"])
+
+
+def test_detect_says_when_truncated(env):
+    """Issue 16 point 11: a photo of more faces than an answer lists (64)
+    says so: count is every face found, truncated is true."""
+    import io
+
+    from PIL import Image
+    face = Image.open(sample("openface/clapton-1.jpg")).convert("RGB")
+    face.thumbnail((120, 120))
+    w, h = face.size
+    grid = Image.new("RGB", (w * 9, h * 9), "white")
+    for i in range(81):
+        grid.paste(face, ((i % 9) * w, (i // 9) * h))
+    buf = io.BytesIO()
+    grid.save(buf, "JPEG", quality=92)
+    r = env.server.request("POST", "/api/v1/detect", env.a,
+                           files={"image": ("grid.jpg", buf.getvalue())})
+    body = check(r, "POST", "/api/v1/detect", 200)
+    assert body["count"] > 64, body["count"]
+    assert len(body["faces"]) == 64 and body["truncated"] is True and body["max_faces"] == 64
 
 
 def test_detector_choice(env):
@@ -480,7 +517,7 @@ def test_identify_embeddings(env, gallery):
     assert body["results"][0]["match"] is None and len(body["results"][0]["candidates"]) == 3
     # A huge threshold makes every template a neighbour: the vote decides.
     r = env.server.request("POST", "/api/v1/identify/embeddings", env.a,
-                           json={"embedding": q, "threshold": 3.9, "k": 4})
+                           json={"embedding": q, "threshold": 2.0, "k": 4})
     body = check(r, "POST", "/api/v1/identify/embeddings", 200)
     assert body["results"][0]["match"] is not None
     assert sum(c["votes"] for c in body["results"][0]["candidates"]) == 4
@@ -520,7 +557,7 @@ def test_key_isolation(env, gallery):
     rng = random.Random(3)
     q = [rng.uniform(-0.1, 0.1) for _ in range(128)]
     r = s.request("POST", "/api/v1/identify/embeddings", env.b,
-                  json={"embedding": q, "threshold": 3.9})
+                  json={"embedding": q, "threshold": 2.0})
     ids = {c["id"] for c in r.json()["results"][0]["candidates"]}
     assert not ids & set(gallery.values())
     # Still there for its owner.
@@ -676,7 +713,7 @@ def test_other_model_never_compared(env, gallery):
     q = [rng.uniform(-0.1, 0.1) for _ in range(128)]
     insert_template(env, sid, q, "some_other_model")
     r = s.request("POST", "/api/v1/identify/embeddings", env.a,
-                  json={"embedding": q, "threshold": 3.9, "top_k": 100})
+                  json={"embedding": q, "threshold": 2.0, "top_k": 100})
     ids = {c["id"] for c in check(r, "POST", "/api/v1/identify/embeddings", 200)
            ["results"][0]["candidates"]}
     assert sid not in ids and ids
@@ -704,7 +741,7 @@ def test_concurrent_requests(env, gallery):
             return r.status_code in (201,), r
         if i % 3 == 1:
             r = s.request("POST", "/api/v1/identify/embeddings", key,
-                          json={"embeddings": qs, "threshold": 3.9})
+                          json={"embeddings": qs, "threshold": 2.0})
             return r.status_code == 200 and len(r.json()["results"]) == 8, r
         r = s.request("GET", "/api/v1/subjects?limit=1000", key)
         return r.status_code == 200, r

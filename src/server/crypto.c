@@ -130,3 +130,13 @@ int fvs_template_open(const unsigned char *key, int64_t coll, int64_t subject, c
     sodium_memzero(plain, sizeof plain);
     return 0;
 }
+
+void fvs_image_mac(const unsigned char key[FVS_TKEY_BYTES], const void *data, size_t len,
+                   char hex[65]) {
+    unsigned char sub[crypto_generichash_KEYBYTES], mac[32];
+    _Static_assert(crypto_kdf_KEYBYTES == FVS_TKEY_BYTES, "kdf master key size");
+    crypto_kdf_derive_from_key(sub, sizeof sub, 1, "fvimgmac", key);
+    crypto_generichash(mac, sizeof mac, data, len, sub, sizeof sub);
+    sodium_bin2hex(hex, 65, mac, sizeof mac);
+    sodium_memzero(sub, sizeof sub);
+}

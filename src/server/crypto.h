@@ -35,6 +35,15 @@ void fvs_template_seal(const unsigned char key[FVS_TKEY_BYTES], int64_t coll, in
 int fvs_template_open(const unsigned char *key, int64_t coll, int64_t subject, const void *blob,
                       size_t n, float emb[FV_EMBED_DIM], char *err, size_t errlen);
 
+/* The fingerprint of an uploaded image kept next to its template
+ * (faces.image_sha256): BLAKE2b-256 keyed with a subkey derived from the
+ * template key (crypto_kdf, context "fvimgmac"), so that only the key's
+ * holder can tell whether a given photo was enrolled; a plain hash would
+ * confirm a known photo to anyone with a copy of the database.  Writes 64
+ * hex characters and a NUL into hex.  Thread-safe. */
+void fvs_image_mac(const unsigned char key[FVS_TKEY_BYTES], const void *data, size_t len,
+                   char hex[65]);
+
 /* 1 when blob is a sealed template. */
 int fvs_template_is_sealed(const void *blob, size_t n);
 

@@ -712,9 +712,11 @@ static int subject_or_404(fvs_req *r, int64_t id, json_t **subj, fvs_resp *out) 
     return rc ? -1 : 0;
 }
 
-/* Detects and embeds the one face to enroll or verify. */
-static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms,
-                       unsigned char sha[32], fvs_resp *out) {
+/* Detects and embeds the one face to enroll or verify; mac (may be NULL)
+ * receives the image's stored fingerprint (store.h fvs_store_image_mac,
+ * "" when none is kept). */
+static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms, char mac[65],
+                       fvs_resp *out) {
     unsigned char *owned = NULL;
     const unsigned char *data = NULL;
     size_t len = 0;
@@ -727,7 +729,7 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
         fvs_error(out, 400, "validation_error", "missing field 'image' (an image file)");
         return -1;
     }
-    if (sha) crypto_hash_sha256(sha, data, len);
+    if (mac) fvs_store_image_mac(r->srv->store, data, len, mac);
     char err[256] = "";
     fv_image *img = NULL;
     double t0 = now_ms();
@@ -798,13 +800,12 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out) {
     }
     int strict = !(face && strcmp(face, "largest") == 0);
     fv_face_result fr;
-    unsigned char sha[32];
+    char mac[65] = "";
     double dec = 0;
-    if (embed_probe(r, strict, &fr, &dec, sha, out)) return;
-    char hex[65];
-    sodium_bin2hex(hex, sizeof hex, sha, sizeof sha);
+    if (embed_probe(r, strict, &fr, &dec, mac, out)) return;
+    /* The image's keyed fingerprint, or none without a template key. */
     fvs_face_row row = {r->coll.model, fr.embedding,   fr.face.left,  fr.face.top,
-                        fr.face.right, fr.face.bottom, fr.face.score, hex};
+                        fr.face.right, fr.face.bottom, fr.face.score, mac[0] ? mac : NULL};
     insert_face(r, out, sid, &row, fr.faces);
 }
 

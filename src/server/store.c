@@ -136,6 +136,13 @@ void fvs_store_set_template_key(fvs_store *st, const unsigned char *key) {
         sodium_memzero(st->tkey, sizeof st->tkey);
 }
 
+int fvs_store_image_mac(const fvs_store *st, const void *data, size_t len, char hex[65]) {
+    hex[0] = 0;
+    if (!st->has_tkey) return 1;
+    fvs_image_mac(st->tkey, data, len, hex);
+    return 0;
+}
+
 const char *fvs_store_backend(const fvs_store *st) {
     return fvs_db_dialect(st->db) == FVS_SQLITE ? "sqlite" : "postgres";
 }

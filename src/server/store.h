@@ -36,6 +36,11 @@ const char *fvs_store_backend(const fvs_store *st); /* "sqlite" or "postgres" */
  * key, new templates are stored sealed; sealed templates are read with it
  * and plaintext ones as they are.  Call before serving. */
 void fvs_store_set_template_key(fvs_store *st, const unsigned char *key);
+/* The stored fingerprint of an uploaded image (crypto.h fvs_image_mac)
+ * into hex: 0, or 1 (hex "") when no template key is set, in which case
+ * no fingerprint is kept: one anybody can recompute would confirm a known
+ * photo to whoever holds a copy of the database. */
+int fvs_store_image_mac(const fvs_store *st, const void *data, size_t len, char hex[65]);
 /* Seals every plaintext template with the key, in transactions of 256
  * rows; *done: rows converted. */
 int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t errlen);

@@ -568,6 +568,34 @@ def test_new_sqlite_database_files_are_0600(tmp_path):
         assert srv.stop() == 0
 
 
+def test_image_fingerprint_is_keyed(sqlite_db):
+    """Issue 16 point 11: the stored image_sha256 no longer confirms a known
+    photo to whoever holds the database: with a template key it is a
+    BLAKE2b-256 keyed with a subkey of that key (crypto_kdf, context
+    "fvimgmac"), without one nothing is kept."""
+    import hashlib
+
+    photo = sample("openface/clapton-1.jpg").read_bytes()
+    tkey = daemon_cmd("genkey", db_url=sqlite_db.db_url).stdout.strip()
+    master = base64.b64decode(tkey)
+    sub = hashlib.blake2b(b"", key=master, digest_size=32,
+                          salt=(1).to_bytes(8, "little") + bytes(8),
+                          person=b"fvimgmac" + bytes(8)).digest()
+    want = hashlib.blake2b(photo, key=sub, digest_size=32).hexdigest()
+    for env, expect in (({}, None), ({"FACEVERIFY_TEMPLATE_KEY": tkey}, want)):
+        srv = Server(sqlite_db.db_url, env=env)
+        try:
+            sid, fid = enroll(srv, sqlite_db.a, f"fp-{bool(env)}")
+            r = srv.request("GET", f"/api/v1/subjects/{sid}/faces", sqlite_db.a)
+            (face,) = check(r, "GET", "/api/v1/subjects/1/faces", 200)["results"]
+            assert face["image_sha256"] == expect
+            assert hashlib.sha256(photo).hexdigest() not in json.dumps(face)
+        finally:
+            assert srv.stop() == 0
+    stored = {v for (v,) in sql(sqlite_db, "SELECT image_sha256 FROM faces")}
+    assert stored == {None, want}
+
+
 # ------------------------------------------------------------ privileges
 
 def test_user_drops_root_after_binding(sqlite_db):

@@ -7,7 +7,9 @@
  *                                          (--model M: its embedding model)
  *   faceverifyd rotatekey NAME             replace a collection's API key
  *   faceverifyd audit [COLLECTION]         print the audit log (JSON lines)
- *   faceverifyd genkey                     a new template key (base64)
+ *   faceverifyd genkey [--out FILE]        a new template key (base64), or into a
+ *                                          new 0600 environment file
+ *   faceverifyd rekeytemplates             re-seal templates under a new key
  *   faceverifyd encrypttemplates           seal plaintext templates with the key
  *   faceverifyd purge-unreadable [NAME]    list and delete templates that do not
  *                                          open with the key (--dry-run: list)
@@ -24,6 +26,7 @@
  * installed).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -88,7 +91,8 @@ static void usage(FILE *f) {
             "                      [FACEVERIFY_INDEX_CHANGES_KEEP]\n"
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
-            "                      (XChaCha20-Poly1305); needed to read encrypted ones\n",
+            "                      (XChaCha20-Poly1305); needed to read encrypted ones\n"
+            "  FACEVERIFY_TEMPLATE_KEY_OLD  the key rekeytemplates re-seals from\n",
             paths.db_url);
 }
 
@@ -149,6 +153,7 @@ typedef enum {
     OPT_INDEX_CHANGES_KEEP,
     OPT_MODELS_DIR,
     OPT_MODEL,
+    OPT_OUT,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -177,6 +182,7 @@ static const struct {
     [OPT_INDEX_CHANGES_KEEP] = {"--index-changes-keep", "FACEVERIFY_INDEX_CHANGES_KEEP"},
     [OPT_MODELS_DIR] = {"--models-dir", "FACEVERIFY_MODELS_DIR"},
     [OPT_MODEL] = {"--model", NULL},
+    [OPT_OUT] = {"--out", NULL},
 };
 
 /* One run of faceverifyd as the command line and the environment asked for
@@ -190,6 +196,7 @@ typedef struct invocation {
     double threshold;      /* createcollection --threshold; 0: none */
     long long audit_limit; /* audit --limit */
     const char *model;     /* createcollection --model */
+    const char *out;       /* genkey --out */
     int backend_flagged;   /* --index-backend was a flag, not the environment */
     fvs_paths paths;       /* default files; cfg points into it */
 } invocation;
@@ -363,6 +370,42 @@ static int cmd_encrypt(const invocation *inv, fvs_store *st) {
     return 0;
 }
 
+/* Re-seals every template under FACEVERIFY_TEMPLATE_KEY (the new key)
+ * from FACEVERIFY_TEMPLATE_KEY_OLD; with_store checked both. */
+static int cmd_rekey(const invocation *inv, fvs_store *st) {
+    if (need_schema(st)) return 1;
+    unsigned char old_key[FVS_TKEY_BYTES];
+    char err[512];
+    const char *old_b64 = getenv("FACEVERIFY_TEMPLATE_KEY_OLD");
+    if (!old_b64 || !*old_b64) {
+        fprintf(stderr, "faceverifyd: rekeytemplates: set FACEVERIFY_TEMPLATE_KEY_OLD (the key "
+                        "the templates are sealed with now)\n");
+        return 2;
+    }
+    if (fvs_tkey_parse(old_b64, old_key, err, sizeof err)) {
+        fprintf(stderr, "faceverifyd: rekeytemplates: FACEVERIFY_TEMPLATE_KEY_OLD: %s\n", err);
+        return 2;
+    }
+    (void)inv;
+    int64_t done = 0, bad = 0;
+    int rc = fvs_store_rekey_templates(st, old_key, &done, &bad, err, sizeof err);
+    sodium_memzero(old_key, sizeof old_key);
+    if (rc) {
+        fprintf(stderr,
+                "faceverifyd: rekeytemplates: %s (nothing changed in the collection "
+                "that failed)\n",
+                err);
+        return 1;
+    }
+    printf("faceverifyd: %lld template%s re-sealed under the new key", (long long)done,
+           done == 1 ? "" : "s");
+    if (bad)
+        printf("; %lld open%s with neither key (faceverifyd purge-unreadable)", (long long)bad,
+               bad == 1 ? "s" : "");
+    printf("\n");
+    return 0;
+}
+
 typedef struct find_ctx {
     const char *name;
     int64_t id;
@@ -471,13 +514,44 @@ static int cmd_collection(const invocation *inv, fvs_store *st) {
     return rc;
 }
 
-/* Prints a new random template key (base64); needs no database. */
+/* A new random template key (base64); needs no database.  Without --out
+ * it is printed (and how to keep it, on stderr); with --out FILE it goes
+ * into a new file of mode 0600 as an environment file line
+ * (FACEVERIFY_TEMPLATE_KEY=...: systemd's EnvironmentFile= reads it), never
+ * over an existing file or through a symlink. */
 static int cmd_genkey(const invocation *inv, fvs_store *st) {
-    (void)inv;
     (void)st;
     char b64[64];
     fvs_tkey_generate(b64, sizeof b64);
-    printf("%s\n", b64);
+    if (!inv->out) {
+        printf("%s\n", b64);
+        sodium_memzero(b64, sizeof b64);
+        fprintf(stderr, "faceverifyd: keep this key in a secrets manager, or use 'genkey --out "
+                        "FILE' (a new 0600 file); losing it loses every template sealed with "
+                        "it\n");
+        return 0;
+    }
+    int fd = open(inv->out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "faceverifyd: genkey: %s: %s%s\n", inv->out, strerror(errno),
+                errno == EEXIST ? " (a key file is never overwritten)" : "");
+        sodium_memzero(b64, sizeof b64);
+        return 1;
+    }
+    char line[128];
+    int len = snprintf(line, sizeof line, "FACEVERIFY_TEMPLATE_KEY=%s\n", b64);
+    int ok = len > 0 && write(fd, line, (size_t)len) == len && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    sodium_memzero(b64, sizeof b64);
+    sodium_memzero(line, sizeof line);
+    if (!ok) {
+        fprintf(stderr, "faceverifyd: genkey: cannot write %s: %s\n", inv->out, strerror(errno));
+        unlink(inv->out);
+        return 1;
+    }
+    printf("faceverifyd: template key written to %s (mode 0600); load it with systemd's "
+           "EnvironmentFile=%s, or: set -a; . %s; set +a\n",
+           inv->out, inv->out, inv->out);
     return 0;
 }
 
@@ -600,7 +674,12 @@ static const command COMMANDS[] = {
      "  rotatekey NAME           replace a collection's API key (prints the new one)\n"},
     {"genkey", 0, cmd_genkey,
      "  genkey                   print a new random template key (base64) for\n"
-     "                           FACEVERIFY_TEMPLATE_KEY\n"},
+     "                           FACEVERIFY_TEMPLATE_KEY (--out FILE: write it into a\n"
+     "                           new 0600 environment file instead; never overwrites)\n"},
+    {"rekeytemplates", 1, cmd_rekey,
+     "  rekeytemplates           re-seal every template under FACEVERIFY_TEMPLATE_KEY\n"
+     "                           (the new key) from FACEVERIFY_TEMPLATE_KEY_OLD, one\n"
+     "                           transaction per collection\n"},
     {"encrypttemplates", 1, cmd_encrypt,
      "  encrypttemplates         seal every plaintext template with\n"
      "                           FACEVERIFY_TEMPLATE_KEY\n"},
@@ -769,6 +848,7 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_ASSETS]) cfg->assets_dir = val[OPT_ASSETS];
     cfg->database_url = val[OPT_DB] ? val[OPT_DB] : inv->paths.db_url;
     inv->model = val[OPT_MODEL];
+    inv->out = val[OPT_OUT];
     icfg->backend = FVSEARCH_EXACT;
     icfg->db_url = cfg->database_url;
     icfg->reconcile_s = 30;
@@ -817,6 +897,11 @@ static int with_store(const command *c, const invocation *inv) {
          * encryption at rest. */
         fprintf(stderr, "faceverifyd: --index-dir keeps templates unencrypted on disk: not "
                         "allowed with FACEVERIFY_TEMPLATE_KEY (indexes stay in memory)\n");
+        return 2;
+    }
+    if (!has_tkey && c->run == cmd_rekey) {
+        fprintf(stderr, "faceverifyd: rekeytemplates: set FACEVERIFY_TEMPLATE_KEY (the new "
+                        "key) and FACEVERIFY_TEMPLATE_KEY_OLD\n");
         return 2;
     }
     if (!has_tkey && c->run == cmd_encrypt) {

@@ -917,6 +917,115 @@ int fvs_store_unreadable(fvs_store *st, int64_t coll, int purge, fvs_bad_templat
     return 0;
 }
 
+/* Row: one integer, appended to the JSON array ctx. */
+static int id_list_row(void *ctx, const fvs_val *c, int n) {
+    if (n < 1) return 1;
+    return json_array_append_new(ctx, json_integer((json_int_t)c[0].i)) ? 1 : 0;
+}
+
+/* One batch of a collection's rows read by rekey_templates. */
+typedef struct rekey_batch {
+    const unsigned char *old_key, *new_key;
+    size_t n;
+    int64_t last_id, unreadable;
+    int64_t id[256];
+    unsigned char sealed[256][FVS_TEMPLATE_SEALED_BYTES];
+} rekey_batch;
+
+/* Row: id, collection_id, subject_id, embedding.  A row that opens with
+ * the old key (or is plaintext) is sealed again with the new key into the
+ * batch; one that opens with the new key already is left; one that opens
+ * with neither is counted. */
+static int rekey_row(void *ctx, const fvs_val *c, int n) {
+    rekey_batch *b = ctx;
+    if (n < 4) return 1;
+    b->last_id = c[0].i;
+    if (c[3].type != FVS_BLOB) return 0;
+    float emb[FV_EMBED_DIM];
+    char why[200];
+    int rc = fvs_template_open(b->old_key, c[1].i, c[2].i, c[3].b, c[3].n, emb, why, sizeof why);
+    if (rc < 0 &&
+        fvs_template_open(b->new_key, c[1].i, c[2].i, c[3].b, c[3].n, emb, why, sizeof why) < 0)
+        b->unreadable++;
+    if (rc == 0) {
+        fvs_template_seal(b->new_key, c[1].i, c[2].i, emb, b->sealed[b->n]);
+        b->id[b->n++] = c[0].i;
+    }
+    sodium_memzero(emb, sizeof emb);
+    return 0;
+}
+
+int fvs_store_rekey_templates(fvs_store *st, const unsigned char *old_key, int64_t *done,
+                              int64_t *unreadable, char *err, size_t errlen) {
+    *done = *unreadable = 0;
+    if (!st->has_tkey || !old_key) {
+        snprintf(err, errlen, "both the old and the new template key are needed");
+        return -1;
+    }
+    int64_t *colls = NULL;
+    size_t ncoll = 0;
+    rekey_batch *b = malloc(sizeof *b);
+    pthread_mutex_lock(&st->mu);
+    int rc = b ? 0 : -1;
+    if (!b) snprintf(err, errlen, "out of memory");
+    /* The collections, then one transaction each: a collection is either
+     * all under the new key or all as it was. */
+    json_t *ids = json_array();
+    if (!rc)
+        rc = fvs_db_query(st->db, "SELECT id FROM collections ORDER BY id", NULL, 0, id_list_row,
+                          ids, NULL, err, errlen);
+    ncoll = json_array_size(ids);
+    colls = ncoll ? calloc(ncoll, sizeof *colls) : NULL;
+    if (!rc && ncoll && !colls) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    for (size_t i = 0; !rc && i < ncoll; i++)
+        colls[i] = (int64_t)json_integer_value(json_array_get(ids, i));
+    json_decref(ids);
+    for (size_t i = 0; !rc && i < ncoll; i++) {
+        int64_t coll_done = 0, coll_bad = 0;
+        rc = begin(st, err, errlen);
+        b->old_key = old_key;
+        b->new_key = st->tkey;
+        b->last_id = 0;
+        for (;;) {
+            b->n = 0;
+            b->unreadable = 0;
+            int64_t before = b->last_id;
+            fvs_val p[2] = {fvs_int(colls[i]), fvs_int(b->last_id)};
+            if (!rc)
+                rc = fvs_db_query(st->db,
+                                  "SELECT id, collection_id, subject_id, embedding FROM faces "
+                                  "WHERE collection_id = ? AND id > ? ORDER BY id LIMIT 256",
+                                  p, 2, rekey_row, b, NULL, err, errlen);
+            for (size_t k = 0; !rc && k < b->n; k++) {
+                fvs_val q[2] = {fvs_blob(b->sealed[k], FVS_TEMPLATE_SEALED_BYTES),
+                                fvs_int(b->id[k])};
+                rc = fvs_db_query(st->db, "UPDATE faces SET embedding = ? WHERE id = ?", q, 2, NULL,
+                                  NULL, NULL, err, errlen);
+            }
+            coll_done += (int64_t)b->n;
+            coll_bad += b->unreadable;
+            if (rc || b->last_id == before) break;
+        }
+        /* Every process reads the collection again on its next search. */
+        if (!rc && coll_done) rc = bump_version(st, colls[i], err, errlen);
+        if (!rc) rc = commit(st, err, errlen);
+        if (rc) {
+            rollback(st);
+            break;
+        }
+        *done += coll_done;
+        *unreadable += coll_bad;
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (b) sodium_memzero(b, sizeof *b);
+    free(b);
+    free(colls);
+    return rc ? -1 : 0;
+}
+
 /* ------------------------------------------------------------ audit log */
 
 int fvs_audit_write(fvs_store *st, const fvs_audit_entry *e, char *err, size_t errlen) {

@@ -45,6 +45,15 @@ int fvs_store_image_mac(const fvs_store *st, const void *data, size_t len, char 
  * rows; *done: rows converted. */
 int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t errlen);
 
+/* Re-seals every template under the store's key (the new one): sealed
+ * ones that open with old_key, and plaintext ones; those that open with
+ * the new key already are left (a re-run finds nothing to do).  One
+ * transaction per collection, read in batches of 256 rows.  *done: rows
+ * re-sealed; *unreadable: rows that open with neither key (left as they
+ * are: purge-unreadable deletes them). */
+int fvs_store_rekey_templates(fvs_store *st, const unsigned char *old_key, int64_t *done,
+                              int64_t *unreadable, char *err, size_t errlen);
+
 /* Applies the numbered migrations not yet in schema_migrations, each in
  * its own transaction.  *applied: how many ran (0 on a re-run). */
 int fvs_store_migrate(fvs_store *st, int *applied, char *err, size_t errlen);

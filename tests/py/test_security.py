@@ -596,6 +596,79 @@ def test_image_fingerprint_is_keyed(sqlite_db):
     assert stored == {None, want}
 
 
+def test_genkey_out_file_0600_never_overwritten(tmp_path):
+    """Issue 16 point 14: genkey --out FILE writes the key into a new file
+    of mode 0600 (an environment file line) and refuses an existing file;
+    without --out it prints the key and says how to keep it."""
+    import stat
+
+    out = tmp_path / "template.key"
+    p = daemon_cmd("genkey", "--out", out, db_url="sqlite:///nonexistent")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    line = out.read_text()
+    assert line.startswith("FACEVERIFY_TEMPLATE_KEY=") and line.endswith("\n")
+    assert len(base64.b64decode(line.split("=", 1)[1].strip())) == 32
+    assert line.split("=", 1)[1].strip() not in p.stdout + p.stderr  # never echoed
+    p = daemon_cmd("genkey", "--out", out, db_url="sqlite:///nonexistent", check=False)
+    assert p.returncode == 1 and "never overwritten" in p.stderr
+    assert out.read_text() == line
+    p = daemon_cmd("genkey", db_url="sqlite:///nonexistent")
+    assert len(base64.b64decode(p.stdout.strip())) == 32 and "--out" in p.stderr
+
+
+def test_rekeytemplates_reseals_under_new_key(db):
+    """Issue 16 point 14: rekeytemplates re-seals every template from
+    FACEVERIFY_TEMPLATE_KEY_OLD under FACEVERIFY_TEMPLATE_KEY (plaintext
+    rows too); afterwards the new key reads all, the old none, and a re-run
+    changes nothing."""
+    old = daemon_cmd("genkey", db_url=db.db_url).stdout.strip()
+    new = daemon_cmd("genkey", db_url=db.db_url).stdout.strip()
+    srv = Server(db.db_url)  # one plaintext template in beta
+    try:
+        r = srv.request("POST", "/api/v1/subjects", db.b, json={"name": "plain"})
+        sid_b = check(r, "POST", "/api/v1/subjects", 201)["id"]
+        check(enroll_vector(srv, db.b, sid_b, 5), "POST", "/api/v1/subjects/1/faces", 201)
+    finally:
+        assert srv.stop() == 0
+    srv = Server(db.db_url, env={"FACEVERIFY_TEMPLATE_KEY": old})
+    try:
+        sids = []
+        for i in range(3):
+            r = srv.request("POST", "/api/v1/subjects", db.a, json={"name": f"s{i}"})
+            sids.append(check(r, "POST", "/api/v1/subjects", 201)["id"])
+            check(enroll_vector(srv, db.a, sids[-1], 10 + i), "POST",
+                  "/api/v1/subjects/1/faces", 201)
+    finally:
+        assert srv.stop() == 0
+    before = blobs(db)
+    p = daemon_cmd("rekeytemplates", db_url=db.db_url, check=False,
+                   env={"FACEVERIFY_TEMPLATE_KEY": new})
+    assert p.returncode == 2 and "FACEVERIFY_TEMPLATE_KEY_OLD" in p.stderr
+    p = daemon_cmd("rekeytemplates", db_url=db.db_url,
+                   env={"FACEVERIFY_TEMPLATE_KEY": new, "FACEVERIFY_TEMPLATE_KEY_OLD": old})
+    assert "4 templates re-sealed" in p.stdout, p.stdout
+    after = blobs(db)
+    assert set(after) == set(before)
+    assert all(len(b) == 556 and b[:4] == b"FVE1" and b != before[f] for f, b in after.items())
+    p = daemon_cmd("rekeytemplates", db_url=db.db_url,
+                   env={"FACEVERIFY_TEMPLATE_KEY": new, "FACEVERIFY_TEMPLATE_KEY_OLD": old})
+    assert "0 templates re-sealed" in p.stdout, p.stdout
+    assert blobs(db) == after
+    for key, status in ((new, 200), (old, 503)):
+        srv = Server(db.db_url, env={"FACEVERIFY_TEMPLATE_KEY": key})
+        try:
+            r = srv.request("POST", "/api/v1/identify/embeddings", db.a,
+                            json={"embedding": vector(11), "top_k": 5})
+            body = check(r, "POST", "/api/v1/identify/embeddings", status)
+            if status == 200:
+                assert body["results"][0]["match"]["id"] == sids[1]
+                assert body["results"][0]["templates"] == 3 and "warnings" not in body
+            else:
+                assert body["error"]["code"] == "template_key_unavailable"
+        finally:
+            assert srv.stop() == 0
+
+
 # ------------------------------------------------------------ privileges
 
 def test_user_drops_root_after_binding(sqlite_db):

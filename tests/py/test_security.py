@@ -445,6 +445,15 @@ def enroll_vector(srv, key, sid, seed):
                        json={"embedding": vector(seed)})
 
 
+def subject_with_vector(srv, key, name, seed):
+    """A new subject with vector(seed) enrolled: (subject id, face id)."""
+    r = srv.request("POST", "/api/v1/subjects", key, json={"name": name})
+    sid = check(r, "POST", "/api/v1/subjects", 201)["id"]
+    fid = check(enroll_vector(srv, key, sid, seed), "POST", "/api/v1/subjects/1/faces",
+                201)["id"]
+    return sid, fid
+
+
 def test_keyless_server_refuses_plaintext_into_sealed_collection(db):
     """Issue 16 point 12: a server started without FACEVERIFY_TEMPLATE_KEY
     on a collection that holds sealed templates answers 503
@@ -453,9 +462,7 @@ def test_keyless_server_refuses_plaintext_into_sealed_collection(db):
     keyed = {"FACEVERIFY_TEMPLATE_KEY": daemon_cmd("genkey", db_url=db.db_url).stdout.strip()}
     srv = Server(db.db_url, env=keyed)
     try:
-        r = srv.request("POST", "/api/v1/subjects", db.a, json={"name": "sealed"})
-        sid = check(r, "POST", "/api/v1/subjects", 201)["id"]
-        check(enroll_vector(srv, db.a, sid, 1), "POST", "/api/v1/subjects/1/faces", 201)
+        sid, _ = subject_with_vector(srv, db.a, "sealed", 1)
     finally:
         assert srv.stop() == 0
     before = blobs(db)
@@ -466,10 +473,7 @@ def test_keyless_server_refuses_plaintext_into_sealed_collection(db):
         assert body["error"]["code"] == "template_key_unavailable", body
         assert "plaintext" in body["error"]["message"]
         assert blobs(db) == before  # nothing written
-        r = srv.request("POST", "/api/v1/subjects", db.b, json={"name": "plain"})
-        sid_b = check(r, "POST", "/api/v1/subjects", 201)["id"]
-        fid_b = check(enroll_vector(srv, db.b, sid_b, 3), "POST", "/api/v1/subjects/1/faces",
-                      201)["id"]
+        _, fid_b = subject_with_vector(srv, db.b, "plain", 3)
         assert len(blobs(db)[fid_b]) == 512
     finally:
         assert srv.stop() == 0
@@ -500,10 +504,7 @@ def test_unreadable_templates_named_and_purged(db):
         r = srv.request("POST", f"/api/v1/subjects/{sid_mixed}/faces", db.a,
                         files=image("openface/clapton-2.jpg"))
         check(r, "POST", "/api/v1/subjects/1/faces", 201)
-        r = srv.request("POST", "/api/v1/subjects", db.a, json={"name": "new"})
-        sid_new = check(r, "POST", "/api/v1/subjects", 201)["id"]
-        fid_new = check(enroll_vector(srv, db.a, sid_new, 7), "POST",
-                        "/api/v1/subjects/1/faces", 201)["id"]
+        sid_new, fid_new = subject_with_vector(srv, db.a, "new", 7)
         probe = vector(7)
         r = srv.request("POST", "/api/v1/identify/embeddings", db.a, json={"embedding": probe})
         body = check(r, "POST", "/api/v1/identify/embeddings", 200)
@@ -625,19 +626,12 @@ def test_rekeytemplates_reseals_under_new_key(db):
     new = daemon_cmd("genkey", db_url=db.db_url).stdout.strip()
     srv = Server(db.db_url)  # one plaintext template in beta
     try:
-        r = srv.request("POST", "/api/v1/subjects", db.b, json={"name": "plain"})
-        sid_b = check(r, "POST", "/api/v1/subjects", 201)["id"]
-        check(enroll_vector(srv, db.b, sid_b, 5), "POST", "/api/v1/subjects/1/faces", 201)
+        subject_with_vector(srv, db.b, "plain", 5)
     finally:
         assert srv.stop() == 0
     srv = Server(db.db_url, env={"FACEVERIFY_TEMPLATE_KEY": old})
     try:
-        sids = []
-        for i in range(3):
-            r = srv.request("POST", "/api/v1/subjects", db.a, json={"name": f"s{i}"})
-            sids.append(check(r, "POST", "/api/v1/subjects", 201)["id"])
-            check(enroll_vector(srv, db.a, sids[-1], 10 + i), "POST",
-                  "/api/v1/subjects/1/faces", 201)
+        sids = [subject_with_vector(srv, db.a, f"s{i}", 10 + i)[0] for i in range(3)]
     finally:
         assert srv.stop() == 0
     before = blobs(db)

@@ -254,12 +254,14 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
                                  const char *transfer_encoding, const char *data, uint64_t off,
                                  size_t size) {
     (void)kind;
-    (void)filename;
-    (void)content_type;
     (void)transfer_encoding;
     fvs_req *r = cls;
     if (!key) return MHD_YES;
-    if (size && memchr(data, 0, size)) {
+    /* A text value (urlencoded, or a part with neither a file name nor a
+     * non-text type) is read as a C string: a NUL would cut it short, so
+     * it is refused.  File parts are bytes. */
+    int text = !filename && (!content_type || strncasecmp(content_type, "text/", 5) == 0);
+    if (text && size && memchr(data, 0, size)) {
         r->bad_body = 1;
         snprintf(r->bad_reason, sizeof r->bad_reason, "form field %.40s: NUL byte in the value",
                  key);

@@ -682,6 +682,10 @@ static enum MHD_Result first_call(fvs_req *r) {
         if (errno || end == cl || n > srv->cfg.max_body) return refuse_too_large(r);
     }
     if (fvs_route_check(r, &out)) {
+        /* A client waiting for 100 Continue gets the refusal instead of
+         * the go-ahead, and sends no body. */
+        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+        if (expect && strcasecmp(expect, "100-continue") == 0) return send_now(r, &out, 0);
         r->refusal = malloc(sizeof *r->refusal);
         if (!r->refusal) return send_now(r, &out, 1);
         *r->refusal = out;

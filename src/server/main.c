@@ -62,7 +62,7 @@ static void usage(FILE *f) {
             "  --request-timeout S a request's headers and body must arrive within S\n"
             "                      seconds, default 30 [FACEVERIFY_REQUEST_TIMEOUT]\n"
             "  --max-connections-per-ip N  open connections from one IP address,\n"
-            "                      default 64 [FACEVERIFY_MAX_CONNECTIONS_PER_IP]\n"
+            "                      default 128 [FACEVERIFY_MAX_CONNECTIONS_PER_IP]\n"
             "  --rate-limit R      requests per second per API key (\"10\" or \"10/s\"), 0: no\n"
             "                      limit (default) [FACEVERIFY_RATE_LIMIT]\n"
             "  --rate-burst B      requests a key may send at once, default max(1, R)\n"
@@ -608,7 +608,7 @@ static void config_defaults(invocation *inv) {
     cfg->max_connections = 512;
     cfg->conn_timeout = 30;
     cfg->request_timeout = 30;
-    cfg->max_conn_per_ip = 64;
+    cfg->max_conn_per_ip = 128;
     inv->audit_limit = 100;
 }
 

@@ -202,6 +202,20 @@ def test_keyless_json_never_parsed_and_bounded_with_key(sqlite_db):
         srv.stop()
 
 
+def test_keyless_expect_continue_refused_before_body(sqlite_db):
+    """Issue 16.2: a keyless client that waits for 100 Continue gets its 401
+    instead, and never has to send the body."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        with connect(srv, timeout=5) as s:
+            s.sendall(req("POST", "/api/v1/detect", ctype="application/json", length=False,
+                          headers=["Content-Length: 500000", "Expect: 100-continue"]))
+            a = s.recv(65536)
+            assert status_of(a) == 401, a[:300]
+    finally:
+        srv.stop()
+
+
 def test_json_depth_and_count_limits(sqlite_db):
     """Issue 16.2: deep nesting and many values are a 400, a normal body
     goes on."""

@@ -7,18 +7,42 @@
  * on a busy thread waits behind it with no bound and no answer.  Here every
  * connection is read at once, and the guard (guard.c) admits at most
  * max_inflight requests into the handlers; the rest are answered 503 with
- * Retry-After straight away (load shedding).  The connection limit bounds
- * the threads, and the connection timeout closes idle or trickling
- * (slowloris) connections.  The neural network's inner parallelism runs on
- * the engine's own pool, shared by all request threads.
+ * Retry-After straight away (load shedding).  A request takes its slot
+ * only once its body is complete and its key is valid, so that a client
+ * that trickles a body, or has no key, holds no slot.  The connection
+ * limit (overall and per IP address) bounds the threads; the connection
+ * timeout closes idle connections, and the request timeout (a deadline for
+ * the request line, headers and body together, enforced by shrinking the
+ * connection's idle timeout to what is left of it) closes trickling
+ * (slowloris) ones that send a byte now and then.  The neural network's
+ * inner parallelism runs on the engine's own pool, shared by all request
+ * threads.
+ *
+ * Before any of a body is read, on the request line and headers alone
+ * (first_call): framing that RFC 9112 says to refuse (repeated or
+ * conflicting Content-Length, Content-Length with Transfer-Encoding, a
+ * transfer coding other than chunked) is answered 400 and the connection
+ * closed, so no smuggled request can follow; a NUL byte in the URL or a
+ * header, or a repeated Host, X-API-Key or X-Demo-Token, is a 400; then
+ * the route is looked up and the request authenticated (fvs_route_check).
+ * A refused request's body is drained unread (never stored or parsed) and
+ * the refusal sent at its end, so the client reads it rather than a reset.
+ *
+ * libmicrohttpd's own error answers (a malformed request line or header,
+ * an over-long URL or header block) are its fixed HTML pages; its log
+ * lines go to log_mhd (quiet), not to stderr.
  *
  * Bodies: a Content-Length above the limit is refused with 413 on the first
  * callback, before any of the body is read; a chunked body that grows past
  * the limit stops being stored at once and is answered 413 (see the drain
  * note in on_request).  multipart/form-data and
- * urlencoded bodies go through MHD_PostProcessor into named fields; JSON
- * bodies are buffered and parsed with jansson.  Every path ends in a JSON
- * response: handlers never leave a connection without an answer.
+ * urlencoded bodies go through MHD_PostProcessor into named fields (a NUL
+ * byte in a value, or a field sent twice, is a 400); JSON bodies are
+ * buffered, their shape bounded by json_shape_ok (values, nesting) before
+ * jansson parses them, so that a small body cannot become a huge tree.
+ * After a large body the freed heap is handed back to the system
+ * (malloc_trim).  Every path ends in a JSON response: handlers never leave
+ * a connection without an answer.
  *
  * Shutdown: SIGTERM/SIGINT are blocked in every thread and taken with
  * sigwait() by the main thread, which quiesces the daemon (no new
@@ -28,6 +52,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ responses */
@@ -228,13 +254,30 @@ static enum MHD_Result post_iter(void *cls, enum MHD_ValueKind kind, const char 
                                  const char *transfer_encoding, const char *data, uint64_t off,
                                  size_t size) {
     (void)kind;
-    (void)filename;
-    (void)content_type;
     (void)transfer_encoding;
-    (void)off;
     fvs_req *r = cls;
     if (!key) return MHD_YES;
+    /* A text value (urlencoded, or a part with neither a file name nor a
+     * non-text type) is read as a C string: a NUL would cut it short, so
+     * it is refused.  File parts are bytes. */
+    int text = !filename && (!content_type || strncasecmp(content_type, "text/", 5) == 0);
+    if (text && size && memchr(data, 0, size)) {
+        r->bad_body = 1;
+        snprintf(r->bad_reason, sizeof r->bad_reason, "form field %.40s: NUL byte in the value",
+                 key);
+        return MHD_NO;
+    }
     fvs_field *f = find_field(r, key);
+    /* The post processor hands one value over in pieces, each at the
+     * offset where the last one ended; a value that starts again at 0 is
+     * the same name sent a second time, which is refused rather than
+     * joined to the first. */
+    if (f && (off == 0 ? f->len > 0 : off != f->len)) {
+        r->bad_body = 1;
+        snprintf(r->bad_reason, sizeof r->bad_reason, "form field %.40s is sent more than once",
+                 key);
+        return MHD_NO;
+    }
     if (!f) {
         if (r->nfields == FVS_MAX_FIELDS || strlen(key) >= sizeof f->name) {
             r->bad_body = 1;
@@ -425,25 +468,119 @@ static enum MHD_Result send_resp(fvs_req *r, const fvs_resp *out) {
  * client can read its 413 (see on_request). */
 #define DRAIN_LIMIT ((size_t)64 * 1000 * 1000)
 
+/* The JSON parser's bounds (json_shape_ok).  jansson has no memory cap, and
+ * a 12 MB body of empty objects becomes about 900 MB of tree; the largest
+ * legitimate body (64 queries of 128 numbers, or 16 KB of metadata) has a
+ * few thousand values.  A hand-made pre-scan, since jansson offers no such
+ * limit: it only counts, jansson still does the parsing. */
+#define JSON_MAX_VALUES 65536
+#define JSON_MAX_CONTAINERS 8192
+#define JSON_MAX_DEPTH 64
+
+/* After a request whose body was at least this large, the freed heap is
+ * handed back to the system (malloc_trim), so that one large request does
+ * not leave the process holding its peak. */
+#define TRIM_AFTER_BYTES ((size_t)1 << 20)
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Queues out at once.  Mid-request, with the body not all in, MHD closes
+ * the connection after it.  close: also says so (Connection: close), for
+ * framing errors after which the connection's bytes cannot be trusted. */
+static enum MHD_Result send_now(fvs_req *r, fvs_resp *out, int close) {
+    if (close) fvs_resp_header(out, "Connection", "close");
+    r->responded = 1;
+    enum MHD_Result ret = send_resp(r, out);
+    fvs_resp_free(out);
+    return ret;
+}
+
 /* Answers 413 at once, mid-request; MHD closes the connection after it. */
 static enum MHD_Result refuse_too_large(fvs_req *r) {
     fvs_resp out = {0};
     fvs_error(&out, 413, "payload_too_large", "request body exceeds %zu bytes",
               r->srv->cfg.max_body);
-    r->responded = 1;
-    enum MHD_Result ret = send_resp(r, &out);
-    fvs_resp_free(&out);
-    return ret;
+    return send_now(r, &out, 0);
+}
+
+/* Answers 408 and closes: the request line, headers and body did not all
+ * arrive within the request timeout. */
+static enum MHD_Result refuse_timeout(fvs_req *r) {
+    fvs_resp out = {0};
+    fvs_error(&out, 408, "request_timeout", "the request did not arrive within %d s",
+              r->srv->cfg.request_timeout);
+    return send_now(r, &out, 1);
+}
+
+/* Makes MHD close r's connection when it stays idle past r's deadline (or
+ * past the connection timeout, when that comes first): the deadline holds
+ * even when no byte comes to run a callback. */
+static void arm_deadline(fvs_req *r) {
+    if (r->srv->cfg.request_timeout <= 0 || r->srv->cfg.conn_timeout <= 0) return;
+    double left = r->deadline - mono_s();
+    unsigned t = left < 1 ? 1u : (unsigned)(left + 0.999);
+    if (t > (unsigned)r->srv->cfg.conn_timeout) t = (unsigned)r->srv->cfg.conn_timeout;
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, t);
+}
+
+/* 1 when the JSON text p[0..n) stays within the parser's bounds (values,
+ * containers, nesting), else 0 with why in reason.  Counts only (strings
+ * skipped, escapes honoured); a malformed text is left to jansson. */
+static int json_shape_ok(const char *p, size_t n, char *reason, size_t rlen) {
+    size_t values = 1, containers = 0, depth = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+            continue;
+        }
+        if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '{' || ch == '[') {
+            containers++;
+            values++;
+            if (++depth > JSON_MAX_DEPTH) {
+                snprintf(reason, rlen, "JSON body nested deeper than %d levels", JSON_MAX_DEPTH);
+                return 0;
+            }
+        } else if (ch == '}' || ch == ']') {
+            if (depth) depth--;
+        } else if (ch == ',') {
+            values++;
+        }
+        if (containers > JSON_MAX_CONTAINERS || values > JSON_MAX_VALUES) {
+            snprintf(reason, rlen, "JSON body has more than %d values or %d objects and arrays",
+                     JSON_MAX_VALUES, JSON_MAX_CONTAINERS);
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static void req_free(fvs_req *r) {
     if (!r) return;
+    int trim = r->received >= TRIM_AFTER_BYTES;
     if (r->admitted) fvs_guard_leave(r->srv->guard);
     if (r->pp) MHD_destroy_post_processor(r->pp);
     for (int i = 0; i < r->nfields; i++) free(r->fields[i].data);
     free(r->body);
     json_decref(r->json);
+    if (r->refusal) fvs_resp_free(r->refusal);
+    free(r->refusal);
     free(r);
+#ifdef __GLIBC__
+    if (trim) malloc_trim(0);
+#else
+    (void)trim;
+#endif
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -455,6 +592,152 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* A new request's state, made when its request line is in (MHD's URI log
+ * callback, which sees the request target before it is unescaped): the
+ * deadline starts here, and %00 is noted here, since the unescaped URL
+ * would end at the NUL.  NULL when out of memory (on_request retries). */
+static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *c) {
+    fvs_server *srv = cls;
+    fvs_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->srv = srv;
+    r->conn = c;
+    /* request_timeout 0 (a config that sets none, as the fuzz harness's):
+     * no deadline. */
+    r->deadline = mono_s() + (srv->cfg.request_timeout > 0 ? srv->cfg.request_timeout : 1e9);
+    r->nul_in_url = uri && strstr(uri, "%00") != NULL;
+    return r;
+}
+
+/* What the headers say, for first_call. */
+typedef struct header_scan {
+    int content_length, transfer_encoding, host, api_key, demo_token, nul;
+    const char *te;
+} header_scan;
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size) {
+    (void)kind;
+    header_scan *h = cls;
+    /* libmicrohttpd 0.9.75 already cuts a header line at a NUL and counts
+     * the sizes from there, so this catches only what a later version
+     * hands over whole; the URL's %00 is caught in on_request_line. */
+    if (strlen(key) != key_size || (value && strlen(value) != value_size)) h->nul = 1;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        h->content_length++;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        h->transfer_encoding++;
+        h->te = value;
+    } else if (strcasecmp(key, "Host") == 0) {
+        h->host++;
+    } else if (strcasecmp(key, "X-API-Key") == 0) {
+        h->api_key++;
+    } else if (strcasecmp(key, "X-Demo-Token") == 0) {
+        h->demo_token++;
+    }
+    return MHD_YES;
+}
+
+/* The first callback of a request, on its request line and headers alone,
+ * before any of its body is read (see the design note at the top): the
+ * framing and header checks, the body limit, then route and key.  A
+ * refusal that keeps the connection is kept in r->refusal and sent once
+ * the (dropped) body is in. */
+static enum MHD_Result first_call(fvs_req *r) {
+    fvs_server *srv = r->srv;
+    struct MHD_Connection *c = r->conn;
+    unsigned char rid[16];
+    randombytes_buf(rid, sizeof rid);
+    sodium_bin2hex(r->request_id, sizeof r->request_id, rid, sizeof rid);
+    if (mono_s() > r->deadline) return refuse_timeout(r);
+    header_scan h = {0};
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, scan_header, &h);
+    fvs_resp out = {0};
+    /* RFC 9112 6.3: a message whose length is ambiguous is refused and the
+     * connection closed, or what follows it could run as another request. */
+    if (h.content_length > 1 || h.transfer_encoding > 1 ||
+        (h.content_length && h.transfer_encoding)) {
+        fvs_error(&out, 400, "validation_error",
+                  "ambiguous body length: repeated Content-Length or Transfer-Encoding, or both");
+        return send_now(r, &out, 1);
+    }
+    if (h.te && strcasecmp(h.te, "chunked") != 0) {
+        fvs_error(&out, 400, "validation_error",
+                  "unsupported Transfer-Encoding (only chunked is accepted)");
+        return send_now(r, &out, 1);
+    }
+    if (h.nul || r->nul_in_url) {
+        fvs_error(&out, 400, "validation_error", "NUL byte in the %s", h.nul ? "headers" : "URL");
+        return send_now(r, &out, 1);
+    }
+    if (h.host > 1 || h.api_key > 1 || h.demo_token > 1) {
+        fvs_error(&out, 400, "validation_error", "repeated Host, X-API-Key or X-Demo-Token header");
+        return send_now(r, &out, 1);
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (cl) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno || end == cl || n > srv->cfg.max_body) return refuse_too_large(r);
+    }
+    if (fvs_route_check(r, &out)) {
+        /* A client waiting for 100 Continue gets the refusal instead of
+         * the go-ahead, and sends no body. */
+        const char *expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+        if (expect && strcasecmp(expect, "100-continue") == 0) return send_now(r, &out, 0);
+        r->refusal = malloc(sizeof *r->refusal);
+        if (!r->refusal) return send_now(r, &out, 1);
+        *r->refusal = out;
+        return MHD_YES;
+    }
+    fvs_resp_free(&out);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (ct && (strncasecmp(ct, "multipart/form-data", 19) == 0 ||
+               strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)) {
+        r->pp = MHD_create_post_processor(c, 64 * 1024, post_iter, r);
+        if (!r->pp) {
+            r->bad_body = 1;
+            snprintf(r->bad_reason, sizeof r->bad_reason, "malformed form content type");
+        }
+    } else if (ct && strncasecmp(ct, "application/json", 16) == 0) {
+        r->is_json = 1;
+    }
+    arm_deadline(r);
+    return MHD_YES;
+}
+
+/* The whole request is in: admission (a slot in the guard), the JSON
+ * body's parse, the handler; fills out. */
+static void complete(fvs_req *r, fvs_resp *out) {
+    if (r->bad_body) {
+        fvs_error(out, 400, "validation_error", "%s", r->bad_reason);
+        return;
+    }
+    if (fvs_guard_enter(r->srv->guard) != 0) {
+        fvs_error(out, 503, "overloaded", "the server is at capacity (%d requests in flight)",
+                  r->srv->cfg.max_inflight);
+        out->retry_after = 1;
+        return;
+    }
+    r->admitted = 1;
+    if (r->is_json && r->body_len) {
+        char reason[128];
+        if (!json_shape_ok(r->body, r->body_len, reason, sizeof reason)) {
+            fvs_error(out, 400, "validation_error", "%s", reason);
+            return;
+        }
+        json_error_t jerr;
+        r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!r->json || !json_is_object(r->json)) {
+            fvs_error(out, 400, "validation_error", "body is not a JSON object: %s",
+                      r->json ? "wrong type" : jerr.text);
+            return;
+        }
+    }
+    fvs_route_run(r, out);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
@@ -462,41 +745,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     fvs_server *srv = cls;
     fvs_req *r = *con_cls;
     if (!r) {
-        r = calloc(1, sizeof *r);
+        r = on_request_line(srv, NULL, c);
         if (!r) return MHD_NO;
         *con_cls = r;
-        r->srv = srv;
-        r->conn = c;
+    }
+    if (!r->started) {
+        r->started = 1;
         r->method = method;
         r->url = url;
-        unsigned char rid[16];
-        randombytes_buf(rid, sizeof rid);
-        sodium_bin2hex(r->request_id, sizeof r->request_id, rid, sizeof rid);
-        /* Past capacity: answered 503 once the (bounded) body is in, so that
-         * the client reads the answer rather than a reset. */
-        if (fvs_guard_enter(srv->guard) == 0)
-            r->admitted = 1;
-        else
-            r->shed = 1;
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl) {
-            char *end = NULL;
-            errno = 0;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (errno || end == cl || n > srv->cfg.max_body) return refuse_too_large(r);
-        }
-        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-        if (ct && (strncasecmp(ct, "multipart/form-data", 19) == 0 ||
-                   strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)) {
-            r->pp = MHD_create_post_processor(c, 64 * 1024, post_iter, r);
-            if (!r->pp) {
-                r->bad_body = 1;
-                snprintf(r->bad_reason, sizeof r->bad_reason, "malformed form content type");
-            }
-        } else if (ct && strncasecmp(ct, "application/json", 16) == 0) {
-            r->is_json = 1;
-        }
-        return MHD_YES;
+        return first_call(r);
     }
     if (r->responded) {
         *upload_size = 0; /* refused: drop the rest */
@@ -505,6 +762,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
+        if (mono_s() > r->deadline) return refuse_timeout(r);
+        arm_deadline(r);
         r->received += n;
         if (r->received > srv->cfg.max_body) {
             /* Past the limit: stop storing and answer 413 at the end.  The
@@ -516,7 +775,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (r->received - srv->cfg.max_body > DRAIN_LIMIT) return refuse_too_large(r);
             return MHD_YES;
         }
-        if (r->bad_body || r->shed) return MHD_YES;
+        if (r->bad_body || r->refusal) return MHD_YES; /* drained, never stored */
         if (r->pp) {
             if (MHD_post_process(r->pp, upload, n) != MHD_YES && !r->bad_body) {
                 r->bad_body = 1;
@@ -528,39 +787,37 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
         return MHD_YES;
     }
-    /* The whole request is in. */
+    /* The whole request is in: the deadline is over, the idle timeout back. */
+    if (srv->cfg.request_timeout > 0 && srv->cfg.conn_timeout > 0)
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)srv->cfg.conn_timeout);
     if (r->too_large) return refuse_too_large(r);
     fvs_resp out = {0};
     out.status = 500;
-    if (r->shed) {
-        fvs_error(&out, 503, "overloaded", "the server is at capacity (%d requests in flight)",
-                  r->srv->cfg.max_inflight);
-        out.retry_after = 1;
-    } else if (r->bad_body) {
-        fvs_error(&out, 400, "validation_error", "%s", r->bad_reason);
+    if (r->refusal) {
+        out = *r->refusal;
+        memset(r->refusal, 0, sizeof *r->refusal);
     } else {
-        if (r->is_json && r->body_len) {
-            json_error_t jerr;
-            r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
-            if (!r->json || !json_is_object(r->json)) {
-                fvs_error(&out, 400, "validation_error", "body is not a JSON object: %s",
-                          r->json ? "wrong type" : jerr.text);
-                goto send;
-            }
-        }
-        fvs_route(r, &out);
+        complete(r, &out);
     }
-send:;
-    r->responded = 1;
-    enum MHD_Result ret = send_resp(r, &out);
-    fvs_resp_free(&out);
-    return ret;
+    return send_now(r, &out, 0);
+}
+
+/* libmicrohttpd's own log lines (a malformed request, a closed socket): an
+ * attacker can make one per request, so they are dropped rather than
+ * written to stderr; the client gets MHD's error answer and the
+ * connection's close. */
+static void log_mhd(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    (void)fmt;
+    (void)ap;
 }
 
 struct MHD_Daemon *fvs_http_start_unlistened(fvs_server *srv) {
-    return MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, on_request, srv,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, NULL, MHD_OPTION_END);
+    return MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request,
+                            srv, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv,
+                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
 }
 
 int fvs_http_serve(fvs_server *srv) {
@@ -588,8 +845,10 @@ int fvs_http_serve(fvs_server *srv) {
             MHD_USE_ITC | MHD_USE_ERROR_LOG,
         0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)srv->cfg.max_connections, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_END);
+        (unsigned)srv->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)srv->cfg.max_conn_per_ip, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd,
+        NULL, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "faceverifyd: cannot listen on %s:%d\n", srv->cfg.host, srv->cfg.port);
         fvs_guard_destroy(srv->guard);

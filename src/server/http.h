@@ -26,6 +26,7 @@
 /* libmicrohttpd's objects, opaque here (only http.c dereferences them). */
 struct MHD_Connection;
 struct MHD_PostProcessor;
+struct fvs_resp;
 
 #define FVS_MAX_FIELDS 16
 
@@ -60,7 +61,12 @@ typedef struct fvs_req {
     char key_prefix[16]; /* the authenticated key's public prefix (audit) */
     char request_id[33]; /* random, sent back as X-Request-Id */
     int admitted;        /* counted in the guard's in-flight requests */
-    int shed;            /* past capacity: drop the body, answer 503 */
+    const void *route;   /* the route fvs_route_check accepted (routes.c's) */
+    /* http.c's own state of the reading (see on_request). */
+    int started;              /* the headers' callback has run */
+    int nul_in_url;           /* the raw request target holds %00 */
+    double deadline;          /* monotonic seconds by which the body must be in */
+    struct fvs_resp *refusal; /* refused on its headers: sent once the dropped body is in */
 } fvs_req;
 
 #define FVS_RESP_MAX_HEADERS 8
@@ -116,10 +122,15 @@ const char *fvs_req_text(fvs_req *r, const char *name, char *buf, size_t buflen)
  * -1 after setting a validation error. */
 int fvs_req_number(fvs_req *r, const char *name, double lo, double hi, double *val, fvs_resp *out);
 
-/* Route dispatch (routes.c): finds r's route in the route table (404 or
- * 405 when none), authenticates it, runs its handler and writes its audit
- * entry; fills out. */
-void fvs_route(fvs_req *r, fvs_resp *out);
+/* Route dispatch (routes.c), in two steps so that nothing of a body is
+ * read or parsed for a request that is refused anyway.  fvs_route_check
+ * runs on the request line and headers alone: it finds r's route in the
+ * route table and authenticates it (key or demo token, rate limit); 0 when
+ * r may go on (the route kept in r->route), -1 after filling out (404, 405,
+ * 401, 403, 429, 503).  fvs_route_run, once the body is in, runs the
+ * checked route's handler and writes its audit entry; fills out. */
+int fvs_route_check(fvs_req *r, fvs_resp *out);
+void fvs_route_run(fvs_req *r, fvs_resp *out);
 
 /* The route table as a JSON array of {method, path, auth, audit} (for
  * `faceverifyd routes` and the test holding it against openapi.json); a

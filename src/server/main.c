@@ -64,6 +64,10 @@ static void usage(FILE *f) {
             "  --max-connections N open connections, default 512 [FACEVERIFY_MAX_CONNECTIONS]\n"
             "  --conn-timeout S    close a connection idle for S seconds, default 30\n"
             "                      [FACEVERIFY_CONN_TIMEOUT]\n"
+            "  --request-timeout S a request's headers and body must arrive within S\n"
+            "                      seconds, default 30 [FACEVERIFY_REQUEST_TIMEOUT]\n"
+            "  --max-connections-per-ip N  open connections from one IP address,\n"
+            "                      default 128 [FACEVERIFY_MAX_CONNECTIONS_PER_IP]\n"
             "  --rate-limit R      requests per second per API key (\"10\" or \"10/s\"), 0: no\n"
             "                      limit (default) [FACEVERIFY_RATE_LIMIT]\n"
             "  --rate-burst B      requests a key may send at once, default max(1, R)\n"
@@ -154,6 +158,8 @@ typedef enum {
     OPT_MODELS_DIR,
     OPT_MODEL,
     OPT_OUT,
+    OPT_REQUEST_TIMEOUT,
+    OPT_MAX_CONN_PER_IP,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -183,6 +189,8 @@ static const struct {
     [OPT_MODELS_DIR] = {"--models-dir", "FACEVERIFY_MODELS_DIR"},
     [OPT_MODEL] = {"--model", NULL},
     [OPT_OUT] = {"--out", NULL},
+    [OPT_REQUEST_TIMEOUT] = {"--request-timeout", "FACEVERIFY_REQUEST_TIMEOUT"},
+    [OPT_MAX_CONN_PER_IP] = {"--max-connections-per-ip", "FACEVERIFY_MAX_CONNECTIONS_PER_IP"},
 };
 
 /* One run of faceverifyd as the command line and the environment asked for
@@ -728,6 +736,8 @@ static void config_defaults(invocation *inv) {
     cfg->max_inflight = ncpu > 2 ? (int)(8 * ncpu) : 16;
     cfg->max_connections = 512;
     cfg->conn_timeout = 30;
+    cfg->request_timeout = 30;
+    cfg->max_conn_per_ip = 128;
     inv->audit_limit = 100;
 }
 
@@ -835,6 +845,14 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_CONN_TIMEOUT]) {
         if (parse_size(val[OPT_CONN_TIMEOUT], 1, 3600, &n)) goto bad;
         cfg->conn_timeout = (int)n;
+    }
+    if (val[OPT_REQUEST_TIMEOUT]) {
+        if (parse_size(val[OPT_REQUEST_TIMEOUT], 1, 3600, &n)) goto bad;
+        cfg->request_timeout = (int)n;
+    }
+    if (val[OPT_MAX_CONN_PER_IP]) {
+        if (parse_size(val[OPT_MAX_CONN_PER_IP], 1, 100000, &n)) goto bad;
+        cfg->max_conn_per_ip = (int)n;
     }
     if (val[OPT_RATE_LIMIT] && parse_rate(val[OPT_RATE_LIMIT], &cfg->rate_limit)) goto bad;
     if (val[OPT_RATE_BURST]) {

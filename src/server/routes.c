@@ -1206,12 +1206,22 @@ static const route *find_route(fvs_req *r, fvs_resp *out) {
     return NULL;
 }
 
-void fvs_route(fvs_req *r, fvs_resp *out) {
+int fvs_route_check(fvs_req *r, fvs_resp *out) {
     const route *rt = find_route(r, out);
-    if (!rt) return;
+    if (!rt) return -1;
     if (rt->auth == AUTH_KEY &&
         (fvs_demo_request(r) ? fvs_demo_authenticate(r, out) : authenticate(r, out)))
+        return -1;
+    r->route = rt;
+    return 0;
+}
+
+void fvs_route_run(fvs_req *r, fvs_resp *out) {
+    const route *rt = r->route;
+    if (!rt) {
+        fvs_error(out, 500, "internal_error", "no route checked");
         return;
+    }
     rt->handler(r, out);
     if (rt->audit) fvs_audit_request(r, rt->audit, r->path_id, r->path_face_id, out);
 }

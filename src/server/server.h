@@ -31,6 +31,8 @@ typedef struct fvs_config {
     int max_inflight;        /* FACEVERIFY_MAX_INFLIGHT: requests handled at once; more: 503 */
     int max_connections;     /* FACEVERIFY_MAX_CONNECTIONS: open connections */
     int conn_timeout;        /* FACEVERIFY_CONN_TIMEOUT: idle seconds before a close */
+    int request_timeout;     /* FACEVERIFY_REQUEST_TIMEOUT: seconds for headers + body */
+    int max_conn_per_ip;     /* FACEVERIFY_MAX_CONNECTIONS_PER_IP: open connections per IP */
     double rate_limit;       /* FACEVERIFY_RATE_LIMIT: requests/s per key; 0: none */
     double rate_burst;       /* FACEVERIFY_RATE_BURST: bucket size */
     const char *run_as;      /* FACEVERIFY_USER, --user: drop root after binding */

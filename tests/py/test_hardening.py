@@ -1,0 +1,390 @@
+"""Issue 16's HTTP-layer attacks, replayed on raw sockets against a real
+faceverifyd on loopback: slow bodies that held every request slot, keyless
+JSON bodies parsed before the key was checked, request smuggling
+(ambiguous framing), libmicrohttpd's own error lines, NUL bytes that cut
+values short, and repeated form fields that were joined.  Every test is
+bounded in time (small timeouts set through the environment)."""
+import os
+import socket
+import time
+
+import pytest
+
+from fvserver import Server, create_collection, daemon_cmd, new_db_url, two_collections
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    url = new_db_url("sqlite", tmp_path)
+    daemon_cmd("migrate", db_url=url)
+
+    class Db:
+        db_url = url
+        a = create_collection(url, "alpha")
+    return Db
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request, tmp_path):
+    return two_collections(request.param, tmp_path)
+
+
+# ------------------------------------------------------------ raw sockets
+
+def connect(srv, timeout=5.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", srv.port), timeout=timeout)
+
+
+def read_all(s: socket.socket) -> bytes:
+    """What the server sends until it closes (or resets) the connection or
+    the socket's timeout passes."""
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return out
+
+
+def raw(srv, data: bytes, timeout=5.0) -> bytes:
+    with connect(srv, timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_all(s)
+
+
+def status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
+    return int(answer[9:12])
+
+
+def req(method, path, key=None, headers=(), body=b"", ctype=None, length=True) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if key:
+        lines.append(f"X-API-Key: {key}")
+    if ctype:
+        lines.append(f"Content-Type: {ctype}")
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    lines += list(headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def vm(pid: int) -> dict:
+    """VmRSS and VmHWM of pid, in MB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0]) / 1024
+    return out
+
+
+# ------------------------------------------------------------ 1. slow bodies
+
+def test_trickled_bodies_hold_no_slot_and_are_cut_off(sqlite_db):
+    """Issue 16.1: 16 sockets send the headers of a POST /detect and then a
+    byte now and then.  The health check and keyed calls still answer 200
+    meanwhile (no slot is taken before the body is complete), and the
+    request deadline closes the trickling sockets even though each byte
+    restarts the idle timeout."""
+    srv = Server(sqlite_db.db_url, env={"FACEVERIFY_MAX_INFLIGHT": "4",
+                                        "FACEVERIFY_CONN_TIMEOUT": "3",
+                                        "FACEVERIFY_REQUEST_TIMEOUT": "4"})
+    socks = []
+    try:
+        for i in range(16):
+            s = connect(srv)
+            key = sqlite_db.a if i % 2 else None  # keyed and keyless alike
+            s.sendall(req("POST", "/api/v1/detect", key, ctype="application/json",
+                          length=False, headers=["Content-Length: 1000"]) + b"{")
+            socks.append(s)
+        t0 = time.time()
+        closed = set()
+        while time.time() - t0 < 9 and len(closed) < len(socks):
+            time.sleep(1)
+            for i, s in enumerate(socks):
+                if i in closed:
+                    continue
+                try:
+                    s.sendall(b" ")
+                except OSError:
+                    closed.add(i)
+            h = srv.request("GET", "/api/v1/health", timeout=5)
+            assert h.status_code == 200, h.text
+            k = srv.request("GET", "/api/v1/subjects", sqlite_db.a, timeout=5)
+            assert k.status_code == 200, k.text
+            for i, s in enumerate(socks):  # closed by the server: EOF (or a 408 first)
+                if i in closed:
+                    continue
+                s.setblocking(False)
+                try:
+                    b = s.recv(65536)
+                    if not b or b"408" in b[:16] or b"401" in b[:16]:
+                        closed.add(i)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed.add(i)
+                s.setblocking(True)
+        elapsed = time.time() - t0
+        assert len(closed) == len(socks), f"{len(socks) - len(closed)} trickling sockets still open"
+        assert elapsed < 9, elapsed
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+def test_connections_per_ip_capped(sqlite_db):
+    """Issue 16.1: one address cannot take every connection: of 8 sockets
+    that open a request and stall, at most the cap (4) stay open, the rest
+    are closed at once; service returns when they go."""
+    srv = Server(sqlite_db.db_url, env={"FACEVERIFY_MAX_CONNECTIONS_PER_IP": "4"})
+    socks = []
+    try:
+        for _ in range(8):
+            s = connect(srv)
+            try:
+                s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+            except OSError:
+                pass
+            socks.append(s)
+        time.sleep(1.0)
+        alive = 0
+        for s in socks:
+            s.setblocking(False)
+            try:
+                if s.recv(1):
+                    alive += 1
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+        assert 1 <= alive <= 4, alive
+        for s in socks:
+            s.close()
+        socks = []
+        time.sleep(0.5)
+        assert srv.request("GET", "/api/v1/health", timeout=5).status_code == 200
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+# ------------------------------------------------------------ 2. keyless JSON
+
+def test_keyless_json_never_parsed_and_bounded_with_key(sqlite_db):
+    """Issue 16.2: a 12 MB body {"a":[{},{},...]} without a key is answered
+    401 without being stored or parsed (the server's peak RSS barely
+    moves); with a key, the JSON's shape is refused before jansson builds
+    the tree, and the heap is given back afterwards."""
+    body = b'{"a":[' + b",".join([b"{}"] * 4_000_000) + b"]}"
+    assert 11_000_000 < len(body) < 13_000_000
+    srv = Server(sqlite_db.db_url, max_body=13_000_000)
+    try:
+        pid = srv.proc.pid
+        before = vm(pid)
+        a = raw(srv, req("POST", "/api/v1/detect", ctype="application/json", body=body,
+                         headers=["Connection: close"]), timeout=30)
+        assert status_of(a) == 401, a[:300]
+        keyless = vm(pid)
+        b = raw(srv, req("POST", "/api/v1/detect", sqlite_db.a, ctype="application/json",
+                         body=body, headers=["Connection: close"]), timeout=30)
+        assert status_of(b) == 400 and b"validation_error" in b, b[:300]
+        time.sleep(0.2)
+        keyed = vm(pid)
+        print(f"\nRSS MB: start {before}, after keyless {keyless}, after keyed {keyed}")
+        assert keyless["VmHWM"] - before["VmHWM"] < 48, (before, keyless)
+        assert keyed["VmHWM"] - before["VmHWM"] < 96, (before, keyed)
+        assert keyed["VmRSS"] - before["VmRSS"] < 48, (before, keyed)
+    finally:
+        srv.stop()
+
+
+def test_keyless_expect_continue_refused_before_body(sqlite_db):
+    """Issue 16.2: a keyless client that waits for 100 Continue gets its 401
+    instead, and never has to send the body."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        with connect(srv, timeout=5) as s:
+            s.sendall(req("POST", "/api/v1/detect", ctype="application/json", length=False,
+                          headers=["Content-Length: 500000", "Expect: 100-continue"]))
+            a = s.recv(65536)
+            assert status_of(a) == 401, a[:300]
+    finally:
+        srv.stop()
+
+
+def test_json_depth_and_count_limits(sqlite_db):
+    """Issue 16.2: deep nesting and many values are a 400, a normal body
+    goes on."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        for body in (b"[" * 100 + b"]" * 100, b'{"a":[' + b",".join([b"1"] * 70000) + b"]}"):
+            a = raw(srv, req("POST", "/api/v1/subjects", sqlite_db.a, ctype="application/json",
+                             body=body, headers=["Connection: close"]))
+            assert status_of(a) == 400 and b"validation_error" in a, a[:300]
+        ok = srv.request("POST", "/api/v1/subjects", sqlite_db.a, json={"name": "ok"})
+        assert ok.status_code == 201, ok.text
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------ 3. smuggling
+
+def smuggled_delete(key, sid) -> bytes:
+    return req("DELETE", f"/api/v1/subjects/{sid}", key, headers=["Connection: close"])
+
+
+@pytest.mark.parametrize("framing", ["two_lengths", "length_and_chunked"])
+def test_smuggled_request_never_runs(db, framing):
+    """Issue 16.3: a body carrying a second request (a DELETE) behind an
+    ambiguous length is answered 400 and the connection closed; the
+    subject is still there afterwards."""
+    srv = Server(db.db_url)
+    try:
+        key = db.a
+        sid = srv.request("POST", "/api/v1/subjects", key, json={"name": "victim"}).json()["id"]
+        inner = smuggled_delete(key, sid)
+        if framing == "two_lengths":
+            first = b'{"name":"x"}'
+            body = first + inner
+            head = req("POST", "/api/v1/subjects", key, ctype="application/json", length=False,
+                       headers=[f"Content-Length: {len(first)}",
+                                f"Content-Length: {len(body)}"])
+        else:
+            body = b"0\r\n\r\n" + inner
+            head = req("POST", "/api/v1/subjects", key, ctype="application/json", length=False,
+                       headers=[f"Content-Length: {len(body)}", "Transfer-Encoding: chunked"])
+        a = raw(srv, head + body, timeout=5)
+        assert a == b"" or status_of(a) == 400, a[:300]
+        assert a.count(b"HTTP/1.1 ") <= 1, a  # no second answer: nothing ran after it
+        time.sleep(0.3)
+        got = srv.request("GET", f"/api/v1/subjects/{sid}", key)
+        assert got.status_code == 200, got.text
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("headers", [
+    ["Transfer-Encoding: gzip, chunked"],
+    ["Transfer-Encoding: chunked", "Transfer-Encoding: chunked"],
+    ["Host: evil.example"],
+    ["X-API-Key: fv_other"],
+])
+def test_ambiguous_headers_refused(sqlite_db, headers):
+    """Issue 16.3: an unknown transfer coding (which used to hang holding a
+    slot), or a repeated Host or X-API-Key header, is a 400 at once."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        chunked = any("Transfer-Encoding" in h for h in headers)
+        t0 = time.time()
+        a = raw(srv, req("POST", "/api/v1/subjects", sqlite_db.a, ctype="application/json",
+                         body=b"0\r\n\r\n" if chunked else b'{"name":"x"}', length=not chunked,
+                         headers=headers + ["Connection: close"]), timeout=5)
+        assert status_of(a) == 400 and b"validation_error" in a, a[:300]
+        assert time.time() - t0 < 3
+        assert srv.request("GET", "/api/v1/subjects", sqlite_db.a).json()["count"] == 0
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------ 7. MHD's errors
+
+@pytest.mark.parametrize("bad", [
+    b"POST /api/v1/subjects HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    b"POST /api/v1/subjects HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /api/v1/health HTTP/7.1\r\nHost: x\r\n\r\n",
+    b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+def test_mhd_errors_write_nothing_to_stderr(sqlite_db, bad):
+    """Issue 16.7: libmicrohttpd's own refusals no longer write a line per
+    request to the server's output (an attacker could fill the log)."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        before = srv.output()
+        a = raw(srv, bad, timeout=3)
+        assert a == b"" or 400 <= status_of(a) < 600, a[:300]
+        assert srv.request("GET", "/api/v1/health").status_code == 200
+        time.sleep(0.2)
+        assert srv.output() == before, srv.output()[len(before):]
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------ 8. NUL bytes
+
+def test_nul_in_path_refused(sqlite_db):
+    """Issue 16.8: /api/v1/subjects/1%00/../../3 used to read subject 1."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        srv.request("POST", "/api/v1/subjects", sqlite_db.a, json={"name": "one"})
+        for path in ("/api/v1/subjects/1%00/../../3", "/api/v1/subjects?limit=1%00x"):
+            a = raw(srv, req("GET", path, sqlite_db.a, length=False,
+                             headers=["Connection: close"]))
+            assert status_of(a) == 400 and b"validation_error" in a, (path, a[:300])
+    finally:
+        srv.stop()
+
+
+def post_form(srv, key, path, body: bytes, ctype="application/x-www-form-urlencoded") -> bytes:
+    return raw(srv, req("POST", path, key, body=body, ctype=ctype,
+                        headers=["Connection: close"]))
+
+
+def image_parts(sizes, name="image_a") -> bytes:
+    """A multipart body (boundary xYz) with one file part of random bytes per
+    size, all under the same field name."""
+    parts = b"".join(
+        b"--xYz\r\nContent-Disposition: form-data; name=\"" + name.encode()
+        + b"\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n" + os.urandom(n)
+        + b"\r\n" for n in sizes)
+    return parts + b"--xYz--\r\n"
+
+
+def test_nul_in_form_value_refused(sqlite_db):
+    """Issue 16.8: a form name=url%00enc used to store "url"; a file part's
+    bytes may hold NULs."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        a = post_form(srv, sqlite_db.a, "/api/v1/subjects", b"name=url%00enc")
+        assert status_of(a) == 400 and b"NUL byte" in a, a[:300]
+        assert srv.request("GET", "/api/v1/subjects", sqlite_db.a).json()["count"] == 0
+        a = post_form(srv, sqlite_db.a, "/api/v1/detect", image_parts([1000], "image"),
+                      "multipart/form-data; boundary=xYz")
+        assert status_of(a) == 400 and b"NUL byte" not in a, a[:300]
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------ 9. repeated fields
+
+def test_repeated_form_fields_refused(sqlite_db):
+    """Issue 16.9: name=a&name=b used to store "ab", and two image_a parts
+    were concatenated; one large part (handed over in pieces) still
+    passes."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        a = post_form(srv, sqlite_db.a, "/api/v1/subjects", b"name=a&name=b")
+        assert status_of(a) == 400 and b"more than once" in a, a[:300]
+        assert srv.request("GET", "/api/v1/subjects", sqlite_db.a).json()["count"] == 0
+        a = post_form(srv, sqlite_db.a, "/api/v1/verify", image_parts([1000, 1000]),
+                      "multipart/form-data; boundary=xYz")
+        assert status_of(a) == 400 and b"more than once" in a, a[:300]
+        a = post_form(srv, sqlite_db.a, "/api/v1/detect", image_parts([600_000], "image"),
+                      "multipart/form-data; boundary=xYz")
+        assert status_of(a) == 400 and b"invalid_image" in a, a[:300]
+    finally:
+        srv.stop()

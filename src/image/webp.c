@@ -131,3 +131,19 @@ fv_status fvi_decode_webp(const unsigned char *data, size_t len, const fv_limits
     *out = img;
     return FV_OK;
 }
+
+fv_status fvi_probe_webp(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
+                         int *h, char *err, size_t errlen) {
+    WebPBitstreamFeatures f;
+    VP8StatusCode c = WebPGetFeatures(data, len, &f);
+    if (c != VP8_STATUS_OK)
+        return fvi_seterr(err, errlen, status_of(c), "webp: header: %s", code_name(c));
+    if (f.width <= 0 || f.height <= 0)
+        return fvi_seterr(err, errlen, FV_E_IMAGE_CORRUPT, "webp: bad dimensions");
+    fv_status st =
+        fvi_image_check_limits("webp", (uint64_t)f.width, (uint64_t)f.height, lim, err, errlen);
+    if (st != FV_OK) return st;
+    *w = f.width;
+    *h = f.height;
+    return FV_OK;
+}

@@ -22,7 +22,9 @@
  * peak from a server-wide budget (bytes under one mutex, waiters on a
  * condition variable on CLOCK_MONOTONIC) before decoding, from the w x h
  * the image header states, and release it when the images are freed.  Past
- * the budget a request waits a bounded time, then is answered 503.  The
+ * the budget a request waits a bounded time, then is answered 503; the
+ * last eighth of the budget is kept for requests of at most an eighth, so
+ * that ordinary photos are still served during a burst of huge ones.  The
  * estimate's constants are measured (bench/mem_budget.py, peak RSS over
  * RSS of one request on a fresh server, Release build):
  *   - decode: 3 bytes per pixel (the RGB8 image; fv_image_decode has no
@@ -43,7 +45,6 @@
 #include "server/guard.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -163,6 +164,11 @@ uint64_t fvs_guard_images_cost(const int *w, const int *h, int n, int max_side) 
 
 int fvs_guard_mem_acquire(fvs_guard *g, uint64_t budget, uint64_t bytes, int wait_ms) {
     if (bytes > budget) return -2;
+    /* The last eighth of the budget is kept for requests of at most an
+     * eighth (ordinary photos), so that a burst of huge images cannot
+     * starve them; a request too large for the rest may still use it all. */
+    uint64_t cap = bytes > budget / 8 ? budget - budget / 8 : budget;
+    if (bytes > cap) cap = budget;
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += wait_ms / 1000;
@@ -174,7 +180,7 @@ int fvs_guard_mem_acquire(fvs_guard *g, uint64_t budget, uint64_t bytes, int wai
     int rc = -1;
     pthread_mutex_lock(&g->mem_mu);
     for (;;) {
-        if (g->mem_reserved <= budget - bytes) { /* bytes <= budget: no wrap */
+        if (g->mem_reserved <= cap - bytes) { /* bytes <= cap: no wrap */
             g->mem_reserved += bytes;
             rc = 0;
             break;
@@ -183,7 +189,7 @@ int fvs_guard_mem_acquire(fvs_guard *g, uint64_t budget, uint64_t bytes, int wai
         int w = pthread_cond_timedwait(&g->mem_cv, &g->mem_mu, &deadline);
         if (w == ETIMEDOUT) {
             /* one last look: a release may have come with the timeout */
-            if (g->mem_reserved <= budget - bytes) {
+            if (g->mem_reserved <= cap - bytes) {
                 g->mem_reserved += bytes;
                 rc = 0;
             }
@@ -208,34 +214,51 @@ uint64_t fvs_guard_mem_reserved(fvs_guard *g) {
     return v;
 }
 
-/* The cgroup v2 memory.max of this process, or 0 (none, "max", unreadable). */
+/* The number in file path, or 0 (missing, "max", unreadable). */
+static uint64_t read_u64(const char *path) {
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%llu", &v) != 1) v = 0; /* "max" does not scan */
+    fclose(f);
+    return v;
+}
+
+/* This process's cgroup memory limit, or 0 for none: cgroup v2
+ * memory.max, or v1 memory.limit_in_bytes ("unlimited" there is a huge
+ * number, which changes no minimum), at the path /proc/self/cgroup names
+ * and at the mount's root (a container sees its own cgroup there). */
 static uint64_t cgroup_limit(void) {
     char line[512], path[640];
-    uint64_t limit = 0;
+    uint64_t limit = 0, v;
     FILE *f = fopen("/proc/self/cgroup", "r");
     if (!f) return 0;
-    path[0] = 0;
     while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "0::", 3) != 0) continue;
         line[strcspn(line, "\n")] = 0;
-        snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
-        break;
+        path[0] = 0;
+        if (strncmp(line, "0::", 3) == 0)
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
+        else if (strstr(line, ":memory:"))
+            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes",
+                     strstr(line, ":memory:") + 8);
+        if (path[0] && (v = read_u64(path)) && (!limit || v < limit)) limit = v;
     }
     fclose(f);
-    if (!path[0] || !(f = fopen(path, "r"))) return 0;
-    unsigned long long v;
-    if (fscanf(f, "%llu", &v) == 1) limit = v; /* "max" does not scan */
-    fclose(f);
+    static const char *const roots[2] = {"/sys/fs/cgroup/memory.max",
+                                         "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (int i = 0; i < 2; i++)
+        if ((v = read_u64(roots[i])) && (!limit || v < limit)) limit = v;
     return limit;
 }
 
 uint64_t fvs_guard_default_budget(void) {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    uint64_t mem = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    uint64_t budget = 3 * GIB;
+    if (pages > 0 && page > 0 && (uint64_t)pages * (uint64_t)page / 4 < budget)
+        budget = (uint64_t)pages * (uint64_t)page / 4;
     uint64_t cg = cgroup_limit();
-    if (cg && (!mem || cg < mem)) mem = cg;
-    if (!mem) return 3 * GIB;
-    return mem / 4 < 3 * GIB ? mem / 4 : 3 * GIB;
+    if (cg && cg / 4 * 3 < budget) budget = cg / 4 * 3;
+    return budget;
 }
 
 int fvs_guard_rate(fvs_guard *g, int64_t coll, int *retry_after_s) {

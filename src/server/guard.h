@@ -40,15 +40,19 @@ uint64_t fvs_guard_images_cost(const int *w, const int *h, int n, int max_side);
  * fvs_guard_mem_release with the same bytes when the memory is freed), -1
  * still over the budget after the wait (answer 503 overloaded with
  * Retry-After), -2 bytes alone exceed the budget (no wait helps).
+ * Requests above budget / 8 may fill the budget only up to 7/8 of it (or
+ * the whole of it when they need more): the rest stays for small ones.
  * Thread-safe; waiters are woken by every release. */
 int fvs_guard_mem_acquire(fvs_guard *g, uint64_t budget, uint64_t bytes, int wait_ms);
 void fvs_guard_mem_release(fvs_guard *g, uint64_t bytes);
 /* Bytes reserved now (for tests and logs). */
 uint64_t fvs_guard_mem_reserved(fvs_guard *g);
 
-/* The default budget: min(memory / 4, 3 GiB), where memory is the
- * smaller of physical RAM and the cgroup v2 limit (memory.max) of this
- * process; 3 GiB when neither can be read. */
+/* The default budget: min(RAM / 4, 3/4 of this process's cgroup v2
+ * memory.max if set, 3 GiB).  A quarter of RAM, as a machine is shared
+ * with the database and the OS; three quarters of a cgroup limit, which is
+ * the service's own; 3 GiB so that under the documented MemoryMax=4G 1 GiB
+ * stays for the models (~50 MB), request bodies and JSON. */
 uint64_t fvs_guard_default_budget(void);
 
 /* Takes one token from the bucket of the collection coll.  0 allowed, 1

@@ -8,8 +8,8 @@ reserves each image request's estimated peak (from the image header, before
 decoding) from the budget, makes the excess wait up to 2 s, then answers
 503 overloaded with Retry-After.  The server's peak RSS (VmHWM) must stay
 under its RSS before the burst plus the budget plus MARGIN (request
-buffers, allocator slack), small requests must still be served during the
-burst, and the budget must be whole again afterwards.
+buffers, allocator slack; Release builds), small requests must still be
+served during the burst, and the budget must be whole again afterwards.
 """
 import io
 import threading
@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATA, need
-from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
+from fvserver import DAEMON, Server, check, create_collection, daemon_cmd, new_db_url
 
 BUDGET = 700_000_000  # one 40 MP (~450 MB estimated) and a small one (~170 MB), not two 40 MP
 MARGIN = 100_000_000
@@ -34,6 +34,12 @@ def jpeg(w: int, h: int) -> bytes:
     buf = io.BytesIO()
     canvas.save(buf, "JPEG", quality=85)
     return buf.getvalue()
+
+
+def asan_build() -> bool:
+    """ASan's shadow memory and quarantine change RSS: the bound on the peak
+    is checked on Release builds only (the statuses on every build)."""
+    return b"AddressSanitizer" in DAEMON.read_bytes()
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -89,7 +95,8 @@ def test_memory_budget_bounds_concurrent_large_images(key_db):
                 assert r.headers["Retry-After"] == "1"
             else:
                 assert check(r, "POST", "/api/v1/detect")["image"]["width"] == LARGE
-        assert hwm - rss0 < BUDGET + MARGIN, (hwm - rss0, codes)
+        if not asan_build():
+            assert hwm - rss0 < BUDGET + MARGIN, (hwm - rss0, codes)
 
         # Every reservation came back: a large request fits again, twice in a row.
         for _ in range(2):

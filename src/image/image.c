@@ -123,10 +123,12 @@ static img_format sniff(const unsigned char *d, size_t n, const char **other) {
     return FMT_UNKNOWN;
 }
 
-fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, fv_image **out,
-                          char *err, size_t errlen) {
+/* fv_image_decode (out) or fv_image_probe (out NULL: *w x *h): the same
+ * checks and format dispatch for both. */
+static fv_status decode_or_probe(const void *bytes, size_t len, const fv_limits *lim,
+                                 fv_image **out, int *w, int *h, char *err, size_t errlen) {
     if (err && errlen) err[0] = '\0';
-    if (!out || (!bytes && len))
+    if ((!out && (!w || !h)) || (!bytes && len))
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     fv_limits l = fvi_limits_effective(lim);
     if (len > l.max_input_bytes)
@@ -137,13 +139,17 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
     const char *other;
     switch (sniff(d, len, &other)) {
     case FMT_JPEG:
-        return fvi_decode_jpeg(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_jpeg(d, len, &l, out, err, errlen)
+                   : fvi_probe_jpeg(d, len, &l, w, h, err, errlen);
     case FMT_PNG:
-        return fvi_decode_png(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_png(d, len, &l, out, err, errlen)
+                   : fvi_probe_png(d, len, &l, w, h, err, errlen);
     case FMT_WEBP:
-        return fvi_decode_webp(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_webp(d, len, &l, out, err, errlen)
+                   : fvi_probe_webp(d, len, &l, w, h, err, errlen);
     case FMT_BMP:
-        return fvi_decode_bmp(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_bmp(d, len, &l, out, err, errlen)
+                   : fvi_probe_bmp(d, len, &l, w, h, err, errlen);
     case FMT_UNKNOWN:
         break;
     }
@@ -154,32 +160,18 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
                       "unknown format (JPEG, PNG, WebP, BMP are supported)");
 }
 
+fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, fv_image **out,
+                          char *err, size_t errlen) {
+    if (!out) {
+        if (err && errlen) err[0] = '\0';
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
+    }
+    return decode_or_probe(bytes, len, lim, out, NULL, NULL, err, errlen);
+}
+
 fv_status fv_image_probe(const void *bytes, size_t len, const fv_limits *lim, int *width,
                          int *height, char *err, size_t errlen) {
-    if (err && errlen) err[0] = '\0';
-    if (!width || !height || (!bytes && len))
-        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
-    fv_limits l = fvi_limits_effective(lim);
-    if (len > l.max_input_bytes)
-        return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
-                          "%zu bytes exceed the input limit of %zu", len, l.max_input_bytes);
-    if (len == 0) return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT, "empty input");
-    const unsigned char *d = bytes;
-    const char *other;
-    switch (sniff(d, len, &other)) {
-    case FMT_JPEG:
-        return fvi_probe_jpeg(d, len, &l, width, height, err, errlen);
-    case FMT_PNG:
-        return fvi_probe_png(d, len, &l, width, height, err, errlen);
-    case FMT_WEBP:
-        return fvi_probe_webp(d, len, &l, width, height, err, errlen);
-    case FMT_BMP:
-        return fvi_probe_bmp(d, len, &l, width, height, err, errlen);
-    case FMT_UNKNOWN:
-        break;
-    }
-    /* the same answer fv_image_decode gives */
-    return fv_image_decode(bytes, len, &l, &(fv_image *){NULL}, err, errlen);
+    return decode_or_probe(bytes, len, lim, NULL, width, height, err, errlen);
 }
 
 fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out, char *err,

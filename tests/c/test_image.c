@@ -944,14 +944,12 @@ static void test_bad_inputs(void **state) {
 
 /* Random byte mutations of valid files of every format: any status is
  * allowed, but each must be a typed one and ASan must stay quiet. */
-static void test_mutations(void **state) {
-    (void)state;
-    /* FV_IMAGE_FUZZ_ITERS=100000 makes this a longer local fuzz run. */
-    const char *ie = getenv("FV_IMAGE_FUZZ_ITERS");
-    int iters = ie && atoi(ie) > 0 ? atoi(ie) : 300;
+/* One small file of each decoder path (malloc'd, free each): JPEG with
+ * EXIF orientation 6 (decodes to 16 x 24), interlaced PNG, lossy WebP,
+ * 8-bit BMP (7 x 5), lossless WebP; the others 24 x 16. */
+static const int five_dims[5][2] = {{16, 24}, {24, 16}, {24, 16}, {7, 5}, {24, 16}};
+static void five_files(unsigned char *files[5], size_t n[5]) {
     unsigned char *p = pattern24x16();
-    size_t n[5];
-    unsigned char *files[5];
     uint8_t *w;
     files[0] = make_jpeg(p, 24, 16, 3, JCS_RGB, 6, &n[0]);
     files[1] = make_png(24, 16, 8, PNG_COLOR_TYPE_RGB, 1, p, 72, NULL, 0, NULL, 0, 6, &n[1]);
@@ -964,6 +962,17 @@ static void test_mutations(void **state) {
     files[4] = malloc(n[4]);
     memcpy(files[4], w, n[4]);
     WebPFree(w);
+    free(p);
+}
+
+static void test_mutations(void **state) {
+    (void)state;
+    /* FV_IMAGE_FUZZ_ITERS=100000 makes this a longer local fuzz run. */
+    const char *ie = getenv("FV_IMAGE_FUZZ_ITERS");
+    int iters = ie && atoi(ie) > 0 ? atoi(ie) : 300;
+    size_t n[5];
+    unsigned char *files[5];
+    five_files(files, n);
     for (int f = 0; f < 5; f++) {
         unsigned char *m = malloc(n[f]);
         for (int t = 0; t < iters; t++) {
@@ -984,7 +993,6 @@ static void test_mutations(void **state) {
         free(m);
         free(files[f]);
     }
-    free(p);
 }
 
 /* fv_image_probe reads the size fv_image_decode will return, from the
@@ -994,19 +1002,10 @@ static void test_mutations(void **state) {
  * the decoder's statuses. */
 static void test_probe(void **state) {
     (void)state;
-    unsigned char *p = pattern24x16();
     size_t n[5];
     unsigned char *files[5];
-    uint8_t *w;
-    files[0] = make_jpeg(p, 24, 16, 3, JCS_RGB, 6, &n[0]); /* rotated: 16 x 24 */
-    files[1] = make_png(24, 16, 8, PNG_COLOR_TYPE_RGB, 1, p, 72, NULL, 0, NULL, 0, 6, &n[1]);
-    n[2] = WebPEncodeRGB(p, 24, 16, 72, 80, &w);
-    files[2] = malloc(n[2]);
-    memcpy(files[2], w, n[2]);
-    WebPFree(w);
-    files[3] = make_bmp(7, 5, 8, 0, &n[3]);
-    files[4] = make_jpeg(p, 24, 16, 3, JCS_RGB, 0, &n[4]);
-    static const int want[5][2] = {{16, 24}, {24, 16}, {24, 16}, {7, 5}, {24, 16}};
+    five_files(files, n);
+    const int(*want)[2] = five_dims;
     char err[256];
     for (int f = 0; f < 5; f++) {
         int pw = 0, ph = 0;
@@ -1050,7 +1049,6 @@ static void test_probe(void **state) {
                      FV_E_INVALID_ARGUMENT);
     assert_int_equal(fv_image_probe("abc", 3, NULL, NULL, &ph, err, sizeof err),
                      FV_E_INVALID_ARGUMENT);
-    free(p);
 }
 
 static uint32_t crc32_of(const unsigned char *d, size_t n) {

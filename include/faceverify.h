@@ -95,6 +95,15 @@ typedef struct fv_image {
 FV_API fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim,
                                  fv_image **out, char *err, size_t errlen);
 
+/* Reads only the header of JPEG, PNG, WebP or BMP bytes: *width x *height
+ * of the image fv_image_decode would return (EXIF orientation applied),
+ * with the same input-size and pixel limits and the same errors for bytes
+ * that are too large, not an image or a header that is corrupt.  No pixel
+ * memory is allocated, so a caller can budget memory before decoding.
+ * A valid header does not promise a decodable image.  Thread-safe. */
+FV_API fv_status fv_image_probe(const void *bytes, size_t len, const fv_limits *lim, int *width,
+                                int *height, char *err, size_t errlen);
+
 /* Reads a file (refusing files above lim->max_input_bytes before reading
  * them in full) and decodes it as fv_image_decode does.  A missing or
  * unreadable file (or a directory) is FV_E_IO, one above the limit

@@ -27,8 +27,10 @@ static unsigned le16(const unsigned char *p) {
     return (unsigned)p[0] | (unsigned)p[1] << 8;
 }
 
-fv_status fvi_decode_bmp(const unsigned char *d, size_t len, const fv_limits *lim, fv_image **out,
-                         char *err, size_t errlen) {
+/* Decodes into *out, or with out NULL only reads the header into *pw x *ph
+ * (fvi_probe_bmp). */
+static fv_status bmp_run(const unsigned char *d, size_t len, const fv_limits *lim, fv_image **out,
+                         int *pw, int *ph, char *err, size_t errlen) {
     if (len < 14 + 4) return fvi_seterr(err, errlen, FV_E_IMAGE_CORRUPT, "bmp: truncated header");
     uint32_t data_off = le32(d + 10);
     uint32_t hsize = le32(d + 14);
@@ -59,6 +61,11 @@ fv_status fvi_decode_bmp(const unsigned char *d, size_t len, const fv_limits *li
     }
     fv_status st = fvi_image_check_limits("bmp", (uint64_t)w, (uint64_t)hh, lim, err, errlen);
     if (st != FV_OK) return st;
+    if (!out) { /* probe: w, hh fit in int32 (checked) */
+        *pw = (int)w;
+        *ph = (int)hh;
+        return FV_OK;
+    }
 
     unsigned char pal[256][3];
     memset(pal, 0, sizeof pal);
@@ -104,4 +111,14 @@ fv_status fvi_decode_bmp(const unsigned char *d, size_t len, const fv_limits *li
     }
     *out = img;
     return FV_OK;
+}
+
+fv_status fvi_decode_bmp(const unsigned char *d, size_t len, const fv_limits *lim, fv_image **out,
+                         char *err, size_t errlen) {
+    return bmp_run(d, len, lim, out, NULL, NULL, err, errlen);
+}
+
+fv_status fvi_probe_bmp(const unsigned char *d, size_t len, const fv_limits *lim, int *w, int *h,
+                        char *err, size_t errlen) {
+    return bmp_run(d, len, lim, NULL, w, h, err, errlen);
 }

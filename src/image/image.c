@@ -11,6 +11,9 @@
  *    header, before pixel memory is allocated.
  *  - A zero field of fv_limits means "the default" so that a zeroed struct
  *    is not a trap; there is no "unlimited" setting.
+ *  - fv_image_probe runs the same sniffing, limits and header checks as
+ *    fv_image_decode and stops before pixel memory: what a server needs to
+ *    budget memory for a decode before it starts.
  *  - Only regular files are loaded (a FIFO or device is FV_E_IO); files
  *    are read by core's fvi_read_file, so a missing or unreadable image
  *    is FV_E_IO and one above max_input_bytes FV_E_IMAGE_TOO_LARGE.
@@ -120,10 +123,12 @@ static img_format sniff(const unsigned char *d, size_t n, const char **other) {
     return FMT_UNKNOWN;
 }
 
-fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, fv_image **out,
-                          char *err, size_t errlen) {
+/* fv_image_decode (out) or fv_image_probe (out NULL: *w x *h): the same
+ * checks and format dispatch for both. */
+static fv_status decode_or_probe(const void *bytes, size_t len, const fv_limits *lim,
+                                 fv_image **out, int *w, int *h, char *err, size_t errlen) {
     if (err && errlen) err[0] = '\0';
-    if (!out || (!bytes && len))
+    if ((!out && (!w || !h)) || (!bytes && len))
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     fv_limits l = fvi_limits_effective(lim);
     if (len > l.max_input_bytes)
@@ -134,13 +139,17 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
     const char *other;
     switch (sniff(d, len, &other)) {
     case FMT_JPEG:
-        return fvi_decode_jpeg(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_jpeg(d, len, &l, out, err, errlen)
+                   : fvi_probe_jpeg(d, len, &l, w, h, err, errlen);
     case FMT_PNG:
-        return fvi_decode_png(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_png(d, len, &l, out, err, errlen)
+                   : fvi_probe_png(d, len, &l, w, h, err, errlen);
     case FMT_WEBP:
-        return fvi_decode_webp(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_webp(d, len, &l, out, err, errlen)
+                   : fvi_probe_webp(d, len, &l, w, h, err, errlen);
     case FMT_BMP:
-        return fvi_decode_bmp(d, len, &l, out, err, errlen);
+        return out ? fvi_decode_bmp(d, len, &l, out, err, errlen)
+                   : fvi_probe_bmp(d, len, &l, w, h, err, errlen);
     case FMT_UNKNOWN:
         break;
     }
@@ -149,6 +158,20 @@ fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, f
                           "%s is not supported (JPEG, PNG, WebP, BMP are)", other);
     return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,
                       "unknown format (JPEG, PNG, WebP, BMP are supported)");
+}
+
+fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, fv_image **out,
+                          char *err, size_t errlen) {
+    if (!out) {
+        if (err && errlen) err[0] = '\0';
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
+    }
+    return decode_or_probe(bytes, len, lim, out, NULL, NULL, err, errlen);
+}
+
+fv_status fv_image_probe(const void *bytes, size_t len, const fv_limits *lim, int *width,
+                         int *height, char *err, size_t errlen) {
+    return decode_or_probe(bytes, len, lim, NULL, width, height, err, errlen);
 }
 
 fv_status fv_image_load(const char *path, const fv_limits *lim, fv_image **out, char *err,

@@ -48,6 +48,18 @@ fv_status fvi_decode_webp(const unsigned char *data, size_t len, const fv_limits
 fv_status fvi_decode_bmp(const unsigned char *data, size_t len, const fv_limits *lim,
                          fv_image **out, char *err, size_t errlen);
 
+/* Per-format header probes (fv_image_probe): the same checks as the
+ * decoder up to its fvi_image_check_limits call, then *w x *h as decoded
+ * (orientation applied); nothing is allocated that outlives the call. */
+fv_status fvi_probe_jpeg(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
+                         int *h, char *err, size_t errlen);
+fv_status fvi_probe_png(const unsigned char *data, size_t len, const fv_limits *lim, int *w, int *h,
+                        char *err, size_t errlen);
+fv_status fvi_probe_webp(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
+                         int *h, char *err, size_t errlen);
+fv_status fvi_probe_bmp(const unsigned char *data, size_t len, const fv_limits *lim, int *w, int *h,
+                        char *err, size_t errlen);
+
 /* EXIF orientation (1..8) from the payload of a JPEG APP1 marker (starting
  * at "Exif\0\0").  Returns 1 (normal) for anything missing, malformed or
  * out of range; never reads outside payload[0..len). */

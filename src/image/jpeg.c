@@ -50,6 +50,7 @@ typedef struct jpeg_ctx {
     int saw_eof;    /* JWRN_JPEG_EOF: the source ran out, a fake EOI was fed */
     int hit_marker; /* JWRN_HIT_MARKER: an entropy decoder ran short */
     int multi_scan; /* progressive or multi-scan: truncation loses detail */
+    int probe;      /* fvi_probe_jpeg: stop after the header */
 } jpeg_ctx;
 
 static jpeg_ctx *ctx_of(j_common_ptr c) {
@@ -164,6 +165,7 @@ static fv_status jpeg_run(jpeg_ctx *x, const unsigned char *data, size_t len, ch
             break;
         }
     }
+    if (x->probe) return FV_OK;
 
     int cmyk = ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK;
     ci->out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
@@ -194,16 +196,31 @@ static fv_status jpeg_run(jpeg_ctx *x, const unsigned char *data, size_t len, ch
     return FV_OK;
 }
 
-fv_status fvi_decode_jpeg(const unsigned char *data, size_t len, const fv_limits *lim,
-                          fv_image **out, char *err, size_t errlen) {
+/* Decodes into *out, or with out NULL only reads the header into *pw x *ph,
+ * orientation applied (fvi_probe_jpeg). */
+static fv_status jpeg_go(const unsigned char *data, size_t len, const fv_limits *lim,
+                         fv_image **out, int *pw, int *ph, char *err, size_t errlen) {
     jpeg_ctx *x = fvi_calloc(1, sizeof *x);
     if (!x) return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "jpeg: out of memory");
     x->lim = lim;
     x->orientation = 1;
     x->st = FV_E_IMAGE_CORRUPT;
+    x->probe = out == NULL;
     fv_status st = jpeg_run(x, data, len, err, errlen);
+    if (st == FV_OK && x->probe) {
+        /* limits checked: both fit in int32; orientations 5..8 transpose */
+        int w = (int)x->cinfo.image_width, h = (int)x->cinfo.image_height;
+        *pw = x->orientation >= 5 ? h : w;
+        *ph = x->orientation >= 5 ? w : h;
+    }
     if (x->created) jpeg_destroy_decompress(&x->cinfo);
     fvi_free(x->row);
+    if (x->probe) {
+        if (st != FV_OK && x->msg[0] && (!err || !errlen || !err[0]))
+            fvi_seterr(err, errlen, st, "jpeg: %s", x->msg);
+        fvi_free(x);
+        return st;
+    }
     if (st == FV_OK && x->orientation != 1) {
         st = fvi_image_orient(&x->img, x->orientation);
         if (st != FV_OK) fvi_seterr(err, errlen, st, "jpeg: out of memory");
@@ -217,4 +234,14 @@ fv_status fvi_decode_jpeg(const unsigned char *data, size_t len, const fv_limits
     }
     fvi_free(x);
     return st;
+}
+
+fv_status fvi_decode_jpeg(const unsigned char *data, size_t len, const fv_limits *lim,
+                          fv_image **out, char *err, size_t errlen) {
+    return jpeg_go(data, len, lim, out, NULL, NULL, err, errlen);
+}
+
+fv_status fvi_probe_jpeg(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
+                         int *h, char *err, size_t errlen) {
+    return jpeg_go(data, len, lim, NULL, w, h, err, errlen);
 }

@@ -40,6 +40,8 @@ typedef struct png_ctx {
     char msg[128];
     const fv_limits *lim;
     fv_image *img;
+    int probe;          /* fvi_probe_png: stop after the limits check */
+    png_uint_32 pw, ph; /* the probed dimensions */
 } png_ctx;
 
 static png_voidp on_malloc(png_structp png, png_alloc_size_t n) {
@@ -92,6 +94,11 @@ static int png_run(png_ctx *x, fv_status *st, char *err, size_t errlen) {
     png_get_IHDR(png, info, &w, &h, &depth, &color, &interlace, NULL, NULL);
     *st = fvi_image_check_limits("png", w, h, x->lim, err, errlen);
     if (*st != FV_OK) return 0;
+    if (x->probe) {
+        x->pw = w;
+        x->ph = h;
+        return 0;
+    }
 
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
@@ -120,13 +127,16 @@ static int png_run(png_ctx *x, fv_status *st, char *err, size_t errlen) {
     return 0;
 }
 
-fv_status fvi_decode_png(const unsigned char *data, size_t len, const fv_limits *lim,
-                         fv_image **out, char *err, size_t errlen) {
+/* Decodes into *out, or with out NULL only reads IHDR into *pw x *ph
+ * (fvi_probe_png). */
+static fv_status png_go(const unsigned char *data, size_t len, const fv_limits *lim, fv_image **out,
+                        int *pw, int *ph, char *err, size_t errlen) {
     png_ctx *x = fvi_calloc(1, sizeof *x);
     if (!x) return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "png: out of memory");
     x->data = data;
     x->len = len;
     x->lim = lim;
+    x->probe = out == NULL;
     fv_status st = FV_E_IMAGE_CORRUPT;
     x->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, x, on_error, on_warning, x, on_malloc,
                                       on_free);
@@ -144,10 +154,24 @@ fv_status fvi_decode_png(const unsigned char *data, size_t len, const fv_limits 
         fvi_seterr(err, errlen, st, "png: %s", x->msg);
     }
     if (x->png) png_destroy_read_struct(&x->png, x->info ? &x->info : NULL, NULL);
-    if (st == FV_OK)
+    if (st == FV_OK && out) {
         *out = x->img;
-    else
+    } else if (st == FV_OK) { /* probe: both fit in int32 (limits checked) */
+        *pw = (int)x->pw;
+        *ph = (int)x->ph;
+    } else {
         fv_image_destroy(x->img);
+    }
     fvi_free(x);
     return st;
+}
+
+fv_status fvi_decode_png(const unsigned char *data, size_t len, const fv_limits *lim,
+                         fv_image **out, char *err, size_t errlen) {
+    return png_go(data, len, lim, out, NULL, NULL, err, errlen);
+}
+
+fv_status fvi_probe_png(const unsigned char *data, size_t len, const fv_limits *lim, int *w, int *h,
+                        char *err, size_t errlen) {
+    return png_go(data, len, lim, NULL, w, h, err, errlen);
 }

@@ -93,17 +93,24 @@ static fv_status decode_anim(const unsigned char *data, size_t len, int w, int h
     return st;
 }
 
+/* Reads the header into *f and checks its size against lim. */
+static fv_status webp_header(const unsigned char *data, size_t len, const fv_limits *lim,
+                             WebPBitstreamFeatures *f, char *err, size_t errlen) {
+    VP8StatusCode c = WebPGetFeatures(data, len, f);
+    if (c != VP8_STATUS_OK)
+        return fvi_seterr(err, errlen, status_of(c), "webp: header: %s", code_name(c));
+    if (f->width <= 0 || f->height <= 0)
+        return fvi_seterr(err, errlen, FV_E_IMAGE_CORRUPT, "webp: bad dimensions");
+    return fvi_image_check_limits("webp", (uint64_t)f->width, (uint64_t)f->height, lim, err,
+                                  errlen);
+}
+
 fv_status fvi_decode_webp(const unsigned char *data, size_t len, const fv_limits *lim,
                           fv_image **out, char *err, size_t errlen) {
     WebPBitstreamFeatures f;
-    VP8StatusCode c = WebPGetFeatures(data, len, &f);
-    if (c != VP8_STATUS_OK)
-        return fvi_seterr(err, errlen, status_of(c), "webp: header: %s", code_name(c));
-    if (f.width <= 0 || f.height <= 0)
-        return fvi_seterr(err, errlen, FV_E_IMAGE_CORRUPT, "webp: bad dimensions");
-    fv_status st =
-        fvi_image_check_limits("webp", (uint64_t)f.width, (uint64_t)f.height, lim, err, errlen);
+    fv_status st = webp_header(data, len, lim, &f, err, errlen);
     if (st != FV_OK) return st;
+    VP8StatusCode c;
     if (f.has_animation) return decode_anim(data, len, f.width, f.height, out, err, errlen);
 
     WebPDecoderConfig cfg;
@@ -129,5 +136,15 @@ fv_status fvi_decode_webp(const unsigned char *data, size_t len, const fv_limits
         return fvi_seterr(err, errlen, FV_E_IMAGE_CORRUPT, "webp: size changed while decoding");
     }
     *out = img;
+    return FV_OK;
+}
+
+fv_status fvi_probe_webp(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
+                         int *h, char *err, size_t errlen) {
+    WebPBitstreamFeatures f;
+    fv_status st = webp_header(data, len, lim, &f, err, errlen);
+    if (st != FV_OK) return st;
+    *w = f.width;
+    *h = f.height;
     return FV_OK;
 }

@@ -2,8 +2,9 @@
  * guard.h: what faceverifyd does before a request reaches its handler and
  * to every answer on the way out: load shedding (a bound on requests in
  * flight), per-key rate limits (a token bucket per collection key) and the
- * security headers.  Pure policy with no HTTP library types, so that it can
- * be read and tested on its own; http.c and routes.c call it.
+ * security headers, and a memory budget for image requests (bytes reserved
+ * from an estimate made from the image header before decoding).  Pure policy with no HTTP library
+ * types, so that it can be read and tested on its own; http.c and routes.c call it.
  */
 #ifndef FVS_GUARD_H
 #define FVS_GUARD_H
@@ -25,6 +26,34 @@ int fvs_guard_enter(fvs_guard *g);
 void fvs_guard_leave(fvs_guard *g);
 /* Requests in flight now (for health and tests). */
 int fvs_guard_inflight(fvs_guard *g);
+
+/* Memory budget.  Bytes a request with the n images w[i] x h[i] may peak
+ * at, estimated before decoding (see guard.c for the measured figures):
+ * every decoded RGB buffer, plus the largest MMOD detection on an image as
+ * it detects (downscaled to max_side, or doubled by the auto-upsample),
+ * plus a fixed part.  max_side: fv_detect_options.max_side (0: never
+ * downscaled).  Sizes <= 0 count nothing. */
+uint64_t fvs_guard_images_cost(const int *w, const int *h, int n, int max_side);
+
+/* Reserves bytes of the server-wide budget (> 0), waiting up to wait_ms
+ * for other requests to release theirs.  0 reserved (call
+ * fvs_guard_mem_release with the same bytes when the memory is freed), -1
+ * still over the budget after the wait (answer 503 overloaded with
+ * Retry-After), -2 bytes alone exceed the budget (no wait helps).
+ * Requests above budget / 8 may fill the budget only up to 7/8 of it (or
+ * the whole of it when they need more): the rest stays for small ones.
+ * Thread-safe; waiters are woken by every release. */
+int fvs_guard_mem_acquire(fvs_guard *g, uint64_t budget, uint64_t bytes, int wait_ms);
+void fvs_guard_mem_release(fvs_guard *g, uint64_t bytes);
+/* Bytes reserved now (for tests and logs). */
+uint64_t fvs_guard_mem_reserved(fvs_guard *g);
+
+/* The default budget: min(RAM / 4, 3/4 of this process's cgroup v2
+ * memory.max if set, 3 GiB).  A quarter of RAM, as a machine is shared
+ * with the database and the OS; three quarters of a cgroup limit, which is
+ * the service's own; 3 GiB so that under the documented MemoryMax=4G 1 GiB
+ * stays for the models (~50 MB), request bodies and JSON. */
+uint64_t fvs_guard_default_budget(void);
 
 /* Takes one token from the bucket of the collection coll.  0 allowed, 1
  * limited with *retry_after_s (whole seconds, >= 1) set.  Thread-safe. */

@@ -61,6 +61,11 @@ static void usage(FILE *f) {
             "  --http-threads N    ignored (one thread per connection) [FACEVERIFY_HTTP_THREADS]\n"
             "  --max-inflight N    requests handled at once; more get 503 + Retry-After,\n"
             "                      default 8 x CPUs, at least 16 [FACEVERIFY_MAX_INFLIGHT]\n"
+            "  --memory-budget BYTES  memory image requests may hold at once (estimated from\n"
+            "                      the image header); past it a request waits up to 2 s,\n"
+            "                      then 503 + Retry-After; default min(RAM / 4,\n"
+            "                      3/4 of the cgroup's memory.max, 3 GiB)\n"
+            "                      [FACEVERIFY_MEMORY_BUDGET]\n"
             "  --max-connections N open connections, default 512 [FACEVERIFY_MAX_CONNECTIONS]\n"
             "  --conn-timeout S    close a connection idle for S seconds, default 30\n"
             "                      [FACEVERIFY_CONN_TIMEOUT]\n"
@@ -144,6 +149,7 @@ typedef enum {
     OPT_THRESHOLD,
     OPT_DEMO,
     OPT_MAX_INFLIGHT,
+    OPT_MEMORY_BUDGET,
     OPT_MAX_CONNECTIONS,
     OPT_CONN_TIMEOUT,
     OPT_RATE_LIMIT,
@@ -175,6 +181,7 @@ static const struct {
     [OPT_THRESHOLD] = {"--threshold", NULL},
     [OPT_DEMO] = {"--demo", "FACEVERIFY_DEMO"}, /* a switch: --demo alone means 1 */
     [OPT_MAX_INFLIGHT] = {"--max-inflight", "FACEVERIFY_MAX_INFLIGHT"},
+    [OPT_MEMORY_BUDGET] = {"--memory-budget", "FACEVERIFY_MEMORY_BUDGET"},
     [OPT_MAX_CONNECTIONS] = {"--max-connections", "FACEVERIFY_MAX_CONNECTIONS"},
     [OPT_CONN_TIMEOUT] = {"--conn-timeout", "FACEVERIFY_CONN_TIMEOUT"},
     [OPT_RATE_LIMIT] = {"--rate-limit", "FACEVERIFY_RATE_LIMIT"},
@@ -734,6 +741,7 @@ static void config_defaults(invocation *inv) {
     cfg->assets_dir = inv->paths.assets;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->max_inflight = ncpu > 2 ? (int)(8 * ncpu) : 16;
+    cfg->memory_budget = fvs_guard_default_budget();
     cfg->max_connections = 512;
     cfg->conn_timeout = 30;
     cfg->request_timeout = 30;
@@ -837,6 +845,10 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_MAX_INFLIGHT]) {
         if (parse_size(val[OPT_MAX_INFLIGHT], 1, 100000, &n)) goto bad;
         cfg->max_inflight = (int)n;
+    }
+    if (val[OPT_MEMORY_BUDGET]) {
+        if (parse_size(val[OPT_MEMORY_BUDGET], 16LL * 1000 * 1000, 1LL << 50, &n)) goto bad;
+        cfg->memory_budget = (uint64_t)n;
     }
     if (val[OPT_MAX_CONNECTIONS]) {
         if (parse_size(val[OPT_MAX_CONNECTIONS], 1, 100000, &n)) goto bad;

@@ -183,29 +183,102 @@ static int get_int(fvs_req *r, const char *name, int lo, int hi, int *v, fvs_res
     return 0;
 }
 
-/* Decodes the image in field name; on failure fills out. */
-static int load_image(fvs_req *r, const char *name, fv_image **img, double *ms, fvs_resp *out) {
-    unsigned char *owned = NULL;
-    const unsigned char *data = NULL;
-    size_t len = 0;
-    int rc = fvs_req_bytes(r, name, &owned, &data, &len, out);
-    if (rc < 0) return -1;
-    if (rc > 0) {
-        fvs_error(out, 400, "validation_error", "missing field '%s' (an image file)", name);
+/* Decodes the images in fields name[0..n) (n <= 2) into img[], after
+ * reserving their estimated peak memory (decode plus detection at
+ * max_side, guard.h) from the server's budget: the sizes come from the
+ * headers (fv_image_probe), so nothing image-sized exists before the
+ * reservation.  Over the budget the request waits up to MEM_WAIT_MS, then
+ * answers 503 overloaded with Retry-After; a request that alone exceeds
+ * the budget answers 413.  ms[i] (may be NULL): decode time of image i;
+ * mac (may be NULL): image 0's stored fingerprint (store.h
+ * fvs_store_image_mac; "" when none is kept).  On success *held is the
+ * reservation: free the images with drop_images(r, img, n, *held).  On
+ * failure out is filled, no image and no reservation is left. */
+#define MEM_WAIT_MS 2000
+static int load_images(fvs_req *r, const char *const *name, int n, int max_side, fv_image **img,
+                       double *ms, char *mac, uint64_t *held, fvs_resp *out) {
+    unsigned char *owned[2] = {NULL, NULL};
+    const unsigned char *data[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    int w[2] = {0, 0}, h[2] = {0, 0}, got = 0, ok = 0;
+    uint64_t cost = 0;
+    char err[256] = "", msg[320];
+    fv_status st = FV_OK;
+    if (n < 1 || n > 2) {
+        fvs_status_error(out, FV_E_INTERNAL, "load_images: bad image count");
         return -1;
     }
-    char err[256] = "";
-    double t0 = now_ms();
-    fv_status st = fv_image_decode(data, len, NULL, img, err, sizeof err);
-    if (ms) *ms = now_ms() - t0;
-    free(owned);
-    if (st != FV_OK) {
-        char msg[320];
-        snprintf(msg, sizeof msg, "%s: %s", name, err[0] ? err : fv_strerror(st));
-        fvs_status_error(out, st, msg);
-        return -1;
+    for (got = 0; got < n; got++) {
+        int rc = fvs_req_bytes(r, name[got], &owned[got], &data[got], &len[got], out);
+        if (rc < 0) goto done;
+        if (rc > 0) {
+            fvs_error(out, 400, "validation_error", "missing field '%s' (an image file)",
+                      name[got]);
+            goto done;
+        }
     }
-    return 0;
+    if (mac) fvs_store_image_mac(r->srv->store, data[0], len[0], mac);
+    for (int i = 0; i < n; i++) {
+        st = fv_image_probe(data[i], len[i], NULL, &w[i], &h[i], err, sizeof err);
+        if (st != FV_OK) {
+            snprintf(msg, sizeof msg, "%s: %s", name[i], err[0] ? err : fv_strerror(st));
+            fvs_status_error(out, st, msg);
+            goto done;
+        }
+    }
+    cost = fvs_guard_images_cost(w, h, n, max_side);
+    uint64_t budget = r->srv->cfg.memory_budget;
+    int rc = fvs_guard_mem_acquire(r->srv->guard, budget, cost, MEM_WAIT_MS);
+    if (rc == -2) {
+        fvs_error(out, 413, "payload_too_large",
+                  "decoding and detecting on %s needs about %" PRIu64
+                  " MB, more than this server's memory budget of %" PRIu64
+                  " MB (--memory-budget): send a smaller image",
+                  n > 1 ? "these images" : "this image", cost / 1000000, budget / 1000000);
+        goto done;
+    }
+    if (rc) {
+        fvs_error(out, 503, "overloaded",
+                  "the server's memory budget for images is in use; retry in 1 s");
+        out->retry_after = 1;
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        double t0 = now_ms();
+        st = fv_image_decode(data[i], len[i], NULL, &img[i], err, sizeof err);
+        if (ms) ms[i] = now_ms() - t0;
+        if (st != FV_OK) {
+            snprintf(msg, sizeof msg, "%s: %s", name[i], err[0] ? err : fv_strerror(st));
+            fvs_status_error(out, st, msg);
+            for (int j = 0; j < i; j++) {
+                fv_image_destroy(img[j]);
+                img[j] = NULL;
+            }
+            fvs_guard_mem_release(r->srv->guard, cost);
+            goto done;
+        }
+    }
+    *held = cost;
+    ok = 1;
+done:
+    for (int i = 0; i < 2; i++) free(owned[i]);
+    return ok ? 0 : -1;
+}
+
+/* One image field: load_images for n == 1. */
+static int load_image(fvs_req *r, const char *name, int max_side, fv_image **img, double *ms,
+                      uint64_t *held, fvs_resp *out) {
+    return load_images(r, &name, 1, max_side, img, ms, NULL, held, out);
+}
+
+/* Frees what load_images made (NULL entries are skipped) and returns its
+ * reservation to the budget. */
+static void drop_images(fvs_req *r, fv_image **img, int n, uint64_t held) {
+    for (int i = 0; i < n; i++) {
+        fv_image_destroy(img[i]);
+        img[i] = NULL;
+    }
+    fvs_guard_mem_release(r->srv->guard, held);
 }
 
 static json_t *face_json(const fv_face *f) {
@@ -314,10 +387,11 @@ static void h_health(fvs_req *r, fvs_resp *out) {
 static void h_detect(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     fv_image *img = NULL;
+    uint64_t held = 0;
     double t0 = now_ms(), dec = 0;
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
-    if (load_image(r, "image", &img, &dec, out)) return;
+    if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
     fv_face faces[MAX_FACES];
     size_t n = 0;
     char err[256] = "";
@@ -325,7 +399,7 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
     double det = now_ms() - t1;
     if (st != FV_OK) {
-        fv_image_destroy(img);
+        drop_images(r, &img, 1, held);
         fvs_status_error(out, st, err);
         return;
     }
@@ -344,7 +418,7 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
                         "image", "width", img->width, "height", img->height, "detector",
                         fv_detector_name(opt.detector), "timings_ms", "decode", dec, "detect", det,
                         "total", now_ms() - t0));
-    fv_image_destroy(img);
+    drop_images(r, &img, 1, held);
 }
 
 static json_t *used_face_json(const fv_face_result *fr) {
@@ -360,13 +434,15 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     fv_verify_options opt;
     fv_verify_options_init(&opt);
     if (get_threshold(r, &opt.threshold, out) || get_detect_options(r, &opt.detect, out)) return;
-    double t0 = now_ms(), da = 0, db = 0;
-    fv_image *a = NULL, *b = NULL;
-    if (load_image(r, "image_a", &a, &da, out)) return;
-    if (load_image(r, "image_b", &b, &db, out)) {
-        fv_image_destroy(a);
-        return;
-    }
+    double t0 = now_ms(), dms[2] = {0, 0};
+    fv_image *ab[2] = {NULL, NULL};
+    static const char *const names[2] = {"image_a", "image_b"};
+    uint64_t held = 0;
+    /* both at once: one reservation for the pair, so two requests can
+     * never each hold one image's share while waiting for the other's */
+    if (load_images(r, names, 2, opt.detect.max_side, ab, dms, NULL, &held, out)) return;
+    fv_image *a = ab[0], *b = ab[1];
+    double da = dms[0], db = dms[1];
     fv_verify_result res;
     char err[256] = "";
     opt.model = m; /* the collection's model; NULL: the ResNet */
@@ -380,8 +456,7 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
             add_chip(fb, r->srv->engine, b, &res.b.face, NULL);
         }
     }
-    fv_image_destroy(a);
-    fv_image_destroy(b);
+    drop_images(r, ab, 2, held);
     if (st != FV_OK) {
         fvs_status_error(out, st, err);
         return;
@@ -461,9 +536,10 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (search_params(r, &t, &top_k, &k, out)) return;
     double t0 = now_ms(), dec = 0;
     fv_image *img = NULL;
+    uint64_t held = 0;
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
-    if (load_image(r, "image", &img, &dec, out)) return;
+    if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
     fv_face faces[MAX_FACES];
     size_t n = 0;
     char err[256] = "";
@@ -488,7 +564,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         if (st == FV_OK) st = embed_chips(r->srv->engine, m, chips, n, emb, err, sizeof err);
         emb_ms = now_ms() - t2;
     }
-    fv_image_destroy(img);
+    drop_images(r, &img, 1, held);
     json_t *chip_urls = json_array(); /* one per face, null where encoding failed */
     int with_chips = st == FV_OK && want_chips(r);
     for (size_t i = 0; with_chips && i < n; i++) {
@@ -717,33 +793,19 @@ static int subject_or_404(fvs_req *r, int64_t id, json_t **subj, fvs_resp *out) 
  * "" when none is kept). */
 static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms, char mac[65],
                        fvs_resp *out) {
-    unsigned char *owned = NULL;
-    const unsigned char *data = NULL;
-    size_t len = 0;
     fv_detect_options opt;
     const fv_model *m = NULL;
     if (coll_model(r, &m, out) || get_detect_options(r, &opt, out)) return -1;
-    int rc = fvs_req_bytes(r, "image", &owned, &data, &len, out);
-    if (rc < 0) return -1;
-    if (rc > 0) {
-        fvs_error(out, 400, "validation_error", "missing field 'image' (an image file)");
-        return -1;
-    }
-    if (mac) fvs_store_image_mac(r->srv->store, data, len, mac);
-    char err[256] = "";
+    static const char *const name = "image";
     fv_image *img = NULL;
-    double t0 = now_ms();
-    fv_status st = fv_image_decode(data, len, NULL, &img, err, sizeof err);
-    *decode_ms = now_ms() - t0;
-    free(owned);
-    if (st == FV_OK) {
-        st = fv_model_embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
-        if (st == FV_E_MULTIPLE_FACES)
-            snprintf(err, sizeof err,
-                     "image: %zu faces found; send a photo of one person or face=largest",
-                     fr->faces);
-    }
-    fv_image_destroy(img);
+    uint64_t held = 0;
+    if (load_images(r, &name, 1, opt.max_side, &img, decode_ms, mac, &held, out)) return -1;
+    char err[256] = "";
+    fv_status st = fv_model_embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
+    if (st == FV_E_MULTIPLE_FACES)
+        snprintf(err, sizeof err,
+                 "image: %zu faces found; send a photo of one person or face=largest", fr->faces);
+    drop_images(r, &img, 1, held);
     if (st != FV_OK) {
         char msg[300];
         snprintf(msg, sizeof msg, "%s%s", strncmp(err, "image", 5) ? "image: " : "",

@@ -29,6 +29,7 @@ typedef struct fvs_config {
     const char *assets_dir;  /* FACEVERIFY_ASSETS: openapi.json, docs.html, static/ */
     int demo;                /* FACEVERIFY_DEMO=1, --demo: the keyless demo page (demo.c) */
     int max_inflight;        /* FACEVERIFY_MAX_INFLIGHT: requests handled at once; more: 503 */
+    uint64_t memory_budget;  /* FACEVERIFY_MEMORY_BUDGET: bytes image requests may reserve */
     int max_connections;     /* FACEVERIFY_MAX_CONNECTIONS: open connections */
     int conn_timeout;        /* FACEVERIFY_CONN_TIMEOUT: idle seconds before a close */
     int request_timeout;     /* FACEVERIFY_REQUEST_TIMEOUT: seconds for headers + body */

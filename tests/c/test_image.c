@@ -944,14 +944,12 @@ static void test_bad_inputs(void **state) {
 
 /* Random byte mutations of valid files of every format: any status is
  * allowed, but each must be a typed one and ASan must stay quiet. */
-static void test_mutations(void **state) {
-    (void)state;
-    /* FV_IMAGE_FUZZ_ITERS=100000 makes this a longer local fuzz run. */
-    const char *ie = getenv("FV_IMAGE_FUZZ_ITERS");
-    int iters = ie && atoi(ie) > 0 ? atoi(ie) : 300;
+/* One small file of each decoder path (malloc'd, free each): JPEG with
+ * EXIF orientation 6 (decodes to 16 x 24), interlaced PNG, lossy WebP,
+ * 8-bit BMP (7 x 5), lossless WebP; the others 24 x 16. */
+static const int five_dims[5][2] = {{16, 24}, {24, 16}, {24, 16}, {7, 5}, {24, 16}};
+static void five_files(unsigned char *files[5], size_t n[5]) {
     unsigned char *p = pattern24x16();
-    size_t n[5];
-    unsigned char *files[5];
     uint8_t *w;
     files[0] = make_jpeg(p, 24, 16, 3, JCS_RGB, 6, &n[0]);
     files[1] = make_png(24, 16, 8, PNG_COLOR_TYPE_RGB, 1, p, 72, NULL, 0, NULL, 0, 6, &n[1]);
@@ -964,6 +962,17 @@ static void test_mutations(void **state) {
     files[4] = malloc(n[4]);
     memcpy(files[4], w, n[4]);
     WebPFree(w);
+    free(p);
+}
+
+static void test_mutations(void **state) {
+    (void)state;
+    /* FV_IMAGE_FUZZ_ITERS=100000 makes this a longer local fuzz run. */
+    const char *ie = getenv("FV_IMAGE_FUZZ_ITERS");
+    int iters = ie && atoi(ie) > 0 ? atoi(ie) : 300;
+    size_t n[5];
+    unsigned char *files[5];
+    five_files(files, n);
     for (int f = 0; f < 5; f++) {
         unsigned char *m = malloc(n[f]);
         for (int t = 0; t < iters; t++) {
@@ -984,7 +993,62 @@ static void test_mutations(void **state) {
         free(m);
         free(files[f]);
     }
-    free(p);
+}
+
+/* fv_image_probe reads the size fv_image_decode will return, from the
+ * header alone: the server reserves memory by it before decoding, so for
+ * every input that decodes, the probe must succeed with the same size
+ * (orientation applied), also on mutated files.  Limits and formats give
+ * the decoder's statuses. */
+static void test_probe(void **state) {
+    (void)state;
+    size_t n[5];
+    unsigned char *files[5];
+    five_files(files, n);
+    const int(*want)[2] = five_dims;
+    char err[256];
+    for (int f = 0; f < 5; f++) {
+        int pw = 0, ph = 0;
+        assert_int_equal(fv_image_probe(files[f], n[f], NULL, &pw, &ph, err, sizeof err), FV_OK);
+        assert_int_equal(pw, want[f][0]);
+        assert_int_equal(ph, want[f][1]);
+        unsigned char *m = malloc(n[f]);
+        for (int t = 0; t < 200; t++) {
+            memcpy(m, files[f], n[f]);
+            for (int i = 0, k = 1 + (int)(rnd() % 4); i < k; i++)
+                m[rnd() % n[f]] = (unsigned char)rnd();
+            size_t len = t % 5 == 0 ? rnd() % n[f] : n[f];
+            fv_image *img;
+            if (decode(m, len, &img) != FV_OK) continue;
+            pw = ph = 0;
+            assert_int_equal(fv_image_probe(m, len, NULL, &pw, &ph, err, sizeof err), FV_OK);
+            assert_int_equal(pw, img->width);
+            assert_int_equal(ph, img->height);
+            fv_image_destroy(img);
+        }
+        free(m);
+        /* the limits apply to the header, as in the decoder */
+        fv_limits lim;
+        fv_limits_init(&lim);
+        lim.max_pixels = 24 * 16 - 1;
+        if (f != 3)
+            assert_int_equal(fv_image_probe(files[f], n[f], &lim, &pw, &ph, err, sizeof err),
+                             FV_E_IMAGE_TOO_LARGE);
+        lim.max_pixels = 0;
+        lim.max_input_bytes = n[f] - 1;
+        assert_int_equal(fv_image_probe(files[f], n[f], &lim, &pw, &ph, err, sizeof err),
+                         FV_E_IMAGE_TOO_LARGE);
+        free(files[f]);
+    }
+    int pw, ph;
+    assert_int_equal(fv_image_probe("GIF89a......", 12, NULL, &pw, &ph, err, sizeof err),
+                     FV_E_IMAGE_FORMAT);
+    assert_non_null(strstr(err, "GIF"));
+    assert_int_equal(fv_image_probe("x", 0, NULL, &pw, &ph, err, sizeof err), FV_E_IMAGE_FORMAT);
+    assert_int_equal(fv_image_probe(NULL, 3, NULL, &pw, &ph, err, sizeof err),
+                     FV_E_INVALID_ARGUMENT);
+    assert_int_equal(fv_image_probe("abc", 3, NULL, NULL, &ph, err, sizeof err),
+                     FV_E_INVALID_ARGUMENT);
 }
 
 static uint32_t crc32_of(const unsigned char *d, size_t n) {
@@ -1279,6 +1343,7 @@ int main(void) {
         cmocka_unit_test(test_bmp),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_probe),
         cmocka_unit_test(test_oversized_headers),
         cmocka_unit_test(test_decompression_bomb),
         cmocka_unit_test(test_load_files),

@@ -10,8 +10,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <sodium.h>
 #include <string.h>
+#include <time.h>
 
 #include "server/crypto.h"
 #include "server/guard.h"
@@ -32,6 +34,103 @@ static void test_admission_bound(void **state) {
     assert_int_equal(fvs_guard_inflight(g), 0);
     fvs_guard_destroy(g);
     fvs_guard_destroy(NULL);
+}
+
+/* The memory budget: reservations add up to the budget and no further,
+ * the last eighth stays for small requests, releases make room, and a
+ * request larger than the whole budget is -2 at once. */
+static void test_memory_budget(void **state) {
+    (void)state;
+    fvs_guard *g = fvs_guard_create(16, 0, 0);
+    assert_non_null(g);
+    const uint64_t B = 800;
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 300, 0), 0);
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 300, 0), 0);
+    /* 600 held: a large one (> B/8) may only fill to 700 */
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 150, 0), -1);
+    assert_int_equal(fvs_guard_mem_reserved(g), 600);
+    /* small ones (<= B/8) may use the last eighth */
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 100, 0), 0);
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 100, 0), 0);
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 1, 0), -1);
+    assert_int_equal(fvs_guard_mem_reserved(g), 800);
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 801, 0), -2);
+    assert_int_equal(fvs_guard_mem_acquire(g, B, UINT64_MAX, 0), -2);
+    /* a bounded wait that times out leaves nothing reserved */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 50, 100), -1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    assert_true(ms >= 90 && ms < 5000);
+    assert_int_equal(fvs_guard_mem_reserved(g), 800);
+    fvs_guard_mem_release(g, 100);
+    fvs_guard_mem_release(g, 100);
+    fvs_guard_mem_release(g, 300);
+    fvs_guard_mem_release(g, 300);
+    assert_int_equal(fvs_guard_mem_reserved(g), 0);
+    /* more than the rest of the budget but needing more than 7/8: alone */
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 750, 0), 0);
+    assert_int_equal(fvs_guard_mem_acquire(g, B, 60, 0), -1);
+    fvs_guard_mem_release(g, 750);
+    fvs_guard_destroy(g);
+}
+
+typedef struct {
+    fvs_guard *g;
+    int rc;
+} waiter;
+
+static void *wait_main(void *v) {
+    waiter *w = v;
+    w->rc = fvs_guard_mem_acquire(w->g, 1000, 600, 10000);
+    return NULL;
+}
+
+/* A waiter is admitted as soon as a release makes room, not at its
+ * deadline. */
+static void test_memory_budget_wakeup(void **state) {
+    (void)state;
+    fvs_guard *g = fvs_guard_create(16, 0, 0);
+    assert_non_null(g);
+    assert_int_equal(fvs_guard_mem_acquire(g, 1000, 600, 0), 0);
+    waiter w = {g, 99};
+    pthread_t t;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(pthread_create(&t, NULL, wait_main, &w), 0);
+    struct timespec nap = {0, 50 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    fvs_guard_mem_release(g, 600);
+    pthread_join(t, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(w.rc, 0);
+    assert_true(t1.tv_sec - t0.tv_sec < 5);
+    assert_int_equal(fvs_guard_mem_reserved(g), 600);
+    fvs_guard_mem_release(g, 600);
+    fvs_guard_destroy(g);
+}
+
+/* The estimate follows the measured figures (guard.c): a 40 MP photo is
+ * decoded in full and detected at 1600 px; a faceless 1.5 MP one may be
+ * detected doubled, and costs more; verify counts one detection. */
+static void test_image_cost(void **state) {
+    (void)state;
+    int w40[1] = {6320}, h40[1] = {6320};
+    uint64_t c40 = fvs_guard_images_cost(w40, h40, 1, 1600);
+    assert_true(c40 > 420u * 1000 * 1000 && c40 < 500u * 1000 * 1000);
+    int w15[1] = {1224}, h15[1] = {1224};
+    uint64_t c15 = fvs_guard_images_cost(w15, h15, 1, 1600);
+    assert_true(c15 > 700u * 1000 * 1000 && c15 < 800u * 1000 * 1000);
+    int w2[2] = {6320, 6320}, h2[2] = {6320, 6320};
+    uint64_t c2 = fvs_guard_images_cost(w2, h2, 2, 1600);
+    assert_true(c2 > 540u * 1000 * 1000 && c2 < c40 * 2);
+    /* max_side 0: never downscaled, so the whole image is detected */
+    assert_true(fvs_guard_images_cost(w40, h40, 1, 0) > c40 * 5);
+    int w0[1] = {0}, h0[1] = {5};
+    assert_true(fvs_guard_images_cost(w0, h0, 1, 1600) < 100u * 1000 * 1000);
+    assert_true(fvs_guard_default_budget() >= 16u * 1000 * 1000);
+    assert_true(fvs_guard_default_budget() <= 3ull * 1024 * 1024 * 1024);
 }
 
 static void test_rate_buckets(void **state) {
@@ -130,9 +229,14 @@ static void test_key_parse(void **state) {
 int main(void) {
     if (sodium_init() < 0) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_admission_bound), cmocka_unit_test(test_rate_buckets),
-        cmocka_unit_test(test_headers),         cmocka_unit_test(test_seal_open),
+        cmocka_unit_test(test_admission_bound),
+        cmocka_unit_test(test_rate_buckets),
+        cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_seal_open),
         cmocka_unit_test(test_key_parse),
+        cmocka_unit_test(test_memory_budget),
+        cmocka_unit_test(test_memory_budget_wakeup),
+        cmocka_unit_test(test_image_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

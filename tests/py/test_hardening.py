@@ -5,11 +5,11 @@ JSON bodies parsed before the key was checked, request smuggling
 values short, and repeated form fields that were joined.  Every test is
 bounded in time (small timeouts set through the environment)."""
 import os
-import socket
 import time
 
 import pytest
 
+from attacks import connect, raw, req, status_of, vm
 from fvserver import Server, create_collection, daemon_cmd, new_db_url, two_collections
 
 BACKENDS = ["sqlite", "postgres"]
@@ -29,64 +29,6 @@ def sqlite_db(tmp_path):
 @pytest.fixture(params=BACKENDS)
 def db(request, tmp_path):
     return two_collections(request.param, tmp_path)
-
-
-# ------------------------------------------------------------ raw sockets
-
-def connect(srv, timeout=5.0) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", srv.port), timeout=timeout)
-
-
-def read_all(s: socket.socket) -> bytes:
-    """What the server sends until it closes (or resets) the connection or
-    the socket's timeout passes."""
-    out = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-    except (ConnectionResetError, socket.timeout):
-        pass
-    return out
-
-
-def raw(srv, data: bytes, timeout=5.0) -> bytes:
-    with connect(srv, timeout) as s:
-        try:
-            s.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        return read_all(s)
-
-
-def status_of(answer: bytes) -> int:
-    assert answer.startswith(b"HTTP/1.1 "), answer[:200]
-    return int(answer[9:12])
-
-
-def req(method, path, key=None, headers=(), body=b"", ctype=None, length=True) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
-    if key:
-        lines.append(f"X-API-Key: {key}")
-    if ctype:
-        lines.append(f"Content-Type: {ctype}")
-    if length:
-        lines.append(f"Content-Length: {len(body)}")
-    lines += list(headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def vm(pid: int) -> dict:
-    """VmRSS and VmHWM of pid, in MB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0]) / 1024
-    return out
 
 
 # ------------------------------------------------------------ 1. slow bodies

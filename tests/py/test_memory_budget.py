@@ -1,8 +1,8 @@
 """Memory of image requests is bounded by a budget, not a count (issue 16,
 point 6).
 
-A 40 MP JPEG of under 1 MB (flat grey with one face pasted in, made here
-with Pillow) peaks at about 400 MB per request; with --max-inflight 16
+A 40 MP JPEG of under 1 MB (flat grey with one face pasted in, made with
+Pillow by attacks.jpeg) peaks at about 400 MB per request; with --max-inflight 16
 alone, N at once peak at N times that.  With --memory-budget the server
 reserves each image request's estimated peak (from the image header, before
 decoding) from the budget, makes the excess wait up to 2 s, then answers
@@ -11,15 +11,12 @@ under its RSS before the burst plus the budget plus MARGIN (request
 buffers, allocator slack; Release builds), small requests must still be
 served during the burst, and the budget must be whole again afterwards.
 """
-import io
 import threading
-from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from conftest import DATA, need
-from fvserver import DAEMON, Server, check, create_collection, daemon_cmd, new_db_url
+from attacks import asan_build, jpeg, proc_kib
+from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
 
 BUDGET = 750_000_000  # one 40 MP (~450 MB estimated) and a small one (~170 MB) fit
 # under its 7/8 (guard.c: the last eighth is for requests of at most an
@@ -27,28 +24,6 @@ BUDGET = 750_000_000  # one 40 MP (~450 MB estimated) and a small one (~170 MB) 
 MARGIN = 100_000_000
 LARGE = 6320  # 6320 x 6320: just under the 40 MP pixel limit
 N = 6
-
-
-def jpeg(w: int, h: int) -> bytes:
-    canvas = Image.new("RGB", (w, h), (128, 128, 128))
-    face = Image.open(need(DATA / "samples" / "skimage" / "astronaut.jpg")).convert("RGB")
-    canvas.paste(face, ((w - face.width) // 2, (h - face.height) // 2))
-    buf = io.BytesIO()
-    canvas.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
-
-
-def asan_build() -> bool:
-    """ASan's shadow memory and quarantine change RSS: the bound on the peak
-    is checked on Release builds only (the statuses on every build)."""
-    return b"AddressSanitizer" in DAEMON.read_bytes()
-
-
-def proc_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 @pytest.fixture

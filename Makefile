@@ -98,7 +98,8 @@ test-py:
 # (.ci/run sets it).
 test-server:
 	@FACEVERIFY_BUILD=$(abspath $(ASAN_BUILD)) FACEVERIFY_MODELS=$(abspath models) \
-	  $(PY) -m pytest -q tests/py/test_server.py tests/py/test_security.py tests/py/test_hostile.py
+	  $(PY) -m pytest -q tests/py/test_server.py tests/py/test_security.py tests/py/test_hostile.py \
+	  tests/py/test_chaos.py
 
 test-asan:
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

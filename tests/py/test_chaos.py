@@ -35,7 +35,6 @@ report).
 """
 import json
 import multiprocessing
-import os
 import threading
 import time
 

@@ -43,9 +43,10 @@ fv_status cli_error(const cli_opts *o, fv_status st, const char *fmt, ...)
  * "+flip_mean" / "+flip_unit" under --flip, since averaging with the mirror
  * moves every embedding and has its own threshold.  embed and verify --json
  * report it as "model", so compare (fv_compare's id check) and the server
- * (whose embeddings are never flipped) refuse flipped against plain.  The
- * suffix is added for trained models too: no flipped embedding may pass as
- * a plain one even if a model path ignores --flip.  Returns buf. */
+ * (whose embeddings are never flipped) refuse flipped against plain.  An
+ * adapter gets the suffix (it runs on the flipped ResNet embedding); a
+ * scratch model does not, since it embeds the chip alone whatever --flip
+ * says.  Returns buf. */
 const char *cli_model_id(const cli_opts *o, const fv_model *m, char *buf, size_t cap);
 /* Parses options after the command name; prints a message and returns -1
  * on a bad option. */

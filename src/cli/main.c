@@ -65,7 +65,11 @@ fv_status cli_error(const cli_opts *o, fv_status st, const char *fmt, ...) {
 
 const char *cli_model_id(const cli_opts *o, const fv_model *m, char *buf, size_t cap) {
     const char *id = m ? fv_model_id(m) : FV_MODEL_ID;
-    const char *suffix = o->cfg.flip == FV_FLIP_MEAN   ? "+flip_mean"
+    /* A scratch model embeds the chip alone (faceverify.h): flip does not
+     * touch its space.  The ResNet and adapters on it are flipped. */
+    int flipped = !(m && strcmp(fv_model_kind(m), "scratch") == 0);
+    const char *suffix = !flipped                      ? ""
+                         : o->cfg.flip == FV_FLIP_MEAN ? "+flip_mean"
                          : o->cfg.flip == FV_FLIP_UNIT ? "+flip_unit"
                                                        : "";
     snprintf(buf, cap, "%s%s", id, suffix);

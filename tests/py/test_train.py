@@ -113,6 +113,23 @@ def test_trained_model_serves_verify_and_embed(data, trained, lfw):
     assert c["model"] == r["id"]
 
 
+def test_flip_leaves_a_scratch_model_alone(data, trained, lfw):
+    """A scratch model embeds the chip alone, so --flip neither moves its
+    embedding nor renames its space: compare accepts the two."""
+    model, r = trained
+    a = lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"
+    out = {}
+    for name, extra in {"plain": [], "flip": ["--flip"]}.items():
+        out[name] = data / f"scratch_{name}.json"
+        out[name].write_text(run_cli("embed", a, "--model", model, "--pick", "center", "--json",
+                                     *extra, check=0).stdout)
+    plain, flip = (json.loads(out[k].read_text()) for k in ("plain", "flip"))
+    assert plain["model"] == flip["model"] == r["id"]
+    assert flip["embedding"] == pytest.approx(plain["embedding"], abs=1e-6)
+    c = json.loads(run_cli("compare", out["plain"], out["flip"], "--json", check=0).stdout)
+    assert c["distance"] == pytest.approx(0, abs=1e-5)
+
+
 def test_eval_pairs_with_model(data, trained):
     model, r = trained
     lines = ["1", "Abdullah_Gul\t1\t2", "Abdullah_Gul\t1\tAndre_Agassi\t1"]

@@ -274,6 +274,50 @@ FV_API float fv_distance(const float *a, const float *b);
  * so s = 0.5 exactly at the threshold t, > 0.5 for a match. */
 FV_API float fv_similarity(float distance, float threshold);
 
+/* ---------------------------------------------------------------- quality
+ * How fit a detected face is for recognition, from what was measured on
+ * it: its size in the photo, the sharpness and exposure of its aligned
+ * chip, its pose (from the 5 landmarks) and the detector's confidence.
+ * Each factor maps to [0,1]; the score is their product, so one bad factor
+ * is enough to make a face poor.  The thresholds are in src/decide/quality.c
+ * and docs/operating-points.md, with the error rates per quality bin that
+ * justify them. */
+
+/* Reasons a face is poor (fv_quality.reasons, bit flags). */
+#define FV_QUALITY_TOO_SMALL (1u << 0)      /* few pixels on the face */
+#define FV_QUALITY_BLURRED (1u << 1)        /* little fine detail in the chip */
+#define FV_QUALITY_DARK (1u << 2)           /* underexposed */
+#define FV_QUALITY_OVEREXPOSED (1u << 3)    /* washed out */
+#define FV_QUALITY_LOW_CONTRAST (1u << 4)   /* flat: fog, glare, a grey scan */
+#define FV_QUALITY_PROFILE (1u << 5)        /* head turned sideways (yaw) */
+#define FV_QUALITY_PITCHED (1u << 6)        /* head tilted up or down */
+#define FV_QUALITY_LOW_CONFIDENCE (1u << 7) /* the detector is unsure it is a face */
+#define FV_QUALITY_REASON_COUNT 8
+
+typedef struct fv_quality {
+    float score;          /* [0,1]: the product of the factors below */
+    float size_px;        /* face size: sqrt of the box area, original pixels */
+    float sharpness;      /* [0,1]: 1 - the chip's blur effect (Crete et al. 2007) */
+    float brightness;     /* mean luma of the chip's face area, 0..255 */
+    float contrast;       /* standard deviation of that luma */
+    float yaw, pitch;     /* degrees, estimated from the landmarks; 0 = frontal */
+    float detector_score; /* the face's score (MMOD confidence, Haar hits) */
+    /* the factors in [0,1] that make up score */
+    float size_factor, sharpness_factor, exposure_factor, pose_factor, detector_factor;
+    unsigned reasons; /* FV_QUALITY_* bits: the factors below 0.5 */
+} fv_quality;
+
+/* Quality of face (box and landmarks set, found by detector) from its
+ * aligned chip (FV_CHIP_SIZE^2 RGB bytes, from fv_face_chip).  Pure
+ * arithmetic, about 0.1 ms.  FV_E_INVALID_ARGUMENT for NULL arguments. */
+FV_API fv_status fv_face_quality(const fv_face *face, fv_detector detector,
+                                 const unsigned char *chip, fv_quality *out);
+
+/* Name of one reason bit ("too_small", "blurred", "dark", "overexposed",
+ * "low_contrast", "profile", "pitched", "low_confidence"); NULL for
+ * anything else. */
+FV_API const char *fv_quality_reason_name(unsigned reason);
+
 typedef struct fv_timings {
     double decode_ms, detect_ms, landmarks_ms, chip_ms, embed_ms;
 } fv_timings;
@@ -283,6 +327,7 @@ typedef struct fv_face_result {
     size_t faces; /* faces detected in the image */
     float embedding[FV_EMBED_DIM];
     fv_timings timings; /* decode_ms is left 0: decoding is the caller's */
+    fv_quality quality; /* of the face used (fv_face_quality on its chip) */
 } fv_face_result;
 
 /* Detects, aligns and embeds the face to use in img with the engine's
@@ -302,6 +347,11 @@ typedef struct fv_verify_options {
     /* The embedding model; NULL (default): the engine's ResNet.  Not owned;
      * must outlive the call. */
     const fv_model *model;
+    /* > 0: decide at this false-match rate (FV_FMR_MIN..FV_FMR_MAX) with
+     * the calibrated threshold for the poorer face's quality
+     * (fv_fmr_threshold); then threshold must be 0.  Default 0: threshold
+     * decides. */
+    double fmr;
 } fv_verify_options;
 
 /* Fills *opt with the defaults: fv_detect_options_init, threshold 0 (the
@@ -317,6 +367,12 @@ typedef struct fv_verify_result {
     const char *model;    /* FV_MODEL_ID, or the model's id (fv_model_id) */
     const char *detector; /* static string */
     double total_ms;
+    /* The operating point: fmr is the false-match rate asked for (0 when
+     * a threshold was given instead); estimated_fmr is the calibrated
+     * false-match rate at this pair's distance and quality
+     * (fv_estimated_fmr), -1 when the model has no calibration. */
+    double fmr;
+    double estimated_fmr;
 } fv_verify_result;
 
 /* Is the face in a the same person as the face in b?  Both faces are
@@ -326,6 +382,37 @@ typedef struct fv_verify_result {
 FV_API fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
                            const fv_verify_options *opt, fv_verify_result *out, char *err,
                            size_t errlen);
+
+/* ------------------------------------------------------ operating points
+ * A threshold is a policy only once its error rate is known.  These map a
+ * false-match rate (FMR: the fraction of pairs of two different people
+ * that are called the same) to the distance threshold that gives it, and a
+ * distance back to its FMR, from the impostor distances of LFW View 1
+ * training people and derived harder variants of them (grey, small,
+ * blurred, JPEG q=20, turned), binned by pair quality: the poorer face's
+ * fv_quality.score.  Poor faces sit closer to everyone, so their
+ * thresholds are stricter.  docs/operating-points.md has the method, and
+ * the stated-vs-measured FMR on people the calibration never saw. */
+
+#define FV_FMR_MIN 1e-6
+#define FV_FMR_MAX 1e-1
+/* The product's default: one false match in a thousand impostor pairs. */
+#define FV_DEFAULT_FMR 1e-3
+
+/* Threshold on fv_distance for false-match rate fmr (FV_FMR_MIN..
+ * FV_FMR_MAX) for a pair whose poorer face has quality score quality (pass
+ * 1 when unknown, e.g. stored templates without a quality).  model_id NULL
+ * is FV_MODEL_ID.  FV_E_UNSUPPORTED: no calibration for that model (trained
+ * models carry only their own threshold); FV_E_INVALID_ARGUMENT: fmr out of
+ * range, quality not in [0,1], NULL threshold. */
+FV_API fv_status fv_fmr_threshold(const char *model_id, double fmr, float quality,
+                                  float *threshold);
+
+/* The calibrated false-match rate at distance d for a pair of that
+ * quality: the fraction of impostor pairs at or below d.  Values beyond
+ * the calibration's reach are clamped to [FV_FMR_MIN, 1].  Statuses as
+ * fv_fmr_threshold. */
+FV_API fv_status fv_estimated_fmr(const char *model_id, float distance, float quality, double *fmr);
 
 /* --------------------------------------------------------- trained models
  * A model trained by `faceverify train` (docs/model-format.md): a compact

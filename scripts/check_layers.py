@@ -30,6 +30,7 @@ LAYER = {
     "core": 0,
     "image": 1,
     "nn": 1,
+    "decide": 1,
     "search": 1,
     "detect": 2,
     "align": 2,

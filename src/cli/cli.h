@@ -25,6 +25,7 @@ typedef struct cli_opts {
     const char *model;           /* --model PATH: a trained model instead of the ResNet */
     const char *dump;            /* eval: per-pair CSV (fold, same, distance, ...) */
     const char *dump_embeddings; /* eval: per-image CSV (path, status, 128 floats) */
+    const char *dump_quality;    /* eval: per-image CSV of fv_quality */
     int jobs;                    /* eval: images processed at once (threads) */
     const char *embeddings_from; /* eval: reuse a --dump-embeddings file */
     const char *pos[CLI_MAX_POS];
@@ -58,6 +59,8 @@ fv_status cli_load(const cli_opts *o, const char *path, fv_image **img, double *
 /* A face as the API's Face object: box {left, top, right, bottom}, score,
  * landmarks [[x, y] x 5].  The caller owns the result. */
 json_t *cli_face_json(const fv_face *f);
+/* A face's quality as the API's Quality object: score, reasons, factors. */
+json_t *cli_quality_json(const fv_quality *q);
 /* Monotonic clock in milliseconds, for the timings the CLI prints. */
 double cli_now_ms(void);
 /* Prints j compactly on one line and releases it. */

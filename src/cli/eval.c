@@ -46,6 +46,7 @@ typedef struct {
     int cached;            /* --embeddings-from supplied emb */
     float emb[FV_EMBED_DIM];
     float fallback[FV_EMBED_DIM];
+    fv_quality quality; /* of the detector's face (st FV_OK, not cached) */
 } image_t;
 
 typedef cli_pair_list pair_list;
@@ -243,7 +244,10 @@ static void embed_one(const cli_opts *o, eval_t *e, size_t i, int fallback) {
     if (im->st == FV_OK) {
         im->st = fv_model_embed_face(e->eng, e->model, img, &o->verify.detect, o->verify.strict, &r,
                                      NULL, 0);
-        if (im->st == FV_OK) memcpy(im->emb, r.embedding, sizeof r.embedding);
+        if (im->st == FV_OK) {
+            memcpy(im->emb, r.embedding, sizeof r.embedding);
+            im->quality = r.quality;
+        }
         if (im->st == FV_E_NO_FACE && fallback)
             im->fallback_st = embed_fallback(o, e->eng, e->model, img, im->fallback);
     }
@@ -446,6 +450,29 @@ static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) 
     return fclose(f) ? -1 : 0;
 }
 
+/* --dump-quality: path,status,score,size_px,sharpness,brightness,
+ * contrast,yaw,pitch,detector_score,reasons (bits) per distinct image
+ * whose face the detector found here (not cached). */
+static int dump_quality(const char *file, const eval_t *e) {
+    FILE *f = fopen(file, "w");
+    if (!f) {
+        fprintf(stderr, "faceverify: cannot write %s\n", file);
+        return -1;
+    }
+    fputs("path,status,score,size_px,sharpness,brightness,contrast,yaw,pitch,detector_score,"
+          "reasons\n",
+          f);
+    for (size_t i = 0; i < e->nimg; i++) {
+        const image_t *im = &e->imgs[i];
+        const fv_quality *q = &im->quality;
+        if (im->st != FV_OK || im->cached) continue;
+        fprintf(f, "%s,ok,%.5f,%.2f,%.5f,%.2f,%.2f,%.2f,%.2f,%.4f,%u\n", im->path, q->score,
+                q->size_px, q->sharpness, q->brightness, q->contrast, q->yaw, q->pitch,
+                q->detector_score, q->reasons);
+    }
+    return fclose(f) ? -1 : 0;
+}
+
 static const char *flip_name(fv_flip f) {
     return f == FV_FLIP_MEAN ? "mean" : f == FV_FLIP_UNIT ? "unit" : "none";
 }
@@ -510,7 +537,8 @@ int cli_eval_pairs(cli_opts *o) {
     }
     score_pairs(&e, 0, scores);
     if ((o->dump && dump_pairs(o->dump, &e, scores, 0)) ||
-        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 0))) {
+        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 0)) ||
+        (o->dump_quality && dump_quality(o->dump_quality, &e))) {
         code = CLI_EXIT_FAILURE;
         goto done;
     }
@@ -626,7 +654,8 @@ int cli_eval_lfw(cli_opts *o) {
     size_t failed_fb = score_pairs(&e, 1, fb);
     size_t failed_er = score_pairs(&e, 0, er);
     if ((o->dump && dump_pairs(o->dump, &e, fb, 1)) ||
-        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 1)))
+        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 1)) ||
+        (o->dump_quality && dump_quality(o->dump_quality, &e)))
         goto done;
 
     double mean_fb, mean_er;

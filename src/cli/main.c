@@ -122,6 +122,7 @@ static void usage(FILE *f) {
           "                         --dump-embeddings run made with the same options\n"
           "  --dump FILE            eval: write per-pair fold,same,distance,... as CSV\n"
           "  --dump-embeddings FILE eval: write per-image path,status,embedding as CSV\n"
+          "  --dump-quality FILE    eval: write per-image face quality (score, factors) as CSV\n"
           "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
           "  --threshold T          decision threshold (default: calibrated)\n"
           "  --strict               several faces in an image is an error\n"
@@ -181,6 +182,8 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
             o->dump = v;
         } else if (!strcmp(a, "--dump-embeddings") && v) {
             o->dump_embeddings = v;
+        } else if (!strcmp(a, "--dump-quality") && v) {
+            o->dump_quality = v;
         } else if (!strcmp(a, "--try-rotations")) {
             o->verify.detect.try_rotations = 1;
             takes = 0;
@@ -294,11 +297,23 @@ json_t *cli_face_json(const fv_face *f) {
                      "right", f->right, "bottom", f->bottom, "score", f->score, "landmarks", lm);
 }
 
+json_t *cli_quality_json(const fv_quality *q) {
+    json_t *reasons = json_array();
+    for (int i = 0; i < FV_QUALITY_REASON_COUNT; i++)
+        if (q->reasons & (1u << i))
+            json_array_append_new(reasons, json_string(fv_quality_reason_name(1u << i)));
+    return json_pack("{s:f,s:o,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "score", q->score, "reasons", reasons,
+                     "size_px", q->size_px, "sharpness", q->sharpness, "brightness", q->brightness,
+                     "contrast", q->contrast, "yaw", q->yaw, "pitch", q->pitch, "detector_score",
+                     q->detector_score);
+}
+
 /* The face a result used, as the API's UsedFace: the face plus how many
- * faces its image held. */
+ * faces its image held and its quality. */
 static json_t *used_face_json(const fv_face_result *r) {
     json_t *o = cli_face_json(&r->face);
     json_object_set_new(o, "faces_detected", json_integer((json_int_t)r->faces));
+    json_object_set_new(o, "quality", cli_quality_json(&r->quality));
     return o;
 }
 

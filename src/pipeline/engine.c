@@ -49,6 +49,7 @@ void fv_verify_options_init(fv_verify_options *opt) {
     opt->threshold = 0.0f;
     opt->strict = 0;
     opt->model = NULL;
+    opt->fmr = 0.0;
 }
 
 /* Picks the models folder: the config, then $FACEVERIFY_MODELS, then the
@@ -275,6 +276,7 @@ fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_
 
     st = fvi_model_embed(eng, m, chip, 1, out->embedding, err, errlen);
     out->timings.embed_ms = fvi_now_ms() - t3;
+    if (st == FV_OK) st = fv_face_quality(&out->face, opt->detector, chip, &out->quality);
     return st;
 }
 
@@ -297,6 +299,22 @@ fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
     out->model = m ? m->meta.id : FV_MODEL_ID;
     out->detector = fv_detector_name(opt->detect.detector);
     if (!out->detector) return fvi_seterr(err, errlen, FV_E_UNSUPPORTED, "unknown detector");
+    if (opt->fmr != 0 && opt->threshold > 0)
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT,
+                          "give a threshold or an fmr, not both");
+    /* the calibration's model: the ResNet's only without flip averaging,
+     * which moves distances (fv_fmr_threshold refuses other ids) */
+    const char *cal_id = m ? m->meta.id : eng->flip != FV_FLIP_NONE ? "dlib_resnet_v1+flip" : NULL;
+    float probe;
+    if (opt->fmr != 0) {
+        fv_status cst = fv_fmr_threshold(cal_id, opt->fmr, 1.0f, &probe);
+        if (cst == FV_E_UNSUPPORTED)
+            return fvi_seterr(err, errlen, cst, "no false-match-rate calibration for model %s%s",
+                              out->model, m ? "" : " with flip averaging");
+        if (cst != FV_OK)
+            return fvi_seterr(err, errlen, cst, "fmr %g outside %g..%g", opt->fmr, FV_FMR_MIN,
+                              FV_FMR_MAX);
+    }
     char sub[200];
     fv_status st =
         fv_model_embed_face(eng, m, a, &opt->detect, opt->strict, &out->a, sub, sizeof sub);
@@ -305,6 +323,13 @@ fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "image b: %s", sub);
     out->threshold = opt->threshold > 0 ? opt->threshold : m ? m->meta.threshold : eng->threshold;
     out->distance = fv_distance(out->a.embedding, out->b.embedding);
+    float q =
+        out->a.quality.score < out->b.quality.score ? out->a.quality.score : out->b.quality.score;
+    out->fmr = opt->fmr;
+    if (opt->fmr != 0 && fv_fmr_threshold(cal_id, opt->fmr, q, &out->threshold) != FV_OK)
+        return fvi_seterr(err, errlen, FV_E_INTERNAL, "calibration lookup failed");
+    if (fv_estimated_fmr(cal_id, out->distance, q, &out->estimated_fmr) != FV_OK)
+        out->estimated_fmr = -1;
     out->similarity = fv_similarity(out->distance, out->threshold);
     out->verified = out->distance <= out->threshold;
     out->total_ms = fvi_now_ms() - t0;

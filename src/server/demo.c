@@ -64,6 +64,7 @@ int fvs_demo_init(fvs_server *srv, char *err, size_t errlen) {
     memcpy(prefix, DEMO_PREFIX_MARK, sizeof DEMO_PREFIX_MARK - 1);
     int64_t id = 0;
     fvs_collection c = {0};
+    c.min_quality = -1;
     snprintf(c.name, sizeof c.name, "%s", DEMO_COLLECTION);
     int rc = fvs_collection_create(srv->store, &c, prefix, hash, &id, err, errlen);
     if (rc > 0)

@@ -326,6 +326,7 @@ static int make_key(fvs_store *st, const char *name, int rotate, double threshol
         rc = fvs_collection_set_key(st, name, prefix, hash, err, sizeof err);
     else {
         fvs_collection c = {0};
+        c.min_quality = -1;
         snprintf(c.name, sizeof c.name, "%s", name);
         c.threshold = threshold;
         snprintf(c.model, sizeof c.model, "%s", model ? model : "");

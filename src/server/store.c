@@ -99,8 +99,27 @@ static const migration MIGRATIONS[] = {
      "ALTER TABLE collections ADD COLUMN index_backend TEXT;",
      "ALTER TABLE collections ADD COLUMN model TEXT NOT NULL DEFAULT '" FV_MODEL_ID "';"
      "ALTER TABLE collections ADD COLUMN index_backend TEXT;"},
+    /* Decision policy per collection (NULL: the server's defaults): the
+     * verify operating point (false-match rate), the identify one (false
+     * positive identification rate), the enrolment quality gate; and each
+     * template's face quality (NULL for templates enrolled before it was
+     * measured, or from a bare embedding). */
+    {6,
+     "ALTER TABLE collections ADD COLUMN fmr REAL;"
+     "ALTER TABLE collections ADD COLUMN fpir REAL;"
+     "ALTER TABLE collections ADD COLUMN min_quality REAL;"
+     "ALTER TABLE faces ADD COLUMN quality REAL;",
+     "ALTER TABLE collections ADD COLUMN fmr DOUBLE PRECISION;"
+     "ALTER TABLE collections ADD COLUMN fpir DOUBLE PRECISION;"
+     "ALTER TABLE collections ADD COLUMN min_quality DOUBLE PRECISION;"
+     "ALTER TABLE faces ADD COLUMN quality DOUBLE PRECISION;"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
+
+/* A rate that is set (> 0) as REAL, else NULL. */
+static fvs_val opt_real(double v) {
+    return v > 0 ? fvs_real(v) : fvs_null();
+}
 
 int fvs_store_latest_version(void) {
     return MIGRATIONS[N_MIGRATIONS - 1].version;
@@ -318,20 +337,38 @@ int fvs_collection_create(fvs_store *st, const fvs_collection *c, const char *ke
     int exists = 0;
     if (fvs_collection_exists(st, c->name, &exists, err, errlen)) return -1;
     if (exists) return 1;
-    fvs_val p[7] = {fvs_text(c->name),
-                    fvs_text(key_prefix),
-                    fvs_blob(key_hash, FVS_KEY_HASH_BYTES),
-                    c->threshold > 0 ? fvs_real(c->threshold) : fvs_null(),
-                    fvs_text(c->model[0] ? c->model : FV_MODEL_ID),
-                    c->index_backend[0] ? fvs_text(c->index_backend) : fvs_null(),
-                    fvs_int(now_s())};
+    fvs_val p[10] = {fvs_text(c->name),
+                     fvs_text(key_prefix),
+                     fvs_blob(key_hash, FVS_KEY_HASH_BYTES),
+                     c->threshold > 0 ? fvs_real(c->threshold) : fvs_null(),
+                     fvs_text(c->model[0] ? c->model : FV_MODEL_ID),
+                     c->index_backend[0] ? fvs_text(c->index_backend) : fvs_null(),
+                     fvs_int(now_s()),
+                     opt_real(c->fmr),
+                     opt_real(c->fpir),
+                     c->min_quality >= 0 ? fvs_real(c->min_quality) : fvs_null()};
     pthread_mutex_lock(&st->mu);
     int rc = query_int(st,
                        "INSERT INTO collections (name, key_prefix, key_hash, threshold, model, "
-                       "index_backend, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                       p, 7, id, err, errlen);
+                       "index_backend, created_at, fmr, fpir, min_quality) VALUES (?, ?, ?, ?, ?, "
+                       "?, ?, ?, ?, ?) RETURNING id",
+                       p, 10, id, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+int fvs_collection_set_policy(fvs_store *st, int64_t coll, double fmr, double fpir,
+                              double min_quality, char *err, size_t errlen) {
+    fvs_val p[4] = {opt_real(fmr), opt_real(fpir),
+                    min_quality >= 0 ? fvs_real(min_quality) : fvs_null(), fvs_int(coll)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db,
+                          "UPDATE collections SET fmr = ?, fpir = ?, min_quality = ? WHERE id = ?",
+                          p, 4, NULL, NULL, &changes, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
 }
 
 int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,
@@ -431,10 +468,12 @@ int fvs_collection_key_prefix(fvs_store *st, const char *name, char *buf, size_t
     return t.found ? 0 : 1;
 }
 
-/* Fills *out from the columns id, name, threshold, model, index_backend. */
+/* Fills *out from the columns id, name, threshold, model, index_backend
+ * (the policy columns: policy_from_row). */
 static void collection_from_row(fvs_collection *out, fvs_val id, fvs_val name, fvs_val threshold,
                                 fvs_val model, fvs_val backend) {
     memset(out, 0, sizeof *out);
+    out->min_quality = -1;
     out->id = id.i;
     snprintf(out->name, sizeof out->name, "%s", name.type == FVS_TEXT && name.s ? name.s : "");
     out->threshold = threshold.type == FVS_NULL ? 0 : threshold.d;
@@ -442,6 +481,13 @@ static void collection_from_row(fvs_collection *out, fvs_val id, fvs_val name, f
              model.type == FVS_TEXT && model.s ? model.s : FV_MODEL_ID);
     snprintf(out->index_backend, sizeof out->index_backend, "%s",
              backend.type == FVS_TEXT && backend.s ? backend.s : "");
+}
+
+/* The policy columns fmr, fpir, min_quality of c[0..2] into *out. */
+static void policy_from_row(fvs_collection *out, const fvs_val *c) {
+    out->fmr = c[0].type == FVS_REAL ? c[0].d : c[0].type == FVS_INT ? (double)c[0].i : 0;
+    out->fpir = c[1].type == FVS_REAL ? c[1].d : c[1].type == FVS_INT ? (double)c[1].i : 0;
+    out->min_quality = c[2].type == FVS_REAL ? c[2].d : c[2].type == FVS_INT ? (double)c[2].i : -1;
 }
 
 typedef struct key_ctx {
@@ -452,12 +498,13 @@ typedef struct key_ctx {
 
 static int key_row(void *ctx, const fvs_val *c, int n) {
     key_ctx *k = ctx;
-    if (n < 6 || c[2].type != FVS_BLOB || c[2].n != FVS_KEY_HASH_BYTES) return 0;
+    if (n < 9 || c[2].type != FVS_BLOB || c[2].n != FVS_KEY_HASH_BYTES) return 0;
     /* Constant-time comparison: the prefix narrowed the search, the hash
      * decides, and its timing tells nothing about the stored value. */
     if (sodium_memcmp(c[2].b, k->hash, FVS_KEY_HASH_BYTES) != 0 || k->found) return 0;
     k->found = 1;
     collection_from_row(k->out, c[0], c[1], c[3], c[4], c[5]);
+    policy_from_row(k->out, c + 6);
     return 0;
 }
 
@@ -468,8 +515,8 @@ int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned 
     pthread_mutex_lock(&st->mu);
     int rc = fvs_db_query(
         st->db,
-        "SELECT id, name, key_hash, threshold, model, index_backend FROM collections WHERE "
-        "key_prefix = ?",
+        "SELECT id, name, key_hash, threshold, model, index_backend, fmr, fpir, min_quality "
+        "FROM collections WHERE key_prefix = ?",
         p, 1, key_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc) return -1;
@@ -1188,9 +1235,10 @@ typedef struct idsum_ctx {
 
 static int id_row(void *ctx, const fvs_val *c, int n) {
     idsum_ctx *k = ctx;
-    if (n < 5) return 1;
+    if (n < 8) return 1;
     fvs_collection coll;
     collection_from_row(&coll, c[0], c[1], c[2], c[3], c[4]);
+    policy_from_row(&coll, c + 5);
     return k->fn(k->ctx, &coll);
 }
 
@@ -1198,7 +1246,9 @@ int fvs_collection_each(fvs_store *st, fvs_id_fn fn, void *ctx, char *err, size_
     idsum_ctx k = {fn, ctx};
     pthread_mutex_lock(&st->mu);
     int rc = fvs_db_query(
-        st->db, "SELECT id, name, threshold, model, index_backend FROM collections ORDER BY id",
+        st->db,
+        "SELECT id, name, threshold, model, index_backend, fmr, fpir, min_quality FROM "
+        "collections ORDER BY id",
         NULL, 0, id_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;

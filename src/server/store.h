@@ -79,6 +79,11 @@ typedef struct fvs_collection {
     /* Its search backend (src/search/search.h name); "": the server's
      * --index-backend. */
     char index_backend[32];
+    /* Decision policy (migration 6); unset: the server's defaults.
+     * fmr: verify's false-match rate (> 0 when set); fpir: identify's
+     * false positive identification rate (> 0 when set); min_quality: the
+     * enrolment quality gate in [0,1] (< 0 when unset). */
+    double fmr, fpir, min_quality;
 } fvs_collection;
 
 /* Creates collection c->name with c's threshold, model ("": FV_MODEL_ID)
@@ -86,6 +91,10 @@ typedef struct fvs_collection {
  * name is taken. */
 int fvs_collection_create(fvs_store *st, const fvs_collection *c, const char *key_prefix,
                           const unsigned char *key_hash, int64_t *id, char *err, size_t errlen);
+/* Sets the collection's decision policy: fmr, fpir (<= 0: unset) and
+ * min_quality (< 0: unset).  1 when no such collection. */
+int fvs_collection_set_policy(fvs_store *st, int64_t coll, double fmr, double fpir,
+                              double min_quality, char *err, size_t errlen);
 /* Sets (backend non-empty) or clears (NULL or "") the collection's search
  * backend.  1 when no such collection. */
 int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,

@@ -36,6 +36,24 @@ static json_t *match_ids(const json_t *faces) {
     return ids;
 }
 
+/* An enrolment's quality score, whether it was forced past the gate, and
+ * the subject it duplicates (the duplicate warning), into detail. */
+static void enrol_detail(const json_t *body, json_t *detail) {
+    json_t *score = json_object_get(json_object_get(body, "quality"), "score");
+    if (json_is_number(score)) json_object_set(detail, "quality", score);
+    json_t *forced = json_object_get(body, "forced");
+    if (json_is_true(forced)) json_object_set(detail, "forced", forced);
+    size_t i;
+    json_t *w;
+    json_array_foreach(json_object_get(body, "warnings"), i, w) {
+        json_t *code = json_object_get(w, "code");
+        json_t *sid = json_object_get(json_object_get(w, "subject"), "id");
+        if (json_is_string(code) && strcmp(json_string_value(code), "duplicate") == 0 &&
+            json_is_integer(sid))
+            json_object_set(detail, "duplicate_of", sid);
+    }
+}
+
 void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64_t face_id,
                        const fvs_resp *out) {
     const json_t *body = out->body;
@@ -69,6 +87,7 @@ void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64
                 json_incref(n);
             if (n) json_object_set_new(detail, "count", n);
         }
+        if (strcmp(action, "face.enroll") == 0) enrol_detail(body, detail);
         json_t *verified = json_object_get(body, "verified");
         if (json_is_boolean(verified)) json_object_set(detail, "verified", verified);
     }

@@ -87,6 +87,9 @@ static void usage(FILE *f) {
             "  --assets DIR        openapi.json, docs.html, static/ [FACEVERIFY_ASSETS]\n"
             "  --demo              serve the keyless demo page at / on collection 'demo'\n"
             "                      (local use; off by default) [FACEVERIFY_DEMO=1]\n"
+            "  --min-quality Q     enrolment quality gate for collections without their\n"
+            "                      own, 0..1, default " FVS_MIN_QUALITY_DEFAULT_TEXT
+            " [FACEVERIFY_MIN_QUALITY]\n"
             "  --index-backend B   exact (default), exact-int8, faiss-flat, faiss-hnsw,\n"
             "                      faiss-ivfpq [FACEVERIFY_INDEX_BACKEND]\n"
             "  --index-dir DIR     persist search indexes here; default: memory only\n"
@@ -166,6 +169,7 @@ typedef enum {
     OPT_OUT,
     OPT_REQUEST_TIMEOUT,
     OPT_MAX_CONN_PER_IP,
+    OPT_MIN_QUALITY,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -198,6 +202,7 @@ static const struct {
     [OPT_OUT] = {"--out", NULL},
     [OPT_REQUEST_TIMEOUT] = {"--request-timeout", "FACEVERIFY_REQUEST_TIMEOUT"},
     [OPT_MAX_CONN_PER_IP] = {"--max-connections-per-ip", "FACEVERIFY_MAX_CONNECTIONS_PER_IP"},
+    [OPT_MIN_QUALITY] = {"--min-quality", "FACEVERIFY_MIN_QUALITY"},
 };
 
 /* One run of faceverifyd as the command line and the environment asked for
@@ -747,6 +752,7 @@ static void config_defaults(invocation *inv) {
     cfg->conn_timeout = 30;
     cfg->request_timeout = 30;
     cfg->max_conn_per_ip = 128;
+    cfg->min_quality = FVS_MIN_QUALITY_DEFAULT;
     inv->audit_limit = 100;
 }
 
@@ -871,6 +877,13 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_RATE_BURST]) {
         if (parse_size(val[OPT_RATE_BURST], 1, 1000000, &n)) goto bad;
         cfg->rate_burst = (double)n;
+    }
+    if (val[OPT_MIN_QUALITY]) {
+        char *end = NULL;
+        cfg->min_quality = strtod(val[OPT_MIN_QUALITY], &end);
+        if (end == val[OPT_MIN_QUALITY] || *end ||
+            !(cfg->min_quality >= 0 && cfg->min_quality <= 1))
+            goto bad;
     }
     if (val[OPT_USER] && *val[OPT_USER]) cfg->run_as = val[OPT_USER];
     if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &inv->audit_limit)) goto bad;

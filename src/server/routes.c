@@ -291,6 +291,29 @@ static json_t *face_json(const fv_face *f) {
                      "score", (double)f->score, "landmarks", lm);
 }
 
+/* The API's Quality object (the CLI's cli_quality_json has the same
+ * shape): the score, the names of its reason bits, and what was measured. */
+static json_t *quality_json(const fv_quality *q) {
+    json_t *reasons = json_array();
+    for (int i = 0; i < FV_QUALITY_REASON_COUNT; i++)
+        if (q->reasons & (1u << i))
+            json_array_append_new(reasons, json_string(fv_quality_reason_name(1u << i)));
+    return json_pack("{s:f, s:o, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "score", (double)q->score,
+                     "reasons", reasons, "size_px", (double)q->size_px, "sharpness",
+                     (double)q->sharpness, "brightness", (double)q->brightness, "contrast",
+                     (double)q->contrast, "yaw", (double)q->yaw, "pitch", (double)q->pitch,
+                     "detector_score", (double)q->detector_score);
+}
+
+/* Sets face_obj's "quality" from chip (the face's aligned chip, found by
+ * detector); left out when the measure fails (it only refuses NULLs). */
+static void add_quality(json_t *face_obj, const fv_face *face, fv_detector detector,
+                        const unsigned char *chip) {
+    fv_quality q;
+    if (fv_face_quality(face, detector, chip, &q) == FV_OK)
+        json_object_set_new(face_obj, "quality", quality_json(&q));
+}
+
 static int parse_id(const char *s, size_t len, int64_t *id) {
     if (len == 0 || len > 18) return -1;
     int64_t v = 0;
@@ -405,25 +428,34 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     }
     json_t *arr = json_array();
     int chips = want_chips(r);
+    double t2 = now_ms();
     for (size_t i = 0; i < n && i < MAX_FACES; i++) {
         json_t *fj = face_json(&faces[i]);
-        if (chips) add_chip(fj, r->srv->engine, img, &faces[i], NULL);
+        /* Each face's chip: its quality is measured on it (about 1 ms a
+         * face, README), and the same bytes are the chip asked for. */
+        unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
+        if (fv_face_chip(r->srv->engine, img, &faces[i], chip) == FV_OK) {
+            add_quality(fj, &faces[i], opt.detector, chip);
+            if (chips) add_chip(fj, r->srv->engine, img, &faces[i], chip);
+        }
         json_array_append_new(arr, fj);
     }
+    double qms = now_ms() - t2;
     /* count is every face found; faces holds the MAX_FACES largest, and
      * truncated says when that left some out. */
     fvs_reply(out, 200,
-              json_pack("{s:o, s:I, s:b, s:i, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f}}", "faces", arr,
-                        "count", (json_int_t)n, "truncated", n > MAX_FACES, "max_faces", MAX_FACES,
-                        "image", "width", img->width, "height", img->height, "detector",
+              json_pack("{s:o, s:I, s:b, s:i, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f, s:f}}", "faces",
+                        arr, "count", (json_int_t)n, "truncated", n > MAX_FACES, "max_faces",
+                        MAX_FACES, "image", "width", img->width, "height", img->height, "detector",
                         fv_detector_name(opt.detector), "timings_ms", "decode", dec, "detect", det,
-                        "total", now_ms() - t0));
+                        "quality", qms, "total", now_ms() - t0));
     drop_images(r, &img, 1, held);
 }
 
 static json_t *used_face_json(const fv_face_result *fr) {
     json_t *o = face_json(&fr->face);
     json_object_set_new(o, "faces_detected", json_integer((json_int_t)fr->faces));
+    json_object_set_new(o, "quality", quality_json(&fr->quality));
     return o;
 }
 
@@ -492,10 +524,13 @@ static void h_verify_embeddings(fvs_req *r, fvs_resp *out) {
                         r->coll.model));
 }
 
-/* Adds warning (taken; NULL: none) to answer o as "warnings": [warning]
- * and returns o (NULL when o is: fvs_reply then answers 500). */
+/* Adds warning (taken; NULL: none) to answer o's "warnings" list (made
+ * when absent) and returns o (NULL when o is: fvs_reply then answers 500). */
 static json_t *add_warning(json_t *o, json_t *warning) {
-    if (o && warning)
+    json_t *list = o ? json_object_get(o, "warnings") : NULL;
+    if (o && warning && json_is_array(list))
+        json_array_append_new(list, warning);
+    else if (o && warning)
         json_object_set_new(o, "warnings", json_pack("[o]", warning));
     else
         json_decref(warning);
@@ -565,16 +600,21 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         emb_ms = now_ms() - t2;
     }
     drop_images(r, &img, 1, held);
-    json_t *chip_urls = json_array(); /* one per face, null where encoding failed */
-    int with_chips = st == FV_OK && want_chips(r);
-    for (size_t i = 0; with_chips && i < n; i++) {
-        json_t *u = fvs_chip_data_url(chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3, FV_CHIP_SIZE,
-                                      FV_CHIP_SIZE);
-        json_array_append_new(chip_urls, u ? u : json_null());
+    /* What each face's answer takes from its chip, made before the chips
+     * go: its quality and, when asked, the chip itself. */
+    json_t *extras = json_array();
+    int with_chips = want_chips(r);
+    for (size_t i = 0; st == FV_OK && i < n; i++) {
+        const unsigned char *chip = chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3;
+        json_t *x = json_object();
+        add_quality(x, &faces[i], opt.detector, chip);
+        json_t *u = with_chips ? fvs_chip_data_url(chip, FV_CHIP_SIZE, FV_CHIP_SIZE) : NULL;
+        if (u) json_object_set_new(x, "chip", u);
+        json_array_append_new(extras, x);
     }
     free(chips);
     if (st != FV_OK) {
-        json_decref(chip_urls);
+        json_decref(extras);
         free(emb);
         fvs_status_error(out, st, err);
         return;
@@ -586,18 +626,18 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
-        json_decref(chip_urls);
+        json_decref(extras);
         db_error(out, err);
         return;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *fj = face_json(&faces[i]);
-        json_t *url = json_array_get(chip_urls, i);
-        if (url && json_is_string(url)) json_object_set(fj, "chip", url);
+        json_t *x = json_array_get(extras, i);
+        if (x) json_object_update(fj, x);
         json_object_update(json_array_get(results, i), fj);
         json_decref(fj);
     }
-    json_decref(chip_urls);
+    json_decref(extras);
     fvs_reply(out, 200,
               add_warning(json_pack("{s:o, s:I, s:f, s:i, s:i, s:s, s:{s:f, s:f, s:f, s:f, s:f}}",
                                     "faces", results, "count", (json_int_t)n, "threshold",
@@ -816,9 +856,197 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     return 0;
 }
 
-/* Stores one face and answers 201 with it (404: no such subject). */
+typedef struct best_ctx {
+    const float *probe;
+    float best;
+    int64_t best_face;
+    int n;
+    int64_t bad[FVS_UNREADABLE_IDS_MAX]; /* templates that did not open */
+    size_t nbad;
+} best_ctx;
+
+static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
+                    const float *emb) {
+    (void)subject_id;
+    (void)name;
+    best_ctx *b = ctx;
+    if (!emb) { /* named in the answer's warning; the count goes on */
+        if (b->nbad < FVS_UNREADABLE_IDS_MAX) b->bad[b->nbad] = face_id;
+        b->nbad++;
+        return 0;
+    }
+    float d = fv_distance(b->probe, emb);
+    if (b->n == 0 || d < b->best) {
+        b->best = d;
+        b->best_face = face_id;
+    }
+    b->n++;
+    return 0;
+}
+
+/* ------------------------------------------------------------ enrolment
+ *
+ * Before a face is stored: the quality gate (a face poorer than the
+ * collection's min_quality, else --min-quality, answers 422 low_quality
+ * unless "force") and the duplicate check (the face matches a template of
+ * another subject at FMR DUP_FMR: a "duplicate" warning, or 409 with
+ * on_duplicate=reject).  A bare embedding has no quality: no gate, and it
+ * counts as quality 1 in the duplicate check, as templates without one do. */
+
+#define DUP_FMR 1e-4
+/* Other subjects examined: the nearest few, since the index ranks by the
+ * threshold for the new face alone and a poorer stored one is stricter. */
+#define DUP_CANDIDATES 5
+
+typedef struct enrol_opts {
+    int force;  /* enrol below the quality gate */
+    int reject; /* on_duplicate=reject: 409 instead of a warning */
+} enrol_opts;
+
+/* Reads "force" (JSON true/false, or the text true/false/1/0) and
+ * "on_duplicate" ("warn", default, or "reject"); 400 for anything else. */
+static int get_enrol_opts(fvs_req *r, enrol_opts *o, fvs_resp *out) {
+    char buf[64];
+    o->force = o->reject = 0;
+    const char *f = fvs_req_text(r, "force", buf, sizeof buf);
+    if (f && strcmp(f, "false") && strcmp(f, "0")) {
+        if (strcmp(f, "true") && strcmp(f, "1")) {
+            fvs_error(out, 400, "validation_error", "force: expected true or false");
+            return -1;
+        }
+        o->force = 1;
+    }
+    const char *d = fvs_req_text(r, "on_duplicate", buf, sizeof buf);
+    if (d && strcmp(d, "warn") && strcmp(d, "reject")) {
+        fvs_error(out, 400, "validation_error", "on_duplicate: expected 'warn' or 'reject'");
+        return -1;
+    }
+    o->reject = d && strcmp(d, "reject") == 0;
+    return 0;
+}
+
+/* The enrolment gate in force: the collection's, else the server's. */
+static double gate_of(const fvs_req *r) {
+    return r->coll.min_quality >= 0 ? r->coll.min_quality : r->srv->cfg.min_quality;
+}
+
+/* 422 low_quality naming q's reasons, with q itself. */
+static void low_quality_error(fvs_resp *out, const fv_quality *q, double gate) {
+    json_t *qj = quality_json(q);
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "face quality %.3f is below this collection's minimum %.3f: send a sharper, larger, "
+             "better lit frontal photo, or force=true to enrol it anyway",
+             (double)q->score, gate);
+    fvs_reply(out, 422,
+              json_pack("{s:{s:s, s:s, s:O, s:o}}", "error", "code", "low_quality", "message", msg,
+                        "reasons", json_object_get(qj, "reasons"), "quality", qj));
+}
+
+/* A template of another subject the new face matches. */
+typedef struct dup_hit {
+    int64_t subject, face;
+    char name[FVS_NAME_MAX + 1];
+    float distance, threshold;
+} dup_hit;
+
+/* Whether candidate subject cid's nearest template is within the DUP_FMR
+ * threshold for the poorer of q (the new face's) and its stored quality
+ * (none: 1).  1 with *hit filled, 0 no, -1 after a database error in out. */
+static int dup_candidate(fvs_req *r, int64_t cid, const char *name, const float *emb, float q,
+                         dup_hit *hit, fvs_resp *out) {
+    best_ctx b;
+    memset(&b, 0, sizeof b);
+    b.probe = emb;
+    char err[256];
+    double sq = -1;
+    if (fvs_templates(r->srv->store, r->coll.id, cid, r->coll.model, best_row, &b, err,
+                      sizeof err) ||
+        (b.n > 0 &&
+         fvs_face_quality(r->srv->store, r->coll.id, b.best_face, &sq, err, sizeof err) < 0)) {
+        db_error(out, err);
+        return -1;
+    }
+    float t = 0, pq = sq >= 0 && sq < q ? (float)sq : q;
+    if (b.n == 0 || fv_fmr_threshold(r->coll.model, DUP_FMR, pq, &t) != FV_OK || b.best > t)
+        return 0;
+    hit->subject = cid;
+    hit->face = b.best_face;
+    snprintf(hit->name, sizeof hit->name, "%s", name);
+    hit->distance = b.best;
+    hit->threshold = t;
+    return 1;
+}
+
+/* Looks for a template of a subject other than sid that emb (quality q:
+ * the score, < 0 when unknown) matches at DUP_FMR, nearest first, through
+ * the index.  0 (hit->subject 0 when none), or -1 after an error in out.
+ * A model without an FMR calibration (trained models) is not checked. */
+static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, dup_hit *hit,
+                          fvs_resp *out) {
+    memset(hit, 0, sizeof *hit);
+    float fq = q >= 0 && q <= 1 ? (float)q : 1.0f, t = 0;
+    if (fv_fmr_threshold(r->coll.model, DUP_FMR, fq, &t) != FV_OK) return 0;
+    json_t *res = NULL, *warning = NULL;
+    char err[256];
+    if (fvs_index_search(r->srv->index, &r->coll, emb, 1, t, DUP_CANDIDATES + 1, 1, &res, &warning,
+                         err, sizeof err)) {
+        /* No template opens here (no or another template key): nothing to
+         * compare with; storing it is the insert's to allow or refuse. */
+        if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) return 0;
+        db_error(out, err);
+        return -1;
+    }
+    json_decref(warning);
+    json_t *cands = json_object_get(json_array_get(res, 0), "candidates");
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < json_array_size(cands); i++) {
+        json_t *c = json_array_get(cands, i);
+        int64_t cid = (int64_t)json_integer_value(json_object_get(c, "id"));
+        if (cid == sid) continue;
+        if (json_real_value(json_object_get(c, "distance")) > (double)t) break;
+        rc =
+            dup_candidate(r, cid, json_string_value(json_object_get(c, "name")), emb, fq, hit, out);
+    }
+    json_decref(res);
+    return rc < 0 ? -1 : 0;
+}
+
+/* The hit as the answer names it: {"subject": {id, name}, "face_id",
+ * "distance", "threshold", "fmr"}, plus code and message. */
+static json_t *dup_json(const dup_hit *h, const char *message) {
+    return json_pack("{s:s, s:s, s:{s:I, s:s}, s:I, s:f, s:f, s:f}", "code", "duplicate", "message",
+                     message, "subject", "id", (json_int_t)h->subject, "name", h->name, "face_id",
+                     (json_int_t)h->face, "distance", (double)h->distance, "threshold",
+                     (double)h->threshold, "fmr", DUP_FMR);
+}
+
+/* The duplicate check of enrolment into sid: 0 to go on (*warning: NULL
+ * or the warning to add), -1 after a 409 or an error in out. */
+static int check_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, const enrol_opts *o,
+                           json_t **warning, fvs_resp *out) {
+    dup_hit h;
+    *warning = NULL;
+    if (find_duplicate(r, sid, emb, q, &h, out)) return -1;
+    if (!h.subject) return 0;
+    char msg[FVS_NAME_MAX + 160];
+    snprintf(msg, sizeof msg,
+             "this face matches subject %" PRId64 " (%s) at a false-match rate of %g: the same "
+             "person enrolled twice?",
+             h.subject, h.name, DUP_FMR);
+    if (!o->reject) {
+        *warning = dup_json(&h, msg);
+        return 0;
+    }
+    json_t *e = dup_json(&h, msg);
+    fvs_reply(out, 409, e ? json_pack("{s:o}", "error", e) : NULL);
+    return -1;
+}
+
+/* Stores one face and answers 201 with it plus extra's members (taken;
+ * may be NULL) and warning (taken; may be NULL); 404: no such subject. */
 static void insert_face(fvs_req *r, fvs_resp *out, int64_t sid, const fvs_face_row *row,
-                        size_t faces_detected) {
+                        size_t faces_detected, json_t *extra, json_t *warning) {
     json_t *fj = NULL;
     char err[256];
     int rc = fvs_face_insert(r->srv->store, r->coll.id, sid, row, &fj, err, sizeof err);
@@ -828,20 +1056,27 @@ static void insert_face(fvs_req *r, fvs_resp *out, int64_t sid, const fvs_face_r
         fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
     else {
         json_object_set_new(fj, "faces_detected", json_integer((json_int_t)faces_detected));
-        fvs_reply(out, 201, fj);
+        if (extra) json_object_update(fj, extra);
+        fvs_reply(out, 201, add_warning(fj, warning));
+        warning = NULL;
     }
+    json_decref(extra);
+    json_decref(warning);
 }
 
 /* Enrolment of a precomputed embedding (JSON {"embedding": [128
  * numbers]}): bulk imports and tests, without the neural network.
- * faces_detected is 0: there was no image. */
+ * faces_detected is 0: there was no image, and no quality (stored NULL). */
 static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
     float emb[FV_EMBED_DIM];
-    if (check_model_field(r, out) ||
-        parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out))
+    enrol_opts o;
+    json_t *warning = NULL;
+    if (get_enrol_opts(r, &o, out) || check_model_field(r, out) ||
+        parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out) ||
+        check_duplicate(r, sid, emb, -1, &o, &warning, out))
         return;
-    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL};
-    insert_face(r, out, sid, &row, 0);
+    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1};
+    insert_face(r, out, sid, &row, 0, NULL, warning);
 }
 
 static void h_face_enroll(fvs_req *r, fvs_resp *out) {
@@ -860,15 +1095,27 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out) {
         fvs_error(out, 400, "validation_error", "face: expected 'single' or 'largest'");
         return;
     }
+    enrol_opts o;
+    if (get_enrol_opts(r, &o, out)) return;
     int strict = !(face && strcmp(face, "largest") == 0);
     fv_face_result fr;
     char mac[65] = "";
-    double dec = 0;
+    double dec = 0, gate = gate_of(r);
     if (embed_probe(r, strict, &fr, &dec, mac, out)) return;
+    int below = fr.quality.score < gate;
+    if (below && !o.force) {
+        low_quality_error(out, &fr.quality, gate);
+        return;
+    }
+    json_t *warning = NULL;
+    if (check_duplicate(r, sid, fr.embedding, fr.quality.score, &o, &warning, out)) return;
     /* The image's keyed fingerprint, or none without a template key. */
-    fvs_face_row row = {r->coll.model, fr.embedding,   fr.face.left,  fr.face.top,
-                        fr.face.right, fr.face.bottom, fr.face.score, mac[0] ? mac : NULL};
-    insert_face(r, out, sid, &row, fr.faces);
+    fvs_face_row row = {r->coll.model, fr.embedding,        fr.face.left,
+                        fr.face.top,   fr.face.right,       fr.face.bottom,
+                        fr.face.score, mac[0] ? mac : NULL, fr.quality.score};
+    json_t *extra = json_pack("{s:o, s:f, s:b}", "quality", quality_json(&fr.quality),
+                              "min_quality", gate, "forced", below);
+    insert_face(r, out, sid, &row, fr.faces, extra, warning);
 }
 
 static void h_face_list(fvs_req *r, fvs_resp *out) {
@@ -896,34 +1143,6 @@ static void h_face_delete(fvs_req *r, fvs_resp *out) {
         fvs_error(out, 404, "not_found", "no face %" PRId64 " for subject %" PRId64, fid, sid);
     else
         fvs_reply(out, 200, json_pack("{s:I, s:b}", "id", (json_int_t)fid, "deleted", 1));
-}
-
-typedef struct best_ctx {
-    const float *probe;
-    float best;
-    int64_t best_face;
-    int n;
-    int64_t bad[FVS_UNREADABLE_IDS_MAX]; /* templates that did not open */
-    size_t nbad;
-} best_ctx;
-
-static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
-                    const float *emb) {
-    (void)subject_id;
-    (void)name;
-    best_ctx *b = ctx;
-    if (!emb) { /* named in the answer's warning; the count goes on */
-        if (b->nbad < FVS_UNREADABLE_IDS_MAX) b->bad[b->nbad] = face_id;
-        b->nbad++;
-        return 0;
-    }
-    float d = fv_distance(b->probe, emb);
-    if (b->n == 0 || d < b->best) {
-        b->best = d;
-        b->best_face = face_id;
-    }
-    b->n++;
-    return 0;
 }
 
 static void h_subject_verify(fvs_req *r, fvs_resp *out) {

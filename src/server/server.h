@@ -37,7 +37,14 @@ typedef struct fvs_config {
     double rate_limit;       /* FACEVERIFY_RATE_LIMIT: requests/s per key; 0: none */
     double rate_burst;       /* FACEVERIFY_RATE_BURST: bucket size */
     const char *run_as;      /* FACEVERIFY_USER, --user: drop root after binding */
+    double min_quality;      /* FACEVERIFY_MIN_QUALITY: enrolment gate of collections without one */
 } fvs_config;
+
+/* The default enrolment quality gate (--min-quality): clean LFW faces and
+ * phone photos score well above it, a 30 px or heavily blurred face below
+ * (the measurements are in the README). */
+#define FVS_MIN_QUALITY_DEFAULT 0.25
+#define FVS_MIN_QUALITY_DEFAULT_TEXT "0.25"
 
 typedef struct fvs_server {
     fvs_config cfg;

@@ -647,22 +647,29 @@ int fvs_subject_delete(fvs_store *st, int64_t coll, int64_t id, char *err, size_
 
 /* Row: id, subject_id, model, box_left, box_top, box_right, box_bottom,
  * score, image_sha256, created_at. */
+/* A REAL column's value, or -1 for NULL (SQLite may hand back an INT). */
+static double real_or_none(fvs_val v) {
+    return v.type == FVS_REAL ? v.d : v.type == FVS_INT ? (double)v.i : -1;
+}
+
 static int face_row(void *ctx, const fvs_val *c, int n) {
     json_t *arr = ctx;
-    if (n < 10) return 1;
+    if (n < 11) return 1;
     json_t *o = json_pack("{s:I, s:I, s:s, s:{s:f, s:f, s:f, s:f}, s:f, s:s?, s:o}", "id",
                           (json_int_t)c[0].i, "subject_id", (json_int_t)c[1].i, "model",
                           c[2].s ? c[2].s : "", "box", "left", c[3].d, "top", c[4].d, "right",
                           c[5].d, "bottom", c[6].d, "score", c[7].d, "image_sha256",
                           c[8].type == FVS_TEXT ? c[8].s : NULL, "created_at", iso_time(c[9].i));
     if (!o) return 1;
+    double q = real_or_none(c[10]);
+    json_object_set_new(o, "quality_score", q >= 0 ? json_real(q) : json_null());
     json_array_append_new(arr, o);
     return 0;
 }
 
 #define FACE_COLS                                                                                  \
     "SELECT id, subject_id, model, box_left, box_top, box_right, box_bottom, score, "              \
-    "image_sha256, created_at FROM faces "
+    "image_sha256, created_at, quality FROM faces "
 
 static int subject_exists_locked(fvs_store *st, int64_t coll, int64_t subject, char *err,
                                  size_t errlen) {
@@ -707,12 +714,12 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
         fvs_template_seal(st->tkey, coll, subject, row->embedding, sealed);
         blob = fvs_blob(sealed, sizeof sealed);
     }
-    fvs_val p[11] = {fvs_int(coll),        fvs_int(subject),
+    fvs_val p[12] = {fvs_int(coll),        fvs_int(subject),
                      fvs_text(row->model), blob,
                      fvs_real(row->left),  fvs_real(row->top),
                      fvs_real(row->right), fvs_real(row->bottom),
                      fvs_real(row->score), fvs_text(row->image_sha256),
-                     fvs_int(now_s())};
+                     fvs_int(now_s()),     row->quality >= 0 ? fvs_real(row->quality) : fvs_null()};
     int64_t id = 0;
     pthread_mutex_lock(&st->mu);
     int rc = begin(st, err, errlen);
@@ -721,9 +728,9 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
     if (!rc)
         rc = query_int(st,
                        "INSERT INTO faces (collection_id, subject_id, model, embedding, box_left, "
-                       "box_top, box_right, box_bottom, score, image_sha256, created_at) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                       p, 11, &id, err, errlen);
+                       "box_top, box_right, box_bottom, score, image_sha256, created_at, "
+                       "quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                       p, 12, &id, err, errlen);
     if (!rc) rc = log_change(st, coll, id, 1, err, errlen);
     if (!rc) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
@@ -741,6 +748,32 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
     }
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+typedef struct quality_ctx {
+    double q;
+    int found;
+} quality_ctx;
+
+static int quality_row(void *ctx, const fvs_val *c, int n) {
+    quality_ctx *k = ctx;
+    if (n < 1) return 1;
+    k->q = real_or_none(c[0]);
+    k->found = 1;
+    return 0;
+}
+
+int fvs_face_quality(fvs_store *st, int64_t coll, int64_t face, double *quality, char *err,
+                     size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(face)};
+    quality_ctx k = {-1, 0};
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db, "SELECT quality FROM faces WHERE collection_id = ? AND id = ?", p,
+                          2, quality_row, &k, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    *quality = k.q;
+    return k.found ? 0 : 1;
 }
 
 int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,

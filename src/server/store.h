@@ -139,9 +139,14 @@ typedef struct fvs_face_row {
     const float *embedding; /* FV_EMBED_DIM floats */
     float left, top, right, bottom, score;
     const char *image_sha256; /* hex */
+    double quality;           /* fv_quality.score; < 0: none (a bare embedding): NULL */
 } fvs_face_row;
 int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
                     json_t **out, char *err, size_t errlen); /* 1: no such subject */
+/* *quality: the stored quality score of face (collection coll), -1 when
+ * it has none (NULL).  1: no such face. */
+int fvs_face_quality(fvs_store *st, int64_t coll, int64_t face, double *quality, char *err,
+                     size_t errlen);
 int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
                   size_t errlen); /* 1: no such subject */
 int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,

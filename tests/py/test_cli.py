@@ -49,7 +49,8 @@ def test_verify_json_fields(samples):
     assert set(j["timings_ms"]) == {"decode", "detect", "landmarks", "chip", "embed", "total"}
     assert set(j["faces"]) == {"a", "b"}
     for face in j["faces"].values():
-        assert set(face) == {"box", "score", "landmarks", "faces_detected"}
+        assert set(face) == {"box", "score", "landmarks", "faces_detected", "quality"}
+        assert 0 <= face["quality"]["score"] <= 1
         assert face["faces_detected"] == 1
         l, t, r, b = ltrb(face["box"])
         assert r > l and b > t and face["score"] > 0
@@ -129,6 +130,16 @@ def test_group_photos_give_several_faces(samples):
     # boxes are distinct (no duplicate detections)
     boxes = [ltrb(f["box"]) for f in j["faces"]]
     assert len({tuple(round(v) for v in b) for b in boxes}) == len(boxes)
+    # each face carries its quality, in the API's shape (openapi.json Quality)
+    for f in j["faces"]:
+        q = f["quality"]
+        assert set(q) == {"score", "reasons", "size_px", "sharpness", "brightness", "contrast",
+                          "yaw", "pitch", "detector_score"}
+        assert 0 <= q["score"] <= 1 and q["detector_score"] == pytest.approx(f["score"], abs=1e-4)
+        # size_px is the box's sqrt area
+        l, t, r, b = ltrb(f["box"])
+        assert q["size_px"] == pytest.approx(((r - l) * (b - t)) ** 0.5, rel=1e-3)
+    assert "quality" in j["timings_ms"]
 
 
 def test_largest_face_used_and_strict_mode(samples):

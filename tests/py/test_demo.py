@@ -162,6 +162,7 @@ def test_verify_same_person(demo, browser):
     cw = browser.execute_script("return document.querySelector('[data-slot=a] canvas').width")
     assert cw == 624  # clapton-1.jpg is 624x420
     assert "detect" in text_of(browser, "#timings") and "embed" in text_of(browser, "#timings")
+    assert re.search(r"Face quality: [01]\.\d\d.* and [01]\.\d\d", text_of(browser, "#timings"))
     assert text_of(browser, "#error-a") == "" and text_of(browser, "#error-b") == ""
     # No script error and no Content-Security-Policy violation on the way.
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

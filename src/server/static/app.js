@@ -72,6 +72,10 @@
   }
 
   const fmt = (x, d = 3) => Number(x).toFixed(d);
+  // A face's quality (the API's Quality object) in words: the score and
+  // what made it poor.
+  const quality = (f) => !f.quality ? 'unknown' :
+    fmt(f.quality.score, 2) + (f.quality.reasons.length ? ` (${f.quality.reasons.join(', ').replace(/_/g, ' ')})` : '');
   const ms = (x) => (x < 10 ? x.toFixed(1) : Math.round(x)) + ' ms';
 
   // ------------------------------------------------------------ image slots
@@ -294,7 +298,8 @@
     const t = r.timings_ms;
     $('#timings').textContent = `Server ${ms(t.total)}: decode ${ms(t.decode)}, detect ${ms(t.detect)}, ` +
       `landmarks ${ms(t.landmarks)}, chip ${ms(t.chip)}, embed ${ms(t.embed)}; round trip ${ms(rtt)}. ` +
-      `Faces found: ${r.faces.a.faces_detected} and ${r.faces.b.faces_detected} (the largest is used).`;
+      `Faces found: ${r.faces.a.faces_detected} and ${r.faces.b.faces_detected} (the largest is used). ` +
+      `Face quality: ${quality(r.faces.a)} and ${quality(r.faces.b)}.`;
     $('#verify-result').hidden = false;
   }
 
@@ -438,7 +443,10 @@
         item.textContent = 'No one enrolled to compare with.';
         cands.append(item);
       }
-      body.append(name, cands);
+      const q = document.createElement('div');
+      q.className = 'quality';
+      q.textContent = `Face quality ${quality(f)}`;
+      body.append(name, q, cands);
       li.append(img, body);
       return li;
     }));

@@ -880,10 +880,12 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     }
     if (val[OPT_MIN_QUALITY]) {
         char *end = NULL;
-        cfg->min_quality = strtod(val[OPT_MIN_QUALITY], &end);
-        if (end == val[OPT_MIN_QUALITY] || *end ||
-            !(cfg->min_quality >= 0 && cfg->min_quality <= 1))
-            goto bad;
+        double q = strtod(val[OPT_MIN_QUALITY], &end);
+        if (end == val[OPT_MIN_QUALITY] || *end || !(q >= 0 && q <= 1)) {
+            fprintf(stderr, "faceverifyd: --min-quality: expected a quality score in [0, 1]\n");
+            return 2;
+        }
+        cfg->min_quality = q;
     }
     if (val[OPT_USER] && *val[OPT_USER]) cfg->run_as = val[OPT_USER];
     if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &inv->audit_limit)) goto bad;

@@ -204,3 +204,23 @@ def test_bad_on_duplicate_and_force_values(env):
         err = enrol(env, sid, data, 400, **fields)["error"]
         assert err["code"] == "validation_error"
         assert list(fields)[0] in err["message"]
+
+
+def test_server_min_quality_option(env):
+    """--min-quality (here FACEVERIFY_MIN_QUALITY) is the gate of a
+    collection without its own; out of [0, 1] the server refuses to start."""
+    if env.backend != "sqlite":
+        pytest.skip("a second server on the same SQLite file")
+    p = daemon_cmd("serve", "--min-quality", "1.5", "--listen", "127.0.0.1:1",
+                   db_url=env.db_url, check=False)
+    assert p.returncode == 2 and "--min-quality" in p.stderr
+    lenient = Server(env.db_url, env={"FACEVERIFY_MIN_QUALITY": "0"})
+    try:
+        r = lenient.request("POST", "/api/v1/subjects", env.k, json={"name": "lenient server"})
+        sid = check(r, "POST", "/api/v1/subjects", 201)["id"]
+        r = lenient.request("POST", FACES.format(sid), env.k,
+                            **image(tiny(lfw("Aaron_Peirsol", 3))))
+        face = check(r, "POST", FACES.format(sid), 201)
+        assert face["min_quality"] == 0 and face["forced"] is False
+    finally:
+        assert lenient.stop() == 0

@@ -224,3 +224,14 @@ def test_server_min_quality_option(env):
         assert face["min_quality"] == 0 and face["forced"] is False
     finally:
         assert lenient.stop() == 0
+
+
+def test_identify_faces_carry_quality(env):
+    r = env.server.request("POST", "/api/v1/identify", env.k,
+                           files={"image": ("p.jpg", lfw("Colin_Powell", 5).read_bytes())},
+                           data={"return_chips": "1"})
+    body = check(r, "POST", "/api/v1/identify", 200)
+    assert body["count"] >= 1
+    for f in body["faces"]:
+        assert_quality(f["quality"])
+        assert f["chip"].startswith("data:image/png;base64,")

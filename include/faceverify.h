@@ -414,6 +414,50 @@ FV_API fv_status fv_fmr_threshold(const char *model_id, double fmr, float qualit
  * fv_fmr_threshold. */
 FV_API fv_status fv_estimated_fmr(const char *model_id, float distance, float quality, double *fmr);
 
+/* ------------------------------------------------------ open-set identify
+ * "Who is this, if anyone?"  The nearest enrolled subject is only a match
+ * when the probe is closer to it than to the rest of the gallery by more
+ * than chance allows at the gallery's size: an unknown face is always
+ * nearest to someone, and the more people are enrolled, the nearer.  The
+ * rule (src/decide/openset.c; docs/operating-points.md has the
+ * measurements that chose it) scores the nearest subject against the
+ * probe's distances to the next subjects (a normalised score), and the
+ * score threshold for a false-positive identification rate (FPIR: the
+ * fraction of people who are not enrolled but get a match) depends on the
+ * gallery size.  Subjects are compared through one fused template each. */
+
+#define FV_FPIR_MIN 1e-3
+#define FV_FPIR_MAX 1e-1
+/* The product's default: one unknown person in a hundred gets a match. */
+#define FV_DEFAULT_FPIR 1e-2
+
+/* Fuses a subject's n templates (n x dim floats) into out (dim floats):
+ * the mean of the unit-length templates, scaled to their mean length.
+ * FV_E_INVALID_ARGUMENT for n == 0, dim outside 1..FV_EMBED_DIM, NULL, or
+ * a zero template. */
+FV_API fv_status fv_fuse_templates(const float *templates, size_t n, int dim, float *out);
+
+typedef struct fv_openset_decision {
+    float score;           /* normalised score of the nearest subject (higher: surer) */
+    float threshold;       /* score threshold at the FPIR asked for, at this gallery size */
+    double estimated_fpir; /* the FPIR at this score and gallery size, in [FV_FPIR_MIN, 1] */
+    int match;             /* 1 when score >= threshold: the nearest subject is the answer */
+} fv_openset_decision;
+
+/* Decides one probe.  distances: ascending distances from the probe to
+ * the fused templates of its n nearest subjects (n >= 1; the more of the
+ * next subjects are given, up to 21, the better the score); gallery: the
+ * number of subjects enrolled (>= n).  fpir in FV_FPIR_MIN..FV_FPIR_MAX.
+ * FV_E_UNSUPPORTED: no calibration for model_id (NULL: FV_MODEL_ID);
+ * FV_E_INVALID_ARGUMENT otherwise bad. */
+FV_API fv_status fv_openset_decide(const char *model_id, const float *distances, size_t n,
+                                   size_t gallery, double fpir, fv_openset_decision *out);
+
+/* The normalised score of the subject at rank j (0-based) among the same
+ * ascending distances (the other subjects form its cohort); NAN when
+ * j >= n or distances is NULL. */
+FV_API float fv_openset_score(const float *distances, size_t n, size_t j);
+
 /* --------------------------------------------------------- trained models
  * A model trained by `faceverify train` (docs/model-format.md): a compact
  * CNN on aligned chips ("scratch") or a small network on top of the ResNet

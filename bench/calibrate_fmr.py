@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Calibrates the FMR operating points (src/decide/fmr_table.h) and checks
+them on people the calibration never saw.
+
+Calibration: every cross-identity pair of a derived set of LFW View 1
+*training* people (bench/derive_hard.py: clean, grey, small, blur, jpeg20,
+turned, greysmall), binned by pair quality (the poorer face's
+fv_quality.score).  For each bin the threshold at FMR 10^-k/4 is the
+empirical quantile of its impostor distances.  Where a bin holds too few
+pairs for a rate (fewer than MIN_EVENTS expected false matches), its
+threshold is the next better bin's, shifted by the gap measured at the
+bin's deepest reliable rate.  A poorer bin is never looser than a better
+one.
+
+Check (--check-emb/--check-quality): the same kind of set made from View 1
+*test* people.  For each variant and each stated FMR: the measured FMR over
+its impostor pairs with each pair's own quality threshold, with a 95%
+Wilson interval, and the FNMR over its genuine pairs; the same for
+a single table without quality bins, to show what the bins buy.
+
+  .venv/bin/python bench/calibrate_fmr.py \\
+      --emb hard_train_emb.csv --quality hard_train_q.csv \\
+      --check-emb hard_test_emb.csv --check-quality hard_test_q.csv \\
+      --write-table
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import REPO, RESULTS, machine  # noqa: E402
+
+STEP = 0.25
+POINTS = 25  # 10^0 .. 10^-6
+BIN_EDGES = (0.0, 0.15, 0.35, 0.6)  # lower edges of the quality bins
+MIN_EVENTS = 5
+MODEL_ID = "dlib_resnet_v1"
+TABLE = REPO / "src" / "decide" / "fmr_table.h"
+
+
+def load(emb_csv, q_csv):
+    q = {}
+    for line in Path(q_csv).read_text().splitlines()[1:]:
+        f = line.split(",")
+        q[f[0]] = float(f[2])
+    paths, vecs, qual = [], [], []
+    for line in Path(emb_csv).read_text().splitlines():
+        f = line.split(",")
+        if len(f) > 3 and f[2] == "detector" and f[0] in q:
+            paths.append(f[0])
+            vecs.append([float(x) for x in f[3:]])
+            qual.append(q[f[0]])
+    E = np.array(vecs, dtype=np.float32)
+    variant = np.array([p.split("/")[0] for p in paths])
+    person = np.array([p.split("/")[1] for p in paths])
+    image = np.array(["/".join(p.split("/")[1:]) for p in paths])
+    return E, np.array(qual, dtype=np.float32), variant, person, image
+
+
+def pairs(E, Q, person, image):
+    """Upper-triangle pair arrays: distance, pair quality, impostor flag,
+    genuine flag (same person, different photo), index a, index b."""
+    n = len(E)
+    sq = (E.astype(np.float64) ** 2).sum(1)
+    D = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * (E.astype(np.float64) @ E.T.astype(
+        np.float64)), 0)).astype(np.float32)
+    iu = np.triu_indices(n, 1)
+    d = D[iu]
+    del D
+    q = np.minimum(Q[iu[0]], Q[iu[1]])
+    imp = person[iu[0]] != person[iu[1]]
+    gen = (~imp) & (image[iu[0]] != image[iu[1]])
+    return d, q, imp, gen, iu[0], iu[1]
+
+
+def bin_of(q):
+    return np.searchsorted(np.array(BIN_EDGES[1:]), q, side="right")
+
+
+def grid():
+    return [10 ** (-STEP * i) for i in range(POINTS)]
+
+
+def quantiles(dist):
+    s = np.sort(dist)
+    out, reliable = [], []
+    for f in grid():
+        k = min(len(s) - 1, max(0, int(math.floor(f * len(s))) - 1))
+        # threshold t with FMR(t) = fraction of impostors <= t ~ f
+        out.append(float(s[k]) if f < 1 else float(s[-1]))
+        reliable.append(f * len(s) >= MIN_EVENTS)
+    return out, reliable
+
+
+def calibrate(d, q, imp):
+    b = bin_of(q)
+    tables, counts = [], []
+    for k in range(len(BIN_EDGES)):
+        m = imp & (b == k)
+        counts.append(int(m.sum()))
+        tables.append(quantiles(d[m]) if m.sum() else None)
+    # best bin first: it has the most pairs; fill and clamp poorer ones
+    final = [None] * len(BIN_EDGES)
+    top = len(BIN_EDGES) - 1
+    while tables[top] is None:
+        top -= 1
+    t, rel = tables[top]
+    final[top] = t
+    for k in range(top - 1, -1, -1):
+        better = final[k + 1] if final[k + 1] is not None else final[top]
+        if tables[k] is None:
+            final[k] = list(better)
+            continue
+        t, rel = tables[k]
+        last = max((i for i in range(POINTS) if rel[i]), default=None)
+        row = []
+        for i in range(POINTS):
+            v = t[i] if rel[i] else (better[i] + (t[last] - better[last]) if last is not None
+                                     else better[i])
+            row.append(min(v, better[i]))
+        final[k] = row
+    for k in range(top + 1, len(BIN_EDGES)):
+        final[k] = list(final[top])
+    # thresholds fall as the rate falls
+    for row in final:
+        for i in range(1, POINTS):
+            row[i] = min(row[i], row[i - 1])
+    return final, counts
+
+
+def threshold(table, fmr, q):
+    b = bin_of(np.atleast_1d(q))
+    pos = -math.log10(fmr) / STEP
+    i = min(int(math.floor(pos)), POINTS - 2)
+    f = pos - i
+    rows = np.array(table)
+    return (1 - f) * rows[b, i] + f * rows[b, i + 1]
+
+
+def wilson(k, n, z=1.96):
+    """95% Wilson score interval of a rate k/n (no scipy in the test venv)."""
+    if n == 0:
+        return None, None
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def check(table, flat, E, Q, variant, person, image):
+    d, q, imp, gen, ia, ib = pairs(E, Q, person, image)
+    out = {}
+    # a pair belongs to a variant's check when both faces are of it; "all"
+    # mixes every variant (enrolled clean vs probe degraded and so on)
+    groups = {"all": np.ones(len(d), bool)}
+    for v in sorted(set(variant)):
+        groups[v] = (variant[ia] == v) & (variant[ib] == v)
+    for g, m in groups.items():
+        rows = {}
+        for fmr in (1e-2, 1e-3, 1e-4):
+            ti = m & imp
+            tg = m & gen
+            thr = threshold(table, fmr, q[ti])
+            k = int((d[ti] <= thr).sum())
+            n = int(ti.sum())
+            thr_flat = threshold(flat, fmr, np.ones(1))[0]
+            k_flat = int((d[ti] <= thr_flat).sum())
+            thr_g = threshold(table, fmr, q[tg])
+            lo, hi = wilson(k, n)
+            rows["%g" % fmr] = {
+                "impostor_pairs": n, "false_matches": k, "measured_fmr": k / n if n else None,
+                "ci95": [lo, hi], "ratio_to_stated": (k / n) / fmr if n else None,
+                "genuine_pairs": int(tg.sum()),
+                "fnmr": float((d[tg] > thr_g).mean()) if tg.sum() else None,
+                "no_quality_bins": {"measured_fmr": k_flat / n if n else None,
+                                    "fnmr": float((d[tg] > thr_flat).mean()) if tg.sum()
+                                    else None}}
+        out[g] = rows
+    return out
+
+
+def fnmr_by_quality(table, E, Q, person, image):
+    d, q, imp, gen, _, _ = pairs(E, Q, person, image)
+    edges = (0, 0.15, 0.35, 0.6, 0.8, 1.01)
+    out = []
+    flat_thr = threshold(table, 1e-3, np.ones(1))[0]
+    for lo, hi in zip(edges, edges[1:]):
+        m = gen & (q >= lo) & (q < hi)
+        if m.sum():
+            out.append({"pair_quality": [lo, min(hi, 1.0)], "genuine_pairs": int(m.sum()),
+                        "fnmr_at_fixed_threshold_fmr1e-3_top_bin": float((d[m] > flat_thr)
+                                                                         .mean()),
+                        "median_genuine_distance": float(np.median(d[m]))})
+    return out
+
+
+def write_table(table, counts, source):
+    lines = [
+        "/*",
+        " * fmr_table.h: FMR operating points of the dlib ResNet, generated by",
+        " * bench/calibrate_fmr.py (do not edit by hand; rerun it).",
+        " * Source: %s." % source,
+        " * Impostor pairs per quality bin: %s." % ", ".join(
+            "q>=%.2f: %d" % (e, c) for e, c in zip(BIN_EDGES, counts)),
+        " * Row i of a bin: the distance threshold at FMR 10^(-%.2f*i)." % STEP,
+        " */",
+        "#ifndef FVI_FMR_TABLE_H",
+        "#define FVI_FMR_TABLE_H",
+        "",
+        '#define FVI_FMR_MODEL_ID "%s"' % MODEL_ID,
+        "#define FVI_FMR_STEP %.2f" % STEP,
+        "#define FVI_FMR_POINTS %d" % POINTS,
+        "",
+        "typedef struct fvi_fmr_bin {",
+        "    float quality_min; /* pair quality (the poorer face's score) from here */",
+        "    float threshold[FVI_FMR_POINTS];",
+        "} fvi_fmr_bin;",
+        "",
+        "static const fvi_fmr_bin FVI_FMR_BINS[] = {",
+    ]
+    for e, row in zip(BIN_EDGES, table):
+        vals = ", ".join("%.4ff" % v for v in row)
+        lines.append("    {%.2ff, {%s}}," % (e, vals))
+    lines += ["};", "", "#endif", ""]
+    TABLE.write_text("\n".join(lines))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--emb", required=True)
+    ap.add_argument("--quality", required=True)
+    ap.add_argument("--check-emb")
+    ap.add_argument("--check-quality")
+    ap.add_argument("--write-table", action="store_true")
+    args = ap.parse_args()
+    E, Q, variant, person, image = load(args.emb, args.quality)
+    d, q, imp, gen, _, _ = pairs(E, Q, person, image)
+    table, counts = calibrate(d, q, imp)
+    flat, _ = calibrate(d, np.ones_like(q), imp)
+    flat = [flat[-1]] * len(BIN_EDGES)
+    res = {"machine": machine(), "model": MODEL_ID,
+           "calibration": {"set": "bench/derive_hard.py on peopleDevTrain.txt",
+                           "images": len(E), "impostor_pairs": int(imp.sum()),
+                           "impostor_pairs_per_bin": dict(zip(map(str, BIN_EDGES), counts)),
+                           "bin_edges": BIN_EDGES,
+                           "thresholds": {"%g" % f: [threshold(table, f, e)[0] for e in
+                                                     BIN_EDGES]
+                                          for f in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)},
+                           "images_per_variant": {v: int((variant == v).sum())
+                                                  for v in sorted(set(variant))},
+                           "median_quality_per_variant": {
+                               v: float(np.median(Q[variant == v])) for v in sorted(set(variant))}}}
+    del d, q, imp, gen
+    if args.check_emb:
+        E2, Q2, v2, p2, i2 = load(args.check_emb, args.check_quality)
+        res["check"] = {"set": "bench/derive_hard.py on peopleDevTest.txt (disjoint people)",
+                        "images": len(E2), "per_variant": check(table, flat, E2, Q2, v2, p2, i2),
+                        "fnmr_by_pair_quality": fnmr_by_quality(table, E2, Q2, p2, i2),
+                        "median_quality_per_variant": {
+                            v: float(np.median(Q2[v2 == v])) for v in sorted(set(v2))}}
+    if args.write_table:
+        write_table(table, counts, "%d images of LFW View 1 training people in 7 variants" %
+                    len(E))
+    (RESULTS / "fmr_calibration.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res.get("check", {}).get("per_variant", {}), indent=None)[:6000])
+
+
+if __name__ == "__main__":
+    main()

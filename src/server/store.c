@@ -371,6 +371,18 @@ int fvs_collection_set_policy(fvs_store *st, int64_t coll, double fmr, double fp
     return changes ? 0 : 1;
 }
 
+int fvs_collection_set_threshold(fvs_store *st, int64_t coll, double threshold, char *err,
+                                 size_t errlen) {
+    fvs_val p[2] = {opt_real(threshold), fvs_int(coll)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db, "UPDATE collections SET threshold = ? WHERE id = ?", p, 2, NULL,
+                          NULL, &changes, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
 int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,
                                      size_t errlen) {
     fvs_val p[2] = {backend && *backend ? fvs_text(backend) : fvs_null(), fvs_int(coll)};
@@ -707,12 +719,12 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
         fvs_template_seal(st->tkey, coll, subject, row->embedding, sealed);
         blob = fvs_blob(sealed, sizeof sealed);
     }
-    fvs_val p[11] = {fvs_int(coll),        fvs_int(subject),
+    fvs_val p[12] = {fvs_int(coll),        fvs_int(subject),
                      fvs_text(row->model), blob,
                      fvs_real(row->left),  fvs_real(row->top),
                      fvs_real(row->right), fvs_real(row->bottom),
                      fvs_real(row->score), fvs_text(row->image_sha256),
-                     fvs_int(now_s())};
+                     fvs_int(now_s()),     row->quality >= 0 ? fvs_real(row->quality) : fvs_null()};
     int64_t id = 0;
     pthread_mutex_lock(&st->mu);
     int rc = begin(st, err, errlen);
@@ -721,9 +733,9 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
     if (!rc)
         rc = query_int(st,
                        "INSERT INTO faces (collection_id, subject_id, model, embedding, box_left, "
-                       "box_top, box_right, box_bottom, score, image_sha256, created_at) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                       p, 11, &id, err, errlen);
+                       "box_top, box_right, box_bottom, score, image_sha256, created_at, "
+                       "quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                       p, 12, &id, err, errlen);
     if (!rc) rc = log_change(st, coll, id, 1, err, errlen);
     if (!rc) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
@@ -789,16 +801,16 @@ typedef struct tmpl_ctx {
     char err[200]; /* why a template could not be read */
 } tmpl_ctx;
 
-/* Row: id, subject_id, name, embedding, collection_id; then WHERE
- * collection_id = ? AND model = ? and the caller's conditions. */
+/* Row: id, subject_id, name, embedding, collection_id, quality; then
+ * WHERE collection_id = ? AND model = ? and the caller's conditions. */
 #define TEMPLATE_SELECT                                                                            \
-    "SELECT f.id, f.subject_id, s.name, f.embedding, f.collection_id FROM faces f JOIN subjects "  \
-    "s ON s.id = f.subject_id WHERE f.collection_id = ? AND f.model = ? "
+    "SELECT f.id, f.subject_id, s.name, f.embedding, f.collection_id, f.quality FROM faces f "     \
+    "JOIN subjects s ON s.id = f.subject_id WHERE f.collection_id = ? AND f.model = ? "
 
-/* Row: id, subject_id, name, embedding, collection_id. */
+/* Row: id, subject_id, name, embedding, collection_id, quality. */
 static int template_row(void *ctx, const fvs_val *c, int n) {
     tmpl_ctx *t = ctx;
-    if (n < 5) return 1;
+    if (n < 6) return 1;
     if (c[3].type != FVS_BLOB) return 0;
     float emb[FV_EMBED_DIM];
     /* A stored blob of the wrong size is skipped, never read past; one
@@ -806,7 +818,8 @@ static int template_row(void *ctx, const fvs_val *c, int n) {
      * serves the rest and says which could not be read. */
     int rc = fvs_template_open(t->key, c[4].i, c[1].i, c[3].b, c[3].n, emb, t->err, sizeof t->err);
     if (rc > 0) return 0;
-    return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", rc < 0 ? NULL : emb);
+    double q = c[5].type == FVS_REAL ? c[5].d : c[5].type == FVS_INT ? (double)c[5].i : -1;
+    return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", rc < 0 ? NULL : emb, q);
 }
 
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,

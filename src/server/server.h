@@ -37,6 +37,8 @@ typedef struct fvs_config {
     double rate_limit;       /* FACEVERIFY_RATE_LIMIT: requests/s per key; 0: none */
     double rate_burst;       /* FACEVERIFY_RATE_BURST: bucket size */
     const char *run_as;      /* FACEVERIFY_USER, --user: drop root after binding */
+    double default_fmr;      /* FACEVERIFY_DEFAULT_FMR, --default-fmr: verify's operating
+                                point where a calibration exists; 0: the fixed threshold */
 } fvs_config;
 
 typedef struct fvs_server {

@@ -1,7 +1,8 @@
 """Operating points by false-match rate (FMR) on the verify endpoints, the
 collection policy and the CLI.
 
-One faceverifyd on a fresh SQLite database with four collections: "plain"
+One faceverifyd on a fresh SQLite database (and PostgreSQL when
+FACEVERIFY_PG_URL names one) with four collections: "plain"
 (the server's default operating point, --default-fmr 1e-3), "strict"
 (createcollection --fmr 1e-5), "fixed" (--threshold 0.5) and "patched"
 (changed by PATCH in the tests).  The calibration table is provisional,
@@ -16,13 +17,12 @@ and George W Bush 1 (different people).
 import base64
 import json
 import random
+import subprocess
 
 import pytest
 
 from conftest import CLI, DATA, MODELS, need
 from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
-
-import subprocess
 
 SAME = ("Colin_Powell/Colin_Powell_0001.jpg", "Colin_Powell/Colin_Powell_0002.jpg")
 OTHER = ("Colin_Powell/Colin_Powell_0001.jpg", "George_W_Bush/George_W_Bush_0001.jpg")
@@ -48,10 +48,10 @@ def cli_verify(a, b, *extra):
     return p.returncode, json.loads(p.stdout)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def env(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fvd_fmr")
-    url = new_db_url("sqlite", tmp)
+    url = new_db_url(request.param, tmp)
     daemon_cmd("migrate", db_url=url)
 
     class Env:

@@ -529,8 +529,6 @@ static int cmd_rebuildindex(const invocation *inv, fvs_store *st) {
     return 0;
 }
 
-/* createcollection and rotatekey: the model (--model) resolved, then the
- * key made; rotatekey refuses a model or backend rather than ignore it. */
 /* createcollection's policy options: --threshold or --fmr (a fixed
  * threshold would outrank the rate), --fmr only for a calibrated model.
  * 0 ok, 2 after a message. */
@@ -548,6 +546,9 @@ static int check_policy(const invocation *inv, const char *model) {
     return 0;
 }
 
+/* createcollection and rotatekey: the model (--model) resolved, then the
+ * key made; rotatekey refuses a model, backend or policy rather
+ * than ignore it. */
 static int cmd_collection(const invocation *inv, fvs_store *st) {
     int rotate = strcmp(inv->cmd, "rotatekey") == 0;
     if (rotate && (inv->model || inv->backend_flagged || inv->fmr > 0 || inv->fpir > 0 ||

@@ -39,6 +39,15 @@ POINTS = 25  # 10^0 .. 10^-6
 BIN_EDGES = (0.0, 0.15, 0.35, 0.6)  # lower edges of the quality bins
 MIN_EVENTS = 5
 MODEL_ID = "dlib_resnet_v1"
+
+
+def pair_quality(qa, qb):
+    """The pair's quality: the mean of the two faces' scores (see
+    fv_pair_quality)."""
+    return 0.5 * (qa + qb)
+
+
+PAIR = pair_quality
 TABLE = REPO / "src" / "decide" / "fmr_table.h"
 
 
@@ -71,7 +80,7 @@ def pairs(E, Q, person, image):
     iu = np.triu_indices(n, 1)
     d = D[iu]
     del D
-    q = np.minimum(Q[iu[0]], Q[iu[1]])
+    q = PAIR(Q[iu[0]], Q[iu[1]])
     imp = person[iu[0]] != person[iu[1]]
     gen = (~imp) & (image[iu[0]] != image[iu[1]])
     return d, q, imp, gen, iu[0], iu[1]
@@ -231,13 +240,21 @@ def write_table(table, counts, source):
 
 
 def main():
+    global PAIR, BIN_EDGES
     ap = argparse.ArgumentParser()
     ap.add_argument("--emb", required=True)
     ap.add_argument("--quality", required=True)
     ap.add_argument("--check-emb")
     ap.add_argument("--check-quality")
     ap.add_argument("--write-table", action="store_true")
+    ap.add_argument("--pair", choices=("mean", "min"), default="mean")
+    ap.add_argument("--edges", help="lower bin edges, comma-separated (default %s)" %
+                    ",".join(map(str, BIN_EDGES)))
     args = ap.parse_args()
+    if args.pair == "min":
+        PAIR = np.minimum
+    if args.edges:
+        BIN_EDGES = tuple(float(x) for x in args.edges.split(","))
     E, Q, variant, person, image = load(args.emb, args.quality)
     d, q, imp, gen, _, _ = pairs(E, Q, person, image)
     table, counts = calibrate(d, q, imp)

@@ -124,7 +124,12 @@ static void usage(FILE *f) {
           "  --dump-embeddings FILE eval: write per-image path,status,embedding as CSV\n"
           "  --dump-quality FILE    eval: write per-image face quality (score, factors) as CSV\n"
           "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
-          "  --threshold T          decision threshold (default: calibrated)\n"
+          "  --threshold T          decision threshold (default: the --fmr operating point;\n"
+          "                         with --flip or --model, that model's threshold)\n"
+          "  --fmr F                verify: decide at false-match rate F (1e-6..0.1) with\n"
+          "                         the calibrated threshold for the pair's face quality;\n"
+          "                         default 0.001 for the ResNet without --flip (other\n"
+          "                         models and --flip have no calibration)\n"
           "  --strict               several faces in an image is an error\n"
           "  --pick largest|center  which face to use when there are several (default largest)\n"
           "  --threads N            worker threads (default: all cores)\n"
@@ -221,6 +226,13 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
                 return bad_option(o, "--threshold takes a distance in (0, 10)", NULL);
             }
             o->verify.threshold = (float)t;
+        } else if (!strcmp(a, "--fmr") && v) {
+            char *end;
+            double f = strtod(v, &end);
+            if (!*v || *end || !(f >= FV_FMR_MIN && f <= FV_FMR_MAX)) {
+                return bad_option(o, "--fmr takes a false-match rate in [1e-06, 0.1]", NULL);
+            }
+            o->verify.fmr = f;
         } else if (!strcmp(a, "--models") && v) {
             o->cfg.models_dir = v;
         } else if (!strcmp(a, "--cascade") && v) {
@@ -261,6 +273,8 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
         }
         i += takes;
     }
+    if (o->verify.fmr > 0 && o->verify.threshold > 0)
+        return bad_option(o, "give --threshold or --fmr, not both", NULL);
     return 0;
 }
 
@@ -338,6 +352,32 @@ void cli_print_json(json_t *j) {
     json_decref(j);
 }
 
+/* The verify answer's operating point, as the API's OperatingPoint: the
+ * false-match rate decided at (null when a threshold decided) and the
+ * threshold in force. */
+static json_t *operating_point_json(const fv_verify_result *r) {
+    return json_pack("{s:o,s:f}", "fmr", r->fmr > 0 ? json_real(r->fmr) : json_null(), "threshold",
+                     (double)r->threshold);
+}
+
+/* verify's text answer: the decision, then its operating point (a rate
+ * printed as "1e-03", as people write it) and the pair's estimated FMR. */
+static void print_verify_human(const fv_verify_result *r) {
+    printf("%s (distance %.4f, threshold %.4f, similarity %.3f)\n",
+           r->verified ? "same person" : "different people", r->distance, r->threshold,
+           r->similarity);
+    if (r->fmr > 0)
+        printf("operating point: false-match rate %.0e (threshold %.4f for this pair's quality)",
+               r->fmr, r->threshold);
+    else
+        printf("operating point: threshold %.4f", r->threshold);
+    if (r->estimated_fmr >= 0) printf("; estimated false-match rate here %.2g", r->estimated_fmr);
+    printf("\n");
+    if (r->a.faces > 1 || r->b.faces > 1)
+        printf("note: several faces found (%zu in A, %zu in B); the largest was used\n", r->a.faces,
+               r->b.faces);
+}
+
 static int cmd_verify(cli_opts *o) {
     if (o->npos != 2)
         return cli_exit_code(cli_error(o, FV_E_INVALID_ARGUMENT, "verify needs two images"));
@@ -354,6 +394,11 @@ static int cmd_verify(cli_opts *o) {
     if (st == FV_OK) {
         fv_verify_options vo = o->verify;
         vo.model = m; /* NULL: the ResNet */
+        /* The product's default operating point where a calibration
+         * exists (the plain ResNet); --flip and trained models keep their
+         * own thresholds. */
+        if (vo.threshold <= 0 && vo.fmr <= 0 && !m && o->cfg.flip == FV_FLIP_NONE)
+            vo.fmr = FV_DEFAULT_FMR;
         st = fv_verify(eng, a, b, &vo, &r, err, sizeof err);
         if (st != FV_OK) cli_error(o, st, "%s", err);
     }
@@ -369,19 +414,16 @@ static int cmd_verify(cli_opts *o) {
             t.chip_ms += r.b.timings.chip_ms;
             t.embed_ms += r.b.timings.embed_ms;
             char id[160];
-            cli_print_json(json_pack("{s:b,s:f,s:f,s:f,s:{s:o,s:o},s:s,s:s,s:o}", "verified",
-                                     r.verified, "distance", r.distance, "threshold", r.threshold,
-                                     "similarity", r.similarity, "faces", "a", used_face_json(&r.a),
-                                     "b", used_face_json(&r.b), "model",
-                                     cli_model_id(o, m, id, sizeof id), "detector", r.detector,
-                                     "timings_ms", timings_json(&t, r.total_ms + ta + tb)));
+            cli_print_json(json_pack(
+                "{s:b,s:f,s:f,s:f,s:o,s:o,s:{s:o,s:o},s:s,s:s,s:o}", "verified", r.verified,
+                "distance", r.distance, "threshold", r.threshold, "similarity", r.similarity,
+                "operating_point", operating_point_json(&r), "estimated_fmr",
+                r.estimated_fmr >= 0 ? json_real(r.estimated_fmr) : json_null(), "faces", "a",
+                used_face_json(&r.a), "b", used_face_json(&r.b), "model",
+                cli_model_id(o, m, id, sizeof id), "detector", r.detector, "timings_ms",
+                timings_json(&t, r.total_ms + ta + tb)));
         } else {
-            printf("%s (distance %.4f, threshold %.4f, similarity %.3f)\n",
-                   r.verified ? "same person" : "different people", r.distance, r.threshold,
-                   r.similarity);
-            if (r.a.faces > 1 || r.b.faces > 1)
-                printf("note: several faces found (%zu in A, %zu in B); the largest was used\n",
-                       r.a.faces, r.b.faces);
+            print_verify_human(&r);
         }
         code = r.verified ? CLI_EXIT_OK : CLI_EXIT_DIFFERENT;
     }

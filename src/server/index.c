@@ -250,7 +250,9 @@ typedef struct batch {
     size_t n, cap;
 } batch;
 
-static int batch_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb) {
+static int batch_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb,
+                     double quality) {
+    (void)quality;
     batch *b = ctx;
     if (!emb) return bad_add(b->e, face) ? 1 : 0;
     if (b->n == b->cap) {
@@ -382,7 +384,9 @@ typedef struct one_ctx {
     int failed;
 } one_ctx;
 
-static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb) {
+static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb,
+                   double quality) {
+    (void)quality;
     one_ctx *o = ctx;
     if (!emb) {
         o->failed = bad_add(o->e, face) != 0;

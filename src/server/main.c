@@ -101,6 +101,9 @@ static void usage(FILE *f) {
             "  --index-changes-keep N  change-log rows kept per collection (a node further\n"
             "                      behind rebuilds from storage), default 100000; 0: all\n"
             "                      [FACEVERIFY_INDEX_CHANGES_KEEP]\n"
+            "  --default-fmr F     verify's default operating point: false-match rate F\n"
+            "                      (1e-6..0.1) for models with a calibration, default 0.001;\n"
+            "                      0: the model's fixed threshold [FACEVERIFY_DEFAULT_FMR]\n"
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
             "                      (XChaCha20-Poly1305); needed to read encrypted ones\n"
@@ -125,6 +128,19 @@ static int parse_size(const char *s, long long lo, long long hi, long long *out)
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* A number in [lo, hi] (or exactly 0 when zero_ok: "off").  A rate's
+ * bounds get a relative slack of 1e-9, so "1e-6" is never refused for
+ * rounding. */
+static int parse_real(const char *s, double lo, double hi, int zero_ok, double *out) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end) return -1;
+    if (!(zero_ok && v == 0) && !(v >= lo * (1 - 1e-9) && v <= hi * (1 + 1e-9))) return -1;
     *out = v;
     return 0;
 }
@@ -169,6 +185,9 @@ typedef enum {
     OPT_OUT,
     OPT_REQUEST_TIMEOUT,
     OPT_MAX_CONN_PER_IP,
+    OPT_DEFAULT_FMR,
+    OPT_FMR,
+    OPT_FPIR,
     OPT_MIN_QUALITY,
     OPT_COUNT
 } opt_id;
@@ -202,6 +221,9 @@ static const struct {
     [OPT_OUT] = {"--out", NULL},
     [OPT_REQUEST_TIMEOUT] = {"--request-timeout", "FACEVERIFY_REQUEST_TIMEOUT"},
     [OPT_MAX_CONN_PER_IP] = {"--max-connections-per-ip", "FACEVERIFY_MAX_CONNECTIONS_PER_IP"},
+    [OPT_DEFAULT_FMR] = {"--default-fmr", "FACEVERIFY_DEFAULT_FMR"},
+    [OPT_FMR] = {"--fmr", NULL},
+    [OPT_FPIR] = {"--fpir", NULL},
     [OPT_MIN_QUALITY] = {"--min-quality", "FACEVERIFY_MIN_QUALITY"},
 };
 
@@ -214,6 +236,8 @@ typedef struct invocation {
     int if_missing;        /* createcollection --if-missing */
     int dry_run;           /* purge-unreadable --dry-run */
     double threshold;      /* createcollection --threshold; 0: none */
+    double fmr, fpir;      /* createcollection --fmr, --fpir; 0: none */
+    double min_quality;    /* createcollection --min-quality; < 0: none */
     long long audit_limit; /* audit --limit */
     const char *model;     /* createcollection --model */
     const char *out;       /* genkey --out */
@@ -299,9 +323,10 @@ static const char *resolve_model(const char *spec, const char *dir, fvs_models *
 }
 
 /* createcollection and rotatekey: a new key for NAME (a new collection
- * with threshold, model and backend, or an existing one's replaced). */
-static int make_key(fvs_store *st, const char *name, int rotate, double threshold,
-                    const char *model, const char *backend, int if_missing) {
+ * with tmpl's threshold, model, backend and policy, or an existing one's
+ * replaced). */
+static int make_key(fvs_store *st, const char *name, int rotate, const fvs_collection *tmpl,
+                    int if_missing) {
     if (!name || !valid_name(name)) {
         fprintf(stderr, "faceverifyd: a collection NAME (1..%d printable characters) is needed\n",
                 FVS_NAME_MAX);
@@ -330,12 +355,8 @@ static int make_key(fvs_store *st, const char *name, int rotate, double threshol
     if (rotate)
         rc = fvs_collection_set_key(st, name, prefix, hash, err, sizeof err);
     else {
-        fvs_collection c = {0};
-        c.min_quality = -1;
+        fvs_collection c = *tmpl;
         snprintf(c.name, sizeof c.name, "%s", name);
-        c.threshold = threshold;
-        snprintf(c.model, sizeof c.model, "%s", model ? model : "");
-        snprintf(c.index_backend, sizeof c.index_backend, "%s", backend ? backend : "");
         rc = fvs_collection_create(st, &c, prefix, hash, &id, err, sizeof err);
     }
     if (rc < 0) {
@@ -511,13 +532,32 @@ static int cmd_rebuildindex(const invocation *inv, fvs_store *st) {
     return 0;
 }
 
+/* createcollection's policy options: --threshold or --fmr (a fixed
+ * threshold would outrank the rate), --fmr only for a calibrated model.
+ * 0 ok, 2 after a message. */
+static int check_policy(const invocation *inv, const char *model) {
+    if (inv->threshold > 0 && inv->fmr > 0) {
+        fprintf(stderr, "faceverifyd: give --threshold or --fmr, not both\n");
+        return 2;
+    }
+    float t = 0;
+    if (inv->fmr > 0 && fv_fmr_threshold(model, inv->fmr, 1.0f, &t) != FV_OK) {
+        fprintf(stderr, "faceverifyd: --fmr: no false-match-rate calibration for model %s\n",
+                model ? model : FV_MODEL_ID);
+        return 2;
+    }
+    return 0;
+}
+
 /* createcollection and rotatekey: the model (--model) resolved, then the
- * key made; rotatekey refuses a model or backend rather than ignore it. */
+ * key made; rotatekey refuses a model, backend or policy rather
+ * than ignore it. */
 static int cmd_collection(const invocation *inv, fvs_store *st) {
     int rotate = strcmp(inv->cmd, "rotatekey") == 0;
-    if (rotate && (inv->model || inv->backend_flagged)) {
+    if (rotate && (inv->model || inv->backend_flagged || inv->fmr > 0 || inv->fpir > 0 ||
+                   inv->min_quality >= 0 || inv->threshold > 0)) {
         fprintf(stderr, "faceverifyd: rotatekey only replaces the key; change a collection's "
-                        "model or backend with PATCH /api/v1/collection\n");
+                        "model, backend or policy with PATCH /api/v1/collection\n");
         return 2;
     }
     fvs_models *reg = NULL;
@@ -529,7 +569,15 @@ static int cmd_collection(const invocation *inv, fvs_store *st) {
     /* createcollection --index-backend B: the collection's own backend
      * (only as a flag: FACEVERIFY_INDEX_BACKEND is the server's). */
     const char *backend = inv->backend_flagged ? fvsearch_kind_name(inv->icfg.backend) : NULL;
-    if (!rc) rc = make_key(st, inv->name, rotate, inv->threshold, model, backend, inv->if_missing);
+    if (!rc && !rotate) rc = check_policy(inv, model);
+    fvs_collection c = {0};
+    c.threshold = inv->threshold;
+    snprintf(c.model, sizeof c.model, "%s", model ? model : "");
+    snprintf(c.index_backend, sizeof c.index_backend, "%s", backend ? backend : "");
+    c.fmr = inv->fmr;
+    c.fpir = inv->fpir;
+    c.min_quality = inv->min_quality;
+    if (!rc) rc = make_key(st, inv->name, rotate, &c, inv->if_missing);
     fv_model_destroy(file);
     fvs_models_destroy(reg);
     return rc;
@@ -686,6 +734,9 @@ static const command COMMANDS[] = {
     {"createcollection", 1, cmd_collection,
      "  createcollection NAME    create a collection; its API key is the last line\n"
      "                           (--threshold T overrides the decision threshold;\n"
+     "                           --fmr F instead: verify at false-match rate F;\n"
+     "                           --fpir P: identify's rate, --min-quality Q: the\n"
+     "                           enrolment gate, both stored for their features;\n"
      "                           --model M: embed with model M of --models-dir, by\n"
      "                           file name without .fvm or id, or a .fvm file's path;\n"
      "                           default " FV_MODEL_ID "; --index-backend B: its search backend,\n"
@@ -753,7 +804,9 @@ static void config_defaults(invocation *inv) {
     cfg->request_timeout = 30;
     cfg->max_conn_per_ip = 128;
     cfg->min_quality = FVS_MIN_QUALITY_DEFAULT;
+    cfg->default_fmr = FV_DEFAULT_FMR;
     inv->audit_limit = 100;
+    inv->min_quality = -1;
 }
 
 /* Splits argv into the command, its NAME and each setting's text (val[o]:
@@ -845,6 +898,17 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
         inv->threshold = strtod(val[OPT_THRESHOLD], &end);
         if (*end || !(inv->threshold > 0 && inv->threshold <= FVS_THRESHOLD_MAX)) goto bad;
     }
+    if (val[OPT_DEFAULT_FMR] &&
+        parse_real(val[OPT_DEFAULT_FMR], FV_FMR_MIN, FV_FMR_MAX, 1, &cfg->default_fmr))
+        goto bad;
+    if (val[OPT_FMR] && parse_real(val[OPT_FMR], FV_FMR_MIN, FV_FMR_MAX, 0, &inv->fmr)) goto bad;
+    if (val[OPT_FPIR] && parse_real(val[OPT_FPIR], FVS_FPIR_MIN, FVS_FPIR_MAX, 0, &inv->fpir))
+        goto bad;
+    /* --min-quality: a new collection's gate for createcollection, the
+     * default gate (below) for serve */
+    if (val[OPT_MIN_QUALITY] && inv->cmd && strcmp(inv->cmd, "serve") != 0 &&
+        parse_real(val[OPT_MIN_QUALITY], 0, 1, 0, &inv->min_quality))
+        goto bad;
     if (val[OPT_DEMO]) {
         if (strcmp(val[OPT_DEMO], "1") && strcmp(val[OPT_DEMO], "0")) goto bad;
         cfg->demo = strcmp(val[OPT_DEMO], "1") == 0;

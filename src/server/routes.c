@@ -12,6 +12,11 @@
  * is robust to one poor enrollment photo and matches what /identify ranks
  * by.  /identify detects every face in the probe and answers one result
  * per face; its match is a k-nearest-neighbour vote (index.c).
+ *
+ * Operating points: the verify endpoints decide at a false-match rate
+ * (fv_fmr_threshold) where the collection's model has a calibration, so
+ * the threshold follows the pair's quality; a threshold, asked for or the
+ * collection's own, decides as given.  get_operating_point has the order.
  */
 #include <ctype.h>
 #include <inttypes.h>
@@ -120,7 +125,7 @@ static int coll_model(fvs_req *r, const fv_model **m, fvs_resp *out) {
 
 /* The collection's default threshold: its own, else its model's
  * calibrated one (from the model file), else the engine's. */
-static float coll_threshold(fvs_req *r) {
+static float coll_threshold(const fvs_req *r) {
     const char *id = NULL;
     const fv_model *m = NULL;
     if (r->coll.threshold > 0) return (float)r->coll.threshold;
@@ -157,6 +162,107 @@ static int get_threshold(fvs_req *r, float *t, fvs_resp *out) {
     if (fvs_req_number(r, "threshold", 1e-6, FVS_THRESHOLD_MAX, &d, out)) return -1;
     *t = (float)d;
     return 0;
+}
+
+/* ------------------------------------------------------ operating points */
+
+/* How one verify request decides: at a false-match rate (fmr > 0; the
+ * threshold then depends on the pair's quality) or at a fixed threshold. */
+typedef struct op_point {
+    double fmr;      /* > 0: decide at this false-match rate */
+    float threshold; /* fmr == 0: the threshold in force */
+} op_point;
+
+/* Whether the collection's model has a false-match-rate calibration (the
+ * plain ResNet has; trained models carry only their own threshold). */
+static int coll_calibrated(const fvs_req *r) {
+    float t = 0;
+    return fv_fmr_threshold(r->coll.model, FV_DEFAULT_FMR, 1.0f, &t) == FV_OK;
+}
+
+/* The collection's default operating point: its own threshold, else its
+ * own fmr, else the server's --default-fmr, each of the last two only where
+ * its model is calibrated; else its model's threshold (coll_threshold). */
+static void coll_operating_point(const fvs_req *r, op_point *op) {
+    op->fmr = 0;
+    op->threshold = coll_threshold(r);
+    if (r->coll.threshold > 0 || !coll_calibrated(r)) return;
+    /* default_fmr 0: the server was told to keep the fixed threshold */
+    op->fmr = r->coll.fmr > 0 ? r->coll.fmr : r->srv->cfg.default_fmr;
+}
+
+/* The operating point in force: the request's "threshold", else its
+ * "fmr" (one or the other: 400 for both), else the collection's default.
+ * An "fmr" for a model without a calibration is a 400: deciding at another
+ * rate than the one asked for would be a silent lie. */
+static int get_operating_point(fvs_req *r, op_point *op, fvs_resp *out) {
+    double t = -1, f = -1;
+    if (fvs_req_number(r, "threshold", 1e-6, FVS_THRESHOLD_MAX, &t, out) ||
+        fvs_req_number(r, "fmr", FV_FMR_MIN, FV_FMR_MAX, &f, out))
+        return -1;
+    if (t > 0 && f > 0) {
+        fvs_error(out, 400, "validation_error",
+                  "threshold, fmr: give a threshold or a false-match rate, not both");
+        return -1;
+    }
+    if (f > 0 && !coll_calibrated(r)) {
+        fvs_error(out, 400, "validation_error",
+                  "fmr: no false-match-rate calibration for model %s; give a threshold",
+                  r->coll.model);
+        return -1;
+    }
+    coll_operating_point(r, op);
+    if (t > 0) {
+        op->fmr = 0;
+        op->threshold = (float)t;
+    } else if (f > 0) {
+        op->fmr = f;
+    }
+    return 0;
+}
+
+/* The threshold op gives a pair whose poorer face has quality q (1 when
+ * unknown). */
+static float op_threshold(const fvs_req *r, const op_point *op, float q) {
+    float t = op->threshold;
+    if (!(q >= 0.0f)) q = 0.0f; /* NaN or negative: the strictest bin */
+    if (q > 1.0f) q = 1.0f;
+    if (op->fmr > 0 && fv_fmr_threshold(r->coll.model, op->fmr, q, &t) != FV_OK) t = op->threshold;
+    return t;
+}
+
+/* The answer's "operating_point": {"fmr": the rate decided at or null,
+ * "threshold": t, the threshold in force}. */
+static json_t *op_json(const op_point *op, float t) {
+    return json_pack("{s:o, s:f}", "fmr", op->fmr > 0 ? json_real(op->fmr) : json_null(),
+                     "threshold", (double)t);
+}
+
+/* The calibrated false-match rate at distance d for a pair of quality q,
+ * or null when the collection's model has no calibration. */
+static json_t *estimated_fmr_json(const fvs_req *r, float d, float q) {
+    double f = 0;
+    if (!(q >= 0.0f)) q = 0.0f;
+    if (q > 1.0f) q = 1.0f;
+    if (fv_estimated_fmr(r->coll.model, d, q, &f) != FV_OK) return json_null();
+    return json_real(f);
+}
+
+/* Adds the decision fields every verify answer carries to o: verified,
+ * distance, threshold (in force), similarity, operating_point and
+ * estimated_fmr (est, taken).  Returns o. */
+static json_t *add_decision(json_t *o, const op_point *op, float d, float t, json_t *est) {
+    if (!o) {
+        json_decref(est);
+        return NULL;
+    }
+    json_object_set_new(o, "verified", json_boolean(d <= t));
+    json_object_set_new(o, "distance", json_real((double)d));
+    json_object_set_new(o, "threshold", json_real((double)t));
+    json_object_set_new(o, "similarity", json_real((double)fv_similarity(d, t)));
+    json_object_set_new(o, "operating_point", op_json(op, t));
+    json_object_set_new(o, "estimated_fmr", est);
+    return o;
 }
 
 /* Detection options from the request's optional "detector" field (mmod,
@@ -465,7 +571,12 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     if (coll_model(r, &m, out)) return;
     fv_verify_options opt;
     fv_verify_options_init(&opt);
-    if (get_threshold(r, &opt.threshold, out) || get_detect_options(r, &opt.detect, out)) return;
+    op_point op;
+    if (get_operating_point(r, &op, out) || get_detect_options(r, &opt.detect, out)) return;
+    /* fv_verify takes one or the other and picks the fmr's threshold for
+     * the pair's poorer face */
+    opt.fmr = op.fmr;
+    opt.threshold = op.fmr > 0 ? 0 : op.threshold;
     double t0 = now_ms(), dms[2] = {0, 0};
     fv_image *ab[2] = {NULL, NULL};
     static const char *const names[2] = {"image_a", "image_b"};
@@ -498,17 +609,20 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     t.landmarks_ms += res.b.timings.landmarks_ms;
     t.chip_ms += res.b.timings.chip_ms;
     t.embed_ms += res.b.timings.embed_ms;
-    fvs_reply(out, 200,
-              json_pack("{s:b, s:f, s:f, s:f, s:{s:o, s:o}, s:s, s:s, s:o}", "verified",
-                        res.verified, "distance", (double)res.distance, "threshold",
-                        (double)res.threshold, "similarity", (double)res.similarity, "faces", "a",
-                        fa, "b", fb, "model", res.model, "detector", res.detector, "timings_ms",
-                        timings_json(&t, da + db, now_ms() - t0)));
+    json_t *o =
+        json_pack("{s:{s:o, s:o}, s:s, s:s, s:o}", "faces", "a", fa, "b", fb, "model", res.model,
+                  "detector", res.detector, "timings_ms", timings_json(&t, da + db, now_ms() - t0));
+    json_t *est = res.estimated_fmr >= 0 ? json_real(res.estimated_fmr) : json_null();
+    fvs_reply(out, 200, add_decision(o, &op, res.distance, res.threshold, est));
 }
 
+/* Two caller-held embeddings carry no faces, so no quality: the pair is
+ * taken as of quality 1 (the calibration's best bin), which is what a
+ * caller embedding good photos gets from /verify. */
 static void h_verify_embeddings(fvs_req *r, fvs_resp *out) {
-    float t = 0, a[FV_EMBED_DIM], b[FV_EMBED_DIM];
-    if (get_threshold(r, &t, out)) return;
+    float a[FV_EMBED_DIM], b[FV_EMBED_DIM];
+    op_point op;
+    if (get_operating_point(r, &op, out)) return;
     if (!r->json) {
         fvs_error(out, 400, "validation_error", "expected a JSON body");
         return;
@@ -517,11 +631,10 @@ static void h_verify_embeddings(fvs_req *r, fvs_resp *out) {
         parse_embedding(json_object_get(r->json, "embedding_a"), "embedding_a", a, out) ||
         parse_embedding(json_object_get(r->json, "embedding_b"), "embedding_b", b, out))
         return;
-    float d = fv_distance(a, b);
+    float d = fv_distance(a, b), t = op_threshold(r, &op, 1.0f);
     fvs_reply(out, 200,
-              json_pack("{s:b, s:f, s:f, s:f, s:s}", "verified", d <= t, "distance", (double)d,
-                        "threshold", (double)t, "similarity", (double)fv_similarity(d, t), "model",
-                        r->coll.model));
+              add_decision(json_pack("{s:s}", "model", r->coll.model), &op, d, t,
+                           estimated_fmr_json(r, d, 1.0f)));
 }
 
 /* Adds warning (taken; NULL: none) to answer o's "warnings" list (made
@@ -860,13 +973,14 @@ typedef struct best_ctx {
     const float *probe;
     float best;
     int64_t best_face;
+    double best_quality; /* the best match's stored quality; < 0: NULL */
     int n;
     int64_t bad[FVS_UNREADABLE_IDS_MAX]; /* templates that did not open */
     size_t nbad;
 } best_ctx;
 
 static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
-                    const float *emb) {
+                    const float *emb, double quality) {
     (void)subject_id;
     (void)name;
     best_ctx *b = ctx;
@@ -879,6 +993,7 @@ static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *
     if (b->n == 0 || d < b->best) {
         b->best = d;
         b->best_face = face_id;
+        b->best_quality = quality;
     }
     b->n++;
     return 0;
@@ -959,14 +1074,12 @@ static int dup_candidate(fvs_req *r, int64_t cid, const char *name, const float 
     memset(&b, 0, sizeof b);
     b.probe = emb;
     char err[256];
-    double sq = -1;
     if (fvs_templates(r->srv->store, r->coll.id, cid, r->coll.model, best_row, &b, err,
-                      sizeof err) ||
-        (b.n > 0 &&
-         fvs_face_quality(r->srv->store, r->coll.id, b.best_face, &sq, err, sizeof err) < 0)) {
+                      sizeof err)) {
         db_error(out, err);
         return -1;
     }
+    double sq = b.best_quality;
     float t = 0, pq = sq >= 0 && sq < q ? (float)sq : q;
     if (b.n == 0 || fv_fmr_threshold(r->coll.model, DUP_FMR, pq, &t) != FV_OK || b.best > t)
         return 0;
@@ -1075,7 +1188,7 @@ static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
         parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out) ||
         check_duplicate(r, sid, emb, -1, &o, &warning, out))
         return;
-    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1};
+    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1}; /* no face: no quality */
     insert_face(r, out, sid, &row, 0, NULL, warning);
 }
 
@@ -1148,8 +1261,8 @@ static void h_face_delete(fvs_req *r, fvs_resp *out) {
 static void h_subject_verify(fvs_req *r, fvs_resp *out) {
     int64_t sid = r->path_id;
     if (need_engine(r, out)) return;
-    float t;
-    if (get_threshold(r, &t, out)) return;
+    op_point op;
+    if (get_operating_point(r, &op, out)) return;
     json_t *subj = NULL;
     if (subject_or_404(r, sid, &subj, out)) return;
     double t0 = now_ms(), dec = 0;
@@ -1192,12 +1305,16 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
     json_t *s = json_pack("{s:O, s:O}", "id", json_object_get(subj, "id"), "name",
                           json_object_get(subj, "name"));
     json_decref(subj);
-    json_t *o = json_pack(
-        "{s:b, s:f, s:f, s:f, s:o, s:I, s:i, s:s, s:o, s:s, s:o}", "verified", b.best <= t,
-        "distance", (double)b.best, "threshold", (double)t, "similarity",
-        (double)fv_similarity(b.best, t), "subject", s, "matched_face_id", (json_int_t)b.best_face,
-        "templates_compared", b.n, "method", "best_match", "face", used_face_json(&fr), "model",
-        r->coll.model, "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0));
+    /* The pair is the probe and the best-matching template: its quality is
+     * the poorer of the two (a template of unknown quality counts as 1). */
+    float q = fr.quality.score;
+    if (b.best_quality >= 0 && b.best_quality < q) q = (float)b.best_quality;
+    float t = op_threshold(r, &op, q);
+    json_t *o = json_pack("{s:o, s:I, s:i, s:s, s:o, s:s, s:o}", "subject", s, "matched_face_id",
+                          (json_int_t)b.best_face, "templates_compared", b.n, "method",
+                          "best_match", "face", used_face_json(&fr), "model", r->coll.model,
+                          "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0));
+    o = add_decision(o, &op, b.best, t, estimated_fmr_json(r, b.best, q));
     fvs_reply(out, 200, add_warning(o, b.nbad ? fvs_unreadable_warning(b.bad, b.nbad, why) : NULL));
 }
 
@@ -1220,13 +1337,36 @@ static json_t *collection_json(fvs_req *r, int64_t total, int64_t stale) {
         threshold = json_real(fv_model_threshold(m));
     else if (available)
         threshold = json_real(r->srv->default_threshold);
-    return json_pack("{s:I, s:s, s:s, s:o, s:b, s:o, s:I, s:I, s:o, s:s}", "id",
-                     (json_int_t)r->coll.id, "name", r->coll.name, "model", r->coll.model,
-                     "threshold", threshold, "model_available", available, "threshold_override",
-                     r->coll.threshold > 0 ? json_real(r->coll.threshold) : json_null(),
-                     "templates", (json_int_t)total, "templates_needing_reenrolment",
-                     (json_int_t)stale, "index_backend", ib[0] ? json_string(ib) : json_null(),
-                     "index_backend_in_force", fvs_index_backend_in_force(r->srv->index, ib));
+    /* The default operating point: for an fmr, its threshold for a pair
+     * of quality 1 (poorer faces get stricter ones). */
+    op_point op;
+    coll_operating_point(r, &op);
+    json_t *opj = json_null();
+    if (op.fmr > 0 && available) {
+        json_decref(threshold);
+        threshold = json_real((double)op_threshold(r, &op, 1.0f));
+        opj = op_json(&op, op_threshold(r, &op, 1.0f));
+    } else if (!json_is_null(threshold)) {
+        opj = op_json(&op, (float)json_real_value(threshold));
+    }
+    const fvs_collection *c = &r->coll;
+    json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:b, s:o, s:I, s:I, s:o, s:s}", "id",
+                          (json_int_t)c->id, "name", c->name, "model", c->model, "threshold",
+                          threshold, "model_available", available, "threshold_override",
+                          c->threshold > 0 ? json_real(c->threshold) : json_null(), "templates",
+                          (json_int_t)total, "templates_needing_reenrolment", (json_int_t)stale,
+                          "index_backend", ib[0] ? json_string(ib) : json_null(),
+                          "index_backend_in_force", fvs_index_backend_in_force(r->srv->index, ib));
+    if (!o) {
+        json_decref(opj);
+        return NULL;
+    }
+    json_object_set_new(o, "fmr", c->fmr > 0 ? json_real(c->fmr) : json_null());
+    json_object_set_new(o, "fpir", c->fpir > 0 ? json_real(c->fpir) : json_null());
+    json_object_set_new(o, "min_quality",
+                        c->min_quality >= 0 ? json_real(c->min_quality) : json_null());
+    json_object_set_new(o, "operating_point", opj);
+    return o;
 }
 
 static void h_collection_get(fvs_req *r, fvs_resp *out) {
@@ -1262,31 +1402,112 @@ static int patch_backend(const json_t *bj, char *name, size_t cap, fvs_resp *out
     return 0;
 }
 
-/* PATCH /api/v1/collection {"model": NAME, "index_backend": B}: either or
- * both.  A model switch changes the model new templates are made with and
- * searches use; templates are kept as they are, and the answer counts
+/* One policy field of PATCH /api/v1/collection, j (NULL: absent, *v
+ * unchanged): null sets *v to unset (the store's convention for NULL),
+ * a number in [lo, hi] sets it.  Else 400 naming the field. */
+static int patch_number(const json_t *j, const char *name, double lo, double hi, double unset,
+                        double *v, fvs_resp *out) {
+    if (!j) return 0;
+    if (json_is_null(j)) {
+        *v = unset;
+        return 0;
+    }
+    double d = json_is_number(j) ? json_number_value(j) : -1;
+    if (!json_is_number(j) || !(d >= lo && d <= hi)) {
+        fvs_error(out, 400, "validation_error", "%s: expected a number in [%g, %g], or null", name,
+                  lo, hi);
+        return -1;
+    }
+    *v = d;
+    return 0;
+}
+
+static const char *const PATCH_KEYS[] = {"model", "index_backend", "fmr", "fpir", "min_quality"};
+#define N_PATCH_KEYS (sizeof PATCH_KEYS / sizeof PATCH_KEYS[0])
+
+/* 400 unless every key of the PATCH body is a collection setting and at
+ * least one is there. */
+static int patch_keys(const json_t *body, fvs_resp *out) {
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)body, key, v) {
+        size_t i = 0;
+        while (i < N_PATCH_KEYS && strcmp(key, PATCH_KEYS[i]) != 0) i++;
+        if (i == N_PATCH_KEYS) {
+            fvs_error(out, 400, "validation_error",
+                      "%.64s: not a collection setting (model, index_backend, fmr, fpir, "
+                      "min_quality)",
+                      key);
+            return -1;
+        }
+    }
+    if (json_object_size(body) == 0) {
+        fvs_error(out, 400, "validation_error",
+                  "expected 'model', 'index_backend', 'fmr', 'fpir' and/or 'min_quality'");
+        return -1;
+    }
+    return 0;
+}
+
+/* The decision policy of a PATCH body, validated against the collection's
+ * model after the switch (model_id): *pol starts as the collection's. */
+static int patch_policy(fvs_req *r, const char *model_id, fvs_collection *pol, fvs_resp *out) {
+    const json_t *fj = json_object_get(r->json, "fmr");
+    if (patch_number(fj, "fmr", FV_FMR_MIN, FV_FMR_MAX, 0, &pol->fmr, out) ||
+        patch_number(json_object_get(r->json, "fpir"), "fpir", FVS_FPIR_MIN, FVS_FPIR_MAX, 0,
+                     &pol->fpir, out) ||
+        patch_number(json_object_get(r->json, "min_quality"), "min_quality", 0, 1, -1,
+                     &pol->min_quality, out))
+        return -1;
+    float t = 0;
+    if (fj && pol->fmr > 0 && fv_fmr_threshold(model_id, pol->fmr, 1.0f, &t) != FV_OK) {
+        fvs_error(out, 400, "validation_error", "fmr: no false-match-rate calibration for model %s",
+                  model_id);
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes the PATCH's changes: model, backend, policy (an fmr set clears
+ * the collection's threshold, which would otherwise outrank it). */
+static int patch_apply(fvs_req *r, const json_t *mj, const char *id, const json_t *bj,
+                       const char *backend, const fvs_collection *pol, int64_t *stale, char *err,
+                       size_t errlen) {
+    fvs_store *st = r->srv->store;
+    int rc = 0;
+    if (mj) rc = fvs_collection_set_model(st, r->coll.id, id, stale, err, errlen);
+    if (!rc && bj) rc = fvs_collection_set_index_backend(st, r->coll.id, backend, err, errlen);
+    int policy = json_object_get(r->json, "fmr") || json_object_get(r->json, "fpir") ||
+                 json_object_get(r->json, "min_quality");
+    if (!rc && policy)
+        rc = fvs_collection_set_policy(st, r->coll.id, pol->fmr, pol->fpir, pol->min_quality, err,
+                                       errlen);
+    int clear = pol->fmr > 0 && json_object_get(r->json, "fmr") && r->coll.threshold > 0;
+    if (!rc && clear) rc = fvs_collection_set_threshold(st, r->coll.id, 0, err, errlen);
+    if (rc) return rc;
+    if (mj) snprintf(r->coll.model, sizeof r->coll.model, "%s", id);
+    if (bj) snprintf(r->coll.index_backend, sizeof r->coll.index_backend, "%s", backend);
+    r->coll.fmr = pol->fmr;
+    r->coll.fpir = pol->fpir;
+    r->coll.min_quality = pol->min_quality;
+    if (clear) r->coll.threshold = 0;
+    return 0;
+}
+
+/* PATCH /api/v1/collection {"model": NAME, "index_backend": B, "fmr": F,
+ * "fpir": P, "min_quality": Q}: any of them (null: back to the server's
+ * default).  A model switch changes the model new templates are made with
+ * and searches use; templates are kept as they are, and the answer counts
  * those of other models, which are no longer searched or compared until
  * enrolled again.  Everything is validated before anything changes. */
 static void h_collection_patch(fvs_req *r, fvs_resp *out) {
-    if (!r->json) {
-        fvs_error(out, 400, "validation_error", "expected a JSON body");
+    if (!r->json || !json_is_object(r->json)) {
+        fvs_error(out, 400, "validation_error", "expected a JSON object");
         return;
     }
-    const char *key;
-    json_t *v;
-    json_object_foreach(r->json, key, v) {
-        if (strcmp(key, "model") != 0 && strcmp(key, "index_backend") != 0) {
-            fvs_error(out, 400, "validation_error",
-                      "%.64s: not a collection setting (model, index_backend)", key);
-            return;
-        }
-    }
+    if (patch_keys(r->json, out)) return;
     const json_t *mj = json_object_get(r->json, "model");
     const json_t *bj = json_object_get(r->json, "index_backend");
-    if (!mj && !bj) {
-        fvs_error(out, 400, "validation_error", "expected 'model' and/or 'index_backend'");
-        return;
-    }
     if (mj && (!json_is_string(mj) || json_string_length(mj) == 0 ||
                json_string_length(mj) > FVS_NAME_MAX)) {
         fvs_error(out, 400, "validation_error",
@@ -1301,21 +1522,18 @@ static void h_collection_patch(fvs_req *r, fvs_resp *out) {
                   json_string_value(mj));
         return;
     }
-    char backend[sizeof r->coll.index_backend];
+    char backend[sizeof r->coll.index_backend] = "";
     if (bj && patch_backend(bj, backend, sizeof backend, out)) return;
+    fvs_collection pol = r->coll;
+    if (patch_policy(r, id, &pol, out)) return;
     char previous[FVS_MODEL_ID_MAX + 1];
     snprintf(previous, sizeof previous, "%s", r->coll.model);
     int64_t stale = 0, total = 0;
     char err[256];
-    int rc = 0;
-    if (mj) rc = fvs_collection_set_model(r->srv->store, r->coll.id, id, &stale, err, sizeof err);
-    if (!rc && bj)
-        rc = fvs_collection_set_index_backend(r->srv->store, r->coll.id, backend, err, sizeof err);
-    if (!rc) {
-        if (mj) snprintf(r->coll.model, sizeof r->coll.model, "%s", id);
-        if (bj) snprintf(r->coll.index_backend, sizeof r->coll.index_backend, "%s", backend);
-        rc = fvs_template_counts(r->srv->store, r->coll.id, 0, id, &total, &stale, err, sizeof err);
-    }
+    int rc = patch_apply(r, mj, id, bj, backend, &pol, &stale, err, sizeof err);
+    if (!rc)
+        rc = fvs_template_counts(r->srv->store, r->coll.id, 0, r->coll.model, &total, &stale, err,
+                                 sizeof err);
     if (rc < 0) {
         db_error(out, err);
         return;

@@ -38,6 +38,8 @@ typedef struct fvs_config {
     double rate_burst;       /* FACEVERIFY_RATE_BURST: bucket size */
     const char *run_as;      /* FACEVERIFY_USER, --user: drop root after binding */
     double min_quality;      /* FACEVERIFY_MIN_QUALITY: enrolment gate of collections without one */
+    double default_fmr;      /* FACEVERIFY_DEFAULT_FMR, --default-fmr: verify's operating
+                                point where a calibration exists; 0: the fixed threshold */
 } fvs_config;
 
 /* The default enrolment quality gate (--min-quality): clean LFW faces and

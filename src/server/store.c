@@ -371,6 +371,18 @@ int fvs_collection_set_policy(fvs_store *st, int64_t coll, double fmr, double fp
     return changes ? 0 : 1;
 }
 
+int fvs_collection_set_threshold(fvs_store *st, int64_t coll, double threshold, char *err,
+                                 size_t errlen) {
+    fvs_val p[2] = {opt_real(threshold), fvs_int(coll)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(st->db, "UPDATE collections SET threshold = ? WHERE id = ?", p, 2, NULL,
+                          NULL, &changes, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
 int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,
                                      size_t errlen) {
     fvs_val p[2] = {backend && *backend ? fvs_text(backend) : fvs_null(), fvs_int(coll)};
@@ -750,32 +762,6 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
     return rc;
 }
 
-typedef struct quality_ctx {
-    double q;
-    int found;
-} quality_ctx;
-
-static int quality_row(void *ctx, const fvs_val *c, int n) {
-    quality_ctx *k = ctx;
-    if (n < 1) return 1;
-    k->q = real_or_none(c[0]);
-    k->found = 1;
-    return 0;
-}
-
-int fvs_face_quality(fvs_store *st, int64_t coll, int64_t face, double *quality, char *err,
-                     size_t errlen) {
-    fvs_val p[2] = {fvs_int(coll), fvs_int(face)};
-    quality_ctx k = {-1, 0};
-    pthread_mutex_lock(&st->mu);
-    int rc = fvs_db_query(st->db, "SELECT quality FROM faces WHERE collection_id = ? AND id = ?", p,
-                          2, quality_row, &k, NULL, err, errlen);
-    pthread_mutex_unlock(&st->mu);
-    if (rc) return -1;
-    *quality = k.q;
-    return k.found ? 0 : 1;
-}
-
 int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
                   size_t errlen) {
     fvs_val p[2] = {fvs_int(coll), fvs_int(subject)};
@@ -822,16 +808,16 @@ typedef struct tmpl_ctx {
     char err[200]; /* why a template could not be read */
 } tmpl_ctx;
 
-/* Row: id, subject_id, name, embedding, collection_id; then WHERE
- * collection_id = ? AND model = ? and the caller's conditions. */
+/* Row: id, subject_id, name, embedding, collection_id, quality; then
+ * WHERE collection_id = ? AND model = ? and the caller's conditions. */
 #define TEMPLATE_SELECT                                                                            \
-    "SELECT f.id, f.subject_id, s.name, f.embedding, f.collection_id FROM faces f JOIN subjects "  \
-    "s ON s.id = f.subject_id WHERE f.collection_id = ? AND f.model = ? "
+    "SELECT f.id, f.subject_id, s.name, f.embedding, f.collection_id, f.quality FROM faces f "     \
+    "JOIN subjects s ON s.id = f.subject_id WHERE f.collection_id = ? AND f.model = ? "
 
-/* Row: id, subject_id, name, embedding, collection_id. */
+/* Row: id, subject_id, name, embedding, collection_id, quality. */
 static int template_row(void *ctx, const fvs_val *c, int n) {
     tmpl_ctx *t = ctx;
-    if (n < 5) return 1;
+    if (n < 6) return 1;
     if (c[3].type != FVS_BLOB) return 0;
     float emb[FV_EMBED_DIM];
     /* A stored blob of the wrong size is skipped, never read past; one
@@ -839,7 +825,8 @@ static int template_row(void *ctx, const fvs_val *c, int n) {
      * serves the rest and says which could not be read. */
     int rc = fvs_template_open(t->key, c[4].i, c[1].i, c[3].b, c[3].n, emb, t->err, sizeof t->err);
     if (rc > 0) return 0;
-    return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", rc < 0 ? NULL : emb);
+    double q = c[5].type == FVS_REAL ? c[5].d : c[5].type == FVS_INT ? (double)c[5].i : -1;
+    return t->fn(t->ctx, c[0].i, c[1].i, c[2].s ? c[2].s : "", rc < 0 ? NULL : emb, q);
 }
 
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,

@@ -65,6 +65,10 @@ int fvs_store_latest_version(void);
 /* Largest decision threshold (Euclidean distance) a request or a
  * collection may set (routes.c, createcollection --threshold). */
 #define FVS_THRESHOLD_MAX 2.0
+/* The identify operating points (false positive identification rates) a
+ * collection may set (createcollection --fpir, PATCH /api/v1/collection). */
+#define FVS_FPIR_MIN FV_FPIR_MIN
+#define FVS_FPIR_MAX FV_FPIR_MAX
 
 /* Longest model id kept (faces.model, collections.model). */
 #define FVS_MODEL_ID_MAX 63
@@ -95,6 +99,10 @@ int fvs_collection_create(fvs_store *st, const fvs_collection *c, const char *ke
  * min_quality (< 0: unset).  1 when no such collection. */
 int fvs_collection_set_policy(fvs_store *st, int64_t coll, double fmr, double fpir,
                               double min_quality, char *err, size_t errlen);
+/* Sets (threshold > 0) or clears (<= 0) the collection's threshold
+ * override.  1 when no such collection. */
+int fvs_collection_set_threshold(fvs_store *st, int64_t coll, double threshold, char *err,
+                                 size_t errlen);
 /* Sets (backend non-empty) or clears (NULL or "") the collection's search
  * backend.  1 when no such collection. */
 int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *backend, char *err,
@@ -139,14 +147,12 @@ typedef struct fvs_face_row {
     const float *embedding; /* FV_EMBED_DIM floats */
     float left, top, right, bottom, score;
     const char *image_sha256; /* hex */
-    double quality;           /* fv_quality.score; < 0: none (a bare embedding): NULL */
+    /* The face's fv_quality score in [0,1]; < 0: unknown (stored NULL:
+     * a bare embedding, or not measured) */
+    double quality;
 } fvs_face_row;
 int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
                     json_t **out, char *err, size_t errlen); /* 1: no such subject */
-/* *quality: the stored quality score of face (collection coll), -1 when
- * it has none (NULL).  1: no such face. */
-int fvs_face_quality(fvs_store *st, int64_t coll, int64_t face, double *quality, char *err,
-                     size_t errlen);
 int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
                   size_t errlen); /* 1: no such subject */
 int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
@@ -157,9 +163,10 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
  * that cannot be opened (no key, wrong key, altered row) is passed with
  * embedding NULL, so that the caller serves the others and names it; the
  * call then returns 0 with why in err (a message starting with
- * FVS_TKEY_ERROR; err is "" when every template opened). */
+ * FVS_TKEY_ERROR; err is "" when every template opened).  quality: the
+ * template's stored face quality score, < 0 when NULL (unknown). */
 typedef int (*fvs_template_fn)(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
-                               const float *embedding);
+                               const float *embedding, double quality);
 int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                   fvs_template_fn fn, void *ctx, char *err, size_t errlen);
 

@@ -40,8 +40,12 @@ def ltrb(box):
 def test_verify_json_fields(samples):
     """verify --json has the HTTP API's shape (openapi.json's /verify)."""
     j = run_json("verify", samples / "openface/lennon-1.jpg", samples / "openface/lennon-2.jpg")
-    assert set(j) == {"verified", "distance", "threshold", "similarity", "faces", "model",
-                      "detector", "timings_ms"}
+    assert set(j) == {"verified", "distance", "threshold", "similarity", "operating_point",
+                      "estimated_fmr", "faces", "model", "detector", "timings_ms"}
+    # the default operating point: false-match rate 1e-3 (the plain ResNet)
+    assert j["operating_point"]["fmr"] == 1e-3
+    assert j["operating_point"]["threshold"] == j["threshold"]
+    assert 1e-6 <= j["estimated_fmr"] <= 1e-3
     assert j["verified"] is True
     assert 0 <= j["distance"] <= j["threshold"]
     assert 0.5 <= j["similarity"] <= 1

@@ -114,9 +114,15 @@ def test_models_listed_and_collections_use_them(env, models):
     assert c["threshold_override"] is None
     assert c["threshold"] == pytest.approx(models.adapter_threshold, rel=1e-6)
     assert get_collection(env, "tiny")["model"] == models.scratch_id
+    assert c["operating_point"] == {"fmr": None, "threshold": pytest.approx(c["threshold"])}
     plain = get_collection(env, "plain")
     assert plain["model"] == "dlib_resnet_v1"
-    assert plain["threshold"] == pytest.approx(by_id["dlib_resnet_v1"]["threshold"])
+    # the ResNet has a false-match-rate calibration: the collection decides
+    # at the server's default rate, not at the model's fixed threshold
+    # (which /models still lists)
+    assert by_id["dlib_resnet_v1"]["threshold"] > 0
+    assert plain["operating_point"]["fmr"] == pytest.approx(1e-3)
+    assert plain["threshold"] == pytest.approx(plain["operating_point"]["threshold"])
 
 
 @pytest.mark.parametrize("coll,which", [("tuned", "adapter"), ("tiny", "scratch")])
@@ -136,6 +142,22 @@ def test_api_verify_matches_cli_with_model(env, models, lfw, coll, which):
         assert api["distance"] == pytest.approx(cli["distance"], abs=1e-5)
         assert api["threshold"] == pytest.approx(cli["threshold"], rel=1e-6)
         assert api["verified"] == cli["verified"]
+        # no false-match-rate calibration for a trained model: its own
+        # threshold decides, and asking for a rate is refused, never ignored
+        assert api["operating_point"] == cli["operating_point"] == {
+            "fmr": None, "threshold": pytest.approx(api["threshold"])}
+        assert api["estimated_fmr"] is None and cli["estimated_fmr"] is None
+    r = env.server.request("POST", "/api/v1/verify", env.key[coll],
+                           files={"image_a": (a.name, a.read_bytes()),
+                                  "image_b": (b.name, b.read_bytes())}, data={"fmr": "1e-3"})
+    err = check(r, "POST", "/api/v1/verify", 400)["error"]
+    assert err["code"] == "validation_error" and mid in err["message"]
+    r = env.server.request("PATCH", "/api/v1/collection", env.key[coll], json={"fmr": 1e-3})
+    err = check(r, "PATCH", "/api/v1/collection", 400)["error"]
+    assert err["code"] == "validation_error" and mid in err["message"]
+    p = daemon_cmd("createcollection", f"{coll}-fmr", "--model", path, "--fmr", "1e-3",
+                   db_url=env.db_url, env=env.model_env, check=False)
+    assert p.returncode == 2 and "calibration" in p.stderr
 
 
 def enrol(env, coll, lfw, person, numbers):

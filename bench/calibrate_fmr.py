@@ -26,6 +26,7 @@ a single table without quality bins, to show what the bins buy.
 import argparse
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from machine import REPO, RESULTS, machine  # noqa: E402
 
 STEP = 0.25
 POINTS = 25  # 10^0 .. 10^-6
-BIN_EDGES = (0.0, 0.15, 0.35, 0.6)  # lower edges of the quality bins
+BIN_EDGES = (0.0, 0.05, 0.2, 0.5, 0.8)  # lower edges of the pair-quality bins
 MIN_EVENTS = 5
 MODEL_ID = "dlib_resnet_v1"
 
@@ -193,6 +194,41 @@ def check(table, flat, E, Q, variant, person, image):
     return out
 
 
+def det_plot(table, E, Q, variant, person, image, dest):
+    """DET curves (FNMR against FMR, log-log) per variant of the check set,
+    each with its calibrated operating points at FMR 1e-2..1e-4 marked
+    where they landed (measured FMR, FNMR)."""
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    d, q, imp, gen, ia, ib = pairs(E, Q, person, image)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    for v in sorted(set(variant)):
+        m = (variant[ia] == v) & (variant[ib] == v)
+        di, dg = np.sort(d[m & imp]), np.sort(d[m & gen])
+        ts = np.quantile(di, np.logspace(-5, -0.5, 60))
+        fmr = np.searchsorted(di, ts, side="right") / len(di)
+        fnmr = 1 - np.searchsorted(dg, ts, side="right") / len(dg)
+        line, = ax.plot(fmr, np.maximum(fnmr, 1e-4), label=v)
+        for f in (1e-2, 1e-3, 1e-4):
+            thr_i = threshold(table, f, q[m & imp])
+            thr_g = threshold(table, f, q[m & gen])
+            ax.plot([(d[m & imp] <= thr_i).mean()], [max((d[m & gen] > thr_g).mean(), 1e-4)],
+                    "o", color=line.get_color(), ms=4)
+    for f in (1e-2, 1e-3, 1e-4):
+        ax.axvline(f, color="grey", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("false-match rate (FMR)")
+    ax.set_ylabel("false non-match rate (FNMR)")
+    ax.set_title("DET, LFW View 1 test people by variant; dots: operating points\n"
+                 "FMR 1e-2, 1e-3, 1e-4 where they landed (dotted: as stated)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", lw=0.3)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+
+
 def fnmr_by_quality(table, E, Q, person, image):
     d, q, imp, gen, _, _ = pairs(E, Q, person, image)
     edges = (0, 0.15, 0.35, 0.6, 0.8, 1.01)
@@ -226,7 +262,7 @@ def write_table(table, counts, source):
         "#define FVI_FMR_POINTS %d" % POINTS,
         "",
         "typedef struct fvi_fmr_bin {",
-        "    float quality_min; /* pair quality (the poorer face's score) from here */",
+        "    float quality_min; /* pair quality (fv_pair_quality) from here */",
         "    float threshold[FVI_FMR_POINTS];",
         "} fvi_fmr_bin;",
         "",
@@ -237,6 +273,7 @@ def write_table(table, counts, source):
         lines.append("    {%.2ff, {%s}}," % (e, vals))
     lines += ["};", "", "#endif", ""]
     TABLE.write_text("\n".join(lines))
+    subprocess.run(["clang-format", "-i", str(TABLE)], check=False)
 
 
 def main():
@@ -280,6 +317,7 @@ def main():
                         "fnmr_by_pair_quality": fnmr_by_quality(table, E2, Q2, p2, i2),
                         "median_quality_per_variant": {
                             v: float(np.median(Q2[v2 == v])) for v in sorted(set(v2))}}
+        det_plot(table, E2, Q2, v2, p2, i2, RESULTS / "fmr_det.png")
     if args.write_table:
         write_table(table, counts, "%d images of LFW View 1 training people in 7 variants" %
                     len(E))

@@ -113,6 +113,7 @@ def scores(D):
         "distance": -d1,
         "ratio": -(d1 / d2),
         "margin": d2 - d1,
+        "ratio_mean5": -(d1 / s[:, 1:6].mean(1)),
         "tnorm": (mu - d1) / sd,
         "tnorm_d2": (d2 - d1) / sd,
         "hybrid": (mu - d1) / sd - 8 * np.maximum(d1 - 0.55, 0),

@@ -348,8 +348,8 @@ typedef struct fv_verify_options {
      * must outlive the call. */
     const fv_model *model;
     /* > 0: decide at this false-match rate (FV_FMR_MIN..FV_FMR_MAX) with
-     * the calibrated threshold for the poorer face's quality
-     * (fv_fmr_threshold); then threshold must be 0.  Default 0: threshold
+     * the calibrated threshold for the pair's quality (fv_pair_quality,
+     * fv_fmr_threshold); then threshold must be 0.  Default 0: threshold
      * decides. */
     double fmr;
 } fv_verify_options;
@@ -389,19 +389,25 @@ FV_API fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_ima
  * that are called the same) to the distance threshold that gives it, and a
  * distance back to its FMR, from the impostor distances of LFW View 1
  * training people and derived harder variants of them (grey, small,
- * blurred, JPEG q=20, turned), binned by pair quality: the poorer face's
- * fv_quality.score.  Poor faces sit closer to everyone, so their
- * thresholds are stricter.  docs/operating-points.md has the method, and
- * the stated-vs-measured FMR on people the calibration never saw. */
+ * blurred, JPEG q=20, turned), binned by pair quality (fv_pair_quality).
+ * Poor faces sit closer to everyone, so their thresholds are stricter.  docs/operating-points.md
+ * has the method, and the stated-vs-measured FMR on people the calibration never saw. */
 
 #define FV_FMR_MIN 1e-6
 #define FV_FMR_MAX 1e-1
 /* The product's default: one false match in a thousand impostor pairs. */
 #define FV_DEFAULT_FMR 1e-3
 
+/* A pair's quality for the calibration: the mean of the two faces'
+ * fv_quality.score (a face of unknown quality, such as a bare embedding,
+ * counts as 1).  The mean, not the poorer: impostor distances shrink when
+ * both faces are poor much more than when one is, and the mean tells the
+ * two apart (docs/operating-points.md). */
+FV_API float fv_pair_quality(float quality_a, float quality_b);
+
 /* Threshold on fv_distance for false-match rate fmr (FV_FMR_MIN..
- * FV_FMR_MAX) for a pair whose poorer face has quality score quality (pass
- * 1 when unknown, e.g. stored templates without a quality).  model_id NULL
+ * FV_FMR_MAX) for a pair of quality quality (fv_pair_quality; pass 1
+ * when unknown).  model_id NULL
  * is FV_MODEL_ID.  FV_E_UNSUPPORTED: no calibration for that model (trained
  * models carry only their own threshold); FV_E_INVALID_ARGUMENT: fmr out of
  * range, quality not in [0,1], NULL threshold. */

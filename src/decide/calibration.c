@@ -6,7 +6,7 @@
  * by hand) holds, per pair-quality bin, the distance threshold at each
  * false-match rate 10^0, 10^-0.25, ..., 10^-6: the empirical quantiles of
  * the impostor distances of LFW View 1 training people, clean and in the
- * derived hard variants, with the pair's quality the poorer face's score.
+ * derived hard variants, binned by pair quality (fv_pair_quality).
  * Between grid points log10(FMR) is linear in the distance.  Within a bin
  * the thresholds fall as the rate falls; across bins a poorer bin is never
  * looser than a better one at the same rate (the script enforces both).
@@ -30,6 +30,12 @@ static fv_status check(const char *model_id, float quality) {
     if (model_id && strcmp(model_id, FVI_FMR_MODEL_ID) != 0) return FV_E_UNSUPPORTED;
     if (!(quality >= 0.0f && quality <= 1.0f)) return FV_E_INVALID_ARGUMENT;
     return FV_OK;
+}
+
+float fv_pair_quality(float quality_a, float quality_b) {
+    float a = quality_a >= 0 && quality_a <= 1 ? quality_a : 1.0f;
+    float b = quality_b >= 0 && quality_b <= 1 ? quality_b : 1.0f;
+    return 0.5f * (a + b);
 }
 
 fv_status fv_fmr_threshold(const char *model_id, double fmr, float quality, float *threshold) {

@@ -323,8 +323,7 @@ fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "image b: %s", sub);
     out->threshold = opt->threshold > 0 ? opt->threshold : m ? m->meta.threshold : eng->threshold;
     out->distance = fv_distance(out->a.embedding, out->b.embedding);
-    float q =
-        out->a.quality.score < out->b.quality.score ? out->a.quality.score : out->b.quality.score;
+    float q = fv_pair_quality(out->a.quality.score, out->b.quality.score);
     out->fmr = opt->fmr;
     if (opt->fmr != 0 && fv_fmr_threshold(cal_id, opt->fmr, q, &out->threshold) != FV_OK)
         return fvi_seterr(err, errlen, FV_E_INTERNAL, "calibration lookup failed");

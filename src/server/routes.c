@@ -221,7 +221,7 @@ static int get_operating_point(fvs_req *r, op_point *op, fvs_resp *out) {
     return 0;
 }
 
-/* The threshold op gives a pair whose poorer face has quality q (1 when
+/* The threshold op gives a pair of quality q (fv_pair_quality; 1 when
  * unknown). */
 static float op_threshold(const fvs_req *r, const op_point *op, float q) {
     float t = op->threshold;
@@ -574,7 +574,7 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     op_point op;
     if (get_operating_point(r, &op, out) || get_detect_options(r, &opt.detect, out)) return;
     /* fv_verify takes one or the other and picks the fmr's threshold for
-     * the pair's poorer face */
+     * the pair's quality */
     opt.fmr = op.fmr;
     opt.threshold = op.fmr > 0 ? 0 : op.threshold;
     double t0 = now_ms(), dms[2] = {0, 0};
@@ -1066,8 +1066,8 @@ typedef struct dup_hit {
 } dup_hit;
 
 /* Whether candidate subject cid's nearest template is within the DUP_FMR
- * threshold for the poorer of q (the new face's) and its stored quality
- * (none: 1).  1 with *hit filled, 0 no, -1 after a database error in out. */
+ * threshold for the pair of q (the new face's quality) and its stored
+ * quality (none: 1).  1 with *hit filled, 0 no, -1 after a database error in out. */
 static int dup_candidate(fvs_req *r, int64_t cid, const char *name, const float *emb, float q,
                          dup_hit *hit, fvs_resp *out) {
     best_ctx b;
@@ -1080,7 +1080,7 @@ static int dup_candidate(fvs_req *r, int64_t cid, const char *name, const float 
         return -1;
     }
     double sq = b.best_quality;
-    float t = 0, pq = sq >= 0 && sq < q ? (float)sq : q;
+    float t = 0, pq = fv_pair_quality(q, (float)sq);
     if (b.n == 0 || fv_fmr_threshold(r->coll.model, DUP_FMR, pq, &t) != FV_OK || b.best > t)
         return 0;
     hit->subject = cid;
@@ -1098,8 +1098,12 @@ static int dup_candidate(fvs_req *r, int64_t cid, const char *name, const float 
 static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, dup_hit *hit,
                           fvs_resp *out) {
     memset(hit, 0, sizeof *hit);
-    float fq = q >= 0 && q <= 1 ? (float)q : 1.0f, t = 0;
-    if (fv_fmr_threshold(r->coll.model, DUP_FMR, fq, &t) != FV_OK) return 0;
+    /* the search radius: the loosest pair threshold this face can have
+     * (with a stored face of quality 1); dup_candidate then checks the
+     * pair's own */
+    float t = 0;
+    if (fv_fmr_threshold(r->coll.model, DUP_FMR, fv_pair_quality((float)q, 1.0f), &t) != FV_OK)
+        return 0;
     json_t *res = NULL, *warning = NULL;
     char err[256];
     if (fvs_index_search(r->srv->index, &r->coll, emb, 1, t, DUP_CANDIDATES + 1, 1, &res, &warning,
@@ -1118,8 +1122,8 @@ static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, d
         int64_t cid = (int64_t)json_integer_value(json_object_get(c, "id"));
         if (cid == sid) continue;
         if (json_real_value(json_object_get(c, "distance")) > (double)t) break;
-        rc =
-            dup_candidate(r, cid, json_string_value(json_object_get(c, "name")), emb, fq, hit, out);
+        rc = dup_candidate(r, cid, json_string_value(json_object_get(c, "name")), emb, (float)q,
+                           hit, out);
     }
     json_decref(res);
     return rc < 0 ? -1 : 0;
@@ -1305,10 +1309,9 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
     json_t *s = json_pack("{s:O, s:O}", "id", json_object_get(subj, "id"), "name",
                           json_object_get(subj, "name"));
     json_decref(subj);
-    /* The pair is the probe and the best-matching template: its quality is
-     * the poorer of the two (a template of unknown quality counts as 1). */
-    float q = fr.quality.score;
-    if (b.best_quality >= 0 && b.best_quality < q) q = (float)b.best_quality;
+    /* The pair is the probe and the best-matching template (a template of
+     * unknown quality counts as 1). */
+    float q = fv_pair_quality(fr.quality.score, (float)b.best_quality);
     float t = op_threshold(r, &op, q);
     json_t *o = json_pack("{s:o, s:I, s:i, s:s, s:o, s:s, s:o}", "subject", s, "matched_face_id",
                           (json_int_t)b.best_face, "templates_compared", b.n, "method",

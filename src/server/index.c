@@ -299,9 +299,12 @@ static subj *subj_get(entry *e, int64_t id) {
     float *sum = calloc(FV_EMBED_DIM, sizeof *sum);
     if (!sum) return NULL;
     memmove(e->sj + at + 1, e->sj + at, (e->nsj - at) * sizeof *e->sj);
-    e->sj[at] = (subj){id, 0, 0, 0, 0, sum};
+    subj *s = &e->sj[at];
+    memset(s, 0, sizeof *s);
+    s->id = id;
+    s->sum = sum;
     e->nsj++;
-    return &e->sj[at];
+    return s;
 }
 
 /* Sets s's template count, keeping e->gallery (subjects with any). */

@@ -287,3 +287,51 @@ def test_default_fpir_option(embeddings, tmp_path_factory):
         assert check(r, "POST", ID, 200)["decision"] == "knn_vote"
     finally:
         assert srv.stop() == 0
+
+
+def test_fused_templates_survive_restart_and_deletes(embeddings, tmp_path_factory):
+    """With --index-dir a restart loads the saved index, which holds no
+    vectors for the fused templates: they are read again from storage, so
+    the answers are the same; a deleted template leaves its subject's
+    fused template at once."""
+    emb, _, _, four = embeddings
+    tmp = tmp_path_factory.mktemp("fvd_openset_restart")
+    url = new_db_url("sqlite", tmp)
+    daemon_cmd("migrate", db_url=url)
+    key = create_collection(url, "restart")
+    env = {"FACEVERIFY_INDEX_DIR": str(tmp / "index")}
+    names = [n for n in four if all(photo(n, i) in emb for i in (1, 2, 3, 4))][:12]
+    probes = [emb[photo(n, 4)] for n in names]
+    srv = Server(url, env=env)
+    try:
+        ids = {n: enrol(srv, key, n, [emb[photo(n, i)] for i in (1, 2, 3)]) for n in names}
+        before = check(srv.request("POST", ID, key, json={"embeddings": probes}), "POST", ID,
+                       200)["results"]
+    finally:
+        assert srv.stop() == 0
+    assert any(f.name.endswith(".idx") for f in (tmp / "index").iterdir())
+    srv = Server(url, env=env)
+    try:
+        after = check(srv.request("POST", ID, key, json={"embeddings": probes}), "POST", ID,
+                      200)["results"]
+        assert after == before
+        assert all(c["templates"] == 3 for r in after for c in r["candidates"])
+        # delete the first person's first two templates (photos 1 and 2):
+        # photo 3's is left, so the fused template is that very vector
+        n = names[0]
+        r = srv.request("GET", f"/api/v1/subjects/{ids[n]}/faces", key)
+        body = check(r, "GET", "/api/v1/subjects/1/faces", 200)
+        faces = sorted(body["results"] if isinstance(body, dict) else body,
+                       key=lambda f: f["id"])
+        assert len(faces) == 3
+        for f in faces[:2]:
+            r = srv.request("DELETE", f"/api/v1/subjects/{ids[n]}/faces/{f['id']}", key)
+            assert r.status_code == 200, r.text
+        res = check(srv.request("POST", ID, key, json={"embedding": emb[photo(n, 3)]}), "POST",
+                    ID, 200)["results"][0]
+        mine = res["candidates"][0]
+        assert mine["id"] == ids[n] and mine["templates"] == 1
+        assert mine["distance"] == pytest.approx(0, abs=1e-5)
+        assert res["operating_point"]["gallery_size"] == len(names)
+    finally:
+        assert srv.stop() == 0

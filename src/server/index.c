@@ -3,7 +3,11 @@
  *
  * Each collection's entry holds an fvsearch (the vectors) and, sorted by
  * face id, what a search reports next to a face: its subject's id and
- * name.  An entry is loaded on first use or at start: from its index file
+ * name, and per subject the running sums of its fused template (open-set
+ * identify compares the probe with one template per subject: the subjects
+ * of the HEAD nearest templates are the candidates, ranked by the exact
+ * distance to their fused templates).  An entry is loaded on first use or
+ * at start: from its index file
  * when that matches storage (same count and id checksum), else from
  * storage, in one batch (so HNSW/IVFPQ build once).  After that only the
  * change log is applied.  Requests run on the HTTP pool's threads;

@@ -7,9 +7,9 @@
  * identify compares the probe with one template per subject: the subjects
  * of the HEAD nearest templates are the candidates, ranked by the exact
  * distance to their fused templates).  An entry is loaded on first use or
- * at start: from its index file
- * when that matches storage (same count and id checksum), else from
- * storage, in one batch (so HNSW/IVFPQ build once).  After that only the
+ * at start: from its index file when that matches storage (same count and
+ * id checksum), else from storage, in one batch (so HNSW/IVFPQ build
+ * once).  After that only the
  * change log is applied.  Requests run on the HTTP pool's threads;
  * searches in different collections run in parallel and one collection's
  * are serialised by its mutex.  BLAS runs single-threaded; exact scans

@@ -3,9 +3,13 @@
  *
  * Each collection's entry holds an fvsearch (the vectors) and, sorted by
  * face id, what a search reports next to a face: its subject's id and
- * name.  An entry is loaded on first use or at start: from its index file
- * when that matches storage (same count and id checksum), else from
- * storage, in one batch (so HNSW/IVFPQ build once).  After that only the
+ * name, and per subject the running sums of its fused template (open-set
+ * identify compares the probe with one template per subject: the subjects
+ * of the HEAD nearest templates are the candidates, ranked by the exact
+ * distance to their fused templates).  An entry is loaded on first use or
+ * at start: from its index file when that matches storage (same count and
+ * id checksum), else from storage, in one batch (so HNSW/IVFPQ build
+ * once).  After that only the
  * change log is applied.  Requests run on the HTTP pool's threads;
  * searches in different collections run in parallel and one collection's
  * are serialised by its mutex.  BLAS runs single-threaded; exact scans
@@ -33,6 +37,21 @@ typedef struct meta {
     char *name;
 } meta;
 
+/* A subject's running sums for its fused template (fv_fuse_templates: the
+ * mean of its unit-length templates at their mean length), so open-set
+ * identify compares a probe with one template per subject.  A template
+ * leaving (or an entry loaded from its index file, which holds no
+ * vectors here) makes the sums stale: they are read again from storage
+ * the next time a search needs them, rather than kept per face twice. */
+typedef struct subj {
+    int64_t id;
+    int count;     /* the subject's templates in the index */
+    int nsum;      /* templates in sum (non-zero ones) */
+    int stale;     /* sum and lensum need reading again */
+    double lensum; /* sum of the templates' lengths */
+    float *sum;    /* FV_EMBED_DIM floats: sum of the unit templates */
+} subj;
+
 typedef struct entry {
     int64_t coll;
     char model[FVS_MODEL_ID_MAX + 1]; /* the templates it holds were made by this model */
@@ -49,6 +68,9 @@ typedef struct entry {
     int64_t *bad;
     size_t nbad, capbad;
     char bad_why[200];
+    subj *sj; /* sorted by subject id */
+    size_t nsj, capsj;
+    size_t gallery; /* subjects with count > 0 */
     pthread_mutex_t mu;
     struct entry *next;
 } entry;
@@ -81,8 +103,15 @@ static void meta_clear(entry *e) {
     e->nm = 0;
 }
 
+static void subj_clear(entry *e) {
+    for (size_t i = 0; i < e->nsj; i++) free(e->sj[i].sum);
+    e->nsj = 0;
+    e->gallery = 0;
+}
+
 static void entry_reset(entry *e) {
     meta_clear(e);
+    subj_clear(e);
     e->nbad = 0;
     e->bad_why[0] = 0;
     fvsearch_destroy(e->s);
@@ -130,6 +159,7 @@ void fvs_index_destroy(fvs_index *ix) {
         if (e->dirty) save_entry(ix, e);
         entry_reset(e);
         free(e->m);
+        free(e->sj);
         free(e->bad);
         pthread_mutex_destroy(&e->mu);
         free(e);
@@ -241,6 +271,141 @@ static void bad_note(entry *e, char *err, size_t errlen) {
     if (errlen) err[0] = 0;
 }
 
+/* ------------------------------------------------------------ fused templates */
+
+/* Index of subject id in e->sj, or where it would be inserted. */
+static size_t subj_find(const entry *e, int64_t id, int *found) {
+    size_t lo = 0, hi = e->nsj;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (e->sj[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < e->nsj && e->sj[lo].id == id;
+    return lo;
+}
+
+/* The sums of subject id, made (empty) when absent; NULL: out of memory.
+ * Pointers into e->sj last until the next subj_get. */
+static subj *subj_get(entry *e, int64_t id) {
+    int found;
+    size_t at = subj_find(e, id, &found);
+    if (found) return &e->sj[at];
+    if (e->nsj == e->capsj) {
+        size_t cap = e->capsj ? e->capsj * 2 : 256;
+        subj *sj = realloc(e->sj, cap * sizeof *sj);
+        if (!sj) return NULL;
+        e->sj = sj;
+        e->capsj = cap;
+    }
+    float *sum = calloc(FV_EMBED_DIM, sizeof *sum);
+    if (!sum) return NULL;
+    memmove(e->sj + at + 1, e->sj + at, (e->nsj - at) * sizeof *e->sj);
+    subj *s = &e->sj[at];
+    memset(s, 0, sizeof *s);
+    s->id = id;
+    s->sum = sum;
+    e->nsj++;
+    return s;
+}
+
+/* Sets s's template count, keeping e->gallery (subjects with any). */
+static void subj_count(entry *e, subj *s, int count) {
+    if (s->count > 0 && count <= 0) e->gallery--;
+    if (s->count <= 0 && count > 0) e->gallery++;
+    s->count = count > 0 ? count : 0;
+}
+
+/* Adds one template to s's sums (a zero one, which has no direction,
+ * counts but does not move the fused template). */
+static void subj_sum(subj *s, const float *emb) {
+    double l = 0;
+    for (int k = 0; k < FV_EMBED_DIM; k++) l += (double)emb[k] * emb[k];
+    l = sqrt(l);
+    if (!(l > 0) || !isfinite(l)) return;
+    for (int k = 0; k < FV_EMBED_DIM; k++) s->sum[k] += (float)(emb[k] / l);
+    s->lensum += l;
+    s->nsum++;
+}
+
+/* A template of subject joined the index.  -1: out of memory. */
+static int fused_add(entry *e, int64_t subject, const float *emb) {
+    subj *s = subj_get(e, subject);
+    if (!s) return -1;
+    subj_count(e, s, s->count + 1);
+    if (!s->stale) subj_sum(s, emb);
+    return 0;
+}
+
+/* A template of subject left the index: its sums are read again when next
+ * needed. */
+static void fused_del(entry *e, int64_t subject) {
+    int found;
+    size_t at = subj_find(e, subject, &found);
+    if (!found) return;
+    subj_count(e, &e->sj[at], e->sj[at].count - 1);
+    e->sj[at].stale = 1;
+}
+
+/* After loading an index file: every subject of e->m counted, sums stale.
+ * -1: out of memory. */
+static int fused_from_meta(entry *e) {
+    for (size_t i = 0; i < e->nm; i++) {
+        subj *s = subj_get(e, e->m[i].subject);
+        if (!s) return -1;
+        subj_count(e, s, s->count + 1);
+        s->stale = 1;
+    }
+    return 0;
+}
+
+typedef struct fuse_ctx {
+    entry *e;
+    subj *s;
+} fuse_ctx;
+
+static int fuse_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb,
+                    double quality) {
+    (void)name;
+    (void)quality;
+    fuse_ctx *f = ctx;
+    if (!emb || subject != f->s->id || !fvsearch_contains(f->e->s, face)) return 0;
+    subj_count(f->e, f->s, f->s->count + 1);
+    subj_sum(f->s, emb);
+    return 0;
+}
+
+/* Reads stale sums of s again from storage (its templates in the index
+ * and readable here).  e->mu held. */
+static int subj_refresh(fvs_index *ix, entry *e, subj *s, char *err, size_t errlen) {
+    if (!s->stale) return 0;
+    memset(s->sum, 0, FV_EMBED_DIM * sizeof *s->sum);
+    s->lensum = 0;
+    s->nsum = 0;
+    subj_count(e, s, 0);
+    fuse_ctx f = {e, s};
+    if (fvs_templates(ix->st, e->coll, s->id, e->model, fuse_row, &f, err, errlen)) return -1;
+    if (errlen) err[0] = 0; /* unreadable ones: already named by the warning */
+    s->stale = 0;
+    return 0;
+}
+
+/* Distance from q to s's fused template; INFINITY when s has none. */
+static float fused_distance(const subj *s, const float *q) {
+    double l = 0;
+    for (int k = 0; k < FV_EMBED_DIM; k++) l += (double)s->sum[k] * s->sum[k];
+    l = sqrt(l);
+    if (s->nsum == 0 || !(l > 0)) return INFINITY;
+    double scale = s->lensum / s->nsum / l, d = 0;
+    for (int k = 0; k < FV_EMBED_DIM; k++) {
+        double x = (double)q[k] - s->sum[k] * scale;
+        d += x * x;
+    }
+    return (float)sqrt(d);
+}
+
 /* ------------------------------------------------------------ loading */
 
 typedef struct batch {
@@ -269,7 +434,7 @@ static int batch_row(void *ctx, int64_t face, int64_t subject, const char *name,
     b->ids[b->n] = face;
     memcpy(b->vecs + b->n * FV_EMBED_DIM, emb, FV_EMBED_DIM * sizeof(float));
     b->n++;
-    return meta_add(b->e, face, subject, name) ? 1 : 0;
+    return meta_add(b->e, face, subject, name) || fused_add(b->e, subject, emb) ? 1 : 0;
 }
 
 static int meta_row(void *ctx, int64_t face, int64_t subject, const char *name) {
@@ -335,6 +500,11 @@ static int load_entry(fvs_index *ix, entry *e, int *rebuilt, char *err, size_t e
             uint64_t sum = 0;
             for (size_t i = 0; i < e->nm; i++) sum += fvsearch_id_hash(e->m[i].face);
             int same = fvsearch_count(e->s) == e->nm && fvsearch_checksum(e->s) == sum;
+            if (same && fused_from_meta(e)) {
+                entry_reset(e);
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
             if (same) {
                 e->loaded = 1;
                 e->dirty = 0;
@@ -394,7 +564,7 @@ static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, c
     }
     if (fvsearch_contains(o->e->s, face)) return 0;
     if (fvsearch_add(o->e->s, 1, &face, emb, o->err, o->errlen) ||
-        meta_add(o->e, face, subject, name)) {
+        meta_add(o->e, face, subject, name) || fused_add(o->e, subject, emb)) {
         o->failed = 1;
         return 1;
     }
@@ -445,6 +615,9 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
         } else if (fvsearch_remove(e->s, c->face, err, errlen) < 0) {
             rc = -1;
         } else {
+            int found;
+            size_t at = meta_find(e, c->face, &found);
+            if (found) fused_del(e, e->m[at].subject);
             meta_del(e, c->face);
             bad_del(e, c->face);
         }
@@ -656,6 +829,11 @@ int fvs_index_rebuild(fvs_index *ix, int64_t coll, fvs_index_report_fn report, v
 
 /* ------------------------------------------------------------ ranking */
 
+/* Nearest templates examined per query: enough for k and top_k (both <=
+ * 100) even when subjects have several templates each,
+ * and their subjects are open-set identify's candidates. */
+#define HEAD 256
+
 typedef struct ranked {
     float d;
     int64_t subject;
@@ -708,13 +886,87 @@ static json_t *rank_one(const ranked *order, size_t n, size_t total, float thres
         match = json_pack("{s:I, s:s, s:f, s:f, s:i}", "id", (json_int_t)best_subject, "name",
                           best_name, "distance", (double)best_dist, "similarity",
                           (double)fv_similarity(best_dist, threshold), "votes", best_votes);
-    return json_pack("{s:o, s:o, s:I}", "candidates", cands, "match", match, "templates",
-                     (json_int_t)total);
+    return json_pack("{s:o, s:o, s:I, s:s}", "candidates", cands, "match", match, "templates",
+                     (json_int_t)total, "decision", "knn_vote");
 }
 
-/* Nearest templates examined per query: enough for k and top_k (both <=
- * 100) even when subjects have several templates each. */
-#define HEAD 256
+/* A subject and the distance from the probe to its fused template. */
+typedef struct fused_hit {
+    float d;
+    const subj *s;
+    const char *name;
+} fused_hit;
+
+static int fused_cmp(const void *a, const void *b) {
+    float x = ((const fused_hit *)a)->d, y = ((const fused_hit *)b)->d;
+    return x < y ? -1 : x > y;
+}
+
+/* Subjects the probe is compared with by fv_openset_decide: the nearest
+ * and the cohort that normalises its score. */
+#define OPENSET_SUBJECTS 21
+
+/* Decides one probe at fpir among f (n subjects, ascending distances to
+ * their fused templates) in a gallery of the given size.  NULL with err
+ * set when the model has no FPIR calibration or memory runs out. */
+static json_t *openset_one(const char *model, const fused_hit *f, size_t n, size_t gallery,
+                           size_t total, double fpir, int top_k, char *err, size_t errlen) {
+    float d[HEAD];
+    for (size_t i = 0; i < n; i++) d[i] = f[i].d;
+    fv_openset_decision dec = {0};
+    dec.threshold = NAN;
+    if (n > 0) {
+        if (gallery < n) gallery = n;
+        fv_status st = fv_openset_decide(model, d, n < OPENSET_SUBJECTS ? n : OPENSET_SUBJECTS,
+                                         gallery, fpir, &dec);
+        if (st != FV_OK) {
+            snprintf(err, errlen, "open-set decision for model %s: %s", model, fv_strerror(st));
+            return NULL;
+        }
+    }
+    /* A gallery too small for a cohort is decided on the distance alone
+     * (dec.score is then minus the distance): candidates below the first
+     * are scored the same way, so that the list stays comparable. */
+    int by_distance = n > 0 && dec.score != fv_openset_score(d, n, 0);
+    json_t *cands = json_array();
+    for (size_t j = 0; j < n && j < (size_t)top_k; j++) {
+        float sc = j == 0 ? dec.score : by_distance ? -d[j] : fv_openset_score(d, n, j);
+        json_array_append_new(cands,
+                              json_pack("{s:I, s:s, s:f, s:f, s:i}", "id", (json_int_t)f[j].s->id,
+                                        "name", f[j].name, "distance", (double)f[j].d, "score",
+                                        (double)sc, "templates", f[j].s->count));
+    }
+    json_t *match = json_null();
+    if (n > 0 && dec.match)
+        match = json_pack("{s:I, s:s, s:f, s:f, s:f, s:i}", "id", (json_int_t)f[0].s->id, "name",
+                          f[0].name, "distance", (double)f[0].d, "score", (double)dec.score,
+                          "estimated_fpir", dec.estimated_fpir, "templates", f[0].s->count);
+    json_t *thr = isfinite(dec.threshold) ? json_real(dec.threshold) : json_null();
+    return json_pack("{s:o, s:o, s:I, s:s, s:{s:f, s:o, s:I}}", "candidates", cands, "match", match,
+                     "templates", (json_int_t)total, "decision", "open_set", "operating_point",
+                     "fpir", fpir, "score_threshold", thr, "gallery_size", (json_int_t)gallery);
+}
+
+/* The subjects of the nearest templates in order (n of them), their fused
+ * templates' distances to q, ascending, into f; *nf: how many.  e->mu
+ * held. */
+static int fused_rank(fvs_index *ix, entry *e, const float *q, const ranked *order, size_t n,
+                      fused_hit *f, size_t *nf, char *err, size_t errlen) {
+    *nf = 0;
+    for (size_t i = 0; i < n; i++) {
+        int seen = 0;
+        for (size_t c = 0; c < *nf && !seen; c++) seen = f[c].s->id == order[i].subject;
+        if (seen) continue;
+        int found;
+        size_t at = subj_find(e, order[i].subject, &found);
+        if (!found) continue;
+        if (subj_refresh(ix, e, &e->sj[at], err, errlen)) return -1;
+        float d = fused_distance(&e->sj[at], q);
+        if (isfinite(d)) f[(*nf)++] = (fused_hit){d, &e->sj[at], order[i].name};
+    }
+    qsort(f, *nf, sizeof *f, fused_cmp);
+    return 0;
+}
 
 json_t *fvs_unreadable_warning(const int64_t *faces, size_t n, const char *why) {
     json_t *ids = json_array();
@@ -726,8 +978,8 @@ json_t *fvs_unreadable_warning(const int64_t *faces, size_t n, const char *why) 
 }
 
 int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
-                     float threshold, int top_k, int k, json_t **out, json_t **warning, char *err,
-                     size_t errlen) {
+                     float threshold, int top_k, int k, double fpir, json_t **out, json_t **warning,
+                     char *err, size_t errlen) {
     *warning = NULL;
     entry *e = get_entry(ix, coll->id, coll->model);
     if (!e) {
@@ -736,9 +988,11 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
     }
     fvsearch_hit *hits = malloc(HEAD * sizeof *hits);
     ranked *order = malloc(HEAD * sizeof *order);
-    if (!hits || !order) {
+    fused_hit *f = malloc(HEAD * sizeof *f);
+    if (!hits || !order || !f) {
         free(hits);
         free(order);
+        free(f);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -762,13 +1016,23 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
             if (!found) continue;
             order[n++] = (ranked){hits[i].distance, e->m[at].subject, e->m[at].name};
         }
-        if (!rc)
-            json_array_append_new(arr,
-                                  rank_one(order, n, fvsearch_count(e->s), threshold, top_k, k));
+        json_t *one = NULL;
+        size_t nf = 0;
+        if (!rc && fpir > 0) {
+            rc = fused_rank(ix, e, queries + q * FV_EMBED_DIM, order, n, f, &nf, err, errlen);
+            if (!rc)
+                one = openset_one(coll->model, f, nf, e->gallery, fvsearch_count(e->s), fpir, top_k,
+                                  err, errlen);
+            if (!rc && !one) rc = -1;
+        } else if (!rc) {
+            one = rank_one(order, n, fvsearch_count(e->s), threshold, top_k, k);
+        }
+        if (!rc) json_array_append_new(arr, one);
     }
     pthread_mutex_unlock(&e->mu);
     free(hits);
     free(order);
+    free(f);
     if (rc) {
         json_decref(arr);
         json_decref(*warning);

@@ -81,18 +81,31 @@ const char *fvs_index_backend_in_force(const fvs_index *ix, const char *coll_bac
 /* Searches nq queries (nq x FV_EMBED_DIM floats) among the templates of
  * collection coll->id made by coll->model, with coll->index_backend.  Out:
  * a JSON array with one object per query: {"candidates": [...], "match":
- * {...} or null, "templates": n}.  Candidates are subjects ranked by their
- * nearest template (id, name, distance, similarity, votes), at most top_k;
- * votes are counted among the k nearest templates within threshold, and
- * match is the subject with most votes (ties: the nearer), null when no
- * template lies within threshold.  *warning: NULL, or (when some of the
+ * {...} or null, "templates": n, "decision": d}.
+ *
+ * fpir 0: the k-NN vote (d "knn_vote").  Candidates are subjects ranked
+ * by their nearest template (id, name, distance, similarity, votes), at
+ * most top_k; votes are counted among the k nearest templates within
+ * threshold, and match is the subject with most votes (ties: the nearer),
+ * null when no template lies within threshold.
+ *
+ * fpir > 0: open set at that rate (d "open_set"; the model must have an
+ * FPIR calibration, fv_openset_decide).  The subjects of the nearest
+ * templates are ranked by the distance to their fused template
+ * (fv_fuse_templates); candidates (id, name, distance, score, templates),
+ * at most top_k; match (with score and estimated_fpir) is the nearest
+ * when its score passes the threshold for the gallery's size (subjects
+ * with a readable template), else null; "operating_point": {"fpir",
+ * "score_threshold", "gallery_size"}.
+ *
+ * *warning: NULL, or (when some of the
  * collection's templates do not open here: no key, another key, an
  * altered row) an "unreadable_templates" warning object naming them, the
  * caller's to free; the others are searched.  When none opens, -1 with
  * the reason (starting with FVS_TKEY_ERROR) in err.  Thread-safe. */
 int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
-                     float threshold, int top_k, int k, json_t **out, json_t **warning, char *err,
-                     size_t errlen);
+                     float threshold, int top_k, int k, double fpir, json_t **out, json_t **warning,
+                     char *err, size_t errlen);
 
 /* Most face ids a warning names (its count says how many in all). */
 #define FVS_UNREADABLE_IDS_MAX 100

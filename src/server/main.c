@@ -104,6 +104,10 @@ static void usage(FILE *f) {
             "  --default-fmr F     verify's default operating point: false-match rate F\n"
             "                      (1e-6..0.1) for models with a calibration, default 0.001;\n"
             "                      0: the model's fixed threshold [FACEVERIFY_DEFAULT_FMR]\n"
+            "  --default-fpir F    identify's default: open set at false-positive\n"
+            "                      identification rate F (0.001..0.1) for models with a\n"
+            "                      calibration, default 0.01; 0: the k-NN vote\n"
+            "                      [FACEVERIFY_DEFAULT_FPIR]\n"
             "environment only:\n"
             "  FACEVERIFY_TEMPLATE_KEY  base64 of 32 bytes: templates are stored encrypted\n"
             "                      (XChaCha20-Poly1305); needed to read encrypted ones\n"
@@ -186,6 +190,7 @@ typedef enum {
     OPT_REQUEST_TIMEOUT,
     OPT_MAX_CONN_PER_IP,
     OPT_DEFAULT_FMR,
+    OPT_DEFAULT_FPIR,
     OPT_FMR,
     OPT_FPIR,
     OPT_MIN_QUALITY,
@@ -222,6 +227,7 @@ static const struct {
     [OPT_REQUEST_TIMEOUT] = {"--request-timeout", "FACEVERIFY_REQUEST_TIMEOUT"},
     [OPT_MAX_CONN_PER_IP] = {"--max-connections-per-ip", "FACEVERIFY_MAX_CONNECTIONS_PER_IP"},
     [OPT_DEFAULT_FMR] = {"--default-fmr", "FACEVERIFY_DEFAULT_FMR"},
+    [OPT_DEFAULT_FPIR] = {"--default-fpir", "FACEVERIFY_DEFAULT_FPIR"},
     [OPT_FMR] = {"--fmr", NULL},
     [OPT_FPIR] = {"--fpir", NULL},
     [OPT_MIN_QUALITY] = {"--min-quality", "FACEVERIFY_MIN_QUALITY"},
@@ -805,6 +811,7 @@ static void config_defaults(invocation *inv) {
     cfg->max_conn_per_ip = 128;
     cfg->min_quality = FVS_MIN_QUALITY_DEFAULT;
     cfg->default_fmr = FV_DEFAULT_FMR;
+    cfg->default_fpir = FV_DEFAULT_FPIR;
     inv->audit_limit = 100;
     inv->min_quality = -1;
 }
@@ -900,6 +907,9 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     }
     if (val[OPT_DEFAULT_FMR] &&
         parse_real(val[OPT_DEFAULT_FMR], FV_FMR_MIN, FV_FMR_MAX, 1, &cfg->default_fmr))
+        goto bad;
+    if (val[OPT_DEFAULT_FPIR] &&
+        parse_real(val[OPT_DEFAULT_FPIR], FV_FPIR_MIN, FV_FPIR_MAX, 1, &cfg->default_fpir))
         goto bad;
     if (val[OPT_FMR] && parse_real(val[OPT_FMR], FV_FMR_MIN, FV_FMR_MAX, 0, &inv->fmr)) goto bad;
     if (val[OPT_FPIR] && parse_real(val[OPT_FPIR], FVS_FPIR_MIN, FVS_FPIR_MAX, 0, &inv->fpir))

@@ -11,7 +11,10 @@
  * of the subject and decides on the best match (smallest distance), which
  * is robust to one poor enrollment photo and matches what /identify ranks
  * by.  /identify detects every face in the probe and answers one result
- * per face; its match is a k-nearest-neighbour vote (index.c).
+ * per face; its match is open set at a false-positive identification rate
+ * (fused subject templates and a normalised score, index.c) where the
+ * model has a calibration and the request gives no threshold or k, else a
+ * k-nearest-neighbour vote (index.c).
  *
  * Operating points: the verify endpoints decide at a false-match rate
  * (fv_fmr_threshold) where the collection's model has a calibration, so
@@ -650,13 +653,66 @@ static json_t *add_warning(json_t *o, json_t *warning) {
     return o;
 }
 
-static int search_params(fvs_req *r, float *t, int *top_k, int *k, fvs_resp *out) {
-    *top_k = 5;
-    *k = 3;
-    if (get_threshold(r, t, out) || get_int(r, "top_k", 1, FVS_TOP_K_MAX, top_k, out) ||
-        get_int(r, "k", 1, FVS_K_MAX, k, out))
+/* How one identify request decides: the k-NN vote at threshold t (fpir
+ * 0), or open set at false-positive identification rate fpir. */
+typedef struct id_mode {
+    float t;
+    int top_k, k;
+    double fpir;
+} id_mode;
+
+/* Whether the collection's model has an FPIR calibration (the plain
+ * ResNet has; trained models do not). */
+static int openset_calibrated(const fvs_req *r) {
+    float d = 0.5f;
+    fv_openset_decision dec;
+    return fv_openset_decide(r->coll.model, &d, 1, 1, FV_DEFAULT_FPIR, &dec) != FV_E_UNSUPPORTED;
+}
+
+/* Today's parameters ("threshold", "k") keep the k-NN vote; otherwise a
+ * calibrated model decides open set at the request's "fpir", else the
+ * collection's, else the server's --default-fpir (0 there: the vote).  An
+ * "fpir" next to threshold or k, or for a model without a calibration,
+ * is a 400: deciding otherwise than asked would be a silent lie. */
+static int search_params(fvs_req *r, id_mode *m, fvs_resp *out) {
+    char buf[64];
+    int knn =
+        fvs_req_text(r, "threshold", buf, sizeof buf) || fvs_req_text(r, "k", buf, sizeof buf);
+    double f = -1;
+    m->top_k = 5;
+    m->k = 3;
+    m->fpir = 0;
+    if (get_threshold(r, &m->t, out) || get_int(r, "top_k", 1, FVS_TOP_K_MAX, &m->top_k, out) ||
+        get_int(r, "k", 1, FVS_K_MAX, &m->k, out) ||
+        fvs_req_number(r, "fpir", FVS_FPIR_MIN, FVS_FPIR_MAX, &f, out))
         return -1;
+    if (f > 0 && knn) {
+        fvs_error(out, 400, "validation_error",
+                  "fpir, threshold, k: give a false-positive identification rate or the k-NN "
+                  "vote's threshold and k, not both");
+        return -1;
+    }
+    int calibrated = openset_calibrated(r);
+    if (f > 0 && !calibrated) {
+        fvs_error(out, 400, "validation_error",
+                  "fpir: no false-positive-identification-rate calibration for model %s; give a "
+                  "threshold or k",
+                  r->coll.model);
+        return -1;
+    }
+    if (knn || !calibrated) return 0;
+    m->fpir = f > 0 ? f : r->coll.fpir > 0 ? r->coll.fpir : r->srv->cfg.default_fpir;
     return 0;
+}
+
+/* The request-level fields of an identify answer after its results:
+ * the decision, and the k-NN vote's parameters or the open set's rate. */
+static json_t *mode_json(const id_mode *m, const char *model) {
+    if (m->fpir > 0)
+        return json_pack("{s:s, s:f, s:i, s:s}", "decision", "open_set", "fpir", m->fpir, "top_k",
+                         m->top_k, "model", model);
+    return json_pack("{s:s, s:f, s:i, s:i, s:s}", "decision", "knn_vote", "threshold", (double)m->t,
+                     "k", m->k, "top_k", m->top_k, "model", model);
 }
 
 /* Embeds n chips with the collection's model into out (n x FV_EMBED_DIM:
@@ -679,9 +735,8 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     const fv_model *m = NULL;
     if (coll_model(r, &m, out)) return;
-    float t;
-    int top_k, k;
-    if (search_params(r, &t, &top_k, &k, out)) return;
+    id_mode md;
+    if (search_params(r, &md, out)) return;
     double t0 = now_ms(), dec = 0;
     fv_image *img = NULL;
     uint64_t held = 0;
@@ -734,8 +789,8 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     }
     json_t *results = NULL, *warning = NULL;
     double t3 = now_ms();
-    int rc = fvs_index_search(r->srv->index, &r->coll, emb, n, t, top_k, k, &results, &warning, err,
-                              sizeof err);
+    int rc = fvs_index_search(r->srv->index, &r->coll, emb, n, md.t, md.top_k, md.k, md.fpir,
+                              &results, &warning, err, sizeof err);
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
@@ -751,19 +806,20 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         json_decref(fj);
     }
     json_decref(extras);
-    fvs_reply(out, 200,
-              add_warning(json_pack("{s:o, s:I, s:f, s:i, s:i, s:s, s:{s:f, s:f, s:f, s:f, s:f}}",
-                                    "faces", results, "count", (json_int_t)n, "threshold",
-                                    (double)t, "k", k, "top_k", top_k, "model", r->coll.model,
-                                    "timings_ms", "decode", dec, "detect", det, "embed", emb_ms,
-                                    "search", search_ms, "total", now_ms() - t0),
-                          warning));
+    json_t *o = mode_json(&md, r->coll.model);
+    if (o)
+        json_object_update_new(o, json_pack("{s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
+                                            results, "count", (json_int_t)n, "timings_ms", "decode",
+                                            dec, "detect", det, "embed", emb_ms, "search",
+                                            search_ms, "total", now_ms() - t0));
+    else
+        json_decref(results);
+    fvs_reply(out, 200, add_warning(o, warning));
 }
 
 static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
-    float t;
-    int top_k, k;
-    if (search_params(r, &t, &top_k, &k, out)) return;
+    id_mode md;
+    if (search_params(r, &md, out)) return;
     if (!r->json) {
         fvs_error(out, 400, "validation_error", "expected a JSON body");
         return;
@@ -791,17 +847,19 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     }
     json_t *results = NULL, *warning = NULL;
     char err[256];
-    int rc = fvs_index_search(r->srv->index, &r->coll, q, n, t, top_k, k, &results, &warning, err,
-                              sizeof err);
+    int rc = fvs_index_search(r->srv->index, &r->coll, q, n, md.t, md.top_k, md.k, md.fpir,
+                              &results, &warning, err, sizeof err);
     free(q);
     if (rc) {
         db_error(out, err);
         return;
     }
-    fvs_reply(out, 200,
-              add_warning(json_pack("{s:o, s:f, s:i, s:i, s:s}", "results", results, "threshold",
-                                    (double)t, "k", k, "top_k", top_k, "model", r->coll.model),
-                          warning));
+    json_t *o = mode_json(&md, r->coll.model);
+    if (o)
+        json_object_set_new(o, "results", results);
+    else
+        json_decref(results);
+    fvs_reply(out, 200, add_warning(o, warning));
 }
 
 /* Subject metadata is the caller's small JSON object, stored and echoed
@@ -1106,8 +1164,8 @@ static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, d
         return 0;
     json_t *res = NULL, *warning = NULL;
     char err[256];
-    if (fvs_index_search(r->srv->index, &r->coll, emb, 1, t, DUP_CANDIDATES + 1, 1, &res, &warning,
-                         err, sizeof err)) {
+    if (fvs_index_search(r->srv->index, &r->coll, emb, 1, t, DUP_CANDIDATES + 1, 1, 0, &res,
+                         &warning, err, sizeof err)) {
         /* No template opens here (no or another template key): nothing to
          * compare with; storing it is the insert's to allow or refuse. */
         if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) return 0;

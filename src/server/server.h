@@ -40,6 +40,8 @@ typedef struct fvs_config {
     double min_quality;      /* FACEVERIFY_MIN_QUALITY: enrolment gate of collections without one */
     double default_fmr;      /* FACEVERIFY_DEFAULT_FMR, --default-fmr: verify's operating
                                 point where a calibration exists; 0: the fixed threshold */
+    double default_fpir;     /* FACEVERIFY_DEFAULT_FPIR, --default-fpir: identify's open-set
+                                rate where a calibration exists; 0: the k-NN vote */
 } fvs_config;
 
 /* The default enrolment quality gate (--min-quality): clean LFW faces and

@@ -327,7 +327,7 @@ def test_enroll_and_identify_group(demo, browser):
               for li in browser.find_elements(By.CSS_SELECTOR, "#faces > li")]
     assert sorted(labels) == ["Bradley Cooper", "Unknown"], labels
     cands = text_of(browser, "#faces")
-    assert "Kate Siegel: similarity" in cands and "Bradley Cooper: similarity" in cands
+    assert "Kate Siegel: score" in cands and "Bradley Cooper: score" in cands  # open set
     assert "2 faces" in text_of(browser, "#identify-timings")
     shot(browser, "identify-group")
     # Delete a person (confirm dialog) and the list follows.

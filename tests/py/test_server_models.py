@@ -191,6 +191,12 @@ def test_enrol_identify_and_switch_models(env, models, lfw):
         top = res["faces"][0]
         assert top["match"] and top["match"]["id"] == ids[person], (person, top)
         assert top["templates"] == 2 * len(ENROL)
+        # no FPIR calibration for a trained model: the k-NN vote
+        assert res["decision"] == "knn_vote" and top["decision"] == "knn_vote"
+    r = s.request("POST", "/api/v1/identify", env.key["tuned"],
+                  files=image(photo(lfw, ENROL[0], 4)), data={"fpir": "0.01"})
+    err = check(r, "POST", "/api/v1/identify", 400)["error"]
+    assert err["code"] == "validation_error" and models.adapter_id in err["message"], err
     r = s.request("POST", f"/api/v1/subjects/{ids['Andre_Agassi']}/verify", env.key["tuned"],
                   files=image(photo(lfw, "Andre_Agassi", 3)))
     v = check(r, "POST", "/api/v1/subjects/1/verify", 200)

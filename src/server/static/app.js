@@ -435,7 +435,10 @@
       cands.className = 'cands';
       for (const c of f.candidates) {
         const item = document.createElement('li');
-        item.textContent = `${c.name}: similarity ${Math.round(c.similarity * 100)}% (distance ${fmt(c.distance)})`;
+        // open set ranks by score; the k-NN vote (trained models) by similarity
+        item.textContent = c.score !== undefined
+          ? `${c.name}: score ${fmt(c.score)} (distance ${fmt(c.distance)})`
+          : `${c.name}: similarity ${Math.round(c.similarity * 100)}% (distance ${fmt(c.distance)})`;
         cands.append(item);
       }
       if (!f.candidates.length) {

@@ -39,15 +39,7 @@
 
 typedef cli_pair pair_t;
 
-typedef struct {
-    char *path;
-    fv_status st;          /* the detector's outcome */
-    fv_status fallback_st; /* when st is FV_E_NO_FACE: the centre crop's */
-    int cached;            /* --embeddings-from supplied emb */
-    float emb[FV_EMBED_DIM];
-    float fallback[FV_EMBED_DIM];
-    fv_quality quality; /* of the detector's face (st FV_OK, not cached) */
-} image_t;
+typedef cli_image image_t;
 
 typedef cli_pair_list pair_list;
 
@@ -154,10 +146,9 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Index of path in the sorted name table. */
-static int find_image(char **sorted, size_t n, const char *path) {
-    char **hit = bsearch(&path, sorted, n, sizeof *sorted, cmp_str);
-    return hit ? (int)(hit - sorted) : -1;
+int cli_images_find(const cli_image_set *s, const char *path) {
+    char **hit = s->nimg ? bsearch(&path, s->names, s->nimg, sizeof *s->names, cmp_str) : NULL;
+    return hit ? (int)(hit - s->names) : -1;
 }
 
 static void progress(size_t done, size_t total) {
@@ -175,23 +166,24 @@ static json_t *summary_json(const fv_dist_summary *s) {
                      s->max);
 }
 
-/* One evaluation: the pairs, the distinct images with their embeddings,
- * the engine that made them. */
+/* One evaluation: the pairs and their distinct images (whose path
+ * strings belong to pl). */
 typedef struct {
     pair_list pl;
-    char **names; /* sorted distinct paths; the strings belong to pl */
-    image_t *imgs;
-    size_t nimg;
-    fv_engine *eng;
-    fv_model *model; /* --model: a trained model instead of the ResNet */
-    double elapsed_ms;
-    long cached; /* images taken from --embeddings-from */
+    cli_image_set s;
 } eval_t;
 
-/* Wall time per image actually computed (not taken from a file). */
-static double ms_per_image(const eval_t *e) {
-    size_t n = e->nimg - (size_t)e->cached;
-    return n ? e->elapsed_ms / (double)n : 0.0;
+double cli_images_ms_per_image(const cli_image_set *s) {
+    size_t n = s->nimg - (size_t)s->cached;
+    return n ? s->elapsed_ms / (double)n : 0.0;
+}
+
+void cli_images_free(cli_image_set *s) {
+    free(s->names);
+    free(s->imgs);
+    fv_model_destroy(s->model);
+    fv_engine_destroy(s->eng);
+    memset(s, 0, sizeof *s);
 }
 
 static void eval_free(eval_t *e) {
@@ -200,10 +192,13 @@ static void eval_free(eval_t *e) {
         free(e->pl.v[i].b);
     }
     free(e->pl.v);
-    free(e->names);
-    free(e->imgs);
-    fv_model_destroy(e->model);
-    fv_engine_destroy(e->eng);
+    cli_images_free(&e->s);
+}
+
+float cli_pair_quality(const cli_image *a, const cli_image *b) {
+    float qa = a->st == FV_OK && !a->cached ? a->quality.score : 1.0f;
+    float qb = b->st == FV_OK && !b->cached ? b->quality.score : 1.0f;
+    return 0.5f * (qa + qb);
 }
 
 /* The fallback for an image without a detected face: its centre crop
@@ -232,7 +227,7 @@ static fv_status embed_fallback(const cli_opts *o, const fv_engine *eng, const f
 }
 
 /* Embeds image i of e (and its fallback when asked). */
-static void embed_one(const cli_opts *o, eval_t *e, size_t i, int fallback) {
+static void embed_one(const cli_opts *o, cli_image_set *e, size_t i, int fallback) {
     char path[4096];
     fv_image *img = NULL;
     fv_face_result r;
@@ -259,7 +254,7 @@ static void embed_one(const cli_opts *o, eval_t *e, size_t i, int fallback) {
  * is shared (its models are immutable, its pool serialises). */
 typedef struct {
     const cli_opts *o;
-    eval_t *e;
+    cli_image_set *e;
     int fallback;
     pthread_mutex_t mu;
     size_t next, done;
@@ -287,7 +282,7 @@ static void *embed_worker(void *arg) {
  * in this evaluation, or without a detector embedding, are ignored.
  * Returns the number of images taken, or -1 when the file is unreadable or
  * malformed. */
-static long load_embeddings(const char *file, eval_t *e) {
+static long load_embeddings(const char *file, cli_image_set *e) {
     FILE *f = fopen(file, "r");
     if (!f) {
         fprintf(stderr, "faceverify: cannot open %s\n", file);
@@ -306,7 +301,7 @@ static long load_embeddings(const char *file, eval_t *e) {
             fclose(f);
             return -1;
         }
-        int i = find_image(e->names, e->nimg, path);
+        int i = cli_images_find(e, path);
         if (i < 0 || strcmp(source, "detector")) continue;
         float v[FV_EMBED_DIM];
         int k = 0;
@@ -330,29 +325,15 @@ static long load_embeddings(const char *file, eval_t *e) {
     return taken;
 }
 
-/* Reads the pairs file, loads the engine, embeds every distinct image once
- * (and the fallback for images without a face when fallback is set).
- * Returns an exit code; e is filled (and must be freed) either way. */
-static int eval_prepare(cli_opts *o, const char *pairs, int fallback, eval_t *e) {
+int cli_images_embed(cli_opts *o, char **names, size_t n, int fallback, cli_image_set *e) {
     memset(e, 0, sizeof *e);
-    if (cli_read_pairs(pairs, &e->pl)) return CLI_EXIT_INPUT;
-    pair_list *pl = &e->pl;
-    e->names = malloc(2 * pl->n * sizeof *e->names);
-    if (!e->names) goto oom;
-    for (size_t i = 0; i < pl->n; i++) {
-        e->names[2 * i] = pl->v[i].a;
-        e->names[2 * i + 1] = pl->v[i].b;
-    }
-    qsort(e->names, 2 * pl->n, sizeof *e->names, cmp_str);
-    for (size_t i = 0; i < 2 * pl->n; i++)
+    e->names = names;
+    qsort(e->names, n, sizeof *e->names, cmp_str);
+    for (size_t i = 0; i < n; i++)
         if (e->nimg == 0 || strcmp(e->names[e->nimg - 1], e->names[i]))
             e->names[e->nimg++] = e->names[i];
-    e->imgs = calloc(e->nimg, sizeof *e->imgs);
+    e->imgs = calloc(e->nimg ? e->nimg : 1, sizeof *e->imgs);
     if (!e->imgs) goto oom;
-    for (size_t i = 0; i < pl->n; i++) {
-        pl->v[i].ia = find_image(e->names, e->nimg, pl->v[i].a);
-        pl->v[i].ib = find_image(e->names, e->nimg, pl->v[i].b);
-    }
     for (size_t i = 0; i < e->nimg; i++) e->imgs[i].path = e->names[i];
     if (o->embeddings_from) {
         e->cached = load_embeddings(o->embeddings_from, e);
@@ -378,9 +359,30 @@ oom:
     return CLI_EXIT_FAILURE;
 }
 
-/* The embedding an image is scored with: the detector's, else (when
- * use_fallback) the centre crop's, else NULL. */
-static const float *image_embedding(const image_t *im, int use_fallback) {
+/* Reads the pairs file, then embeds its distinct images (cli_images_embed).
+ * Returns an exit code; e is filled (and must be freed) either way. */
+static int eval_prepare(cli_opts *o, const char *pairs, int fallback, eval_t *e) {
+    memset(e, 0, sizeof *e);
+    if (cli_read_pairs(pairs, &e->pl)) return CLI_EXIT_INPUT;
+    pair_list *pl = &e->pl;
+    char **names = malloc(2 * pl->n * sizeof *names);
+    if (!names) {
+        fprintf(stderr, "faceverify: out of memory\n");
+        return CLI_EXIT_FAILURE;
+    }
+    for (size_t i = 0; i < pl->n; i++) {
+        names[2 * i] = pl->v[i].a;
+        names[2 * i + 1] = pl->v[i].b;
+    }
+    int code = cli_images_embed(o, names, 2 * pl->n, fallback, &e->s);
+    for (size_t i = 0; i < pl->n && e->s.imgs; i++) {
+        pl->v[i].ia = cli_images_find(&e->s, pl->v[i].a);
+        pl->v[i].ib = cli_images_find(&e->s, pl->v[i].b);
+    }
+    return code;
+}
+
+const float *cli_image_embedding(const cli_image *im, int use_fallback) {
     if (im->st == FV_OK) return im->emb;
     if (use_fallback && im->fallback_st == FV_OK) return im->fallback;
     return NULL;
@@ -392,8 +394,8 @@ static size_t score_pairs(const eval_t *e, int use_fallback, fv_pair_score *s) {
     size_t failed = 0;
     for (size_t i = 0; i < e->pl.n; i++) {
         const pair_t *p = &e->pl.v[i];
-        const float *a = image_embedding(&e->imgs[p->ia], use_fallback);
-        const float *b = image_embedding(&e->imgs[p->ib], use_fallback);
+        const float *a = cli_image_embedding(&e->s.imgs[p->ia], use_fallback);
+        const float *b = cli_image_embedding(&e->s.imgs[p->ib], use_fallback);
         s[i].same = p->same;
         s[i].fold = p->fold;
         s[i].failed = !a || !b;
@@ -421,7 +423,7 @@ static int dump_pairs(const char *file, const eval_t *e, const fv_pair_score *s,
     fputs("fold,same,distance,failed,fallback,path_a,path_b\n", f);
     for (size_t i = 0; i < e->pl.n; i++) {
         const pair_t *p = &e->pl.v[i];
-        int fb = use_fallback && (e->imgs[p->ia].st != FV_OK || e->imgs[p->ib].st != FV_OK);
+        int fb = use_fallback && (e->s.imgs[p->ia].st != FV_OK || e->s.imgs[p->ib].st != FV_OK);
         if (s[i].failed)
             fprintf(f, "%d,%d,,1,%d,%s,%s\n", p->fold, p->same, fb, p->a, p->b);
         else
@@ -431,7 +433,7 @@ static int dump_pairs(const char *file, const eval_t *e, const fv_pair_score *s,
 }
 
 /* --dump-embeddings: path,status,source,e0..e127 per distinct image. */
-static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) {
+int cli_images_dump_embeddings(const char *file, const cli_image_set *e, int use_fallback) {
     FILE *f = fopen(file, "w");
     if (!f) {
         fprintf(stderr, "faceverify: cannot write %s\n", file);
@@ -439,7 +441,7 @@ static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) 
     }
     for (size_t i = 0; i < e->nimg; i++) {
         const image_t *im = &e->imgs[i];
-        const float *v = image_embedding(im, use_fallback);
+        const float *v = cli_image_embedding(im, use_fallback);
         fprintf(f, "%s,%s,%s", im->path, fv_status_name(im->st),
                 !v             ? "none"
                 : v == im->emb ? "detector"
@@ -453,7 +455,7 @@ static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) 
 /* --dump-quality: path,status,score,size_px,sharpness,brightness,
  * contrast,yaw,pitch,detector_score,reasons (bits) per distinct image
  * whose face the detector found here (not cached). */
-static int dump_quality(const char *file, const eval_t *e) {
+int cli_images_dump_quality(const char *file, const cli_image_set *e) {
     FILE *f = fopen(file, "w");
     if (!f) {
         fprintf(stderr, "faceverify: cannot write %s\n", file);
@@ -537,14 +539,14 @@ int cli_eval_pairs(cli_opts *o) {
     }
     score_pairs(&e, 0, scores);
     if ((o->dump && dump_pairs(o->dump, &e, scores, 0)) ||
-        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 0)) ||
-        (o->dump_quality && dump_quality(o->dump_quality, &e))) {
+        (o->dump_embeddings && cli_images_dump_embeddings(o->dump_embeddings, &e.s, 0)) ||
+        (o->dump_quality && cli_images_dump_quality(o->dump_quality, &e.s))) {
         code = CLI_EXIT_FAILURE;
         goto done;
     }
     for (size_t i = 0; i < pl->n; i++) {
         const pair_t *p = &pl->v[i];
-        const image_t *ia = &e.imgs[p->ia], *ib = &e.imgs[p->ib];
+        const image_t *ia = &e.s.imgs[p->ia], *ib = &e.s.imgs[p->ib];
         if (!scores[i].failed) continue;
         const image_t *bad = ia->st != FV_OK ? ia : ib;
         json_array_append_new(skipped, json_pack("{s:s,s:s,s:b,s:s,s:s}", "path_a", p->a, "path_b",
@@ -563,8 +565,8 @@ int cli_eval_pairs(cli_opts *o) {
         neg += scores[i].same == 0;
     }
     float thr = o->verify.threshold > 0 ? o->verify.threshold
-                : e.model               ? fv_model_threshold(e.model)
-                                        : fv_engine_threshold(e.eng);
+                : e.s.model             ? fv_model_threshold(e.s.model)
+                                        : fv_engine_threshold(e.s.eng);
     double acc = cli_metric_accuracy(scores, nscored, thr);
     double best_t = 0, best_acc = 0;
     cli_metric_best_threshold(scores, nscored, &best_t, &best_acc);
@@ -579,9 +581,10 @@ int cli_eval_pairs(cli_opts *o) {
             "accuracy", acc, "best_threshold", best_t, "best_accuracy", best_acc, "roc_auc",
             g.auc == g.auc ? json_real(g.auc) : json_null(), "tar_at_far", g.tar, "distances",
             "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
-            e.model ? fv_model_id(e.model) : FV_MODEL_ID, "detector",
+            e.s.model ? fv_model_id(e.s.model) : FV_MODEL_ID, "detector",
             fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "images",
-            (json_int_t)e.nimg, "ms_per_image", ms_per_image(&e), "skipped", skipped));
+            (json_int_t)e.s.nimg, "ms_per_image", cli_images_ms_per_image(&e.s), "skipped",
+            skipped));
     } else {
         json_decref(g.tar);
         printf("pairs evaluated   %zu of %zu (%zu same, %zu different), %zu skipped\n", nscored,
@@ -654,8 +657,8 @@ int cli_eval_lfw(cli_opts *o) {
     size_t failed_fb = score_pairs(&e, 1, fb);
     size_t failed_er = score_pairs(&e, 0, er);
     if ((o->dump && dump_pairs(o->dump, &e, fb, 1)) ||
-        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 1)) ||
-        (o->dump_quality && dump_quality(o->dump_quality, &e)))
+        (o->dump_embeddings && cli_images_dump_embeddings(o->dump_embeddings, &e.s, 1)) ||
+        (o->dump_quality && cli_images_dump_quality(o->dump_quality, &e.s)))
         goto done;
 
     double mean_fb, mean_er;
@@ -669,8 +672,8 @@ int cli_eval_lfw(cli_opts *o) {
     /* failures, by image */
     json_t *list = json_array();
     size_t bad_images = 0, bad_fallback = 0;
-    for (size_t i = 0; i < e.nimg; i++) {
-        const image_t *im = &e.imgs[i];
+    for (size_t i = 0; i < e.s.nimg; i++) {
+        const image_t *im = &e.s.imgs[i];
         if (im->st == FV_OK) continue;
         bad_images++;
         int fb_ok = im->st == FV_E_NO_FACE && im->fallback_st == FV_OK;
@@ -704,11 +707,12 @@ int cli_eval_lfw(cli_opts *o) {
         (json_int_t)bad_fallback, "pairs", (json_int_t)failed_er, "pairs_unscored_after_fallback",
         (json_int_t)failed_fb, "policy", policy, "list", list, "failures_as_errors", as_errors,
         "distances", "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
-        e.model ? fv_model_id(e.model) : FV_MODEL_ID, "detector",
+        e.s.model ? fv_model_id(e.s.model) : FV_MODEL_ID, "detector",
         fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "threads",
-        fv_engine_threads(e.eng), "images", (json_int_t)e.nimg, "ms_per_image", ms_per_image(&e));
+        fv_engine_threads(e.s.eng), "images", (json_int_t)e.s.nimg, "ms_per_image",
+        cli_images_ms_per_image(&e.s));
     if (rest && o->embeddings_from)
-        json_object_set_new(rest, "images_from_file", json_integer((json_int_t)e.cached));
+        json_object_set_new(rest, "images_from_file", json_integer((json_int_t)e.s.cached));
     as_errors = NULL; /* json_pack's "o" took it */
     if (!rest || json_object_update(out, rest)) {
         json_decref(rest);
@@ -720,7 +724,7 @@ int cli_eval_lfw(cli_opts *o) {
     } else {
         json_t *fe = json_object_get(out, "failures_as_errors");
         printf("LFW View 2        %zu pairs in %d folds, %zu images (flip %s, detector %s)\n",
-               pl->n, pl->folds, e.nimg, flip_name(o->cfg.flip),
+               pl->n, pl->folds, e.s.nimg, flip_name(o->cfg.flip),
                fv_detector_name(o->verify.detect.detector));
         printf("mean accuracy     %.4f +- %.4f (std over folds)\n", mean_fb,
                json_real_value(json_object_get(out, "std_accuracy")));

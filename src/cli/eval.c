@@ -520,6 +520,94 @@ static void print_tars(const global_metrics *g) {
     }
 }
 
+/* The false-match rates eval-pairs reports operating points at; the
+ * last two only where there are 10/fmr different pairs to measure them. */
+static const double OP_FMRS[] = {1e-2, 1e-3, 1e-4, 1e-5, 1e-6};
+#define NOP_FMRS (sizeof OP_FMRS / sizeof *OP_FMRS)
+#define OP_ALWAYS 3
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One operating point over the scored pairs of e: each pair decided at
+ * the library's threshold for fmr at its pair quality (cli_pair_quality),
+ * as verify --fmr decides it.  thr is scratch for e->pl.n doubles.
+ * Returns NULL with *why set when the model has no calibration. */
+static json_t *operating_point(const char *id, double fmr, const eval_t *e, const fv_pair_score *s,
+                               double *thr, const char **why) {
+    size_t n = 0, same = 0, diff = 0, fm = 0, fnm = 0;
+    for (size_t i = 0; i < e->pl.n; i++) {
+        if (s[i].failed) continue;
+        const pair_t *p = &e->pl.v[i];
+        float t = 0, q = cli_pair_quality(&e->s.imgs[p->ia], &e->s.imgs[p->ib]);
+        fv_status st = fv_fmr_threshold(id, fmr, q, &t);
+        if (st != FV_OK) {
+            *why = st == FV_E_UNSUPPORTED ? "no FMR calibration for this model" : fv_strerror(st);
+            return NULL;
+        }
+        thr[n++] = t;
+        int match = s[i].distance <= t;
+        same += s[i].same != 0;
+        diff += s[i].same == 0;
+        fm += !s[i].same && match;
+        fnm += s[i].same && !match;
+    }
+    if (n == 0) return NULL;
+    qsort(thr, n, sizeof *thr, cmp_double);
+    return json_pack("{s:f,s:f,s:f,s:f,s:o,s:I,s:I,s:o,s:I,s:I}", "fmr", fmr, "threshold",
+                     thr[n / 2], "threshold_min", thr[0], "threshold_max", thr[n - 1],
+                     "fmr_measured", diff ? json_real((double)fm / (double)diff) : json_null(),
+                     "false_matches", (json_int_t)fm, "different_pairs", (json_int_t)diff, "fnmr",
+                     same ? json_real((double)fnm / (double)same) : json_null(),
+                     "false_non_matches", (json_int_t)fnm, "same_pairs", (json_int_t)same);
+}
+
+/* operating_points: the calibrated thresholds of OP_FMRS measured on these
+ * pairs.  Empty, with *why, for a model without calibration (--model, or
+ * --flip's embedding space). */
+static json_t *operating_points(const cli_opts *o, const eval_t *e, const fv_pair_score *s,
+                                size_t ndiff, const char **why) {
+    char id[160];
+    cli_model_id(o, e->s.model, id, sizeof id);
+    json_t *ops = json_array();
+    double *thr = malloc((e->pl.n ? e->pl.n : 1) * sizeof *thr);
+    *why = thr ? NULL : "out of memory";
+    for (size_t k = 0; thr && k < NOP_FMRS && !*why; k++) {
+        if (k >= OP_ALWAYS && (double)ndiff < 10.0 / OP_FMRS[k]) break;
+        json_t *op = operating_point(id, OP_FMRS[k], e, s, thr, why);
+        if (op) json_array_append_new(ops, op);
+    }
+    free(thr);
+    if (*why) json_array_clear(ops);
+    return ops;
+}
+
+/* The human table: one line per operating point, counts in brackets. */
+static void print_operating_points(const json_t *ops, const char *why) {
+    if (why) {
+        printf("operating points  none (%s)\n", why);
+        return;
+    }
+    printf("operating points  calibrated threshold at each pair's quality (median shown)\n");
+    printf("  FMR     threshold  measured FMR          FNMR\n");
+    for (size_t i = 0; i < json_array_size(ops); i++) {
+        const json_t *op = json_array_get(ops, i);
+        json_int_t fm = json_integer_value(json_object_get(op, "false_matches"));
+        json_int_t nd = json_integer_value(json_object_get(op, "different_pairs"));
+        json_int_t fnm = json_integer_value(json_object_get(op, "false_non_matches"));
+        json_int_t ns = json_integer_value(json_object_get(op, "same_pairs"));
+        char mf[64];
+        snprintf(mf, sizeof mf, "%.4f (%lld/%lld)", nd ? (double)fm / (double)nd : 0.0,
+                 (long long)fm, (long long)nd);
+        printf("  %-7.0e %-10.4f %-21s %.4f (%lld/%lld)\n",
+               json_real_value(json_object_get(op, "fmr")),
+               json_real_value(json_object_get(op, "threshold")), mf,
+               ns ? (double)fnm / (double)ns : 0.0, (long long)fnm, (long long)ns);
+    }
+}
+
 int cli_eval_pairs(cli_opts *o) {
     if (!o->pairs || !o->root) {
         fprintf(stderr, "faceverify eval-pairs: needs --pairs FILE and --root DIR\n");
@@ -527,7 +615,7 @@ int cli_eval_pairs(cli_opts *o) {
     }
     eval_t e;
     fv_pair_score *scores = NULL;
-    json_t *skipped = json_array();
+    json_t *skipped = json_array(), *ops = NULL;
     int code = eval_prepare(o, o->pairs, 0, &e);
     if (code != CLI_EXIT_OK) goto done;
     const pair_list *pl = &e.pl;
@@ -553,6 +641,10 @@ int cli_eval_pairs(cli_opts *o) {
                                                  p->b, "same", p->same, "image", bad->path,
                                                  "reason", fv_status_name(bad->st)));
     }
+    size_t ndiff = 0;
+    for (size_t i = 0; i < pl->n; i++) ndiff += !scores[i].failed && !scores[i].same;
+    const char *op_why = NULL;
+    ops = operating_points(o, &e, scores, ndiff, &op_why);
     size_t nscored = compact_scored(scores, pl->n);
     if (nscored == 0) {
         fprintf(stderr, "faceverify: no pair could be evaluated (%zu skipped)\n", pl->n);
@@ -575,7 +667,8 @@ int cli_eval_pairs(cli_opts *o) {
     size_t nskipped = json_array_size(skipped);
     if (o->json) {
         cli_print_json(json_pack(
-            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:f,s:O}",
+            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:f,s:O,s:O,s:s*"
+            "}",
             "pairs", (json_int_t)nscored, "pairs_total", (json_int_t)pl->n, "same_pairs",
             (json_int_t)pos, "different_pairs", (json_int_t)neg, "threshold", (double)thr,
             "accuracy", acc, "best_threshold", best_t, "best_accuracy", best_acc, "roc_auc",
@@ -583,8 +676,8 @@ int cli_eval_pairs(cli_opts *o) {
             "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
             e.s.model ? fv_model_id(e.s.model) : FV_MODEL_ID, "detector",
             fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "images",
-            (json_int_t)e.s.nimg, "ms_per_image", cli_images_ms_per_image(&e.s), "skipped",
-            skipped));
+            (json_int_t)e.s.nimg, "ms_per_image", cli_images_ms_per_image(&e.s), "skipped", skipped,
+            "operating_points", ops, "operating_points_reason", op_why));
     } else {
         json_decref(g.tar);
         printf("pairs evaluated   %zu of %zu (%zu same, %zu different), %zu skipped\n", nscored,
@@ -593,6 +686,7 @@ int cli_eval_pairs(cli_opts *o) {
         printf("best accuracy     %.4f at threshold %.4f\n", best_acc, best_t);
         printf("ROC AUC           %.4f\n", g.auc);
         print_tars(&g);
+        print_operating_points(ops, op_why);
         printf("same distances    median %.4f  [%.4f .. %.4f]\n", g.same.median, g.same.min,
                g.same.max);
         printf("diff distances    median %.4f  [%.4f .. %.4f]\n", g.diff.median, g.diff.min,
@@ -610,6 +704,7 @@ done:
     eval_free(&e);
     free(scores);
     json_decref(skipped);
+    json_decref(ops);
     return code;
 }
 

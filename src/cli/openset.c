@@ -124,10 +124,10 @@ static int list_person(const char *root, const char *name, person_t *p) {
 
 /* Every folder of root with at least one image, sorted by name (so the
  * draw does not depend on the file system's order).  -1 with a message. */
-static int list_people(const char *root, people_t *pp) {
+static int list_people(const cli_opts *o, const char *root, people_t *pp) {
     DIR *d = opendir(root);
     if (!d) {
-        fprintf(stderr, "faceverify eval-openset: cannot open %s\n", root); /* caller: exit 2 */
+        cli_error(o, FV_E_IO, "eval-openset: cannot open %s", root);
         return -1;
     }
     int rc = 0;
@@ -509,7 +509,7 @@ int cli_eval_openset(cli_opts *o) {
     double fpir = o->fpir > 0 ? o->fpir : FV_DEFAULT_FPIR;
     openset_t r = {.skipped = json_array()};
     int code = CLI_EXIT_FAILURE;
-    if (list_people(o->root, &r.pp)) {
+    if (list_people(o, o->root, &r.pp)) {
         code = CLI_EXIT_INPUT;
         goto done;
     }

@@ -12,7 +12,9 @@
  * a pair whose image failed (no face, unreadable) is skipped and listed
  * with the reason.  Output: accuracy at the threshold, the best threshold,
  * ROC AUC, TAR at FAR 1e-2 / 1e-3 where there are enough different pairs,
- * and distance summaries per class.
+ * distance summaries per class, and the operating points: what the
+ * library's calibrated threshold for FMR 1e-2..1e-6 (at each pair's
+ * quality) gives on these pairs, measured FMR and FNMR.
  *
  * eval-lfw: pairs.txt's header "10 300" makes 10 folds of 300 same + 300
  * different pairs.  Each fold is scored at the best threshold of the

@@ -5,6 +5,7 @@
  *   faceverify detect IMG [options]      faces, boxes, scores, landmarks
  *   faceverify embed IMG [options]       128-d embedding of the face used
  *   faceverify eval-pairs --pairs F --root DIR [options]   metrics (eval.c)
+ *   faceverify eval-openset --root DIR [options]   open-set identification (openset.c)
  *   faceverify compare A.json B.json     distance of two `embed --json` outputs
  *   faceverify train --data DIR --out MODEL [options]   (train.c)
  *

@@ -600,13 +600,19 @@ static void print_operating_points(const json_t *ops, const char *why) {
         json_int_t nd = json_integer_value(json_object_get(op, "different_pairs"));
         json_int_t fnm = json_integer_value(json_object_get(op, "false_non_matches"));
         json_int_t ns = json_integer_value(json_object_get(op, "same_pairs"));
-        char mf[64];
-        snprintf(mf, sizeof mf, "%.4f (%lld/%lld)", nd ? (double)fm / (double)nd : 0.0,
-                 (long long)fm, (long long)nd);
-        printf("  %-7.0e %-10.4f %-21s %.4f (%lld/%lld)\n",
-               json_real_value(json_object_get(op, "fmr")),
-               json_real_value(json_object_get(op, "threshold")), mf,
-               ns ? (double)fnm / (double)ns : 0.0, (long long)fnm, (long long)ns);
+        char mf[64], mn[64];
+        if (nd)
+            snprintf(mf, sizeof mf, "%.4f (%lld/%lld)", (double)fm / (double)nd, (long long)fm,
+                     (long long)nd);
+        else
+            snprintf(mf, sizeof mf, "n/a");
+        if (ns)
+            snprintf(mn, sizeof mn, "%.4f (%lld/%lld)", (double)fnm / (double)ns, (long long)fnm,
+                     (long long)ns);
+        else
+            snprintf(mn, sizeof mn, "n/a");
+        printf("  %-7.0e %-10.4f %-21s %s\n", json_real_value(json_object_get(op, "fmr")),
+               json_real_value(json_object_get(op, "threshold")), mf, mn);
     }
 }
 

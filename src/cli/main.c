@@ -24,6 +24,7 @@
  */
 #include <stdarg.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,8 +267,10 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
             }
         } else if (!strcmp(a, "--seed") && v) {
             char *end;
-            if (!*v || *v == '-' || (o->seed = strtoull(v, &end, 10), *end)) {
-                return bad_option(o, "--seed takes a non-negative integer", NULL);
+            /* below 2^63, so JSON (a signed integer) reports it as given */
+            if (!*v || *v == '-' || (o->seed = strtoull(v, &end, 10), *end) ||
+                o->seed > (unsigned long long)INT64_MAX) {
+                return bad_option(o, "--seed takes an integer in [0, 2^63)", NULL);
             }
         } else if (!strcmp(a, "--fpir") && v) {
             char *end;

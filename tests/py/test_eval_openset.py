@@ -127,6 +127,7 @@ def test_human_output(subset):
     (["--templates", "0"], "--templates takes"),
     (["--fpir", "0.5"], "--fpir takes"),
     (["--seed", "-3"], "--seed takes"),
+    (["--seed", str(2**63)], "--seed takes"),
     (["--max-probes-per-person", "0"], "--max-probes-per-person takes"),
     (["--gallery", "500"], "needs more than 500 people"),
     (["--gallery", "30", "--templates", "9"], "at least one with 10+ images"),

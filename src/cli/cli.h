@@ -28,6 +28,10 @@ typedef struct cli_opts {
     const char *dump_quality;    /* eval: per-image CSV of fv_quality */
     int jobs;                    /* eval: images processed at once (threads) */
     const char *embeddings_from; /* eval: reuse a --dump-embeddings file */
+    int gallery, templates;      /* eval-openset: subjects enrolled, images per subject */
+    int max_probes;              /* eval-openset: probes per person (0: all) */
+    unsigned long long seed;     /* eval-openset: the draw */
+    double fpir;                 /* eval-openset: the operating point (0: default) */
     const char *pos[CLI_MAX_POS];
     int npos;
 } cli_opts;
@@ -86,9 +90,60 @@ typedef struct cli_pair_list {
  * error and returns -1.  The caller frees v[i].a, v[i].b and v. */
 int cli_read_pairs(const char *file, cli_pair_list *l);
 
+/* One image of an evaluation, embedded once (eval.c). */
+typedef struct cli_image {
+    char *path;            /* relative to --root; owned by the set's caller */
+    fv_status st;          /* the detector's outcome */
+    fv_status fallback_st; /* when st is FV_E_NO_FACE: the centre crop's */
+    int cached;            /* --embeddings-from supplied emb (quality unknown) */
+    float emb[FV_EMBED_DIM];
+    float fallback[FV_EMBED_DIM];
+    fv_quality quality; /* of the detector's face (st FV_OK, not cached) */
+} cli_image;
+
+/* The distinct images an evaluation embeds, with the engine that did it:
+ * eval-pairs, eval-lfw and eval-openset share this one path (list, cache,
+ * worker threads, dumps). */
+typedef struct cli_image_set {
+    char **names; /* sorted distinct paths (caller's strings); owned array */
+    cli_image *imgs;
+    size_t nimg;
+    fv_engine *eng;
+    fv_model *model; /* --model: a trained model instead of the ResNet */
+    double elapsed_ms;
+    long cached; /* images taken from --embeddings-from */
+} cli_image_set;
+
+/* Takes names (n paths, any order, duplicates allowed; the array becomes
+ * the set's, the strings stay the caller's and must outlive the set),
+ * sorts and de-duplicates them, then embeds each distinct image once under
+ * --root with --jobs threads, taking --embeddings-from's rows first (and
+ * the centre-crop fallback for images without a face when fallback is
+ * set).  Returns an exit code; s is filled (free with cli_images_free)
+ * either way. */
+int cli_images_embed(cli_opts *o, char **names, size_t n, int fallback, cli_image_set *s);
+void cli_images_free(cli_image_set *s);
+/* Index of path in s, or -1. */
+int cli_images_find(const cli_image_set *s, const char *path);
+/* The embedding an image is scored with: the detector's, else (when
+ * use_fallback) the centre crop's, else NULL. */
+const float *cli_image_embedding(const cli_image *im, int use_fallback);
+/* Wall time per image actually computed (not taken from a file). */
+double cli_images_ms_per_image(const cli_image_set *s);
+/* --dump-embeddings and --dump-quality of a set; -1 (with a message) when
+ * the file cannot be written. */
+int cli_images_dump_embeddings(const char *file, const cli_image_set *s, int use_fallback);
+int cli_images_dump_quality(const char *file, const cli_image_set *s);
+/* The quality of a pair: the mean of its faces' fv_quality scores, an
+ * image whose quality is unknown (taken from --embeddings-from) counting
+ * as 1, as fv_fmr_threshold asks for unknown qualities. */
+float cli_pair_quality(const cli_image *a, const cli_image *b);
+
 int cli_eval_pairs(cli_opts *o);
 /* faceverify train (train.c): argv after the command name. */
 int cli_train(int argc, char **argv);
 int cli_eval_lfw(cli_opts *o);
+/* faceverify eval-openset (openset.c). */
+int cli_eval_openset(cli_opts *o);
 
 #endif

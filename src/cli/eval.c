@@ -12,7 +12,9 @@
  * a pair whose image failed (no face, unreadable) is skipped and listed
  * with the reason.  Output: accuracy at the threshold, the best threshold,
  * ROC AUC, TAR at FAR 1e-2 / 1e-3 where there are enough different pairs,
- * and distance summaries per class.
+ * distance summaries per class, and the operating points: what the
+ * library's calibrated threshold for FMR 1e-2..1e-6 (at each pair's
+ * quality) gives on these pairs, measured FMR and FNMR.
  *
  * eval-lfw: pairs.txt's header "10 300" makes 10 folds of 300 same + 300
  * different pairs.  Each fold is scored at the best threshold of the
@@ -39,15 +41,7 @@
 
 typedef cli_pair pair_t;
 
-typedef struct {
-    char *path;
-    fv_status st;          /* the detector's outcome */
-    fv_status fallback_st; /* when st is FV_E_NO_FACE: the centre crop's */
-    int cached;            /* --embeddings-from supplied emb */
-    float emb[FV_EMBED_DIM];
-    float fallback[FV_EMBED_DIM];
-    fv_quality quality; /* of the detector's face (st FV_OK, not cached) */
-} image_t;
+typedef cli_image image_t;
 
 typedef cli_pair_list pair_list;
 
@@ -154,10 +148,9 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Index of path in the sorted name table. */
-static int find_image(char **sorted, size_t n, const char *path) {
-    char **hit = bsearch(&path, sorted, n, sizeof *sorted, cmp_str);
-    return hit ? (int)(hit - sorted) : -1;
+int cli_images_find(const cli_image_set *s, const char *path) {
+    char **hit = s->nimg ? bsearch(&path, s->names, s->nimg, sizeof *s->names, cmp_str) : NULL;
+    return hit ? (int)(hit - s->names) : -1;
 }
 
 static void progress(size_t done, size_t total) {
@@ -175,23 +168,24 @@ static json_t *summary_json(const fv_dist_summary *s) {
                      s->max);
 }
 
-/* One evaluation: the pairs, the distinct images with their embeddings,
- * the engine that made them. */
+/* One evaluation: the pairs and their distinct images (whose path
+ * strings belong to pl). */
 typedef struct {
     pair_list pl;
-    char **names; /* sorted distinct paths; the strings belong to pl */
-    image_t *imgs;
-    size_t nimg;
-    fv_engine *eng;
-    fv_model *model; /* --model: a trained model instead of the ResNet */
-    double elapsed_ms;
-    long cached; /* images taken from --embeddings-from */
+    cli_image_set s;
 } eval_t;
 
-/* Wall time per image actually computed (not taken from a file). */
-static double ms_per_image(const eval_t *e) {
-    size_t n = e->nimg - (size_t)e->cached;
-    return n ? e->elapsed_ms / (double)n : 0.0;
+double cli_images_ms_per_image(const cli_image_set *s) {
+    size_t n = s->nimg - (size_t)s->cached;
+    return n ? s->elapsed_ms / (double)n : 0.0;
+}
+
+void cli_images_free(cli_image_set *s) {
+    free(s->names);
+    free(s->imgs);
+    fv_model_destroy(s->model);
+    fv_engine_destroy(s->eng);
+    memset(s, 0, sizeof *s);
 }
 
 static void eval_free(eval_t *e) {
@@ -200,10 +194,13 @@ static void eval_free(eval_t *e) {
         free(e->pl.v[i].b);
     }
     free(e->pl.v);
-    free(e->names);
-    free(e->imgs);
-    fv_model_destroy(e->model);
-    fv_engine_destroy(e->eng);
+    cli_images_free(&e->s);
+}
+
+float cli_pair_quality(const cli_image *a, const cli_image *b) {
+    float qa = a->st == FV_OK && !a->cached ? a->quality.score : 1.0f;
+    float qb = b->st == FV_OK && !b->cached ? b->quality.score : 1.0f;
+    return 0.5f * (qa + qb);
 }
 
 /* The fallback for an image without a detected face: its centre crop
@@ -232,7 +229,7 @@ static fv_status embed_fallback(const cli_opts *o, const fv_engine *eng, const f
 }
 
 /* Embeds image i of e (and its fallback when asked). */
-static void embed_one(const cli_opts *o, eval_t *e, size_t i, int fallback) {
+static void embed_one(const cli_opts *o, cli_image_set *e, size_t i, int fallback) {
     char path[4096];
     fv_image *img = NULL;
     fv_face_result r;
@@ -259,7 +256,7 @@ static void embed_one(const cli_opts *o, eval_t *e, size_t i, int fallback) {
  * is shared (its models are immutable, its pool serialises). */
 typedef struct {
     const cli_opts *o;
-    eval_t *e;
+    cli_image_set *e;
     int fallback;
     pthread_mutex_t mu;
     size_t next, done;
@@ -287,7 +284,7 @@ static void *embed_worker(void *arg) {
  * in this evaluation, or without a detector embedding, are ignored.
  * Returns the number of images taken, or -1 when the file is unreadable or
  * malformed. */
-static long load_embeddings(const char *file, eval_t *e) {
+static long load_embeddings(const char *file, cli_image_set *e) {
     FILE *f = fopen(file, "r");
     if (!f) {
         fprintf(stderr, "faceverify: cannot open %s\n", file);
@@ -306,7 +303,7 @@ static long load_embeddings(const char *file, eval_t *e) {
             fclose(f);
             return -1;
         }
-        int i = find_image(e->names, e->nimg, path);
+        int i = cli_images_find(e, path);
         if (i < 0 || strcmp(source, "detector")) continue;
         float v[FV_EMBED_DIM];
         int k = 0;
@@ -330,29 +327,15 @@ static long load_embeddings(const char *file, eval_t *e) {
     return taken;
 }
 
-/* Reads the pairs file, loads the engine, embeds every distinct image once
- * (and the fallback for images without a face when fallback is set).
- * Returns an exit code; e is filled (and must be freed) either way. */
-static int eval_prepare(cli_opts *o, const char *pairs, int fallback, eval_t *e) {
+int cli_images_embed(cli_opts *o, char **names, size_t n, int fallback, cli_image_set *e) {
     memset(e, 0, sizeof *e);
-    if (cli_read_pairs(pairs, &e->pl)) return CLI_EXIT_INPUT;
-    pair_list *pl = &e->pl;
-    e->names = malloc(2 * pl->n * sizeof *e->names);
-    if (!e->names) goto oom;
-    for (size_t i = 0; i < pl->n; i++) {
-        e->names[2 * i] = pl->v[i].a;
-        e->names[2 * i + 1] = pl->v[i].b;
-    }
-    qsort(e->names, 2 * pl->n, sizeof *e->names, cmp_str);
-    for (size_t i = 0; i < 2 * pl->n; i++)
+    e->names = names;
+    qsort(e->names, n, sizeof *e->names, cmp_str);
+    for (size_t i = 0; i < n; i++)
         if (e->nimg == 0 || strcmp(e->names[e->nimg - 1], e->names[i]))
             e->names[e->nimg++] = e->names[i];
-    e->imgs = calloc(e->nimg, sizeof *e->imgs);
+    e->imgs = calloc(e->nimg ? e->nimg : 1, sizeof *e->imgs);
     if (!e->imgs) goto oom;
-    for (size_t i = 0; i < pl->n; i++) {
-        pl->v[i].ia = find_image(e->names, e->nimg, pl->v[i].a);
-        pl->v[i].ib = find_image(e->names, e->nimg, pl->v[i].b);
-    }
     for (size_t i = 0; i < e->nimg; i++) e->imgs[i].path = e->names[i];
     if (o->embeddings_from) {
         e->cached = load_embeddings(o->embeddings_from, e);
@@ -378,9 +361,30 @@ oom:
     return CLI_EXIT_FAILURE;
 }
 
-/* The embedding an image is scored with: the detector's, else (when
- * use_fallback) the centre crop's, else NULL. */
-static const float *image_embedding(const image_t *im, int use_fallback) {
+/* Reads the pairs file, then embeds its distinct images (cli_images_embed).
+ * Returns an exit code; e is filled (and must be freed) either way. */
+static int eval_prepare(cli_opts *o, const char *pairs, int fallback, eval_t *e) {
+    memset(e, 0, sizeof *e);
+    if (cli_read_pairs(pairs, &e->pl)) return CLI_EXIT_INPUT;
+    pair_list *pl = &e->pl;
+    char **names = malloc(2 * pl->n * sizeof *names);
+    if (!names) {
+        fprintf(stderr, "faceverify: out of memory\n");
+        return CLI_EXIT_FAILURE;
+    }
+    for (size_t i = 0; i < pl->n; i++) {
+        names[2 * i] = pl->v[i].a;
+        names[2 * i + 1] = pl->v[i].b;
+    }
+    int code = cli_images_embed(o, names, 2 * pl->n, fallback, &e->s);
+    for (size_t i = 0; i < pl->n && e->s.imgs; i++) {
+        pl->v[i].ia = cli_images_find(&e->s, pl->v[i].a);
+        pl->v[i].ib = cli_images_find(&e->s, pl->v[i].b);
+    }
+    return code;
+}
+
+const float *cli_image_embedding(const cli_image *im, int use_fallback) {
     if (im->st == FV_OK) return im->emb;
     if (use_fallback && im->fallback_st == FV_OK) return im->fallback;
     return NULL;
@@ -392,8 +396,8 @@ static size_t score_pairs(const eval_t *e, int use_fallback, fv_pair_score *s) {
     size_t failed = 0;
     for (size_t i = 0; i < e->pl.n; i++) {
         const pair_t *p = &e->pl.v[i];
-        const float *a = image_embedding(&e->imgs[p->ia], use_fallback);
-        const float *b = image_embedding(&e->imgs[p->ib], use_fallback);
+        const float *a = cli_image_embedding(&e->s.imgs[p->ia], use_fallback);
+        const float *b = cli_image_embedding(&e->s.imgs[p->ib], use_fallback);
         s[i].same = p->same;
         s[i].fold = p->fold;
         s[i].failed = !a || !b;
@@ -421,7 +425,7 @@ static int dump_pairs(const char *file, const eval_t *e, const fv_pair_score *s,
     fputs("fold,same,distance,failed,fallback,path_a,path_b\n", f);
     for (size_t i = 0; i < e->pl.n; i++) {
         const pair_t *p = &e->pl.v[i];
-        int fb = use_fallback && (e->imgs[p->ia].st != FV_OK || e->imgs[p->ib].st != FV_OK);
+        int fb = use_fallback && (e->s.imgs[p->ia].st != FV_OK || e->s.imgs[p->ib].st != FV_OK);
         if (s[i].failed)
             fprintf(f, "%d,%d,,1,%d,%s,%s\n", p->fold, p->same, fb, p->a, p->b);
         else
@@ -431,7 +435,7 @@ static int dump_pairs(const char *file, const eval_t *e, const fv_pair_score *s,
 }
 
 /* --dump-embeddings: path,status,source,e0..e127 per distinct image. */
-static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) {
+int cli_images_dump_embeddings(const char *file, const cli_image_set *e, int use_fallback) {
     FILE *f = fopen(file, "w");
     if (!f) {
         fprintf(stderr, "faceverify: cannot write %s\n", file);
@@ -439,7 +443,7 @@ static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) 
     }
     for (size_t i = 0; i < e->nimg; i++) {
         const image_t *im = &e->imgs[i];
-        const float *v = image_embedding(im, use_fallback);
+        const float *v = cli_image_embedding(im, use_fallback);
         fprintf(f, "%s,%s,%s", im->path, fv_status_name(im->st),
                 !v             ? "none"
                 : v == im->emb ? "detector"
@@ -453,7 +457,7 @@ static int dump_embeddings(const char *file, const eval_t *e, int use_fallback) 
 /* --dump-quality: path,status,score,size_px,sharpness,brightness,
  * contrast,yaw,pitch,detector_score,reasons (bits) per distinct image
  * whose face the detector found here (not cached). */
-static int dump_quality(const char *file, const eval_t *e) {
+int cli_images_dump_quality(const char *file, const cli_image_set *e) {
     FILE *f = fopen(file, "w");
     if (!f) {
         fprintf(stderr, "faceverify: cannot write %s\n", file);
@@ -518,6 +522,100 @@ static void print_tars(const global_metrics *g) {
     }
 }
 
+/* The false-match rates eval-pairs reports operating points at; the
+ * last two only where there are 10/fmr different pairs to measure them. */
+static const double OP_FMRS[] = {1e-2, 1e-3, 1e-4, 1e-5, 1e-6};
+#define NOP_FMRS (sizeof OP_FMRS / sizeof *OP_FMRS)
+#define OP_ALWAYS 3
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One operating point over the scored pairs of e: each pair decided at
+ * the library's threshold for fmr at its pair quality (cli_pair_quality),
+ * as verify --fmr decides it.  thr is scratch for e->pl.n doubles.
+ * Returns NULL with *why set when the model has no calibration. */
+static json_t *operating_point(const char *id, double fmr, const eval_t *e, const fv_pair_score *s,
+                               double *thr, const char **why) {
+    size_t n = 0, same = 0, diff = 0, fm = 0, fnm = 0;
+    for (size_t i = 0; i < e->pl.n; i++) {
+        if (s[i].failed) continue;
+        const pair_t *p = &e->pl.v[i];
+        float t = 0, q = cli_pair_quality(&e->s.imgs[p->ia], &e->s.imgs[p->ib]);
+        fv_status st = fv_fmr_threshold(id, fmr, q, &t);
+        if (st != FV_OK) {
+            *why = st == FV_E_UNSUPPORTED ? "no FMR calibration for this model" : fv_strerror(st);
+            return NULL;
+        }
+        thr[n++] = t;
+        int match = s[i].distance <= t;
+        same += s[i].same != 0;
+        diff += s[i].same == 0;
+        fm += !s[i].same && match;
+        fnm += s[i].same && !match;
+    }
+    if (n == 0) return NULL;
+    qsort(thr, n, sizeof *thr, cmp_double);
+    return json_pack("{s:f,s:f,s:f,s:f,s:o,s:I,s:I,s:o,s:I,s:I}", "fmr", fmr, "threshold",
+                     thr[n / 2], "threshold_min", thr[0], "threshold_max", thr[n - 1],
+                     "fmr_measured", diff ? json_real((double)fm / (double)diff) : json_null(),
+                     "false_matches", (json_int_t)fm, "different_pairs", (json_int_t)diff, "fnmr",
+                     same ? json_real((double)fnm / (double)same) : json_null(),
+                     "false_non_matches", (json_int_t)fnm, "same_pairs", (json_int_t)same);
+}
+
+/* operating_points: the calibrated thresholds of OP_FMRS measured on these
+ * pairs.  Empty, with *why, for a model without calibration (--model, or
+ * --flip's embedding space). */
+static json_t *operating_points(const cli_opts *o, const eval_t *e, const fv_pair_score *s,
+                                size_t ndiff, const char **why) {
+    char id[160];
+    cli_model_id(o, e->s.model, id, sizeof id);
+    json_t *ops = json_array();
+    double *thr = malloc((e->pl.n ? e->pl.n : 1) * sizeof *thr);
+    *why = thr ? NULL : "out of memory";
+    for (size_t k = 0; thr && k < NOP_FMRS && !*why; k++) {
+        if (k >= OP_ALWAYS && (double)ndiff < 10.0 / OP_FMRS[k]) break;
+        json_t *op = operating_point(id, OP_FMRS[k], e, s, thr, why);
+        if (op) json_array_append_new(ops, op);
+    }
+    free(thr);
+    if (*why) json_array_clear(ops);
+    return ops;
+}
+
+/* The human table: one line per operating point, counts in brackets. */
+static void print_operating_points(const json_t *ops, const char *why) {
+    if (why) {
+        printf("operating points  none (%s)\n", why);
+        return;
+    }
+    printf("operating points  calibrated threshold at each pair's quality (median shown)\n");
+    printf("  FMR     threshold  measured FMR          FNMR\n");
+    for (size_t i = 0; i < json_array_size(ops); i++) {
+        const json_t *op = json_array_get(ops, i);
+        json_int_t fm = json_integer_value(json_object_get(op, "false_matches"));
+        json_int_t nd = json_integer_value(json_object_get(op, "different_pairs"));
+        json_int_t fnm = json_integer_value(json_object_get(op, "false_non_matches"));
+        json_int_t ns = json_integer_value(json_object_get(op, "same_pairs"));
+        char mf[64], mn[64];
+        if (nd)
+            snprintf(mf, sizeof mf, "%.4f (%lld/%lld)", (double)fm / (double)nd, (long long)fm,
+                     (long long)nd);
+        else
+            snprintf(mf, sizeof mf, "n/a");
+        if (ns)
+            snprintf(mn, sizeof mn, "%.4f (%lld/%lld)", (double)fnm / (double)ns, (long long)fnm,
+                     (long long)ns);
+        else
+            snprintf(mn, sizeof mn, "n/a");
+        printf("  %-7.0e %-10.4f %-21s %s\n", json_real_value(json_object_get(op, "fmr")),
+               json_real_value(json_object_get(op, "threshold")), mf, mn);
+    }
+}
+
 int cli_eval_pairs(cli_opts *o) {
     if (!o->pairs || !o->root) {
         fprintf(stderr, "faceverify eval-pairs: needs --pairs FILE and --root DIR\n");
@@ -525,7 +623,7 @@ int cli_eval_pairs(cli_opts *o) {
     }
     eval_t e;
     fv_pair_score *scores = NULL;
-    json_t *skipped = json_array();
+    json_t *skipped = json_array(), *ops = NULL;
     int code = eval_prepare(o, o->pairs, 0, &e);
     if (code != CLI_EXIT_OK) goto done;
     const pair_list *pl = &e.pl;
@@ -537,20 +635,24 @@ int cli_eval_pairs(cli_opts *o) {
     }
     score_pairs(&e, 0, scores);
     if ((o->dump && dump_pairs(o->dump, &e, scores, 0)) ||
-        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 0)) ||
-        (o->dump_quality && dump_quality(o->dump_quality, &e))) {
+        (o->dump_embeddings && cli_images_dump_embeddings(o->dump_embeddings, &e.s, 0)) ||
+        (o->dump_quality && cli_images_dump_quality(o->dump_quality, &e.s))) {
         code = CLI_EXIT_FAILURE;
         goto done;
     }
     for (size_t i = 0; i < pl->n; i++) {
         const pair_t *p = &pl->v[i];
-        const image_t *ia = &e.imgs[p->ia], *ib = &e.imgs[p->ib];
+        const image_t *ia = &e.s.imgs[p->ia], *ib = &e.s.imgs[p->ib];
         if (!scores[i].failed) continue;
         const image_t *bad = ia->st != FV_OK ? ia : ib;
         json_array_append_new(skipped, json_pack("{s:s,s:s,s:b,s:s,s:s}", "path_a", p->a, "path_b",
                                                  p->b, "same", p->same, "image", bad->path,
                                                  "reason", fv_status_name(bad->st)));
     }
+    size_t ndiff = 0;
+    for (size_t i = 0; i < pl->n; i++) ndiff += !scores[i].failed && !scores[i].same;
+    const char *op_why = NULL;
+    ops = operating_points(o, &e, scores, ndiff, &op_why);
     size_t nscored = compact_scored(scores, pl->n);
     if (nscored == 0) {
         fprintf(stderr, "faceverify: no pair could be evaluated (%zu skipped)\n", pl->n);
@@ -563,8 +665,8 @@ int cli_eval_pairs(cli_opts *o) {
         neg += scores[i].same == 0;
     }
     float thr = o->verify.threshold > 0 ? o->verify.threshold
-                : e.model               ? fv_model_threshold(e.model)
-                                        : fv_engine_threshold(e.eng);
+                : e.s.model             ? fv_model_threshold(e.s.model)
+                                        : fv_engine_threshold(e.s.eng);
     double acc = cli_metric_accuracy(scores, nscored, thr);
     double best_t = 0, best_acc = 0;
     cli_metric_best_threshold(scores, nscored, &best_t, &best_acc);
@@ -573,15 +675,17 @@ int cli_eval_pairs(cli_opts *o) {
     size_t nskipped = json_array_size(skipped);
     if (o->json) {
         cli_print_json(json_pack(
-            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:f,s:O}",
+            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:f,s:O,s:O,s:s*"
+            "}",
             "pairs", (json_int_t)nscored, "pairs_total", (json_int_t)pl->n, "same_pairs",
             (json_int_t)pos, "different_pairs", (json_int_t)neg, "threshold", (double)thr,
             "accuracy", acc, "best_threshold", best_t, "best_accuracy", best_acc, "roc_auc",
             g.auc == g.auc ? json_real(g.auc) : json_null(), "tar_at_far", g.tar, "distances",
             "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
-            e.model ? fv_model_id(e.model) : FV_MODEL_ID, "detector",
+            e.s.model ? fv_model_id(e.s.model) : FV_MODEL_ID, "detector",
             fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "images",
-            (json_int_t)e.nimg, "ms_per_image", ms_per_image(&e), "skipped", skipped));
+            (json_int_t)e.s.nimg, "ms_per_image", cli_images_ms_per_image(&e.s), "skipped", skipped,
+            "operating_points", ops, "operating_points_reason", op_why));
     } else {
         json_decref(g.tar);
         printf("pairs evaluated   %zu of %zu (%zu same, %zu different), %zu skipped\n", nscored,
@@ -590,6 +694,7 @@ int cli_eval_pairs(cli_opts *o) {
         printf("best accuracy     %.4f at threshold %.4f\n", best_acc, best_t);
         printf("ROC AUC           %.4f\n", g.auc);
         print_tars(&g);
+        print_operating_points(ops, op_why);
         printf("same distances    median %.4f  [%.4f .. %.4f]\n", g.same.median, g.same.min,
                g.same.max);
         printf("diff distances    median %.4f  [%.4f .. %.4f]\n", g.diff.median, g.diff.min,
@@ -607,6 +712,7 @@ done:
     eval_free(&e);
     free(scores);
     json_decref(skipped);
+    json_decref(ops);
     return code;
 }
 
@@ -654,8 +760,8 @@ int cli_eval_lfw(cli_opts *o) {
     size_t failed_fb = score_pairs(&e, 1, fb);
     size_t failed_er = score_pairs(&e, 0, er);
     if ((o->dump && dump_pairs(o->dump, &e, fb, 1)) ||
-        (o->dump_embeddings && dump_embeddings(o->dump_embeddings, &e, 1)) ||
-        (o->dump_quality && dump_quality(o->dump_quality, &e)))
+        (o->dump_embeddings && cli_images_dump_embeddings(o->dump_embeddings, &e.s, 1)) ||
+        (o->dump_quality && cli_images_dump_quality(o->dump_quality, &e.s)))
         goto done;
 
     double mean_fb, mean_er;
@@ -669,8 +775,8 @@ int cli_eval_lfw(cli_opts *o) {
     /* failures, by image */
     json_t *list = json_array();
     size_t bad_images = 0, bad_fallback = 0;
-    for (size_t i = 0; i < e.nimg; i++) {
-        const image_t *im = &e.imgs[i];
+    for (size_t i = 0; i < e.s.nimg; i++) {
+        const image_t *im = &e.s.imgs[i];
         if (im->st == FV_OK) continue;
         bad_images++;
         int fb_ok = im->st == FV_E_NO_FACE && im->fallback_st == FV_OK;
@@ -704,11 +810,12 @@ int cli_eval_lfw(cli_opts *o) {
         (json_int_t)bad_fallback, "pairs", (json_int_t)failed_er, "pairs_unscored_after_fallback",
         (json_int_t)failed_fb, "policy", policy, "list", list, "failures_as_errors", as_errors,
         "distances", "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
-        e.model ? fv_model_id(e.model) : FV_MODEL_ID, "detector",
+        e.s.model ? fv_model_id(e.s.model) : FV_MODEL_ID, "detector",
         fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "threads",
-        fv_engine_threads(e.eng), "images", (json_int_t)e.nimg, "ms_per_image", ms_per_image(&e));
+        fv_engine_threads(e.s.eng), "images", (json_int_t)e.s.nimg, "ms_per_image",
+        cli_images_ms_per_image(&e.s));
     if (rest && o->embeddings_from)
-        json_object_set_new(rest, "images_from_file", json_integer((json_int_t)e.cached));
+        json_object_set_new(rest, "images_from_file", json_integer((json_int_t)e.s.cached));
     as_errors = NULL; /* json_pack's "o" took it */
     if (!rest || json_object_update(out, rest)) {
         json_decref(rest);
@@ -720,7 +827,7 @@ int cli_eval_lfw(cli_opts *o) {
     } else {
         json_t *fe = json_object_get(out, "failures_as_errors");
         printf("LFW View 2        %zu pairs in %d folds, %zu images (flip %s, detector %s)\n",
-               pl->n, pl->folds, e.nimg, flip_name(o->cfg.flip),
+               pl->n, pl->folds, e.s.nimg, flip_name(o->cfg.flip),
                fv_detector_name(o->verify.detect.detector));
         printf("mean accuracy     %.4f +- %.4f (std over folds)\n", mean_fb,
                json_real_value(json_object_get(out, "std_accuracy")));

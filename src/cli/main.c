@@ -5,6 +5,7 @@
  *   faceverify detect IMG [options]      faces, boxes, scores, landmarks
  *   faceverify embed IMG [options]       128-d embedding of the face used
  *   faceverify eval-pairs --pairs F --root DIR [options]   metrics (eval.c)
+ *   faceverify eval-openset --root DIR [options]   open-set identification (openset.c)
  *   faceverify compare A.json B.json     distance of two `embed --json` outputs
  *   faceverify train --data DIR --out MODEL [options]   (train.c)
  *
@@ -23,6 +24,7 @@
  */
 #include <stdarg.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +103,19 @@ static void usage(FILE *f) {
           "                    --pairs FILE): 10-fold accuracy +- std, ROC AUC, TAR@FAR;\n"
           "                    detection failures scored both as errors and with a\n"
           "                    centre-crop fallback\n"
+          "  eval-openset      --root DIR (a folder per person, LFW's layout): open-set\n"
+          "                    identification.  People with T+1+ images are shuffled\n"
+          "                    (--seed S); up to N/2 of them enrol with their first T\n"
+          "                    images (--gallery N, --templates T), the rest of their\n"
+          "                    images are mated probes (at most P each,\n"
+          "                    --max-probes-per-person P); the gallery is filled to N\n"
+          "                    with other people (T templates or fewer); everyone else\n"
+          "                    gives non-mated probes (at most P each).  Templates are\n"
+          "                    fused; each probe's 21 nearest subjects decide.  Prints\n"
+          "                    rank-1, FNIR at FPIR 1e-3/1e-2/5e-2 (thresholds measured\n"
+          "                    on the non-mated probes) and the calibrated decision's\n"
+          "                    FPIR and FNIR at --fpir F (default 0.01); a miss is a\n"
+          "                    mated probe not matched or matched to someone else\n"
           "\n"
           "options:\n"
           "  --detector mmod|none|haar  face detector (none: the image is a tight face\n"
@@ -118,6 +133,11 @@ static void usage(FILE *f) {
           "                         mirror (flipped-image averaging; 2 network passes)\n"
           "  --flip-mode none|mean|unit  --flip's combination (unit: rescaled to length 1)\n"
           "  --jobs N               eval: images processed at once (default 1)\n"
+          "  --gallery N            eval-openset: subjects enrolled (default 100)\n"
+          "  --templates T          eval-openset: images enrolled per subject (default 1)\n"
+          "  --seed S               eval-openset: the draw of subjects (default 0)\n"
+          "  --fpir F               eval-openset: operating point (0.001..0.1, default 0.01)\n"
+          "  --max-probes-per-person P  eval-openset: probes per person (default: all)\n"
           "  --embeddings-from FILE eval: reuse the embeddings of an earlier\n"
           "                         --dump-embeddings run made with the same options\n"
           "  --dump FILE            eval: write per-pair fold,same,distance,... as CSV\n"
@@ -233,6 +253,35 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
                 return bad_option(o, "--fmr takes a false-match rate in [1e-06, 0.1]", NULL);
             }
             o->verify.fmr = f;
+        } else if (!strcmp(a, "--gallery") && v) {
+            if (parse_int(v, 2, 1000000, &o->gallery)) {
+                return bad_option(o, "--gallery takes 2..1000000 subjects", NULL);
+            }
+        } else if (!strcmp(a, "--templates") && v) {
+            if (parse_int(v, 1, 100, &o->templates)) {
+                return bad_option(o, "--templates takes 1..100", NULL);
+            }
+        } else if (!strcmp(a, "--max-probes-per-person") && v) {
+            if (parse_int(v, 1, 1000000, &o->max_probes)) {
+                return bad_option(o, "--max-probes-per-person takes 1..1000000", NULL);
+            }
+        } else if (!strcmp(a, "--seed") && v) {
+            char *end;
+            /* below 2^63, so JSON (a signed integer) reports it as given */
+            if (!*v || *v == '-' || (o->seed = strtoull(v, &end, 10), *end) ||
+                o->seed > (unsigned long long)INT64_MAX) {
+                return bad_option(o, "--seed takes an integer in [0, 2^63)", NULL);
+            }
+        } else if (!strcmp(a, "--fpir") && v) {
+            char *end;
+            double f = strtod(v, &end);
+            if (!*v || *end || !(f >= FV_FPIR_MIN && f <= FV_FPIR_MAX)) {
+                return bad_option(o,
+                                  "--fpir takes a false-positive identification rate in "
+                                  "[0.001, 0.1]",
+                                  NULL);
+            }
+            o->fpir = f;
         } else if (!strcmp(a, "--models") && v) {
             o->cfg.models_dir = v;
         } else if (!strcmp(a, "--cascade") && v) {
@@ -610,6 +659,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval-pairs")) return cli_eval_pairs(&o);
     if (!strcmp(cmd, "compare")) return cmd_compare(&o);
     if (!strcmp(cmd, "eval-lfw")) return cli_eval_lfw(&o);
+    if (!strcmp(cmd, "eval-openset")) return cli_eval_openset(&o);
     return cli_exit_code(
         cli_error(&o, FV_E_INVALID_ARGUMENT, "unknown command '%s' (try --help)", cmd));
 }

@@ -206,3 +206,82 @@ def test_jobs_and_reused_embeddings_give_the_same_results(tmp_path, lfw):
     bad.write_text("George_W_Bush/George_W_Bush_0001.jpg,ok,detector,0.1,0.2\n")
     p = run_cli("eval-lfw", "--root", root, "--pairs", pairs, "--embeddings-from", bad, check=2)
     assert "expected 128 numbers" in p.stderr
+
+
+# ------------------------------------------------------------ operating points
+# eval-pairs reports, at FMR 1e-2, 1e-3 and 1e-4, the library's calibrated
+# threshold (each pair at its own quality) and what it gives on the pairs:
+# on LFW people the calibration never saw (pairsDevTest), the measured FMR
+# stays near the stated one.
+
+N_SAME, N_DIFF = 40, 300
+
+
+@pytest.fixture(scope="module")
+def devtest(lfw, tmp_path_factory, pytestconfig):
+    """(pairs file, embeddings) for the first N_SAME same and N_DIFF
+    different pairs of pairsDevTest.txt; the embeddings are kept in
+    pytest's cache and taken with --embeddings-from."""
+    lines = (lfw / "pairsDevTest.txt").read_text().splitlines()[1:]
+    same = [ln for ln in lines if len(ln.split()) == 3][:N_SAME]
+    diff = [ln for ln in lines if len(ln.split()) == 4][:N_DIFF]
+    pairs = tmp_path_factory.mktemp("devtest") / "pairs.txt"
+    pairs.write_text(f"{len(same) + len(diff)}\n" + "\n".join(same + diff) + "\n")
+    cache = Path(pytestconfig.cache.mkdir("faceverify-devtest")) / f"emb_{N_SAME}_{N_DIFF}.csv"
+    if not cache.exists():
+        tmp = cache.with_suffix(".tmp")
+        run_cli("eval-pairs", "--pairs", pairs, "--root", lfw, "--jobs", "2",
+                "--dump-embeddings", tmp, check=0, timeout=900)
+        tmp.rename(cache)
+    return pairs, cache
+
+
+def fmr_table_is_provisional():
+    """The FMR table is calibrated in parallel (bench/calibrate_fmr.py); until
+    then its first line says PROVISIONAL and its rates are placeholders."""
+    table = Path(__file__).resolve().parents[2] / "src/decide/fmr_table.h"
+    return "PROVISIONAL" in table.read_text().splitlines()[0]
+
+
+def test_eval_pairs_operating_points_hold_on_unseen_people(lfw, devtest):
+    pairs, emb = devtest
+    j = run_json("eval-pairs", "--pairs", pairs, "--root", lfw, "--embeddings-from", emb)
+    ops = j["operating_points"]
+    assert "operating_points_reason" not in j
+    # 300 different pairs: not enough for 1e-5 (needs 1e6) or 1e-6
+    assert [op["fmr"] for op in ops] == [1e-2, 1e-3, 1e-4]
+    for op in ops:
+        assert op["different_pairs"] == j["different_pairs"] == N_DIFF
+        assert op["same_pairs"] == j["same_pairs"] == N_SAME
+        assert op["threshold_min"] <= op["threshold"] <= op["threshold_max"]
+        assert op["fmr_measured"] == pytest.approx(op["false_matches"] / N_DIFF)
+        assert op["fnmr"] == pytest.approx(op["false_non_matches"] / N_SAME)
+    # a stricter FMR has a lower threshold and misses more
+    for a, b in zip(ops, ops[1:]):
+        assert b["threshold"] <= a["threshold"]
+        assert b["fnmr"] >= a["fnmr"]
+    # the thresholds are the library's, per pair: every image here comes
+    # from --embeddings-from, so every pair has the unknown quality (1)
+    for op in ops:
+        assert op["threshold_min"] == op["threshold_max"]
+    p = run_cli("eval-pairs", "--pairs", pairs, "--root", lfw, "--embeddings-from", emb, check=0)
+    assert "operating points" in p.stdout and "1e-02" in p.stdout
+    # stated vs measured: within 3x, or 3 false matches of counting noise
+    off = [op for op in ops if op["false_matches"] > max(3 * op["fmr"] * N_DIFF, 3)]
+    if off and fmr_table_is_provisional():
+        pytest.xfail(f"src/decide/fmr_table.h is PROVISIONAL: measured vs stated {off}")
+    assert not off
+
+
+def test_eval_pairs_without_calibration_has_no_operating_points(tmp_path, lfw):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("path_a,path_b,same\n"
+                     "Tony_Blair/Tony_Blair_0001.jpg,Tony_Blair/Tony_Blair_0002.jpg,1\n"
+                     "Tony_Blair/Tony_Blair_0001.jpg,Colin_Powell/Colin_Powell_0001.jpg,0\n")
+    j = run_json("eval-pairs", "--pairs", pairs, "--root", lfw, "--flip")
+    assert j["operating_points"] == []
+    assert "calibration" in j["operating_points_reason"]
+    j = run_json("eval-pairs", "--pairs", pairs, "--root", lfw)
+    assert [op["fmr"] for op in j["operating_points"]] == [1e-2, 1e-3, 1e-4]
+    # measured from the images here: each pair at its own mean quality
+    assert j["operating_points"][0]["threshold_min"] > 0

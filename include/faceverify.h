@@ -448,6 +448,9 @@ typedef struct fv_openset_decision {
     float threshold;       /* score threshold at the FPIR asked for, at this gallery size */
     double estimated_fpir; /* the FPIR at this score and gallery size, in [FV_FPIR_MIN, 1] */
     int match;             /* 1 when score >= threshold: the nearest subject is the answer */
+    /* 1: the gallery is too small for a cohort, so the decision is on the
+     * distance alone and every score is -distance (threshold likewise) */
+    int distance_rule;
 } fv_openset_decision;
 
 /* Decides one probe.  distances: ascending distances from the probe to

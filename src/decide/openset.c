@@ -113,6 +113,7 @@ fv_status fv_openset_decide(const char *model_id, const float *distances, size_t
         double per = 0;
         st = fv_estimated_fmr(model_id, distances[0], 1.0f, &per);
         if (st != FV_OK) return st;
+        out->distance_rule = 1;
         out->score = -distances[0];
         out->threshold = -t;
         out->estimated_fpir = per * (double)gallery > 1 ? 1 : per * (double)gallery;

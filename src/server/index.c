@@ -927,7 +927,7 @@ static json_t *openset_one(const char *model, const fused_hit *f, size_t n, size
     /* A gallery too small for a cohort is decided on the distance alone
      * (dec.score is then minus the distance): candidates below the first
      * are scored the same way, so that the list stays comparable. */
-    int by_distance = n > 0 && dec.score != fv_openset_score(d, n, 0);
+    int by_distance = n > 0 && dec.distance_rule;
     json_t *cands = json_array();
     for (size_t j = 0; j < n && j < (size_t)top_k; j++) {
         float sc = j == 0 ? dec.score : by_distance ? -d[j] : fv_openset_score(d, n, j);

@@ -5,8 +5,8 @@ One faceverifyd on a fresh SQLite database (and PostgreSQL when
 FACEVERIFY_PG_URL names one) with four collections: "plain"
 (the server's default operating point, --default-fmr 1e-3), "strict"
 (createcollection --fmr 1e-5), "fixed" (--threshold 0.5) and "patched"
-(changed by PATCH in the tests).  The calibration table is provisional,
-so no threshold is written here: each is asked of the library (the CLI's
+(changed by PATCH in the tests).  The calibration table is regenerated
+by bench/calibrate_fmr.py, so no threshold is written here: each is asked of the library (the CLI's
 `faceverify verify --json` on the same photos) or checked for consistency
 and order (a stricter rate is a smaller threshold; a smaller distance is
 a smaller estimated FMR).

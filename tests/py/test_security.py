@@ -251,7 +251,11 @@ def test_audit_log_records_actions_without_biometrics(db):
         by_action = {e["action"]: e for e in entries}
         for e in entries:
             assert e["collection"] == "alpha" and e["key_prefix"] == a[:12]
-            assert set(e["detail"]) <= {"faces", "queries", "matches", "count", "verified"}
+            # numbers about the request, never a template or an image: an
+            # enrolment also records its face's quality score, whether it
+            # was forced past the gate and which subject it duplicates
+            assert set(e["detail"]) <= {"faces", "queries", "matches", "count", "verified",
+                                        "quality", "forced", "duplicate_of"}
         assert by_action["subject.create"]["request_id"] == create_rid
         assert by_action["identify"]["request_id"] == ident_rid
         assert by_action["identify"]["detail"] == {"faces": 1, "matches": [sid]}

@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import DATA, REPO, RESULTS, machine  # noqa: E402
+from openset_explore import load, people  # noqa: E402
 
 COHORT = 5
 MIN_GALLERY = 6
@@ -48,21 +49,6 @@ MIN_NONMATED = 20000
 MIN_EVENTS = 25
 OLD_THRESHOLD = 0.6166
 TABLE = REPO / "src" / "decide" / "fpir_table.h"
-
-
-def load(path):
-    names, vecs = [], []
-    for line in Path(path).read_text().splitlines():
-        f = line.split(",")
-        if len(f) > 3 and f[2] == "detector":
-            names.append(f[0])
-            vecs.append([float(x) for x in f[3:]])
-    return names, np.array(vecs, dtype=np.float32)
-
-
-def people(file):
-    return [ln.split("\t")[0] for ln in Path(file).read_text().splitlines()[1:]
-            if len(ln.split("\t")) == 2]
 
 
 def fuse(v):

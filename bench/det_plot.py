@@ -17,21 +17,20 @@ import argparse
 import csv
 import json
 import os
+import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plots  # noqa: E402
+
 
 def read(path):
     """Same and different distances of the scored pairs of a dump."""
-    same, diff = [], []
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            if r["failed"] == "1":
-                continue
-            (same if r["same"] == "1" else diff).append(float(r["distance"]))
+    same, diff = plots.read(path)
     if not same or not diff:
         raise SystemExit(f"det_plot: {path} needs both same and different pairs")
     return same, diff

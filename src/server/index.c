@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,18 +193,29 @@ static entry *get_entry(fvs_index *ix, int64_t coll, const char *model) {
 
 /* ------------------------------------------------------------ metadata */
 
-/* Index of face in e->m, or where it would be inserted. */
-static size_t meta_find(const entry *e, int64_t face, int *found) {
-    size_t lo = 0, hi = e->nm;
+/* Index of key in n records of stride bytes sorted by the int64_t at
+ * offset off, or where it would be inserted; *found says which. */
+static size_t sorted_find(const void *base, size_t n, size_t stride, size_t off, int64_t key,
+                          int *found) {
+    const unsigned char *b = base;
+    size_t lo = 0, hi = n;
+    int64_t v;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (e->m[mid].face < face)
+        memcpy(&v, b + mid * stride + off, sizeof v);
+        if (v < key)
             lo = mid + 1;
         else
             hi = mid;
     }
-    *found = lo < e->nm && e->m[lo].face == face;
+    if (lo < n) memcpy(&v, b + lo * stride + off, sizeof v);
+    *found = lo < n && v == key;
     return lo;
+}
+
+/* Index of face in e->m, or where it would be inserted. */
+static size_t meta_find(const entry *e, int64_t face, int *found) {
+    return sorted_find(e->m, e->nm, sizeof *e->m, offsetof(meta, face), face, found);
 }
 
 static int meta_add(entry *e, int64_t face, int64_t subject, const char *name) {
@@ -275,16 +287,7 @@ static void bad_note(entry *e, char *err, size_t errlen) {
 
 /* Index of subject id in e->sj, or where it would be inserted. */
 static size_t subj_find(const entry *e, int64_t id, int *found) {
-    size_t lo = 0, hi = e->nsj;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (e->sj[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = lo < e->nsj && e->sj[lo].id == id;
-    return lo;
+    return sorted_find(e->sj, e->nsj, sizeof *e->sj, offsetof(subj, id), id, found);
 }
 
 /* The sums of subject id, made (empty) when absent; NULL: out of memory.

@@ -72,6 +72,10 @@
   }
 
   const fmt = (x, d = 3) => Number(x).toFixed(d);
+  // A rate in words: "1 in 2,400" (at most the calibration's floor).
+  const oneIn = (x) => x >= 1 ? 'all pairs of strangers'
+    : `${x <= 1e-6 ? 'at most ' : ''}1 in ${Math.round(1 / x).toLocaleString('en')} pairs of strangers`;
+
   // A face's quality (the API's Quality object) in words: the score and
   // what made it poor.
   const quality = (f) => !f.quality ? 'unknown' :
@@ -291,6 +295,14 @@
     $('#distance').textContent = fmt(r.distance);
     $('#threshold').textContent = fmt(r.threshold);
     $('#similarity').textContent = Math.round(r.similarity * 100) + '%';
+    // the decision as a rate: the false-match rate it was made at, and how
+    // often two different people are at least this close (estimated FMR)
+    const op = r.operating_point;
+    $('#operating-point').textContent = op && op.fmr !== null
+      ? `FMR ${op.fmr.toExponential(0)} (threshold ${fmt(op.threshold)})`
+      : `fixed threshold ${fmt(r.threshold)}`;
+    $('#estimated-fmr').textContent = r.estimated_fmr === null || r.estimated_fmr === undefined
+      ? 'not calibrated for this model' : oneIn(r.estimated_fmr);
     const scale = 1.2, pct = (x) => Math.max(0, Math.min(100, (x / scale) * 100)) + '%';
     $('.gauge-same').style.width = pct(r.threshold);
     $('#gauge-threshold').style.left = pct(r.threshold);
@@ -449,7 +461,16 @@
       const q = document.createElement('div');
       q.className = 'quality';
       q.textContent = `Face quality ${quality(f)}`;
-      body.append(name, q, cands);
+      // the open-set decision: the rate it was made at, for this gallery
+      const op = document.createElement('div');
+      op.className = 'quality';
+      const o = f.operating_point;
+      op.textContent = o && o.fpir !== undefined
+        ? `Decided at FPIR ${o.fpir.toExponential(0)} among ${o.gallery_size} enrolled` +
+          (f.match && f.match.estimated_fpir !== undefined
+            ? `; strangers score this high ${Math.round(f.match.estimated_fpir * 1000) / 10}% of the time` : '')
+        : 'Decided by the k-nearest-neighbour vote';
+      body.append(name, q, op, cands);
       li.append(img, body);
       return li;
     }));

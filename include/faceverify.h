@@ -454,8 +454,9 @@ typedef struct fv_openset_decision {
 } fv_openset_decision;
 
 /* Decides one probe.  distances: ascending distances from the probe to
- * the fused templates of its n nearest subjects (n >= 1; the more of the
- * next subjects are given, up to 21, the better the score); gallery: the
+ * the fused templates of its n nearest subjects (n >= 1; the score uses
+ * the nearest and the next five, so give at least 6 where the gallery has
+ * them; more are ignored); gallery: the
  * number of subjects enrolled (>= n).  fpir in FV_FPIR_MIN..FV_FPIR_MAX.
  * FV_E_UNSUPPORTED: no calibration for model_id (NULL: FV_MODEL_ID);
  * FV_E_INVALID_ARGUMENT otherwise bad. */

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import DATA, REPO, RESULTS, machine  # noqa: E402
-from openset_explore import load, people  # noqa: E402
+from openset_explore import dists, load, people  # noqa: E402
 
 COHORT = 5
 MIN_GALLERY = 6
@@ -55,12 +55,6 @@ def fuse(v):
     n = np.linalg.norm(v, axis=1, keepdims=True)
     m = (v / n).sum(0)
     return m / np.linalg.norm(m) * n.mean()
-
-
-def dists(P, T):
-    pp = (P.astype(np.float64) ** 2).sum(1)[:, None]
-    tt = (T.astype(np.float64) ** 2).sum(1)[None, :]
-    return np.sqrt(np.maximum(pp + tt - 2 * (P.astype(np.float64) @ T.T.astype(np.float64)), 0))
 
 
 def build(rng, by, pool, fill, n, t, cap=None):
@@ -233,13 +227,11 @@ def write_table(table):
 
 
 def fmr_guard():
-    """The 1:1 threshold at FMR FMR_GUARD for quality 1 from fmr_table.h
-    (its best bin), as fv_fmr_threshold gives it to openset.c."""
-    text = (REPO / "src" / "decide" / "fmr_table.h").read_text()
-    rows = [ln for ln in text.splitlines() if ln.strip().startswith("{") and "f, {" in ln]
-    vals = [float(x.strip().rstrip("f}, ")) for x in rows[-1].split("{", 2)[2].split(",")
-            if x.strip().rstrip("f}, ")]
-    return vals[int(round(-math.log10(FMR_GUARD) / 0.25))]
+    """The 1:1 threshold at FMR FMR_GUARD for quality 1 (the best bin), as
+    fv_fmr_threshold gives it to openset.c: from the run of
+    bench/calibrate_fmr.py that wrote fmr_table.h."""
+    cal = json.loads((RESULTS / "fmr_calibration.json").read_text())["calibration"]
+    return round(cal["thresholds"]["%g" % FMR_GUARD][-1], 4)  # as the header prints it
 
 
 def main():

@@ -11,6 +11,7 @@ thresholds on View 1 test people.  Writes bench/results/openset_explore.json.
 """
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -80,18 +81,19 @@ def templates(E, gallery, fuse):
     return E[rows], np.array(subj)
 
 
+def dists(P, T):
+    """Euclidean distances of every row of P to every row of T."""
+    pp = (P.astype(np.float64) ** 2).sum(1)[:, None]
+    tt = (T.astype(np.float64) ** 2).sum(1)[None, :]
+    return np.sqrt(np.maximum(pp + tt - 2 * (P.astype(np.float64) @ T.T.astype(np.float64)), 0))
+
+
 def subject_dists(E, probes, tmpl, subj, nsub):
     """Probe x subject distance (min over a subject's templates)."""
-    P = E[probes]
-    d = np.sqrt(np.maximum(((P[:, None, :] - tmpl[None, :, :]) ** 2).sum(-1), 0)) \
-        if len(tmpl) * len(P) < 2e7 else None
-    if d is None:
-        pp = (P ** 2).sum(1)[:, None]
-        tt = (tmpl ** 2).sum(1)[None, :]
-        d = np.sqrt(np.maximum(pp + tt - 2 * P @ tmpl.T, 0))
+    d = dists(E[probes], tmpl)
     if subj is None:
         return d
-    out = np.full((len(P), nsub), np.inf, dtype=np.float32)
+    out = np.full((len(probes), nsub), np.inf, dtype=np.float32)
     for s in range(nsub):
         out[:, s] = d[:, subj == s].min(1)
     return out
@@ -121,9 +123,7 @@ def scores(D):
 
 
 def run(E, by_person, pool, fill, n, t, fuse, seed):
-    rng = np.random.default_rng(seed)
-    rng_py = __import__("random").Random(seed)
-    gallery, mp, nm = build(rng_py, by_person, pool, fill, n, t)
+    gallery, mp, nm = build(random.Random(seed), by_person, pool, fill, n, t)
     tm, subj = templates(E, gallery, fuse)
     mi = [i for i, _ in mp]
     truth = np.array([g for _, g in mp])
@@ -131,7 +131,6 @@ def run(E, by_person, pool, fill, n, t, fuse, seed):
     Dn = subject_dists(E, nm, tm, subj, len(gallery))
     tm_, sm = scores(Dm)
     _, sn = scores(Dn)
-    del rng
     return {k: (sm[k], sn[k], tm_ == truth) for k in sm}
 
 

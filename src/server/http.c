@@ -52,6 +52,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -64,6 +65,8 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "server/gate.h"
 
 /* ------------------------------------------------------------ responses */
 
@@ -424,6 +427,9 @@ static void add_headers(struct MHD_Response *resp, const fvs_req *r, const fvs_r
     if (!own_header(out, "Cache-Control"))
         MHD_add_response_header(resp, "Cache-Control", fvs_cache_control(kind));
     if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    /* Every answer ends its connection: a next request on it would reach
+     * libmicrohttpd without passing the gate (gate.h). */
+    if (!own_header(out, "Connection")) MHD_add_response_header(resp, "Connection", "close");
     if (out->retry_after > 0) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", out->retry_after);
@@ -820,12 +826,32 @@ struct MHD_Daemon *fvs_http_start_unlistened(fvs_server *srv) {
                             MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
 }
 
+/* The gate's hand-over (gate.h): MHD owns fd from here, and closes it when
+ * it cannot take it (its own per-IP limit, memory). */
+static void hand_to_mhd(void *cls, int fd, const struct sockaddr *addr, socklen_t addrlen) {
+    (void)MHD_add_connection(cls, fd, addr, addrlen);
+}
+
+/* A listening, non-blocking TCP socket on addr; -1 on failure. */
+static int listen_on(const struct sockaddr_in *addr) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, 511) != 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int fvs_http_serve(fvs_server *srv) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by MHD's threads */
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by MHD's threads and the gate's */
 
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
@@ -840,23 +866,31 @@ int fvs_http_serve(fvs_server *srv) {
         fprintf(stderr, "faceverifyd: out of memory\n");
         return 1;
     }
+    /* No listening socket of MHD's own: connections come from the gate. */
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-            MHD_USE_ITC | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+            MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)srv->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)srv->cfg.max_conn_per_ip, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd,
         NULL, MHD_OPTION_END);
-    if (!d) {
-        fprintf(stderr, "faceverifyd: cannot listen on %s:%d\n", srv->cfg.host, srv->cfg.port);
-        fvs_guard_destroy(srv->guard);
-        srv->guard = NULL;
-        return 1;
-    }
-    if (srv->cfg.run_as && fvs_drop_privileges(srv->cfg.run_as)) {
-        MHD_stop_daemon(d);
+    int lfd = d ? listen_on(&addr) : -1;
+    const fvs_gate_config gcfg = {.listen_fd = lfd,
+                                  .max_pending = srv->cfg.max_connections,
+                                  .max_per_ip = srv->cfg.max_conn_per_ip,
+                                  .request_timeout = srv->cfg.request_timeout,
+                                  .handover = hand_to_mhd,
+                                  .handover_cls = d};
+    fvs_gate *gate = lfd >= 0 ? fvs_gate_start(&gcfg) : NULL;
+    if (!gate || (srv->cfg.run_as && fvs_drop_privileges(srv->cfg.run_as))) {
+        if (!gate) {
+            fprintf(stderr, "faceverifyd: cannot listen on %s:%d\n", srv->cfg.host, srv->cfg.port);
+            if (lfd >= 0) close(lfd);
+        }
+        fvs_gate_stop(gate);
+        if (d) MHD_stop_daemon(d);
         fvs_guard_destroy(srv->guard);
         srv->guard = NULL;
         return 1;
@@ -871,8 +905,8 @@ int fvs_http_serve(fvs_server *srv) {
     }
     printf("faceverifyd: signal %d, shutting down\n", sig);
     fflush(stdout);
-    MHD_quiesce_daemon(d);
-    MHD_stop_daemon(d);
+    fvs_gate_stop(gate); /* no new connections; pending ones closed */
+    MHD_stop_daemon(d);  /* running requests finish */
     fvs_guard_destroy(srv->guard);
     srv->guard = NULL;
     return 0;

@@ -100,7 +100,8 @@ static int check_request_line(const unsigned char *p, size_t n, fvs_gate_verdict
         return -1;
     }
     if (ver[5] != '1' || (ver[7] != '0' && ver[7] != '1')) {
-        refuse(v, 505, "http_version_not_supported", "HTTP version not supported (1.0 and 1.1 are)");
+        refuse(v, 505, "http_version_not_supported",
+               "HTTP version not supported (1.0 and 1.1 are)");
         return -1;
     }
     return 0;
@@ -180,8 +181,8 @@ void fvs_gate_check(const unsigned char *buf, size_t len, fvs_gate_verdict *v) {
     head_counts h = {0};
     size_t pos = 0;
     /* RFC 9112 2.2: empty lines before the request line are ignored. */
-    while (pos < len && (buf[pos] == '\n' || (buf[pos] == '\r' && pos + 1 < len &&
-                                              buf[pos + 1] == '\n')))
+    while (pos < len &&
+           (buf[pos] == '\n' || (buf[pos] == '\r' && pos + 1 < len && buf[pos + 1] == '\n')))
         pos += buf[pos] == '\r' ? 2 : 1;
     for (int line = 0;; line++) {
         /* One line: its bytes up to LF, checked as they are, even when the

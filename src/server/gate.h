@@ -74,9 +74,9 @@ typedef void (*fvs_gate_handover)(void *cls, int fd, const struct sockaddr *addr
                                   socklen_t addrlen);
 
 typedef struct fvs_gate_config {
-    int listen_fd;      /* listening, non-blocking; the gate closes it on stop */
-    int max_pending;    /* connections held by the gate at once (past: closed) */
-    int max_per_ip;     /* of those, from one address (past: closed) */
+    int listen_fd;       /* listening, non-blocking; the gate closes it on stop */
+    int max_pending;     /* connections held by the gate at once (past: closed) */
+    int max_per_ip;      /* of those, from one address (past: closed) */
     int request_timeout; /* seconds from accept for the header block (<= 0: 30) */
     fvs_gate_handover handover;
     void *handover_cls;

@@ -1,8 +1,15 @@
 /*
  * http.c: faceverifyd's HTTP plumbing on libmicrohttpd.
  *
+ * Connections: faceverifyd listens itself, and the gate (gate.c) holds
+ * each new connection until its header block is complete and valid, then
+ * hands it to libmicrohttpd (MHD_USE_NO_LISTEN_SOCKET, MHD_add_connection);
+ * malformed heads get the gate's JSON answer and never reach MHD.  Every
+ * answer here says Connection: close, so that a second request on a
+ * connection cannot reach MHD without passing the gate.
+ *
  * Threading model: one thread per connection (MHD_USE_THREAD_PER_CONNECTION)
- * with a poll()ing listener.  Handlers are blocking and CPU-bound (decode +
+ * with MHD's internal polling thread.  Handlers are blocking and CPU-bound (decode +
  * detect + embed take 0.1-2 s); with a fixed pool, a connection that lands
  * on a busy thread waits behind it with no bound and no answer.  Here every
  * connection is read at once, and the guard (guard.c) admits at most
@@ -28,14 +35,16 @@
  * A refused request's body is drained unread (never stored or parsed) and
  * the refusal sent at its end, so the client reads it rather than a reset.
  *
- * libmicrohttpd's own error answers (a malformed request line or header,
- * an over-long URL or header block) are its fixed HTML pages; its log
- * lines go to log_mhd (quiet), not to stderr.
+ * The gate refuses what libmicrohttpd would answer with its own HTML (a
+ * malformed request line or header, an over-long URL or header block, a
+ * chunked body); what is left of MHD's log lines goes to log_mhd (quiet),
+ * not to stderr.  The framing checks here repeat the gate's, on MHD's view.
  *
  * Bodies: a Content-Length above the limit is refused with 413 on the first
- * callback, before any of the body is read; a chunked body that grows past
- * the limit stops being stored at once and is answered 413 (see the drain
- * note in on_request).  multipart/form-data and
+ * callback, before any of the body is read; a body that grows past the
+ * limit (only a chunked one could, and the gate refuses those) stops being
+ * stored at once and is answered 413 (see the drain note in on_request).
+ * multipart/form-data and
  * urlencoded bodies go through MHD_PostProcessor into named fields (a NUL
  * byte in a value, or a field sent twice, is a 400); JSON bodies are
  * buffered, their shape bounded by json_shape_ok (values, nesting) before
@@ -45,8 +54,9 @@
  * a connection without an answer.
  *
  * Shutdown: SIGTERM/SIGINT are blocked in every thread and taken with
- * sigwait() by the main thread, which quiesces the daemon (no new
- * connections), then stops it, letting running requests finish.
+ * sigwait() by the main thread, which stops the gate (no new connections;
+ * those it holds are closed), then the daemon, letting running requests
+ * finish.
  */
 #include "server/http_mhd.h"
 

@@ -51,7 +51,8 @@ typedef struct refusal {
     const char *code;
 } refusal;
 
-#define R(name, lit, status, code) {name, lit, sizeof(lit) - 1, status, code}
+#define R(name, lit, status, code)                                                                 \
+    { name, lit, sizeof(lit) - 1, status, code }
 
 static void test_refusals(void **state) {
     (void)state;
@@ -86,7 +87,8 @@ static void test_refusals(void **state) {
           "validation_error"),
         R("gzip, chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400,
           "validation_error"),
-        R("two TE", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        R("two TE",
+          "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
           400, "validation_error"),
         R("two Host", "GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400, "validation_error"),
         R("two keys", "GET / HTTP/1.1\r\nX-API-Key: a\r\nX-Api-Key: b\r\n\r\n", 400,
@@ -179,8 +181,10 @@ static void test_answer(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_blocks_pass), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_size_limits),       cmocka_unit_test(test_incremental),
+        cmocka_unit_test(test_valid_blocks_pass),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_size_limits),
+        cmocka_unit_test(test_incremental),
         cmocka_unit_test(test_answer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -23,7 +23,9 @@
  * destroy the answer before the client reads it.
  *
  * Limits: the header block must be complete within request_timeout of the
- * accept (else 408, then close); the gate holds at most max_pending
+ * accept (else 408, then close), and a connection that sends nothing for
+ * conn_timeout is closed without an answer, as libmicrohttpd closes an
+ * idle one; the gate holds at most max_pending
  * connections and max_per_ip from one address (past either, a new
  * connection is closed at once: answering would cost what the cap saves).
  */
@@ -289,6 +291,11 @@ size_t fvs_gate_answer(int status, const char *code, const char *message, const 
 
 /* How long a refused connection is drained after its answer. */
 #define LINGER_S 1.0
+/* How long the gate stops accepting after accept() failed for want of
+ * file descriptors (the listening socket stays readable: polling it at
+ * once again would spin). */
+#define ACCEPT_PAUSE_S 0.1
+
 /* The most bytes drained from a refused connection in one wake-up. */
 #define DRAIN_STEP ((size_t)256 * 1024)
 
@@ -297,7 +304,8 @@ typedef struct pending {
     int lingering; /* answered: draining until EOF or the deadline */
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    double deadline;
+    double deadline;      /* for the header block (or the lingering) */
+    double idle_deadline; /* last byte + conn_timeout */
     size_t peeked;
 } pending;
 
@@ -307,6 +315,7 @@ struct fvs_gate {
     int wake[2];
     pending *p;
     int n;
+    double accept_paused_until; /* after EMFILE/ENFILE */
     struct pollfd *pfd;
     unsigned char buf[FVS_GATE_MAX_HEAD + 1];
 };
@@ -338,8 +347,8 @@ static void forget(fvs_gate *g, int i) {
     g->p[i] = g->p[--g->n];
 }
 
-/* Reads and drops what fd has (up to DRAIN_STEP); 1 when the peer has
- * closed or the socket failed. */
+/* Reads and drops what fd has (up to DRAIN_STEP): 0 when more may come,
+ * 1 when the peer has finished sending (EOF), -1 when the socket failed. */
 static int drain(int fd, unsigned char *tmp, size_t tmplen) {
     size_t total = 0;
     while (total < DRAIN_STEP) {
@@ -348,9 +357,9 @@ static int drain(int fd, unsigned char *tmp, size_t tmplen) {
             total += (size_t)r;
             continue;
         }
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-        if (r < 0 && errno == EINTR) continue;
-        return 1;
+        if (r == 0) return 1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        if (errno != EINTR) return -1;
     }
     return 0;
 }
@@ -359,7 +368,8 @@ static int drain(int fd, unsigned char *tmp, size_t tmplen) {
 static void answer(fvs_gate *g, int i, int status, const char *code, const char *message) {
     pending *c = &g->p[i];
     set_lowat(c->fd, 1);
-    if (drain(c->fd, g->buf, sizeof g->buf)) {
+    int drained = drain(c->fd, g->buf, sizeof g->buf);
+    if (drained < 0) {
         close(c->fd);
         forget(g, i);
         return;
@@ -371,6 +381,11 @@ static void answer(fvs_gate *g, int i, int status, const char *code, const char 
     char out[2048];
     size_t len = fvs_gate_answer(status, code, message, hex, out, sizeof out);
     if (len) (void)send(c->fd, out, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (drained) { /* the client half-closed after its request: nothing to drain */
+        close(c->fd);
+        forget(g, i);
+        return;
+    }
     shutdown(c->fd, SHUT_WR);
     c->lingering = 1;
     c->deadline = mono_s() + LINGER_S;
@@ -380,7 +395,7 @@ static void answer(fvs_gate *g, int i, int status, const char *code, const char 
 static void on_readable(fvs_gate *g, int i, short revents) {
     pending *c = &g->p[i];
     if (c->lingering) {
-        if (drain(c->fd, g->buf, sizeof g->buf)) {
+        if (drain(c->fd, g->buf, sizeof g->buf) != 0) {
             close(c->fd);
             forget(g, i);
         }
@@ -409,6 +424,7 @@ static void on_readable(fvs_gate *g, int i, short revents) {
                         hand.addrlen);
     } else {
         c->peeked = (size_t)r;
+        c->idle_deadline = mono_s() + g->cfg.conn_timeout;
         set_lowat(c->fd, (size_t)r + 1);
     }
 }
@@ -419,7 +435,11 @@ static void accept_new(fvs_gate *g, double now) {
         struct sockaddr_storage a;
         socklen_t alen = sizeof a;
         int fd = accept4(g->cfg.listen_fd, (struct sockaddr *)&a, &alen, SOCK_CLOEXEC);
-        if (fd < 0) return; /* EAGAIN, or a connection that went away */
+        if (fd < 0) { /* EAGAIN, a connection that went away, or no fds left */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                g->accept_paused_until = now + ACCEPT_PAUSE_S;
+            return;
+        }
         int from_ip = 0;
         for (int i = 0; i < g->n; i++) from_ip += same_host(&g->p[i].addr, &a);
         if (g->n >= g->cfg.max_pending || from_ip >= g->cfg.max_per_ip) {
@@ -432,6 +452,7 @@ static void accept_new(fvs_gate *g, double now) {
         c->addr = a;
         c->addrlen = alen;
         c->deadline = now + g->cfg.request_timeout;
+        c->idle_deadline = now + g->cfg.conn_timeout;
     }
 }
 
@@ -440,10 +461,15 @@ static void *gate_main(void *arg) {
     for (;;) {
         double now = mono_s();
         /* Deadlines: a block not complete in time is answered 408; a
-         * lingering connection is closed. */
+         * connection idle for conn_timeout, and a lingering one, are
+         * closed (as libmicrohttpd closes idle ones, without an answer). */
         for (int i = g->n - 1; i >= 0; i--) {
-            if (g->p[i].deadline > now) continue;
-            if (g->p[i].lingering) {
+            int idle = !g->p[i].lingering && g->p[i].idle_deadline <= now;
+            if (g->p[i].deadline > now && !idle) continue;
+            if (g->p[i].lingering || idle) {
+                /* What it sent is read first: a close with unread bytes
+                 * would be a reset instead of an end of stream. */
+                (void)drain(g->p[i].fd, g->buf, sizeof g->buf);
                 close(g->p[i].fd);
                 forget(g, i);
             } else {
@@ -451,12 +477,16 @@ static void *gate_main(void *arg) {
                        "the request head did not arrive within the request timeout");
             }
         }
-        double next = -1;
-        for (int i = 0; i < g->n; i++)
-            if (next < 0 || g->p[i].deadline < next) next = g->p[i].deadline;
+        int accepting = now >= g->accept_paused_until;
+        double next = accepting ? -1 : g->accept_paused_until;
+        for (int i = 0; i < g->n; i++) {
+            double t = g->p[i].deadline;
+            if (!g->p[i].lingering && g->p[i].idle_deadline < t) t = g->p[i].idle_deadline;
+            if (next < 0 || t < next) next = t;
+        }
         int timeout = next < 0 ? -1 : (int)((next - now) * 1000) + 1;
         g->pfd[0] = (struct pollfd){.fd = g->wake[0], .events = POLLIN};
-        g->pfd[1] = (struct pollfd){.fd = g->cfg.listen_fd, .events = POLLIN};
+        g->pfd[1] = (struct pollfd){.fd = accepting ? g->cfg.listen_fd : -1, .events = POLLIN};
         for (int i = 0; i < g->n; i++)
             g->pfd[i + 2] = (struct pollfd){.fd = g->p[i].fd, .events = POLLIN | POLLRDHUP};
         int np = g->n;
@@ -484,6 +514,7 @@ fvs_gate *fvs_gate_start(const fvs_gate_config *cfg) {
     if (!g) return NULL;
     g->cfg = *cfg;
     if (g->cfg.request_timeout <= 0) g->cfg.request_timeout = 30;
+    if (g->cfg.conn_timeout <= 0) g->cfg.conn_timeout = g->cfg.request_timeout;
     g->p = calloc((size_t)cfg->max_pending, sizeof *g->p);
     g->pfd = calloc((size_t)cfg->max_pending + 2, sizeof *g->pfd);
     g->wake[0] = g->wake[1] = -1;

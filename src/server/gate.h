@@ -78,6 +78,7 @@ typedef struct fvs_gate_config {
     int max_pending;     /* connections held by the gate at once (past: closed) */
     int max_per_ip;      /* of those, from one address (past: closed) */
     int request_timeout; /* seconds from accept for the header block (<= 0: 30) */
+    int conn_timeout;    /* seconds without a byte before a close (<= 0: request_timeout) */
     fvs_gate_handover handover;
     void *handover_cls;
 } fvs_gate_config;

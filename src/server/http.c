@@ -891,6 +891,7 @@ int fvs_http_serve(fvs_server *srv) {
                                   .max_pending = srv->cfg.max_connections,
                                   .max_per_ip = srv->cfg.max_conn_per_ip,
                                   .request_timeout = srv->cfg.request_timeout,
+                                  .conn_timeout = srv->cfg.conn_timeout,
                                   .handover = hand_to_mhd,
                                   .handover_cls = d};
     fvs_gate *gate = lfd >= 0 ? fvs_gate_start(&gcfg) : NULL;

@@ -371,11 +371,12 @@ def test_multipart_huge_part_headers(env):  # noqa: F811
 
 
 def test_huge_http_header(env):  # noqa: F811
-    """Request headers past libmicrohttpd's per-connection memory: 431.  The
-    one answer that is not JSON: libmicrohttpd 0.9.75 sends its own fixed
-    HTML body before any handler runs (docs/fuzzing.md, known limits)."""
+    """Request headers past the gate's 16 KiB: 431 as JSON with the
+    security headers (libmicrohttpd used to send its own HTML page)."""
     r = env.server.request("GET", "/api/v1/subjects", env.a, headers={"X-Pad": "h" * 200_000})
     assert r.status_code == 431, (r.status_code, r.text[:200])
+    assert r.json()["error"]["code"] == "header_fields_too_large", r.text
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Connection"] == "close"
 
 
 def test_multipart_thousands_of_parts(env):  # noqa: F811

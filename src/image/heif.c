@@ -26,6 +26,7 @@
  * through fvi_malloc.  heif_init/heif_deinit are reference counted and
  * thread-safe, so each call brackets its own use.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include <libheif/heif.h>
@@ -52,9 +53,17 @@ static fv_status status_of(struct heif_error e) {
     }
 }
 
+/* Reports e; libheif's messages may end in a newline (and come from the
+ * file's boxes in part), so control bytes become spaces and trailing
+ * space is cut: err stays one line. */
 static fv_status heif_fail(struct heif_error e, const char *what, char *err, size_t errlen) {
-    return fvi_seterr(err, errlen, status_of(e), "heif: %s: %s", what,
-                      e.message ? e.message : "error");
+    char m[160];
+    snprintf(m, sizeof m, "%s", e.message ? e.message : "error");
+    size_t n = strlen(m);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)m[i] < 0x20 || m[i] == 0x7f) m[i] = ' ';
+    while (n > 0 && m[n - 1] == ' ') m[--n] = '\0';
+    return fvi_seterr(err, errlen, status_of(e), "heif: %s: %s", what, m);
 }
 
 /* The state of one call, released by heif_done. */

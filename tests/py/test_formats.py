@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUILD, DATA, need, run_json
+from conftest import BUILD, DATA, need, run_cli, run_json
 from fvserver import check
 from test_server import env  # noqa: F401  (the module's server fixture)
 
@@ -208,12 +208,14 @@ def test_first_frame_of_animated_gif(env, made):  # noqa: F811
                                                     Image.new("RGB", im.size, (255, 0, 0))],
             duration=100, loop=0)
     assert Image.open(io.BytesIO(b.getvalue())).n_frames == 3
-    r = env.server.request("POST", "/api/v1/detect", env.a, files={"image": ("a.gif", b.getvalue())})
+    r = env.server.request("POST", "/api/v1/detect", env.a,
+                           files={"image": ("a.gif", b.getvalue())})
     assert check(r, "POST", "/api/v1/detect", 200)["count"] == 1
     # and a blank first frame hides the face of the second
     b = io.BytesIO()
     Image.new("RGB", im.size, (0, 0, 0)).save(b, "GIF", save_all=True, append_images=[im])
-    r = env.server.request("POST", "/api/v1/detect", env.a, files={"image": ("b.gif", b.getvalue())})
+    r = env.server.request("POST", "/api/v1/detect", env.a,
+                           files={"image": ("b.gif", b.getvalue())})
     assert check(r, "POST", "/api/v1/detect", 200)["count"] == 0
 
 
@@ -224,5 +226,21 @@ def test_first_page_of_tiff(env, made):  # noqa: F811
     Image.new("RGB", (250, 250), (0, 0, 0)).save(b, "TIFF", save_all=True,
                                                   append_images=[Image.open(made["png"])])
     assert Image.open(io.BytesIO(b.getvalue())).n_frames == 2
-    r = env.server.request("POST", "/api/v1/detect", env.a, files={"image": ("b.tif", b.getvalue())})
+    r = env.server.request("POST", "/api/v1/detect", env.a,
+                           files={"image": ("b.tif", b.getvalue())})
     assert check(r, "POST", "/api/v1/detect", 200)["count"] == 0
+
+
+@pytest.mark.parametrize("name", ["heic", "avif", "tiff-lzw", "tiff-jpeg", "gif", "ppm-ascii",
+                                  "pgm-16"])
+def test_cli_truncated_one_message(made, tmp_path, name):
+    """A cut file: exit 2, the API's invalid_image error, and one line on
+    stderr (the libraries' own messages never reach it)."""
+    data = made[name].read_bytes()
+    cut = tmp_path / ("cut-" + made[name].name)
+    cut.write_bytes(data[: len(data) // 2])
+    p = run_cli("detect", cut, check=2)
+    assert p.stdout == "" and len(p.stderr.splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("faceverify: "), p.stderr
+    j = run_json("detect", cut, check=2)
+    assert j["error"]["code"] == "invalid_image", j

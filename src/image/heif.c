@@ -134,6 +134,12 @@ static fv_status heif_go(const unsigned char *data, size_t len, const fv_limits 
     j.opt->ignore_transformations = 0; /* irot/imir/clap are the orientation */
     j.opt->convert_hdr_to_8bit = 1;
     j.opt->strict_decoding = 1;
+    /* AV1 through libaom, not dav1d: libheif's dav1d plugin leaks on
+     * malformed data (strukturag/libheif#1753), dav1d writes its log to
+     * stderr and has made huge allocations on fuzzed input (#1792).  An id
+     * that does not decode the file's codec is passed over by libheif, so
+     * HEVC still goes to libde265. */
+    j.opt->decoder_id = "aom";
     e = heif_decode_image(j.handle, &j.image, heif_colorspace_RGB, heif_chroma_interleaved_RGB,
                           j.opt);
     if (e.code != heif_error_Ok) {

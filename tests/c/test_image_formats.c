@@ -133,7 +133,16 @@ static fv_image *oriented(const unsigned char *p, int w, int h, int o) {
     return img;
 }
 
-static unsigned char *read_all(const char *path, size_t *n) {
+/* A new empty temporary file for an encoder that writes to a path. */
+static void tmp_file(char path[static 25]) {
+    strcpy(path, "/tmp/fv_test_img_XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/* The bytes of the file at path, which is removed. */
+static unsigned char *take_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
     fseek(f, 0, SEEK_END);
@@ -143,6 +152,7 @@ static unsigned char *read_all(const char *path, size_t *n) {
     assert_non_null(d);
     assert_int_equal(fread(d, 1, (size_t)len, f), (size_t)len);
     fclose(f);
+    unlink(path);
     *n = (size_t)len;
     return d;
 }
@@ -387,10 +397,8 @@ static void test_gif(void **state) {
  * page k's samples from data[k] (8 bits) or scaled by 257 (16 bits). */
 static unsigned char *make_tiff(int w, int h, int spp, int bps, int orient, int comp, int pages,
                                 const unsigned char *const *data, size_t *n) {
-    char path[] = "/tmp/fv_test_tiff_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    char path[25];
+    tmp_file(path);
     TIFF *t = TIFFOpen(path, "w");
     assert_non_null(t);
     for (int k = 0; k < pages; k++) {
@@ -423,9 +431,54 @@ static unsigned char *make_tiff(int w, int h, int spp, int bps, int orient, int 
         assert_int_equal(TIFFWriteDirectory(t), 1);
     }
     TIFFClose(t);
-    unsigned char *d = read_all(path, n);
-    unlink(path);
-    return d;
+    return take_file(path, n);
+}
+
+/* A 40x40 RGB TIFF in 16x16 tiles (edge tiles partly outside), written
+ * by libtiff; pixel (x, y) = (x * 6, y * 6, 100). */
+static unsigned char *make_tiled_tiff(size_t *n) {
+    char path[25];
+    tmp_file(path);
+    TIFF *t = TIFFOpen(path, "w");
+    assert_non_null(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 40u);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 40u);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 3);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 8);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_RGB);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+    TIFFSetField(t, TIFFTAG_COMPRESSION, COMPRESSION_ADOBE_DEFLATE);
+    TIFFSetField(t, TIFFTAG_TILEWIDTH, 16u);
+    TIFFSetField(t, TIFFTAG_TILELENGTH, 16u);
+    unsigned char tile[16 * 16 * 3];
+    for (uint32_t ty = 0; ty < 40; ty += 16)
+        for (uint32_t tx = 0; tx < 40; tx += 16) {
+            for (int y = 0; y < 16; y++)
+                for (int x = 0; x < 16; x++) {
+                    unsigned char *q = tile + (y * 16 + x) * 3;
+                    q[0] = (unsigned char)((tx + x) * 6);
+                    q[1] = (unsigned char)((ty + y) * 6);
+                    q[2] = 100;
+                }
+            assert_true(TIFFWriteTile(t, tile, tx, ty, 0, 0) > 0);
+        }
+    TIFFClose(t);
+    return take_file(path, n);
+}
+
+static void test_tiff_tiled(void **state) {
+    (void)state;
+    size_t n;
+    unsigned char *d = make_tiled_tiff(&n);
+    fv_image *img;
+    assert_int_equal(decode(d, n, &img), FV_OK);
+    assert_int_equal(img->width, 40);
+    assert_int_equal(img->height, 40);
+    for (int y = 0; y < 40; y++)
+        for (int x = 0; x < 40; x++) assert_px(img, x, y, x * 6, y * 6, 100, 0);
+    fv_image_destroy(img);
+    assert_oom_safe(d, n);
+    free(d);
 }
 
 static void test_tiff(void **state) {
@@ -571,18 +624,14 @@ static unsigned char *make_heif(const unsigned char *p, int w, int h, int av1, i
     struct heif_encoding_options *opt = heif_encoding_options_alloc();
     opt->image_orientation = (enum heif_orientation)o;
     assert_int_equal(heif_context_encode_image(ctx, img, enc, opt, NULL).code, heif_error_Ok);
-    char path[] = "/tmp/fv_test_heif_XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    close(fd);
+    char path[25];
+    tmp_file(path);
     assert_int_equal(heif_context_write_to_file(ctx, path).code, heif_error_Ok);
     heif_encoding_options_free(opt);
     heif_image_release(img);
     heif_encoder_release(enc);
     heif_context_free(ctx);
-    unsigned char *d = read_all(path, n);
-    unlink(path);
-    return d;
+    return take_file(path, n);
 }
 
 static void test_heif(void **state) {
@@ -659,10 +708,8 @@ static void test_heif(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_pnm),
-        cmocka_unit_test(test_gif),
-        cmocka_unit_test(test_tiff),
-        cmocka_unit_test(test_heif),
+        cmocka_unit_test(test_pnm),        cmocka_unit_test(test_gif),  cmocka_unit_test(test_tiff),
+        cmocka_unit_test(test_tiff_tiled), cmocka_unit_test(test_heif),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

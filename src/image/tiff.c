@@ -188,8 +188,10 @@ static fv_status tiff_pixels(TIFF *tif, tiff_src *s, uint32_t w, uint32_t h, fv_
     if (band > h) band = h;
     fv_image *img = NULL;
     fv_status st = fvi_image_alloc((int)w, (int)h, &img);
-    /* w * band * 4 <= 4 * w * h: fits, since 3 * w * h did (limits) */
-    uint32_t *abgr = st == FV_OK ? fvi_malloc((size_t)w * band * 4) : NULL;
+    size_t scratch; /* w x band ABGR words */
+    if (st == FV_OK && (fvi_size_mul(w, band, &scratch) || fvi_size_mul(scratch, 4, &scratch)))
+        st = FV_E_NO_MEMORY;
+    uint32_t *abgr = st == FV_OK ? fvi_malloc(scratch) : NULL;
     if (st == FV_OK && !abgr) st = FV_E_NO_MEMORY;
     if (st != FV_OK) fvi_seterr(err, errlen, st, "tiff: out of memory");
     for (uint32_t y = 0; st == FV_OK && y < h; y += band) {

@@ -5,7 +5,7 @@
 #   make test   bootstrap, build, then every test (C unit tests, Python parity
 #               and CLI tests, the C tests again under ASan+UBSan, format and
 #               static checks)
-# Other targets: build, models, asan, check-format, check-layers, cppcheck, install
+# Other targets: build, models, deb, asan, check-format, check-layers, cppcheck, install
 # (PREFIX=/usr/local), clean, fuzz (libFuzzer targets into build-fuzz/),
 # test-fuzz (each for FUZZ_SECONDS), fuzz-merge (new inputs into
 # fuzz/corpus); see docs/fuzzing.md.
@@ -22,7 +22,7 @@ PORT ?= 8000
 FACEVERIFY_DATA ?= $(abspath ../shared/data)
 export FACEVERIFY_DATA
 
-.PHONY: all bootstrap models build asan fuzz run test test-c test-py test-asan test-server test-fuzz fuzz-merge check-format cppcheck format install clean
+.PHONY: all bootstrap models build deb asan fuzz run test test-c test-py test-asan test-server test-fuzz fuzz-merge check-format cppcheck format install clean
 
 all: build
 
@@ -92,14 +92,14 @@ test-py:
 	@FACEVERIFY_BUILD=$(abspath $(BUILD)) FACEVERIFY_MODELS=$(abspath models) \
 	  $(PY) -m pytest -q tests/py
 
-# test-server: the faceverifyd integration tests (and the hostile-input
-# matrix) again, with the server built under ASan+UBSan (its reports fail
-# the test that stops it).  On PostgreSQL too when FACEVERIFY_PG_URL is set
-# (.ci/run sets it).
+# test-server: the faceverifyd integration tests (the hostile-input
+# matrix and the metrics too) again, with the server built under
+# ASan+UBSan (its reports fail the test that stops it).  On PostgreSQL too
+# when FACEVERIFY_PG_URL is set (.ci/run sets it).
 test-server:
 	@FACEVERIFY_BUILD=$(abspath $(ASAN_BUILD)) FACEVERIFY_MODELS=$(abspath models) \
 	  $(PY) -m pytest -q tests/py/test_server.py tests/py/test_security.py tests/py/test_hostile.py \
-	  tests/py/test_chaos.py
+	  tests/py/test_chaos.py tests/py/test_metrics.py
 
 test-asan:
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
@@ -121,6 +121,12 @@ check-layers:
 cppcheck:
 	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability --std=c11 \
 	  --inline-suppr -Iinclude -Isrc src && echo "cppcheck: clean"
+
+# deb: a Debian package of this build (build/faceverify_VERSION_ARCH.deb),
+# installing under /usr with faceverifyd.service; the models are fetched
+# on the target by `faceverifyd fetch-models` (README, "Debian package").
+deb: build
+	@cd $(BUILD) && FV_PACKAGE=1 cpack -G DEB >/dev/null && ls $(abspath $(BUILD))/faceverify_*.deb
 
 # install: the library (static and shared), faceverify.h, faceverify.pc, the
 # CMake package, faceverify, faceverifyd, the models and config

@@ -160,6 +160,12 @@ typedef struct fv_config {
 /* Fills *cfg with defaults. */
 FV_API void fv_config_init(fv_config *cfg);
 
+/* The models folder fv_engine_create reads for cfg->models_dir =
+ * configured: configured itself when not NULL or empty, else
+ * $FACEVERIFY_MODELS, else the build tree's models/ or, installed,
+ * PREFIX/share/faceverify.  The string is static or configured. */
+FV_API const char *fv_models_dir(const char *configured);
+
 typedef struct fv_engine fv_engine;
 
 /* A trained embedding model (see "trained models" below).  Wherever a

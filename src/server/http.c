@@ -65,6 +65,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/metrics.h"
+
 /* ------------------------------------------------------------ responses */
 
 void fvs_resp_free(fvs_resp *out) {
@@ -121,6 +123,20 @@ int fvs_resp_header(fvs_resp *out, const char *name, const char *value) {
 
 const char *fvs_req_header(const fvs_req *r, const char *name) {
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
+}
+
+void fvs_req_remote(const fvs_req *r, char *buf, size_t len) {
+    buf[0] = 0;
+    const union MHD_ConnectionInfo *ci =
+        r->conn ? MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS) : NULL;
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (!sa) return;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+                  (socklen_t)len);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+                  (socklen_t)len);
 }
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none:
@@ -431,8 +447,11 @@ static void add_headers(struct MHD_Response *resp, const fvs_req *r, const fvs_r
     }
 }
 
+static double mono_s(void);
+
 /* Queues out on r's connection: its bytes with their type, else its JSON
- * (a 500 when there is none or it cannot be written). */
+ * (a 500 when there is none or it cannot be written), and counts and logs
+ * it (metrics.h). */
 static enum MHD_Result send_resp(fvs_req *r, const fvs_resp *out) {
     struct MHD_Connection *c = r->conn;
     int status = out->status;
@@ -461,6 +480,9 @@ static enum MHD_Result send_resp(fvs_req *r, const fvs_resp *out) {
     add_headers(resp, r, out, kind);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
+    double took = mono_s() - r->t_start;
+    fvs_metrics_request(r->srv->metrics, r->route_path, r->method, status, took, out->body);
+    fvs_log_request(r, status, took);
     return ret;
 }
 
@@ -604,7 +626,8 @@ static void *on_request_line(void *cls, const char *uri, struct MHD_Connection *
     r->conn = c;
     /* request_timeout 0 (a config that sets none, as the fuzz harness's):
      * no deadline. */
-    r->deadline = mono_s() + (srv->cfg.request_timeout > 0 ? srv->cfg.request_timeout : 1e9);
+    r->t_start = mono_s();
+    r->deadline = r->t_start + (srv->cfg.request_timeout > 0 ? srv->cfg.request_timeout : 1e9);
     r->nul_in_url = uri && strstr(uri, "%00") != NULL;
     return r;
 }

@@ -67,6 +67,12 @@ typedef struct fvs_req {
     int nul_in_url;           /* the raw request target holds %00 */
     double deadline;          /* monotonic seconds by which the body must be in */
     struct fvs_resp *refusal; /* refused on its headers: sent once the dropped body is in */
+    /* For metrics and the request log (metrics.h): the route's path
+     * pattern once the path matched, even when the request is then
+     * refused (401, 405, 429; NULL: no path matched), set by the router;
+     * and the monotonic time of the request line, set by http.c. */
+    const char *route_path;
+    double t_start;
 } fvs_req;
 
 #define FVS_RESP_MAX_HEADERS 8
@@ -106,6 +112,9 @@ void fvs_reply_bytes(fvs_resp *out, int status, const char *ctype, const void *d
  * server's default of that name; copies both.  0 ok; -1 when out of memory
  * or out of room, after turning out into a 503 JSON error. */
 int fvs_resp_header(fvs_resp *out, const char *name, const char *value);
+
+/* The client's address (IPv4 or IPv6, no port) into buf; "" when unknown. */
+void fvs_req_remote(const fvs_req *r, char *buf, size_t len);
 
 /* A request header's value (case-insensitive name), NULL when absent. */
 const char *fvs_req_header(const fvs_req *r, const char *name);

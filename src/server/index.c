@@ -191,6 +191,19 @@ static entry *get_entry(fvs_index *ix, int64_t coll, const char *model) {
     return e;
 }
 
+void fvs_index_sizes(fvs_index *ix, fvs_index_size_fn fn, void *ctx) {
+    /* Entries are only ever pushed at the head and freed at destroy, so
+     * the list from the head taken now can be walked without ix->mu. */
+    pthread_mutex_lock(&ix->mu);
+    entry *e = ix->head;
+    pthread_mutex_unlock(&ix->mu);
+    for (; e; e = e->next) {
+        pthread_mutex_lock(&e->mu);
+        if (e->loaded && e->s) fn(ctx, e->kind, fvsearch_count(e->s), fvsearch_memory(e->s));
+        pthread_mutex_unlock(&e->mu);
+    }
+}
+
 /* ------------------------------------------------------------ metadata */
 
 /* Index of key in n records of stride bytes sorted by the int64_t at

@@ -78,6 +78,13 @@ int fvs_index_rebuild(fvs_index *ix, int64_t coll, fvs_index_report_fn report, v
  * coll_backend ("" or NULL: none) is searched with. */
 const char *fvs_index_backend_in_force(const fvs_index *ix, const char *coll_backend);
 
+/* Calls fn(ctx, backend, templates, bytes) for each loaded index (one per
+ * collection and model): its backend, live templates and the bytes its
+ * structures hold (fvsearch_count, fvsearch_memory), for /metrics.  Waits
+ * for an index being loaded or searched.  Thread-safe. */
+typedef void (*fvs_index_size_fn)(void *ctx, fvsearch_kind backend, size_t templates, size_t bytes);
+void fvs_index_sizes(fvs_index *ix, fvs_index_size_fn fn, void *ctx);
+
 /* Searches nq queries (nq x FV_EMBED_DIM floats) among the templates of
  * collection coll->id made by coll->model, with coll->index_backend.  Out:
  * a JSON array with one object per query: {"candidates": [...], "match":

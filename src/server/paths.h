@@ -11,6 +11,7 @@
 typedef struct fvs_paths {
     char assets[PATH_MAX + 32]; /* openapi.json, docs.html, static/ */
     char db_url[PATH_MAX + 64]; /* "sqlite://" + the default database file */
+    char fetch[PATH_MAX + 64];  /* fetch_models.sh, for `faceverifyd fetch-models` */
 } fvs_paths;
 
 /* The defaults when neither a flag nor the environment names them:
@@ -20,6 +21,8 @@ typedef struct fvs_paths {
  *     (else the compiled-in CMAKE_INSTALL_PREFIX's, when only that exists)
  *     and PREFIX/var/lib/faceverify/faceverify.db (/var/lib/faceverify
  *     for PREFIX /usr).
+ * The models' fetch script: the source tree's scripts/fetch_models.sh, or
+ * PREFIX/share/faceverify/fetch_models.sh.
  * Creates nothing.  Thread-safe. */
 void fvs_paths_default(fvs_paths *p);
 

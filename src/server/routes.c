@@ -1645,6 +1645,33 @@ static void h_docs(fvs_req *r, fvs_resp *out) {
     fvs_asset_serve(r, out, "docs.html", "text/html; charset=utf-8");
 }
 
+/* GET /metrics: the Prometheus exposition (metrics.h), keyless.  404 when
+ * the operator turned it off (--no-metrics), and to anyone but a loopback
+ * address with --metrics-local-only: the same answer as a path that does
+ * not exist, so it says nothing about the setting. */
+static void h_metrics(fvs_req *r, fvs_resp *out) {
+    const fvs_config *cfg = &r->srv->cfg;
+    int allowed = cfg->metrics == FVS_METRICS_ON;
+    if (cfg->metrics == FVS_METRICS_LOCAL) {
+        char addr[64];
+        fvs_req_remote(r, addr, sizeof addr);
+        allowed = strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+                  strncmp(addr, "::ffff:127.", 11) == 0;
+    }
+    if (!allowed) {
+        fvs_error(out, 404, "not_found", "no route %s", r->url);
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (fvs_metrics_render(r->srv, &text, &len)) {
+        fvs_error(out, 503, "unavailable", "out of memory");
+        return;
+    }
+    fvs_reply_bytes(out, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
 /* ------------------------------------------------------------ routing */
 
 /* Who may call a route: anyone, or a collection's key holder (X-API-Key,
@@ -1678,6 +1705,7 @@ static const route ROUTES[] = {
     {"GET", "/api/docs", h_docs, AUTH_NONE, NULL},
     {"GET", "/api/openapi.json", h_openapi, AUTH_NONE, NULL},
     {"GET", "/api/v1/health", h_health, AUTH_NONE, NULL},
+    {"GET", "/metrics", h_metrics, AUTH_NONE, NULL},
     {"POST", "/api/v1/detect", h_detect, AUTH_KEY, "detect"},
     {"POST", "/api/v1/verify", h_verify, AUTH_KEY, "verify"},
     {"POST", "/api/v1/verify/embeddings", h_verify_embeddings, AUTH_KEY, "verify.embeddings"},
@@ -1747,6 +1775,7 @@ static const route *find_route(fvs_req *r, fvs_resp *out) {
     size_t i = 0;
     int m = 0;
     while (i < NROUTES && (m = match_path(ROUTES[i].path, r->url, r, out)) == 0) i++;
+    if (i < NROUTES) r->route_path = ROUTES[i].path;
     if (m < 0) return NULL;
     if (i == NROUTES) {
         fvs_error(out, 404, "not_found", "no route %s", r->url);

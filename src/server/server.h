@@ -12,6 +12,7 @@
 #include "faceverify.h"
 #include "server/guard.h"
 #include "server/index.h"
+#include "server/metrics.h"
 #include "server/models.h"
 #include "server/store.h"
 
@@ -42,6 +43,10 @@ typedef struct fvs_config {
                                 point where a calibration exists; 0: the fixed threshold */
     double default_fpir;     /* FACEVERIFY_DEFAULT_FPIR, --default-fpir: identify's open-set
                                 rate where a calibration exists; 0: the k-NN vote */
+    fvs_metrics_mode metrics;  /* FACEVERIFY_METRICS, --metrics, --no-metrics,
+                                  --metrics-local-only: who may read GET /metrics */
+    fvs_log_format log_format; /* FACEVERIFY_LOG_FORMAT, --log-format: text (no request
+                                  lines) or json (one object per request) */
 } fvs_config;
 
 /* The default enrolment quality gate (--min-quality): clean LFW faces and
@@ -59,6 +64,8 @@ typedef struct fvs_server {
     fvs_models *models; /* the ResNet and the trained models collections can use */
     char engine_error[256];
     float default_threshold;
+    /* Request counters for GET /metrics (metrics.h); NULL: none kept. */
+    fvs_metrics *metrics;
     /* Demo mode (cfg.demo): the per-process token the demo page sends and
      * the collection its requests are bound to. */
     char demo_token[65];

@@ -92,7 +92,7 @@ def two_collections(backend: str, tmp: Path):
 
 
 class Server:
-    def __init__(self, db_url: str, env=None, max_body=MAX_BODY):
+    def __init__(self, db_url: str, env=None, max_body=MAX_BODY, args=()):
         self.db_url = db_url
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -103,7 +103,7 @@ class Server:
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [str(DAEMON), "serve", "--listen", f"127.0.0.1:{self.port}", "--max-body",
-             str(max_body), "--http-threads", "4"],
+             str(max_body), "--http-threads", "4", *args],
             stdout=self.log, stderr=subprocess.STDOUT, env=e)
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -157,7 +157,7 @@ def endpoint_rows(text):
     table = table[:table.index("\n\n")]
     rows = set()
     for line in table.splitlines()[2:]:
-        m = re.match(r"\| `([A-Z/]+) (/api/[^`\s]+)`", line)
+        m = re.match(r"\| `([A-Z/]+) (/api/[^`\s]+|/metrics)`", line)
         assert m, line
         for method in m.group(1).split("/"):
             rows.add((method.lower(), m.group(2)))

@@ -36,6 +36,7 @@
 #include "server/chip_png.h"
 #include "server/crypto.h"
 #include "server/demo.h"
+#include "server/enrol.h"
 #include "server/http.h"
 
 #define MAX_FACES 64
@@ -1027,49 +1028,14 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     return 0;
 }
 
-typedef struct best_ctx {
-    const float *probe;
-    float best;
-    int64_t best_face;
-    double best_quality; /* the best match's stored quality; < 0: NULL */
-    int n;
-    int64_t bad[FVS_UNREADABLE_IDS_MAX]; /* templates that did not open */
-    size_t nbad;
-} best_ctx;
-
-static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
-                    const float *emb, double quality) {
-    (void)subject_id;
-    (void)name;
-    best_ctx *b = ctx;
-    if (!emb) { /* named in the answer's warning; the count goes on */
-        if (b->nbad < FVS_UNREADABLE_IDS_MAX) b->bad[b->nbad] = face_id;
-        b->nbad++;
-        return 0;
-    }
-    float d = fv_distance(b->probe, emb);
-    if (b->n == 0 || d < b->best) {
-        b->best = d;
-        b->best_face = face_id;
-        b->best_quality = quality;
-    }
-    b->n++;
-    return 0;
-}
-
 /* ------------------------------------------------------------ enrolment
  *
  * Before a face is stored: the quality gate (a face poorer than the
  * collection's min_quality, else --min-quality, answers 422 low_quality
  * unless "force") and the duplicate check (the face matches a template of
- * another subject at FMR DUP_FMR: a "duplicate" warning, or 409 with
+ * another subject at FMR FVS_DUP_FMR, enrol.h: a "duplicate" warning, or 409 with
  * on_duplicate=reject).  A bare embedding has no quality: no gate, and it
  * counts as quality 1 in the duplicate check, as templates without one do. */
-
-#define DUP_FMR 1e-4
-/* Other subjects examined: the nearest few, since the index ranks by the
- * threshold for the new face alone and a poorer stored one is stricter. */
-#define DUP_CANDIDATES 5
 
 typedef struct enrol_opts {
     int force;  /* enrol below the quality gate */
@@ -1100,7 +1066,7 @@ static int get_enrol_opts(fvs_req *r, enrol_opts *o, fvs_resp *out) {
 
 /* The enrolment gate in force: the collection's, else the server's. */
 static double gate_of(const fvs_req *r) {
-    return r->coll.min_quality >= 0 ? r->coll.min_quality : r->srv->cfg.min_quality;
+    return fvs_enrol_gate(&r->coll, r->srv->cfg.min_quality);
 }
 
 /* 422 low_quality naming q's reasons, with q itself. */
@@ -1116,91 +1082,32 @@ static void low_quality_error(fvs_resp *out, const fv_quality *q, double gate) {
                         "reasons", json_object_get(qj, "reasons"), "quality", qj));
 }
 
-/* A template of another subject the new face matches. */
-typedef struct dup_hit {
-    int64_t subject, face;
-    char name[FVS_NAME_MAX + 1];
-    float distance, threshold;
-} dup_hit;
-
-/* Whether candidate subject cid's nearest template is within the DUP_FMR
- * threshold for the pair of q (the new face's quality) and its stored
- * quality (none: 1).  1 with *hit filled, 0 no, -1 after a database error in out. */
-static int dup_candidate(fvs_req *r, int64_t cid, const char *name, const float *emb, float q,
-                         dup_hit *hit, fvs_resp *out) {
-    best_ctx b;
-    memset(&b, 0, sizeof b);
-    b.probe = emb;
-    char err[256];
-    if (fvs_templates(r->srv->store, r->coll.id, cid, r->coll.model, best_row, &b, err,
-                      sizeof err)) {
-        db_error(out, err);
-        return -1;
-    }
-    double sq = b.best_quality;
-    float t = 0, pq = fv_pair_quality(q, (float)sq);
-    if (b.n == 0 || fv_fmr_threshold(r->coll.model, DUP_FMR, pq, &t) != FV_OK || b.best > t)
-        return 0;
-    hit->subject = cid;
-    hit->face = b.best_face;
-    snprintf(hit->name, sizeof hit->name, "%s", name);
-    hit->distance = b.best;
-    hit->threshold = t;
-    return 1;
-}
-
-/* Looks for a template of a subject other than sid that emb (quality q:
- * the score, < 0 when unknown) matches at DUP_FMR, nearest first, through
- * the index.  0 (hit->subject 0 when none), or -1 after an error in out.
- * A model without an FMR calibration (trained models) is not checked. */
-static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, dup_hit *hit,
+/* Looks for a duplicate of emb (enrol.h) in r's collection; -1 after a
+ * database error in out. */
+static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, fvs_dup_hit *hit,
                           fvs_resp *out) {
-    memset(hit, 0, sizeof *hit);
-    /* the search radius: the loosest pair threshold this face can have
-     * (with a stored face of quality 1); dup_candidate then checks the
-     * pair's own */
-    float t = 0;
-    if (fv_fmr_threshold(r->coll.model, DUP_FMR, fv_pair_quality((float)q, 1.0f), &t) != FV_OK)
-        return 0;
-    json_t *res = NULL, *warning = NULL;
     char err[256];
-    if (fvs_index_search(r->srv->index, &r->coll, emb, 1, t, DUP_CANDIDATES + 1, 1, 0, &res,
-                         &warning, err, sizeof err)) {
-        /* No template opens here (no or another template key): nothing to
-         * compare with; storing it is the insert's to allow or refuse. */
-        if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) return 0;
-        db_error(out, err);
-        return -1;
-    }
-    json_decref(warning);
-    json_t *cands = json_object_get(json_array_get(res, 0), "candidates");
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < json_array_size(cands); i++) {
-        json_t *c = json_array_get(cands, i);
-        int64_t cid = (int64_t)json_integer_value(json_object_get(c, "id"));
-        if (cid == sid) continue;
-        if (json_real_value(json_object_get(c, "distance")) > (double)t) break;
-        rc = dup_candidate(r, cid, json_string_value(json_object_get(c, "name")), emb, (float)q,
-                           hit, out);
-    }
-    json_decref(res);
-    return rc < 0 ? -1 : 0;
+    if (fvs_enrol_find_duplicate(r->srv->store, r->srv->index, &r->coll, sid, emb, q, hit, err,
+                                 sizeof err) == 0)
+        return 0;
+    db_error(out, err);
+    return -1;
 }
 
 /* The hit as the answer names it: {"subject": {id, name}, "face_id",
  * "distance", "threshold", "fmr"}, plus code and message. */
-static json_t *dup_json(const dup_hit *h, const char *message) {
+static json_t *dup_json(const fvs_dup_hit *h, const char *message) {
     return json_pack("{s:s, s:s, s:{s:I, s:s}, s:I, s:f, s:f, s:f}", "code", "duplicate", "message",
                      message, "subject", "id", (json_int_t)h->subject, "name", h->name, "face_id",
                      (json_int_t)h->face, "distance", (double)h->distance, "threshold",
-                     (double)h->threshold, "fmr", DUP_FMR);
+                     (double)h->threshold, "fmr", FVS_DUP_FMR);
 }
 
 /* The duplicate check of enrolment into sid: 0 to go on (*warning: NULL
  * or the warning to add), -1 after a 409 or an error in out. */
 static int check_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, const enrol_opts *o,
                            json_t **warning, fvs_resp *out) {
-    dup_hit h;
+    fvs_dup_hit h;
     *warning = NULL;
     if (find_duplicate(r, sid, emb, q, &h, out)) return -1;
     if (!h.subject) return 0;
@@ -1208,7 +1115,7 @@ static int check_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, 
     snprintf(msg, sizeof msg,
              "this face matches subject %" PRId64 " (%s) at a false-match rate of %g: the same "
              "person enrolled twice?",
-             h.subject, h.name, DUP_FMR);
+             h.subject, h.name, FVS_DUP_FMR);
     if (!o->reject) {
         *warning = dup_json(&h, msg);
         return 0;
@@ -1250,7 +1157,7 @@ static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
         parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out) ||
         check_duplicate(r, sid, emb, -1, &o, &warning, out))
         return;
-    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1}; /* no face: no quality */
+    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1, NULL, 0}; /* no quality */
     insert_face(r, out, sid, &row, 0, NULL, warning);
 }
 
@@ -1285,9 +1192,7 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out) {
     json_t *warning = NULL;
     if (check_duplicate(r, sid, fr.embedding, fr.quality.score, &o, &warning, out)) return;
     /* The image's keyed fingerprint, or none without a template key. */
-    fvs_face_row row = {r->coll.model, fr.embedding,        fr.face.left,
-                        fr.face.top,   fr.face.right,       fr.face.bottom,
-                        fr.face.score, mac[0] ? mac : NULL, fr.quality.score};
+    fvs_face_row row = fvs_enrol_row(r->coll.model, &fr, mac[0] ? mac : NULL, NULL);
     json_t *extra = json_pack("{s:o, s:f, s:b}", "quality", quality_json(&fr.quality),
                               "min_quality", gate, "forced", below);
     insert_face(r, out, sid, &row, fr.faces, extra, warning);
@@ -1333,14 +1238,14 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
         json_decref(subj);
         return;
     }
-    best_ctx b;
+    fvs_best b;
     memset(&b, 0, sizeof b);
     b.probe = fr.embedding;
     char err[256], why[256] = "";
     /* Only templates of the collection's model are compared. */
     int64_t total = 0, stale = 0;
-    int rc =
-        fvs_templates(r->srv->store, r->coll.id, sid, r->coll.model, best_row, &b, err, sizeof err);
+    int rc = fvs_templates(r->srv->store, r->coll.id, sid, r->coll.model, fvs_best_row, &b, err,
+                           sizeof err);
     if (!rc) snprintf(why, sizeof why, "%s", err);
     if (!rc && b.n == 0 && b.nbad > 0) {
         /* None of the subject's templates opens: nothing to decide on. */

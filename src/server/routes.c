@@ -1000,32 +1000,39 @@ static int subject_or_404(fvs_req *r, int64_t id, json_t **subj, fvs_resp *out) 
     return rc ? -1 : 0;
 }
 
-/* Detects and embeds the one face to enroll or verify; mac (may be NULL)
+/* Detects and embeds the one face of the image in field name ("image"
+ * for the single-photo endpoints) to enroll or verify; mac (may be NULL)
  * receives the image's stored fingerprint (store.h fvs_store_image_mac,
  * "" when none is kept). */
-static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms, char mac[65],
-                       fvs_resp *out) {
+static int embed_field(fvs_req *r, const char *name, int strict, fv_face_result *fr,
+                       double *decode_ms, char mac[65], fvs_resp *out) {
     fv_detect_options opt;
     const fv_model *m = NULL;
     if (coll_model(r, &m, out) || get_detect_options(r, &opt, out)) return -1;
-    static const char *const name = "image";
     fv_image *img = NULL;
     uint64_t held = 0;
     if (load_images(r, &name, 1, opt.max_side, &img, decode_ms, mac, &held, out)) return -1;
     char err[256] = "";
     fv_status st = fv_model_embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
     if (st == FV_E_MULTIPLE_FACES)
-        snprintf(err, sizeof err,
-                 "image: %zu faces found; send a photo of one person or face=largest", fr->faces);
+        snprintf(err, sizeof err, "%zu faces found; send a photo of one person or face=largest",
+                 fr->faces);
     drop_images(r, &img, 1, held);
     if (st != FV_OK) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s%s", strncmp(err, "image", 5) ? "image: " : "",
+        char msg[320];
+        size_t nl = strlen(name);
+        int named = strncmp(err, name, nl) == 0 && err[nl] == ':';
+        snprintf(msg, sizeof msg, "%s%s%s", named ? "" : name, named ? "" : ": ",
                  err[0] ? err : fv_strerror(st));
         fvs_status_error(out, st, msg);
         return -1;
     }
     return 0;
+}
+
+static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms, char mac[65],
+                       fvs_resp *out) {
+    return embed_field(r, "image", strict, fr, decode_ms, mac, out);
 }
 
 /* ------------------------------------------------------------ enrolment
@@ -1146,19 +1153,60 @@ static void insert_face(fvs_req *r, fvs_resp *out, int64_t sid, const fvs_face_r
     json_decref(warning);
 }
 
-/* Enrolment of a precomputed embedding (JSON {"embedding": [128
- * numbers]}): bulk imports and tests, without the neural network.
- * faces_detected is 0: there was no image, and no quality (stored NULL). */
-static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
+/* Enrols the embedding ej (a JSON array, named name in errors) into sid;
+ * out as POST /subjects/{id}/faces answers.  faces_detected is 0: there
+ * was no image, and no quality (stored NULL). */
+static void enrol_embedding(fvs_req *r, fvs_resp *out, int64_t sid, const json_t *ej,
+                            const char *name, const enrol_opts *o) {
     float emb[FV_EMBED_DIM];
-    enrol_opts o;
     json_t *warning = NULL;
-    if (get_enrol_opts(r, &o, out) || check_model_field(r, out) ||
-        parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out) ||
-        check_duplicate(r, sid, emb, -1, &o, &warning, out))
+    if (parse_embedding(ej, name, emb, out) || check_duplicate(r, sid, emb, -1, o, &warning, out))
         return;
     fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1, NULL, 0}; /* no quality */
     insert_face(r, out, sid, &row, 0, NULL, warning);
+}
+
+/* Enrolment of a precomputed embedding (JSON {"embedding": [128
+ * numbers]}): bulk imports and tests, without the neural network. */
+static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
+    enrol_opts o;
+    if (get_enrol_opts(r, &o, out) || check_model_field(r, out)) return;
+    enrol_embedding(r, out, sid, json_object_get(r->json, "embedding"), "embedding", &o);
+}
+
+/* Enrols the photo in field name into sid (whose existence the caller
+ * checked), under the quality gate and the duplicate check; out as POST
+ * /subjects/{id}/faces answers. */
+static void enrol_image(fvs_req *r, fvs_resp *out, int64_t sid, const char *name, int strict,
+                        const enrol_opts *o) {
+    fv_face_result fr;
+    char mac[65] = "";
+    double dec = 0, gate = gate_of(r);
+    if (embed_field(r, name, strict, &fr, &dec, mac, out)) return;
+    int below = fr.quality.score < gate;
+    if (below && !o->force) {
+        low_quality_error(out, &fr.quality, gate);
+        return;
+    }
+    json_t *warning = NULL;
+    if (check_duplicate(r, sid, fr.embedding, fr.quality.score, o, &warning, out)) return;
+    /* The image's keyed fingerprint, or none without a template key. */
+    fvs_face_row row = fvs_enrol_row(r->coll.model, &fr, mac[0] ? mac : NULL, NULL);
+    json_t *extra = json_pack("{s:o, s:f, s:b}", "quality", quality_json(&fr.quality),
+                              "min_quality", gate, "forced", below);
+    insert_face(r, out, sid, &row, fr.faces, extra, warning);
+}
+
+/* The "face" option: 1 for single (strict, the default), 0 for largest,
+ * -1 after a 400. */
+static int get_strict(fvs_req *r, fvs_resp *out) {
+    char buf[64];
+    const char *face = fvs_req_text(r, "face", buf, sizeof buf);
+    if (face && strcmp(face, "largest") && strcmp(face, "single")) {
+        fvs_error(out, 400, "validation_error", "face: expected 'single' or 'largest'");
+        return -1;
+    }
+    return !(face && strcmp(face, "largest") == 0);
 }
 
 static void h_face_enroll(fvs_req *r, fvs_resp *out) {
@@ -1171,31 +1219,93 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out) {
     json_t *subj = NULL;
     if (subject_or_404(r, sid, &subj, out)) return;
     json_decref(subj);
-    char buf[64];
-    const char *face = fvs_req_text(r, "face", buf, sizeof buf);
-    if (face && strcmp(face, "largest") && strcmp(face, "single")) {
-        fvs_error(out, 400, "validation_error", "face: expected 'single' or 'largest'");
-        return;
-    }
+    int strict = get_strict(r, out);
     enrol_opts o;
-    if (get_enrol_opts(r, &o, out)) return;
-    int strict = !(face && strcmp(face, "largest") == 0);
-    fv_face_result fr;
-    char mac[65] = "";
-    double dec = 0, gate = gate_of(r);
-    if (embed_probe(r, strict, &fr, &dec, mac, out)) return;
-    int below = fr.quality.score < gate;
-    if (below && !o.force) {
-        low_quality_error(out, &fr.quality, gate);
-        return;
+    if (strict < 0 || get_enrol_opts(r, &o, out)) return;
+    enrol_image(r, out, sid, "image", strict, &o);
+}
+
+/* Most embeddings one batch request may carry (images are bounded by
+ * the form's FVS_MAX_FIELDS and the body limit). */
+#define BATCH_MAX_EMBEDDINGS 1000
+
+/* Adds item i's result to results: its field (images) and status, and
+ * the enrolled face (201) or the error, as the single enrolment would
+ * have answered.  Takes one's contents. */
+static int batch_result(json_t *results, size_t i, const char *field, fvs_resp *one) {
+    int ok = one->status == 201;
+    json_t *res = json_pack("{s:I, s:s?, s:i}", "index", (json_int_t)i, "field", field, "status",
+                            one->status);
+    json_t *err = one->body ? json_object_get(one->body, "error") : NULL;
+    if (res && ok && one->body)
+        json_object_set(res, "face", one->body);
+    else if (res)
+        json_object_set_new(
+            res, "error",
+            err ? json_incref(err)
+                : json_pack("{s:s, s:s}", "code", "internal_error", "message", "no answer"));
+    json_array_append_new(results, res);
+    fvs_resp_free(one);
+    return ok;
+}
+
+/* POST /subjects/{id}/faces/batch: many photos (multipart parts whose
+ * names start with "image": image1, image2, ...) or embeddings (JSON
+ * {"embeddings": [[128 numbers], ...]}) enrolled one after another into
+ * one subject with the single enrolment's rules and options.  One 200
+ * answer with a result per item, in order: its status and the face, or
+ * the typed error the single endpoint would have answered for it.  A
+ * request-wide problem (no such subject, no items, bad option) is the
+ * request's own 4xx. */
+static void h_face_batch(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
+    const json_t *embs = r->json ? json_object_get(r->json, "embeddings") : NULL;
+    const char *fields[FVS_MAX_FIELDS];
+    size_t n = 0;
+    enrol_opts o;
+    int strict = 1;
+    if (embs) {
+        if (!json_is_array(embs) || json_array_size(embs) == 0 ||
+            json_array_size(embs) > BATCH_MAX_EMBEDDINGS) {
+            fvs_error(out, 400, "validation_error",
+                      "embeddings: expected an array of 1..%d embeddings", BATCH_MAX_EMBEDDINGS);
+            return;
+        }
+        if (check_model_field(r, out)) return;
+        n = json_array_size(embs);
+    } else {
+        for (int i = 0; i < r->nfields; i++)
+            if (strncmp(r->fields[i].name, "image", 5) == 0) fields[n++] = r->fields[i].name;
+        if (n == 0) {
+            fvs_error(out, 400, "validation_error",
+                      "send photos as multipart parts image1, image2, ... or JSON "
+                      "{\"embeddings\": [...]}");
+            return;
+        }
+        if (need_engine(r, out) || (strict = get_strict(r, out)) < 0) return;
     }
-    json_t *warning = NULL;
-    if (check_duplicate(r, sid, fr.embedding, fr.quality.score, &o, &warning, out)) return;
-    /* The image's keyed fingerprint, or none without a template key. */
-    fvs_face_row row = fvs_enrol_row(r->coll.model, &fr, mac[0] ? mac : NULL, NULL);
-    json_t *extra = json_pack("{s:o, s:f, s:b}", "quality", quality_json(&fr.quality),
-                              "min_quality", gate, "forced", below);
-    insert_face(r, out, sid, &row, fr.faces, extra, warning);
+    if (get_enrol_opts(r, &o, out)) return;
+    json_t *subj = NULL;
+    if (subject_or_404(r, sid, &subj, out)) return;
+    json_decref(subj);
+    json_t *results = json_array();
+    size_t enrolled = 0;
+    for (size_t i = 0; results && i < n; i++) {
+        fvs_resp one;
+        memset(&one, 0, sizeof one);
+        char name[48];
+        snprintf(name, sizeof name, "embeddings[%zu]", i);
+        if (embs)
+            enrol_embedding(r, &one, sid, json_array_get(embs, i), name, &o);
+        else
+            enrol_image(r, &one, sid, fields[i], strict, &o);
+        enrolled += (size_t)batch_result(results, i, embs ? NULL : fields[i], &one);
+    }
+    fvs_reply(out, 200,
+              results ? json_pack("{s:I, s:I, s:I, s:o}", "count", (json_int_t)n, "enrolled",
+                                  (json_int_t)enrolled, "failed", (json_int_t)(n - enrolled),
+                                  "results", results)
+                      : NULL);
 }
 
 static void h_face_list(fvs_req *r, fvs_resp *out) {
@@ -1622,6 +1732,7 @@ static const route ROUTES[] = {
     {"DELETE", "/api/v1/subjects/{id}", h_subject_delete, AUTH_KEY, "subject.delete"},
     {"POST", "/api/v1/subjects/{id}/faces", h_face_enroll, AUTH_KEY, "face.enroll"},
     {"GET", "/api/v1/subjects/{id}/faces", h_face_list, AUTH_KEY, "face.list"},
+    {"POST", "/api/v1/subjects/{id}/faces/batch", h_face_batch, AUTH_KEY, "face.enroll_batch"},
     {"DELETE", "/api/v1/subjects/{id}/faces/{face_id}", h_face_delete, AUTH_KEY, "face.delete"},
     {"POST", "/api/v1/subjects/{id}/verify", h_subject_verify, AUTH_KEY, "subject.verify"},
     {"GET", "/api/v1/audit", h_audit, AUTH_KEY, "audit.read"},

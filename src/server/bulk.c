@@ -552,7 +552,7 @@ int fvs_bulk_import_dir(fvs_store *st, const fvs_bulk_opts *o, const char *dir) 
         rc = 1;
     }
     report(&r);
-    audit(st, r.coll.id, "faces.import",
+    audit(st, r.coll.id, "face.import",
           json_pack("{s:I, s:I, s:I, s:I}", "photos", (json_int_t)r.n, "enrolled",
                     (json_int_t)r.enrolled, "skipped", (json_int_t)r.skipped, "rejected",
                     (json_int_t)r.rejected));

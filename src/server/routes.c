@@ -1234,8 +1234,8 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out) {
  * have answered.  Takes one's contents. */
 static int batch_result(json_t *results, size_t i, const char *field, fvs_resp *one) {
     int ok = one->status == 201;
-    json_t *res = json_pack("{s:I, s:s?, s:i}", "index", (json_int_t)i, "field", field, "status",
-                            one->status);
+    json_t *res = json_pack("{s:I, s:i}", "index", (json_int_t)i, "status", one->status);
+    if (res && field) json_object_set_new(res, "field", json_string(field));
     json_t *err = one->body ? json_object_get(one->body, "error") : NULL;
     if (res && ok && one->body)
         json_object_set(res, "face", one->body);

@@ -10,10 +10,11 @@
  * engine is made with one thread, so the workers do not queue on the
  * engine's pool, which runs one job at a time); each worker then applies
  * the API's enrolment rules (enrol.h: quality gate, duplicate warning) and
- * stores the face through the store, whose one connection serialises the
- * writes.  Every insert goes through fvs_face_insert, so templates are
- * sealed as the API seals them and the change log tells a running
- * faceverifyd's index about each new face.
+ * queues the face; the worker that fills the queue stores it in one
+ * transaction (WRITE_BATCH).  Every insert goes through the store's one
+ * insert path (fvs_faces_insert_many), so templates are sealed as the API
+ * seals them and the change log tells a running faceverifyd's index about
+ * each new face.
  *
  * Idempotence: each photo's fingerprint (store.h fvs_store_import_fp, a
  * keyed hash, never a plain one) is looked up in the collection before the
@@ -105,7 +106,23 @@ static void audit(fvs_store *st, int64_t coll, const char *action, json_t *detai
 
 /* ------------------------------------------------------------ folder import */
 
-typedef enum { ST_PENDING, ST_ENROLLED, ST_SKIPPED, ST_REJECTED } item_state;
+typedef enum { ST_PENDING, ST_QUEUED, ST_ENROLLED, ST_SKIPPED, ST_REJECTED } item_state;
+
+/* Faces wait in a queue and are stored WRITE_BATCH at a time, one
+ * transaction each: on SQLite every commit is a sync to disk, which cost
+ * more than embedding an LFW photo.  A crash loses at most the queue (a
+ * re-run enrols it again); the duplicate check does not see faces still
+ * queued. */
+#define WRITE_BATCH 32
+
+/* A face waiting to be stored. */
+typedef struct queued {
+    size_t item;
+    int64_t sid;
+    fv_face_result fr;
+    char fp[65];
+    int keyed; /* fp is the template key's image MAC, else an import_fp */
+} queued;
 
 typedef struct folder {
     char *name;
@@ -140,6 +157,9 @@ typedef struct run {
     int tty;
     atomic_int fatal;
     char fatal_err[512];
+    queued *q, *wq; /* the queue (r->mu) and the batch being written (wmu) */
+    size_t nq;
+    pthread_mutex_t wmu; /* one writer at a time */
 } run;
 
 /* Grows *arr (elements of size sz) to hold one more; 0 ok. */
@@ -330,6 +350,60 @@ static int subject_of(run *r, size_t f, int64_t *id) {
     return rc ? -1 : 0;
 }
 
+/* Stores the queued faces in one transaction and marks their items
+ * enrolled.  Called with neither lock held. */
+static void flush(run *r) {
+    pthread_mutex_lock(&r->wmu);
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->nq;
+    memcpy(r->wq, r->q, n * sizeof *r->q);
+    r->nq = 0;
+    pthread_mutex_unlock(&r->mu);
+    fvs_face_row rows[WRITE_BATCH];
+    int64_t sids[WRITE_BATCH], ids[WRITE_BATCH];
+    for (size_t i = 0; i < n; i++) {
+        const queued *e = &r->wq[i];
+        rows[i] =
+            fvs_enrol_row(r->coll.model, &e->fr, e->keyed ? e->fp : NULL, e->keyed ? NULL : e->fp);
+        sids[i] = e->sid;
+    }
+    char err[512];
+    int rc = n ? fvs_faces_insert_many(r->st, r->coll.id, n, sids, rows, ids, err, sizeof err) : 0;
+    if (rc) set_fatal(r, rc > 0 ? "a subject vanished during the import" : err);
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; !rc && i < n; i++) {
+        item *it = &r->items[r->wq[i].item];
+        it->face_id = ids[i];
+        it->state = ST_ENROLLED;
+        r->enrolled++;
+        r->dups += it->dup.subject > 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&r->wmu);
+}
+
+/* Queues it's face (subject sid, fingerprint fp) for the next batch,
+ * writing the batch first when the queue is full. */
+static void queue_face(run *r, item *it, int64_t sid, const fv_face_result *fr, const char *fp,
+                       int keyed) {
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        if (r->nq < WRITE_BATCH) break;
+        pthread_mutex_unlock(&r->mu);
+        flush(r);
+    }
+    queued *e = &r->q[r->nq++];
+    e->item = (size_t)(it - r->items);
+    e->sid = sid;
+    e->fr = *fr;
+    snprintf(e->fp, sizeof e->fp, "%s", fp);
+    e->keyed = keyed;
+    it->state = ST_QUEUED;
+    int full = r->nq == WRITE_BATCH;
+    pthread_mutex_unlock(&r->mu);
+    if (full) flush(r);
+}
+
 /* One photo through the API's enrolment: fingerprint (skip when known),
  * decode, detect and embed, quality gate, duplicate check, insert. */
 static void enrol_one(run *r, item *it) {
@@ -387,17 +461,7 @@ static void enrol_one(run *r, item *it) {
         set_fatal(r, err);
         return;
     }
-    int keyed = strcmp(column, "image_sha256") == 0;
-    fvs_face_row row = fvs_enrol_row(r->coll.model, &fr, keyed ? fp : NULL, keyed ? NULL : fp);
-    json_t *fj = NULL;
-    int rc = fvs_face_insert(r->st, r->coll.id, sid, &row, &fj, err, sizeof err);
-    if (rc) {
-        set_fatal(r, rc > 0 ? "subject vanished during the import" : err);
-        return;
-    }
-    it->face_id = (int64_t)json_integer_value(json_object_get(fj, "id"));
-    json_decref(fj);
-    it->state = ST_ENROLLED;
+    queue_face(r, it, sid, &fr, fp, strcmp(column, "image_sha256") == 0);
 }
 
 /* The progress line on a terminal: a bar and the counts.  r->mu held. */
@@ -421,11 +485,9 @@ static void *worker(void *arg) {
         item *it = &r->items[i];
         if (it->state == ST_PENDING) enrol_one(r, it);
         pthread_mutex_lock(&r->mu);
-        r->done++;
-        r->enrolled += it->state == ST_ENROLLED;
+        r->done++; /* enrolled and dups: counted when written (flush) */
         r->skipped += it->state == ST_SKIPPED;
         r->rejected += it->state == ST_REJECTED;
-        r->dups += it->state == ST_ENROLLED && it->dup.subject > 0;
         progress(r);
         pthread_mutex_unlock(&r->mu);
     }
@@ -487,17 +549,24 @@ static void free_run(run *r) {
     for (size_t i = 0; i < r->nfolders; i++) free(r->folders[i].name);
     free(r->items);
     free(r->folders);
+    free(r->q);
+    free(r->wq);
     pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->wmu);
 }
 
 int fvs_bulk_import_dir(fvs_store *st, const fvs_bulk_opts *o, const char *dir) {
     run r;
     memset(&r, 0, sizeof r);
     pthread_mutex_init(&r.mu, NULL);
+    pthread_mutex_init(&r.wmu, NULL);
     r.st = st;
     r.o = o;
-    int rc = find_coll(st, o->collection, &r.coll);
+    r.q = calloc(WRITE_BATCH, sizeof *r.q);
+    r.wq = calloc(WRITE_BATCH, sizeof *r.wq);
+    int rc = r.q && r.wq ? find_coll(st, o->collection, &r.coll) : -1;
     if (rc) {
+        if (!r.q || !r.wq) fprintf(stderr, "faceverifyd: import: out of memory\n");
         if (rc > 0)
             fprintf(stderr,
                     "faceverifyd: import: no collection '%s' (faceverifyd createcollection "
@@ -543,6 +612,7 @@ int fvs_bulk_import_dir(fvs_store *st, const fvs_bulk_opts *o, const char *dir) 
     while (started < nt && pthread_create(&th[started], NULL, worker, &r) == 0) started++;
     if (started == 0) worker(&r); /* no thread: the work still gets done */
     for (size_t i = 0; i < started; i++) pthread_join(th[i], NULL);
+    if (!atomic_load(&r.fatal)) flush(&r);
     if (r.tty) fputc('\n', stderr);
     rc = 0;
     if (atomic_load(&r.fatal)) {

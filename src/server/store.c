@@ -733,8 +733,11 @@ static int refuse_plaintext_locked(fvs_store *st, int64_t coll, char *err, size_
     return -1;
 }
 
-int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
-                    json_t **out, char *err, size_t errlen) {
+/* Inserts one face row inside the caller's transaction, sealed when a
+ * key is set, and logs it for the search index.  0, 1 when there is no
+ * such subject, -1 with a message.  st->mu held. */
+static int insert_face_locked(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
+                              int64_t *id, char *err, size_t errlen) {
     /* With a template key, the row holds only the sealed template. */
     unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
     fvs_val blob = fvs_blob(row->embedding, FVS_TEMPLATE_PLAIN_BYTES);
@@ -755,19 +758,39 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
                      fvs_int(row->created_at > 0 ? row->created_at : now_s()),
                      row->quality >= 0 ? fvs_real(row->quality) : fvs_null(),
                      fvs_text(row->import_fp)};
-    int64_t id = 0;
-    pthread_mutex_lock(&st->mu);
-    int rc = begin(st, err, errlen);
-    if (!rc) rc = subject_exists_locked(st, coll, subject, err, errlen);
-    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    int rc = subject_exists_locked(st, coll, subject, err, errlen);
     if (!rc)
         rc = query_int(st,
                        "INSERT INTO faces (collection_id, subject_id, model, embedding, box_left, "
                        "box_top, box_right, box_bottom, score, image_sha256, created_at, "
                        "quality, import_fp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                        "RETURNING id",
-                       p, 13, &id, err, errlen);
-    if (!rc) rc = log_change(st, coll, id, 1, err, errlen);
+                       p, 13, id, err, errlen);
+    if (!rc) rc = log_change(st, coll, *id, 1, err, errlen);
+    return rc;
+}
+
+int fvs_faces_insert_many(fvs_store *st, int64_t coll, size_t n, const int64_t *subjects,
+                          const fvs_face_row *rows, int64_t *ids, char *err, size_t errlen) {
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = insert_face_locked(st, coll, subjects[i], &rows[i], &ids[i], err, errlen);
+    if (!rc && n) rc = bump_version(st, coll, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
+                    json_t **out, char *err, size_t errlen) {
+    int64_t id = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    if (!rc) rc = insert_face_locked(st, coll, subject, row, &id, err, errlen);
     if (!rc) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
     if (rc) rollback(st);

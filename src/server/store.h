@@ -189,6 +189,11 @@ int fvs_store_import_fp(fvs_store *st, const void *data, size_t len, char hex[65
  * image_sha256 or import_fp. */
 int fvs_face_fp_exists(fvs_store *st, int64_t coll, const char *hex, int *exists, char *err,
                        size_t errlen);
+/* Stores n faces (rows[i] of subject subjects[i]) as fvs_face_insert
+ * does, in one transaction: all or none; ids[i] receives each new id.
+ * 1 when a subject does not exist (nothing stored). */
+int fvs_faces_insert_many(fvs_store *st, int64_t coll, size_t n, const int64_t *subjects,
+                          const fvs_face_row *rows, int64_t *ids, char *err, size_t errlen);
 /* The id of subject name in coll.  1 when there is none. */
 int fvs_subject_find(fvs_store *st, int64_t coll, const char *name, int64_t *id, char *err,
                      size_t errlen);

@@ -942,6 +942,11 @@ static int read_export(fvs_store *st, const char *file, json_t *doc, fvs_collect
                             "(object or null), faces (array)}",
                             si, SIZE_MAX);
         }
+        char why[160];
+        if (json_is_object(meta) && fvs_metadata_check(meta, why, sizeof why)) {
+            json_decref(names);
+            return bad_file(file, why, si, SIZE_MAX);
+        }
         json_object_set_new(names, name, json_true());
         total += json_array_size(fa);
     }

@@ -863,58 +863,13 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     fvs_reply(out, 200, add_warning(o, warning));
 }
 
-/* Subject metadata is the caller's small JSON object, stored and echoed
- * as text: capped in size (its compact JSON text) and nesting depth so
- * that one subject cannot hold megabytes or a structure deep enough to
- * strain every later reader.  Both caps are in the README and
- * openapi.json. */
-#define FVS_METADATA_MAX_BYTES 16384
-#define FVS_METADATA_MAX_DEPTH 16
-
-/* Nesting depth of j (a scalar: 0, an empty or flat object or array: 1),
- * counted no further than limit + 1. */
-static int json_depth(const json_t *j, int limit) {
-    if (!json_is_object(j) && !json_is_array(j)) return 0;
-    if (limit < 0) return 1;
-    int deepest = 0;
-    if (json_is_object(j)) {
-        const char *k;
-        const json_t *v;
-        json_object_foreach((json_t *)j, k, v) {
-            int d = json_depth(v, limit - 1);
-            if (d > deepest) deepest = d;
-        }
-    } else {
-        size_t i;
-        const json_t *v;
-        json_array_foreach(j, i, v) {
-            int d = json_depth(v, limit - 1);
-            if (d > deepest) deepest = d;
-        }
-    }
-    return 1 + deepest;
-}
-
-/* 0 when meta (an object) is within the caps, else -1 after a 400
- * validation_error naming the cap. */
+/* 0 when meta (an object) is within the caps (store.h), else -1 after a
+ * 400 validation_error naming the cap. */
 static int check_metadata(const json_t *meta, fvs_resp *out) {
-    if (json_depth(meta, FVS_METADATA_MAX_DEPTH) > FVS_METADATA_MAX_DEPTH) {
-        fvs_error(out, 400, "validation_error",
-                  "metadata: nested deeper than %d levels of objects and arrays",
-                  FVS_METADATA_MAX_DEPTH);
-        return -1;
-    }
-    /* json_dumpb writes at most the buffer's size and returns the full
-     * length: a probe of the size without allocating the text. */
-    char probe[1];
-    size_t len = json_dumpb(meta, probe, sizeof probe, JSON_COMPACT);
-    if (len == 0 || len > FVS_METADATA_MAX_BYTES) {
-        fvs_error(out, 400, "validation_error",
-                  "metadata: at most %d bytes of compact JSON text (got %zu)",
-                  FVS_METADATA_MAX_BYTES, len);
-        return -1;
-    }
-    return 0;
+    char err[160];
+    if (fvs_metadata_check(meta, err, sizeof err) == 0) return 0;
+    fvs_error(out, 400, "validation_error", "%s", err);
+    return -1;
 }
 
 static void h_subjects_create(fvs_req *r, fvs_resp *out) {

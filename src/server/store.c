@@ -577,6 +577,48 @@ static int subject_row(void *ctx, const fvs_val *c, int n) {
     return 0;
 }
 
+/* Nesting depth of j (a scalar: 0, an empty or flat object or array: 1),
+ * counted no further than limit + 1. */
+static int json_depth(const json_t *j, int limit) {
+    if (!json_is_object(j) && !json_is_array(j)) return 0;
+    if (limit < 0) return 1;
+    int deepest = 0;
+    if (json_is_object(j)) {
+        const char *k;
+        const json_t *v;
+        json_object_foreach((json_t *)j, k, v) {
+            int d = json_depth(v, limit - 1);
+            if (d > deepest) deepest = d;
+        }
+    } else {
+        size_t i;
+        const json_t *v;
+        json_array_foreach(j, i, v) {
+            int d = json_depth(v, limit - 1);
+            if (d > deepest) deepest = d;
+        }
+    }
+    return 1 + deepest;
+}
+
+int fvs_metadata_check(const json_t *meta, char *err, size_t errlen) {
+    if (json_depth(meta, FVS_METADATA_MAX_DEPTH) > FVS_METADATA_MAX_DEPTH) {
+        snprintf(err, errlen, "metadata: nested deeper than %d levels of objects and arrays",
+                 FVS_METADATA_MAX_DEPTH);
+        return -1;
+    }
+    /* json_dumpb writes at most the buffer's size and returns the full
+     * length: a probe of the size without allocating the text. */
+    char probe[1];
+    size_t len = json_dumpb(meta, probe, sizeof probe, JSON_COMPACT);
+    if (len == 0 || len > FVS_METADATA_MAX_BYTES) {
+        snprintf(err, errlen, "metadata: at most %d bytes of compact JSON text (got %zu)",
+                 FVS_METADATA_MAX_BYTES, len);
+        return -1;
+    }
+    return 0;
+}
+
 #define SUBJECT_COLS                                                                               \
     "SELECT s.id, s.name, s.metadata, s.created_at, (SELECT COUNT(*) FROM faces f WHERE "          \
     "f.subject_id = s.id) FROM subjects s "

@@ -130,6 +130,16 @@ int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned 
 int fvs_collection_exists(fvs_store *st, const char *name, int *exists, char *err, size_t errlen);
 int fvs_collection_version(fvs_store *st, int64_t coll, int64_t *version, char *err, size_t errlen);
 
+/* Subject metadata is the caller's small JSON object, stored and echoed
+ * as text: capped in size (its compact JSON text) and nesting depth so
+ * that one subject cannot hold megabytes or a structure deep enough to
+ * strain every later reader.  Both caps are in the README and
+ * openapi.json.  fvs_metadata_check: 0 when meta is within them, else -1
+ * with a message naming the cap (the API's 400, an import's refusal). */
+#define FVS_METADATA_MAX_BYTES 16384
+#define FVS_METADATA_MAX_DEPTH 16
+int fvs_metadata_check(const json_t *meta, char *err, size_t errlen);
+
 /* Subjects, as JSON objects {id, name, metadata, faces, created_at}. */
 int fvs_subject_create(fvs_store *st, int64_t coll, const char *name, const json_t *metadata,
                        json_t **out, char *err, size_t errlen); /* 1: name taken */

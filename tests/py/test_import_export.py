@@ -356,7 +356,19 @@ def test_import_refuses_a_bad_file(db, tmp_path):
                                        {"model": "dlib_resnet_v1", "template": "AAAA",
                                         "box": {"left": 0, "top": 0, "right": 1, "bottom": 1},
                                         "score": 1, "quality": None, "created_at": 1}]}]}),
-                       "subjects[0].faces[0]: template")):
+                       "subjects[0].faces[0]: template"),
+                      (json.dumps({"format": "faceverify-export", "version": 1,
+                                   "templates": {"encoding": "plain"},
+                                   "collection": {"model": "dlib_resnet_v1"},
+                                   "subjects": [{"name": "a", "faces": [],
+                                                 "metadata": {"d": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}}]}),
+                       "nested deeper than 16"),
+                      (json.dumps({"format": "faceverify-export", "version": 1,
+                                   "templates": {"encoding": "plain"},
+                                   "collection": {"model": "dlib_resnet_v1"},
+                                   "subjects": [{"name": "a", "faces": []},
+                                                {"name": "a", "faces": []}]}),
+                       "subjects[1]: expected")):
         bad.write_text(text)
         p = daemon_cmd("import", "x", "--from", bad, db_url=db, check=False)
         assert p.returncode == 1 and why in p.stderr, (text, p.stderr)

@@ -592,7 +592,11 @@ int fvs_bulk_import_dir(fvs_store *st, const fvs_bulk_opts *o, const char *dir) 
     ec.threads = 1; /* the workers below are the parallelism (see the top) */
     fv_engine *eng = NULL;
     fv_status s = fv_engine_create(&ec, &eng, err, sizeof err);
-    r.ix = s == FV_OK ? fvs_index_create(st, o->icfg) : NULL;
+    /* The duplicate check's index checks storage before each search: this
+     * process runs no LISTEN thread (--index-sync notify). */
+    fvs_index_config icfg = *o->icfg;
+    icfg.sync_notify = 0;
+    r.ix = s == FV_OK ? fvs_index_create(st, &icfg) : NULL;
     if (s != FV_OK || !r.ix || scan(&r, dir)) {
         if (s != FV_OK) fprintf(stderr, "faceverifyd: import: models: %s\n", err);
         fvs_index_destroy(r.ix);

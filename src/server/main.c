@@ -15,6 +15,9 @@
  *                                          open with the key (--dry-run: list)
  *   faceverifyd rebuildindex [NAME]        rebuild search indexes from storage
  *   faceverifyd routes                     print the HTTP route table (JSON)
+ *   faceverifyd import COLLECTION DIR      enrol a folder per person (bulk.c)
+ *   faceverifyd import COLLECTION --from FILE   a collection from an export
+ *   faceverifyd export COLLECTION FILE     a collection into an export file
  *
  * Two tables: COMMANDS (name, what it needs, handler, usage) and CONFIG
  * (each setting's flag and environment variable, flags winning).  main()

@@ -19,8 +19,9 @@ import subprocess
 
 import pytest
 
+import fvserver
 from conftest import DATA, need
-from fvserver import (PG_URL, Server, check, create_collection, daemon_cmd, new_db_url,
+from fvserver import (Server, check, create_collection, daemon_cmd, new_db_url,
                       reset_pg)
 
 BACKENDS = ["sqlite", "postgres"]
@@ -374,3 +375,29 @@ def test_import_refuses_a_bad_file(db, tmp_path):
         assert p.returncode == 1 and why in p.stderr, (text, p.stderr)
     p = daemon_cmd("audit", db_url=db)
     assert p.stdout == ""  # nothing was made
+
+
+def test_duplicate_warning_and_progress_bar(db, tmp_path):
+    """Another photo of an enrolled person under a second name is enrolled
+    with a duplicate warning naming the first (the API's on_duplicate=warn);
+    on a terminal the run draws a progress bar on stderr."""
+    tree = tmp_path / "t"
+    (tree / "Tony_Blair").mkdir(parents=True)
+    for i in (1, 2):
+        shutil.copy(lfw("Tony_Blair", i), tree / "Tony_Blair")
+    create_collection(db, "d")
+    assert run_import(db, "d", tree).returncode == 0
+    (tree / "Blair_Again").mkdir()
+    shutil.copy(lfw("Tony_Blair", 7), tree / "Blair_Again")
+    p = run_import(db, "d", tree, "--json")
+    rep = json.loads(p.stdout)
+    assert p.returncode == 0 and rep["enrolled"] == 1 and rep["duplicate_warnings"] == 1
+    w = rep["warnings"][0]
+    assert w["subject"] == "Blair_Again" and w["matches"]["name"] == "Tony_Blair"
+    if not shutil.which("script"):
+        pytest.skip("script(1) is not installed: no terminal to test the progress bar on")
+    cmd = " ".join(map(str, [fvserver.DAEMON, "import", "d", tree]))
+    env = dict(os.environ, FACEVERIFY_DATABASE_URL=db, FACEVERIFY_MODELS=str(fvserver.MODELS))
+    out = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True,
+                         env=env, timeout=300).stdout
+    assert "[##############################] 3/3  enrolled 0  skipped 3  rejected 0" in out

@@ -29,7 +29,8 @@
  * RSS of one request on a fresh server, Release build):
  *   - decode: 3 bytes per pixel (the RGB8 image; fv_image_decode has no
  *     other image-sized buffer, except an EXIF-rotated JPEG's copy, which
- *     the margin covers);
+ *     the margin covers), or more for the formats whose codecs hold their
+ *     own frames (fv_image_decode_bpp: HEIC 9, AVIF 16);
  *   - detection: MMOD runs on the image downscaled to max_side, or, with
  *     the auto-upsample, doubled when that stays under 6 MP; its pyramid
  *     and network activations cost about 115 bytes per pixel of that image
@@ -150,11 +151,13 @@ static double detect_pixels(double w, double h, int max_side) {
     return px * 4 <= AUTO_UPSAMPLE_PIXELS ? px * 4 : px;
 }
 
-uint64_t fvs_guard_images_cost(const int *w, const int *h, int n, int max_side) {
+uint64_t fvs_guard_images_cost(const int *w, const int *h, const unsigned *decode_bpp, int n,
+                               int max_side) {
     double decode = 0, detect = 0;
     for (int i = 0; i < n; i++) {
         if (w[i] <= 0 || h[i] <= 0) continue;
-        decode += (double)w[i] * (double)h[i] * DECODE_BPP;
+        unsigned bpp = decode_bpp && decode_bpp[i] > DECODE_BPP ? decode_bpp[i] : DECODE_BPP;
+        decode += (double)w[i] * (double)h[i] * bpp;
         double d = detect_pixels(w[i], h[i], max_side) * DETECT_BPP;
         if (d > detect) detect = d;
     }

@@ -311,6 +311,7 @@ static int load_images(fvs_req *r, const char *const *name, int n, int max_side,
     const unsigned char *data[2] = {NULL, NULL};
     size_t len[2] = {0, 0};
     int w[2] = {0, 0}, h[2] = {0, 0}, got = 0, ok = 0;
+    unsigned bpp[2] = {0, 0};
     uint64_t cost = 0;
     char err[256] = "", msg[320];
     fv_status st = FV_OK;
@@ -330,13 +331,14 @@ static int load_images(fvs_req *r, const char *const *name, int n, int max_side,
     if (mac) fvs_store_image_mac(r->srv->store, data[0], len[0], mac);
     for (int i = 0; i < n; i++) {
         st = fv_image_probe(data[i], len[i], NULL, &w[i], &h[i], err, sizeof err);
+        bpp[i] = fv_image_decode_bpp(data[i], len[i]);
         if (st != FV_OK) {
             snprintf(msg, sizeof msg, "%s: %s", name[i], err[0] ? err : fv_strerror(st));
             fvs_status_error(out, st, msg);
             goto done;
         }
     }
-    cost = fvs_guard_images_cost(w, h, n, max_side);
+    cost = fvs_guard_images_cost(w, h, bpp, n, max_side);
     uint64_t budget = r->srv->cfg.memory_budget;
     int rc = fvs_guard_mem_acquire(r->srv->guard, budget, cost, MEM_WAIT_MS);
     if (rc == -2) {

@@ -658,6 +658,8 @@ static void test_heif(void **state) {
             }
             fv_image_destroy(want);
             fv_image_destroy(img);
+            /* the memory budget's figure: the codec's own buffers counted */
+            assert_int_equal(fv_image_decode_bpp(d, n), av1 ? 16u : 9u);
             if (o == 1 && !av1) {
                 assert_oom_safe(d, n);
                 assert_truncations(d, n, n, 7);
@@ -703,6 +705,14 @@ static void test_heif(void **state) {
     assert_int_equal(fv_image_decode(mif, sizeof mif - 1, NULL, &img, err, sizeof err),
                      FV_E_IMAGE_CORRUPT);
     assert_non_null(strstr(err, "heif"));
+    assert_int_equal(fv_image_decode_bpp(mif, sizeof mif - 1), 9u);
+    /* an AVIF named among the compatible brands; others decode into the image alone */
+    static const unsigned char avis[] = "\0\0\0\x18"
+                                        "ftypmif1\0\0\0\0miafavif";
+    assert_int_equal(fv_image_decode_bpp(avis, sizeof avis - 1), 16u);
+    assert_int_equal(fv_image_decode_bpp(mp4, sizeof mp4 - 1), 3u);
+    assert_int_equal(fv_image_decode_bpp("\xff\xd8\xff", 3), 3u);
+    assert_int_equal(fv_image_decode_bpp(NULL, 0), 3u);
     heif_deinit();
 }
 

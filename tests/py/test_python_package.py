@@ -19,12 +19,12 @@ compare_faces is `distance <= tolerance`; the GIL is released while the
 library works; the client's calls and its typed errors (401, 404, 400)
 against a live server; and that it has a method for every API route.
 """
+import contextlib
 import fcntl
 import hashlib
-import importlib
+import importlib.util
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BUILD, MODELS, REPO, run_cli, run_json
+from conftest import BUILD, DATA, MODELS, REPO, run_json
 import fvserver
 
 # What the wheel is built from: a change to any of these rebuilds it.
@@ -316,14 +316,14 @@ def test_client_against_server(fv, server, lfw_pairs):
     assert c.collection()["name"] == "alpha"
     (a1, a2), (b1, b2) = lfw_pairs[0], lfw_pairs[1]
 
-    alice = c.create_subject("alice", metadata={"team": "a"})
-    bob = c.create_subject("bob")
-    assert alice["name"] == "alice" and alice["metadata"] == {"team": "a"}
+    alice = c.create_subject("pkg-alice", metadata={"team": "a"})
+    bob = c.create_subject("pkg-bob")
+    assert alice["name"] == "pkg-alice" and alice["metadata"] == {"team": "a"}
     face = c.enroll(alice["id"], a1)
     c.enroll(bob["id"], open(b1, "rb"))
     assert [f["id"] for f in c.list_faces(alice["id"])["results"]] == [face["id"]]
-    assert c.get_subject(alice["id"])["name"] == "alice"
-    assert {s["name"] for s in c.list_subjects(limit=10)["results"]} == {"alice", "bob"}
+    assert c.get_subject(alice["id"])["name"] == "pkg-alice"
+    assert {s["name"] for s in c.list_subjects(limit=10)["results"]} == {"pkg-alice", "pkg-bob"}
 
     same = c.verify_subject(alice["id"], a2)
     other = c.verify_subject(alice["id"], b2)
@@ -384,3 +384,32 @@ def np_png(arr) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------ the README
+
+def _readme_examples():
+    """The ```python blocks after a `<!-- pkg-example -->` comment."""
+    text = (REPO / "README.md").read_text()
+    parts = text.split("<!-- pkg-example -->\n```python\n")[1:]
+    return [p.split("\n```", 1)[0] for p in parts]
+
+
+def test_readme_examples_run(fv, server):
+    blocks = _readme_examples()
+    assert len(blocks) == 2
+    for block in blocks:
+        code = (block.replace("../shared/data", str(DATA))
+                .replace("http://127.0.0.1:8000", server.base)
+                .replace("YOUR_API_KEY", server.key))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {})
+        printed = out.getvalue().splitlines()
+        expected = [line.split("# ", 1)[1] for line in block.splitlines()
+                    if line.startswith("print(") or line.startswith("    print(")]
+        assert len(printed) == len(expected), (printed, expected)
+        for got, want in zip(printed, expected):
+            # the comment shows the output up to ":" or "..." (ids vary)
+            want = want.split(":")[0].split("...")[0].strip()
+            assert got.startswith(want), (got, want)

@@ -113,7 +113,8 @@ def _face_from_css(css):
 class Engine:
     """The loaded models and worker pool (an fv_engine): immutable, shared
     by threads.  models_dir: see _models.models_dir; threads: 0 = all
-    cores.  close() frees it (also done when it is collected)."""
+    cores.  close() frees it (also done when it is collected); no call on
+    it may be running then."""
 
     def __init__(self, models_dir=None, threads: int = 0):
         folder = _models.models_dir(models_dir)
@@ -148,13 +149,19 @@ class Engine:
         self.close()
 
     @property
+    def _handle(self):
+        if not getattr(self, "_ptr", None):
+            raise ValueError("the engine is closed")
+        return self._ptr
+
+    @property
     def threshold(self) -> float:
         """The calibrated decision threshold on face_distance (Euclidean)."""
-        return float(self._lib.fv_engine_threshold(self._ptr))
+        return float(self._lib.fv_engine_threshold(self._handle))
 
     @property
     def threads(self) -> int:
-        return int(self._lib.fv_engine_threads(self._ptr))
+        return int(self._lib.fv_engine_threads(self._handle))
 
     def _detect(self, im, upsample: int):
         """The faces of the fv_image im (boxes and landmarks), largest first."""
@@ -166,7 +173,7 @@ class Engine:
         err = create_string_buffer(_lib.ERR_LEN)
         while True:
             faces = (_lib.Face * cap)()
-            st = self._lib.fv_detect(self._ptr, im, byref(opt), faces, cap, byref(count), err,
+            st = self._lib.fv_detect(self._handle, im, byref(opt), faces, cap, byref(count), err,
                                      _lib.ERR_LEN)
             if st != _lib.OK:
                 _raise(st, err, "detect")
@@ -181,7 +188,7 @@ class Engine:
         faces = []
         for css in locations:
             f = _face_from_css(css)
-            st = self._lib.fv_face_landmarks(self._ptr, im, byref(f))
+            st = self._lib.fv_face_landmarks(self._handle, im, byref(f))
             if st != _lib.OK:
                 _raise(st, what="landmarks")
             faces.append(f)
@@ -214,7 +221,7 @@ class Engine:
             return out
         chips = np.ascontiguousarray(chips, dtype=np.uint8)
         err = create_string_buffer(_lib.ERR_LEN)
-        st = self._lib.fv_embed_chips(self._ptr, chips.ctypes.data, n, out.ctypes.data, err,
+        st = self._lib.fv_embed_chips(self._handle, chips.ctypes.data, n, out.ctypes.data, err,
                                       _lib.ERR_LEN)
         if st != _lib.OK:
             _raise(st, err, "embed")
@@ -229,7 +236,7 @@ class Engine:
             s = _lib.CHIP_SIZE
             chips = np.zeros((len(faces), s, s, 3), dtype=np.uint8)
             for i, f in enumerate(faces):
-                st = self._lib.fv_face_chip(self._ptr, im, byref(f), chips[i].ctypes.data)
+                st = self._lib.fv_face_chip(self._handle, im, byref(f), chips[i].ctypes.data)
                 if st != _lib.OK:
                     _raise(st, what="chip")
         if num_jitters <= 1:
@@ -265,9 +272,9 @@ def configure(models_dir=None, threads=None) -> Engine:
         threads = int(os.environ.get("FACEVERIFY_THREADS", "0") or 0)
     eng = Engine(models_dir=models_dir, threads=threads)
     with _default_lock:
-        old, _default = _default, eng
-    if old is not None:
-        old.close()
+        _default = eng
+    # The old engine is not closed here: a thread may be inside one of its
+    # calls.  It is freed when the last reference to it goes.
     return eng
 
 

@@ -260,6 +260,8 @@ def test_models_checked_by_sha256(fv, tmp_path):
     assert "SHA-256" in str(e.value)
     with fv.Engine(models_dir=MODELS, threads=1) as eng:
         assert eng.threads == 1 and 0.3 < eng.threshold < 0.8
+    with pytest.raises(ValueError, match="closed"):
+        eng.face_locations(np.zeros((40, 40, 3), np.uint8))
 
 
 def test_gil_released_during_library_calls(fv, samples):

@@ -25,6 +25,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -287,6 +288,33 @@ def test_gil_released_during_library_calls(fv, samples):
     eng.close()
     # Had the call held the GIL, this loop could not have run while it worked.
     assert elapsed > 0.05 and spins > 10000, (elapsed, spins)
+
+
+@pytest.mark.skipif(os.environ.get("FACEVERIFY_TEST_PIP_INSTALL") != "1",
+                    reason="set FACEVERIFY_TEST_PIP_INSTALL=1 (needs PyPI: the build backend, "
+                    "numpy and the 100 MB face_recognition_models sdist)")
+def test_pip_install_in_fresh_venv(tmp_path, lfw_pairs):
+    """`pip install ./python` in a fresh venv, as the README says, with the
+    models from face_recognition_models (FACEVERIFY_MODELS unset)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    p = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        str(REPO / "python")], capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (a, b) = lfw_pairs[0]
+    code = ("import sys, faceverify as fv\n"
+            "e = [fv.face_encodings(fv.load_image_file(p))[0] for p in sys.argv[1:]]\n"
+            "print(fv.default_engine().models_dir)\n"
+            "print(float(fv.face_distance([e[0]], e[1])[0]))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("FACEVERIFY_MODELS", "PYTHONPATH")}
+    p = subprocess.run([str(py), "-c", code, str(a), str(b)], capture_output=True, text=True,
+                       timeout=300, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    models_dir, dist = p.stdout.split()
+    assert "face_recognition_models" in models_dir
+    cli = run_json("verify", "--upsample", "1", a, b, check=None)
+    assert abs(float(dist) - cli["distance"]) < 1e-4
 
 
 # ------------------------------------------------------------------ the client

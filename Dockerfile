@@ -11,6 +11,7 @@ FROM debian:bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config ca-certificates python3 python3-pip \
         libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev libopenblas-dev \
+        libheif-dev libtiff-dev libgif-dev \
         libjansson-dev libmicrohttpd-dev libsodium-dev libsqlite3-dev libpq-dev \
         libxml2-dev libfaiss-dev libcmocka-dev file dpkg-dev \
     && rm -rf /var/lib/apt/lists/*

@@ -93,13 +93,13 @@ test-py:
 	  $(PY) -m pytest -q tests/py
 
 # test-server: the faceverifyd integration tests (the hostile-input
-# matrix and the metrics too) again, with the server built under
-# ASan+UBSan (its reports fail the test that stops it).  On PostgreSQL too
-# when FACEVERIFY_PG_URL is set (.ci/run sets it).
+# matrix, the metrics and the bulk import and export too) again, with the
+# server built under ASan+UBSan (its reports fail the test that stops it).
+# On PostgreSQL too when FACEVERIFY_PG_URL is set (.ci/run sets it).
 test-server:
 	@FACEVERIFY_BUILD=$(abspath $(ASAN_BUILD)) FACEVERIFY_MODELS=$(abspath models) \
 	  $(PY) -m pytest -q tests/py/test_server.py tests/py/test_security.py tests/py/test_hostile.py \
-	  tests/py/test_chaos.py tests/py/test_metrics.py
+	  tests/py/test_chaos.py tests/py/test_metrics.py tests/py/test_import_export.py
 
 test-asan:
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

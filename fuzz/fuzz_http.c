@@ -7,7 +7,8 @@
  * (non-blocking, so requests larger than the socket buffer work), then
  * half-closes, runs MHD_run and reads the answer until the server closes
  * its end: an incomplete request ends in EOF on the server side, which
- * makes libmicrohttpd drop it.
+ * makes libmicrohttpd drop it.  Each request goes through the gate's
+ * validator first (gate.c), as in faceverifyd.
  */
 #include "fuzz_http.h"
 
@@ -21,6 +22,7 @@
 #include <unistd.h>
 
 #include "server/auth.h"
+#include "server/gate.h"
 #include "server/guard.h"
 #include "server/http_mhd.h"
 
@@ -79,6 +81,22 @@ const char *fz_http_key(void) {
 
 int fz_http_request(const uint8_t *req, size_t len) {
     if (!daemon_) setup();
+    /* As in faceverifyd, libmicrohttpd sees only what the gate passes: a
+     * refusal is the gate's own answer, which must be whole and in the
+     * error shape; an unfinished header block never reaches MHD (the gate
+     * times it out). */
+    fvs_gate_verdict v;
+    fvs_gate_check(req, len, &v);
+    if (v.state == FVS_GATE_MORE) return 0;
+    if (v.state == FVS_GATE_REFUSE) {
+        char ans[2048];
+        if (v.status < 400 || v.status >= 600 || !v.code || !v.message ||
+            !fvs_gate_answer(v.status, v.code, v.message, "00000000000000000000000000000000", ans,
+                             sizeof ans))
+            abort();
+        return v.status;
+    }
+    if (v.head_len > len) abort();
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) abort();
     fcntl(sv[0], F_SETFL, O_NONBLOCK);

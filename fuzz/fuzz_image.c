@@ -1,7 +1,7 @@
 /*
  * fuzz_image.c: libFuzzer target for the image decoder front end,
- * fv_image_decode (format sniffing, JPEG/PNG/WebP/BMP decoders, EXIF
- * orientation, limits).  The pixel limit is lowered to 4 megapixels so
+ * fv_image_decode (format sniffing, the JPEG/PNG/WebP/BMP/HEIF/AVIF/TIFF/
+ * GIF/PBM/PGM/PPM decoders, orientation, limits).  The pixel limit is lowered to 4 megapixels so
  * that inputs claiming huge images are refused quickly instead of spending
  * the fuzzer's time on allocations; the limit checks themselves are the
  * same code.

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the fuzz targets into fuzz/corpus/<target>/.
 
-Every seed is generated here (Pillow for images, small hand-made HTTP
-bodies); none is a copy of the test photos.  Files are named by the SHA-1
+Every seed is generated here (Pillow for images, Debian's heif-enc for
+HEIC and AVIF, small hand-made HTTP bodies); none is a copy of the test
+photos.  Without heif-enc (scripts/bootstrap.sh installs it) the HEIF
+seeds are left out, with a note.  Files are named by the SHA-1
 of their content, as libFuzzer names the inputs it adds, so re-running
 this script and `make fuzz-merge` never duplicate a seed.  The model seeds
 are prefixes of the model files in models/ (fetched by
@@ -15,8 +17,11 @@ import base64
 import hashlib
 import io
 import json
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -80,6 +85,58 @@ def jpeg_claiming(w: int, h: int) -> bytes:
     return bytes(b)
 
 
+def heif(im: Image.Image, avif: bool, *args) -> bytes:
+    """im encoded by heif-enc (x265 or libaom through libheif), or b"" when
+    heif-enc is missing."""
+    exe = shutil.which("heif-enc")
+    if not exe:
+        return b""
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = Path(d) / "in.png", Path(d) / ("o.avif" if avif else "o.heic")
+        im.save(src)
+        subprocess.run([exe, *(["-A"] if avif else []), *args, "-o", str(dst), str(src)],
+                       check=True, capture_output=True, timeout=120)
+        return dst.read_bytes()
+
+
+def tiff_with(im: Image.Image, **kw) -> bytes:
+    # a copy: Pillow keeps a save's encoder settings on the image object
+    return save(im.copy(), "TIFF", **kw)
+
+
+def new_formats():
+    """HEIC/AVIF, TIFF, GIF and Netpbm seeds (issue 18), each small."""
+    out = []
+    p = pattern("RGB")
+    small = p.resize((16, 16))
+    for avif in (False, True):
+        out.append(heif(small, avif, "-q", "50"))
+    out.append(heif(pattern("RGBA").resize((16, 16)), False, "-q", "50"))  # alpha
+    out.append(heif(small, False, "-L", "-p", "chroma=444"))  # lossless 4:4:4
+    out = [d for d in out if d]
+    if not out:
+        print("gen_corpus.py: heif-enc not found: no HEIC/AVIF seeds", file=sys.stderr)
+    for mode in ["RGB", "L", "P", "1", "I;16", "RGBA", "CMYK"]:
+        out.append(tiff_with(pattern(mode)))
+    for comp in ["tiff_lzw", "tiff_adobe_deflate", "packbits", "jpeg"]:
+        out.append(tiff_with(p, compression=comp))
+    out.append(tiff_with(pattern("1"), compression="group4"))
+    out.append(tiff_with(p, tiffinfo={274: 6}))
+    out.append(tiff_with(p, save_all=True, append_images=[pattern("L")]))  # two pages
+    for mode in ["RGB", "L", "P", "1"]:
+        out.append(save(pattern(mode), "GIF"))
+    out.append(save(pattern("L"), "GIF", transparency=3, interlace=True))
+    out.append(save(pattern("RGB"), "GIF", save_all=True, append_images=[pattern("L")],
+                    duration=50))
+    out.append(save(pattern("L"), "PPM"))  # P5
+    out.append(save(p, "PPM"))  # P6
+    out.append(save(pattern("1"), "PPM"))  # P4
+    out.append(save(pattern("I;16"), "PPM"))  # P5, maxval 65535
+    out += [b"P1\n# c\n3 2\n1 0 1\n0 1 0\n", b"P2 2 2 65535\n0 65535 32768 1\n",
+            b"P3\n2 1\n15\n1 2 3 15 14 13\n", b"P6 1 1 1000\n\x03\xe8\x01\xf4\x00\x00"]
+    return out
+
+
 def images():
     out = []
     for mode in ["RGB", "L", "CMYK"]:
@@ -103,16 +160,22 @@ def images():
     out.append(save(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100))
     for mode in ["RGB", "RGBA", "P", "L", "1"]:
         out.append(save(pattern(mode), "BMP"))
+    out += new_formats()
     # Truncated variants of every format, and header-only lies.
     out += [d[: len(d) // 2] for d in list(out)]
     out += [png_claiming(60000, 60000, zlib.compress(b"\0" * 64)),
             png_claiming(3000, 3000, zlib.compress(b"\0" * (3000 * 3001 * 3), 9)),  # bomb
-            jpeg_claiming(60000, 60000), jpeg_claiming(0, 16)]
+            jpeg_claiming(60000, 60000), jpeg_claiming(0, 16),
+            b"P6\n60000 60000\n255\n\0\0\0", b"P5 5000 5000 255\n\0"]
+    g = bytearray(save(pattern("RGB"), "GIF"))
+    struct.pack_into("<HH", g, 6, 60000, 60000)
+    out.append(bytes(g))
     # Outside the allowlist, and junk.
-    out += [save(pattern("RGB"), "GIF"), save(pattern("RGB"), "TIFF"),
+    out += [b"\0\0\0\x18ftypisom\0\0\0\0isommp41", b"P7\nWIDTH 1\nENDHDR\n",
             b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
             b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n",
-            b"", b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBPVP8 ", b"BM"]
+            b"", b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"RIFF\0\0\0\0WEBPVP8 ", b"BM",
+            b"GIF89a", b"II*\0", b"MM\0*", b"P6\n", b"\0\0\0\x14ftypheic\0\0\0\0mif1"]
     return out
 
 

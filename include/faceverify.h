@@ -89,17 +89,20 @@ typedef struct fv_image {
     unsigned char *rgb;
 } fv_image;
 
-/* Decodes JPEG, PNG, WebP or BMP bytes (format sniffed from the bytes, not
- * a name) into *out.  lim may be NULL for the defaults.  Grayscale, alpha,
- * palette, CMYK and 16-bit inputs are converted to RGB8.  Thread-safe. */
+/* Decodes JPEG, PNG, WebP, BMP, HEIC/HEIF, AVIF, TIFF (first page), GIF
+ * (first frame) or PBM/PGM/PPM bytes (format sniffed from the bytes, not a
+ * name) into *out.  lim may be NULL for the defaults.  Grayscale, alpha,
+ * palette, CMYK and 16-bit inputs are converted to RGB8; EXIF (JPEG), TIFF
+ * and HEIF orientations are applied.  Thread-safe. */
 FV_API fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim,
                                  fv_image **out, char *err, size_t errlen);
 
-/* Reads only the header of JPEG, PNG, WebP or BMP bytes: *width x *height
- * of the image fv_image_decode would return (EXIF orientation applied),
- * with the same input-size and pixel limits and the same errors for bytes
- * that are too large, not an image or a header that is corrupt.  No pixel
- * memory is allocated, so a caller can budget memory before decoding.
+/* Reads only the header of the bytes (any format fv_image_decode reads):
+ * *width x *height of the image fv_image_decode would return (orientation
+ * applied), with the same input-size and pixel limits and the same errors
+ * for bytes that are too large, not an image or a header that is corrupt.
+ * No pixel memory is allocated, so a caller can budget memory before
+ * decoding.
  * A valid header does not promise a decodable image.  Thread-safe. */
 FV_API fv_status fv_image_probe(const void *bytes, size_t len, const fv_limits *lim, int *width,
                                 int *height, char *err, size_t errlen);

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config
       libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev libopenblas-dev
+      libheif-dev libtiff-dev libgif-dev libheif-examples libnuma-dev
       libcmocka-dev libjansson-dev libmicrohttpd-dev libsodium-dev libsqlite3-dev
       libpq-dev postgresql clang-format cppcheck valgrind python3-venv
       libxml2-dev opencv-data chromium chromium-driver clang libfaiss-dev

@@ -20,7 +20,7 @@ mode=${1:-run}
 [ $# -gt 0 ] && shift
 FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-targets=${*:-fuzz_image fuzz_model fuzz_multipart fuzz_json}
+targets=${*:-fuzz_image fuzz_model fuzz_multipart fuzz_json fuzz_gate}
 status=0
 
 # fuzz_once BIN LABEL SECONDS MAXLEN OUTDIR [SEEDDIR...]: one bounded run.

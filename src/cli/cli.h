@@ -37,6 +37,10 @@ typedef struct cli_opts {
 } cli_opts;
 
 int cli_exit_code(fv_status st);
+/* 1 when a file name (not starting with '.') ends in the extension of a
+ * format the library decodes (any case): how the folder-walking commands
+ * (eval-openset, train) pick photos.  The library itself sniffs content. */
+int cli_is_image_name(const char *name);
 /* Reports a failure once: "faceverify: MESSAGE" on stderr and, when o->json
  * is set (o may be NULL), the HTTP API's error object {"error": {"code":
  * fv_status_name(st), "message": MESSAGE}} as the one line on stdout, so a

@@ -28,11 +28,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "cli/cli.h"
 
 /* The one status -> exit code table of the CLI. */
+int cli_is_image_name(const char *name) {
+    static const char *const ext[] = {".jpg",  ".jpeg", ".png",  ".webp", ".bmp",
+                                      ".heic", ".heif", ".avif", ".tif",  ".tiff",
+                                      ".gif",  ".pbm",  ".pgm",  ".ppm",  ".pnm"};
+    const char *dot = strrchr(name, '.');
+    if (name[0] == '.' || !dot) return 0;
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++)
+        if (!strcasecmp(dot, ext[i])) return 1;
+    return 0;
+}
+
 int cli_exit_code(fv_status st) {
     switch (st) {
     case FV_OK:

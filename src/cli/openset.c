@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "cli/cli.h"
@@ -82,13 +81,6 @@ static int cmp_person(const void *a, const void *b) {
     return strcmp(((const person_t *)a)->name, ((const person_t *)b)->name);
 }
 
-static int is_image_name(const char *f) {
-    const char *dot = strrchr(f, '.');
-    return f[0] != '.' && dot &&
-           (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png") ||
-            !strcasecmp(dot, ".webp"));
-}
-
 /* The image files of root/name, as "name/file", sorted.  -1 on no memory. */
 static int list_person(const char *root, const char *name, person_t *p) {
     char dir[4096];
@@ -98,7 +90,7 @@ static int list_person(const char *root, const char *name, person_t *p) {
     size_t cap = 0;
     int rc = 0;
     for (struct dirent *de; (de = readdir(d)) && !rc;) {
-        if (!is_image_name(de->d_name)) continue;
+        if (!cli_is_image_name(de->d_name)) continue;
         if (p->nfiles == cap) {
             cap = cap ? 2 * cap : 8;
             char **v = realloc(p->files, cap * sizeof *v);

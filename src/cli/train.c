@@ -241,16 +241,6 @@ static int cmp_strp(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int is_image(const char *n) {
-    const char *dot = strrchr(n, '.');
-    if (!dot) return 0;
-    static const char *const ext[] = {".jpg", ".jpeg", ".png", ".webp", ".bmp",
-                                      ".JPG", ".JPEG", ".PNG", ".WEBP", ".BMP"};
-    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++)
-        if (!strcmp(dot, ext[i])) return 1;
-    return 0;
-}
-
 /* A growing, then sorted, list of names. */
 typedef struct strvec {
     char **v;
@@ -308,7 +298,8 @@ static char **list_dir(const char *dir, int dirs_only, int *n) {
         struct stat st;
         if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p || stat(p, &st))
             continue;
-        if (dirs_only ? !S_ISDIR(st.st_mode) : !(S_ISREG(st.st_mode) && is_image(e->d_name)))
+        if (dirs_only ? !S_ISDIR(st.st_mode)
+                      : !(S_ISREG(st.st_mode) && cli_is_image_name(e->d_name)))
             continue;
         strvec_push(&sv, e->d_name);
     }

@@ -4,7 +4,9 @@
  * Policy decisions, in one place:
  *  - The format comes from the magic bytes only.  Zero bytes, or bytes that
  *    match no supported signature, are FV_E_IMAGE_FORMAT (a known but
- *    unsupported signature such as GIF or TIFF is named in the message).
+ *    unsupported signature such as PDF or SVG is named in the message).
+ *    HEIF/AVIF is an ISO base media "ftyp" box with a HEIF brand; other
+ *    ftyp files (MP4, QuickTime video) are refused by name.
  *  - Input size is checked before anything else: fv_image_decode refuses
  *    len > max_input_bytes, fv_image_load refuses such a file after fstat,
  *    before reading it.  Pixel counts are checked by each decoder from the
@@ -93,7 +95,40 @@ fv_status fv_image_from_rgb(const unsigned char *rgb, int width, int height, fv_
     return FV_OK;
 }
 
-typedef enum { FMT_UNKNOWN, FMT_JPEG, FMT_PNG, FMT_WEBP, FMT_BMP } img_format;
+typedef enum {
+    FMT_UNKNOWN,
+    FMT_JPEG,
+    FMT_PNG,
+    FMT_WEBP,
+    FMT_BMP,
+    FMT_HEIF,
+    FMT_TIFF,
+    FMT_GIF,
+    FMT_PNM
+} img_format;
+
+/* The ISO base media brands of a still HEIF/AVIF image (HEIF, ISO/IEC
+ * 23008-12, and AV1 Image File Format): the major brand, or one of the
+ * compatible brands when the major one is generic. */
+static int heif_brand(const unsigned char *b) {
+    static const char *const brands[] = {"heic", "heix", "heim", "heis", "hevc", "hevx",
+                                         "hevm", "hevs", "mif1", "msf1", "avif", "avis"};
+    for (size_t i = 0; i < sizeof brands / sizeof *brands; i++)
+        if (memcmp(b, brands[i], 4) == 0) return 1;
+    return 0;
+}
+
+/* An ftyp box at offset 0 naming a HEIF brand (bounded by the box and the
+ * input). */
+static int is_heif(const unsigned char *d, size_t n) {
+    if (n < 12 || memcmp(d + 4, "ftyp", 4) != 0) return 0;
+    if (heif_brand(d + 8)) return 1;
+    size_t box = (size_t)d[0] << 24 | (size_t)d[1] << 16 | (size_t)d[2] << 8 | d[3];
+    if (box > n) box = n;
+    for (size_t o = 16; o + 4 <= box; o += 4) /* compatible brands after minor_version */
+        if (heif_brand(d + o)) return 1;
+    return 0;
+}
 
 /* Sniffs the container from its signature.  *other names a recognised but
  * unsupported format for the error message (or stays NULL). */
@@ -103,12 +138,19 @@ static img_format sniff(const unsigned char *d, size_t n, const char **other) {
     if (n >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0) return FMT_PNG;
     if (n >= 12 && memcmp(d, "RIFF", 4) == 0 && memcmp(d + 8, "WEBP", 4) == 0) return FMT_WEBP;
     if (n >= 2 && d[0] == 'B' && d[1] == 'M') return FMT_BMP;
-    if (n >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0))
-        *other = "GIF";
-    else if (n >= 4 && (memcmp(d, "II*\0", 4) == 0 || memcmp(d, "MM\0*", 4) == 0))
-        *other = "TIFF";
+    if (is_heif(d, n)) return FMT_HEIF;
+    if (n >= 4 && (memcmp(d, "II*\0", 4) == 0 || memcmp(d, "MM\0*", 4) == 0)) return FMT_TIFF;
+    if (n >= 6 && (memcmp(d, "GIF87a", 6) == 0 || memcmp(d, "GIF89a", 6) == 0)) return FMT_GIF;
+    /* Netpbm: "P1".."P6" and whitespace (or a comment) */
+    if (n >= 3 && d[0] == 'P' && d[1] >= '1' && d[1] <= '6' &&
+        (d[2] == ' ' || d[2] == '\t' || d[2] == '\n' || d[2] == '\r' || d[2] == '#'))
+        return FMT_PNM;
+    if (n >= 3 && d[0] == 'P' && d[1] == '7' && (d[2] == '\n' || d[2] == ' '))
+        *other = "PAM";
+    else if (n >= 4 && (memcmp(d, "II+\0", 4) == 0 || memcmp(d, "MM\0+", 4) == 0))
+        *other = "BigTIFF";
     else if (n >= 12 && memcmp(d + 4, "ftyp", 4) == 0)
-        *other = "HEIF/AVIF/MP4";
+        *other = "MP4/QuickTime (not a HEIF image)";
     else if (n >= 4 && memcmp(d, "\0\0\1\0", 4) == 0)
         *other = "ICO";
     else if (n >= 5 && memcmp(d, "%PDF-", 5) == 0)
@@ -122,6 +164,26 @@ static img_format sniff(const unsigned char *d, size_t n, const char **other) {
     }
     return FMT_UNKNOWN;
 }
+
+/* The supported formats, for messages (README and openapi.json list the
+ * same). */
+#define FV_FORMATS "JPEG, PNG, WebP, BMP, HEIC/HEIF, AVIF, TIFF, GIF, PBM/PGM/PPM"
+
+typedef fv_status (*decode_fn)(const unsigned char *, size_t, const fv_limits *, fv_image **,
+                               char *, size_t);
+typedef fv_status (*probe_fn)(const unsigned char *, size_t, const fv_limits *, int *, int *,
+                              char *, size_t);
+
+/* The decoder and header probe of each format, indexed by img_format. */
+static const struct {
+    decode_fn decode;
+    probe_fn probe;
+} codecs[] = {
+    [FMT_JPEG] = {fvi_decode_jpeg, fvi_probe_jpeg}, [FMT_PNG] = {fvi_decode_png, fvi_probe_png},
+    [FMT_WEBP] = {fvi_decode_webp, fvi_probe_webp}, [FMT_BMP] = {fvi_decode_bmp, fvi_probe_bmp},
+    [FMT_HEIF] = {fvi_decode_heif, fvi_probe_heif}, [FMT_TIFF] = {fvi_decode_tiff, fvi_probe_tiff},
+    [FMT_GIF] = {fvi_decode_gif, fvi_probe_gif},    [FMT_PNM] = {fvi_decode_pnm, fvi_probe_pnm},
+};
 
 /* fv_image_decode (out) or fv_image_probe (out NULL: *w x *h): the same
  * checks and format dispatch for both. */
@@ -137,27 +199,15 @@ static fv_status decode_or_probe(const void *bytes, size_t len, const fv_limits 
     if (len == 0) return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT, "empty input");
     const unsigned char *d = bytes;
     const char *other;
-    switch (sniff(d, len, &other)) {
-    case FMT_JPEG:
-        return out ? fvi_decode_jpeg(d, len, &l, out, err, errlen)
-                   : fvi_probe_jpeg(d, len, &l, w, h, err, errlen);
-    case FMT_PNG:
-        return out ? fvi_decode_png(d, len, &l, out, err, errlen)
-                   : fvi_probe_png(d, len, &l, w, h, err, errlen);
-    case FMT_WEBP:
-        return out ? fvi_decode_webp(d, len, &l, out, err, errlen)
-                   : fvi_probe_webp(d, len, &l, w, h, err, errlen);
-    case FMT_BMP:
-        return out ? fvi_decode_bmp(d, len, &l, out, err, errlen)
-                   : fvi_probe_bmp(d, len, &l, w, h, err, errlen);
-    case FMT_UNKNOWN:
-        break;
-    }
+    img_format f = sniff(d, len, &other);
+    if (f != FMT_UNKNOWN)
+        return out ? codecs[f].decode(d, len, &l, out, err, errlen)
+                   : codecs[f].probe(d, len, &l, w, h, err, errlen);
     if (other)
         return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,
-                          "%s is not supported (JPEG, PNG, WebP, BMP are)", other);
+                          "%s is not supported (" FV_FORMATS " are)", other);
     return fvi_seterr(err, errlen, FV_E_IMAGE_FORMAT,
-                      "unknown format (JPEG, PNG, WebP, BMP are supported)");
+                      "unknown format (" FV_FORMATS " are supported)");
 }
 
 fv_status fv_image_decode(const void *bytes, size_t len, const fv_limits *lim, fv_image **out,

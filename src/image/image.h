@@ -3,11 +3,13 @@
  *
  * image.c owns the public entry points: it applies the input-size limit,
  * sniffs the format from the magic bytes (never a file name) and hands the
- * bytes to one decoder per format (jpeg.c, png.c, webp.c, bmp.c).  Each
+ * bytes to one decoder per format (jpeg.c, png.c, webp.c, bmp.c, heif.c for
+ * HEIC/HEIF and AVIF, tiff.c, gif.c, pnm.c for PBM/PGM/PPM).  Each
  * decoder reads the header first, calls fvi_image_check_limits before any
  * pixel memory exists, then allocates the output with fvi_image_alloc and
  * fills every pixel.  exif.c finds the JPEG orientation tag and
- * fvi_image_orient applies it.
+ * fvi_image_orient applies it (tiff.c uses it for TIFF's Orientation tag;
+ * libheif applies HEIF's own transforms).
  *
  * Other modules use fvi_image_alloc to make images of their own (for example
  * a downscaled copy); it is the only allocator of fv_image.
@@ -47,6 +49,14 @@ fv_status fvi_decode_webp(const unsigned char *data, size_t len, const fv_limits
                           fv_image **out, char *err, size_t errlen);
 fv_status fvi_decode_bmp(const unsigned char *data, size_t len, const fv_limits *lim,
                          fv_image **out, char *err, size_t errlen);
+fv_status fvi_decode_heif(const unsigned char *data, size_t len, const fv_limits *lim,
+                          fv_image **out, char *err, size_t errlen);
+fv_status fvi_decode_tiff(const unsigned char *data, size_t len, const fv_limits *lim,
+                          fv_image **out, char *err, size_t errlen);
+fv_status fvi_decode_gif(const unsigned char *data, size_t len, const fv_limits *lim,
+                         fv_image **out, char *err, size_t errlen);
+fv_status fvi_decode_pnm(const unsigned char *data, size_t len, const fv_limits *lim,
+                         fv_image **out, char *err, size_t errlen);
 
 /* Per-format header probes (fv_image_probe): the same checks as the
  * decoder up to its fvi_image_check_limits call, then *w x *h as decoded
@@ -58,6 +68,14 @@ fv_status fvi_probe_png(const unsigned char *data, size_t len, const fv_limits *
 fv_status fvi_probe_webp(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
                          int *h, char *err, size_t errlen);
 fv_status fvi_probe_bmp(const unsigned char *data, size_t len, const fv_limits *lim, int *w, int *h,
+                        char *err, size_t errlen);
+fv_status fvi_probe_heif(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
+                         int *h, char *err, size_t errlen);
+fv_status fvi_probe_tiff(const unsigned char *data, size_t len, const fv_limits *lim, int *w,
+                         int *h, char *err, size_t errlen);
+fv_status fvi_probe_gif(const unsigned char *data, size_t len, const fv_limits *lim, int *w, int *h,
+                        char *err, size_t errlen);
+fv_status fvi_probe_pnm(const unsigned char *data, size_t len, const fv_limits *lim, int *w, int *h,
                         char *err, size_t errlen);
 
 /* EXIF orientation (1..8) from the payload of a JPEG APP1 marker (starting

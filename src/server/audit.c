@@ -54,6 +54,20 @@ static void enrol_detail(const json_t *body, json_t *detail) {
     }
 }
 
+/* A batch enrolment's item count and the ids of the faces it stored. */
+static void batch_detail(const json_t *body, json_t *detail) {
+    json_t *ids = json_array();
+    size_t i;
+    json_t *res;
+    json_array_foreach(json_object_get(body, "results"), i, res) {
+        json_t *id = json_object_get(json_object_get(res, "face"), "id");
+        if (json_is_integer(id)) json_array_append(ids, id);
+    }
+    json_t *count = json_object_get(body, "count");
+    if (json_is_integer(count)) json_object_set(detail, "items", count);
+    json_object_set_new(detail, "face_ids", ids);
+}
+
 void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64_t face_id,
                        const fvs_resp *out) {
     const json_t *body = out->body;
@@ -88,6 +102,7 @@ void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64
             if (n) json_object_set_new(detail, "count", n);
         }
         if (strcmp(action, "face.enroll") == 0) enrol_detail(body, detail);
+        if (strcmp(action, "face.enroll_batch") == 0) batch_detail(body, detail);
         json_t *verified = json_object_get(body, "verified");
         if (json_is_boolean(verified)) json_object_set(detail, "verified", verified);
     }

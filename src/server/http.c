@@ -1,8 +1,15 @@
 /*
  * http.c: faceverifyd's HTTP plumbing on libmicrohttpd.
  *
+ * Connections: faceverifyd listens itself, and the gate (gate.c) holds
+ * each new connection until its header block is complete and valid, then
+ * hands it to libmicrohttpd (MHD_USE_NO_LISTEN_SOCKET, MHD_add_connection);
+ * malformed heads get the gate's JSON answer and never reach MHD.  Every
+ * answer here says Connection: close, so that a second request on a
+ * connection cannot reach MHD without passing the gate.
+ *
  * Threading model: one thread per connection (MHD_USE_THREAD_PER_CONNECTION)
- * with a poll()ing listener.  Handlers are blocking and CPU-bound (decode +
+ * with MHD's internal polling thread.  Handlers are blocking and CPU-bound (decode +
  * detect + embed take 0.1-2 s); with a fixed pool, a connection that lands
  * on a busy thread waits behind it with no bound and no answer.  Here every
  * connection is read at once, and the guard (guard.c) admits at most
@@ -28,14 +35,16 @@
  * A refused request's body is drained unread (never stored or parsed) and
  * the refusal sent at its end, so the client reads it rather than a reset.
  *
- * libmicrohttpd's own error answers (a malformed request line or header,
- * an over-long URL or header block) are its fixed HTML pages; its log
- * lines go to log_mhd (quiet), not to stderr.
+ * The gate refuses what libmicrohttpd would answer with its own HTML (a
+ * malformed request line or header, an over-long URL or header block, a
+ * chunked body); what is left of MHD's log lines goes to log_mhd (quiet),
+ * not to stderr.  The framing checks here repeat the gate's, on MHD's view.
  *
  * Bodies: a Content-Length above the limit is refused with 413 on the first
- * callback, before any of the body is read; a chunked body that grows past
- * the limit stops being stored at once and is answered 413 (see the drain
- * note in on_request).  multipart/form-data and
+ * callback, before any of the body is read; a body that grows past the
+ * limit (only a chunked one could, and the gate refuses those) stops being
+ * stored at once and is answered 413 (see the drain note in on_request).
+ * multipart/form-data and
  * urlencoded bodies go through MHD_PostProcessor into named fields (a NUL
  * byte in a value, or a field sent twice, is a 400); JSON bodies are
  * buffered, their shape bounded by json_shape_ok (values, nesting) before
@@ -45,13 +54,15 @@
  * a connection without an answer.
  *
  * Shutdown: SIGTERM/SIGINT are blocked in every thread and taken with
- * sigwait() by the main thread, which quiesces the daemon (no new
- * connections), then stops it, letting running requests finish.
+ * sigwait() by the main thread, which stops the gate (no new connections;
+ * those it holds are closed), then the daemon, letting running requests
+ * finish.
  */
 #include "server/http_mhd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -65,6 +76,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server/gate.h"
 #include "server/metrics.h"
 
 /* ------------------------------------------------------------ responses */
@@ -440,6 +452,9 @@ static void add_headers(struct MHD_Response *resp, const fvs_req *r, const fvs_r
     if (!own_header(out, "Cache-Control"))
         MHD_add_response_header(resp, "Cache-Control", fvs_cache_control(kind));
     if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    /* Every answer ends its connection: a next request on it would reach
+     * libmicrohttpd without passing the gate (gate.h). */
+    if (!own_header(out, "Connection")) MHD_add_response_header(resp, "Connection", "close");
     if (out->retry_after > 0) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", out->retry_after);
@@ -843,12 +858,32 @@ struct MHD_Daemon *fvs_http_start_unlistened(fvs_server *srv) {
                             MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, MHD_OPTION_END);
 }
 
+/* The gate's hand-over (gate.h): MHD owns fd from here, and closes it when
+ * it cannot take it (its own per-IP limit, memory). */
+static void hand_to_mhd(void *cls, int fd, const struct sockaddr *addr, socklen_t addrlen) {
+    (void)MHD_add_connection(cls, fd, addr, addrlen);
+}
+
+/* A listening, non-blocking TCP socket on addr; -1 on failure. */
+static int listen_on(const struct sockaddr_in *addr) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (const struct sockaddr *)addr, sizeof *addr) != 0 || listen(fd, 511) != 0 ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int fvs_http_serve(fvs_server *srv) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by MHD's threads */
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by MHD's threads and the gate's */
 
     struct sockaddr_in addr;
     memset(&addr, 0, sizeof addr);
@@ -863,23 +898,32 @@ int fvs_http_serve(fvs_server *srv) {
         fprintf(stderr, "faceverifyd: out of memory\n");
         return 1;
     }
+    /* No listening socket of MHD's own: connections come from the gate. */
     struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-            MHD_USE_ITC | MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_USE_NO_LISTEN_SOCKET | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+            MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)srv->cfg.conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)srv->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)srv->cfg.max_conn_per_ip, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_URI_LOG_CALLBACK, on_request_line, srv, MHD_OPTION_EXTERNAL_LOGGER, log_mhd,
         NULL, MHD_OPTION_END);
-    if (!d) {
-        fprintf(stderr, "faceverifyd: cannot listen on %s:%d\n", srv->cfg.host, srv->cfg.port);
-        fvs_guard_destroy(srv->guard);
-        srv->guard = NULL;
-        return 1;
-    }
-    if (srv->cfg.run_as && fvs_drop_privileges(srv->cfg.run_as)) {
-        MHD_stop_daemon(d);
+    int lfd = d ? listen_on(&addr) : -1;
+    const fvs_gate_config gcfg = {.listen_fd = lfd,
+                                  .max_pending = srv->cfg.max_connections,
+                                  .max_per_ip = srv->cfg.max_conn_per_ip,
+                                  .request_timeout = srv->cfg.request_timeout,
+                                  .conn_timeout = srv->cfg.conn_timeout,
+                                  .handover = hand_to_mhd,
+                                  .handover_cls = d};
+    fvs_gate *gate = lfd >= 0 ? fvs_gate_start(&gcfg) : NULL;
+    if (!gate || (srv->cfg.run_as && fvs_drop_privileges(srv->cfg.run_as))) {
+        if (!gate) {
+            fprintf(stderr, "faceverifyd: cannot listen on %s:%d\n", srv->cfg.host, srv->cfg.port);
+            if (lfd >= 0) close(lfd);
+        }
+        fvs_gate_stop(gate);
+        if (d) MHD_stop_daemon(d);
         fvs_guard_destroy(srv->guard);
         srv->guard = NULL;
         return 1;
@@ -894,8 +938,8 @@ int fvs_http_serve(fvs_server *srv) {
     }
     printf("faceverifyd: signal %d, shutting down\n", sig);
     fflush(stdout);
-    MHD_quiesce_daemon(d);
-    MHD_stop_daemon(d);
+    fvs_gate_stop(gate); /* no new connections; pending ones closed */
+    MHD_stop_daemon(d);  /* running requests finish */
     fvs_guard_destroy(srv->guard);
     srv->guard = NULL;
     return 0;

@@ -15,6 +15,9 @@
  *                                          open with the key (--dry-run: list)
  *   faceverifyd rebuildindex [NAME]        rebuild search indexes from storage
  *   faceverifyd routes                     print the HTTP route table (JSON)
+ *   faceverifyd import COLLECTION DIR      enrol a folder per person (bulk.c)
+ *   faceverifyd import COLLECTION --from FILE   a collection from an export
+ *   faceverifyd export COLLECTION FILE     a collection into an export file
  *
  * Two tables: COMMANDS (name, what it needs, handler, usage) and CONFIG
  * (each setting's flag and environment variable, flags winning).  main()
@@ -38,6 +41,7 @@
 #include <unistd.h>
 
 #include "server/auth.h"
+#include "server/bulk.h"
 #include "server/crypto.h"
 #include "server/demo.h"
 #include "server/http.h"
@@ -71,8 +75,9 @@ static void usage(FILE *f) {
             "  --max-connections N open connections, default 512 [FACEVERIFY_MAX_CONNECTIONS]\n"
             "  --conn-timeout S    close a connection idle for S seconds, default 30\n"
             "                      [FACEVERIFY_CONN_TIMEOUT]\n"
-            "  --request-timeout S a request's headers and body must arrive within S\n"
-            "                      seconds, default 30 [FACEVERIFY_REQUEST_TIMEOUT]\n"
+            "  --request-timeout S a request's headers must arrive within S seconds of\n"
+            "                      the connect, its body within S seconds of the headers,\n"
+            "                      default 30 [FACEVERIFY_REQUEST_TIMEOUT]\n"
             "  --max-connections-per-ip N  open connections from one IP address,\n"
             "                      default 128 [FACEVERIFY_MAX_CONNECTIONS_PER_IP]\n"
             "  --rate-limit R      requests per second per API key (\"10\" or \"10/s\"), 0: no\n"
@@ -255,10 +260,14 @@ static const struct {
  * it: the command, its NAME, and the settings of CONFIG, parsed. */
 typedef struct invocation {
     const char *cmd, *name;
+    const char *arg; /* a second operand: import's DIR, export's FILE */
     fvs_config cfg;
     fvs_index_config icfg;
     int if_missing;        /* createcollection --if-missing */
     int dry_run;           /* purge-unreadable --dry-run */
+    int force, largest;    /* import --force, --largest */
+    int json, merge;       /* import --json, --merge */
+    int quality_flagged;   /* --min-quality was a flag */
     double threshold;      /* createcollection --threshold; 0: none */
     double fmr, fpir;      /* createcollection --fmr, --fpir; 0: none */
     double min_quality;    /* createcollection --min-quality; < 0: none */
@@ -715,6 +724,53 @@ static int cmd_routes(const invocation *inv, fvs_store *st) {
     return ok ? 0 : 1;
 }
 
+/* ------------------------------------------------------------ bulk */
+
+/* The options of import and export (bulk.h) from the invocation. */
+static void bulk_opts(const invocation *inv, fvs_bulk_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->collection = inv->name;
+    o->models_dir = inv->cfg.models_dir;
+    o->trained_dir = inv->cfg.trained_dir;
+    o->icfg = &inv->icfg;
+    /* a --min-quality flag is this import's gate; otherwise the
+     * collection's, else the server default (FACEVERIFY_MIN_QUALITY) */
+    o->min_quality = inv->quality_flagged ? inv->cfg.min_quality : -1;
+    o->gate_default = inv->cfg.min_quality;
+    o->threads = inv->cfg.engine_threads;
+    o->max_bytes = inv->cfg.max_body;
+    o->force = inv->force;
+    o->largest = inv->largest;
+    o->json = inv->json;
+    o->merge = inv->merge;
+}
+
+/* import COLLECTION DIR, or import COLLECTION --from FILE. */
+static int cmd_import(const invocation *inv, fvs_store *st) {
+    if (!inv->name || !valid_name(inv->name) || !(inv->from ? !inv->arg : inv->arg != NULL)) {
+        fprintf(stderr, "faceverifyd: usage: faceverifyd import COLLECTION DIR, or import "
+                        "COLLECTION --from FILE\n");
+        return 2;
+    }
+    if (need_schema(st)) return 1;
+    fvs_bulk_opts o;
+    bulk_opts(inv, &o);
+    return inv->from ? fvs_bulk_import_file(st, &o, inv->from)
+                     : fvs_bulk_import_dir(st, &o, inv->arg);
+}
+
+/* export COLLECTION FILE. */
+static int cmd_export(const invocation *inv, fvs_store *st) {
+    if (!inv->name || !inv->arg) {
+        fprintf(stderr, "faceverifyd: usage: faceverifyd export COLLECTION FILE\n");
+        return 2;
+    }
+    if (need_schema(st)) return 1;
+    fvs_bulk_opts o;
+    bulk_opts(inv, &o);
+    return fvs_bulk_export(st, &o, inv->arg);
+}
+
 /* ------------------------------------------------------------ serve */
 
 /* Frees what serve_setup made (each part may be NULL). */
@@ -847,6 +903,22 @@ static const command COMMANDS[] = {
     {"rebuildindex", 1, cmd_rebuildindex,
      "  rebuildindex [NAME]      rebuild the search index of one collection (or all)\n"
      "                           from storage and save it in the index dir\n"},
+    {"import", 1, cmd_import,
+     "  import COLLECTION DIR    enrol a folder per person (folder name: subject, made\n"
+     "                           if missing; each file in it: one photo), in parallel\n"
+     "                           (--threads N), with the API's rules: quality gate\n"
+     "                           (--min-quality Q, --force), one face per photo\n"
+     "                           (--largest: the largest of several), duplicate\n"
+     "                           warnings; photos already enrolled are skipped; ends\n"
+     "                           with every reject and why (--json: one JSON report);\n"
+     "                           exit 3 when some were rejected\n"
+     "  import COLLECTION --from FILE  import an export file into a new collection\n"
+     "                           (its API key is printed), or with --merge into an\n"
+     "                           existing one, subjects matched by name\n"},
+    {"export", 1, cmd_export,
+     "  export COLLECTION FILE   write the collection's settings, subjects, faces and\n"
+     "                           templates to a new file (mode 0600; templates sealed\n"
+     "                           when FACEVERIFY_TEMPLATE_KEY is set; docs/export-format.md)\n"},
     {"routes", 0, cmd_routes,
      "  routes                   print the HTTP route table, one JSON object a line\n"
      "                           (method, path, auth, audit)\n"},
@@ -913,6 +985,16 @@ static int read_args(int argc, char **argv, invocation *inv, const char *val[OPT
             inv->dry_run = 1;
             continue;
         }
+        /* import's switches */
+        int *sw = strcmp(a, "--force") == 0     ? &inv->force
+                  : strcmp(a, "--largest") == 0 ? &inv->largest
+                  : strcmp(a, "--json") == 0    ? &inv->json
+                  : strcmp(a, "--merge") == 0   ? &inv->merge
+                                                : NULL;
+        if (sw) {
+            *sw = 1;
+            continue;
+        }
         if (strcmp(a, CONFIG[OPT_DEMO].flag) == 0) {
             val[OPT_DEMO] = "1";
             continue;
@@ -948,6 +1030,8 @@ static int read_args(int argc, char **argv, invocation *inv, const char *val[OPT
             inv->cmd = a;
         else if (!inv->name)
             inv->name = a;
+        else if (!inv->arg)
+            inv->arg = a;
         else {
             fprintf(stderr, "faceverifyd: unexpected argument %s\n", a);
             return 2;
@@ -1080,6 +1164,7 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
         return 2;
     }
     inv->backend_flagged = flagged[OPT_INDEX_BACKEND];
+    inv->quality_flagged = flagged[OPT_MIN_QUALITY];
     if (val[OPT_INDEX_DIR] && *val[OPT_INDEX_DIR]) icfg->dir = val[OPT_INDEX_DIR];
     if (val[OPT_INDEX_SYNC]) {
         if (strcmp(val[OPT_INDEX_SYNC], "request") && strcmp(val[OPT_INDEX_SYNC], "notify")) {

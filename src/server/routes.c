@@ -36,6 +36,7 @@
 #include "server/chip_png.h"
 #include "server/crypto.h"
 #include "server/demo.h"
+#include "server/enrol.h"
 #include "server/http.h"
 
 #define MAX_FACES 64
@@ -862,58 +863,13 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     fvs_reply(out, 200, add_warning(o, warning));
 }
 
-/* Subject metadata is the caller's small JSON object, stored and echoed
- * as text: capped in size (its compact JSON text) and nesting depth so
- * that one subject cannot hold megabytes or a structure deep enough to
- * strain every later reader.  Both caps are in the README and
- * openapi.json. */
-#define FVS_METADATA_MAX_BYTES 16384
-#define FVS_METADATA_MAX_DEPTH 16
-
-/* Nesting depth of j (a scalar: 0, an empty or flat object or array: 1),
- * counted no further than limit + 1. */
-static int json_depth(const json_t *j, int limit) {
-    if (!json_is_object(j) && !json_is_array(j)) return 0;
-    if (limit < 0) return 1;
-    int deepest = 0;
-    if (json_is_object(j)) {
-        const char *k;
-        const json_t *v;
-        json_object_foreach((json_t *)j, k, v) {
-            int d = json_depth(v, limit - 1);
-            if (d > deepest) deepest = d;
-        }
-    } else {
-        size_t i;
-        const json_t *v;
-        json_array_foreach(j, i, v) {
-            int d = json_depth(v, limit - 1);
-            if (d > deepest) deepest = d;
-        }
-    }
-    return 1 + deepest;
-}
-
-/* 0 when meta (an object) is within the caps, else -1 after a 400
- * validation_error naming the cap. */
+/* 0 when meta (an object) is within the caps (store.h), else -1 after a
+ * 400 validation_error naming the cap. */
 static int check_metadata(const json_t *meta, fvs_resp *out) {
-    if (json_depth(meta, FVS_METADATA_MAX_DEPTH) > FVS_METADATA_MAX_DEPTH) {
-        fvs_error(out, 400, "validation_error",
-                  "metadata: nested deeper than %d levels of objects and arrays",
-                  FVS_METADATA_MAX_DEPTH);
-        return -1;
-    }
-    /* json_dumpb writes at most the buffer's size and returns the full
-     * length: a probe of the size without allocating the text. */
-    char probe[1];
-    size_t len = json_dumpb(meta, probe, sizeof probe, JSON_COMPACT);
-    if (len == 0 || len > FVS_METADATA_MAX_BYTES) {
-        fvs_error(out, 400, "validation_error",
-                  "metadata: at most %d bytes of compact JSON text (got %zu)",
-                  FVS_METADATA_MAX_BYTES, len);
-        return -1;
-    }
-    return 0;
+    char err[160];
+    if (fvs_metadata_check(meta, err, sizeof err) == 0) return 0;
+    fvs_error(out, 400, "validation_error", "%s", err);
+    return -1;
 }
 
 static void h_subjects_create(fvs_req *r, fvs_resp *out) {
@@ -999,27 +955,29 @@ static int subject_or_404(fvs_req *r, int64_t id, json_t **subj, fvs_resp *out) 
     return rc ? -1 : 0;
 }
 
-/* Detects and embeds the one face to enroll or verify; mac (may be NULL)
+/* Detects and embeds the one face of the image in field name ("image"
+ * for the single-photo endpoints) to enroll or verify; mac (may be NULL)
  * receives the image's stored fingerprint (store.h fvs_store_image_mac,
  * "" when none is kept). */
-static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms, char mac[65],
-                       fvs_resp *out) {
+static int embed_field(fvs_req *r, const char *name, int strict, fv_face_result *fr,
+                       double *decode_ms, char mac[65], fvs_resp *out) {
     fv_detect_options opt;
     const fv_model *m = NULL;
     if (coll_model(r, &m, out) || get_detect_options(r, &opt, out)) return -1;
-    static const char *const name = "image";
     fv_image *img = NULL;
     uint64_t held = 0;
     if (load_images(r, &name, 1, opt.max_side, &img, decode_ms, mac, &held, out)) return -1;
     char err[256] = "";
     fv_status st = fv_model_embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
     if (st == FV_E_MULTIPLE_FACES)
-        snprintf(err, sizeof err,
-                 "image: %zu faces found; send a photo of one person or face=largest", fr->faces);
+        snprintf(err, sizeof err, "%zu faces found; send a photo of one person or face=largest",
+                 fr->faces);
     drop_images(r, &img, 1, held);
     if (st != FV_OK) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s%s", strncmp(err, "image", 5) ? "image: " : "",
+        char msg[320];
+        size_t nl = strlen(name);
+        int named = strncmp(err, name, nl) == 0 && err[nl] == ':';
+        snprintf(msg, sizeof msg, "%s%s%s", named ? "" : name, named ? "" : ": ",
                  err[0] ? err : fv_strerror(st));
         fvs_status_error(out, st, msg);
         return -1;
@@ -1027,34 +985,9 @@ static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decod
     return 0;
 }
 
-typedef struct best_ctx {
-    const float *probe;
-    float best;
-    int64_t best_face;
-    double best_quality; /* the best match's stored quality; < 0: NULL */
-    int n;
-    int64_t bad[FVS_UNREADABLE_IDS_MAX]; /* templates that did not open */
-    size_t nbad;
-} best_ctx;
-
-static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
-                    const float *emb, double quality) {
-    (void)subject_id;
-    (void)name;
-    best_ctx *b = ctx;
-    if (!emb) { /* named in the answer's warning; the count goes on */
-        if (b->nbad < FVS_UNREADABLE_IDS_MAX) b->bad[b->nbad] = face_id;
-        b->nbad++;
-        return 0;
-    }
-    float d = fv_distance(b->probe, emb);
-    if (b->n == 0 || d < b->best) {
-        b->best = d;
-        b->best_face = face_id;
-        b->best_quality = quality;
-    }
-    b->n++;
-    return 0;
+static int embed_probe(fvs_req *r, int strict, fv_face_result *fr, double *decode_ms, char mac[65],
+                       fvs_resp *out) {
+    return embed_field(r, "image", strict, fr, decode_ms, mac, out);
 }
 
 /* ------------------------------------------------------------ enrolment
@@ -1062,14 +995,9 @@ static int best_row(void *ctx, int64_t face_id, int64_t subject_id, const char *
  * Before a face is stored: the quality gate (a face poorer than the
  * collection's min_quality, else --min-quality, answers 422 low_quality
  * unless "force") and the duplicate check (the face matches a template of
- * another subject at FMR DUP_FMR: a "duplicate" warning, or 409 with
+ * another subject at FMR FVS_DUP_FMR, enrol.h: a "duplicate" warning, or 409 with
  * on_duplicate=reject).  A bare embedding has no quality: no gate, and it
  * counts as quality 1 in the duplicate check, as templates without one do. */
-
-#define DUP_FMR 1e-4
-/* Other subjects examined: the nearest few, since the index ranks by the
- * threshold for the new face alone and a poorer stored one is stricter. */
-#define DUP_CANDIDATES 5
 
 typedef struct enrol_opts {
     int force;  /* enrol below the quality gate */
@@ -1100,7 +1028,7 @@ static int get_enrol_opts(fvs_req *r, enrol_opts *o, fvs_resp *out) {
 
 /* The enrolment gate in force: the collection's, else the server's. */
 static double gate_of(const fvs_req *r) {
-    return r->coll.min_quality >= 0 ? r->coll.min_quality : r->srv->cfg.min_quality;
+    return fvs_enrol_gate(&r->coll, r->srv->cfg.min_quality);
 }
 
 /* 422 low_quality naming q's reasons, with q itself. */
@@ -1116,91 +1044,32 @@ static void low_quality_error(fvs_resp *out, const fv_quality *q, double gate) {
                         "reasons", json_object_get(qj, "reasons"), "quality", qj));
 }
 
-/* A template of another subject the new face matches. */
-typedef struct dup_hit {
-    int64_t subject, face;
-    char name[FVS_NAME_MAX + 1];
-    float distance, threshold;
-} dup_hit;
-
-/* Whether candidate subject cid's nearest template is within the DUP_FMR
- * threshold for the pair of q (the new face's quality) and its stored
- * quality (none: 1).  1 with *hit filled, 0 no, -1 after a database error in out. */
-static int dup_candidate(fvs_req *r, int64_t cid, const char *name, const float *emb, float q,
-                         dup_hit *hit, fvs_resp *out) {
-    best_ctx b;
-    memset(&b, 0, sizeof b);
-    b.probe = emb;
-    char err[256];
-    if (fvs_templates(r->srv->store, r->coll.id, cid, r->coll.model, best_row, &b, err,
-                      sizeof err)) {
-        db_error(out, err);
-        return -1;
-    }
-    double sq = b.best_quality;
-    float t = 0, pq = fv_pair_quality(q, (float)sq);
-    if (b.n == 0 || fv_fmr_threshold(r->coll.model, DUP_FMR, pq, &t) != FV_OK || b.best > t)
-        return 0;
-    hit->subject = cid;
-    hit->face = b.best_face;
-    snprintf(hit->name, sizeof hit->name, "%s", name);
-    hit->distance = b.best;
-    hit->threshold = t;
-    return 1;
-}
-
-/* Looks for a template of a subject other than sid that emb (quality q:
- * the score, < 0 when unknown) matches at DUP_FMR, nearest first, through
- * the index.  0 (hit->subject 0 when none), or -1 after an error in out.
- * A model without an FMR calibration (trained models) is not checked. */
-static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, dup_hit *hit,
+/* Looks for a duplicate of emb (enrol.h) in r's collection; -1 after a
+ * database error in out. */
+static int find_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, fvs_dup_hit *hit,
                           fvs_resp *out) {
-    memset(hit, 0, sizeof *hit);
-    /* the search radius: the loosest pair threshold this face can have
-     * (with a stored face of quality 1); dup_candidate then checks the
-     * pair's own */
-    float t = 0;
-    if (fv_fmr_threshold(r->coll.model, DUP_FMR, fv_pair_quality((float)q, 1.0f), &t) != FV_OK)
-        return 0;
-    json_t *res = NULL, *warning = NULL;
     char err[256];
-    if (fvs_index_search(r->srv->index, &r->coll, emb, 1, t, DUP_CANDIDATES + 1, 1, 0, &res,
-                         &warning, err, sizeof err)) {
-        /* No template opens here (no or another template key): nothing to
-         * compare with; storing it is the insert's to allow or refuse. */
-        if (strncmp(err, FVS_TKEY_ERROR, strlen(FVS_TKEY_ERROR)) == 0) return 0;
-        db_error(out, err);
-        return -1;
-    }
-    json_decref(warning);
-    json_t *cands = json_object_get(json_array_get(res, 0), "candidates");
-    int rc = 0;
-    for (size_t i = 0; rc == 0 && i < json_array_size(cands); i++) {
-        json_t *c = json_array_get(cands, i);
-        int64_t cid = (int64_t)json_integer_value(json_object_get(c, "id"));
-        if (cid == sid) continue;
-        if (json_real_value(json_object_get(c, "distance")) > (double)t) break;
-        rc = dup_candidate(r, cid, json_string_value(json_object_get(c, "name")), emb, (float)q,
-                           hit, out);
-    }
-    json_decref(res);
-    return rc < 0 ? -1 : 0;
+    if (fvs_enrol_find_duplicate(r->srv->store, r->srv->index, &r->coll, sid, emb, q, hit, err,
+                                 sizeof err) == 0)
+        return 0;
+    db_error(out, err);
+    return -1;
 }
 
 /* The hit as the answer names it: {"subject": {id, name}, "face_id",
  * "distance", "threshold", "fmr"}, plus code and message. */
-static json_t *dup_json(const dup_hit *h, const char *message) {
+static json_t *dup_json(const fvs_dup_hit *h, const char *message) {
     return json_pack("{s:s, s:s, s:{s:I, s:s}, s:I, s:f, s:f, s:f}", "code", "duplicate", "message",
                      message, "subject", "id", (json_int_t)h->subject, "name", h->name, "face_id",
                      (json_int_t)h->face, "distance", (double)h->distance, "threshold",
-                     (double)h->threshold, "fmr", DUP_FMR);
+                     (double)h->threshold, "fmr", FVS_DUP_FMR);
 }
 
 /* The duplicate check of enrolment into sid: 0 to go on (*warning: NULL
  * or the warning to add), -1 after a 409 or an error in out. */
 static int check_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, const enrol_opts *o,
                            json_t **warning, fvs_resp *out) {
-    dup_hit h;
+    fvs_dup_hit h;
     *warning = NULL;
     if (find_duplicate(r, sid, emb, q, &h, out)) return -1;
     if (!h.subject) return 0;
@@ -1208,7 +1077,7 @@ static int check_duplicate(fvs_req *r, int64_t sid, const float *emb, double q, 
     snprintf(msg, sizeof msg,
              "this face matches subject %" PRId64 " (%s) at a false-match rate of %g: the same "
              "person enrolled twice?",
-             h.subject, h.name, DUP_FMR);
+             h.subject, h.name, FVS_DUP_FMR);
     if (!o->reject) {
         *warning = dup_json(&h, msg);
         return 0;
@@ -1239,19 +1108,60 @@ static void insert_face(fvs_req *r, fvs_resp *out, int64_t sid, const fvs_face_r
     json_decref(warning);
 }
 
-/* Enrolment of a precomputed embedding (JSON {"embedding": [128
- * numbers]}): bulk imports and tests, without the neural network.
- * faces_detected is 0: there was no image, and no quality (stored NULL). */
-static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
+/* Enrols the embedding ej (a JSON array, named name in errors) into sid;
+ * out as POST /subjects/{id}/faces answers.  faces_detected is 0: there
+ * was no image, and no quality (stored NULL). */
+static void enrol_embedding(fvs_req *r, fvs_resp *out, int64_t sid, const json_t *ej,
+                            const char *name, const enrol_opts *o) {
     float emb[FV_EMBED_DIM];
-    enrol_opts o;
     json_t *warning = NULL;
-    if (get_enrol_opts(r, &o, out) || check_model_field(r, out) ||
-        parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out) ||
-        check_duplicate(r, sid, emb, -1, &o, &warning, out))
+    if (parse_embedding(ej, name, emb, out) || check_duplicate(r, sid, emb, -1, o, &warning, out))
         return;
-    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1}; /* no face: no quality */
+    fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1, NULL, 0}; /* no quality */
     insert_face(r, out, sid, &row, 0, NULL, warning);
+}
+
+/* Enrolment of a precomputed embedding (JSON {"embedding": [128
+ * numbers]}): bulk imports and tests, without the neural network. */
+static void h_face_enroll_embedding(fvs_req *r, fvs_resp *out, int64_t sid) {
+    enrol_opts o;
+    if (get_enrol_opts(r, &o, out) || check_model_field(r, out)) return;
+    enrol_embedding(r, out, sid, json_object_get(r->json, "embedding"), "embedding", &o);
+}
+
+/* Enrols the photo in field name into sid (whose existence the caller
+ * checked), under the quality gate and the duplicate check; out as POST
+ * /subjects/{id}/faces answers. */
+static void enrol_image(fvs_req *r, fvs_resp *out, int64_t sid, const char *name, int strict,
+                        const enrol_opts *o) {
+    fv_face_result fr;
+    char mac[65] = "";
+    double dec = 0, gate = gate_of(r);
+    if (embed_field(r, name, strict, &fr, &dec, mac, out)) return;
+    int below = fr.quality.score < gate;
+    if (below && !o->force) {
+        low_quality_error(out, &fr.quality, gate);
+        return;
+    }
+    json_t *warning = NULL;
+    if (check_duplicate(r, sid, fr.embedding, fr.quality.score, o, &warning, out)) return;
+    /* The image's keyed fingerprint, or none without a template key. */
+    fvs_face_row row = fvs_enrol_row(r->coll.model, &fr, mac[0] ? mac : NULL, NULL);
+    json_t *extra = json_pack("{s:o, s:f, s:b}", "quality", quality_json(&fr.quality),
+                              "min_quality", gate, "forced", below);
+    insert_face(r, out, sid, &row, fr.faces, extra, warning);
+}
+
+/* The "face" option: 1 for single (strict, the default), 0 for largest,
+ * -1 after a 400. */
+static int get_strict(fvs_req *r, fvs_resp *out) {
+    char buf[64];
+    const char *face = fvs_req_text(r, "face", buf, sizeof buf);
+    if (face && strcmp(face, "largest") && strcmp(face, "single")) {
+        fvs_error(out, 400, "validation_error", "face: expected 'single' or 'largest'");
+        return -1;
+    }
+    return !(face && strcmp(face, "largest") == 0);
 }
 
 static void h_face_enroll(fvs_req *r, fvs_resp *out) {
@@ -1264,33 +1174,93 @@ static void h_face_enroll(fvs_req *r, fvs_resp *out) {
     json_t *subj = NULL;
     if (subject_or_404(r, sid, &subj, out)) return;
     json_decref(subj);
-    char buf[64];
-    const char *face = fvs_req_text(r, "face", buf, sizeof buf);
-    if (face && strcmp(face, "largest") && strcmp(face, "single")) {
-        fvs_error(out, 400, "validation_error", "face: expected 'single' or 'largest'");
-        return;
-    }
+    int strict = get_strict(r, out);
     enrol_opts o;
-    if (get_enrol_opts(r, &o, out)) return;
-    int strict = !(face && strcmp(face, "largest") == 0);
-    fv_face_result fr;
-    char mac[65] = "";
-    double dec = 0, gate = gate_of(r);
-    if (embed_probe(r, strict, &fr, &dec, mac, out)) return;
-    int below = fr.quality.score < gate;
-    if (below && !o.force) {
-        low_quality_error(out, &fr.quality, gate);
-        return;
+    if (strict < 0 || get_enrol_opts(r, &o, out)) return;
+    enrol_image(r, out, sid, "image", strict, &o);
+}
+
+/* Most embeddings one batch request may carry (images are bounded by
+ * the form's FVS_MAX_FIELDS and the body limit). */
+#define BATCH_MAX_EMBEDDINGS 1000
+
+/* Adds item i's result to results: its field (images) and status, and
+ * the enrolled face (201) or the error, as the single enrolment would
+ * have answered.  Takes one's contents. */
+static int batch_result(json_t *results, size_t i, const char *field, fvs_resp *one) {
+    int ok = one->status == 201;
+    json_t *res = json_pack("{s:I, s:i}", "index", (json_int_t)i, "status", one->status);
+    if (res && field) json_object_set_new(res, "field", json_string(field));
+    json_t *err = one->body ? json_object_get(one->body, "error") : NULL;
+    if (res && ok && one->body)
+        json_object_set(res, "face", one->body);
+    else if (res)
+        json_object_set_new(
+            res, "error",
+            err ? json_incref(err)
+                : json_pack("{s:s, s:s}", "code", "internal_error", "message", "no answer"));
+    json_array_append_new(results, res);
+    fvs_resp_free(one);
+    return ok;
+}
+
+/* POST /subjects/{id}/faces/batch: many photos (multipart parts whose
+ * names start with "image": image1, image2, ...) or embeddings (JSON
+ * {"embeddings": [[128 numbers], ...]}) enrolled one after another into
+ * one subject with the single enrolment's rules and options.  One 200
+ * answer with a result per item, in order: its status and the face, or
+ * the typed error the single endpoint would have answered for it.  A
+ * request-wide problem (no such subject, no items, bad option) is the
+ * request's own 4xx. */
+static void h_face_batch(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
+    const json_t *embs = r->json ? json_object_get(r->json, "embeddings") : NULL;
+    const char *fields[FVS_MAX_FIELDS];
+    size_t n = 0;
+    enrol_opts o;
+    int strict = 1;
+    if (embs) {
+        if (!json_is_array(embs) || json_array_size(embs) == 0 ||
+            json_array_size(embs) > BATCH_MAX_EMBEDDINGS) {
+            fvs_error(out, 400, "validation_error",
+                      "embeddings: expected an array of 1..%d embeddings", BATCH_MAX_EMBEDDINGS);
+            return;
+        }
+        if (check_model_field(r, out)) return;
+        n = json_array_size(embs);
+    } else {
+        for (int i = 0; i < r->nfields; i++)
+            if (strncmp(r->fields[i].name, "image", 5) == 0) fields[n++] = r->fields[i].name;
+        if (n == 0) {
+            fvs_error(out, 400, "validation_error",
+                      "send photos as multipart parts image1, image2, ... or JSON "
+                      "{\"embeddings\": [...]}");
+            return;
+        }
+        if (need_engine(r, out) || (strict = get_strict(r, out)) < 0) return;
     }
-    json_t *warning = NULL;
-    if (check_duplicate(r, sid, fr.embedding, fr.quality.score, &o, &warning, out)) return;
-    /* The image's keyed fingerprint, or none without a template key. */
-    fvs_face_row row = {r->coll.model, fr.embedding,        fr.face.left,
-                        fr.face.top,   fr.face.right,       fr.face.bottom,
-                        fr.face.score, mac[0] ? mac : NULL, fr.quality.score};
-    json_t *extra = json_pack("{s:o, s:f, s:b}", "quality", quality_json(&fr.quality),
-                              "min_quality", gate, "forced", below);
-    insert_face(r, out, sid, &row, fr.faces, extra, warning);
+    if (get_enrol_opts(r, &o, out)) return;
+    json_t *subj = NULL;
+    if (subject_or_404(r, sid, &subj, out)) return;
+    json_decref(subj);
+    json_t *results = json_array();
+    size_t enrolled = 0;
+    for (size_t i = 0; results && i < n; i++) {
+        fvs_resp one;
+        memset(&one, 0, sizeof one);
+        char name[48];
+        snprintf(name, sizeof name, "embeddings[%zu]", i);
+        if (embs)
+            enrol_embedding(r, &one, sid, json_array_get(embs, i), name, &o);
+        else
+            enrol_image(r, &one, sid, fields[i], strict, &o);
+        enrolled += (size_t)batch_result(results, i, embs ? NULL : fields[i], &one);
+    }
+    fvs_reply(out, 200,
+              results ? json_pack("{s:I, s:I, s:I, s:o}", "count", (json_int_t)n, "enrolled",
+                                  (json_int_t)enrolled, "failed", (json_int_t)(n - enrolled),
+                                  "results", results)
+                      : NULL);
 }
 
 static void h_face_list(fvs_req *r, fvs_resp *out) {
@@ -1333,14 +1303,14 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
         json_decref(subj);
         return;
     }
-    best_ctx b;
+    fvs_best b;
     memset(&b, 0, sizeof b);
     b.probe = fr.embedding;
     char err[256], why[256] = "";
     /* Only templates of the collection's model are compared. */
     int64_t total = 0, stale = 0;
-    int rc =
-        fvs_templates(r->srv->store, r->coll.id, sid, r->coll.model, best_row, &b, err, sizeof err);
+    int rc = fvs_templates(r->srv->store, r->coll.id, sid, r->coll.model, fvs_best_row, &b, err,
+                           sizeof err);
     if (!rc) snprintf(why, sizeof why, "%s", err);
     if (!rc && b.n == 0 && b.nbad > 0) {
         /* None of the subject's templates opens: nothing to decide on. */
@@ -1717,6 +1687,7 @@ static const route ROUTES[] = {
     {"DELETE", "/api/v1/subjects/{id}", h_subject_delete, AUTH_KEY, "subject.delete"},
     {"POST", "/api/v1/subjects/{id}/faces", h_face_enroll, AUTH_KEY, "face.enroll"},
     {"GET", "/api/v1/subjects/{id}/faces", h_face_list, AUTH_KEY, "face.list"},
+    {"POST", "/api/v1/subjects/{id}/faces/batch", h_face_batch, AUTH_KEY, "face.enroll_batch"},
     {"DELETE", "/api/v1/subjects/{id}/faces/{face_id}", h_face_delete, AUTH_KEY, "face.delete"},
     {"POST", "/api/v1/subjects/{id}/verify", h_subject_verify, AUTH_KEY, "subject.verify"},
     {"GET", "/api/v1/audit", h_audit, AUTH_KEY, "audit.read"},

@@ -25,6 +25,8 @@ struct fvs_store {
     pthread_mutex_t mu;
     unsigned char tkey[FVS_TKEY_BYTES]; /* template key (crypto.c), when has_tkey */
     int has_tkey;
+    unsigned char fp_secret[FVS_TKEY_BYTES]; /* store_secrets 'import_fp', when has_fp */
+    int has_fp;
 };
 
 typedef struct migration {
@@ -113,6 +115,19 @@ static const migration MIGRATIONS[] = {
      "ALTER TABLE collections ADD COLUMN fpir DOUBLE PRECISION;"
      "ALTER TABLE collections ADD COLUMN min_quality DOUBLE PRECISION;"
      "ALTER TABLE faces ADD COLUMN quality DOUBLE PRECISION;"},
+    /* Bulk import (bulk.c): the fingerprint of each imported photo when
+     * no template key is set (keyed with a per-database secret kept in
+     * store_secrets; with a key, image_sha256 holds the key's fingerprint
+     * and import_fp stays NULL), and indexes for the re-run's look-ups. */
+    {7,
+     "ALTER TABLE faces ADD COLUMN import_fp TEXT;"
+     "CREATE INDEX faces_import_fp ON faces(collection_id, import_fp);"
+     "CREATE INDEX faces_image_sha256 ON faces(collection_id, image_sha256);"
+     "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);",
+     "ALTER TABLE faces ADD COLUMN import_fp TEXT;"
+     "CREATE INDEX faces_import_fp ON faces(collection_id, import_fp);"
+     "CREATE INDEX faces_image_sha256 ON faces(collection_id, image_sha256);"
+     "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -142,6 +157,7 @@ fvs_store *fvs_store_open(const char *url, char *err, size_t errlen) {
 void fvs_store_close(fvs_store *st) {
     if (!st) return;
     sodium_memzero(st->tkey, sizeof st->tkey);
+    sodium_memzero(st->fp_secret, sizeof st->fp_secret);
     fvs_db_close(st->db);
     pthread_mutex_destroy(&st->mu);
     free(st);
@@ -561,6 +577,48 @@ static int subject_row(void *ctx, const fvs_val *c, int n) {
     return 0;
 }
 
+/* Nesting depth of j (a scalar: 0, an empty or flat object or array: 1),
+ * counted no further than limit + 1. */
+static int json_depth(const json_t *j, int limit) {
+    if (!json_is_object(j) && !json_is_array(j)) return 0;
+    if (limit < 0) return 1;
+    int deepest = 0;
+    if (json_is_object(j)) {
+        const char *k;
+        const json_t *v;
+        json_object_foreach((json_t *)j, k, v) {
+            int d = json_depth(v, limit - 1);
+            if (d > deepest) deepest = d;
+        }
+    } else {
+        size_t i;
+        const json_t *v;
+        json_array_foreach(j, i, v) {
+            int d = json_depth(v, limit - 1);
+            if (d > deepest) deepest = d;
+        }
+    }
+    return 1 + deepest;
+}
+
+int fvs_metadata_check(const json_t *meta, char *err, size_t errlen) {
+    if (json_depth(meta, FVS_METADATA_MAX_DEPTH) > FVS_METADATA_MAX_DEPTH) {
+        snprintf(err, errlen, "metadata: nested deeper than %d levels of objects and arrays",
+                 FVS_METADATA_MAX_DEPTH);
+        return -1;
+    }
+    /* json_dumpb writes at most the buffer's size and returns the full
+     * length: a probe of the size without allocating the text. */
+    char probe[1];
+    size_t len = json_dumpb(meta, probe, sizeof probe, JSON_COMPACT);
+    if (len == 0 || len > FVS_METADATA_MAX_BYTES) {
+        snprintf(err, errlen, "metadata: at most %d bytes of compact JSON text (got %zu)",
+                 FVS_METADATA_MAX_BYTES, len);
+        return -1;
+    }
+    return 0;
+}
+
 #define SUBJECT_COLS                                                                               \
     "SELECT s.id, s.name, s.metadata, s.created_at, (SELECT COUNT(*) FROM faces f WHERE "          \
     "f.subject_id = s.id) FROM subjects s "
@@ -717,8 +775,11 @@ static int refuse_plaintext_locked(fvs_store *st, int64_t coll, char *err, size_
     return -1;
 }
 
-int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
-                    json_t **out, char *err, size_t errlen) {
+/* Inserts one face row inside the caller's transaction, sealed when a
+ * key is set, and logs it for the search index.  0, 1 when there is no
+ * such subject, -1 with a message.  st->mu held. */
+static int insert_face_locked(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
+                              int64_t *id, char *err, size_t errlen) {
     /* With a template key, the row holds only the sealed template. */
     unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
     fvs_val blob = fvs_blob(row->embedding, FVS_TEMPLATE_PLAIN_BYTES);
@@ -726,24 +787,52 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
         fvs_template_seal(st->tkey, coll, subject, row->embedding, sealed);
         blob = fvs_blob(sealed, sizeof sealed);
     }
-    fvs_val p[12] = {fvs_int(coll),        fvs_int(subject),
-                     fvs_text(row->model), blob,
-                     fvs_real(row->left),  fvs_real(row->top),
-                     fvs_real(row->right), fvs_real(row->bottom),
-                     fvs_real(row->score), fvs_text(row->image_sha256),
-                     fvs_int(now_s()),     row->quality >= 0 ? fvs_real(row->quality) : fvs_null()};
-    int64_t id = 0;
-    pthread_mutex_lock(&st->mu);
-    int rc = begin(st, err, errlen);
-    if (!rc) rc = subject_exists_locked(st, coll, subject, err, errlen);
-    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    fvs_val p[13] = {fvs_int(coll),
+                     fvs_int(subject),
+                     fvs_text(row->model),
+                     blob,
+                     fvs_real(row->left),
+                     fvs_real(row->top),
+                     fvs_real(row->right),
+                     fvs_real(row->bottom),
+                     fvs_real(row->score),
+                     fvs_text(row->image_sha256),
+                     fvs_int(row->created_at > 0 ? row->created_at : now_s()),
+                     row->quality >= 0 ? fvs_real(row->quality) : fvs_null(),
+                     fvs_text(row->import_fp)};
+    int rc = subject_exists_locked(st, coll, subject, err, errlen);
     if (!rc)
         rc = query_int(st,
                        "INSERT INTO faces (collection_id, subject_id, model, embedding, box_left, "
                        "box_top, box_right, box_bottom, score, image_sha256, created_at, "
-                       "quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                       p, 12, &id, err, errlen);
-    if (!rc) rc = log_change(st, coll, id, 1, err, errlen);
+                       "quality, import_fp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                       "RETURNING id",
+                       p, 13, id, err, errlen);
+    if (!rc) rc = log_change(st, coll, *id, 1, err, errlen);
+    return rc;
+}
+
+int fvs_faces_insert_many(fvs_store *st, int64_t coll, size_t n, const int64_t *subjects,
+                          const fvs_face_row *rows, int64_t *ids, char *err, size_t errlen) {
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = insert_face_locked(st, coll, subjects[i], &rows[i], &ids[i], err, errlen);
+    if (!rc && n) rc = bump_version(st, coll, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
+                    json_t **out, char *err, size_t errlen) {
+    int64_t id = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    if (!rc) rc = insert_face_locked(st, coll, subject, row, &id, err, errlen);
     if (!rc) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
     if (rc) rollback(st);
@@ -799,6 +888,152 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
     pthread_mutex_unlock(&st->mu);
     if (rc) return -1;
     return changes ? 0 : 1;
+}
+
+/* ------------------------------------------------------------ bulk */
+
+int fvs_store_has_template_key(const fvs_store *st) {
+    return st->has_tkey;
+}
+
+int fvs_store_seal(const fvs_store *st, int64_t a, int64_t b, const float emb[FV_EMBED_DIM],
+                   unsigned char *out) {
+    if (!st->has_tkey) return -1;
+    fvs_template_seal(st->tkey, a, b, emb, out);
+    return 0;
+}
+
+int fvs_store_open_sealed(const fvs_store *st, int64_t a, int64_t b, const void *blob, size_t n,
+                          float emb[FV_EMBED_DIM], char *err, size_t errlen) {
+    return fvs_template_open(st->has_tkey ? st->tkey : NULL, a, b, blob, n, emb, err, errlen);
+}
+
+static int secret_row(void *ctx, const fvs_val *c, int n) {
+    fvs_store *st = ctx;
+    if (n < 1 || c[0].type != FVS_BLOB || c[0].n != sizeof st->fp_secret) return 1;
+    memcpy(st->fp_secret, c[0].b, sizeof st->fp_secret);
+    st->has_fp = 1;
+    return 0;
+}
+
+/* Reads (making it first when missing: ON CONFLICT keeps the first of two
+ * processes racing) the per-database fingerprint secret.  st->mu held. */
+static int load_fp_secret_locked(fvs_store *st, char *err, size_t errlen) {
+    if (st->has_fp) return 0;
+    unsigned char fresh[sizeof st->fp_secret];
+    randombytes_buf(fresh, sizeof fresh);
+    fvs_val p[1] = {fvs_blob(fresh, sizeof fresh)};
+    int rc = fvs_db_query(st->db,
+                          "INSERT INTO store_secrets (name, value) VALUES ('import_fp', ?) ON "
+                          "CONFLICT (name) DO NOTHING",
+                          p, 1, NULL, NULL, NULL, err, errlen);
+    sodium_memzero(fresh, sizeof fresh);
+    if (!rc)
+        rc = fvs_db_query(st->db, "SELECT value FROM store_secrets WHERE name = 'import_fp'", NULL,
+                          0, secret_row, st, NULL, err, errlen);
+    if (!rc && !st->has_fp) {
+        snprintf(err, errlen, "store_secrets: the import fingerprint secret is malformed");
+        rc = -1;
+    }
+    return rc;
+}
+
+int fvs_store_import_fp(fvs_store *st, const void *data, size_t len, char hex[65],
+                        const char **column, char *err, size_t errlen) {
+    if (st->has_tkey) {
+        *column = "image_sha256";
+        return fvs_store_image_mac(st, data, len, hex);
+    }
+    *column = "import_fp";
+    pthread_mutex_lock(&st->mu);
+    int rc = load_fp_secret_locked(st, err, errlen);
+    unsigned char mac[32];
+    if (!rc) {
+        crypto_generichash(mac, sizeof mac, data, len, st->fp_secret, sizeof st->fp_secret);
+        sodium_bin2hex(hex, 65, mac, sizeof mac);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fvs_face_fp_exists(fvs_store *st, int64_t coll, const char *hex, int *exists, char *err,
+                       size_t errlen) {
+    fvs_val p[3] = {fvs_int(coll), fvs_text(hex), fvs_text(hex)};
+    int64_t n = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st,
+                       "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND (image_sha256 = ? "
+                       "OR import_fp = ?)",
+                       p, 3, &n, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    *exists = n > 0;
+    return rc;
+}
+
+int fvs_subject_find(fvs_store *st, int64_t coll, const char *name, int64_t *id, char *err,
+                     size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_text(name)};
+    int64_t v = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st, "SELECT id FROM subjects WHERE collection_id = ? AND name = ?", p, 2, &v,
+                       err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    if (v <= 0) return 1;
+    *id = v;
+    return 0;
+}
+
+typedef struct full_ctx {
+    fvs_face_full_fn fn;
+    void *ctx;
+    const unsigned char *key;
+    char err[200];
+} full_ctx;
+
+/* Row: id, subject_id, model, box_left, box_top, box_right, box_bottom,
+ * score, image_sha256, created_at, quality, embedding, collection_id. */
+static int full_row(void *ctx, const fvs_val *c, int n) {
+    full_ctx *t = ctx;
+    if (n < 13 || c[11].type != FVS_BLOB) return 1;
+    float emb[FV_EMBED_DIM];
+    int rc =
+        fvs_template_open(t->key, c[12].i, c[1].i, c[11].b, c[11].n, emb, t->err, sizeof t->err);
+    if (rc > 0) snprintf(t->err, sizeof t->err, "face %lld: malformed template", (long long)c[0].i);
+    if (rc) return 1;
+    fvs_face_full f = {c[0].i,
+                       c[1].i,
+                       c[9].i,
+                       c[2].s ? c[2].s : "",
+                       c[8].type == FVS_TEXT ? c[8].s : NULL,
+                       (float)real_or_none(c[3]),
+                       (float)real_or_none(c[4]),
+                       (float)real_or_none(c[5]),
+                       (float)real_or_none(c[6]),
+                       (float)real_or_none(c[7]),
+                       real_or_none(c[10]),
+                       emb};
+    if (t->fn(t->ctx, &f)) {
+        if (!t->err[0]) snprintf(t->err, sizeof t->err, "export stopped");
+        return 1;
+    }
+    return 0;
+}
+
+int fvs_faces_each(fvs_store *st, int64_t coll, fvs_face_full_fn fn, void *ctx, char *err,
+                   size_t errlen) {
+    full_ctx t = {fn, ctx, NULL, ""};
+    fvs_val p[1] = {fvs_int(coll)};
+    pthread_mutex_lock(&st->mu);
+    t.key = st->has_tkey ? st->tkey : NULL;
+    int rc = fvs_db_query(st->db,
+                          "SELECT id, subject_id, model, box_left, box_top, box_right, box_bottom, "
+                          "score, image_sha256, created_at, quality, embedding, collection_id "
+                          "FROM faces WHERE collection_id = ? ORDER BY subject_id, id",
+                          p, 1, full_row, &t, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
+    return rc ? -1 : 0;
 }
 
 typedef struct tmpl_ctx {

@@ -130,6 +130,16 @@ int fvs_collection_by_key(fvs_store *st, const char *key_prefix, const unsigned 
 int fvs_collection_exists(fvs_store *st, const char *name, int *exists, char *err, size_t errlen);
 int fvs_collection_version(fvs_store *st, int64_t coll, int64_t *version, char *err, size_t errlen);
 
+/* Subject metadata is the caller's small JSON object, stored and echoed
+ * as text: capped in size (its compact JSON text) and nesting depth so
+ * that one subject cannot hold megabytes or a structure deep enough to
+ * strain every later reader.  Both caps are in the README and
+ * openapi.json.  fvs_metadata_check: 0 when meta is within them, else -1
+ * with a message naming the cap (the API's 400, an import's refusal). */
+#define FVS_METADATA_MAX_BYTES 16384
+#define FVS_METADATA_MAX_DEPTH 16
+int fvs_metadata_check(const json_t *meta, char *err, size_t errlen);
+
 /* Subjects, as JSON objects {id, name, metadata, faces, created_at}. */
 int fvs_subject_create(fvs_store *st, int64_t coll, const char *name, const json_t *metadata,
                        json_t **out, char *err, size_t errlen); /* 1: name taken */
@@ -150,6 +160,10 @@ typedef struct fvs_face_row {
     /* The face's fv_quality score in [0,1]; < 0: unknown (stored NULL:
      * a bare embedding, or not measured) */
     double quality;
+    /* The photo's import fingerprint (fvs_store_import_fp) when no
+     * template key is set; NULL otherwise and outside bulk imports. */
+    const char *import_fp;
+    int64_t created_at; /* seconds since the epoch; 0: now */
 } fvs_face_row;
 int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
                     json_t **out, char *err, size_t errlen); /* 1: no such subject */
@@ -157,6 +171,57 @@ int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, ch
                   size_t errlen); /* 1: no such subject */
 int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
                     size_t errlen); /* 1: not found */
+
+/* ---- bulk import and export (bulk.c) ---- */
+
+/* Whether a template key is set. */
+int fvs_store_has_template_key(const fvs_store *st);
+/* Seals emb with the store's key for the place (a, b) (crypto.h
+ * fvs_template_seal; an export file uses a = 0, b = the subject's
+ * position).  -1 when no key is set. */
+int fvs_store_seal(const fvs_store *st, int64_t a, int64_t b, const float emb[FV_EMBED_DIM],
+                   unsigned char *out);
+/* Opens what fvs_store_seal made for (a, b) (crypto.h fvs_template_open,
+ * the same returns). */
+int fvs_store_open_sealed(const fvs_store *st, int64_t a, int64_t b, const void *blob, size_t n,
+                          float emb[FV_EMBED_DIM], char *err, size_t errlen);
+
+/* The fingerprint by which a bulk import recognises a photo it already
+ * enrolled into hex (64 hex characters): with a template key, the same
+ * keyed MAC the API stores in image_sha256 (fvs_store_image_mac), *column
+ * "image_sha256"; without one, BLAKE2b keyed with a random per-database
+ * secret (store_secrets, made on first use), *column "import_fp".  Never a
+ * plain hash: that would confirm a known photo to anyone holding the
+ * file.  0 ok, -1 with a message. */
+int fvs_store_import_fp(fvs_store *st, const void *data, size_t len, char hex[65],
+                        const char **column, char *err, size_t errlen);
+/* *exists: whether collection coll holds a face with fingerprint hex in
+ * image_sha256 or import_fp. */
+int fvs_face_fp_exists(fvs_store *st, int64_t coll, const char *hex, int *exists, char *err,
+                       size_t errlen);
+/* Stores n faces (rows[i] of subject subjects[i]) as fvs_face_insert
+ * does, in one transaction: all or none; ids[i] receives each new id.
+ * 1 when a subject does not exist (nothing stored). */
+int fvs_faces_insert_many(fvs_store *st, int64_t coll, size_t n, const int64_t *subjects,
+                          const fvs_face_row *rows, int64_t *ids, char *err, size_t errlen);
+/* The id of subject name in coll.  1 when there is none. */
+int fvs_subject_find(fvs_store *st, int64_t coll, const char *name, int64_t *id, char *err,
+                     size_t errlen);
+/* One stored face with its opened template, for an export. */
+typedef struct fvs_face_full {
+    int64_t id, subject_id, created_at;
+    const char *model, *image_sha256; /* image_sha256 may be NULL */
+    float left, top, right, bottom, score;
+    double quality; /* < 0: unknown */
+    const float *embedding;
+} fvs_face_full;
+typedef int (*fvs_face_full_fn)(void *ctx, const fvs_face_full *f);
+/* Calls fn for every face of coll, by subject then id, whatever its
+ * model.  A template that does not open (the store's key) stops the walk:
+ * -1 with a message starting with FVS_TKEY_ERROR.  fn must not use the
+ * store; a nonzero return from it stops with -1. */
+int fvs_faces_each(fvs_store *st, int64_t coll, fvs_face_full_fn fn, void *ctx, char *err,
+                   size_t errlen);
 
 /* Calls fn for every template of the collection made by model (subject <=
  * 0: all subjects).  name is valid during the call only.  A sealed template

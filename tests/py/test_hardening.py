@@ -4,12 +4,15 @@ JSON bodies parsed before the key was checked, request smuggling
 (ambiguous framing), libmicrohttpd's own error lines, NUL bytes that cut
 values short, and repeated form fields that were joined.  Every test is
 bounded in time (small timeouts set through the environment)."""
+import json
 import os
+import re
 import time
 
 import pytest
 
 from attacks import connect, raw, req, status_of, vm
+from conftest import DATA, need
 from fvserver import Server, create_collection, daemon_cmd, new_db_url, two_collections
 
 BACKENDS = ["sqlite", "postgres"]
@@ -262,6 +265,156 @@ def test_mhd_errors_write_nothing_to_stderr(sqlite_db, bad):
         assert srv.request("GET", "/api/v1/health").status_code == 200
         time.sleep(0.2)
         assert srv.output() == before, srv.output()[len(before):]
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------ the gate
+
+def trickled_header_socket(srv):
+    s = connect(srv)
+    s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    return s
+
+
+def test_trickled_header_lines_cut_off(sqlite_db):
+    """Issue 16.1, the header half: 8 sockets send a request line and then
+    a header line one byte a second.  libmicrohttpd restarted its idle
+    timeout on every byte and never saw a complete request, so they stayed
+    open for good; the gate closes each at --request-timeout (3 s) from the
+    accept, answering 408, while /health keeps answering 200."""
+    srv = Server(sqlite_db.db_url, env={"FACEVERIFY_REQUEST_TIMEOUT": "3"})
+    socks = []
+    try:
+        t0 = time.time()
+        socks = [trickled_header_socket(srv) for _ in range(8)]
+        closed, answers = {}, {}
+        line = b"X-Slow: " + b"a" * 40
+        k = 0
+        while time.time() - t0 < 8 and len(closed) < len(socks):
+            for i, s in enumerate(socks):
+                if i in closed:
+                    continue
+                try:
+                    s.sendall(line[k % len(line):k % len(line) + 1])
+                except OSError:
+                    closed[i] = time.time() - t0
+                    continue
+                s.setblocking(False)
+                try:
+                    b = s.recv(65536)
+                    answers[i] = answers.get(i, b"") + b
+                    if not b:
+                        closed[i] = time.time() - t0
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed[i] = time.time() - t0
+                s.setblocking(True)
+            k += 1
+            h = srv.request("GET", "/api/v1/health", timeout=5)
+            assert h.status_code == 200, h.text
+            time.sleep(1)
+        assert len(closed) == len(socks), f"{len(socks) - len(closed)} trickling sockets open"
+        assert max(closed.values()) < 5.5, closed
+        got = [a for a in answers.values() if a]
+        assert got and all(status_of(a) == 408 and b"request_timeout" in a for a in got), got
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+HEX32 = re.compile(rb"\r\nX-Request-Id: [0-9a-f]{32}\r\n")
+
+
+def assert_json_error(a: bytes, status: int, code: str):
+    """a is one whole JSON error answer in the API's shape, with the
+    security headers and Connection: close, and nothing after it."""
+    assert status_of(a) == status, a[:400]
+    assert a.count(b"HTTP/1.1 ") == 1, a
+    head, _, body = a.partition(b"\r\n\r\n")
+    h = head.lower()
+    for line in (b"content-type: application/json", b"x-content-type-options: nosniff",
+                 b"x-frame-options: deny", b"referrer-policy: no-referrer",
+                 b"cache-control: no-store", b"connection: close",
+                 b"content-security-policy: default-src 'none'"):
+        assert b"\r\n" + line in h, (line, head)
+    assert HEX32.search(head + b"\r\n"), head
+    assert json.loads(body)["error"]["code"] == code, body
+    length = int(re.search(rb"\r\nContent-Length: (\d+)", head).group(1))
+    assert length == len(body), (length, body)
+
+
+@pytest.mark.parametrize("name,bad,status,code", [
+    ("bad_length", b"POST /api/v1/subjects HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+     400, "validation_error"),
+    ("no_colon", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+     400, "validation_error"),
+    ("space_before_colon", b"GET /api/v1/health HTTP/1.1\r\nHost : x\r\n\r\n",
+     400, "validation_error"),
+    ("obs_fold", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+     400, "validation_error"),
+    ("http_2", b"GET /api/v1/health HTTP/2.0\r\nHost: x\r\n\r\n",
+     505, "http_version_not_supported"),
+    ("http_9", b"GET /api/v1/health HTTP/9.9\r\nHost: x\r\n\r\n",
+     505, "http_version_not_supported"),
+    ("big_head", b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n"
+     + b"".join(b"X-Pad-%d: " % i + b"a" * 1000 + b"\r\n" for i in range(20)) + b"\r\n",
+     431, "header_fields_too_large"),
+    ("long_uri", b"GET /api/v1/health?" + b"a" * 10240 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+     414, "uri_too_long"),
+    ("nul_in_key", b"GET /api/v1/subjects HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+     b"X-API-Key: KEY\0junk\r\n\r\n", 400, "validation_error"),
+    ("nul_in_host", b"GET /api/v1/subjects HTTP/1.1\r\nHost: 127.0.0.1\0junk\r\n"
+     b"X-API-Key: KEY\r\n\r\n", 400, "validation_error"),
+    ("bare_cr", b"GET /api/v1/subjects HTTP/1.1\r\nHost: 127.0.0.1\rX-API-Key: KEY\r\n\r\n",
+     400, "validation_error"),
+    ("chunked", b"POST /api/v1/subjects HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: KEY\r\n"
+     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"c\r\n{\"name\":\"x\"}\r\n0\r\n\r\n", 411, "length_required"),
+])
+def test_gate_answers_json(sqlite_db, name, bad, status, code):
+    """Issue 16.7 and 16.8: what libmicrohttpd answered itself (HTML, no
+    security headers, `Content-Length: abc` twice) or cut at a NUL (a key
+    or Host with a NUL and junk after it passed) is refused by the gate
+    with one JSON error in the API's shape, with the security headers and
+    Connection: close; a chunked body is refused with 411 length_required
+    and not stored."""
+    srv = Server(sqlite_db.db_url)
+    try:
+        before = srv.output()
+        a = raw(srv, bad.replace(b"KEY", sqlite_db.a.encode()), timeout=5)
+        assert_json_error(a, status, code)
+        assert srv.request("GET", "/api/v1/subjects", sqlite_db.a).json()["count"] == 0
+        time.sleep(0.2)
+        assert srv.output() == before, srv.output()[len(before):]
+    finally:
+        srv.stop()
+
+
+def test_every_answer_closes_and_keyed_routes_work(sqlite_db):
+    """Every answer carries Connection: close, so that a second request
+    cannot reach libmicrohttpd on a kept-alive connection without passing
+    the gate: two pipelined requests get one answer.  Keyed detect and
+    verify still work through the gate."""
+    photo = need(DATA / "samples" / "openface" / "clapton-2.jpg").read_bytes()
+    srv = Server(sqlite_db.db_url)
+    try:
+        for r in (srv.request("GET", "/api/v1/health"),
+                  srv.request("GET", "/api/v1/subjects", sqlite_db.a),
+                  srv.request("GET", "/api/v1/subjects"),
+                  srv.request("POST", "/api/v1/detect", sqlite_db.a,
+                              files={"image": ("a.jpg", photo, "image/jpeg")}),
+                  srv.request("POST", "/api/v1/verify", sqlite_db.a,
+                              files={"image_a": ("a.jpg", photo, "image/jpeg"),
+                                     "image_b": ("b.jpg", photo, "image/jpeg")})):
+            assert r.headers.get("Connection") == "close", (r.url, r.headers)
+            assert r.status_code in (200, 401), (r.url, r.text)
+        assert r.json()["verified"] is True and r.json()["distance"] < 1e-3, r.json()
+        one = req("GET", "/api/v1/subjects", sqlite_db.a, length=False)
+        a = raw(srv, one + req("DELETE", "/api/v1/subjects/1", sqlite_db.a, length=False))
+        assert status_of(a) == 200 and a.count(b"HTTP/1.1 ") == 1, a
     finally:
         srv.stop()
 

@@ -27,6 +27,7 @@ import requests
 from PIL import Image, ImageOps
 
 from fvserver import check
+from test_formats import heif_enc
 from test_server import env, sample  # noqa: F401  (env: the module's server fixture)
 
 PORTRAIT = "openface/clapton-1.jpg"
@@ -96,6 +97,37 @@ def jpeg_claiming(w: int, h: int) -> bytes:
     return bytes(b)
 
 
+def heif_claiming(w: int, h: int, avif=False) -> bytes:
+    """A real small HEIC/AVIF whose primary image's ispe says w x h."""
+    b = bytearray(heif_bytes(Image.new("RGB", (64, 64), (90, 120, 150)), avif))
+    i = b.find(b"ispe")
+    struct.pack_into(">II", b, i + 8, w, h)
+    return bytes(b)
+
+
+def tiff_entries(b: bytes):
+    """(offset, tag, type) of each entry of a little-endian TIFF's first IFD."""
+    ifd = struct.unpack_from("<I", b, 4)[0]
+    n = struct.unpack_from("<H", b, ifd)[0]
+    return [(ifd + 2 + 12 * k, *struct.unpack_from("<HH", b, ifd + 2 + 12 * k)) for k in range(n)]
+
+
+def tiff_claiming(w: int, h: int) -> bytes:
+    """A real small TIFF whose ImageWidth/ImageLength tags say w x h."""
+    b = bytearray(encode(Image.new("RGB", (32, 32), (90, 120, 150)), "TIFF"))
+    for at, tag, typ in tiff_entries(b):
+        if tag in (256, 257):
+            struct.pack_into("<H" if typ == 3 else "<I", b, at + 8, w if tag == 256 else h)
+    return bytes(b)
+
+
+def gif_claiming(w: int, h: int) -> bytes:
+    """A real small GIF whose logical screen says w x h."""
+    b = bytearray(encode(Image.new("RGB", (32, 32), (90, 120, 150)), "GIF"))
+    struct.pack_into("<HH", b, 6, w, h)
+    return bytes(b)
+
+
 # EXIF orientation o: the transpose that turns the stored pixels upright
 # (as ImageOps.exif_transpose does), and its inverse, which makes the
 # stored pixels from an upright picture.
@@ -142,13 +174,39 @@ def assert_same_face(r, reference, tol=12.0):
 
 # ------------------------------------------------------------ unreadable bytes
 
+def heif_bytes(im: Image.Image, avif=False) -> bytes:
+    """im as HEIC (or AVIF) by Debian's heif-enc, quality 80."""
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "in.png"
+        im.save(src)
+        out = heif_enc(src, Path(d) / ("o.avif" if avif else "o.heic"),
+                       *(["-A"] if avif else []), "-q", "80")
+        return out.read_bytes()
+
+
+# The formats of issue 18 as their own encoders write the portrait.
+NEW_FORMATS = {
+    "heic": lambda im: heif_bytes(im),
+    "avif": lambda im: heif_bytes(im, avif=True),
+    "tiff": lambda im: encode(im, "TIFF", compression="tiff_lzw"),
+    "gif": lambda im: encode(im, "GIF"),
+    "ppm": lambda im: encode(im, "PPM"),
+    "pgm": lambda im: encode(im.convert("L"), "PPM"),
+}
+
+
 def _truncations():
     im = portrait()
     out = []
-    for fmt, kw in [("JPEG", {"quality": 90}), ("PNG", {}), ("WEBP", {"quality": 80})]:
-        data = encode(im, fmt, **kw)
+    fmts = [("jpeg", lambda im: encode(im, "JPEG", quality=90)),
+            ("png", lambda im: encode(im, "PNG")),
+            ("webp", lambda im: encode(im, "WEBP", quality=80))] + list(NEW_FORMATS.items())
+    for name, make in fmts:
+        data = make(im)
         for frac in (0.1, 0.5, 0.9):
-            out.append(pytest.param(data[: int(len(data) * frac)], id=f"{fmt.lower()}-{frac}"))
+            out.append(pytest.param(data[: int(len(data) * frac)], id=f"{name}-{frac}"))
     return out
 
 
@@ -178,12 +236,11 @@ def test_truncated(env, data):  # noqa: F811
     (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
     (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n",
      "PDF"),
-    (None, "TIFF"),
-    (None, "GIF"),
+    (b"\0\0\0\x18ftypisom\0\0\0\0isommp41" + b"\0" * 64, "MP4"),  # a video, not HEIF
+    (b"P7\nWIDTH 2\nHEIGHT 1\nDEPTH 1\nMAXVAL 255\nENDHDR\n\0\0", "PAM"),
+    (b"II+\0\x08\0\0\0" + b"\0" * 64, "BigTIFF"),
 ])
 def test_outside_allowlist(env, data, name):  # noqa: F811
-    if data is None:
-        data = encode(portrait(), name)
     r = post_image(env, data, "x." + name.lower(), "image/" + name.lower())
     body = expect(r, "POST", "/api/v1/detect", 400, "invalid_image")
     assert name in body["error"]["message"] and "not supported" in body["error"]["message"]
@@ -211,9 +268,13 @@ def test_polyglots(env, reference):  # noqa: F811
     assert_same_face(post_image(env, poly, "x.html", "text/html"), reference)
     # Markup or a PDF header first, a real image inside: refused.
     for data, name in [(b"<svg>" + jpeg, "SVG"), (b"%PDF-1.7\n" + jpeg, "PDF"),
-                       (b"GIF89a" + encode(portrait(), "PNG"), "GIF")]:
+                       (b"P6\n" + jpeg, "pnm"), (b"II*\0" + jpeg, "tiff")]:
         body = expect(post_image(env, data), "POST", "/api/v1/detect", 400, "invalid_image")
         assert name in body["error"]["message"]
+    # a GIF signature on a PNG: its bytes read as a 20617 x 18254 screen
+    body = expect(post_image(env, b"GIF89a" + encode(portrait(), "PNG")), "POST",
+                  "/api/v1/detect", 413, "payload_too_large")
+    assert "gif" in body["error"]["message"]
 
 
 # ------------------------------------------------------------ sizes
@@ -223,6 +284,12 @@ def test_polyglots(env, reference):  # noqa: F811
     pytest.param(lambda: png_raw(60000, 60000, 8, 2, zlib.compress(b"\0" * 4096)),
                  id="png-header-60000"),
     pytest.param(lambda: jpeg_claiming(60000, 60000), id="jpeg-header-60000"),
+    pytest.param(lambda: heif_claiming(60000, 60000), id="heic-ispe-60000"),
+    pytest.param(lambda: heif_claiming(60000, 60000, avif=True), id="avif-ispe-60000"),
+    pytest.param(lambda: tiff_claiming(60000, 60000), id="tiff-tags-60000"),
+    pytest.param(lambda: gif_claiming(60000, 60000), id="gif-screen-60000"),
+    pytest.param(lambda: b"P6\n60000 60000\n255\n" + b"\0" * 1000, id="ppm-header-60000"),
+    pytest.param(lambda: b"P2\n# 25 GP in ASCII\n200000 125000\n255\n0 0 0", id="pgm-header-25G"),
 ])
 def test_huge_dimensions_refused_fast(env, make):  # noqa: F811
     data = make()
@@ -233,6 +300,61 @@ def test_huge_dimensions_refused_fast(env, make):  # noqa: F811
     body = expect(r, "POST", "/api/v1/detect", 413, "payload_too_large")
     assert "limit" in body["error"]["message"] or "large" in body["error"]["message"]
     assert elapsed < FAST, elapsed
+
+
+def _lying_offsets():
+    def tiff_far_strip():
+        b = bytearray(encode(portrait(), "TIFF"))
+        for at, tag, typ in tiff_entries(b):
+            if tag == 273:  # StripOffsets: an array, or the one value inline
+                n = struct.unpack_from("<I", b, at + 4)[0]
+                arr = struct.unpack_from("<I", b, at + 8)[0] if n > 1 else at + 8
+                struct.pack_into("<I", b, arr, 0x7FFFFFF0)
+        return bytes(b)
+
+    def heic_far_extent():
+        """The primary item's data (iloc base_offset) past the end."""
+        b = bytearray(heif_bytes(portrait()))
+        i = b.find(b"iloc")
+        assert b[i + 4] == 0, "heif-enc writes iloc version 0"
+        offset_size, base_size = b[i + 8] >> 4, b[i + 9] >> 4
+        assert base_size == 4 or offset_size == 4
+        at = i + 12 + 2 + 2  # after item_count: item_ID, data_reference_index
+        if base_size == 4:
+            struct.pack_into(">I", b, at, 0x7FFFFFF0)
+        else:  # no base offset: the first extent's offset
+            struct.pack_into(">I", b, at + 2, 0x7FFFFFF0)
+        return bytes(b)
+
+    def gif_frame_overflow():
+        b = bytearray(encode(portrait(), "GIF"))
+        i = b.find(b"\x2c", 13 + 3 * 256)  # the image descriptor
+        struct.pack_into("<HHHH", b, i + 1, 65000, 65000, 65535, 65535)
+        return bytes(b)
+
+    return [
+        pytest.param(tiff_far_strip, id="tiff-strip-offset-past-end"),
+        pytest.param(heic_far_extent, id="heic-iloc-past-end"),
+        pytest.param(gif_frame_overflow, id="gif-frame-off-screen-huge"),
+        pytest.param(lambda: b"P5\n4000 4000\n255\n" + b"\0" * 1000, id="pgm-raster-missing"),
+        pytest.param(lambda: b"P3\n2 1\n255\n1 2 3 4 5 300\n", id="ppm-sample-above-maxval"),
+        pytest.param(lambda: b"P5\n1 1\n99999999999999999999\n\0", id="pgm-maxval-overflow"),
+    ]
+
+
+@pytest.mark.parametrize("make", _lying_offsets())
+def test_lying_offsets(env, make):  # noqa: F811
+    """Files of the new formats whose offsets or sizes lie inside the limits:
+    400 invalid_image, quickly, nothing allocated for the claimed size."""
+    t0 = time.monotonic()
+    r = post_image(env, make())
+    body = check(r, "POST", "/api/v1/detect")
+    # the GIF frame is clipped to the screen and refused as too large a frame
+    assert (r.status_code, body["error"]["code"]) in ((400, "invalid_image"),
+                                                      (413, "payload_too_large")), body
+    if "gif" not in body["error"]["message"]:
+        assert r.status_code == 400, body
+    assert time.monotonic() - t0 < FAST
 
 
 def test_upload_limit_multipart(env):  # noqa: F811
@@ -371,11 +493,12 @@ def test_multipart_huge_part_headers(env):  # noqa: F811
 
 
 def test_huge_http_header(env):  # noqa: F811
-    """Request headers past libmicrohttpd's per-connection memory: 431.  The
-    one answer that is not JSON: libmicrohttpd 0.9.75 sends its own fixed
-    HTML body before any handler runs (docs/fuzzing.md, known limits)."""
+    """Request headers past the gate's 16 KiB: 431 as JSON with the
+    security headers (libmicrohttpd used to send its own HTML page)."""
     r = env.server.request("GET", "/api/v1/subjects", env.a, headers={"X-Pad": "h" * 200_000})
     assert r.status_code == 431, (r.status_code, r.text[:200])
+    assert r.json()["error"]["code"] == "header_fields_too_large", r.text
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Connection"] == "close"
 
 
 def test_multipart_thousands_of_parts(env):  # noqa: F811

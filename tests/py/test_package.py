@@ -100,7 +100,8 @@ def test_package_contents(deb):
     assert not [p for p in paths if p.endswith(".dat")], "model files must not be packed"
     control = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True,
                              text=True, check=True).stdout
-    for dep in ("adduser", "libmicrohttpd12", "libopenblas0", "libsodium23", "libsqlite3-0"):
+    for dep in ("adduser", "libmicrohttpd12", "libopenblas0", "libsodium23", "libsqlite3-0",
+                "libheif1", "libtiff6", "libgif7"):  # the image formats of issue 18
         assert dep in control, control
 
 

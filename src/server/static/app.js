@@ -58,7 +58,7 @@
     switch (err.code) {
       case 'no_face': return 'No face found in this photo. Try a clearer, front-facing picture.';
       case 'multiple_faces': return 'Several faces in this photo. Use a photo of one person only.';
-      case 'invalid_image': return 'This file could not be read as an image. Use a JPEG, PNG, WebP or BMP photo.';
+      case 'invalid_image': return 'This file could not be read as an image. Use a JPEG, PNG, HEIC, WebP, AVIF, TIFF, GIF or BMP photo.';
       case 'payload_too_large':
       case 'image_too_large': return 'This photo is too large. Use a smaller one (at most 12 MB and about 10 megapixels).';
       case 'conflict': return 'Someone with that name is already enrolled.';

@@ -19,9 +19,10 @@ model:
   num_jitters > 1 averages the embeddings of randomly mirrored and shifted
   copies of the aligned chip (seeded, so repeatable), close to but not
   identical with dlib's jitter.
-- load_image_file: libfaceverify's decoder (JPEG, PNG, WebP, BMP, sniffed
-  from the bytes, EXIF orientation applied), with its limits (10 MB of
-  input, 40 megapixels); mode "RGB" or "L" as face_recognition allows.
+- load_image_file: libfaceverify's decoder (JPEG, PNG, WebP, BMP, HEIC/HEIF,
+  AVIF, TIFF, GIF, PBM/PGM/PPM, sniffed from the bytes, orientation
+  applied), with its limits (10 MB of input, 40 megapixels); mode "RGB" or
+  "L" as face_recognition allows.
 
 Every function takes the module's default Engine (made on first use with
 all cores, or FACEVERIFY_THREADS of them; configure() replaces it).  The

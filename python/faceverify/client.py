@@ -3,8 +3,9 @@
 One method per API route (src/server/routes.c; the spec is
 src/server/openapi.json, also served at /api/openapi.json), standard
 library only (urllib).  Images go as JSON base64 strings (the API accepts
-them in the same field names as multipart files); an image argument is a
-path, bytes, or a binary file object.  Optional arguments left at None are
+them in the same field names as multipart files), except in the batch
+enrolment, which takes photos as multipart parts only; an image argument
+is a path, bytes, or a binary file object.  Optional arguments left at None are
 not sent, so the server's defaults apply.  Answers are the API's JSON
 objects as dicts.
 
@@ -17,6 +18,7 @@ reach the server at all raises urllib's URLError, as urllib does.
 import base64
 import json
 import os
+import uuid
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -127,15 +129,32 @@ def _error_from(status: int, body: bytes, request_id: Optional[str]) -> APIError
     return cls(code, message, status, request_id, err)
 
 
-def _image_b64(image: ImageInput) -> str:
+def _image_bytes(image: ImageInput) -> bytes:
     if isinstance(image, (bytes, bytearray)):
-        data = bytes(image)
-    elif hasattr(image, "read"):
-        data = image.read()
-    else:
-        with open(image, "rb") as f:
-            data = f.read()
-    return base64.b64encode(data).decode("ascii")
+        return bytes(image)
+    if hasattr(image, "read"):
+        return image.read()
+    with open(image, "rb") as f:
+        return f.read()
+
+
+def _image_b64(image: ImageInput) -> str:
+    return base64.b64encode(_image_bytes(image)).decode("ascii")
+
+
+def _multipart(fields: JSON, files: Dict[str, bytes]):
+    """(body, content type) of a multipart/form-data form (RFC 7578)."""
+    boundary = "fv" + uuid.uuid4().hex
+    out = []
+    for name, value in fields.items():
+        out += [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+                .encode(), str(value).encode(), b"\r\n"]
+    for name, data in files.items():
+        out += [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                .encode(), data, b"\r\n"]
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), f"multipart/form-data; boundary={boundary}"
 
 
 def _drop_none(**fields) -> JSON:
@@ -159,7 +178,8 @@ class Client:
     # ------------------------------------------------------------ transport
 
     def _request(self, method: str, path: str, body: Optional[JSON] = None,
-                 query: Optional[JSON] = None, auth: bool = True, raw: bool = False):
+                 query: Optional[JSON] = None, auth: bool = True, raw: bool = False,
+                 form: Optional[tuple] = None):
         url = self.url + path
         if query:
             q = {k: v for k, v in query.items() if v is not None}
@@ -170,6 +190,8 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        elif form is not None:
+            data, headers["Content-Type"] = _multipart(*form)
         if auth and self.api_key is not None:
             headers["X-API-Key"] = self.api_key
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -302,6 +324,27 @@ class Client:
                              body=_drop_none(embedding=_embedding(embedding), model=model,
                                              on_duplicate=on_duplicate))
 
+    def enroll_batch(self, subject_id: Union[int, str], images: Sequence[ImageInput],
+                     face: Optional[str] = None, detector: Optional[str] = None,
+                     force: Optional[bool] = None, on_duplicate: Optional[str] = None) -> JSON:
+        """POST /api/v1/subjects/{id}/faces/batch with photos (multipart parts
+        image1, image2, ...; the server takes at most 16 form fields and
+        --max-body bytes): 200 with one result per photo, in order, each
+        with its own status (201, or the single enrolment's error)."""
+        fields = _drop_none(face=face, detector=detector, on_duplicate=on_duplicate,
+                            force=None if force is None else ("true" if force else "false"))
+        files = {f"image{i + 1}": _image_bytes(im) for i, im in enumerate(images)}
+        return self._request("POST", f"/api/v1/subjects/{self._id(subject_id)}/faces/batch",
+                             form=(fields, files))
+
+    def enroll_embeddings(self, subject_id: Union[int, str], embeddings: Sequence[Embedding],
+                          model: Optional[str] = None,
+                          on_duplicate: Optional[str] = None) -> JSON:
+        """POST /api/v1/subjects/{id}/faces/batch with up to 1000 embeddings."""
+        return self._request("POST", f"/api/v1/subjects/{self._id(subject_id)}/faces/batch",
+                             body=_drop_none(embeddings=[_embedding(e) for e in embeddings],
+                                             model=model, on_duplicate=on_duplicate))
+
     def list_faces(self, subject_id: Union[int, str]) -> JSON:
         """GET /api/v1/subjects/{id}/faces: the subject's enrolled faces."""
         return self._request("GET", f"/api/v1/subjects/{self._id(subject_id)}/faces")
@@ -340,6 +383,7 @@ ROUTES = {
     ("GET", "/api/v1/subjects/{id}"): Client.get_subject,
     ("DELETE", "/api/v1/subjects/{id}"): Client.delete_subject,
     ("POST", "/api/v1/subjects/{id}/faces"): Client.enroll,
+    ("POST", "/api/v1/subjects/{id}/faces/batch"): Client.enroll_batch,
     ("GET", "/api/v1/subjects/{id}/faces"): Client.list_faces,
     ("DELETE", "/api/v1/subjects/{id}/faces/{face_id}"): Client.delete_face,
     ("POST", "/api/v1/subjects/{id}/verify"): Client.verify_subject,

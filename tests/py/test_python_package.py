@@ -224,6 +224,9 @@ def test_load_image_file(fv, samples):
     with pytest.raises(fv.ImageError) as e:
         fv.load_image_file(io.BytesIO(png.read_bytes()[:200]))
     assert e.value.code == "invalid_image"
+    # the library's decoder, so its formats: a binary PPM of the same pixels
+    ppm = b"P6\n%d %d\n255\n" % (ref.shape[1], ref.shape[0]) + ref.tobytes()
+    assert np.array_equal(fv.load_image_file(io.BytesIO(ppm)), ref)
     with pytest.raises(FileNotFoundError):
         fv.load_image_file(samples / "no-such-file.jpg")
     with pytest.raises(ValueError):
@@ -383,6 +386,16 @@ def test_client_against_server(fv, server, lfw_pairs):
         c.get_subject(bob["id"])
     assert (e.value.code, e.value.status) == ("not_found", 404)
     assert e.value.request_id and e.value.request_id == c.last_request_id
+
+    # batch enrolment: photos as multipart parts, each with its own outcome
+    batch = c.enroll_batch(alice["id"], [a2, np_png(np.zeros((64, 64, 3), np.uint8))],
+                           force=True)
+    assert (batch["count"], batch["enrolled"], batch["failed"]) == (2, 1, 1), batch
+    assert [r["status"] for r in batch["results"]] == [201, 422]
+    assert batch["results"][1]["error"]["code"] == "no_face"
+    emb = c.enroll_embeddings(alice["id"], [eb, ea])
+    assert (emb["count"], emb["enrolled"]) == (2, 2), emb
+    assert c.list_faces(alice["id"])["count"] == 4
 
 
 def test_client_errors(fv, server, lfw_pairs):

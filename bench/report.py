@@ -274,6 +274,32 @@ def peers_section(p):
     return "".join(s)
 
 
+def python_section(pv):
+    """The Python package against face_recognition (python_vs_face_recognition.json)."""
+    if not pv:
+        return ("## Python package vs face_recognition\n\nNot run "
+                "(bench/results/python_vs_face_recognition.json absent).\n\n")
+    s = ["## Python package vs face_recognition\n\n",
+         f"Per photo: {pv['per_photo']}; {pv['photos']['total']} photos "
+         f"({pv['photos']['lfw']} LFW, {pv['photos']['samples_openface']} larger sample "
+         "photos), one thread each, interleaved per photo. face_recognition `cnn` ran on "
+         "every k-th photo only; its row is compared with faceverify on the same photos.\n\n"]
+    rows = []
+    for name, r in pv["results"].items():
+        st = r["median_stage_ms"]
+        rows.append([name, r["photos"], ms(r["median_ms"]), ms(r["p90_ms"]), ms(st["load"]),
+                     ms(st["locate"]), ms(st["encode"]), r["faces_found"]])
+    s.append(table(["contender", "photos", "median ms", "p90 ms", "load", "locations",
+                    "encodings", "faces found"], rows))
+    s.append("\nMedian ratios (face_recognition / faceverify): " + ", ".join(
+        f"{k} {v:.2f}x" for k, v in pv["speedup_median"].items()) + ".\n")
+    par = pv["encoding_parity_vs_face_recognition_cnn"]
+    s.append(f"\nEncodings vs face_recognition `cnn` on {par['photos']} one-face photos: "
+             f"median distance {par['median_distance']}, max {par['max_distance']}.\n")
+    s.append(f"\n`{pv['command']}`\n\n" + machine_line(pv))
+    return "".join(s)
+
+
 def stages_section(st):
     if not st or "sgemm" not in st:
         return "## Speed per stage\n\nNot run (no bench/results/stages.json from bench/c).\n\n"
@@ -463,7 +489,8 @@ def main():
              "is in one of those files, with the command that produced it. Benchmarks never run "
              "in the test suite. Reproduce on your own machine after `make build`.\n\n",
              targets_section(v2, peers, stages, http, search),
-             lfw_section(v2, v2p, v1), peers_section(peers), stages_section(stages),
+             lfw_section(v2, v2p, v1), peers_section(peers),
+             python_section(load("python_vs_face_recognition.json")), stages_section(stages),
              search_section(search), http_section(http, load("server_latency.json"))]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("".join(parts))

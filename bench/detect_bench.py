@@ -275,7 +275,9 @@ def plot(res, dest):
         pts = [(int(k), v["recall"]) for k, v in s["recall_by_size"].items()
                if v["recall"] is not None]
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=t)
+            cap = res.get("cnn_caps_mp", {}).get(t)
+            ax.plot(*zip(*pts), marker="o",
+                    label=t + (" (photos <= %g MP only)" % cap if cap else ""))
     ax.set_xscale("log")
     ax.set_xticks([int(k) for k in res["results"]["faceverify"]["recall_by_size"]] or [16, 200])
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())

@@ -41,6 +41,11 @@ if [ "${FV_SKIP_VENV:-0}" != 1 ]; then
         .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
         cp requirements-test.txt .venv/.requirements
     fi
+    if ! cmp -s requirements-peers.txt .venv/.requirements-peers; then
+        echo "bootstrap: installing the peer tools (face_recognition, --no-deps)"
+        .venv/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-peers.txt
+        cp requirements-peers.txt .venv/.requirements-peers
+    fi
 fi
 
 scripts/fetch_models.sh

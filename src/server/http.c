@@ -752,6 +752,12 @@ static void complete(fvs_req *r, fvs_resp *out) {
         fvs_error(out, 400, "validation_error", "%s", r->bad_reason);
         return;
     }
+    /* A scrape is answered even at capacity: an overload is when the
+     * operator's monitoring needs it most, and it costs no image work. */
+    if (r->route_path && strcmp(r->route_path, "/metrics") == 0) {
+        fvs_route_run(r, out); /* reads no body */
+        return;
+    }
     if (fvs_guard_enter(r->srv->guard) != 0) {
         fvs_error(out, 503, "overloaded", "the server is at capacity (%d requests in flight)",
                   r->srv->cfg.max_inflight);

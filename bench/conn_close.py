@@ -10,7 +10,7 @@ while the server keeps it open, and reconnects when it does not), and on a
 new connection per request, for each server binary given (e.g. main's
 build, without the gate, and this tree's).  Never part of the test suite.
 
-  .venv/bin/python bench/conn_close.py --build before=/work/main/build --build after=build
+  .venv/bin/python bench/conn_close.py --build before=../old-tree/build --build after=build
 Writes bench/results/conn_close.json: per build and mode, the median, p95
 and mean in ms, and how many requests needed a new TCP connection.
 """
@@ -76,7 +76,7 @@ def main():
                              "p95_ms": round(sorted(xs)[int(0.95 * len(xs))] * 1e3, 4),
                              "mean_ms": round(statistics.fmean(xs) * 1e3, 4),
                              "connects": connects}
-            res["builds"][label] = {"daemon": str(fvserver.DAEMON), **row}
+            res["builds"][label] = {"build": build, **row}  # as given: no machine paths
             print(label, json.dumps(row))
         finally:
             srv.stop()

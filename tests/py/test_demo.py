@@ -445,3 +445,275 @@ def test_demo_refuses_a_key_holders_demo_collection(tmp_path):
             assert requests.get(srv.url("/api/v1/health"), timeout=30).status_code in (200, 503)
         finally:
             assert srv.stop() == 0
+
+
+# ------------------------------------------------------------ people (issue 19)
+
+# Three people, three LFW photos each, chosen so that each person's photos
+# are close (at most 0.44 apart) and other people's far (0.79 or more); and
+# Venus Williams, who the model puts within 0.47 of her sister: the wrong
+# match that "not this person" corrects.
+PEOPLE = {"Colin_Powell": (1, 4, 5), "Serena_Williams": (1, 2, 4), "Jennifer_Aniston": (2, 4, 5)}
+PEOPLE_ROUTES = (("post", "/api/v1/faces"), ("post", "/api/v1/faces/cluster"),
+                 ("post", "/api/v1/faces/assign"), ("post", "/api/v1/subjects/{id}/merge"))
+NOT_ROUTE = ("post", "/api/v1/subjects/{id}/not")
+
+
+def lfw_photo(person: str, i: int) -> Path:
+    return need(DATA / "lfw" / person / f"{person}_{i:04d}.jpg")
+
+
+def person_of(photo: str) -> str:
+    return photo.rsplit("_", 1)[0]
+
+
+@pytest.fixture
+def people_demo(tmp_path):
+    """A demo server of the test's own: its collection holds only the
+    test's photos (the module's demo server has other people in it)."""
+    _selenium()
+    url = new_db_url("sqlite", tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    srv = Server(url, env={"FACEVERIFY_DEMO": "1"}, max_body=12_000_000)
+    yield srv
+    assert srv.stop() == 0
+
+
+def need_routes(srv, *routes):
+    """Skips, naming the route, when this build has not got it yet (the
+    backend of issue 19 lands in parts)."""
+    spec = requests.get(srv.url("/api/openapi.json"), timeout=30).json()
+    for method, path in routes:
+        if method not in spec["paths"].get(path, {}):
+            pytest.skip(f"needs {method.upper()} {path}")
+
+
+def groups(driver, where: str):
+    """The face cards under #clusters, #noise or #people: each one's name,
+    subject id, face ids and photo file names."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll(arguments[0] + ' > .group')].map(g => ({
+          name: g.dataset.name || null, id: g.dataset.id ? Number(g.dataset.id) : null,
+          faces: [...g.querySelectorAll('li.face')].map(li => Number(li.dataset.faceId)),
+          photos: [...g.querySelectorAll('li.face')].map(li => li.dataset.photo || null)}));
+    """, where)
+
+
+def people_of(driver):
+    """{name: sorted photo file names} of the named people."""
+    return {g["name"]: sorted(g["photos"]) for g in groups(driver, "#people")}
+
+
+def photos(person: str, idx=None):
+    return sorted(f"{person}_{i:04d}.jpg" for i in (idx or PEOPLE[person]))
+
+
+def people_action(driver, act):
+    """Runs act() (a click or a key) and waits for the People view to have
+    reloaded from the server after it."""
+    v = driver.execute_script("return document.getElementById('panel-people').dataset.version")
+    act()
+    wait(driver, lambda d: idle(d) and d.execute_script(
+        "return document.getElementById('panel-people').dataset.version") != v)
+
+
+def card(driver, where: str, pred):
+    """The WebElement of the first card under where whose data satisfies pred."""
+    from selenium.webdriver.common.by import By
+
+    for i, g in enumerate(groups(driver, where)):
+        if pred(g):
+            return driver.find_elements(By.CSS_SELECTOR, f"{where} > .group")[i]
+    raise AssertionError(f"no such card under {where}: {groups(driver, where)}")
+
+
+def cluster_of(driver, person):
+    return card(driver, "#clusters", lambda g: {person_of(p) for p in g["photos"]} == {person})
+
+
+def name_card(driver, el, name, keyboard=False):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = el.find_element(By.CSS_SELECTOR, "form input[list]")
+    field.clear()
+    field.send_keys(name)
+    people_action(driver, lambda: field.send_keys(Keys.ENTER) if keyboard else
+                  el.find_element(By.CSS_SELECTOR, "form button[type=submit]").click())
+
+
+def identify_photo(driver, photo: Path):
+    seq = driver.execute_script("return document.getElementById('faces').dataset.seq || ''")
+    choose(driver, "#file-probe", photo)
+    wait(driver, lambda d: idle(d) and (
+        d.execute_script("return document.getElementById('faces').dataset.seq || ''") != seq
+        or text_of(d, "#error-probe")))
+    assert text_of(driver, "#error-probe") == ""
+
+
+def identified(driver):
+    from selenium.webdriver.common.by import By
+
+    return [li.get_attribute("data-label")
+            for li in driver.find_elements(By.CSS_SELECTOR, "#faces > li")]
+
+
+def test_people_view(people_demo):
+    """Issue 19 part 4, end to end on the real model and server: a batch of
+    nine photos is grouped into three people; one is named (with a face
+    left out, keyboard only), the left-out face named apart and merged back,
+    two groups named as one person and split again (buttons, then a drag);
+    every step checked against who is really in each photo."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    srv = people_demo
+    need_routes(srv, *PEOPLE_ROUTES)
+    files = [lfw_photo(p, i) for p, idx in PEOPLE.items() for i in idx]
+    d = make_driver()
+    try:
+        open_page(d, srv)
+        d.find_element(By.ID, "tab-people").click()
+        wait(d, lambda d: idle(d) and d.execute_script(
+            "return document.getElementById('panel-people').dataset.version"))
+        assert d.find_element(By.ID, "people-empty").is_displayed()
+        people_action(d, lambda: choose(d, "#file-people", "\n".join(map(str, files))))
+        assert text_of(d, "#people-error") == ""
+        assert "9 faces added from 9 photos" in text_of(d, "#people-status")
+        # Three groups of three, each one person, and no face left over.
+        got = sorted(sorted(g["photos"]) for g in groups(d, "#clusters"))
+        assert got == sorted(photos(p) for p in PEOPLE), got
+        assert groups(d, "#noise") == []
+        # Each face is drawn from its photo in the page (not a blank tile).
+        assert d.execute_script("""
+            const c = document.querySelector('#clusters li.face canvas');
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let grey = 0; for (let i = 0; i < px.length; i += 4)
+              grey += px[i] === 0xd0 && px[i + 1] === 0xd5 && px[i + 2] === 0xdd;
+            return grey < px.length / 8;""")
+        shot(d, "people-groups")
+
+        # Name Colin Powell's group, leaving one face out: by keyboard only.
+        g = cluster_of(d, "Colin_Powell")
+        left_out = g.find_elements(By.CSS_SELECTOR, "input[type=checkbox]")[0]
+        left_photo = left_out.find_element(By.XPATH, "ancestor::li").get_attribute("data-photo")
+        left_out.send_keys(Keys.SPACE)
+        assert not left_out.is_selected()
+        name_card(d, g, "Colin Powell", keyboard=True)
+        powell = [p for p in photos("Colin_Powell") if p != left_photo]
+        assert people_of(d) == {"Colin Powell": powell}
+        assert [x["photos"] for x in groups(d, "#noise")] == [[left_photo]]
+        # The left-out face, named apart, then merged into Colin Powell.
+        noise = card(d, "#noise", lambda g: True)
+        noise.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+        name_card(d, noise, "C. Powell")
+        assert people_of(d) == {"Colin Powell": powell, "C. Powell": [left_photo]}
+        c = card(d, "#people", lambda g: g["name"] == "C. Powell")
+        from selenium.webdriver.support.ui import Select
+
+        Select(c.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text("Colin Powell")
+        people_action(d, lambda: c.find_element(By.CSS_SELECTOR, "button[aria-label^='Merge']").click())
+        assert people_of(d) == {"Colin Powell": photos("Colin_Powell")}
+        assert groups(d, "#noise") == []
+
+        # Serena's group gets her name; Jennifer Aniston's group is named
+        # Colin Powell by mistake (an existing person: it joins him).
+        name_card(d, cluster_of(d, "Serena_Williams"), "Serena Williams")
+        name_card(d, cluster_of(d, "Jennifer_Aniston"), "Colin Powell")
+        assert people_of(d) == {"Serena Williams": photos("Serena_Williams"),
+                                "Colin Powell": sorted(photos("Colin_Powell") +
+                                                       photos("Jennifer_Aniston"))}
+        assert groups(d, "#clusters") == [] and groups(d, "#noise") == []
+        shot(d, "people-wrong-merge")
+        # Split: two of her faces selected and moved to a new person ...
+        c = card(d, "#people", lambda g: g["name"] == "Colin Powell")
+        tiles = [t for t in c.find_elements(By.CSS_SELECTOR, "li.face")
+                 if person_of(t.get_attribute("data-photo")) == "Jennifer_Aniston"]
+        moved = sorted(t.get_attribute("data-photo") for t in tiles[:2])
+        for t in tiles[:2]:
+            t.find_element(By.CSS_SELECTOR, "input").click()
+        name_card(d, c, "Jennifer Aniston")
+        got = people_of(d)
+        assert got["Jennifer Aniston"] == moved, got
+        assert len(got["Colin Powell"]) == 4 and set(moved).isdisjoint(got["Colin Powell"]), got
+        # ... and the third dragged onto her card.
+        last = next(f for f in groups(d, "#people") if f["name"] == "Colin Powell")
+        fid = next(i for i, p in zip(last["faces"], last["photos"])
+                   if person_of(p) == "Jennifer_Aniston")
+        people_action(d, lambda: d.execute_script("""
+            const tile = document.querySelector(`#people li.face[data-face-id="${arguments[0]}"]`);
+            const to = document.querySelector('#people .group[data-name="Jennifer Aniston"]');
+            const dt = new DataTransfer();
+            tile.dispatchEvent(new DragEvent('dragstart', {dataTransfer: dt, bubbles: true}));
+            to.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+            to.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        """, fid))
+        assert people_of(d) == {"Serena Williams": photos("Serena_Williams"),
+                                "Colin Powell": photos("Colin_Powell"),
+                                "Jennifer Aniston": photos("Jennifer_Aniston")}
+        shot(d, "people-named")
+
+        # An error from the API is shown on the card: merge into someone
+        # deleted meanwhile (by another client).
+        tok = page_token(srv)
+        gone = next(g["id"] for g in groups(d, "#people") if g["name"] == "Jennifer Aniston")
+        assert requests.delete(srv.url(f"/api/v1/subjects/{gone}"), headers={"X-Demo-Token": tok},
+                               timeout=30).status_code == 200
+        c = card(d, "#people", lambda g: g["name"] == "Serena Williams")
+        Select(c.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text("Jennifer Aniston")
+        c.find_element(By.CSS_SELECTOR, "button[aria-label^='Merge']").click()
+        wait(d, lambda d: idle(d) and c.find_element(By.CSS_SELECTOR, ".error").text)
+        assert str(gone) in c.find_element(By.CSS_SELECTOR, ".error").text
+        # Moving with nothing selected says so, without a request.
+        c.find_element(By.CSS_SELECTOR, "form input[list]").send_keys("Someone")
+        c.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        assert "Select at least one face" in c.find_element(By.CSS_SELECTOR, ".error").text
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
+                  and "/merge" not in e["message"]]  # the refused merge's 404 is logged
+        assert not severe, severe
+    finally:
+        d.quit()
+
+
+def test_not_this_person(people_demo):
+    """On an identify answer, "Not Serena Williams" records the face as not
+    her (POST /api/v1/subjects/{id}/not): identifying the same photo again
+    no longer says Serena, while another photo of Serena still does."""
+    from selenium.webdriver.common.by import By
+
+    srv = people_demo
+    need_routes(srv, NOT_ROUTE)
+    tok = {"X-Demo-Token": page_token(srv)}
+    # Serena enrolled with her three photos (through the plain enrol route,
+    # so that this test does not depend on the People view's).
+    r = requests.post(srv.url("/api/v1/subjects"), json={"name": "Serena W."}, headers=tok, timeout=30)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    for i in PEOPLE["Serena_Williams"]:
+        with open(lfw_photo("Serena_Williams", i), "rb") as f:
+            r = requests.post(srv.url(f"/api/v1/subjects/{sid}/faces"), files={"image": f},
+                              headers=tok, timeout=120)
+        assert r.status_code == 201, r.text
+    d = make_driver()
+    try:
+        open_page(d, srv)
+        d.find_element(By.ID, "tab-identify").click()
+        wait(d, idle)
+        identify_photo(d, lfw_photo("Venus_Williams", 17))
+        assert identified(d) == ["Serena W."], "precondition: the sisters are confused"
+        shot(d, "not-this-before")
+        seq = d.execute_script("return document.getElementById('faces').dataset.seq")
+        d.find_element(By.CSS_SELECTOR, "button[aria-label='This face is not Serena W.']").click()
+        wait(d, lambda d: idle(d) and (
+            d.execute_script("return document.getElementById('faces').dataset.seq") != seq
+            or text_of(d, "#error-probe")))
+        assert text_of(d, "#error-probe") == ""
+        assert identified(d) == ["Unknown"]
+        shot(d, "not-this-after")
+        r = requests.get(srv.url(f"/api/v1/subjects/{sid}/not"), headers=tok, timeout=30)
+        assert r.status_code == 200 and len(r.json()["corrections"]) == 1, r.text
+        # Serena herself is still found.
+        identify_photo(d, lfw_photo("Serena_Williams", 3))
+        assert identified(d) == ["Serena W."]
+    finally:
+        d.quit()

@@ -709,6 +709,8 @@ def test_not_this_person(people_demo):
             or text_of(d, "#error-probe")))
         assert text_of(d, "#error-probe") == ""
         assert identified(d) == ["Unknown"]
+        assert re.search(r"Serena W\.: distance 0\.\d+, excluded \(marked not this person\)",
+                         text_of(d, "#faces")), text_of(d, "#faces")
         shot(d, "not-this-after")
         r = requests.get(srv.url(f"/api/v1/subjects/{sid}/not"), headers=tok, timeout=30)
         assert r.status_code == 200 and len(r.json()["corrections"]) == 1, r.text

@@ -486,14 +486,15 @@
       cands.className = 'cands';
       for (const c of f.candidates) {
         const item = document.createElement('li');
-        // open set ranks by score; the k-NN vote (trained models) by similarity
-        item.textContent = c.score !== undefined
+        // open set ranks by score; the k-NN vote (trained models) by
+        // similarity; a subject a correction excludes has neither
+        item.textContent = c.excluded
+          ? `${c.name}: distance ${fmt(c.distance)}, excluded (` +
+            (c.excluded === 'correction' ? 'marked not this person' : c.excluded) + ')'
+          : c.score !== undefined
           ? `${c.name}: score ${fmt(c.score)} (distance ${fmt(c.distance)})`
           : `${c.name}: similarity ${Math.round(c.similarity * 100)}% (distance ${fmt(c.distance)})`;
-        if (c.excluded) {
-          item.textContent += c.excluded === 'correction' ? ' (excluded: marked not this person)' : ` (excluded: ${c.excluded})`;
-          item.className = 'excluded';
-        }
+        if (c.excluded) item.className = 'excluded';
         cands.append(item);
       }
       if (!f.candidates.length) {

@@ -675,7 +675,7 @@ def test_people_view(people_demo):
         d.quit()
 
 
-def test_not_this_person(people_demo):
+def test_not_this_person(people_demo, tmp_path):
     """On an identify answer, "Not Serena Williams" records the face as not
     her (POST /api/v1/subjects/{id}/not): identifying the same photo again
     no longer says Serena, while another photo of Serena still does."""
@@ -717,5 +717,29 @@ def test_not_this_person(people_demo):
         # Serena herself is still found.
         identify_photo(d, lfw_photo("Serena_Williams", 3))
         assert identified(d) == ["Serena W."]
+
+        # In a photo of two, the page sends a cut around the face concerned
+        # (the server takes a photo's largest face).  Colin Powell's face is
+        # the smaller one here: marking it excludes him, which it would not
+        # if the whole photo (Jennifer Aniston's larger face) were sent.
+        from PIL import Image
+
+        enroll(d, "Colin Powell", lfw_photo("Colin_Powell", 1))
+        two = Image.new("RGB", (250 + 400, 400), (60, 60, 60))
+        two.paste(Image.open(lfw_photo("Colin_Powell", 5)), (0, 75))
+        two.paste(Image.open(lfw_photo("Jennifer_Aniston", 2)).resize((400, 400)), (250, 0))
+        two.save(tmp_path / "two.jpg", quality=92)
+        identify_photo(d, tmp_path / "two.jpg")
+        assert sorted(identified(d)) == ["Colin Powell", "Unknown"]
+        seq = d.execute_script("return document.getElementById('faces').dataset.seq")
+        d.find_element(By.CSS_SELECTOR, "button[aria-label='This face is not Colin Powell']").click()
+        wait(d, lambda d: idle(d) and (
+            d.execute_script("return document.getElementById('faces').dataset.seq") != seq
+            or text_of(d, "#error-probe")))
+        assert text_of(d, "#error-probe") == ""
+        assert identified(d) == ["Unknown", "Unknown"]
+        assert re.search(r"Colin Powell: distance 0\.\d+, excluded", text_of(d, "#faces"))
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
     finally:
         d.quit()

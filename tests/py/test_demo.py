@@ -542,13 +542,24 @@ def name_card(driver, el, name, keyboard=False):
                   el.find_element(By.CSS_SELECTOR, "form button[type=submit]").click())
 
 
-def identify_photo(driver, photo: Path):
+def identify_after(driver, act):
+    """Runs act() and waits for the identify answer it leads to; no error."""
     seq = driver.execute_script("return document.getElementById('faces').dataset.seq || ''")
-    choose(driver, "#file-probe", photo)
+    act()
     wait(driver, lambda d: idle(d) and (
         d.execute_script("return document.getElementById('faces').dataset.seq || ''") != seq
         or text_of(d, "#error-probe")))
     assert text_of(driver, "#error-probe") == ""
+
+
+def identify_photo(driver, photo: Path):
+    identify_after(driver, lambda: choose(driver, "#file-probe", photo))
+
+
+def click_and_identify(driver, css: str):
+    from selenium.webdriver.common.by import By
+
+    identify_after(driver, lambda: driver.find_element(By.CSS_SELECTOR, css).click())
 
 
 def identified(driver):
@@ -702,12 +713,7 @@ def test_not_this_person(people_demo, tmp_path):
         identify_photo(d, lfw_photo("Venus_Williams", 17))
         assert identified(d) == ["Serena W."], "precondition: the sisters are confused"
         shot(d, "not-this-before")
-        seq = d.execute_script("return document.getElementById('faces').dataset.seq")
-        d.find_element(By.CSS_SELECTOR, "button[aria-label='This face is not Serena W.']").click()
-        wait(d, lambda d: idle(d) and (
-            d.execute_script("return document.getElementById('faces').dataset.seq") != seq
-            or text_of(d, "#error-probe")))
-        assert text_of(d, "#error-probe") == ""
+        click_and_identify(d, "button[aria-label='This face is not Serena W.']")
         assert identified(d) == ["Unknown"]
         assert re.search(r"Serena W\.: distance 0\.\d+, excluded \(marked not this person\)",
                          text_of(d, "#faces")), text_of(d, "#faces")
@@ -717,6 +723,13 @@ def test_not_this_person(people_demo, tmp_path):
         # Serena herself is still found.
         identify_photo(d, lfw_photo("Serena_Williams", 3))
         assert identified(d) == ["Serena W."]
+        # Undo (on the excluded candidate) deletes the correction.
+        identify_photo(d, lfw_photo("Venus_Williams", 17))
+        assert identified(d) == ["Unknown"]
+        click_and_identify(d, "button[aria-label='Undo \"not Serena W.\"']")
+        assert identified(d) == ["Serena W."]
+        r = requests.get(srv.url(f"/api/v1/subjects/{sid}/not"), headers=tok, timeout=30)
+        assert r.status_code == 200 and r.json()["corrections"] == [], r.text
 
         # In a photo of two, the page sends a cut around the face concerned
         # (the server takes a photo's largest face).  Colin Powell's face is
@@ -731,12 +744,7 @@ def test_not_this_person(people_demo, tmp_path):
         two.save(tmp_path / "two.jpg", quality=92)
         identify_photo(d, tmp_path / "two.jpg")
         assert sorted(identified(d)) == ["Colin Powell", "Unknown"]
-        seq = d.execute_script("return document.getElementById('faces').dataset.seq")
-        d.find_element(By.CSS_SELECTOR, "button[aria-label='This face is not Colin Powell']").click()
-        wait(d, lambda d: idle(d) and (
-            d.execute_script("return document.getElementById('faces').dataset.seq") != seq
-            or text_of(d, "#error-probe")))
-        assert text_of(d, "#error-probe") == ""
+        click_and_identify(d, "button[aria-label='This face is not Colin Powell']")
         assert identified(d) == ["Unknown", "Unknown"]
         assert re.search(r"Colin Powell: distance 0\.\d+, excluded", text_of(d, "#faces"))
         severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]

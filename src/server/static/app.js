@@ -455,6 +455,23 @@
     return b;
   }
 
+  // Undoes the correction that excluded candidate c (DELETE
+  // /api/v1/subjects/{id}/not/{correction_id}), then identifies again.
+  function undoNot(c) {
+    const b = button('Undo', 'ghost', async () => {
+      probe.error('');
+      try {
+        await api('DELETE', `/api/v1/subjects/${c.id}/not/${c.correction_id}`, undefined, 'Undoing…');
+      } catch (e) {
+        probe.error(plain(e));
+        return;
+      }
+      await identify();
+    });
+    b.setAttribute('aria-label', `Undo "not ${c.name}"`);
+    return b;
+  }
+
   async function identify() {
     const seq = ++identifySeq;
     $('#faces').replaceChildren();
@@ -495,6 +512,7 @@
           ? `${c.name}: score ${fmt(c.score)} (distance ${fmt(c.distance)})`
           : `${c.name}: similarity ${Math.round(c.similarity * 100)}% (distance ${fmt(c.distance)})`;
         if (c.excluded) item.className = 'excluded';
+        if (c.excluded === 'correction' && c.correction_id !== undefined) item.append(' ', undoNot(c));
         cands.append(item);
       }
       if (!f.candidates.length) {

@@ -613,6 +613,7 @@ def test_people_view(people_demo):
         name_card(d, g, "Colin Powell", keyboard=True)
         powell = [p for p in photos("Colin_Powell") if p != left_photo]
         assert people_of(d) == {"Colin Powell": powell}
+        assert text_of(d, "#people-status") == "2 faces named Colin Powell."  # announced (aria-live)
         assert [x["photos"] for x in groups(d, "#noise")] == [[left_photo]]
         # The left-out face, named apart, then merged into Colin Powell.
         noise = card(d, "#noise", lambda g: True)
@@ -625,6 +626,7 @@ def test_people_view(people_demo):
         Select(c.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text("Colin Powell")
         people_action(d, lambda: c.find_element(By.CSS_SELECTOR, "button[aria-label^='Merge']").click())
         assert people_of(d) == {"Colin Powell": photos("Colin_Powell")}
+        assert text_of(d, "#people-status") == "C. Powell merged into Colin Powell."
         assert groups(d, "#noise") == []
 
         # Serena's group gets her name; Jennifer Aniston's group is named

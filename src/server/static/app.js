@@ -680,12 +680,14 @@
       card.error('Select at least one face first.');
       return;
     }
+    let r;
     try {
-      await api('POST', '/api/v1/faces/assign', {face_ids: ids, ...target(name)}, `Naming ${name}…`);
+      r = await api('POST', '/api/v1/faces/assign', {face_ids: ids, ...target(name)}, `Naming ${name}…`);
     } catch (e) {
       card.error(plain(e));
       return;
     }
+    peopleStatus(`${r.moved === 1 ? '1 face' : r.moved + ' faces'} named ${name}.`);
     await refreshPeople();
   }
 
@@ -746,6 +748,7 @@
           card.error(plain(ex));
           return;
         }
+        peopleStatus(`${p.name} merged into ${sel.selectedOptions[0].text}.`);
         await refreshPeople();
       });
       card.insertBefore(merge, err);

@@ -467,12 +467,13 @@ def person_of(photo: str) -> str:
     return photo.rsplit("_", 1)[0]
 
 
-@pytest.fixture
-def people_demo(tmp_path):
-    """A demo server of the test's own: its collection holds only the
-    test's photos (the module's demo server has other people in it)."""
+@pytest.fixture(params=["sqlite", "pg"])
+def people_demo(request, tmp_path):
+    """A demo server of the test's own, on SQLite and on PostgreSQL (the
+    view's moves and merges are transactions there): its collection holds
+    only the test's photos (the module's demo server has others)."""
     _selenium()
-    url = new_db_url("sqlite", tmp_path)
+    url = new_db_url(request.param, tmp_path)
     daemon_cmd("migrate", db_url=url)
     srv = Server(url, env={"FACEVERIFY_DEMO": "1"}, max_body=12_000_000)
     yield srv

@@ -555,7 +555,6 @@
   const facePics = new Map();
   const TILE = 88;
   let people = [];           // the collection's subjects, with their faces
-  let photoBatch = null;     // only when the server stores no unassigned faces
 
   const peopleStatus = (text) => { $('#people-status').textContent = text || ''; };
 
@@ -588,8 +587,7 @@
     g.drawImage(pic.photo.bitmap, cx - side / 2, cy - side / 2, side, side, 0, 0, c.width, c.height);
   }
 
-  // One face of a group: a picture and, when the face can be named or
-  // moved (it has an id), a checkbox that selects it.
+  // One face of a group: its picture and a checkbox that selects it.
   function faceTile(id, pic, checked) {
     const li = document.createElement('li');
     li.className = 'face';
@@ -598,12 +596,6 @@
     drawFace(c, pic);
     const what = pic ? `Face from ${pic.photo.name}` : `Face ${id} (its photo is not in this page)`;
     if (pic) li.dataset.photo = pic.photo.name;
-    if (id === undefined) {
-      c.setAttribute('role', 'img');
-      c.setAttribute('aria-label', what);
-      li.append(c);
-      return li;
-    }
     li.dataset.faceId = id;
     li.draggable = true;
     li.addEventListener('dragstart', (e) => e.dataTransfer.setData('text/x-fv-face', String(id)));
@@ -757,30 +749,25 @@
     return card;
   }
 
-  // The groups from POST /api/v1/faces/cluster, largest first, then the
-  // faces in none.  In photo mode (no unassigned faces on this server) the
-  // faces have no ids and can only be looked at.
-  function showClusters(r, picOf) {
-    const named = !photoBatch;
-    const faces = (list) => list.map((f) => ({id: named ? f.face_id : undefined, pic: picOf(f)}));
+  // The groups of unassigned faces ({face_id, box}), largest first, each
+  // with its faces checked and a name field; then the faces in no group,
+  // unchecked, to name by choice.
+  function showClusters(r) {
+    const faces = (list) => list.map((f) => ({id: f.face_id, pic: facePics.get(f.face_id) || null}));
     $('#clusters').replaceChildren(...r.clusters.map((c, i) => {
       const card = groupCard('cluster', `Group ${i + 1} · ${c.length} faces`, faces(c), true);
-      card.dataset.faces = named ? c.map((f) => f.face_id).join(',') : '';
-      if (named)
-        card.insertBefore(nameForm(`cluster-name-${i}`, `Name for group ${i + 1}`, 'Name',
-                                   (name) => assignFaces(card, card.selected(), name)), $('.error', card));
+      card.insertBefore(nameForm(`cluster-name-${i}`, `Name for group ${i + 1}`, 'Name',
+                                 (name) => assignFaces(card, card.selected(), name)), $('.error', card));
       return card;
     }));
     $('#clusters-empty').hidden = r.clusters.length > 0;
     const noise = r.noise.length ? [groupCard('noise', r.noise.length === 1 ? '1 face' : `${r.noise.length} faces`,
                                               faces(r.noise), false)] : [];
     for (const card of noise)
-      if (named)
-        card.insertBefore(nameForm('noise-name', 'Name for the selected faces', 'Name selected',
-                                   (name) => assignFaces(card, card.selected(), name)), $('.error', card));
+      card.insertBefore(nameForm('noise-name', 'Name for the selected faces', 'Name selected',
+                                 (name) => assignFaces(card, card.selected(), name)), $('.error', card));
     $('#noise').replaceChildren(...noise);
     $('#noise-empty').hidden = r.noise.length > 0;
-    if (!named) peopleStatus('This server stores no unassigned faces (POST /api/v1/faces), so these groups cannot be named here.');
   }
 
   function clusterOptions() {
@@ -788,19 +775,23 @@
     return fmr ? {fmr: Number(fmr)} : {};
   }
 
+  // Groups the unassigned faces.  A server that cannot (no clustering, or
+  // not of unassigned faces: 400/404) gets its unassigned faces listed as
+  // faces in no group, which can still be named one by one.
+  const CLUSTERS_EMPTY = $('#clusters-empty').textContent;
   async function cluster() {
-    if (photoBatch) {
-      if (!photoBatch.length) return;
-      const form = new FormData();
-      photoBatch.forEach((p, i) => form.append(`image${i + 1}`, p.blob, p.name));
-      for (const [k, v] of Object.entries(clusterOptions())) form.append(k, String(v));
-      const r = await api('POST', '/api/v1/faces/cluster', form, 'Grouping faces…');
-      showClusters(r, (f) => ({photo: photoBatch[Number(f.image.slice(5)) - 1], box: f.box}));
-      return;
+    let r;
+    try {
+      r = await api('POST', '/api/v1/faces/cluster', {source: 'unassigned', ...clusterOptions()},
+                    'Grouping faces…');
+      $('#clusters-empty').textContent = CLUSTERS_EMPTY;
+    } catch (e) {
+      if (e.status !== 400 && e.status !== 404) throw e;
+      const list = await api('GET', '/api/v1/faces?unassigned=true&limit=1000', undefined, 'Loading faces…');
+      r = {clusters: [], noise: list.faces};
+      $('#clusters-empty').textContent = `This server cannot group faces (${e.message}): name them below.`;
     }
-    const r = await api('POST', '/api/v1/faces/cluster', {source: 'unassigned', ...clusterOptions()},
-                        'Grouping faces…');
-    showClusters(r, (f) => facePics.get(f.face_id) || null);
+    showClusters(r);
   }
 
   // Everything the view shows, from the server: people and their faces,
@@ -844,28 +835,20 @@
       }
       let bitmap = null;
       try { bitmap = await createImageBitmap(file); } catch (e) { bitmap = null; }
-      const photo = {name: file.name, bitmap, blob: file};
-      if (photoBatch) {
-        photoBatch.push(photo);
-        continue;
-      }
+      const photo = {name: file.name, bitmap};
       const form = new FormData();
       form.append('image', file, file.name);
       let r;
       try {
         r = await api('POST', '/api/v1/faces', form, `Finding faces in ${file.name}…`);
       } catch (e) {
-        if (e.status === 404 && /no route/.test(e.message)) {
-          photoBatch = [photo];
-          continue;
-        }
         problems.push([file.name, plain(e)]);
         continue;
       }
       for (const f of r.faces) facePics.set(f.face_id, {photo, box: f.box});
       added += r.faces.length;
     }
-    peopleStatus(photoBatch ? '' : `${added} face${added === 1 ? '' : 's'} added from ${files.length} photo${files.length === 1 ? '' : 's'}.`);
+    peopleStatus(`${added} face${added === 1 ? '' : 's'} added from ${files.length} photo${files.length === 1 ? '' : 's'}.`);
     peopleProblems(problems);
     await refreshPeople();
   }

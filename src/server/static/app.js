@@ -789,7 +789,7 @@
       if (e.status !== 400 && e.status !== 404) throw e;
       const list = await api('GET', '/api/v1/faces?unassigned=true&limit=1000', undefined, 'Loading faces…');
       r = {clusters: [], noise: list.faces};
-      $('#clusters-empty').textContent = `This server cannot group faces (${e.message}): name them below.`;
+      $('#clusters-empty').textContent = 'This server does not group faces: name them below, one by one.';
     }
     showClusters(r);
   }

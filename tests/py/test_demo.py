@@ -728,6 +728,11 @@ def test_people_merge_and_split(people_demo):
         c.find_element(By.CSS_SELECTOR, "form input[list]").send_keys("Someone")
         c.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
         assert "Select at least one face" in c.find_element(By.CSS_SELECTOR, ".error").text
+        # On a phone-sized screen the people cards fit the width.
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        assert d.execute_script("return document.documentElement.scrollWidth") <= 390
+        shot(d, "people-phone")
         severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
                   and "/merge" not in e["message"]  # the refused merge's 404
                   and "/faces/cluster" not in e["message"]]  # a server that cannot group

@@ -713,7 +713,7 @@
     const split = nameForm(`person-move-${i}`, `Move the selected faces of ${p.name} to`, 'Move selected',
                            (name) => assignFaces(card, card.selected(), name));
     $('button', split).setAttribute('aria-label', `Move the selected faces of ${p.name}`);
-    $('input', split).placeholder = 'Move selected to…';
+    $('input', split).placeholder = 'Move to…';
     card.insertBefore(split, err);
     const others = people.filter((q) => q.id !== p.id);
     if (others.length) {

@@ -628,7 +628,7 @@ def test_people_groups(people_demo):
         got = sorted(sorted(g["photos"]) for g in groups(d, "#clusters"))
         assert got == sorted(photos(p) for p in PEOPLE), got
         assert groups(d, "#noise") == []
-        assert re.fullmatch(r"Grouped at a false-match rate of 1e-\d \(faces at most 0\.\d{3} apart\)"
+        assert re.fullmatch(r"Grouped at a false-match rate of \de-\d \(faces at most 0\.\d{3} apart\)"
                             r", by chinese whispers\.", text_of(d, "#clusters-op"))
         # Each face is drawn from its photo in the page (not a blank tile).
         assert d.execute_script("""

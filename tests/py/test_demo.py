@@ -630,6 +630,13 @@ def test_people_groups(people_demo):
         assert groups(d, "#noise") == []
         assert re.fullmatch(r"Grouped at a false-match rate of \de-\d \(faces at most 0\.\d{3} apart\)"
                             r", by chinese whispers\.", text_of(d, "#clusters-op"))
+        # The strictness is the rate the server groups at.
+        from selenium.webdriver.support.ui import Select
+
+        strictness = Select(d.find_element(By.ID, "people-fmr"))
+        people_action(d, lambda: strictness.select_by_visible_text("strict"))
+        assert text_of(d, "#clusters-op").startswith("Grouped at a false-match rate of 1e-6 ")
+        people_action(d, lambda: strictness.select_by_visible_text("default"))
         # Each face is drawn from its photo in the page (not a blank tile).
         assert d.execute_script("""
             const c = document.querySelector('#clusters li.face canvas');

@@ -55,8 +55,8 @@ int fvsearch_cluster_threshold(const fvsearch_cluster_opts *o, float *threshold,
         fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "cluster: NULL argument");
         return -1;
     }
-    if (o->threshold > 0) {
-        if (!isfinite(o->threshold) || o->threshold > 4.0f) {
+    if (o->threshold != 0) { /* NaN included */
+        if (!(o->threshold > 0 && o->threshold <= 4.0f)) {
             fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT,
                        "cluster: threshold must be a distance in (0, 4]");
             return -1;
@@ -166,6 +166,7 @@ static void graph_free(graph *g) {
     fvi_free(g->start);
     fvi_free(g->to);
     fvi_free(g->w);
+    memset(g, 0, sizeof *g);
 }
 
 /* The symmetric graph of the n x k neighbour lists: an edge i-j when

@@ -192,10 +192,10 @@ static void test_bad_arguments(void **state) {
     assert_int_equal(nc, 1);
     assert_int_equal(label[0], 0);
     assert_int_equal(label[1], 0);
-    /* the default link distance is the calibration's at 1e-4 */
+    /* the default link distance is the calibration's at 3e-5 */
     float t = 0, t3 = 0;
     assert_int_equal(fvsearch_cluster_threshold(&o, &t, err, sizeof err), 0);
-    assert_int_equal(fv_fmr_threshold(NULL, 1e-4, 1.0f, &t3), FV_OK);
+    assert_int_equal(fv_fmr_threshold(NULL, 3e-5, 1.0f, &t3), FV_OK);
     assert_true(t == t3 && t > 0.4f && t < 0.6f);
 }
 

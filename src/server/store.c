@@ -128,6 +128,27 @@ static const migration MIGRATIONS[] = {
      "CREATE INDEX faces_import_fp ON faces(collection_id, import_fp);"
      "CREATE INDEX faces_image_sha256 ON faces(collection_id, image_sha256);"
      "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);"},
+    /* Corrections ("this face is not this person", corrections.c): a
+     * template per correction, sealed like a face's when a template key is
+     * set (for the place (collection, -subject), so that a correction row
+     * never opens as a face template), the model that made it, and where it
+     * came from ("image", "embedding", or "face" with its face id).  Gone
+     * with their subject (ON DELETE CASCADE).  Version 9: version 8 belongs
+     * to the unassigned-faces work of issue 19; the two touch different
+     * tables, and migrate applies whatever a database lacks in order. */
+    {9,
+     "CREATE TABLE corrections (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
+     " model TEXT NOT NULL, embedding BLOB NOT NULL, source TEXT NOT NULL, face_id INTEGER,"
+     " quality REAL, created_at INTEGER NOT NULL);"
+     "CREATE INDEX corrections_subject ON corrections(collection_id, subject_id, id);",
+     "CREATE TABLE corrections (id BIGSERIAL PRIMARY KEY,"
+     " collection_id BIGINT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " subject_id BIGINT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
+     " model TEXT NOT NULL, embedding BYTEA NOT NULL, source TEXT NOT NULL, face_id BIGINT,"
+     " quality DOUBLE PRECISION, created_at BIGINT NOT NULL);"
+     "CREATE INDEX corrections_subject ON corrections(collection_id, subject_id, id);"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -274,6 +295,22 @@ static void scrub_deleted(fvs_store *st) {
 
 /* ------------------------------------------------------------ migrations */
 
+/* *done: whether migration version is recorded.  st->mu held. */
+static int migration_applied_locked(fvs_store *st, int version, int *done, char *err,
+                                    size_t errlen) {
+    fvs_val p[1] = {fvs_int(version)};
+    int64_t n = 0;
+    int rc = query_int(st, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?", p, 1, &n,
+                       err, errlen);
+    *done = n > 0;
+    return rc;
+}
+
+/* The schema version is the last step of MIGRATIONS up to which every
+ * step is applied (the highest recorded one when all are): a database
+ * that has a later step but lacks an earlier one (steps made on two
+ * branches, merged with a gap in between) counts as not migrated, and
+ * migrate fills the gap. */
 int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errlen) {
     pthread_mutex_lock(&st->mu);
     int64_t v = 0;
@@ -281,7 +318,12 @@ int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errl
                          "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
                          "KEY, applied_at BIGINT NOT NULL)",
                          err, errlen);
-    if (!rc)
+    int all = 1;
+    for (int i = 0; !rc && all && i < N_MIGRATIONS; i++) {
+        rc = migration_applied_locked(st, MIGRATIONS[i].version, &all, err, errlen);
+        if (!rc && all) v = MIGRATIONS[i].version;
+    }
+    if (!rc && all)
         rc = query_int(st, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL, 0, &v,
                        err, errlen);
     pthread_mutex_unlock(&st->mu);
@@ -309,7 +351,12 @@ int fvs_store_migrate(fvs_store *st, int *applied, char *err, size_t errlen) {
     int rc = 0;
     for (int i = 0; i < N_MIGRATIONS && !rc; i++) {
         const migration *m = &MIGRATIONS[i];
-        if (m->version <= current) continue;
+        int done = m->version <= current;
+        if (!done && migration_applied_locked(st, m->version, &done, err, errlen)) {
+            rc = -1;
+            break;
+        }
+        if (done) continue;
         const char *sql = fvs_db_dialect(st->db) == FVS_SQLITE ? m->sqlite : m->postgres;
         fvs_val p[2] = {fvs_int(m->version), fvs_int(now_s())};
         if (begin(st, err, errlen)) {
@@ -1531,5 +1578,134 @@ int fvs_face_meta(fvs_store *st, int64_t coll, const char *model, fvs_meta_fn fn
                      "f.subject_id WHERE f.collection_id = ? AND f.model = ? ORDER BY f.id",
                      p, 2, meta_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------ corrections */
+
+/* A correction's template is sealed for the place (collection, -subject):
+ * the minus keeps it from ever opening as a face template of the subject
+ * (whose place is (collection, subject)), should a row be copied across
+ * tables. */
+static int64_t correction_place(int64_t subject) {
+    return -subject;
+}
+
+int fvs_correction_insert(fvs_store *st, int64_t coll, int64_t subject,
+                          const fvs_correction_row *row, int64_t *id, char *err, size_t errlen) {
+    unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+    fvs_val blob = fvs_blob(row->embedding, FVS_TEMPLATE_PLAIN_BYTES);
+    if (st->has_tkey) {
+        fvs_template_seal(st->tkey, coll, correction_place(subject), row->embedding, sealed);
+        blob = fvs_blob(sealed, sizeof sealed);
+    }
+    fvs_val p[8] = {fvs_int(coll),
+                    fvs_int(subject),
+                    fvs_text(row->model),
+                    blob,
+                    fvs_text(row->source),
+                    row->face_id > 0 ? fvs_int(row->face_id) : fvs_null(),
+                    row->quality >= 0 ? fvs_real(row->quality) : fvs_null(),
+                    fvs_int(now_s())};
+    *id = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    /* The same rule as for faces: no plaintext next to sealed templates. */
+    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    if (!rc) rc = subject_exists_locked(st, coll, subject, err, errlen);
+    if (!rc)
+        rc = query_int(st,
+                       "INSERT INTO corrections (collection_id, subject_id, model, embedding, "
+                       "source, face_id, quality, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                       "RETURNING id",
+                       p, 8, id, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    sodium_memzero(sealed, sizeof sealed);
+    return rc;
+}
+
+/* Row: id, subject_id, model, source, face_id, quality, created_at. */
+static int correction_row(void *ctx, const fvs_val *c, int n) {
+    if (n < 7) return 1;
+    json_t *o = json_pack(
+        "{s:I, s:I, s:s, s:s, s:o, s:o, s:o}", "correction_id", (json_int_t)c[0].i, "subject_id",
+        (json_int_t)c[1].i, "model", c[2].s ? c[2].s : "", "source", c[3].s ? c[3].s : "",
+        "face_id", c[4].type == FVS_INT ? json_integer((json_int_t)c[4].i) : json_null(),
+        "quality_score", real_or_none(c[5]) >= 0 ? json_real(real_or_none(c[5])) : json_null(),
+        "created_at", iso_time(c[6].i));
+    return o && json_array_append_new(ctx, o) == 0 ? 0 : 1;
+}
+
+int fvs_correction_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
+                        size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(subject)};
+    json_t *arr = json_array();
+    pthread_mutex_lock(&st->mu);
+    int rc = subject_exists_locked(st, coll, subject, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          "SELECT id, subject_id, model, source, face_id, quality, created_at "
+                          "FROM corrections WHERE collection_id = ? AND subject_id = ? ORDER BY id",
+                          p, 2, correction_row, arr, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int fvs_correction_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t id, char *err,
+                          size_t errlen) {
+    fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(id)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(
+        st->db, "DELETE FROM corrections WHERE collection_id = ? AND subject_id = ? AND id = ?", p,
+        3, NULL, NULL, &changes, err, errlen);
+    /* The correction's template is gone from the database files too. */
+    if (!rc && changes) scrub_deleted(st);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
+typedef struct corr_ctx {
+    fvs_correction_fn fn;
+    void *ctx;
+    const unsigned char *key;
+    char err[200];
+} corr_ctx;
+
+/* Row: id, collection_id, subject_id, embedding. */
+static int corr_row(void *ctx, const fvs_val *c, int n) {
+    corr_ctx *t = ctx;
+    if (n < 4 || c[3].type != FVS_BLOB) return 0;
+    float emb[FV_EMBED_DIM];
+    int rc = fvs_template_open(t->key, c[1].i, correction_place(c[2].i), c[3].b, c[3].n, emb,
+                               t->err, sizeof t->err);
+    if (rc > 0) return 0; /* not a template: skipped, never read past */
+    rc = t->fn(t->ctx, c[0].i, c[2].i, rc < 0 ? NULL : emb);
+    sodium_memzero(emb, sizeof emb);
+    return rc;
+}
+
+int fvs_corrections_each(fvs_store *st, int64_t coll, int64_t subject, const char *model,
+                         fvs_correction_fn fn, void *ctx, char *err, size_t errlen) {
+    corr_ctx t = {fn, ctx, NULL, ""};
+    fvs_val p[4] = {fvs_int(coll), fvs_text(model), fvs_int(subject), fvs_int(subject)};
+    if (errlen) err[0] = 0;
+    pthread_mutex_lock(&st->mu);
+    t.key = st->has_tkey ? st->tkey : NULL;
+    int rc = fvs_db_query(st->db,
+                          "SELECT id, collection_id, subject_id, embedding FROM corrections WHERE "
+                          "collection_id = ? AND model = ? AND (? <= 0 OR subject_id = ?) ORDER "
+                          "BY id",
+                          p, 4, corr_row, &t, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (!rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
     return rc;
 }

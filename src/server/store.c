@@ -898,16 +898,16 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
     return rc;
 }
 
-int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
-                  size_t errlen) {
+/* The rows of one subject (sql takes collection_id and subject_id, in
+ * that order) made into a JSON array by fn: 1 when there is no such
+ * subject. */
+static int subject_rows(fvs_store *st, int64_t coll, int64_t subject, const char *sql,
+                        fvs_row_fn fn, json_t **out, char *err, size_t errlen) {
     fvs_val p[2] = {fvs_int(coll), fvs_int(subject)};
     json_t *arr = json_array();
     pthread_mutex_lock(&st->mu);
     int rc = subject_exists_locked(st, coll, subject, err, errlen);
-    if (!rc)
-        rc =
-            fvs_db_query(st->db, FACE_COLS "WHERE collection_id = ? AND subject_id = ? ORDER BY id",
-                         p, 2, face_row, arr, NULL, err, errlen);
+    if (!rc) rc = fvs_db_query(st->db, sql, p, 2, fn, arr, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc) {
         json_decref(arr);
@@ -915,6 +915,13 @@ int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, ch
     }
     *out = arr;
     return 0;
+}
+
+int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
+                  size_t errlen) {
+    return subject_rows(st, coll, subject,
+                        FACE_COLS "WHERE collection_id = ? AND subject_id = ? ORDER BY id",
+                        face_row, out, err, errlen);
 }
 
 int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
@@ -1640,22 +1647,10 @@ static int correction_row(void *ctx, const fvs_val *c, int n) {
 
 int fvs_correction_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
                         size_t errlen) {
-    fvs_val p[2] = {fvs_int(coll), fvs_int(subject)};
-    json_t *arr = json_array();
-    pthread_mutex_lock(&st->mu);
-    int rc = subject_exists_locked(st, coll, subject, err, errlen);
-    if (!rc)
-        rc = fvs_db_query(st->db,
-                          "SELECT id, subject_id, model, source, face_id, quality, created_at "
-                          "FROM corrections WHERE collection_id = ? AND subject_id = ? ORDER BY id",
-                          p, 2, correction_row, arr, NULL, err, errlen);
-    pthread_mutex_unlock(&st->mu);
-    if (rc) {
-        json_decref(arr);
-        return rc;
-    }
-    *out = arr;
-    return 0;
+    return subject_rows(st, coll, subject,
+                        "SELECT id, subject_id, model, source, face_id, quality, created_at FROM "
+                        "corrections WHERE collection_id = ? AND subject_id = ? ORDER BY id",
+                        correction_row, out, err, errlen);
 }
 
 int fvs_correction_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t id, char *err,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI, DATA, need
-from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
+from fvserver import Server, check, create_collection, daemon_cmd, new_db_url, two_collections
 
 A_GALLERY = "Candie_Kung/Candie_Kung_0003.jpg"
 A_PROBE = "Candie_Kung/Candie_Kung_0002.jpg"   # genuine: must keep matching
@@ -50,22 +50,11 @@ def embeddings():
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def env(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("corr")
-    url = new_db_url(request.param, tmp)
-    daemon_cmd("migrate", db_url=url)
-    key_a = create_collection(url, "alpha")
-    key_b = create_collection(url, "beta")
-    srv = Server(url)
-
-    class Env:
-        backend = request.param
-        db_url = url
-        server = srv
-        a = key_a
-        b = key_b
-
-    yield Env
-    assert srv.stop() == 0
+    """Collections alpha (.a) and beta (.b) and one running server."""
+    db = two_collections(request.param, tmp_path_factory.mktemp("corr"))
+    db.server = Server(db.db_url)
+    yield db
+    assert db.server.stop() == 0
 
 
 @pytest.fixture(scope="module")

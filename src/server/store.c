@@ -1134,6 +1134,29 @@ int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *mode
     return rc;
 }
 
+/* The tables that hold sealed templates: faces, and corrections (whose
+ * place is (collection, -subject), correction_place).  Each query reads
+ * id, collection_id, subject_id, embedding: plain, up to 256 plaintext
+ * rows; batch, a collection's rows after an id, 256 at a time. */
+typedef struct sealed_table {
+    const char *plain, *batch, *update;
+    int64_t sign; /* the place's subject is sign * subject_id */
+    int indexed;  /* the search index holds its templates */
+} sealed_table;
+static const sealed_table SEALED_TABLES[] = {
+    {"SELECT id, collection_id, subject_id, embedding FROM faces WHERE length(embedding) = 512 "
+     "ORDER BY id LIMIT 256",
+     "SELECT id, collection_id, subject_id, embedding FROM faces WHERE collection_id = ? AND id > "
+     "? ORDER BY id LIMIT 256",
+     "UPDATE faces SET embedding = ? WHERE id = ?", 1, 1},
+    {"SELECT id, collection_id, subject_id, embedding FROM corrections WHERE length(embedding) = "
+     "512 ORDER BY id LIMIT 256",
+     "SELECT id, collection_id, subject_id, embedding FROM corrections WHERE collection_id = ? AND "
+     "id > ? ORDER BY id LIMIT 256",
+     "UPDATE corrections SET embedding = ? WHERE id = ?", -1, 0},
+};
+#define N_SEALED_TABLES (sizeof SEALED_TABLES / sizeof SEALED_TABLES[0])
+
 /* One batch of plaintext rows read by encrypt_templates. */
 typedef struct plain_batch {
     size_t n;
@@ -1166,31 +1189,31 @@ int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t 
     }
     int rc = 0;
     pthread_mutex_lock(&st->mu);
-    for (;;) { /* batches of 256 rows, each in its own transaction */
-        b->n = 0;
-        rc = begin(st, err, errlen);
-        if (!rc)
-            rc = fvs_db_query(st->db,
-                              "SELECT id, collection_id, subject_id, embedding FROM faces WHERE "
-                              "length(embedding) = 512 ORDER BY id LIMIT 256",
-                              NULL, 0, plain_row, b, NULL, err, errlen);
-        for (size_t i = 0; !rc && i < b->n; i++) {
-            unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
-            fvs_template_seal(st->tkey, b->coll[i], b->subject[i], b->emb[i], sealed);
-            fvs_val p[2] = {fvs_blob(sealed, sizeof sealed), fvs_int(b->id[i])};
-            rc = fvs_db_query(st->db, "UPDATE faces SET embedding = ? WHERE id = ?", p, 2, NULL,
-                              NULL, NULL, err, errlen);
-            /* Every process reloads the collection on its next search, so
-             * one without the key stops serving it from memory at once. */
-            if (!rc) rc = bump_version(st, b->coll[i], err, errlen);
+    for (size_t t = 0; !rc && t < N_SEALED_TABLES; t++) {
+        const sealed_table *tb = &SEALED_TABLES[t];
+        for (;;) { /* batches of 256 rows, each in its own transaction */
+            b->n = 0;
+            rc = begin(st, err, errlen);
+            if (!rc) rc = fvs_db_query(st->db, tb->plain, NULL, 0, plain_row, b, NULL, err, errlen);
+            for (size_t i = 0; !rc && i < b->n; i++) {
+                unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+                fvs_template_seal(st->tkey, b->coll[i], tb->sign * b->subject[i], b->emb[i],
+                                  sealed);
+                fvs_val p[2] = {fvs_blob(sealed, sizeof sealed), fvs_int(b->id[i])};
+                rc = fvs_db_query(st->db, tb->update, p, 2, NULL, NULL, NULL, err, errlen);
+                /* Every process reloads the collection on its next search,
+                 * so one without the key stops serving it from memory at
+                 * once (corrections are read per request anyway). */
+                if (!rc && tb->indexed) rc = bump_version(st, b->coll[i], err, errlen);
+            }
+            if (!rc) rc = commit(st, err, errlen);
+            if (rc) {
+                rollback(st);
+                break;
+            }
+            *done += (int64_t)b->n;
+            if (b->n == 0) break;
         }
-        if (!rc) rc = commit(st, err, errlen);
-        if (rc) {
-            rollback(st);
-            break;
-        }
-        *done += (int64_t)b->n;
-        if (b->n == 0) break;
     }
     pthread_mutex_unlock(&st->mu);
     sodium_memzero(b, sizeof *b);
@@ -1282,6 +1305,7 @@ static int id_list_row(void *ctx, const fvs_val *c, int n) {
 /* One batch of a collection's rows read by rekey_templates. */
 typedef struct rekey_batch {
     const unsigned char *old_key, *new_key;
+    int64_t sign; /* the table's (sealed_table) */
     size_t n;
     int64_t last_id, unreadable;
     int64_t id[256];
@@ -1299,12 +1323,13 @@ static int rekey_row(void *ctx, const fvs_val *c, int n) {
     if (c[3].type != FVS_BLOB) return 0;
     float emb[FV_EMBED_DIM];
     char why[200];
-    int rc = fvs_template_open(b->old_key, c[1].i, c[2].i, c[3].b, c[3].n, emb, why, sizeof why);
+    int64_t place = b->sign * c[2].i;
+    int rc = fvs_template_open(b->old_key, c[1].i, place, c[3].b, c[3].n, emb, why, sizeof why);
     if (rc < 0 &&
-        fvs_template_open(b->new_key, c[1].i, c[2].i, c[3].b, c[3].n, emb, why, sizeof why) < 0)
+        fvs_template_open(b->new_key, c[1].i, place, c[3].b, c[3].n, emb, why, sizeof why) < 0)
         b->unreadable++;
     if (rc == 0) {
-        fvs_template_seal(b->new_key, c[1].i, c[2].i, emb, b->sealed[b->n]);
+        fvs_template_seal(b->new_key, c[1].i, place, emb, b->sealed[b->n]);
         b->id[b->n++] = c[0].i;
     }
     sodium_memzero(emb, sizeof emb);
@@ -1340,33 +1365,34 @@ int fvs_store_rekey_templates(fvs_store *st, const unsigned char *old_key, int64
         colls[i] = (int64_t)json_integer_value(json_array_get(ids, i));
     json_decref(ids);
     for (size_t i = 0; !rc && i < ncoll; i++) {
-        int64_t coll_done = 0, coll_bad = 0;
+        int64_t coll_done = 0, coll_bad = 0, faces_done = 0;
         rc = begin(st, err, errlen);
         b->old_key = old_key;
         b->new_key = st->tkey;
-        b->last_id = 0;
-        for (;;) {
-            b->n = 0;
-            b->unreadable = 0;
-            int64_t before = b->last_id;
-            fvs_val p[2] = {fvs_int(colls[i]), fvs_int(b->last_id)};
-            if (!rc)
-                rc = fvs_db_query(st->db,
-                                  "SELECT id, collection_id, subject_id, embedding FROM faces "
-                                  "WHERE collection_id = ? AND id > ? ORDER BY id LIMIT 256",
-                                  p, 2, rekey_row, b, NULL, err, errlen);
-            for (size_t k = 0; !rc && k < b->n; k++) {
-                fvs_val q[2] = {fvs_blob(b->sealed[k], FVS_TEMPLATE_SEALED_BYTES),
-                                fvs_int(b->id[k])};
-                rc = fvs_db_query(st->db, "UPDATE faces SET embedding = ? WHERE id = ?", q, 2, NULL,
-                                  NULL, NULL, err, errlen);
+        for (size_t t = 0; !rc && t < N_SEALED_TABLES; t++) {
+            const sealed_table *tb = &SEALED_TABLES[t];
+            b->sign = tb->sign;
+            b->last_id = 0;
+            for (;;) {
+                b->n = 0;
+                b->unreadable = 0;
+                int64_t before = b->last_id;
+                fvs_val p[2] = {fvs_int(colls[i]), fvs_int(b->last_id)};
+                if (!rc)
+                    rc = fvs_db_query(st->db, tb->batch, p, 2, rekey_row, b, NULL, err, errlen);
+                for (size_t k = 0; !rc && k < b->n; k++) {
+                    fvs_val q[2] = {fvs_blob(b->sealed[k], FVS_TEMPLATE_SEALED_BYTES),
+                                    fvs_int(b->id[k])};
+                    rc = fvs_db_query(st->db, tb->update, q, 2, NULL, NULL, NULL, err, errlen);
+                }
+                coll_done += (int64_t)b->n;
+                if (tb->indexed) faces_done += (int64_t)b->n;
+                coll_bad += b->unreadable;
+                if (rc || b->last_id == before) break;
             }
-            coll_done += (int64_t)b->n;
-            coll_bad += b->unreadable;
-            if (rc || b->last_id == before) break;
         }
         /* Every process reads the collection again on its next search. */
-        if (!rc && coll_done) rc = bump_version(st, colls[i], err, errlen);
+        if (!rc && faces_done) rc = bump_version(st, colls[i], err, errlen);
         if (!rc) rc = commit(st, err, errlen);
         if (rc) {
             rollback(st);

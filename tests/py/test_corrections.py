@@ -264,31 +264,59 @@ def test_two_processes(env, gallery):
 
 
 def test_sealed_with_template_key(env, embeddings, tmp_path):
-    """With FACEVERIFY_TEMPLATE_KEY a correction's template is stored
-    sealed (never the plaintext floats), still applied, and gone with its
-    subject."""
+    """A correction stored without a key is plaintext until encrypttemplates
+    seals it, with a key it is stored sealed (never the floats),
+    rekeytemplates re-seals it, it is applied all along, and it goes with
+    its subject."""
     if env.backend != "sqlite":
-        pytest.skip("the sealing is backend-independent; the row is read with sqlite3")
+        pytest.skip("the sealing is backend-independent; the rows are read with sqlite3")
     url = new_db_url("sqlite", tmp_path)
     daemon_cmd("migrate", db_url=url)
     key = create_collection(url, "sealed")
-    tkey = daemon_cmd("genkey", db_url=url).stdout.strip()
-    srv = Server(url, env={"FACEVERIFY_TEMPLATE_KEY": tkey})
+    k1 = daemon_cmd("genkey", db_url=url).stdout.strip()
+    k2 = daemon_cmd("genkey", db_url=url).stdout.strip()
+    b = embeddings[B_PROBE]
+    con = sqlite3.connect(url[len("sqlite://"):])
+
+    def blob(cid):
+        return con.execute("SELECT embedding FROM corrections WHERE id = ?", (cid,)).fetchone()[0]
+
+    def applied(tkey, cid):
+        srv = Server(url, env={"FACEVERIFY_TEMPLATE_KEY": tkey})
+        try:
+            res = identify_emb(srv, key, b, k=3)
+            assert matched(res) is None and excluded(res, a)["correction_id"] == cid, res
+            return srv
+        except BaseException:
+            srv.stop()
+            raise
+
+    srv = Server(url)
     try:
         r = srv.request("POST", "/api/v1/subjects", key, json={"name": "Candie_Kung"})
         a = r.json()["id"]
         r = srv.request("POST", f"/api/v1/subjects/{a}/faces", key,
                         json={"embedding": embeddings[A_GALLERY]})
         assert r.status_code == 201
-        b = embeddings[B_PROBE]
-        cid = add(srv, key, a, json={"embedding": b})["correction_id"]
-        con = sqlite3.connect(url[len("sqlite://"):])
-        (blob,) = con.execute("SELECT embedding FROM corrections WHERE id = ?", (cid,)).fetchone()
-        assert len(blob) == 556 and blob[:4] == b"FVE1"
-        res = identify_emb(srv, key, b, k=3)
-        assert matched(res) is None and excluded(res, a)["correction_id"] == cid
-        srv.request("DELETE", f"/api/v1/subjects/{a}", key)
-        assert con.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 0
-        con.close()
+        plain = add(srv, key, a, json={"embedding": b})["correction_id"]
     finally:
         assert srv.stop() == 0
+    assert len(blob(plain)) == 512
+    p = daemon_cmd("encrypttemplates", db_url=url, env={"FACEVERIFY_TEMPLATE_KEY": k1})
+    assert blob(plain)[:4] == b"FVE1" and len(blob(plain)) == 556, p.stdout
+    srv = applied(k1, plain)
+    try:
+        cid = add(srv, key, a, json={"embedding": b})["correction_id"]
+        assert blob(cid)[:4] == b"FVE1"
+        srv.request("DELETE", f"/api/v1/subjects/{a}/not/{plain}", key)
+    finally:
+        assert srv.stop() == 0
+    daemon_cmd("rekeytemplates", db_url=url,
+               env={"FACEVERIFY_TEMPLATE_KEY": k2, "FACEVERIFY_TEMPLATE_KEY_OLD": k1})
+    srv = applied(k2, cid)
+    try:
+        srv.request("DELETE", f"/api/v1/subjects/{a}", key)
+        assert con.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 0
+    finally:
+        assert srv.stop() == 0
+        con.close()

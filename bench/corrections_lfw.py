@@ -125,6 +125,7 @@ def main():
         results = {}
         for mode, params in modes.items():
             results[mode] = run_mode(api, params, ppl, outsiders, genuine, tmpl, person_of)
+        cost = latency(api, ppl, outsiders, sorted(sid.values()), a.seed)
     finally:
         api.srv.stop()
     obj = {
@@ -137,6 +138,7 @@ def main():
         "rule": {"server": "excluded when d(p, c) <= radius and d(p, c) < d(p, S)",
                  "radius_fmr": 1e-3, "radius": fmr_radius(1e-3)},
         "results": results,
+        "identify_latency_ms": cost,
         "seconds": round(time.time() - t0, 1),
         "machine": machine(),
     }
@@ -198,6 +200,41 @@ def run_mode(api, params, ppl, outsiders, genuine, tmpl, person_of):
             (t["a_genuine_missed_after"] - t["a_genuine_missed_before"]) / t["a_genuine_probes"], 4)
     t["rule_variants_offline"] = variants(offline)
     return t
+
+
+def latency(api, ppl, outsiders, subjects, seed, rounds=7, per_round=30):
+    """What reading the corrections per request costs: /identify/embeddings
+    (one query, open set) with 0, 100 and 1,000 corrections in the
+    collection, measured interleaved; medians of per-round medians."""
+    rng = random.Random(seed)
+    embs = [e for p in outsiders for _, e in ppl[p]]
+    probes = [embs[rng.randrange(len(embs))] for _ in range(per_round)]
+    made, times = [], {0: [], 100: [], 1000: []}
+
+    def ensure(n):
+        while len(made) < n:
+            s = subjects[rng.randrange(len(subjects))]
+            e = embs[rng.randrange(len(embs))]
+            cid = api.call("POST", f"/api/v1/subjects/{s}/not", 201,
+                           json={"embedding": e.tolist()})["correction_id"]
+            made.append((s, cid))
+        while len(made) > n:
+            s, cid = made.pop()
+            api.call("DELETE", f"/api/v1/subjects/{s}/not/{cid}", 200)
+
+    for _ in range(rounds):
+        for n in (0, 100, 1000):
+            ensure(n)
+            one = []
+            for q in probes:
+                t = time.perf_counter()
+                api.call("POST", "/api/v1/identify/embeddings", 200, json={"embedding": q.tolist()})
+                one.append((time.perf_counter() - t) * 1e3)
+            times[n].append(float(np.median(one)))
+    ensure(0)
+    return {str(n): round(float(np.median(v)), 3) for n, v in times.items()} | {
+        "rounds": rounds, "requests_per_round": per_round,
+        "note": "median over rounds of the per-round median; the 0/100/1000 states interleaved"}
 
 
 def variants(offline):

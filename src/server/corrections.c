@@ -2,14 +2,14 @@
  * corrections.c: the per-request set of a collection's corrections and
  * the exclusion rule (see corrections.h).
  *
- * A set is the corrections of one collection and model, read from the
- * store when a request needs them and sorted by subject, so that a
- * search asks "is this probe excluded from subject S?" with a binary
- * search and a distance per correction of S.  Nothing is cached between
- * requests: every process reads what any process wrote, at the price of
- * one indexed query per identify or subject verify (and the opening of
- * each correction of the collection, about a microsecond each, when a
- * template key is set).
+ * A set is the corrections of a few subjects of one collection and model
+ * (those a probe's nearest templates belong to, or the one subject of a
+ * verify), read from the store when a request needs them, sorted by
+ * subject (by the query), so that "is this probe excluded from subject
+ * S?" is a binary search and a distance per correction of S.  Nothing is
+ * cached between requests: every process reads what any process wrote, at
+ * the price of one indexed query per probe (and the opening of each
+ * correction read, about a microsecond each, when a template key is set).
  */
 #include "server/corrections.h"
 
@@ -35,7 +35,8 @@ void fvs_corrections_free(fvs_correction_set *s) {
     free(s);
 }
 
-/* Row of fvs_corrections_each: appended (the store gives them by id). */
+/* Row of fvs_corrections_each: appended (the store gives them sorted by
+ * subject, then id). */
 static int set_row(void *ctx, int64_t id, int64_t subject, const float *embedding) {
     fvs_correction_set *s = ctx;
     if (!embedding) {
@@ -63,30 +64,9 @@ static int set_row(void *ctx, int64_t id, int64_t subject, const float *embeddin
     return 0;
 }
 
-/* Sorts the set by (subject, id) in place: insertion sort, since sets
- * are small and come mostly sorted by id already. */
-static void sort_by_subject(fvs_correction_set *s) {
-    float tmp[FV_EMBED_DIM];
-    for (size_t i = 1; i < s->n; i++) {
-        int64_t id = s->id[i], sub = s->subject[i];
-        memcpy(tmp, s->emb + i * FV_EMBED_DIM, sizeof tmp);
-        size_t j = i;
-        while (j > 0 &&
-               (s->subject[j - 1] > sub || (s->subject[j - 1] == sub && s->id[j - 1] > id))) {
-            s->id[j] = s->id[j - 1];
-            s->subject[j] = s->subject[j - 1];
-            memcpy(s->emb + j * FV_EMBED_DIM, s->emb + (j - 1) * FV_EMBED_DIM, sizeof tmp);
-            j--;
-        }
-        s->id[j] = id;
-        s->subject[j] = sub;
-        memcpy(s->emb + j * FV_EMBED_DIM, tmp, sizeof tmp);
-    }
-}
-
-int fvs_corrections_load(fvs_store *st, const fvs_collection *coll, int64_t subject, float radius,
-                         fvs_correction_set **out, size_t *unreadable, char *why, size_t whylen,
-                         char *err, size_t errlen) {
+int fvs_corrections_load(fvs_store *st, const fvs_collection *coll, const int64_t *subjects,
+                         size_t n, float radius, fvs_correction_set **out, size_t *unreadable,
+                         char *why, size_t whylen, char *err, size_t errlen) {
     *out = NULL;
     *unreadable = 0;
     if (whylen) why[0] = 0;
@@ -96,7 +76,7 @@ int fvs_corrections_load(fvs_store *st, const fvs_collection *coll, int64_t subj
         return -1;
     }
     s->radius = radius;
-    int rc = fvs_corrections_each(st, coll->id, subject, coll->model, set_row, s, err, errlen);
+    int rc = fvs_corrections_each(st, coll->id, subjects, n, coll->model, set_row, s, err, errlen);
     if (rc) {
         fvs_corrections_free(s);
         return -1;
@@ -108,7 +88,6 @@ int fvs_corrections_load(fvs_store *st, const fvs_collection *coll, int64_t subj
         fvs_corrections_free(s);
         return 0;
     }
-    sort_by_subject(s);
     *out = s;
     return 0;
 }

@@ -15,9 +15,10 @@
  * the second condition keeps S's own photos, which lie nearer to S's
  * templates than to a look-alike's face, from being excluded.
  *
- * Corrections are read from the store per request (fvs_corrections_load),
- * so a correction added through any faceverifyd is applied by the next
- * request on every other one.
+ * Corrections are read from the store per request, for the subjects a
+ * probe could be matched to (fvs_corrections_load), so a correction added
+ * through any faceverifyd is applied by the next request on every other
+ * one, and the cost does not grow with the collection's corrections.
  */
 #ifndef FVS_CORRECTIONS_H
 #define FVS_CORRECTIONS_H
@@ -38,16 +39,16 @@ typedef struct fvs_correction_hit {
     float distance;
 } fvs_correction_hit;
 
-/* Reads the corrections of collection coll made by its model (subject >
- * 0: of that subject only) into *out, which is NULL when there are none
- * (no check to make); free with fvs_corrections_free.  radius: the
- * exclusion radius for the collection's model (fvs_correction_radius).
- * Corrections that do not open with the store's template key are left
- * out and counted in *unreadable, with why in why.  0, or -1 with a
- * message. */
-int fvs_corrections_load(fvs_store *st, const fvs_collection *coll, int64_t subject, float radius,
-                         fvs_correction_set **out, size_t *unreadable, char *why, size_t whylen,
-                         char *err, size_t errlen);
+/* Reads the corrections of the n subjects (at most
+ * FVS_CORRECTION_SUBJECTS_MAX) of collection coll made by its model into
+ * *out, which is NULL when there are none (no check to make); free with
+ * fvs_corrections_free.  radius: the exclusion radius for the
+ * collection's model (fvs_correction_radius).  Corrections that do not
+ * open with the store's template key are left out and counted in
+ * *unreadable, with why in why.  0, or -1 with a message. */
+int fvs_corrections_load(fvs_store *st, const fvs_collection *coll, const int64_t *subjects,
+                         size_t n, float radius, fvs_correction_set **out, size_t *unreadable,
+                         char *why, size_t whylen, char *err, size_t errlen);
 void fvs_corrections_free(fvs_correction_set *s);
 
 /* The radius for model: the threshold at FVS_CORRECTION_FMR where the
@@ -59,6 +60,14 @@ float fvs_correction_radius(const char *model, float fallback);
  * may be NULL (nothing excluded).  Thread-safe for a set not freed. */
 int fvs_corrections_exclude(const fvs_correction_set *s, int64_t subject, const float *probe,
                             float near, fvs_correction_hit *hit);
+
+/* What a search applies corrections with (index.h): the radius, and
+ * (out) how many corrections did not open, and why. */
+typedef struct fvs_correction_opts {
+    float radius;
+    size_t unreadable;
+    char why[200];
+} fvs_correction_opts;
 
 /* The warning {"code": "unreadable_corrections", "message", "count"} for
  * n corrections that did not open; NULL when n is 0. */

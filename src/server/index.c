@@ -1002,26 +1002,49 @@ typedef struct excluded {
 } excluded;
 
 /* Drops from order (n templates, nearest first) every template of the
- * subjects that corr excludes for probe q; those subjects go into x
- * (*nx of them, at most HEAD).  Returns the templates left. */
-static size_t exclude_subjects(const fvs_correction_set *corr, const float *q, ranked *order,
-                               size_t n, excluded *x, size_t *nx) {
+ * subjects that their corrections (read now from the store) exclude for
+ * probe q; those subjects go into x (*nx of them, at most HEAD).  *kept:
+ * the templates left.  -1 with a database error in err.  e->mu held. */
+static int exclude_subjects(fvs_index *ix, const fvs_collection *coll, fvs_correction_opts *co,
+                            const float *q, ranked *order, size_t n, excluded *x, size_t *nx,
+                            size_t *kept, char *err, size_t errlen) {
     *nx = 0;
-    if (!corr) return n;
-    size_t kept = 0;
+    *kept = n;
+    if (!co || n == 0) return 0;
+    int64_t subjects[HEAD];
+    size_t ns = 0;
+    for (size_t i = 0; i < n && ns < HEAD; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < ns && !seen; j++) seen = subjects[j] == order[i].subject;
+        if (!seen) subjects[ns++] = order[i].subject;
+    }
+    fvs_correction_set *set = NULL;
+    size_t bad = 0;
+    char why[sizeof co->why] = "";
+    if (fvs_corrections_load(ix->st, coll, subjects, ns, co->radius, &set, &bad, why, sizeof why,
+                             err, errlen))
+        return -1;
+    if (bad > co->unreadable) {
+        co->unreadable = bad;
+        snprintf(co->why, sizeof co->why, "%s", why);
+    }
+    if (!set) return 0;
+    size_t left = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t sid = order[i].subject;
         int first = 1, drop = 0;
         for (size_t j = 0; j < i && first; j++) first = order[j].subject != sid;
         for (size_t c = 0; c < *nx && !drop; c++) drop = x[c].subject == sid;
         fvs_correction_hit h;
-        if (first && fvs_corrections_exclude(corr, sid, q, order[i].d, &h)) {
+        if (first && fvs_corrections_exclude(set, sid, q, order[i].d, &h)) {
             x[(*nx)++] = (excluded){sid, order[i].name, order[i].d, h};
             drop = 1;
         }
-        if (!drop) order[kept++] = order[i];
+        if (!drop) order[left++] = order[i];
     }
-    return kept;
+    fvs_corrections_free(set);
+    *kept = left;
+    return 0;
 }
 
 /* Adds the excluded subjects to one query's answer: a candidate each,
@@ -1061,8 +1084,8 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
 
 int fvs_index_search_corrected(fvs_index *ix, const fvs_collection *coll, const float *queries,
                                size_t nq, float threshold, int top_k, int k, double fpir,
-                               const fvs_correction_set *corr, json_t **out, json_t **warning,
-                               char *err, size_t errlen) {
+                               fvs_correction_opts *co, json_t **out, json_t **warning, char *err,
+                               size_t errlen) {
     *warning = NULL;
     entry *e = get_entry(ix, coll->id, coll->model);
     if (!e) {
@@ -1072,8 +1095,8 @@ int fvs_index_search_corrected(fvs_index *ix, const fvs_collection *coll, const 
     fvsearch_hit *hits = malloc(HEAD * sizeof *hits);
     ranked *order = malloc(HEAD * sizeof *order);
     fused_hit *f = malloc(HEAD * sizeof *f);
-    excluded *x = corr ? malloc(HEAD * sizeof *x) : NULL;
-    if (!hits || !order || !f || (corr && !x)) {
+    excluded *x = co ? malloc(HEAD * sizeof *x) : NULL;
+    if (!hits || !order || !f || (co && !x)) {
         free(hits);
         free(order);
         free(f);
@@ -1102,7 +1125,7 @@ int fvs_index_search_corrected(fvs_index *ix, const fvs_collection *coll, const 
             if (!found) continue;
             order[n++] = (ranked){hits[i].distance, e->m[at].subject, e->m[at].name};
         }
-        n = exclude_subjects(corr, probe, order, n, x, &nx);
+        if (!rc) rc = exclude_subjects(ix, coll, co, probe, order, n, x, &nx, &n, err, errlen);
         json_t *one = NULL;
         size_t nf = 0;
         if (!rc && fpir > 0) {

@@ -735,22 +735,11 @@ static fv_status embed_chips(const fv_engine *eng, const fv_model *m, const unsi
     return st;
 }
 
-/* The corrections (corrections.h) of r's collection (subject > 0: of
- * that subject) for this request, read from the store now so that every
- * process applies what any of them stored: *set NULL when there are none;
- * *warning an "unreadable_corrections" warning or NULL.  -1 with a
- * database error in err. */
-static int load_corrections(fvs_req *r, int64_t subject, fvs_correction_set **set, json_t **warning,
-                            char *err, size_t errlen) {
-    size_t bad = 0;
-    char why[200] = "";
-    float radius = fvs_correction_radius(r->coll.model, coll_threshold(r));
-    *warning = NULL;
-    if (fvs_corrections_load(r->srv->store, &r->coll, subject, radius, set, &bad, why, sizeof why,
-                             err, errlen))
-        return -1;
-    *warning = fvs_corrections_warning(bad, why);
-    return 0;
+/* How r's searches apply corrections (corrections.h): the radius for the
+ * collection's model (its threshold where it has no calibration). */
+static fvs_correction_opts correction_opts(const fvs_req *r) {
+    fvs_correction_opts co = {fvs_correction_radius(r->coll.model, coll_threshold(r)), 0, ""};
+    return co;
 }
 
 static void h_identify(fvs_req *r, fvs_resp *out) {
@@ -809,19 +798,15 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         fvs_status_error(out, st, err);
         return;
     }
-    json_t *results = NULL, *warning = NULL, *cwarning = NULL;
+    json_t *results = NULL, *warning = NULL;
     double t3 = now_ms();
-    fvs_correction_set *corr = NULL;
-    int rc = load_corrections(r, 0, &corr, &cwarning, err, sizeof err);
-    if (!rc)
-        rc = fvs_index_search_corrected(r->srv->index, &r->coll, emb, n, md.t, md.top_k, md.k,
-                                        md.fpir, corr, &results, &warning, err, sizeof err);
-    fvs_corrections_free(corr);
+    fvs_correction_opts co = correction_opts(r);
+    int rc = fvs_index_search_corrected(r->srv->index, &r->coll, emb, n, md.t, md.top_k, md.k,
+                                        md.fpir, &co, &results, &warning, err, sizeof err);
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
         json_decref(extras);
-        json_decref(cwarning);
         db_error(out, err);
         return;
     }
@@ -841,7 +826,8 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
                                             search_ms, "total", now_ms() - t0));
     else
         json_decref(results);
-    fvs_reply(out, 200, add_warning(add_warning(o, warning), cwarning));
+    fvs_reply(out, 200,
+              add_warning(add_warning(o, warning), fvs_corrections_warning(co.unreadable, co.why)));
 }
 
 static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
@@ -872,17 +858,13 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
             return;
         }
     }
-    json_t *results = NULL, *warning = NULL, *cwarning = NULL;
+    json_t *results = NULL, *warning = NULL;
     char err[256];
-    fvs_correction_set *corr = NULL;
-    int rc = load_corrections(r, 0, &corr, &cwarning, err, sizeof err);
-    if (!rc)
-        rc = fvs_index_search_corrected(r->srv->index, &r->coll, q, n, md.t, md.top_k, md.k,
-                                        md.fpir, corr, &results, &warning, err, sizeof err);
-    fvs_corrections_free(corr);
+    fvs_correction_opts co = correction_opts(r);
+    int rc = fvs_index_search_corrected(r->srv->index, &r->coll, q, n, md.t, md.top_k, md.k,
+                                        md.fpir, &co, &results, &warning, err, sizeof err);
     free(q);
     if (rc) {
-        json_decref(cwarning);
         db_error(out, err);
         return;
     }
@@ -891,7 +873,8 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
         json_object_set_new(o, "results", results);
     else
         json_decref(results);
-    fvs_reply(out, 200, add_warning(add_warning(o, warning), cwarning));
+    fvs_reply(out, 200,
+              add_warning(add_warning(o, warning), fvs_corrections_warning(co.unreadable, co.why)));
 }
 
 /* 0 when meta (an object) is within the caps (store.h), else -1 after a
@@ -1380,9 +1363,10 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
     /* A correction of the subject near the probe (corrections.h): not
      * this person, whatever the distance to its templates. */
     fvs_correction_set *corr = NULL;
-    json_t *cwarning = NULL;
+    fvs_correction_opts co = correction_opts(r);
     fvs_correction_hit hit;
-    if (load_corrections(r, sid, &corr, &cwarning, err, sizeof err)) {
+    if (fvs_corrections_load(r->srv->store, &r->coll, &sid, 1, co.radius, &corr, &co.unreadable,
+                             co.why, sizeof co.why, err, sizeof err)) {
         json_decref(o);
         db_error(out, err);
         return;
@@ -1396,7 +1380,7 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
     }
     fvs_corrections_free(corr);
     o = add_warning(o, b.nbad ? fvs_unreadable_warning(b.bad, b.nbad, why) : NULL);
-    fvs_reply(out, 200, add_warning(o, cwarning));
+    fvs_reply(out, 200, add_warning(o, fvs_corrections_warning(co.unreadable, co.why)));
 }
 
 /* ------------------------------------------------------------ corrections

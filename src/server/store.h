@@ -294,14 +294,17 @@ int fvs_correction_list(fvs_store *st, int64_t coll, int64_t subject, json_t **o
  * a face delete does).  1 when there is no such correction of subject. */
 int fvs_correction_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t id, char *err,
                           size_t errlen);
-/* Calls fn for every correction of coll made by model (subject <= 0: of
- * every subject), by id.  One that does not open is passed with embedding
- * NULL and the call returns 0 with why in err (starting with
- * FVS_TKEY_ERROR; "" when all opened), as fvs_templates.  embedding is
- * valid during the call only. */
+/* Calls fn for every correction of coll made by model of the n subjects
+ * (at most FVS_CORRECTION_SUBJECTS_MAX; none when n is 0), by subject,
+ * then id.  One that does not open is passed with embedding NULL and the
+ * call returns 0 with why in err (starting with FVS_TKEY_ERROR; "" when
+ * all opened), as fvs_templates.  embedding is valid during the call
+ * only. */
+#define FVS_CORRECTION_SUBJECTS_MAX 256
 typedef int (*fvs_correction_fn)(void *ctx, int64_t id, int64_t subject, const float *embedding);
-int fvs_corrections_each(fvs_store *st, int64_t coll, int64_t subject, const char *model,
-                         fvs_correction_fn fn, void *ctx, char *err, size_t errlen);
+int fvs_corrections_each(fvs_store *st, int64_t coll, const int64_t *subjects, size_t n,
+                         const char *model, fvs_correction_fn fn, void *ctx, char *err,
+                         size_t errlen);
 
 /* ---- for the search index (index.c) ---- */
 

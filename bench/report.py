@@ -542,14 +542,17 @@ def corrections_section(c):
         f"{rule['radius_fmr']:g} threshold at quality 1).\n\n")
     rows = []
     for mode, r in c["results"].items():
-        rows.append([mode, r["events"], pct(r["specific_removed_rate"], 1),
+        rows.append([mode, f"{r['false_matches']} of {r['impostor_probes']} "
+                     f"({pct(r['false_match_rate'], 1)})", r["events"],
+                     pct(r["specific_removed_rate"], 1),
                      f"{r['specific_rematched_elsewhere']}",
                      f"{pct(r['b_other_removed_rate'], 1)} of {r['b_other_matched_to_a_before']}",
                      f"{r['b_other_moved_to_another_subject']}",
                      f"{pct(r['a_genuine_fnir_before'], 2)} -> {pct(r['a_genuine_fnir_after'], 2)}"
                      f" ({r['a_genuine_probes']} probes)",
                      f"{r['events_with_a_genuine_loss']}"])
-    s.append(table(["decision", "false matches corrected", "that match removed",
+    s.append(table(["decision", "impostor probes falsely matched", "corrected (seeded sample)",
+                    "that match removed",
                     "probe then matched to another subject",
                     "other photos of the look-alike no longer matched to the subject",
                     "of those, matched to another subject",

@@ -1011,7 +1011,7 @@ static int exclude_subjects(fvs_index *ix, const fvs_collection *coll, fvs_corre
     *nx = 0;
     *kept = n;
     if (!co || n == 0) return 0;
-    int64_t subjects[HEAD];
+    int64_t subjects[HEAD] = {0};
     size_t ns = 0;
     for (size_t i = 0; i < n && ns < HEAD; i++) {
         int seen = 0;

@@ -30,12 +30,16 @@ logistic coefficient comes from View 1 *training* people; FNIR and
 measured FPIR are reported on View 1 *test* people as probes, whom no
 fit saw.  The cohort's people are removed from every gallery and probe
 set.  View 2 is not used.  Galleries of 100 and 1,000 only: without the
-cohort the training people (3,538) cannot fill a 5,000 gallery to fit on.  Also reported: the FNIR at the test set's own
-FPIR 1e-2 ("oracle": the score's separation alone, without calibration
+cohort, the training people (3,538 at K = 500) cannot fill a 5,000
+gallery to fit on.  Also reported: the FNIR at the test set's own FPIR
+1e-2 ("oracle": the score's separation alone, without calibration
 transfer) and rank-1.
 
-  .venv/bin/python bench/openset_cohort.py --emb lfw_clean.csv
-Writes bench/results/openset_cohort.json.
+  .venv/bin/python bench/openset_cohort.py --emb lfw_clean.csv \
+      --cohort-sizes 150,500,1500,2500 --sizes 100,1000
+Writes bench/results/openset_cohort.json (--out).  The cohort's size
+changes which people are left to draw galleries and probes from, so
+today's score moves with it too: compare within one cohort size.
 """
 import argparse
 import json
@@ -199,31 +203,21 @@ def fit_models(tr):
     return score_of, th, info
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--emb", required=True)
-    ap.add_argument("--sizes", default="100,1000")
-    ap.add_argument("--seeds", type=int, default=3)
-    args = ap.parse_args()
-    names, E = load(args.emb)
-    by = index_people(names)
-    lfw = DATA / "lfw"
-    train = [p for p in people(lfw / "peopleDevTrain.txt") if by.get(p)]
-    test = [p for p in people(lfw / "peopleDevTest.txt") if by.get(p)]
+def measure(E, by, train, test, k, sizes, nseeds):
+    """Every score at each gallery size with a cohort of k faces: rows
+    (one per gallery size, template count and score) and the logistic
+    coefficients."""
     single = sorted(p for p in train if len(by[p]) == 1)
-    cohort = set(random.Random(99).sample(single, COHORT_SIZE))
+    cohort = set(random.Random(99).sample(single, k))
     C = E[[by[p][0] for p in sorted(cohort)]]
     train = [p for p in train if p not in cohort]
 
     def Tc(T):
         return np.sort(dists(T, C), 1)[:, :TOPK]
 
-    res = {"machine": machine(), "cohort": {"size": COHORT_SIZE, "people":
-           "one photo each of View 1 training people with a single photo, seed 99"},
-           "protocol": "thresholds and logistic fits on View 1 training people (seeds 1..S), "
-           "reported on View 1 test people as probes (seeds 7..), FPIR 1e-2", "rows": []}
-    for n in [int(x) for x in args.sizes.split(",")]:
-        seeds = range(args.seeds)
+    rows, logistic = [], {}
+    for n in sizes:
+        seeds = range(nseeds)
         tr = runs(E, by, train, train, n, [1000 + s for s in seeds], C, Tc)
         te = runs(E, by, test, train + test, n, [7 + s for s in seeds], C, Tc)
         # thresholds and fits pooled over one and three templates (as the
@@ -231,7 +225,7 @@ def main():
         # count ("per-T", threshold from that count's non-mated probes)
         pooled = fit_models(tr)
         per_t = {t: fit_models([r for r in tr if r[0] == t]) for t in (1, 3)}
-        res.setdefault("logistic", {})[str(n)] = {"pooled": pooled[2], "per_templates": {
+        logistic[str(n)] = {"pooled": pooled[2], "per_templates": {
             str(t): per_t[t][2] for t in per_t}}
         for t in (1, 3):
             sel = [r for r in te if r[0] == t]
@@ -240,38 +234,68 @@ def main():
                                                     (per_t[t], " per-T", "logistic")):
                 sm = [score_of(r[1]) for r in sel]
                 sn = [score_of(r[3]) for r in sel]
-                for k in th:
-                    if keys and not k.startswith(keys):
+                for key in th:
+                    if keys and not key.startswith(keys):
                         continue
-                    m = np.concatenate([x[k] for x in sm])
-                    u = np.concatenate([x[k] for x in sn])
-                    res["rows"].append({
-                        "gallery": n, "templates": t, "score": k + suffix,
-                        "test_fpir_at_train_threshold": float((u >= th[k]).mean()),
-                        "test_fnir": float(1 - (ok & (m >= th[k])).mean()),
+                    m = np.concatenate([x[key] for x in sm])
+                    u = np.concatenate([x[key] for x in sn])
+                    rows.append({
+                        "cohort": k, "gallery": n, "templates": t, "score": key + suffix,
+                        "test_fpir_at_train_threshold": float((u >= th[key]).mean()),
+                        "test_fnir": float(1 - (ok & (m >= th[key])).mean()),
                         "test_fnir_oracle": float(1 - (ok & (m > thr(u, FPIR))).mean()),
                         "rank1": float(ok.mean()), "mated": int(len(m)),
                         "nonmated": int(len(u))})
-        best = sorted((r for r in res["rows"] if r["gallery"] == n),
-                      key=lambda r: (r["templates"], r["test_fnir"]))
-        for r in best:
-            print("%5d %d %-40s fpir %.4f fnir %.3f oracle %.3f" % (
-                r["gallery"], r["templates"], r["score"], r["test_fpir_at_train_threshold"],
+        for r in sorted((r for r in rows if r["gallery"] == n),
+                        key=lambda r: (r["templates"], r["test_fnir"])):
+            print("%4d %5d %d %-40s fpir %.4f fnir %.3f oracle %.3f" % (
+                k, r["gallery"], r["templates"], r["score"], r["test_fpir_at_train_threshold"],
                 r["test_fnir"], r["test_fnir_oracle"]))
         sys.stdout.flush()
-    # per cell: today's score, and the lowest test FNIR of any attempt
-    res["summary"] = []
-    for n in sorted({r["gallery"] for r in res["rows"]}):
-        for t in (1, 3):
-            cell = [r for r in res["rows"] if r["gallery"] == n and r["templates"] == t]
-            today = next(r for r in cell if r["score"].startswith("ratio_mean5"))
-            best = min(cell, key=lambda r: r["test_fnir"])
-            res["summary"].append({
-                "gallery": n, "templates": t, "rank1": today["rank1"],
-                "today_fnir": today["test_fnir"], "today_fpir": today["test_fpir_at_train_threshold"],
-                "best_score": best["score"], "best_fnir": best["test_fnir"],
-                "best_fpir": best["test_fpir_at_train_threshold"]})
-    (RESULTS / "openset_cohort.json").write_text(json.dumps(res, indent=1) + "\n")
+    return rows, logistic
+
+
+def summary(rows):
+    """Per cohort size and cell: today's score, and the lowest test FNIR
+    of any attempt."""
+    out = []
+    for k, n, t in sorted({(r["cohort"], r["gallery"], r["templates"]) for r in rows}):
+        cell = [r for r in rows if (r["cohort"], r["gallery"], r["templates"]) == (k, n, t)]
+        today = next(r for r in cell if r["score"].startswith("ratio_mean5"))
+        best = min(cell, key=lambda r: r["test_fnir"])
+        out.append({"cohort": k, "gallery": n, "templates": t, "rank1": today["rank1"],
+                    "today_fnir": today["test_fnir"],
+                    "today_fpir": today["test_fpir_at_train_threshold"],
+                    "best_score": best["score"], "best_fnir": best["test_fnir"],
+                    "best_fpir": best["test_fpir_at_train_threshold"]})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--emb", required=True)
+    ap.add_argument("--sizes", default="100,1000")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--cohort-sizes", default=str(COHORT_SIZE))
+    ap.add_argument("--out", default=str(RESULTS / "openset_cohort.json"))
+    args = ap.parse_args()
+    names, E = load(args.emb)
+    by = index_people(names)
+    lfw = DATA / "lfw"
+    train = [p for p in people(lfw / "peopleDevTrain.txt") if by.get(p)]
+    test = [p for p in people(lfw / "peopleDevTest.txt") if by.get(p)]
+    res = {"machine": machine(), "cohort": "one photo each of K View 1 training people with "
+           "a single photo (seed 99), removed from every gallery and probe set; K per row",
+           "protocol": "thresholds and logistic fits on View 1 training people (seeds "
+           "1000..), reported on View 1 test people as probes (seeds 7..), FPIR 1e-2",
+           "rows": [], "logistic": {}}
+    for k in [int(x) for x in args.cohort_sizes.split(",")]:
+        rows, logistic = measure(E, by, train, test, k, [int(x) for x in args.sizes.split(",")],
+                                 args.seeds)
+        res["rows"] += rows
+        res["logistic"][str(k)] = logistic
+    res["summary"] = summary(res["rows"])
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

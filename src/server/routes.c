@@ -1291,9 +1291,10 @@ static void h_face_batch(fvs_req *r, fvs_resp *out) {
  * the others are clustered, except when the server is overloaded (503:
  * retry the whole request). */
 
-/* Most embeddings one cluster request may carry (about 13 MB of JSON at
- * the limit; a collection's own faces are clustered by source, not sent). */
-#define CLUSTER_MAX_EMBEDDINGS 10000
+/* Most embeddings one cluster request may carry: what the JSON parser's
+ * cap of 65536 values a body (http.c) leaves room for, 128 each.  Larger
+ * sets are a collection's own faces, clustered by source, not sent. */
+#define CLUSTER_MAX_EMBEDDINGS 500
 /* Faces one photo may add (a crowd photo's further faces are dropped). */
 #define CLUSTER_FACES_PER_PHOTO 64
 
@@ -1303,7 +1304,7 @@ static int get_cluster_opts(fvs_req *r, fvsearch_cluster_opts *co, fvs_resp *out
     double fmr = FVSEARCH_CLUSTER_DEFAULT_FMR, mcs = FVSEARCH_CLUSTER_DEFAULT_MIN_SIZE;
     fvsearch_cluster_opts_init(co);
     if (fvs_req_number(r, "fmr", FV_FMR_MIN, FV_FMR_MAX, &fmr, out) ||
-        fvs_req_number(r, "min_cluster_size", 1, CLUSTER_MAX_EMBEDDINGS, &mcs, out))
+        fvs_req_number(r, "min_cluster_size", 1, FVSEARCH_CLUSTER_MAX_N, &mcs, out))
         return -1;
     if (mcs != (double)(size_t)mcs) {
         fvs_error(out, 400, "validation_error", "min_cluster_size: expected an integer");

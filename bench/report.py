@@ -757,6 +757,55 @@ def cluster_section(c):
     return "".join(s)
 
 
+PRECISION_NOTE = (
+    "What this shows: fast finds exactly the faces exact finds (no face on one side only, "
+    "recall equal) with scores within 0.005, at about half the MMOD time. The LFW boxes below "
+    "IoU 0.95 (13 of 533, listed under `disagreements` in the JSON) are all the same face: "
+    "LFW's centred faces often get two windows (adjacent pyramid levels or positions) scoring "
+    "within ~0.001 of each other, and non-max suppression keeps the higher one, so a 0.001 "
+    "change of score may swap them (e.g. exact 1.0303 for [72, 77, 168, 172], fast 1.0308 for "
+    "[63, 66, 178, 181]). That fails the IoU >= 0.95 bar, so exact stays the default and fast "
+    "is opt-in (`--precision fast`).")
+
+
+def precision_section(d):
+    """MMOD fast (bf16) vs exact, from mmod_precision.json."""
+    head = "## MMOD precision: fast (bf16) against exact\n\n"
+    if not d:
+        return head + "Not measured yet: `python bench/mmod_precision.py`.\n\n"
+    s = [head, "`--precision fast` (`fv_detect_options.precision = FV_PRECISION_FAST`) runs "
+         "MMOD's first six convolutions as bf16 direct convolutions with float32 accumulation "
+         "(AVX-512 BF16, `src/nn/conv_bf16.c`); exact is float32 as dlib (the parity tests). "
+         "Same photos, both modes in turn, `faceverify detect --threads 1`, default policy "
+         "otherwise. A face matches when the two boxes have IoU >= 0.95.\n\n"]
+    rows = []
+    for name, q in d.get("quality", {}).items():
+        sd = q["score_abs_diff"]
+        rec = q.get("recall")
+        rows.append([name, str(q["photos"]), "%d / %d" % (q["exact_faces"], q["fast_faces"]),
+                     "%d / %d" % (q["iou_ge_095"], q["exact_faces"]),
+                     "%d / %d" % (q["only_exact"], q["only_fast"]),
+                     "%.4f" % (q["iou_min"] if q["iou_min"] is not None else float("nan")),
+                     "%.4f / %.4f / %.4f" % (sd["median"] or 0, sd["p99"] or 0, sd["max"] or 0),
+                     ("%.3f / %.3f (%d faces)" % (rec["exact"], rec["fast"], q["truth_faces"])
+                      if rec else "-")])
+    s.append(table(["set", "photos", "faces exact / fast", "IoU >= 0.95", "only exact / only fast",
+                    "min IoU", "abs score diff median / p99 / max", "recall exact / fast"], rows))
+    s.append("\n")
+    sp = d.get("speed_mmod_1thread", {})
+    if sp:
+        s.append("MMOD alone (`probe_detect`, upsample 0, one thread, the model loaded once), exact "
+                 "and fast interleaved in rounds, median ms:\n\n")
+        s.append(table(["photo", "size", "exact ms", "fast ms", "exact / fast", "runs"],
+                       [[k, "%dx%d" % tuple(v["size"]), "%.1f" % v["median_ms"]["exact"],
+                         "%.1f" % v["median_ms"]["fast"], "%.2fx" % v["exact_over_fast"],
+                         str(v["runs"])] for k, v in sp.items()]))
+        s.append("\n")
+    s.append(PRECISION_NOTE + "\n\n")
+    s.append("`python bench/mmod_precision.py --lfw 500 --quick`\n\n" + machine_line(d))
+    return "".join(s)
+
+
 def main():
     v2, v2p = load("lfw_view2.json"), load("lfw_view2_plain.json")
     v1, peers = load("lfw_view1_flip.json"), load("peers.json")
@@ -770,7 +819,8 @@ def main():
              targets_section(v2, peers, stages, http, search, cluster),
              lfw_section(v2, v2p, v1), peers_section(peers),
              python_section(load("python_vs_face_recognition.json")), stages_section(stages),
-             detect_section(load("detect_bench.json")), DECISIONS,
+             detect_section(load("detect_bench.json")),
+             precision_section(load("mmod_precision.json")), DECISIONS,
              corrections_section(load("corrections_lfw.json")),
              search_section(search), cluster_section(cluster),
              http_section(http, load("server_latency.json"))]

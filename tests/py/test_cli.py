@@ -395,3 +395,21 @@ def test_flip_is_part_of_the_model_identity(samples, tmp_path):
         assert c["distance"] == pytest.approx(0, abs=1e-6) and c["model"] == ids[a]
     v = run_json("verify", img, img, "--flip")
     assert v["model"] == "dlib_resnet_v1+flip_mean"
+
+
+def test_turned_without_the_cascade(samples, tmp_path, monkeypatch):
+    """Without the Haar cascade file the orientation judge falls back to
+    MMOD's score: a photo turned 180 degrees (nothing upright) still gives
+    its face, and an upright one is left as it is.  Which way up is then
+    MMOD's guess: on this photo it takes the face for one lying on its
+    side (score 1.24 against 1.08 upright), which is why the judge is the
+    cascade when opencv-data is installed."""
+    monkeypatch.setenv("FACEVERIFY_CASCADES", str(tmp_path / "none"))
+    src = samples / "openface/adams.jpg"
+    up = run_json("detect", src)
+    assert up["count"] == 1
+    assert up["faces"][0]["landmarks"] == run_json("detect", src, "--no-rotations")[
+        "faces"][0]["landmarks"]
+    j = run_json("detect", _turned(src, tmp_path, 180))
+    assert j["count"] == 1 and j["faces"][0]["score"] >= 0.9
+    assert run_json("detect", _turned(src, tmp_path, 180), "--no-rotations")["count"] == 0

@@ -757,6 +757,102 @@ def cluster_section(c):
     return "".join(s)
 
 
+PRECISION_NOTE = (
+    "What this shows: fast finds exactly the faces exact finds (no face on one side only, "
+    "recall equal) with scores within 0.005, at about half the MMOD time. The LFW boxes below "
+    "IoU 0.95 (13 of 533, listed under `disagreements` in the JSON) are all the same face: "
+    "LFW's centred faces often get two windows (adjacent pyramid levels or positions) scoring "
+    "within ~0.001 of each other, and non-max suppression keeps the higher one, so a 0.001 "
+    "change of score may swap them (e.g. exact 1.0303 for [72, 77, 168, 172], fast 1.0308 for "
+    "[63, 66, 178, 181]). That fails the IoU >= 0.95 bar, so exact stays the default and fast "
+    "is opt-in (`--precision fast`).")
+
+
+def precision_section(d):
+    """MMOD fast (bf16) vs exact, from mmod_precision.json."""
+    head = "## MMOD precision: fast (bf16) against exact\n\n"
+    if not d:
+        return head + "Not measured yet: `python bench/mmod_precision.py`.\n\n"
+    s = [head, "`--precision fast` (`fv_detect_options.precision = FV_PRECISION_FAST`) runs "
+         "MMOD's first six convolutions as bf16 direct convolutions with float32 accumulation "
+         "(AVX-512 BF16, `src/nn/conv_bf16.c`); exact is float32 as dlib (the parity tests). "
+         "Same photos, both modes in turn, `faceverify detect --threads 1`, default policy "
+         "otherwise. A face matches when the two boxes have IoU >= 0.95.\n\n"]
+    rows = []
+    for name, q in d.get("quality", {}).items():
+        sd = q["score_abs_diff"]
+        rec = q.get("recall")
+        rows.append([name, str(q["photos"]), "%d / %d" % (q["exact_faces"], q["fast_faces"]),
+                     "%d / %d" % (q["iou_ge_095"], q["exact_faces"]),
+                     "%d / %d" % (q["only_exact"], q["only_fast"]),
+                     "%.4f" % (q["iou_min"] if q["iou_min"] is not None else float("nan")),
+                     "%.4f / %.4f / %.4f" % (sd["median"] or 0, sd["p99"] or 0, sd["max"] or 0),
+                     ("%.3f / %.3f (%d faces)" % (rec["exact"], rec["fast"], q["truth_faces"])
+                      if rec else "-")])
+    s.append(table(["set", "photos", "faces exact / fast", "IoU >= 0.95", "only exact / only fast",
+                    "min IoU", "abs score diff median / p99 / max", "recall exact / fast"], rows))
+    s.append("\n")
+    sp = d.get("speed_mmod_1thread", {})
+    if sp:
+        s.append("MMOD alone (`probe_detect`, upsample 0, one thread, the model loaded once), exact "
+                 "and fast interleaved in rounds, median ms:\n\n")
+        s.append(table(["photo", "size", "exact ms", "fast ms", "exact / fast", "runs"],
+                       [[k, "%dx%d" % tuple(v["size"]), "%.1f" % v["median_ms"]["exact"],
+                         "%.1f" % v["median_ms"]["fast"], "%.2fx" % v["exact_over_fast"],
+                         str(v["runs"])] for k, v in sp.items()]))
+        s.append("\n")
+    s.append(PRECISION_NOTE + "\n\n")
+    s.append("`python bench/mmod_precision.py --lfw 500 --quick`\n\n" + machine_line(d))
+    return "".join(s)
+
+
+def orientation_section(o, j):
+    """Turned photos (orientation.json) and DCT-scaled JPEG decode
+    (jpeg_scale.json)."""
+    head = "## Turned photos and decode-time scaling\n\n"
+    if not o and not j:
+        return head + "Not run (bench/results/orientation.json, jpeg_scale.json absent).\n\n"
+    s = [head]
+    if o:
+        s.append("Finding turned photos (on by default) against `--no-rotations`, one thread, "
+                 "medians of runs interleaved per photo (`python bench/orient_bench.py`, %s s). "
+                 "The worst case, a photo with no face (every turned pass runs):\n\n"
+                 % o["wall_s"])
+        s.append(table(["photo", "off (ms)", "on (ms)", "ratio"],
+                       [["%s MP (%dx%d)" % (k, v["width"], v["height"]), ms(v["off_ms"]),
+                         ms(v["on_ms"]), "%.2fx" % v["ratio"]]
+                        for k, v in o["noface_time_ms"].items()]))
+        lf, nf = o["lfw"], o["noface_false_detections"]
+        s.append("\nLFW (%d photos): upright ones unchanged (%d changed), median %s -> %s "
+                 "ms (%.2fx, the orientation check on a confident face); turned 90/180/270: "
+                 "%s of %d each found upright. No-face photos: %d false detections off, %d on, "
+                 "on %s MP. The detection set's turned photos, found off / on: %s.\n\n"
+                 % (lf["images"], len(lf["upright_changed"]), ms(lf["upright_median_ms"]["off"]),
+                    ms(lf["upright_median_ms"]["on"]), lf["upright_median_ms"]["ratio"],
+                    "/".join(str(v) for v in lf["turned_right"].values()), lf["images"],
+                    nf["off"], nf["on"], nf["mp"],
+                    ", ".join("%s deg %d/%d" % (a, v["off"], v["on"])
+                              for a, v in o["turned_set"]["by_angle"].items())))
+        s.append(machine_line(o))
+    if j:
+        s.append("JPEG decode at reduced scale (`python bench/jpeg_scale.py`, %s s; Pillow "
+                 "drives the same libjpeg-turbo):\n\n" % j["wall_s"])
+        s.append(table(["photo (ms)", "faceverify full", "1/1", "1/2", "1/4", "1/8",
+                        "box shrink to 1600 px"],
+                       [["%s MP" % k, ms(v["faceverify_full_ms"]), ms(v["pillow_1_1_ms"]),
+                         ms(v["pillow_1_2_ms"]), ms(v["pillow_1_4_ms"]), ms(v["pillow_1_8_ms"]),
+                         ms(j["shrink"][k]["pillow_box_to_1600_ms"])]
+                        for k, v in j["decode"].items()]))
+        s.append("\nChips from a 1/2 decode against the full decode (embedding distance; the "
+                 "parity bar is 0.02): " + ", ".join(
+                     "%d MP %d px %s" % (r["mp"], r["face_px"], r.get("distance", "not found"))
+                     for r in j["parity"]) + ". A 1/2 decode does not keep parity, so the chip "
+                 "needs the full decode; detecting on a scaled decode would only replace the "
+                 "detection copy's shrink.\n\n")
+        s.append(machine_line(j))
+    return "".join(s)
+
+
 def main():
     v2, v2p = load("lfw_view2.json"), load("lfw_view2_plain.json")
     v1, peers = load("lfw_view1_flip.json"), load("peers.json")
@@ -770,7 +866,9 @@ def main():
              targets_section(v2, peers, stages, http, search, cluster),
              lfw_section(v2, v2p, v1), peers_section(peers),
              python_section(load("python_vs_face_recognition.json")), stages_section(stages),
-             detect_section(load("detect_bench.json")), DECISIONS,
+             detect_section(load("detect_bench.json")),
+             precision_section(load("mmod_precision.json")),
+             orientation_section(load("orientation.json"), load("jpeg_scale.json")), DECISIONS,
              corrections_section(load("corrections_lfw.json")),
              search_section(search), cluster_section(cluster),
              http_section(http, load("server_latency.json"))]

@@ -41,7 +41,6 @@
 #include "server/http.h"
 #include "search/cluster.h"
 
-#define MAX_FACES 64
 #define MAX_QUERIES 64
 #define FALLBACK_THRESHOLD 0.6f
 
@@ -272,7 +271,8 @@ static json_t *add_decision(json_t *o, const op_point *op, float d, float t, jso
 }
 
 /* Detection options from the request's optional "detector" field (mmod,
- * haar or none; default mmod). */
+ * haar or none; default mmod) and "try_rotations" (JSON true/false, or the
+ * text true/false/1/0; default true: turned photos are found). */
 static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out) {
     char buf[64];
     fv_detect_options_init(opt);
@@ -280,6 +280,15 @@ static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out)
     if (name && fv_detector_parse(name, &opt->detector) != FV_OK) {
         fvs_error(out, 400, "validation_error", "detector: expected 'mmod', 'haar' or 'none'");
         return -1;
+    }
+    const char *rot = fvs_req_text(r, "try_rotations", buf, sizeof buf);
+    if (rot) {
+        int on = !strcmp(rot, "true") || !strcmp(rot, "1");
+        if (!on && strcmp(rot, "false") && strcmp(rot, "0")) {
+            fvs_error(out, 400, "validation_error", "try_rotations: expected true or false");
+            return -1;
+        }
+        opt->try_rotations = on;
     }
     return 0;
 }
@@ -521,6 +530,27 @@ static void h_health(fvs_req *r, fvs_resp *out) {
     fvs_reply(out, ok ? 200 : 503, o);
 }
 
+/* Faces per photo that /detect lists and /identify searches
+ * (--max-faces). */
+static size_t max_faces(const fvs_req *r) {
+    int m = r->srv->cfg.max_faces;
+    return m > 0 ? (size_t)m : FVS_MAX_FACES_DEFAULT;
+}
+
+/* Detects up to cap faces of img into a malloc'ed *faces (the caller
+ * frees it, also on failure); *n is every face found, which may exceed
+ * cap. */
+static fv_status detect_upto(fvs_req *r, const fv_image *img, const fv_detect_options *opt,
+                             size_t cap, fv_face **faces, size_t *n, char *err, size_t errlen) {
+    *faces = malloc(cap * sizeof **faces);
+    *n = 0;
+    if (!*faces) {
+        snprintf(err, errlen, "out of memory");
+        return FV_E_NO_MEMORY;
+    }
+    return fv_detect(r->srv->engine, img, opt, *faces, cap, n, err, errlen);
+}
+
 static void h_detect(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     fv_image *img = NULL;
@@ -529,13 +559,15 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
     if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
-    fv_face faces[MAX_FACES];
+    const size_t cap = max_faces(r);
+    fv_face *faces = NULL;
     size_t n = 0;
     char err[256] = "";
     double t1 = now_ms();
-    fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
+    fv_status st = detect_upto(r, img, &opt, cap, &faces, &n, err, sizeof err);
     double det = now_ms() - t1;
     if (st != FV_OK) {
+        free(faces);
         drop_images(r, &img, 1, held);
         fvs_status_error(out, st, err);
         return;
@@ -543,7 +575,7 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     json_t *arr = json_array();
     int chips = want_chips(r);
     double t2 = now_ms();
-    for (size_t i = 0; i < n && i < MAX_FACES; i++) {
+    for (size_t i = 0; i < n && i < cap; i++) {
         json_t *fj = face_json(&faces[i]);
         /* Each face's chip: its quality is measured on it (about 1 ms a
          * face, README), and the same bytes are the chip asked for. */
@@ -555,14 +587,15 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
         json_array_append_new(arr, fj);
     }
     double qms = now_ms() - t2;
-    /* count is every face found; faces holds the MAX_FACES largest, and
-     * truncated says when that left some out. */
+    /* count is every face found; faces holds the max_faces first (the
+     * largest), and truncated says when that left some out. */
     fvs_reply(out, 200,
               json_pack("{s:o, s:I, s:b, s:i, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f, s:f}}", "faces",
-                        arr, "count", (json_int_t)n, "truncated", n > MAX_FACES, "max_faces",
-                        MAX_FACES, "image", "width", img->width, "height", img->height, "detector",
+                        arr, "count", (json_int_t)n, "truncated", n > cap, "max_faces", (int)cap,
+                        "image", "width", img->width, "height", img->height, "detector",
                         fv_detector_name(opt.detector), "timings_ms", "decode", dec, "detect", det,
                         "quality", qms, "total", now_ms() - t0));
+    free(faces);
     drop_images(r, &img, 1, held);
 }
 
@@ -755,17 +788,28 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
     if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
-    fv_face faces[MAX_FACES];
+    /* every face is searched, its chips embedded as one batch; a crowd
+     * past --max-faces is refused rather than cut short */
+    const size_t cap = max_faces(r);
+    fv_face *faces = NULL;
     size_t n = 0;
     char err[256] = "";
     double t1 = now_ms();
-    fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
+    fv_status st = detect_upto(r, img, &opt, cap, &faces, &n, err, sizeof err);
     double det = now_ms() - t1;
+    if (st == FV_OK && n > cap) {
+        free(faces);
+        drop_images(r, &img, 1, held);
+        fvs_error(out, 422, "too_many_faces",
+                  "image: %zu faces found; identify takes at most %zu faces per photo "
+                  "(the server's --max-faces)",
+                  n, cap);
+        return;
+    }
     if (st == FV_OK && n == 0) {
         st = FV_E_NO_FACE;
         snprintf(err, sizeof err, "image: no face found");
     }
-    if (n > MAX_FACES) n = MAX_FACES;
     unsigned char *chips = NULL;
     float *emb = NULL;
     double t2 = now_ms(), emb_ms = 0;
@@ -796,6 +840,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (st != FV_OK) {
         json_decref(extras);
         free(emb);
+        free(faces);
         fvs_status_error(out, st, err);
         return;
     }
@@ -808,6 +853,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     free(emb);
     if (rc) {
         json_decref(extras);
+        free(faces);
         db_error(out, err);
         return;
     }
@@ -819,6 +865,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         json_decref(fj);
     }
     json_decref(extras);
+    free(faces);
     json_t *o = mode_json(&md, r->coll.model);
     if (o)
         json_object_update_new(o, json_pack("{s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",

@@ -587,6 +587,56 @@ static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, c
     return 0;
 }
 
+/* A FVS_CHANGE_RELABEL of one face: its row read again decides. */
+typedef struct relabel_ctx {
+    entry *e;
+    char *err;
+    size_t errlen;
+    int seen, failed;
+} relabel_ctx;
+
+static int relabel_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb,
+                       double quality) {
+    (void)quality;
+    relabel_ctx *o = ctx;
+    o->seen = 1;
+    if (!emb) {
+        /* Moved, and not readable here: out of the searched set, named. */
+        o->failed = fvsearch_remove(o->e->s, face, o->err, o->errlen) < 0 || bad_add(o->e, face);
+        return o->failed;
+    }
+    bad_del(o->e, face);
+    /* The vector is unchanged by a move: only a face not yet in the index
+     * (an unassigned one just named) is added. */
+    if ((!fvsearch_contains(o->e->s, face) &&
+         fvsearch_add(o->e->s, 1, &face, emb, o->err, o->errlen)) ||
+        meta_add(o->e, face, subject, name) || fused_add(o->e, subject, emb)) {
+        o->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Applies a relabel of face: its old subject's entry goes (that subject's
+ * fused template is read again when next needed), then the row as stored
+ * now is indexed under its subject; a face that is no longer searchable
+ * (gone, unassigned, of another model) leaves the index.  e->mu held. */
+static int relabel(fvs_index *ix, entry *e, int64_t face, char *err, size_t errlen) {
+    int found;
+    size_t at = meta_find(e, face, &found);
+    if (found) fused_del(e, e->m[at].subject);
+    meta_del(e, face);
+    relabel_ctx o = {e, err, errlen, 0, 0};
+    if (fvs_template_get(ix->st, e->coll, face, e->model, relabel_row, &o, err, errlen)) return -1;
+    if (o.failed) return -1;
+    bad_note(e, err, errlen);
+    if (!o.seen) {
+        bad_del(e, face);
+        if (fvsearch_remove(e->s, face, err, errlen) < 0) return -1;
+    }
+    return 0;
+}
+
 /* Reads e again from storage, with the version and change-log position
  * taken first (a write racing with the read is applied again later,
  * which is idempotent).  e->mu held. */
@@ -623,7 +673,9 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
     }
     for (size_t i = 0; !rc && i < l.n; i++) {
         const change *c = &l.c[i];
-        if (c->op > 0) {
+        if (c->op == FVS_CHANGE_RELABEL) {
+            rc = relabel(ix, e, c->face, err, errlen);
+        } else if (c->op > 0) {
             one_ctx o = {e, err, errlen, 0};
             rc = fvs_template_get(ix->st, e->coll, c->face, e->model, one_row, &o, err, errlen);
             if (!rc) bad_note(e, err, errlen);

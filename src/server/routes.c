@@ -1983,10 +1983,8 @@ static const route ROUTES[] = {
     {"POST", "/api/v1/subjects/{id}/merge", h_subject_merge, AUTH_KEY, "subject.merge"},
     {"POST", "/api/v1/faces", h_faces_add, AUTH_KEY, "face.add"},
     {"GET", "/api/v1/faces", h_faces_list, AUTH_KEY, "faces.list"},
-    /* Fixed paths under /api/v1/faces/ before {face_id}: the first pattern
-     * that matches is taken, and "assign" is no face id. */
-    {"POST", "/api/v1/faces/assign", h_faces_assign, AUTH_KEY, "face.assign"},
     {"DELETE", "/api/v1/faces/{face_id}", h_face_remove, AUTH_KEY, "face.remove"},
+    {"POST", "/api/v1/faces/assign", h_faces_assign, AUTH_KEY, "face.assign"},
     {"GET", "/api/v1/audit", h_audit, AUTH_KEY, "audit.read"},
     {"GET", "/api/v1/collection", h_collection_get, AUTH_KEY, "collection.read"},
     {"PATCH", "/api/v1/collection", h_collection_patch, AUTH_KEY, "collection.update"},
@@ -2038,13 +2036,28 @@ static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp
 }
 
 /* r's route, or NULL after a 404 (no such path, or a malformed id) or a
- * 405 (the path exists, the method does not: Allow lists its methods). */
+ * 405 (the path exists, the method does not: Allow lists its methods).
+ * A fixed segment wins over a parameter wherever the two routes stand in
+ * the table (POST /faces/assign is not DELETE /faces/{face_id} with a
+ * malformed id): a malformed id is the answer only when no later route
+ * matches. */
 static const route *find_route(fvs_req *r, fvs_resp *out) {
-    size_t i = 0;
+    size_t i = 0, malformed = NROUTES;
     int m = 0;
-    while (i < NROUTES && (m = match_path(ROUTES[i].path, r->url, r, out)) == 0) i++;
+    for (; i < NROUTES; i++) {
+        m = match_path(ROUTES[i].path, r->url, r, out);
+        if (m > 0) break;
+        if (m < 0 && malformed == NROUTES) malformed = i;
+    }
+    if (i < NROUTES && malformed < NROUTES) {
+        fvs_resp_free(out);
+        out->status = 0;
+    }
+    if (i == NROUTES && malformed < NROUTES) {
+        r->route_path = ROUTES[malformed].path;
+        return NULL;
+    }
     if (i < NROUTES) r->route_path = ROUTES[i].path;
-    if (m < 0) return NULL;
     if (i == NROUTES) {
         fvs_error(out, 404, "not_found", "no route %s", r->url);
         return NULL;

@@ -231,6 +231,12 @@ def test_errors_and_collection_isolation(db, tmp_path):
         call(srv, "POST", "/faces/assign", d.a, 404, json={"face_ids": [a_face],
                                                           "subject_id": 99999})
         call(srv, "DELETE", "/faces/99999", d.a, 404)
+        # A fixed path next to {face_id}: "assign" is no malformed face id,
+        # whatever the order of the route table; a malformed id is a 404.
+        r = srv.request("DELETE", API + "/faces/assign", d.a)
+        assert r.status_code == 405 and r.headers["Allow"] == "POST", (r, r.headers)
+        e = call(srv, "DELETE", "/faces/12x", d.a, 404)
+        assert e["error"]["message"] == "no face 12x", e
         call(srv, "POST", "/subjects/99999/merge", d.a, 404, json={"from_subject_id": a_subj})
         # Bad requests: 400, nothing changed.
         for body in ({"face_ids": [], "subject_id": a_subj},

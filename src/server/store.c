@@ -449,18 +449,19 @@ int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *ba
 }
 
 /* Templates of the collection (and subject, when > 0): all, and those not
- * made by model.  st->mu held. */
+ * made by model.  Unassigned faces are no templates: nothing is matched
+ * against them.  st->mu held. */
 static int count_templates_locked(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                                   int64_t *total, int64_t *stale, char *err, size_t errlen) {
     fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(subject)};
     fvs_val q[4] = {fvs_int(coll), fvs_text(model), fvs_int(subject), fvs_int(subject)};
     if (query_int(st,
-                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND (? <= 0 OR subject_id "
-                  "= ?)",
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND subject_id IS NOT "
+                  "NULL AND (? <= 0 OR subject_id = ?)",
                   p, 3, total, err, errlen) ||
         query_int(st,
-                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND model <> ? AND (? <= 0 "
-                  "OR subject_id = ?)",
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND subject_id IS NOT "
+                  "NULL AND model <> ? AND (? <= 0 OR subject_id = ?)",
                   q, 4, stale, err, errlen))
         return -1;
     return 0;

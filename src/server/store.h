@@ -112,8 +112,9 @@ int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *ba
  * are never changed.  1 when no such collection. */
 int fvs_collection_set_model(fvs_store *st, int64_t coll, const char *model, int64_t *stale,
                              char *err, size_t errlen);
-/* The collection's templates: *total, and *stale, those not made by model
- * (subject > 0: of that subject only). */
+/* The collection's templates (its faces that have a subject): *total,
+ * and *stale, those not made by model (subject > 0: of that subject
+ * only). */
 int fvs_template_counts(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                         int64_t *total, int64_t *stale, char *err, size_t errlen);
 /* 1 when no such collection. */

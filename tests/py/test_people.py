@@ -115,8 +115,10 @@ def test_unassigned_faces_are_stored_listed_deleted_and_never_matched(one):
         assert res["match"] is None and res["templates"] == 1, res
         assert [c["id"] for c in res["candidates"]] == [ann], res
     assert who(srv, key, near(named, rnd)) == ann
-    # A subject's own face list and count leave them out.
+    # A subject's own face list and count leave them out, and so does the
+    # collection's template count.
     assert call(srv, "GET", f"/subjects/{ann}", key, 200)["faces"] == 1
+    assert call(srv, "GET", "/collection", key, 200)["templates"] == 1
     # DELETE /faces/{id}: unassigned or not; then 404.
     call(srv, "DELETE", f"/faces/{ids[0]}", key, 200)
     call(srv, "DELETE", f"/faces/{ids[0]}", key, 404)

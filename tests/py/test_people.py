@@ -486,3 +486,42 @@ def test_sealed_templates_move_with_the_key_only(db, tmp_path):
         assert "warnings" not in res, res  # every template opened
     finally:
         assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_a_large_cluster_moves_in_one_call_on_both_nodes(db, tmp_path):
+    """150 faces named, 100 of them split off, then merged back, each in
+    one call through node A: storage moves them in a few set-based
+    statements, and node B applies the 150 relabels of the change log in
+    one pass over the templates (more than RELABEL_BULK, index.c)."""
+    url = new_db_url(db, tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    key = create_collection(url, "crowd")
+    a, b = Server(url), Server(url)
+    try:
+        rnd = random.Random(7)
+        vecs = [unit(rnd) for _ in range(150)]
+        ids = [add_unassigned(a, key, v) for v in vecs]
+        assert who(b, key, near(vecs[0], rnd)) is None
+        crowd = call(a, "POST", "/faces/assign", key, 200,
+                     json={"face_ids": ids, "subject_name": "crowd"})
+        assert crowd["moved"] == 150, crowd
+        probes = [0, 99, 100, 149]
+        assert [who(b, key, near(vecs[i], rnd)) for i in probes] == [crowd["subject_id"]] * 4
+        half = call(a, "POST", "/faces/assign", key, 200,
+                    json={"face_ids": ids[:100], "subject_name": "half"})["subject_id"]
+        assert [who(b, key, near(vecs[i], rnd)) for i in probes] == \
+            [half, half, crowd["subject_id"], crowd["subject_id"]]
+        res = call(b, "POST", "/identify/embeddings", key, 200,
+                   json={"embedding": vecs[5]})["results"][0]
+        assert res["templates"] == 150 and res["candidates"][0]["id"] == half, res
+        r = call(a, "POST", f"/subjects/{crowd['subject_id']}/merge", key, 200,
+                 json={"from_subject_id": half})
+        assert r["moved"] == 100, r
+        assert [who(b, key, near(vecs[i], rnd)) for i in probes] == [crowd["subject_id"]] * 4
+        assert call(b, "GET", f"/subjects/{crowd['subject_id']}", key, 200)["faces"] == 150
+        call(a, "DELETE", f"/subjects/{crowd['subject_id']}", key, 200)
+        assert [who(b, key, near(vecs[i], rnd)) for i in probes] == [None] * 4
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0

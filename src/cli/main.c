@@ -7,6 +7,7 @@
  *   faceverify eval-pairs --pairs F --root DIR [options]   metrics (eval.c)
  *   faceverify eval-openset --root DIR [options]   open-set identification (openset.c)
  *   faceverify compare A.json B.json     distance of two `embed --json` outputs
+ *   faceverify cluster DIR [options]     group every face of every photo into people (cluster.c)
  *   faceverify train --data DIR --out MODEL [options]   (train.c)
  *
  * Exit codes (one table, cli_exit_code): 0 success / same person, 1
@@ -128,6 +129,14 @@ static void usage(FILE *f) {
           "                    on the non-mated probes) and the calibrated decision's\n"
           "                    FPIR and FNIR at --fpir F (default 0.01); a miss is a\n"
           "                    mated probe not matched or matched to someone else\n"
+          "  cluster DIR       group every face of every photo under DIR (recursive)\n"
+          "                    into people: {\"clusters\": [[FACE, ...], ...],\n"
+          "                    \"noise\": [FACE, ...], \"skipped\": [...], ...}, largest\n"
+          "                    cluster first; FACE is {\"image\": PATH}, plus \"face\": I\n"
+          "                    and \"box\" when the photo has several faces.  Strictness\n"
+          "                    --fmr F (default 3e-5) or --threshold T; clusters smaller\n"
+          "                    than --min-cluster-size K (default 2; --min-size K here)\n"
+          "                    are noise; --threads N\n"
           "\n"
           "options:\n"
           "  --detector mmod|none|haar  face detector (none: the image is a tight face\n"
@@ -161,7 +170,10 @@ static void usage(FILE *f) {
           "  --fmr F                verify: decide at false-match rate F (1e-6..0.1) with\n"
           "                         the calibrated threshold for the pair's face quality;\n"
           "                         default 0.001 for the ResNet without --flip (other\n"
-          "                         models and --flip have no calibration)\n"
+          "                         models and --flip have no calibration); cluster: link\n"
+          "                         faces closer than F's threshold (default 3e-5)\n"
+          "  --min-cluster-size K   cluster: smaller clusters are noise (1..1000000,\n"
+          "                         default 2)\n"
           "  --strict               several faces in an image is an error\n"
           "  --pick largest|center  which face to use when there are several (default largest)\n"
           "  --threads N            worker threads (default: all cores)\n"
@@ -312,6 +324,10 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
         } else if (!strcmp(a, "--min-size") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.haar_min_size)) {
                 return bad_option(o, "--min-size takes 0..100000", NULL);
+            }
+        } else if (!strcmp(a, "--min-cluster-size") && v) {
+            if (parse_int(v, 1, 1000000, &o->min_cluster_size)) {
+                return bad_option(o, "--min-cluster-size takes 1..1000000", NULL);
             }
         } else if (!strcmp(a, "--max-size") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.haar_max_size)) {
@@ -663,6 +679,11 @@ int main(int argc, char **argv) {
             usage(stdout);
             return CLI_EXIT_OK;
         }
+    /* For cluster, --min-size is the smallest cluster (Haar's smallest face
+     * is no option a clustering run needs). */
+    if (!strcmp(argv[1], "cluster"))
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "--min-size")) argv[i] = "--min-cluster-size";
     if (cli_parse_common(argc - 2, argv + 2, &o)) return CLI_EXIT_INPUT;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "verify")) return cmd_verify(&o);
@@ -672,6 +693,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "compare")) return cmd_compare(&o);
     if (!strcmp(cmd, "eval-lfw")) return cli_eval_lfw(&o);
     if (!strcmp(cmd, "eval-openset")) return cli_eval_openset(&o);
+    if (!strcmp(cmd, "cluster")) return cli_cluster(&o);
     return cli_exit_code(
         cli_error(&o, FV_E_INVALID_ARGUMENT, "unknown command '%s' (try --help)", cmd));
 }

@@ -38,6 +38,7 @@
 #include "server/demo.h"
 #include "server/enrol.h"
 #include "server/http.h"
+#include "search/cluster.h"
 
 #define MAX_FACES 64
 #define MAX_QUERIES 64
@@ -1304,6 +1305,253 @@ static void h_face_batch(fvs_req *r, fvs_resp *out) {
                       : NULL);
 }
 
+/* ------------------------------------------------------------ clustering
+ *
+ * POST /faces/cluster: "who is in these photos?"  The faces (every face of
+ * every photo image1..imageN, or the embeddings of {"embeddings": [...]})
+ * are grouped by fvsearch_cluster (src/search/cluster.h): Chinese whispers
+ * over the nearest-neighbour graph, strictness "fmr" (default
+ * FVSEARCH_CLUSTER_DEFAULT_FMR, the collection model's calibration) and
+ * "min_cluster_size" (default 2).  Photos are decoded one at a time under
+ * the memory budget (load_image), so a request holds one image's
+ * reservation at most; a photo that fails is listed under "skipped" and
+ * the others are clustered, except when the server is overloaded (503:
+ * retry the whole request). */
+
+/* Most embeddings one cluster request may carry (about 13 MB of JSON at
+ * the limit; a collection's own faces are clustered by source, not sent). */
+#define CLUSTER_MAX_EMBEDDINGS 10000
+/* Faces one photo may add (a crowd photo's further faces are dropped). */
+#define CLUSTER_FACES_PER_PHOTO 64
+
+/* The clustering options of the request: "fmr" (400 without a calibration
+ * for the collection's model) and "min_cluster_size". */
+static int get_cluster_opts(fvs_req *r, fvsearch_cluster_opts *co, fvs_resp *out) {
+    double fmr = FVSEARCH_CLUSTER_DEFAULT_FMR, mcs = FVSEARCH_CLUSTER_DEFAULT_MIN_SIZE;
+    fvsearch_cluster_opts_init(co);
+    if (fvs_req_number(r, "fmr", FV_FMR_MIN, FV_FMR_MAX, &fmr, out) ||
+        fvs_req_number(r, "min_cluster_size", 1, CLUSTER_MAX_EMBEDDINGS, &mcs, out))
+        return -1;
+    if (mcs != (double)(size_t)mcs) {
+        fvs_error(out, 400, "validation_error", "min_cluster_size: expected an integer");
+        return -1;
+    }
+    co->fmr = fmr;
+    co->min_cluster_size = (size_t)mcs;
+    co->model_id = r->coll.model;
+    float t;
+    if (fvsearch_cluster_threshold(co, &t, NULL, 0)) {
+        fvs_error(out, 400, "validation_error",
+                  "fmr: no false-match-rate calibration for model %s to cluster with",
+                  r->coll.model);
+        return -1;
+    }
+    return 0;
+}
+
+/* The hook every source of faces ends in (photos, embeddings, and the
+ * collection's unassigned faces): clusters the n embeddings emb (n x
+ * FV_EMBED_DIM) whose descriptions are faces[i] (a JSON array of n
+ * objects, taken), and answers 200 {"clusters": [[FACE, ...], ...],
+ * "noise": [FACE, ...], "operating_point": {"fmr", "threshold"},
+ * "method", "count"} plus extra's members (taken; may be NULL): clusters
+ * largest first, faces in input order. */
+static void cluster_answer(fvs_resp *out, const fvsearch_cluster_opts *co, const float *emb,
+                           size_t n, json_t *faces, json_t *extra) {
+    int32_t *label = malloc((n ? n : 1) * sizeof *label);
+    size_t nc = 0;
+    float t = 0;
+    char err[256] = "";
+    json_t *clusters = json_array(), *noise = json_array();
+    if (!label || !faces || !clusters || !noise ||
+        fvsearch_cluster_threshold(co, &t, err, sizeof err) ||
+        fvsearch_cluster(emb, n, co, label, &nc, err, sizeof err)) {
+        fvs_status_error(out, FV_E_NO_MEMORY, err[0] ? err : "out of memory");
+    } else {
+        for (size_t c = 0; c < nc; c++) json_array_append_new(clusters, json_array());
+        for (size_t i = 0; i < n; i++)
+            json_array_append(label[i] < 0 ? noise : json_array_get(clusters, (size_t)label[i]),
+                              json_array_get(faces, i));
+        json_t *res =
+            json_pack("{s:O, s:O, s:{s:f, s:f}, s:s, s:I}", "clusters", clusters, "noise", noise,
+                      "operating_point", "fmr", co->fmr, "threshold", (double)t, "method",
+                      fvsearch_cluster_method_name(co->method), "count", (json_int_t)n);
+        if (res && extra) json_object_update(res, extra);
+        fvs_reply(out, 200, res);
+    }
+    json_decref(clusters);
+    json_decref(noise);
+    json_decref(faces);
+    json_decref(extra);
+    free(label);
+}
+
+/* Room for m more faces in *emb (cap in faces); -1 when out of memory. */
+static int cluster_grow(float **emb, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    float *e = realloc(*emb, c * FV_EMBED_DIM * sizeof *e);
+    if (!e) return -1;
+    *emb = e;
+    *cap = c;
+    return 0;
+}
+
+/* Every face of photo field name: appended to *emb (n, cap) and faces;
+ * 0 done (a failed photo goes to skipped), -1 after an answer in out that
+ * ends the request (overloaded, out of memory). */
+static int cluster_photo(fvs_req *r, const char *name, const fv_model *m,
+                         const fv_detect_options *opt, float **emb, size_t *n, size_t *cap,
+                         json_t *faces, json_t *skipped, fvs_resp *out) {
+    fv_image *img = NULL;
+    uint64_t held = 0;
+    fvs_resp one;
+    memset(&one, 0, sizeof one);
+    if (load_image(r, name, opt->max_side, &img, NULL, &held, &one)) {
+        if (one.status == 503) {
+            *out = one;
+            return -1;
+        }
+        json_t *e = one.body ? json_object_get(one.body, "error") : NULL;
+        json_array_append_new(skipped, json_pack("{s:s, s:i, s:O}", "image", name, "status",
+                                                 one.status, "error", e ? e : json_null()));
+        fvs_resp_free(&one);
+        return 0;
+    }
+    fv_face fs[CLUSTER_FACES_PER_PHOTO];
+    size_t nf = 0;
+    char err[256] = "";
+    unsigned char *chips = NULL;
+    fv_status st =
+        fv_detect(r->srv->engine, img, opt, fs, CLUSTER_FACES_PER_PHOTO, &nf, err, sizeof err);
+    if (nf > CLUSTER_FACES_PER_PHOTO) nf = CLUSTER_FACES_PER_PHOTO;
+    if (st == FV_OK && nf) {
+        chips = malloc(nf * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        if (!chips || cluster_grow(emb, cap, *n + nf)) st = FV_E_NO_MEMORY;
+        for (size_t i = 0; st == FV_OK && i < nf; i++)
+            st = fv_face_chip(r->srv->engine, img, &fs[i],
+                              chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        if (st == FV_OK)
+            st = fv_model_embed_chips(r->srv->engine, m, chips, nf, *emb + *n * FV_EMBED_DIM, err,
+                                      sizeof err);
+    }
+    for (size_t i = 0; st == FV_OK && i < nf; i++) {
+        json_t *f =
+            json_pack("{s:s, s:I, s:{s:f, s:f, s:f, s:f}}", "image", name, "face", (json_int_t)i,
+                      "box", "left", (double)fs[i].left, "top", (double)fs[i].top, "right",
+                      (double)fs[i].right, "bottom", (double)fs[i].bottom);
+        add_quality(f, &fs[i], opt->detector, chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        json_array_append_new(faces, f);
+    }
+    drop_images(r, &img, 1, held);
+    free(chips);
+    if (st == FV_OK) {
+        *n += nf;
+        return 0;
+    }
+    if (st == FV_E_NO_MEMORY) {
+        fvs_status_error(out, st, "out of memory");
+        return -1;
+    }
+    json_array_append_new(skipped,
+                          json_pack("{s:s, s:{s:s, s:s}}", "image", name, "error", "code",
+                                    fv_status_name(st), "message", err[0] ? err : fv_strerror(st)));
+    return 0;
+}
+
+/* {"source": ...}: faces the collection holds.  The people work adds
+ * "unassigned" here (the collection's faces without a subject, each
+ * described as {"face_id", "box"}, handed to cluster_answer). */
+static void cluster_source(fvs_req *r, fvs_resp *out, const fvsearch_cluster_opts *co,
+                           const json_t *src) {
+    (void)r;
+    (void)co;
+    (void)src;
+    fvs_error(out, 400, "validation_error", "source: no such source of faces");
+}
+
+static void h_faces_cluster(fvs_req *r, fvs_resp *out) {
+    fvsearch_cluster_opts co;
+    if (get_cluster_opts(r, &co, out)) return;
+    const json_t *src = r->json ? json_object_get(r->json, "source") : NULL;
+    if (src) {
+        cluster_source(r, out, &co, src);
+        return;
+    }
+    const json_t *embs = r->json ? json_object_get(r->json, "embeddings") : NULL;
+    if (embs) {
+        if (!json_is_array(embs)) {
+            fvs_error(out, 400, "validation_error",
+                      "embeddings: expected an array of embeddings (arrays of %d numbers)",
+                      FV_EMBED_DIM);
+            return;
+        }
+        size_t n = json_array_size(embs);
+        if (n > CLUSTER_MAX_EMBEDDINGS) {
+            fvs_error(out, 413, "payload_too_large", "embeddings: %zu sent, at most %d per request",
+                      n, CLUSTER_MAX_EMBEDDINGS);
+            return;
+        }
+        if (check_model_field(r, out)) return;
+        float *emb = malloc((n ? n : 1) * FV_EMBED_DIM * sizeof *emb);
+        json_t *faces = json_array();
+        if (!emb || !faces) {
+            free(emb);
+            json_decref(faces);
+            fvs_status_error(out, FV_E_NO_MEMORY, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char name[48];
+            snprintf(name, sizeof name, "embeddings[%zu]", i);
+            if (parse_embedding(json_array_get(embs, i), name, emb + i * FV_EMBED_DIM, out)) {
+                free(emb);
+                json_decref(faces);
+                return;
+            }
+            json_array_append_new(faces, json_pack("{s:I}", "embedding", (json_int_t)i));
+        }
+        cluster_answer(out, &co, emb, n, faces, NULL);
+        free(emb);
+        return;
+    }
+    const char *fields[FVS_MAX_FIELDS];
+    size_t nfields = 0;
+    for (int i = 0; i < r->nfields; i++)
+        if (strncmp(r->fields[i].name, "image", 5) == 0) fields[nfields++] = r->fields[i].name;
+    if (nfields == 0) {
+        fvs_error(out, 400, "validation_error",
+                  "send photos as multipart parts image1, image2, ... (at most %d parts), JSON "
+                  "{\"embeddings\": [...]} (at most %d) or {\"source\": ...}",
+                  FVS_MAX_FIELDS, CLUSTER_MAX_EMBEDDINGS);
+        return;
+    }
+    fv_detect_options opt;
+    const fv_model *m = NULL;
+    if (need_engine(r, out) || coll_model(r, &m, out) || get_detect_options(r, &opt, out)) return;
+    if (m && fv_model_dim(m) != FV_EMBED_DIM) {
+        fvs_error(out, 400, "validation_error",
+                  "this collection's model embeds into %d dimensions; clustering needs %d",
+                  fv_model_dim(m), FV_EMBED_DIM);
+        return;
+    }
+    float *emb = NULL;
+    size_t n = 0, cap = 0;
+    json_t *faces = json_array(), *skipped = json_array();
+    for (size_t i = 0; faces && skipped && i < nfields; i++)
+        if (cluster_photo(r, fields[i], m, &opt, &emb, &n, &cap, faces, skipped, out)) {
+            free(emb);
+            json_decref(faces);
+            json_decref(skipped);
+            return;
+        }
+    json_t *extra = json_pack("{s:o, s:I}", "skipped", skipped ? skipped : json_array(), "images",
+                              (json_int_t)nfields);
+    cluster_answer(out, &co, emb, n, faces, extra);
+    free(emb);
+}
+
 static void h_face_list(fvs_req *r, fvs_resp *out) {
     int64_t sid = r->path_id;
     json_t *arr = NULL;
@@ -1978,6 +2226,7 @@ static const route ROUTES[] = {
     {"POST", "/api/v1/subjects/{id}/faces", h_face_enroll, AUTH_KEY, "face.enroll"},
     {"GET", "/api/v1/subjects/{id}/faces", h_face_list, AUTH_KEY, "face.list"},
     {"POST", "/api/v1/subjects/{id}/faces/batch", h_face_batch, AUTH_KEY, "face.enroll_batch"},
+    {"POST", "/api/v1/faces/cluster", h_faces_cluster, AUTH_KEY, "face.cluster"},
     {"DELETE", "/api/v1/subjects/{id}/faces/{face_id}", h_face_delete, AUTH_KEY, "face.delete"},
     {"POST", "/api/v1/subjects/{id}/verify", h_subject_verify, AUTH_KEY, "subject.verify"},
     {"POST", "/api/v1/subjects/{id}/merge", h_subject_merge, AUTH_KEY, "subject.merge"},

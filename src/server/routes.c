@@ -1460,15 +1460,54 @@ static int cluster_photo(fvs_req *r, const char *name, const fv_model *m,
     return 0;
 }
 
-/* {"source": ...}: faces the collection holds.  The people work adds
- * "unassigned" here (the collection's faces without a subject, each
- * described as {"face_id", "box"}, handed to cluster_answer). */
+/* The collection's unassigned faces gathered for clustering: their
+ * templates (n x FV_EMBED_DIM, cap faces of room) and descriptions. */
+typedef struct unassigned_in {
+    float *emb;
+    size_t n, cap;
+    json_t *faces;
+} unassigned_in;
+
+/* fvs_unassigned_each's callback: appends one face and its
+ * {"face_id", "box"}. */
+static int unassigned_in_row(void *ctx, int64_t face_id, const float box[4],
+                             const float *embedding) {
+    unassigned_in *u = ctx;
+    if (cluster_grow(&u->emb, &u->cap, u->n + 1)) return 1;
+    memcpy(u->emb + u->n * FV_EMBED_DIM, embedding, FV_EMBED_DIM * sizeof(float));
+    u->n++;
+    return json_array_append_new(u->faces, json_pack("{s:I, s:{s:f, s:f, s:f, s:f}}", "face_id",
+                                                     (json_int_t)face_id, "box", "left",
+                                                     (double)box[0], "top", (double)box[1], "right",
+                                                     (double)box[2], "bottom", (double)box[3]))
+               ? 1
+               : 0;
+}
+
+/* {"source": "unassigned"}: the collection's faces without a subject
+ * made by its model (POST /faces), each described as {"face_id",
+ * "box"}, so that a cluster's face ids go to POST /faces/assign as they
+ * are. */
 static void cluster_source(fvs_req *r, fvs_resp *out, const fvsearch_cluster_opts *co,
                            const json_t *src) {
-    (void)r;
-    (void)co;
-    (void)src;
-    fvs_error(out, 400, "validation_error", "source: no such source of faces");
+    if (!json_is_string(src) || strcmp(json_string_value(src), "unassigned") != 0) {
+        fvs_error(out, 400, "validation_error",
+                  "source: expected \"unassigned\" (the collection's faces without a subject)");
+        return;
+    }
+    unassigned_in u = {NULL, 0, 0, json_array()};
+    char err[256] = "";
+    if (!u.faces || fvs_unassigned_each(r->srv->store, r->coll.id, r->coll.model, unassigned_in_row,
+                                        &u, err, sizeof err)) {
+        if (u.emb) sodium_memzero(u.emb, u.n * FV_EMBED_DIM * sizeof(float));
+        free(u.emb);
+        json_decref(u.faces);
+        db_error(out, err[0] ? err : "out of memory");
+        return;
+    }
+    cluster_answer(out, co, u.emb, u.n, u.faces, json_pack("{s:s}", "source", "unassigned"));
+    if (u.emb) sodium_memzero(u.emb, u.n * FV_EMBED_DIM * sizeof(float));
+    free(u.emb);
 }
 
 static void h_faces_cluster(fvs_req *r, fvs_resp *out) {

@@ -525,3 +525,44 @@ def test_a_large_cluster_moves_in_one_call_on_both_nodes(db, tmp_path):
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_cluster_the_unassigned_faces_then_name_a_cluster(db, tmp_path):
+    """POST /faces/cluster {"source": "unassigned"} groups the collection's
+    faces without a subject (never another collection's, never a
+    subject's), each as {"face_id", "box"}; a cluster's face ids named
+    through POST /faces/assign leave the next clustering."""
+    d = two_collections(db, tmp_path)
+    srv = Server(d.db_url)
+    try:
+        rnd = random.Random(8)
+        p, q, lone, named = unit(rnd), unit(rnd), unit(rnd), unit(rnd)
+        new_subject(srv, d.a, "ann", [near(named, rnd), near(named, rnd)])
+        fp = [add_unassigned(srv, d.a, near(p, rnd)) for _ in range(3)]
+        fq = [add_unassigned(srv, d.a, near(q, rnd)) for _ in range(4)]
+        fl = add_unassigned(srv, d.a, lone)
+        add_unassigned(srv, d.b, near(p, rnd))  # another collection's
+        add_unassigned(srv, d.b, near(p, rnd))
+        res = call(srv, "POST", "/faces/cluster", d.a, 200, json={"source": "unassigned"})
+        clusters = [sorted(f["face_id"] for f in c) for c in res["clusters"]]
+        assert clusters == [fq, fp], res  # largest first
+        assert [f["face_id"] for f in res["noise"]] == [fl], res
+        assert all(set(f) >= {"face_id", "box"} for c in res["clusters"] for f in c), res
+        assert res["operating_point"]["fmr"] > 0, res
+        named_q = call(srv, "POST", "/faces/assign", d.a, 200,
+                       json={"face_ids": [f["face_id"] for f in res["clusters"][0]],
+                             "subject_name": "q"})
+        assert named_q["moved"] == 4, named_q
+        assert who(srv, d.a, near(q, rnd)) == named_q["subject_id"]
+        res = call(srv, "POST", "/faces/cluster", d.a, 200,
+                   json={"source": "unassigned", "min_cluster_size": 4})
+        assert res["clusters"] == [] and sorted(f["face_id"] for f in res["noise"]) == \
+            sorted(fp + [fl]), res
+        # The other collection sees its own two only.
+        res = call(srv, "POST", "/faces/cluster", d.b, 200, json={"source": "unassigned"})
+        assert [len(c) for c in res["clusters"]] == [2] and res["noise"] == [], res
+        e = call(srv, "POST", "/faces/cluster", d.a, 400, json={"source": "everything"})
+        assert e["error"]["code"] == "validation_error", e
+    finally:
+        assert srv.stop() == 0

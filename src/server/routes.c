@@ -1460,26 +1460,28 @@ static int cluster_photo(fvs_req *r, const char *name, const fv_model *m,
     return 0;
 }
 
-/* The collection's unassigned faces gathered for clustering: their
- * templates (n x FV_EMBED_DIM, cap faces of room) and descriptions. */
+/* The collection's unassigned faces gathered for clustering: those of
+ * model, their templates (n x FV_EMBED_DIM, cap faces of room) and
+ * descriptions. */
 typedef struct unassigned_in {
+    const char *model;
     float *emb;
     size_t n, cap;
     json_t *faces;
 } unassigned_in;
 
-/* fvs_unassigned_each's callback: appends one face and its
+/* fvs_faces_each's callback: appends one face of the model and its
  * {"face_id", "box"}. */
-static int unassigned_in_row(void *ctx, int64_t face_id, const float box[4],
-                             const float *embedding) {
+static int unassigned_in_row(void *ctx, const fvs_face_full *f) {
     unassigned_in *u = ctx;
+    if (strcmp(f->model, u->model) != 0) return 0;
     if (cluster_grow(&u->emb, &u->cap, u->n + 1)) return 1;
-    memcpy(u->emb + u->n * FV_EMBED_DIM, embedding, FV_EMBED_DIM * sizeof(float));
+    memcpy(u->emb + u->n * FV_EMBED_DIM, f->embedding, FV_EMBED_DIM * sizeof(float));
     u->n++;
-    return json_array_append_new(u->faces, json_pack("{s:I, s:{s:f, s:f, s:f, s:f}}", "face_id",
-                                                     (json_int_t)face_id, "box", "left",
-                                                     (double)box[0], "top", (double)box[1], "right",
-                                                     (double)box[2], "bottom", (double)box[3]))
+    return json_array_append_new(
+               u->faces, json_pack("{s:I, s:{s:f, s:f, s:f, s:f}}", "face_id", (json_int_t)f->id,
+                                   "box", "left", (double)f->left, "top", (double)f->top, "right",
+                                   (double)f->right, "bottom", (double)f->bottom))
                ? 1
                : 0;
 }
@@ -1495,10 +1497,10 @@ static void cluster_source(fvs_req *r, fvs_resp *out, const fvsearch_cluster_opt
                   "source: expected \"unassigned\" (the collection's faces without a subject)");
         return;
     }
-    unassigned_in u = {NULL, 0, 0, json_array()};
+    unassigned_in u = {r->coll.model, NULL, 0, 0, json_array()};
     char err[256] = "";
-    if (!u.faces || fvs_unassigned_each(r->srv->store, r->coll.id, r->coll.model, unassigned_in_row,
-                                        &u, err, sizeof err)) {
+    if (!u.faces ||
+        fvs_faces_each(r->srv->store, r->coll.id, 1, unassigned_in_row, &u, err, sizeof err)) {
         if (u.emb) sodium_memzero(u.emb, u.n * FV_EMBED_DIM * sizeof(float));
         free(u.emb);
         json_decref(u.faces);

@@ -1239,46 +1239,6 @@ int fvs_subject_merge(fvs_store *st, int64_t coll, int64_t into, int64_t from, i
     return rc;
 }
 
-typedef struct unassigned_ctx {
-    fvs_unassigned_fn fn;
-    void *ctx;
-    const unsigned char *key;
-    char err[200];
-} unassigned_ctx;
-
-/* Row: id, box_left, box_top, box_right, box_bottom, embedding,
- * collection_id. */
-static int unassigned_row(void *ctx, const fvs_val *c, int n) {
-    unassigned_ctx *u = ctx;
-    if (n < 7 || c[5].type != FVS_BLOB) return 0;
-    float emb[FV_EMBED_DIM];
-    int rc = fvs_template_open(u->key, c[6].i, 0, c[5].b, c[5].n, emb, u->err, sizeof u->err);
-    if (rc > 0) return 0; /* no template's size: skipped, as every reader does */
-    if (rc < 0) return 1;
-    const float box[4] = {(float)real_or_none(c[1]), (float)real_or_none(c[2]),
-                          (float)real_or_none(c[3]), (float)real_or_none(c[4])};
-    rc = u->fn(u->ctx, c[0].i, box, emb);
-    sodium_memzero(emb, sizeof emb);
-    if (rc && !u->err[0]) snprintf(u->err, sizeof u->err, "stopped");
-    return rc;
-}
-
-int fvs_unassigned_each(fvs_store *st, int64_t coll, const char *model, fvs_unassigned_fn fn,
-                        void *ctx, char *err, size_t errlen) {
-    unassigned_ctx u = {fn, ctx, NULL, ""};
-    fvs_val p[2] = {fvs_int(coll), fvs_text(model)};
-    pthread_mutex_lock(&st->mu);
-    u.key = st->has_tkey ? st->tkey : NULL;
-    int rc = fvs_db_query(st->db,
-                          "SELECT id, box_left, box_top, box_right, box_bottom, embedding, "
-                          "collection_id FROM faces WHERE collection_id = ? AND model = ? AND "
-                          "subject_id IS NULL ORDER BY id",
-                          p, 2, unassigned_row, &u, NULL, err, errlen);
-    pthread_mutex_unlock(&st->mu);
-    if (rc && u.err[0]) snprintf(err, errlen, "%s", u.err);
-    return rc ? -1 : 0;
-}
-
 /* ------------------------------------------------------------ bulk */
 
 int fvs_store_has_template_key(const fvs_store *st) {
@@ -1409,17 +1369,21 @@ static int full_row(void *ctx, const fvs_val *c, int n) {
     return 0;
 }
 
-int fvs_faces_each(fvs_store *st, int64_t coll, fvs_face_full_fn fn, void *ctx, char *err,
-                   size_t errlen) {
+#define FULL_COLS                                                                                  \
+    "SELECT id, subject_id, model, box_left, box_top, box_right, box_bottom, score, "              \
+    "image_sha256, created_at, quality, embedding, collection_id FROM faces WHERE collection_id "  \
+    "= "                                                                                           \
+    "? AND "
+
+int fvs_faces_each(fvs_store *st, int64_t coll, int unassigned, fvs_face_full_fn fn, void *ctx,
+                   char *err, size_t errlen) {
     full_ctx t = {fn, ctx, NULL, ""};
     fvs_val p[1] = {fvs_int(coll)};
     pthread_mutex_lock(&st->mu);
     t.key = st->has_tkey ? st->tkey : NULL;
     int rc = fvs_db_query(st->db,
-                          "SELECT id, subject_id, model, box_left, box_top, box_right, box_bottom, "
-                          "score, image_sha256, created_at, quality, embedding, collection_id "
-                          "FROM faces WHERE collection_id = ? AND subject_id IS NOT NULL ORDER "
-                          "BY subject_id, id",
+                          unassigned ? FULL_COLS "subject_id IS NULL ORDER BY id"
+                                     : FULL_COLS "subject_id IS NOT NULL ORDER BY subject_id, id",
                           p, 1, full_row, &t, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);

@@ -186,17 +186,6 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
 int fvs_face_list_all(fvs_store *st, int64_t coll, int unassigned, int64_t limit, int64_t offset,
                       json_t **out, int64_t *total, char *err, size_t errlen);
 
-/* Calls fn for each face of coll without a subject made by model, in id
- * order, with its box (left, top, right, bottom) and its opened template
- * (valid during the call): what clustering them needs.  A sealed template
- * that does not open here stops the walk: -1 with a message starting with
- * FVS_TKEY_ERROR.  fn must not use the store; nonzero from it stops with
- * -1. */
-typedef int (*fvs_unassigned_fn)(void *ctx, int64_t face_id, const float box[4],
-                                 const float *embedding);
-int fvs_unassigned_each(fvs_store *st, int64_t coll, const char *model, fvs_unassigned_fn fn,
-                        void *ctx, char *err, size_t errlen);
-
 /* Subject surgery.  Each call is one transaction: all of it or none.  A
  * face that changes subject keeps its id; its template is sealed again
  * for its new subject (so moving a sealed template needs the template
@@ -269,13 +258,14 @@ typedef struct fvs_face_full {
     const float *embedding;
 } fvs_face_full;
 typedef int (*fvs_face_full_fn)(void *ctx, const fvs_face_full *f);
-/* Calls fn for every face of coll that has a subject (unassigned faces
- * are not exported, docs/export-format.md), by subject then id, whatever
- * its model.  A template that does not open (the store's key) stops the walk:
- * -1 with a message starting with FVS_TKEY_ERROR.  fn must not use the
- * store; a nonzero return from it stops with -1. */
-int fvs_faces_each(fvs_store *st, int64_t coll, fvs_face_full_fn fn, void *ctx, char *err,
-                   size_t errlen);
+/* Calls fn for every face of coll that has a subject, by subject then id
+ * (an export: unassigned faces are not exported, docs/export-format.md),
+ * or with unassigned for every face without one (subject_id 0), by id
+ * (clustering them); whatever its model.  A template that does not open (the store's key) stops the
+ * walk: -1 with a message starting with FVS_TKEY_ERROR.  fn must not use the store; a nonzero
+ * return from it stops with -1. */
+int fvs_faces_each(fvs_store *st, int64_t coll, int unassigned, fvs_face_full_fn fn, void *ctx,
+                   char *err, size_t errlen);
 
 /* Calls fn for every template of the collection made by model (subject <=
  * 0: all subjects).  name is valid during the call only.  A sealed template

@@ -452,15 +452,21 @@ def test_sealed_templates_move_with_the_key_only(db, tmp_path):
     srv = Server(url, env=tkey)
     try:
         f1, f2 = add_unassigned(srv, key, v1), add_unassigned(srv, key, v2)
+        res = call(srv, "POST", "/faces/cluster", key, 200,
+                   json={"source": "unassigned", "min_cluster_size": 1})
+        assert sorted(c[0]["face_id"] for c in res["clusters"]) == [f1, f2], res
         ann = call(srv, "POST", "/faces/assign", key, 200,
                    json={"face_ids": [f1], "subject_name": "ann"})["subject_id"]
         bob = call(srv, "POST", "/faces/assign", key, 200,
                    json={"face_ids": [f2], "subject_name": "bob"})["subject_id"]
         assert who(srv, key, near(v1, rnd)) == ann and who(srv, key, near(v2, rnd)) == bob
+        add_unassigned(srv, key, unit(rnd))
     finally:
         assert srv.stop() == 0
     keyless = Server(url)
     try:
+        e = call(keyless, "POST", "/faces/cluster", key, 503, json={"source": "unassigned"})
+        assert e["error"]["code"] == "template_key_unavailable", e
         e = call(keyless, "POST", f"/subjects/{ann}/merge", key, 503,
                  json={"from_subject_id": bob})
         assert e["error"]["code"] == "template_key_unavailable", e

@@ -251,10 +251,22 @@ typedef struct fv_detect_options {
     int haar_min_neighbors;
     int haar_min_size;
     int haar_max_size;
+    /* MMOD arithmetic: FV_PRECISION_EXACT, float32 as dlib (its boxes and
+     * scores to the pixel: the parity tests use it), or FV_PRECISION_FAST,
+     * bfloat16 convolutions with float32 accumulation on CPUs with AVX-512
+     * BF16 (about 2x faster MMOD), exact elsewhere.  Fast finds the same
+     * faces (recall equal, scores within 0.005 of exact), but where two
+     * windows of one face score within ~0.001 it may keep the other one
+     * (2.4% of LFW faces: a box of IoU 0.57-0.95 with exact's); see
+     * docs/benchmarks.md.  Default: FV_PRECISION_EXACT. */
+    int precision;
 } fv_detect_options;
 
 #define FV_ORDER_LARGEST 0
 #define FV_ORDER_CENTER 1
+
+#define FV_PRECISION_EXACT 0
+#define FV_PRECISION_FAST 1
 
 FV_API void fv_detect_options_init(fv_detect_options *opt);
 

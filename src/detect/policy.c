@@ -42,6 +42,7 @@ void fv_detect_options_init(fv_detect_options *opt) {
     opt->haar_min_neighbors = 3;
     opt->haar_min_size = 0;
     opt->haar_max_size = 0;
+    opt->precision = FV_PRECISION_EXACT;
 }
 
 static const char *const detector_names[] = {"mmod", "none", "haar"};
@@ -135,7 +136,8 @@ static fv_status detect_scaled(const fvi_detectors *d, const fv_image *img, int 
 static fv_status mmod_run(const fvi_detectors *d, const fv_image *img, double scale,
                           const void *ctx, fv_face **faces, size_t *n, char *err, size_t errlen) {
     FVI_UNUSED(scale);
-    return fvi_mmod_detect(d->mmod, img, *(const int *)ctx, d->pool, faces, n, err, errlen);
+    return fvi_mmod_detect(d->mmod, img, *(const int *)ctx, d->mmod_precision, d->pool, faces, n,
+                           err, errlen);
 }
 
 /* Runs MMOD at one upsampling level under the max_side policy. */

@@ -41,6 +41,7 @@ typedef struct fvi_detectors {
     fvi_landmarks_fn landmarks;
     const void *landmarks_ctx;
     fvi_workers *pool;
+    int mmod_precision; /* fv_detect_options.precision of this call */
 } fvi_detectors;
 
 /* Finds the faces in img per opt (see policy.c for the rules), with

@@ -34,6 +34,7 @@
 #include "server/audit.h"
 #include "server/auth.h"
 #include "server/chip_png.h"
+#include "server/corrections.h"
 #include "server/crypto.h"
 #include "server/demo.h"
 #include "server/enrol.h"
@@ -797,6 +798,13 @@ static int photo_faces(fvs_req *r, const fv_model *m, const fv_detect_options *o
     return 0;
 }
 
+/* How r's searches apply corrections (corrections.h): the radius for the
+ * collection's model (its threshold where it has no calibration). */
+static fvs_correction_opts correction_opts(const fvs_req *r) {
+    fvs_correction_opts co = {fvs_correction_radius(r->coll.model, coll_threshold(r)), 0, ""};
+    return co;
+}
+
 static void h_identify(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     const fv_model *m = NULL;
@@ -815,8 +823,9 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         return;
     json_t *results = NULL, *warning = NULL;
     double t3 = now_ms();
-    int rc = fvs_index_search(r->srv->index, &r->coll, emb, n, md.t, md.top_k, md.k, md.fpir,
-                              &results, &warning, err, sizeof err);
+    fvs_correction_opts co = correction_opts(r);
+    int rc = fvs_index_search_corrected(r->srv->index, &r->coll, emb, n, md.t, md.top_k, md.k,
+                                        md.fpir, &co, &results, &warning, err, sizeof err);
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
@@ -840,7 +849,8 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
                                             search_ms, "total", now_ms() - t0));
     else
         json_decref(results);
-    fvs_reply(out, 200, add_warning(o, warning));
+    fvs_reply(out, 200,
+              add_warning(add_warning(o, warning), fvs_corrections_warning(co.unreadable, co.why)));
 }
 
 static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
@@ -873,8 +883,9 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     }
     json_t *results = NULL, *warning = NULL;
     char err[256];
-    int rc = fvs_index_search(r->srv->index, &r->coll, q, n, md.t, md.top_k, md.k, md.fpir,
-                              &results, &warning, err, sizeof err);
+    fvs_correction_opts co = correction_opts(r);
+    int rc = fvs_index_search_corrected(r->srv->index, &r->coll, q, n, md.t, md.top_k, md.k,
+                                        md.fpir, &co, &results, &warning, err, sizeof err);
     free(q);
     if (rc) {
         db_error(out, err);
@@ -885,7 +896,8 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
         json_object_set_new(o, "results", results);
     else
         json_decref(results);
-    fvs_reply(out, 200, add_warning(o, warning));
+    fvs_reply(out, 200,
+              add_warning(add_warning(o, warning), fvs_corrections_warning(co.unreadable, co.why)));
 }
 
 /* 0 when meta (an object) is within the caps (store.h), else -1 after a
@@ -1318,9 +1330,10 @@ static void h_face_batch(fvs_req *r, fvs_resp *out) {
  * the others are clustered, except when the server is overloaded (503:
  * retry the whole request). */
 
-/* Most embeddings one cluster request may carry (about 13 MB of JSON at
- * the limit; a collection's own faces are clustered by source, not sent). */
-#define CLUSTER_MAX_EMBEDDINGS 10000
+/* Most embeddings one cluster request may carry: what the JSON parser's
+ * cap of 65536 values a body (http.c) leaves room for, 128 each.  Larger
+ * sets are a collection's own faces, clustered by source, not sent. */
+#define CLUSTER_MAX_EMBEDDINGS 500
 /* Faces one photo may add (a crowd photo's further faces are dropped). */
 #define CLUSTER_FACES_PER_PHOTO 64
 
@@ -1330,7 +1343,7 @@ static int get_cluster_opts(fvs_req *r, fvsearch_cluster_opts *co, fvs_resp *out
     double fmr = FVSEARCH_CLUSTER_DEFAULT_FMR, mcs = FVSEARCH_CLUSTER_DEFAULT_MIN_SIZE;
     fvsearch_cluster_opts_init(co);
     if (fvs_req_number(r, "fmr", FV_FMR_MIN, FV_FMR_MAX, &fmr, out) ||
-        fvs_req_number(r, "min_cluster_size", 1, CLUSTER_MAX_EMBEDDINGS, &mcs, out))
+        fvs_req_number(r, "min_cluster_size", 1, FVSEARCH_CLUSTER_MAX_N, &mcs, out))
         return -1;
     if (mcs != (double)(size_t)mcs) {
         fvs_error(out, 400, "validation_error", "min_cluster_size: expected an integer");
@@ -1925,7 +1938,176 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
                           "best_match", "face", used_face_json(&fr), "model", r->coll.model,
                           "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0));
     o = add_decision(o, &op, b.best, t, estimated_fmr_json(r, b.best, q));
-    fvs_reply(out, 200, add_warning(o, b.nbad ? fvs_unreadable_warning(b.bad, b.nbad, why) : NULL));
+    /* A correction of the subject near the probe (corrections.h): not
+     * this person, whatever the distance to its templates. */
+    fvs_correction_set *corr = NULL;
+    fvs_correction_opts co = correction_opts(r);
+    fvs_correction_hit hit;
+    if (fvs_corrections_load(r->srv->store, &r->coll, &sid, 1, co.radius, &corr, &co.unreadable,
+                             co.why, sizeof co.why, err, sizeof err)) {
+        json_decref(o);
+        db_error(out, err);
+        return;
+    }
+    if (o && fvs_corrections_exclude(corr, sid, fr.embedding, b.best, &hit)) {
+        json_object_set_new(o, "verified", json_false());
+        json_object_set_new(o, "reason", json_string("correction"));
+        json_object_set_new(o, "correction",
+                            json_pack("{s:I, s:f}", "correction_id", (json_int_t)hit.id, "distance",
+                                      (double)hit.distance));
+    }
+    fvs_corrections_free(corr);
+    o = add_warning(o, b.nbad ? fvs_unreadable_warning(b.bad, b.nbad, why) : NULL);
+    fvs_reply(out, 200, add_warning(o, fvs_corrections_warning(co.unreadable, co.why)));
+}
+
+/* ------------------------------------------------------------ corrections
+ *
+ * "This face is not this person" (corrections.h): POST stores the face's
+ * template against the subject, from a photo (its largest face), an
+ * embedding, or a stored face of the collection; identify and the
+ * subject's verify then never match a probe near it to the subject. */
+
+/* Row of fvs_template_get: the stored face's template and subject. */
+typedef struct face_tmpl {
+    int found, unreadable;
+    int64_t subject;
+    float emb[FV_EMBED_DIM];
+} face_tmpl;
+
+static int face_tmpl_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
+                         const float *embedding, double quality) {
+    (void)face_id;
+    (void)name;
+    (void)quality;
+    face_tmpl *t = ctx;
+    t->found = 1;
+    t->subject = subject_id;
+    if (embedding)
+        memcpy(t->emb, embedding, sizeof t->emb);
+    else
+        t->unreadable = 1;
+    return 0;
+}
+
+/* The embedding of stored face fid of r's collection (its model's) into
+ * emb; -1 after an error in out: 404 when there is none, 409 when it is
+ * one of subject sid's own templates (delete it instead). */
+static int correction_from_face(fvs_req *r, int64_t sid, int64_t fid, float *emb, fvs_resp *out) {
+    face_tmpl t = {0, 0, 0, {0}};
+    char err[256];
+    if (fvs_template_get(r->srv->store, r->coll.id, fid, r->coll.model, face_tmpl_row, &t, err,
+                         sizeof err) ||
+        t.unreadable) {
+        db_error(out, err);
+        return -1;
+    }
+    if (!t.found) {
+        fvs_error(out, 404, "not_found", "no face %" PRId64 " (of this collection's model)", fid);
+        return -1;
+    }
+    if (t.subject == sid) {
+        fvs_error(out, 409, "conflict",
+                  "face %" PRId64 " is one of subject %" PRId64 "'s own templates: delete it "
+                  "(DELETE /api/v1/subjects/%" PRId64 "/faces/%" PRId64 ") instead",
+                  fid, sid, sid, fid);
+        return -1;
+    }
+    memcpy(emb, t.emb, sizeof t.emb);
+    sodium_memzero(&t, sizeof t);
+    return 0;
+}
+
+static void h_correction_create(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
+    json_t *subj = NULL;
+    if (subject_or_404(r, sid, &subj, out)) return;
+    json_decref(subj);
+    const json_t *ej = r->json ? json_object_get(r->json, "embedding") : NULL;
+    const json_t *fj = r->json ? json_object_get(r->json, "face_id") : NULL;
+    float emb[FV_EMBED_DIM];
+    fvs_correction_row row = {r->coll.model, emb, "embedding", 0, -1};
+    json_t *quality = NULL;
+    if (r->json && (!ej) == (!fj)) {
+        fvs_error(out, 400, "validation_error",
+                  "expected 'embedding' (%d numbers) or 'face_id' (a stored face), or a photo "
+                  "in the multipart field 'image'",
+                  FV_EMBED_DIM);
+        return;
+    }
+    if (ej) {
+        if (check_model_field(r, out) || parse_embedding(ej, "embedding", emb, out)) return;
+    } else if (fj) {
+        json_int_t fid = json_is_integer(fj) ? json_integer_value(fj) : 0;
+        if (fid <= 0) {
+            fvs_error(out, 400, "validation_error", "face_id: expected a positive integer");
+            return;
+        }
+        if (correction_from_face(r, sid, (int64_t)fid, emb, out)) return;
+        row.source = "face";
+        row.face_id = (int64_t)fid;
+    } else {
+        /* A photo: its largest face, as an identify result shows it. */
+        fv_face_result fr;
+        double dec = 0;
+        if (need_engine(r, out) || embed_probe(r, 0, &fr, &dec, NULL, out)) return;
+        memcpy(emb, fr.embedding, sizeof emb);
+        row.source = "image";
+        row.quality = fr.quality.score;
+        quality = quality_json(&fr.quality);
+    }
+    int64_t id = 0;
+    char err[256];
+    int rc = fvs_correction_insert(r->srv->store, r->coll.id, sid, &row, &id, err, sizeof err);
+    sodium_memzero(emb, sizeof emb);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
+    if (rc) {
+        json_decref(quality);
+        return;
+    }
+    json_t *o = json_pack(
+        "{s:I, s:I, s:s, s:s, s:f, s:f}", "correction_id", (json_int_t)id, "subject_id",
+        (json_int_t)sid, "source", row.source, "model", r->coll.model, "radius",
+        (double)fvs_correction_radius(r->coll.model, coll_threshold(r)), "fmr", FVS_CORRECTION_FMR);
+    if (o && row.face_id) json_object_set_new(o, "face_id", json_integer((json_int_t)row.face_id));
+    if (o && quality)
+        json_object_set_new(o, "quality", quality);
+    else
+        json_decref(quality);
+    fvs_reply(out, 201, o);
+}
+
+static void h_correction_list(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
+    json_t *arr = NULL;
+    char err[256];
+    int rc = fvs_correction_list(r->srv->store, r->coll.id, sid, &arr, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
+    else
+        fvs_reply(out, 200,
+                  json_pack("{s:I, s:I, s:o}", "subject_id", (json_int_t)sid, "count",
+                            (json_int_t)json_array_size(arr), "corrections", arr));
+}
+
+static void h_correction_delete(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id, cid = r->path_correction_id;
+    char err[256];
+    int rc = fvs_correction_delete(r->srv->store, r->coll.id, sid, cid, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no correction %" PRId64 " for subject %" PRId64, cid,
+                  sid);
+    else
+        fvs_reply(out, 200,
+                  json_pack("{s:I, s:I, s:b}", "correction_id", (json_int_t)cid, "subject_id",
+                            (json_int_t)sid, "deleted", 1));
 }
 
 /* The calling key's collection: its model and whether this server has it
@@ -2275,6 +2457,10 @@ static const route ROUTES[] = {
     {"GET", "/api/v1/faces", h_faces_list, AUTH_KEY, "faces.list"},
     {"DELETE", "/api/v1/faces/{face_id}", h_face_remove, AUTH_KEY, "face.remove"},
     {"POST", "/api/v1/faces/assign", h_faces_assign, AUTH_KEY, "face.assign"},
+    {"POST", "/api/v1/subjects/{id}/not", h_correction_create, AUTH_KEY, "correction.create"},
+    {"GET", "/api/v1/subjects/{id}/not", h_correction_list, AUTH_KEY, "correction.list"},
+    {"DELETE", "/api/v1/subjects/{id}/not/{correction_id}", h_correction_delete, AUTH_KEY,
+     "correction.delete"},
     {"GET", "/api/v1/audit", h_audit, AUTH_KEY, "audit.read"},
     {"GET", "/api/v1/collection", h_collection_get, AUTH_KEY, "collection.read"},
     {"PATCH", "/api/v1/collection", h_collection_patch, AUTH_KEY, "collection.update"},
@@ -2287,15 +2473,15 @@ static const route ROUTES[] = {
  * and returns 1; a malformed id is then a 404 in out and returns -1. */
 static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp *out) {
     /* The parameters' segments, by name. */
-    static const char *const params[] = {"{id}", "{face_id}", "{name}"};
-    const char *seg[3] = {NULL, NULL, NULL};
-    size_t len[3] = {0, 0, 0};
+    static const char *const params[] = {"{id}", "{face_id}", "{name}", "{correction_id}"};
+    const char *seg[4] = {NULL, NULL, NULL, NULL};
+    size_t len[4] = {0, 0, 0, 0};
     const char *p = pattern, *u = url;
     while (*p && *u) {
         if (*p++ != '/' || *u++ != '/') return 0;
         size_t pn = strcspn(p, "/"), un = strcspn(u, "/");
         if (p[0] == '{') {
-            for (int k = 0; k < 3; k++) {
+            for (int k = 0; k < 4; k++) {
                 if (strlen(params[k]) == pn && strncmp(p, params[k], pn) == 0) {
                     seg[k] = u;
                     len[k] = un;
@@ -2308,7 +2494,7 @@ static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp
         u += un;
     }
     if (*p || *u) return 0;
-    r->path_id = r->path_face_id = 0;
+    r->path_id = r->path_face_id = r->path_correction_id = 0;
     r->path_name = seg[2];
     r->path_name_len = len[2];
     /* Ids are checked before the method and the key: a malformed one is a
@@ -2320,6 +2506,11 @@ static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp
     }
     if (seg[1] && parse_id(seg[1], len[1], &r->path_face_id)) {
         fvs_error(out, 404, "not_found", "no face %.*s", (int)(len[1] > 40 ? 40 : len[1]), seg[1]);
+        return -1;
+    }
+    if (seg[3] && parse_id(seg[3], len[3], &r->path_correction_id)) {
+        fvs_error(out, 404, "not_found", "no correction %.*s", (int)(len[3] > 40 ? 40 : len[3]),
+                  seg[3]);
         return -1;
     }
     return 1;

@@ -75,16 +75,31 @@ static void opts(fvsearch_cluster_opts *o) {
     o->threshold = 0.5f;
 }
 
-static void test_known_people(void **state) {
-    (void)state;
+/* The three people and strangers, with room for labels and the options. */
+typedef struct scene {
     float emb[N * D];
     int truth[N];
     int32_t label[N];
+    fvsearch_cluster_opts o;
+} scene;
+
+static scene *new_scene(void) {
+    scene *sc = malloc(sizeof *sc);
+    assert_non_null(sc);
+    people(sc->emb, sc->truth);
+    opts(&sc->o);
+    return sc;
+}
+
+static void test_known_people(void **state) {
+    (void)state;
+    scene *sc = new_scene();
+    float *emb = sc->emb;
+    int *truth = sc->truth;
+    int32_t *label = sc->label;
+    fvsearch_cluster_opts o = sc->o;
     size_t nc = 99;
     char err[256] = "";
-    people(emb, truth);
-    fvsearch_cluster_opts o;
-    opts(&o);
     assert_int_equal(fvsearch_cluster(emb, N, &o, label, &nc, err, sizeof err), 0);
     assert_int_equal(nc, 3);
     /* largest first: the 30 are cluster 0, the 20 cluster 1, the 10 cluster 2 */
@@ -96,6 +111,7 @@ static void test_known_people(void **state) {
     assert_int_equal(nc, 2);
     for (int i = 0; i < N; i++)
         assert_int_equal(label[i], truth[i] < 0 || truth[i] == 1 ? -1 : want[truth[i]]);
+    free(sc);
 }
 
 static void test_deterministic(void **state) {
@@ -203,25 +219,21 @@ static void test_bad_arguments(void **state) {
  * crash; then it succeeds. */
 static void test_allocation_failures(void **state) {
     (void)state;
-    float emb[N * D];
-    int truth[N];
-    int32_t label[N];
+    scene *sc = new_scene();
     size_t nc = 0;
     char err[256] = "";
-    people(emb, truth);
-    fvsearch_cluster_opts o;
-    opts(&o);
     int failed = 0;
     for (long k = 0; k < 200; k++) {
         fvi_alloc_fail_after(k);
-        int rc = fvsearch_cluster(emb, N, &o, label, &nc, err, sizeof err);
+        int rc = fvsearch_cluster(sc->emb, N, &sc->o, sc->label, &nc, err, sizeof err);
         fvi_alloc_fail_after(-1);
         if (rc == 0) break;
         failed++;
     }
     assert_true(failed > 3);
-    assert_int_equal(fvsearch_cluster(emb, N, &o, label, &nc, err, sizeof err), 0);
+    assert_int_equal(fvsearch_cluster(sc->emb, N, &sc->o, sc->label, &nc, err, sizeof err), 0);
     assert_int_equal(nc, 3);
+    free(sc);
 }
 
 static void test_query_many_matches_query(void **state) {

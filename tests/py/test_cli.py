@@ -335,3 +335,27 @@ def test_flip_is_part_of_the_model_identity(samples, tmp_path):
         assert c["distance"] == pytest.approx(0, abs=1e-6) and c["model"] == ids[a]
     v = run_json("verify", img, img, "--flip")
     assert v["model"] == "dlib_resnet_v1+flip_mean"
+
+
+def iou(a, b):
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
+
+
+def test_precision_fast_finds_the_same_faces(samples):
+    # --precision fast (bf16 MMOD where the CPU has AVX-512 BF16, else
+    # exact) finds the faces exact finds, boxes within IoU 0.95 and scores
+    # within 0.01 (bench/mmod_precision.py: max 0.005 on 500 LFW photos)
+    for name in ("openface/adams.jpg", "facenet_pytorch/multiface.jpg"):
+        ex = run_json("detect", samples / name, "--precision", "exact")
+        fa = run_json("detect", samples / name, "--precision", "fast")
+        assert ex["count"] == fa["count"] >= 1, name
+        for e in ex["faces"]:
+            best = max(fa["faces"], key=lambda f: iou(ltrb(e["box"]), ltrb(f["box"])))
+            assert iou(ltrb(e["box"]), ltrb(best["box"])) >= 0.95, (name, e, best)
+            assert abs(best["score"] - e["score"]) <= 0.01, (name, e, best)
+    p = run_cli("detect", samples / "openface/adams.jpg", "--precision", "bf16", check=2)
+    assert "--precision takes exact or fast" in p.stderr

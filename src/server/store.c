@@ -1247,6 +1247,57 @@ int fvs_faces_assign(fvs_store *st, int64_t coll, const int64_t *faces, size_t n
     return rc;
 }
 
+static int64_t correction_place(int64_t subject);
+
+/* A merge's corrections: those of subject from become into's ("this face
+ * is not from" holds for the merged person), plaintext ones in one
+ * statement, sealed ones opened and sealed again for their new place
+ * (correction_place) one by one.  Corrections are read per request
+ * (corrections.c), so every process sees them at once.  st->mu held. */
+static int move_corrections_locked(fvs_store *st, int64_t coll, int64_t from, int64_t into,
+                                   char *err, size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(from)};
+    json_t *ids = json_array();
+    int rc = ids ? 0 : -1;
+    if (!ids) snprintf(err, errlen, "out of memory");
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          "SELECT id FROM corrections WHERE collection_id = ? AND subject_id = ? "
+                          "AND length(embedding) = ? ORDER BY id",
+                          (fvs_val[3]){p[0], p[1], fvs_int(FVS_TEMPLATE_SEALED_BYTES)}, 3,
+                          id_list_row, ids, NULL, err, errlen);
+    for (size_t i = 0; !rc && i < json_array_size(ids); i++) {
+        int64_t id = (int64_t)json_integer_value(json_array_get(ids, i));
+        face_blob f = {0, 0, 0, {0}};
+        fvs_val q[1] = {fvs_int(id)};
+        rc = fvs_db_query(st->db, "SELECT subject_id, embedding FROM corrections WHERE id = ?", q,
+                          1, face_blob_row, &f, NULL, err, errlen);
+        float emb[FV_EMBED_DIM];
+        unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+        if (!rc && f.n == FVS_TEMPLATE_SEALED_BYTES &&
+            fvs_template_open(st->has_tkey ? st->tkey : NULL, coll, correction_place(from), f.b,
+                              f.n, emb, err, errlen) != 0)
+            rc = -1;
+        if (!rc && f.n == FVS_TEMPLATE_SEALED_BYTES) {
+            fvs_template_seal(st->tkey, coll, correction_place(into), emb, sealed);
+            fvs_val u[3] = {fvs_int(into), fvs_blob(sealed, sizeof sealed), fvs_int(id)};
+            rc = fvs_db_query(st->db,
+                              "UPDATE corrections SET subject_id = ?, embedding = ? WHERE id = ?",
+                              u, 3, NULL, NULL, NULL, err, errlen);
+        }
+        sodium_memzero(emb, sizeof emb);
+        sodium_memzero(&f, sizeof f);
+    }
+    json_decref(ids);
+    fvs_val r[3] = {fvs_int(into), p[0], p[1]};
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          "UPDATE corrections SET subject_id = ? WHERE collection_id = ? AND "
+                          "subject_id = ?",
+                          r, 3, NULL, NULL, NULL, err, errlen);
+    return rc;
+}
+
 int fvs_subject_merge(fvs_store *st, int64_t coll, int64_t into, int64_t from, int64_t *moved,
                       char *err, size_t errlen) {
     fvs_val p[2] = {fvs_int(coll), fvs_int(from)};
@@ -1276,9 +1327,9 @@ int fvs_subject_merge(fvs_store *st, int64_t coll, int64_t into, int64_t from, i
         rc = -1;
     }
     free(faces);
-    /* Its faces are all into's now: the subject itself goes.  (Rows that
-     * name subjects, such as the corrections of a later migration, move
-     * to into before this line.) */
+    if (!rc) rc = move_corrections_locked(st, coll, from, into, err, errlen);
+    /* Its faces and corrections are all into's now: the subject itself
+     * goes. */
     if (!rc)
         rc = fvs_db_query(st->db, "DELETE FROM subjects WHERE collection_id = ? AND id = ?", p, 2,
                           NULL, NULL, NULL, err, errlen);

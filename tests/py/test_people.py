@@ -572,3 +572,33 @@ def test_cluster_the_unassigned_faces_then_name_a_cluster(db, tmp_path):
         assert e["error"]["code"] == "validation_error", e
     finally:
         assert srv.stop() == 0
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+@pytest.mark.parametrize("db", DBS)
+def test_merge_carries_the_corrections(db, sealed, tmp_path):
+    """A correction of the subject merged away ("this face is not bob")
+    becomes the merged subject's: listed under it, still excluding the
+    face it names, with sealed corrections sealed again for their new
+    subject."""
+    url = new_db_url(db, tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    key = create_collection(url, "corr")
+    env = {"FACEVERIFY_TEMPLATE_KEY": daemon_cmd("genkey", db_url=url).stdout.strip()} \
+        if sealed else None
+    srv = Server(url, env=env)
+    try:
+        rnd = random.Random(9)
+        va, vb = unit(rnd), unit(rnd)
+        ann = new_subject(srv, key, "ann", [va])
+        bob = new_subject(srv, key, "bob", [vb])
+        wrong = near(vb, rnd)
+        assert who(srv, key, wrong) == bob
+        call(srv, "POST", f"/subjects/{bob}/not", key, 201, json={"embedding": wrong})
+        assert who(srv, key, wrong) is None
+        call(srv, "POST", f"/subjects/{ann}/merge", key, 200, json={"from_subject_id": bob})
+        assert len(call(srv, "GET", f"/subjects/{ann}/not", key, 200)["corrections"]) == 1
+        assert who(srv, key, wrong) is None  # bob's face is ann's now, and so is the correction
+        assert who(srv, key, near(va, rnd)) == ann
+    finally:
+        assert srv.stop() == 0

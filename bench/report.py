@@ -806,6 +806,53 @@ def precision_section(d):
     return "".join(s)
 
 
+def orientation_section(o, j):
+    """Turned photos (orientation.json) and DCT-scaled JPEG decode
+    (jpeg_scale.json)."""
+    head = "## Turned photos and decode-time scaling\n\n"
+    if not o and not j:
+        return head + "Not run (bench/results/orientation.json, jpeg_scale.json absent).\n\n"
+    s = [head]
+    if o:
+        s.append("Finding turned photos (on by default) against `--no-rotations`, one thread, "
+                 "medians of runs interleaved per photo (`python bench/orient_bench.py`, %s s). "
+                 "The worst case, a photo with no face (every turned pass runs):\n\n"
+                 % o["wall_s"])
+        s.append(table(["photo", "off (ms)", "on (ms)", "ratio"],
+                       [["%s MP (%dx%d)" % (k, v["width"], v["height"]), ms(v["off_ms"]),
+                         ms(v["on_ms"]), "%.2fx" % v["ratio"]]
+                        for k, v in o["noface_time_ms"].items()]))
+        lf, nf = o["lfw"], o["noface_false_detections"]
+        s.append("\nLFW (%d photos): upright ones unchanged (%d changed), median %s -> %s "
+                 "ms (%.2fx, the orientation check on a confident face); turned 90/180/270: "
+                 "%s of %d each found upright. No-face photos: %d false detections off, %d on, "
+                 "on %s MP. The detection set's turned photos, found off / on: %s.\n\n"
+                 % (lf["images"], len(lf["upright_changed"]), ms(lf["upright_median_ms"]["off"]),
+                    ms(lf["upright_median_ms"]["on"]), lf["upright_median_ms"]["ratio"],
+                    "/".join(str(v) for v in lf["turned_right"].values()), lf["images"],
+                    nf["off"], nf["on"], nf["mp"],
+                    ", ".join("%s deg %d/%d" % (a, v["off"], v["on"])
+                              for a, v in o["turned_set"]["by_angle"].items())))
+        s.append(machine_line(o))
+    if j:
+        s.append("JPEG decode at reduced scale (`python bench/jpeg_scale.py`, %s s; Pillow "
+                 "drives the same libjpeg-turbo):\n\n" % j["wall_s"])
+        s.append(table(["photo (ms)", "faceverify full", "1/1", "1/2", "1/4", "1/8",
+                        "box shrink to 1600 px"],
+                       [["%s MP" % k, ms(v["faceverify_full_ms"]), ms(v["pillow_1_1_ms"]),
+                         ms(v["pillow_1_2_ms"]), ms(v["pillow_1_4_ms"]), ms(v["pillow_1_8_ms"]),
+                         ms(j["shrink"][k]["pillow_box_to_1600_ms"])]
+                        for k, v in j["decode"].items()]))
+        s.append("\nChips from a 1/2 decode against the full decode (embedding distance; the "
+                 "parity bar is 0.02): " + ", ".join(
+                     "%d MP %d px %s" % (r["mp"], r["face_px"], r.get("distance", "not found"))
+                     for r in j["parity"]) + ". A 1/2 decode does not keep parity, so the chip "
+                 "needs the full decode; detecting on a scaled decode would only replace the "
+                 "detection copy's shrink.\n\n")
+        s.append(machine_line(j))
+    return "".join(s)
+
+
 def main():
     v2, v2p = load("lfw_view2.json"), load("lfw_view2_plain.json")
     v1, peers = load("lfw_view1_flip.json"), load("peers.json")
@@ -820,7 +867,8 @@ def main():
              lfw_section(v2, v2p, v1), peers_section(peers),
              python_section(load("python_vs_face_recognition.json")), stages_section(stages),
              detect_section(load("detect_bench.json")),
-             precision_section(load("mmod_precision.json")), DECISIONS,
+             precision_section(load("mmod_precision.json")),
+             orientation_section(load("orientation.json"), load("jpeg_scale.json")), DECISIONS,
              corrections_section(load("corrections_lfw.json")),
              search_section(search), cluster_section(cluster),
              http_section(http, load("server_latency.json"))]

@@ -231,9 +231,15 @@ typedef struct fv_detect_options {
      * (boxes are mapped back); 0: never.  Default 1600. */
     int max_side;
     float min_score; /* drop detections below this score; default 0 */
-    /* 1: when no upright face is found, also try the image turned 90, 270
-     * and 180 degrees (boxes and landmarks are mapped back to the original
-     * image; the chip comes out upright).  Default 0. */
+    /* 1 (default): find faces in photos turned 90, 270 or 180 degrees
+     * without EXIF.  When no confident upright face is found, the turned
+     * photo is searched at a reduced scale; when one is, an orientation
+     * check (OpenCV's frontal Haar cascade, when its file is installed, on
+     * a small crop of the strongest face) decides whether it lies on its
+     * side or upside down.  A turned photo is detected again turned
+     * upright; boxes and landmarks are mapped back to the original image,
+     * so the chip comes out upright.  0: the image as given (dlib's
+     * behaviour, the parity tests' setting). */
     int try_rotations;
     /* Which face comes first (and is "the face used" by fv_embed_face and
      * fv_verify): FV_ORDER_LARGEST (default) or FV_ORDER_CENTER, the face

@@ -167,7 +167,10 @@ static void usage(FILE *f) {
           "  --dump FILE            eval: write per-pair fold,same,distance,... as CSV\n"
           "  --dump-embeddings FILE eval: write per-image path,status,embedding as CSV\n"
           "  --dump-quality FILE    eval: write per-image face quality (score, factors) as CSV\n"
-          "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
+          "  --no-rotations         do not look for faces turned 90/180/270 degrees (by\n"
+          "                         default a photo without a confident upright face, or\n"
+          "                         whose face the orientation check finds turned, is\n"
+          "                         tried turned; --try-rotations: the default)\n"
           "  --threshold T          decision threshold (default: the --fmr operating point;\n"
           "                         with --flip or --model, that model's threshold)\n"
           "  --fmr F                verify: decide at false-match rate F (1e-6..0.1) with\n"
@@ -236,8 +239,8 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
             o->dump_embeddings = v;
         } else if (!strcmp(a, "--dump-quality") && v) {
             o->dump_quality = v;
-        } else if (!strcmp(a, "--try-rotations")) {
-            o->verify.detect.try_rotations = 1;
+        } else if (!strcmp(a, "--try-rotations") || !strcmp(a, "--no-rotations")) {
+            o->verify.detect.try_rotations = a[2] == 't';
             takes = 0;
         } else if (!strcmp(a, "--strict")) {
             o->verify.strict = 1;

@@ -5,7 +5,9 @@
  * scale.  The policy decides, per fv_detect_options, which detector runs
  * (MMOD, Haar, or none: the whole image), on what (large photos shrunk to
  * max_side, small ones doubled by auto-upsampling, turned copies with
- * try_rotations), which scores survive, and in what order faces come.
+ * try_rotations, on by default), which scores survive, and in what order
+ * faces come.  The Haar getter also serves try_rotations' orientation
+ * check; it may fail (no cascade file), and the check is then skipped.
  *
  * The policy owns no model: the caller (the pipeline) hands it the loaded
  * detectors in an fvi_detectors, so detect/ never depends on the pipeline.

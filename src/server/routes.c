@@ -41,7 +41,6 @@
 #include "server/http.h"
 #include "search/cluster.h"
 
-#define MAX_FACES 64
 #define MAX_QUERIES 64
 #define FALLBACK_THRESHOLD 0.6f
 
@@ -272,7 +271,8 @@ static json_t *add_decision(json_t *o, const op_point *op, float d, float t, jso
 }
 
 /* Detection options from the request's optional "detector" field (mmod,
- * haar or none; default mmod). */
+ * haar or none; default mmod) and "try_rotations" (JSON true/false, or the
+ * text true/false/1/0; default true: turned photos are found). */
 static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out) {
     char buf[64];
     fv_detect_options_init(opt);
@@ -280,6 +280,15 @@ static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out)
     if (name && fv_detector_parse(name, &opt->detector) != FV_OK) {
         fvs_error(out, 400, "validation_error", "detector: expected 'mmod', 'haar' or 'none'");
         return -1;
+    }
+    const char *rot = fvs_req_text(r, "try_rotations", buf, sizeof buf);
+    if (rot) {
+        int on = !strcmp(rot, "true") || !strcmp(rot, "1");
+        if (!on && strcmp(rot, "false") && strcmp(rot, "0")) {
+            fvs_error(out, 400, "validation_error", "try_rotations: expected true or false");
+            return -1;
+        }
+        opt->try_rotations = on;
     }
     return 0;
 }
@@ -521,6 +530,27 @@ static void h_health(fvs_req *r, fvs_resp *out) {
     fvs_reply(out, ok ? 200 : 503, o);
 }
 
+/* Faces per photo that /detect lists and /identify searches
+ * (--max-faces). */
+static size_t max_faces(const fvs_req *r) {
+    int m = r->srv->cfg.max_faces;
+    return m > 0 ? (size_t)m : FVS_MAX_FACES_DEFAULT;
+}
+
+/* Detects up to cap faces of img into a malloc'ed *faces (the caller
+ * frees it, also on failure); *n is every face found, which may exceed
+ * cap. */
+static fv_status detect_upto(fvs_req *r, const fv_image *img, const fv_detect_options *opt,
+                             size_t cap, fv_face **faces, size_t *n, char *err, size_t errlen) {
+    *faces = malloc(cap * sizeof **faces);
+    *n = 0;
+    if (!*faces) {
+        snprintf(err, errlen, "out of memory");
+        return FV_E_NO_MEMORY;
+    }
+    return fv_detect(r->srv->engine, img, opt, *faces, cap, n, err, errlen);
+}
+
 static void h_detect(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     fv_image *img = NULL;
@@ -529,13 +559,15 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
     if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
-    fv_face faces[MAX_FACES];
+    const size_t cap = max_faces(r);
+    fv_face *faces = NULL;
     size_t n = 0;
     char err[256] = "";
     double t1 = now_ms();
-    fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
+    fv_status st = detect_upto(r, img, &opt, cap, &faces, &n, err, sizeof err);
     double det = now_ms() - t1;
     if (st != FV_OK) {
+        free(faces);
         drop_images(r, &img, 1, held);
         fvs_status_error(out, st, err);
         return;
@@ -543,7 +575,7 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     json_t *arr = json_array();
     int chips = want_chips(r);
     double t2 = now_ms();
-    for (size_t i = 0; i < n && i < MAX_FACES; i++) {
+    for (size_t i = 0; i < n && i < cap; i++) {
         json_t *fj = face_json(&faces[i]);
         /* Each face's chip: its quality is measured on it (about 1 ms a
          * face, README), and the same bytes are the chip asked for. */
@@ -555,14 +587,15 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
         json_array_append_new(arr, fj);
     }
     double qms = now_ms() - t2;
-    /* count is every face found; faces holds the MAX_FACES largest, and
-     * truncated says when that left some out. */
+    /* count is every face found; faces holds the max_faces first (the
+     * largest), and truncated says when that left some out. */
     fvs_reply(out, 200,
               json_pack("{s:o, s:I, s:b, s:i, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f, s:f}}", "faces",
-                        arr, "count", (json_int_t)n, "truncated", n > MAX_FACES, "max_faces",
-                        MAX_FACES, "image", "width", img->width, "height", img->height, "detector",
+                        arr, "count", (json_int_t)n, "truncated", n > cap, "max_faces", (int)cap,
+                        "image", "width", img->width, "height", img->height, "detector",
                         fv_detector_name(opt.detector), "timings_ms", "decode", dec, "detect", det,
                         "quality", qms, "total", now_ms() - t0));
+    free(faces);
     drop_images(r, &img, 1, held);
 }
 
@@ -737,32 +770,48 @@ static fv_status embed_chips(const fv_engine *eng, const fv_model *m, const unsi
 }
 
 /* Decodes the photo in field "image" and detects every face of it (at
- * most MAX_FACES), each embedded with the collection's model m:
- * faces[0..*n), *emb (n x FV_EMBED_DIM, the caller's to free) and
+ * most --max-faces: more is 422 too_many_faces), each embedded with the
+ * collection's model m: *facesp (n faces) and *emb (n x FV_EMBED_DIM),
+ * both the caller's to free, and
  * *extras, one object per face with what its answer takes from its chip,
  * made before the chips go: its quality and, when asked, the chip itself.
  * ms: the decode's, the detection's and the embedding's times; mac (may
  * be NULL): the photo's stored fingerprint (load_images).  No face is
- * FV_E_NO_FACE.  0, or -1 after an error in out (*emb, *extras NULL). */
+ * FV_E_NO_FACE.  0, or -1 after an error in out (*facesp, *emb, *extras
+ * NULL). */
 static int photo_faces(fvs_req *r, const fv_model *m, const fv_detect_options *opt, char *mac,
-                       fv_face *faces, size_t *n, float **emb, json_t **extras, double ms[3],
+                       fv_face **facesp, size_t *n, float **emb, json_t **extras, double ms[3],
                        fvs_resp *out) {
     const char *name = "image";
     fv_image *img = NULL;
     uint64_t held = 0;
     char err[256] = "";
+    *facesp = NULL;
     *emb = NULL;
     *extras = NULL;
     *n = 0;
     if (load_images(r, &name, 1, opt->max_side, &img, &ms[0], mac, &held, out)) return -1;
+    /* every face, its chips embedded as one batch; a crowd past
+     * --max-faces is refused rather than cut short */
+    const size_t cap = max_faces(r);
+    fv_face *faces = NULL;
     double t1 = now_ms();
-    fv_status st = fv_detect(r->srv->engine, img, opt, faces, MAX_FACES, n, err, sizeof err);
+    fv_status st = detect_upto(r, img, opt, cap, &faces, n, err, sizeof err);
     ms[1] = now_ms() - t1;
+    if (st == FV_OK && *n > cap) {
+        free(faces);
+        drop_images(r, &img, 1, held);
+        fvs_error(out, 422, "too_many_faces",
+                  "image: %zu faces found; at most %zu faces per photo (the server's "
+                  "--max-faces)",
+                  *n, cap);
+        *n = 0;
+        return -1;
+    }
     if (st == FV_OK && *n == 0) {
         st = FV_E_NO_FACE;
         snprintf(err, sizeof err, "image: no face found");
     }
-    if (*n > MAX_FACES) *n = MAX_FACES;
     unsigned char *chips = NULL;
     float *e = NULL;
     double t2 = now_ms();
@@ -790,9 +839,12 @@ static int photo_faces(fvs_req *r, const fv_model *m, const fv_detect_options *o
     free(chips);
     if (st != FV_OK) {
         free(e);
+        free(faces);
+        *n = 0;
         fvs_status_error(out, st, err);
         return -1;
     }
+    *facesp = faces;
     *emb = e;
     *extras = x;
     return 0;
@@ -813,13 +865,13 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (search_params(r, &md, out)) return;
     double t0 = now_ms(), ms[3] = {0, 0, 0};
     fv_detect_options opt;
-    fv_face faces[MAX_FACES];
+    fv_face *faces = NULL;
     size_t n = 0;
     char err[256] = "";
     float *emb = NULL;
     json_t *extras = NULL;
     if (get_detect_options(r, &opt, out) ||
-        photo_faces(r, m, &opt, NULL, faces, &n, &emb, &extras, ms, out))
+        photo_faces(r, m, &opt, NULL, &faces, &n, &emb, &extras, ms, out))
         return;
     json_t *results = NULL, *warning = NULL;
     double t3 = now_ms();
@@ -830,6 +882,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     free(emb);
     if (rc) {
         json_decref(extras);
+        free(faces);
         db_error(out, err);
         return;
     }
@@ -841,6 +894,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         json_decref(fj);
     }
     json_decref(extras);
+    free(faces);
     json_t *o = mode_json(&md, r->coll.model);
     if (o)
         json_object_update_new(o, json_pack("{s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
@@ -1645,6 +1699,10 @@ static void h_face_delete(fvs_req *r, fvs_resp *out) {
  * into another.  Every process's index follows through the change log
  * (index.c, FVS_CHANGE_RELABEL). */
 
+/* Most faces one POST /faces stores from a photo (a crowd: pick=largest,
+ * or crop it). */
+#define UNASSIGNED_PER_PHOTO 64
+
 /* Most face ids one assign names. */
 #define ASSIGN_MAX 10000
 
@@ -1653,11 +1711,11 @@ static void h_face_delete(fvs_req *r, fvs_resp *out) {
  * qualities[i], taken; NULL: null). */
 static void store_unassigned(fvs_req *r, fvs_resp *out, const fvs_face_row *rows, size_t n,
                              json_t **qualities) {
-    int64_t subjects[MAX_FACES] = {0}, ids[MAX_FACES] = {0};
+    int64_t subjects[UNASSIGNED_PER_PHOTO] = {0}, ids[UNASSIGNED_PER_PHOTO] = {0};
     char err[256];
-    int rc = n <= MAX_FACES ? fvs_faces_insert_many(r->srv->store, r->coll.id, n, subjects, rows,
-                                                    ids, err, sizeof err)
-                            : -1;
+    int rc = n <= UNASSIGNED_PER_PHOTO ? fvs_faces_insert_many(r->srv->store, r->coll.id, n,
+                                                               subjects, rows, ids, err, sizeof err)
+                                       : -1;
     json_t *faces = rc ? NULL : json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *q = qualities && qualities[i] ? qualities[i] : json_null();
@@ -1672,7 +1730,7 @@ static void store_unassigned(fvs_req *r, fvs_resp *out, const fvs_face_row *rows
             json_decref(q);
     }
     if (rc) {
-        db_error(out, n <= MAX_FACES ? err : "too many faces");
+        db_error(out, n <= UNASSIGNED_PER_PHOTO ? err : "too many faces");
         return;
     }
     fvs_reply(out, 201,
@@ -1699,11 +1757,11 @@ static void h_faces_add(fvs_req *r, fvs_resp *out) {
         return;
     char mac[65] = "";
     double ms[3] = {0, 0, 0};
-    fv_face faces[MAX_FACES];
+    fv_face *faces = NULL;
     size_t n = 0;
     float *emb = NULL;
     json_t *extras = NULL;
-    if (photo_faces(r, m, &opt, mac, faces, &n, &emb, &extras, ms, out)) return;
+    if (photo_faces(r, m, &opt, mac, &faces, &n, &emb, &extras, ms, out)) return;
     size_t first = 0, count = n;
     if (largest) {
         for (size_t i = 1; i < n; i++)
@@ -1712,8 +1770,18 @@ static void h_faces_add(fvs_req *r, fvs_resp *out) {
                 first = i;
         count = 1;
     }
-    fvs_face_row rows[MAX_FACES];
-    json_t *qualities[MAX_FACES];
+    if (count > UNASSIGNED_PER_PHOTO) {
+        json_decref(extras);
+        free(emb);
+        free(faces);
+        fvs_error(out, 422, "too_many_faces",
+                  "image: %zu faces found; POST /faces stores at most %d faces per photo "
+                  "(pick=largest stores one)",
+                  count, UNASSIGNED_PER_PHOTO);
+        return;
+    }
+    fvs_face_row rows[UNASSIGNED_PER_PHOTO];
+    json_t *qualities[UNASSIGNED_PER_PHOTO];
     for (size_t k = 0; k < count; k++) {
         size_t i = first + k;
         json_t *q = json_object_get(json_array_get(extras, i), "quality");
@@ -1735,6 +1803,7 @@ static void h_faces_add(fvs_req *r, fvs_resp *out) {
     store_unassigned(r, out, rows, count, qualities);
     json_decref(extras);
     free(emb);
+    free(faces);
 }
 
 /* GET /faces: the collection's faces, or with unassigned=true those

@@ -362,6 +362,50 @@ class Client:
                              body=_drop_none(image=_image_b64(image), threshold=threshold,
                                              fmr=fmr, detector=detector))
 
+    # ------------------------------------------------- unassigned faces, naming, merging
+
+    def add_faces(self, image: ImageInput, pick: Optional[str] = None,
+                  detector: Optional[str] = None) -> JSON:
+        """POST /api/v1/faces with a photo: stores its faces (every one, or
+        the largest with pick="largest") without a subject, to be named
+        later; 201 with their face_id, box and quality."""
+        return self._request("POST", "/api/v1/faces", body=_drop_none(
+            image=_image_b64(image), pick=pick, detector=detector))
+
+    def add_face_embedding(self, embedding: Embedding, model: Optional[str] = None) -> JSON:
+        """POST /api/v1/faces with a precomputed embedding, stored without a
+        subject."""
+        return self._request("POST", "/api/v1/faces", body=_drop_none(
+            embedding=_embedding(embedding), model=model))
+
+    def collection_faces(self, unassigned: Optional[bool] = None, limit: Optional[int] = None,
+                         offset: Optional[int] = None) -> JSON:
+        """GET /api/v1/faces: a page of the collection's faces (unassigned=True:
+        only those without a subject) and their total."""
+        flag = None if unassigned is None else ("true" if unassigned else "false")
+        return self._request("GET", "/api/v1/faces",
+                             query=_drop_none(unassigned=flag, limit=limit, offset=offset))
+
+    def remove_face(self, face_id: Union[int, str]) -> JSON:
+        """DELETE /api/v1/faces/{face_id}: any face of the collection."""
+        return self._request("DELETE", f"/api/v1/faces/{self._id(face_id)}")
+
+    def assign_faces(self, face_ids: Sequence[int], subject_id: Optional[int] = None,
+                     subject_name: Optional[str] = None,
+                     metadata: Optional[JSON] = None) -> JSON:
+        """POST /api/v1/faces/assign: moves the faces (unassigned or of any
+        subject) to subject_id, or to the subject called subject_name (made,
+        with metadata, when there is none), in one transaction."""
+        return self._request("POST", "/api/v1/faces/assign", body=_drop_none(
+            face_ids=[int(f) for f in face_ids], subject_id=subject_id,
+            subject_name=subject_name, metadata=metadata))
+
+    def merge_subjects(self, subject_id: Union[int, str], from_subject_id: int) -> JSON:
+        """POST /api/v1/subjects/{id}/merge: every face of from_subject_id
+        moves to subject_id, and from_subject_id is deleted."""
+        return self._request("POST", f"/api/v1/subjects/{self._id(subject_id)}/merge",
+                             body={"from_subject_id": int(from_subject_id)})
+
 
 # Which method serves each API route (method, path as routes.c spells it);
 # tests/py/test_python_package.py holds it against `faceverifyd routes`.
@@ -387,4 +431,9 @@ ROUTES = {
     ("GET", "/api/v1/subjects/{id}/faces"): Client.list_faces,
     ("DELETE", "/api/v1/subjects/{id}/faces/{face_id}"): Client.delete_face,
     ("POST", "/api/v1/subjects/{id}/verify"): Client.verify_subject,
+    ("POST", "/api/v1/subjects/{id}/merge"): Client.merge_subjects,
+    ("POST", "/api/v1/faces"): Client.add_faces,
+    ("GET", "/api/v1/faces"): Client.collection_faces,
+    ("DELETE", "/api/v1/faces/{face_id}"): Client.remove_face,
+    ("POST", "/api/v1/faces/assign"): Client.assign_faces,
 }

@@ -398,6 +398,32 @@ def test_client_against_server(fv, server, lfw_pairs):
     assert c.list_faces(alice["id"])["count"] == 4
 
 
+def test_client_unassigned_faces_assign_merge(fv, server, lfw_pairs):
+    """Faces stored without a subject, named, moved and merged through the
+    package's Client; identify follows."""
+    c = fv.Client(server.base, server.key)
+    (a1, a2), (b1, b2) = lfw_pairs[2], lfw_pairs[1]
+    added = c.add_faces(a1)
+    assert added["count"] == 1 and added["faces"][0]["quality"]["score"] > 0, added
+    fa = added["faces"][0]["face_id"]
+    fb = c.add_face_embedding(fv.face_encodings(fv.load_image_file(b1))[0])["faces"][0]["face_id"]
+    listed = c.collection_faces(unassigned=True)
+    assert [f["face_id"] for f in listed["faces"]] == [fa, fb] and listed["total"] == 2, listed
+    carol = c.assign_faces([fa], subject_name="pkg-carol")
+    assert carol["created"] is True and carol["moved"] == 1, carol
+    dave = c.assign_faces([fb], subject_name="pkg-dave")["subject_id"]
+    assert c.verify_subject(carol["subject_id"], a2)["verified"] is True
+    assert c.verify_subject(carol["subject_id"], b2)["verified"] is False
+    assert c.merge_subjects(carol["subject_id"], dave)["moved"] == 1
+    assert c.verify_subject(carol["subject_id"], b2)["verified"] is True
+    assert c.remove_face(fb)["deleted"] is True
+    assert c.collection_faces(unassigned=True)["total"] == 0
+    with pytest.raises(fv.NotFoundError):
+        c.assign_faces([fb], subject_id=carol["subject_id"])
+    with pytest.raises(fv.ValidationError):
+        c.merge_subjects(dave, dave)
+
+
 def test_client_errors(fv, server, lfw_pairs):
     with pytest.raises(fv.AuthenticationError) as e:
         fv.Client(server.base, "fv_wrong_key").collection()

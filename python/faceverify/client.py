@@ -406,6 +406,60 @@ class Client:
         return self._request("POST", f"/api/v1/subjects/{self._id(subject_id)}/merge",
                              body={"from_subject_id": int(from_subject_id)})
 
+    # ------------------------------------------------- clustering, corrections
+
+    def cluster(self, images: Optional[Sequence[ImageInput]] = None,
+                embeddings: Optional[Sequence[Embedding]] = None, unassigned: bool = False,
+                fmr: Optional[float] = None, min_cluster_size: Optional[int] = None,
+                model: Optional[str] = None, detector: Optional[str] = None) -> JSON:
+        """POST /api/v1/faces/cluster: groups faces into people.  Exactly one
+        source: images (every face of every photo, multipart image1..N),
+        embeddings (at most 500), or unassigned=True (the collection's faces
+        without a subject).  fmr is the strictness (lower: fewer merges),
+        min_cluster_size the smallest group kept (others are noise)."""
+        if sum((images is not None, embeddings is not None, bool(unassigned))) != 1:
+            raise ValueError("cluster: pass exactly one of images, embeddings, unassigned=True")
+        if images is not None:
+            fields = _drop_none(fmr=fmr, min_cluster_size=min_cluster_size, detector=detector)
+            files = {f"image{i + 1}": _image_bytes(im) for i, im in enumerate(images)}
+            return self._request("POST", "/api/v1/faces/cluster",
+                                 form=({k: str(v) for k, v in fields.items()}, files))
+        body = _drop_none(fmr=fmr, min_cluster_size=min_cluster_size, model=model)
+        if embeddings is not None:
+            body["embeddings"] = [_embedding(e) for e in embeddings]
+        else:
+            body["source"] = "unassigned"
+        return self._request("POST", "/api/v1/faces/cluster", body=body)
+
+    def add_correction(self, subject_id: Union[int, str], image: Optional[ImageInput] = None,
+                       embedding: Optional[Embedding] = None, face_id: Optional[int] = None,
+                       model: Optional[str] = None) -> JSON:
+        """POST /api/v1/subjects/{id}/not: records that this face (a photo's
+        largest face, an embedding, or a stored face of another subject) is
+        NOT this subject; identify and verify stop matching it, and faces
+        very close to it, to the subject.  Exactly one of the three."""
+        if sum(x is not None for x in (image, embedding, face_id)) != 1:
+            raise ValueError("add_correction: pass exactly one of image, embedding, face_id")
+        path = f"/api/v1/subjects/{self._id(subject_id)}/not"
+        if image is not None:
+            return self._request("POST", path, form=({}, {"image": _image_bytes(image)}))
+        if embedding is not None:
+            return self._request("POST", path, body=_drop_none(
+                embedding=_embedding(embedding), model=model))
+        return self._request("POST", path, body={"face_id": int(face_id)})
+
+    def list_corrections(self, subject_id: Union[int, str]) -> JSON:
+        """GET /api/v1/subjects/{id}/not: the subject's corrections (never
+        their templates)."""
+        return self._request("GET", f"/api/v1/subjects/{self._id(subject_id)}/not")
+
+    def delete_correction(self, subject_id: Union[int, str],
+                          correction_id: Union[int, str]) -> JSON:
+        """DELETE /api/v1/subjects/{id}/not/{correction_id}."""
+        return self._request(
+            "DELETE",
+            f"/api/v1/subjects/{self._id(subject_id)}/not/{self._id(correction_id)}")
+
 
 # Which method serves each API route (method, path as routes.c spells it);
 # tests/py/test_python_package.py holds it against `faceverifyd routes`.
@@ -436,4 +490,8 @@ ROUTES = {
     ("GET", "/api/v1/faces"): Client.collection_faces,
     ("DELETE", "/api/v1/faces/{face_id}"): Client.remove_face,
     ("POST", "/api/v1/faces/assign"): Client.assign_faces,
+    ("POST", "/api/v1/faces/cluster"): Client.cluster,
+    ("POST", "/api/v1/subjects/{id}/not"): Client.add_correction,
+    ("GET", "/api/v1/subjects/{id}/not"): Client.list_corrections,
+    ("DELETE", "/api/v1/subjects/{id}/not/{correction_id}"): Client.delete_correction,
 }

@@ -3,8 +3,9 @@
  *
  * Input: one byte choosing the route, then a JSON body.  The body goes
  * through the real HTTP path (jansson, routes.c's embedding, name,
- * metadata, threshold, top_k and k parsing, and the collection settings
- * of PATCH /api/v1/collection).  Because the harness server
+ * metadata, threshold, top_k and k parsing, the collection settings of
+ * PATCH /api/v1/collection, and the face ids, subject and options of the
+ * unassigned-face, assign and merge routes).  Because the harness server
  * has no models, the image routes stop before reading their fields, so the
  * field readers of http.h (base64 and data: URL decoding, numbers, text)
  * are also called directly on the parsed object, as those routes would.
@@ -26,7 +27,11 @@ static const char *const ROUTES[][2] = {{"POST", "/api/v1/verify/embeddings"},
                                         {"GET", "/api/v1/subjects"},
                                         {"POST", "/api/v1/detect"},
                                         {"POST", "/api/v1/subjects/1/verify"},
-                                        {"PATCH", "/api/v1/collection"}};
+                                        {"PATCH", "/api/v1/collection"},
+                                        {"POST", "/api/v1/faces"},
+                                        {"POST", "/api/v1/faces/assign"},
+                                        {"POST", "/api/v1/subjects/1/merge"},
+                                        {"GET", "/api/v1/faces"}};
 
 /* The field readers, without a connection: only names present in the
  * object are looked up (an absent name would fall back to the query
@@ -57,7 +62,8 @@ static void read_fields(json_t *obj) {
         fvs_req_number(&r, numbers[i], 0, 1e9, &v, &out);
         fvs_resp_free(&out);
     }
-    static const char *const texts[] = {"name", "detector", "face"};
+    static const char *const texts[] = {"name", "detector",   "face",
+                                        "pick", "unassigned", "from_subject_id"};
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
         if (!json_object_get(obj, texts[i])) continue;
         char buf[64];

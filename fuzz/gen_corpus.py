@@ -278,6 +278,13 @@ def jsons():
         (6, {"index_backend": None}),
         (6, {"index_backend": "faiss-hnsw", "colour": [1]}),
         (1, {"embedding": emb, "model": "scratch-0123456789abcdef"}),
+        (7, {"embedding": emb}),
+        (7, {"image": data_url, "pick": "largest"}),
+        (8, {"face_ids": [1, 2, 2], "subject_name": "ann", "metadata": {"team": [1]}}),
+        (8, {"face_ids": [0, "1", 1e30, None], "subject_id": 1, "subject_name": ""}),
+        (9, {"from_subject_id": 1}),
+        (9, {"from_subject_id": "2x"}),
+        (10, {"unassigned": "true", "limit": 5, "offset": 1}),
     ]
     out = [bytes([r]) + json.dumps(b).encode() for r, b in bodies]
     out += [b"\x02" + b"[" * 300 + b"]" * 300, b'\x02{"name": "a\\u0000b"}',

@@ -362,6 +362,104 @@ class Client:
                              body=_drop_none(image=_image_b64(image), threshold=threshold,
                                              fmr=fmr, detector=detector))
 
+    # ------------------------------------------------- unassigned faces, naming, merging
+
+    def add_faces(self, image: ImageInput, pick: Optional[str] = None,
+                  detector: Optional[str] = None) -> JSON:
+        """POST /api/v1/faces with a photo: stores its faces (every one, or
+        the largest with pick="largest") without a subject, to be named
+        later; 201 with their face_id, box and quality."""
+        return self._request("POST", "/api/v1/faces", body=_drop_none(
+            image=_image_b64(image), pick=pick, detector=detector))
+
+    def add_face_embedding(self, embedding: Embedding, model: Optional[str] = None) -> JSON:
+        """POST /api/v1/faces with a precomputed embedding, stored without a
+        subject."""
+        return self._request("POST", "/api/v1/faces", body=_drop_none(
+            embedding=_embedding(embedding), model=model))
+
+    def collection_faces(self, unassigned: Optional[bool] = None, limit: Optional[int] = None,
+                         offset: Optional[int] = None) -> JSON:
+        """GET /api/v1/faces: a page of the collection's faces (unassigned=True:
+        only those without a subject) and their total."""
+        flag = None if unassigned is None else ("true" if unassigned else "false")
+        return self._request("GET", "/api/v1/faces",
+                             query=_drop_none(unassigned=flag, limit=limit, offset=offset))
+
+    def remove_face(self, face_id: Union[int, str]) -> JSON:
+        """DELETE /api/v1/faces/{face_id}: any face of the collection."""
+        return self._request("DELETE", f"/api/v1/faces/{self._id(face_id)}")
+
+    def assign_faces(self, face_ids: Sequence[int], subject_id: Optional[int] = None,
+                     subject_name: Optional[str] = None,
+                     metadata: Optional[JSON] = None) -> JSON:
+        """POST /api/v1/faces/assign: moves the faces (unassigned or of any
+        subject) to subject_id, or to the subject called subject_name (made,
+        with metadata, when there is none), in one transaction."""
+        return self._request("POST", "/api/v1/faces/assign", body=_drop_none(
+            face_ids=[int(f) for f in face_ids], subject_id=subject_id,
+            subject_name=subject_name, metadata=metadata))
+
+    def merge_subjects(self, subject_id: Union[int, str], from_subject_id: int) -> JSON:
+        """POST /api/v1/subjects/{id}/merge: every face of from_subject_id
+        moves to subject_id, and from_subject_id is deleted."""
+        return self._request("POST", f"/api/v1/subjects/{self._id(subject_id)}/merge",
+                             body={"from_subject_id": int(from_subject_id)})
+
+    # ------------------------------------------------- clustering, corrections
+
+    def cluster(self, images: Optional[Sequence[ImageInput]] = None,
+                embeddings: Optional[Sequence[Embedding]] = None, unassigned: bool = False,
+                fmr: Optional[float] = None, min_cluster_size: Optional[int] = None,
+                model: Optional[str] = None, detector: Optional[str] = None) -> JSON:
+        """POST /api/v1/faces/cluster: groups faces into people.  Exactly one
+        source: images (every face of every photo, multipart image1..N),
+        embeddings (at most 500), or unassigned=True (the collection's faces
+        without a subject).  fmr is the strictness (lower: fewer merges),
+        min_cluster_size the smallest group kept (others are noise)."""
+        if sum((images is not None, embeddings is not None, bool(unassigned))) != 1:
+            raise ValueError("cluster: pass exactly one of images, embeddings, unassigned=True")
+        if images is not None:
+            fields = _drop_none(fmr=fmr, min_cluster_size=min_cluster_size, detector=detector)
+            files = {f"image{i + 1}": _image_bytes(im) for i, im in enumerate(images)}
+            return self._request("POST", "/api/v1/faces/cluster",
+                                 form=({k: str(v) for k, v in fields.items()}, files))
+        body = _drop_none(fmr=fmr, min_cluster_size=min_cluster_size, model=model)
+        if embeddings is not None:
+            body["embeddings"] = [_embedding(e) for e in embeddings]
+        else:
+            body["source"] = "unassigned"
+        return self._request("POST", "/api/v1/faces/cluster", body=body)
+
+    def add_correction(self, subject_id: Union[int, str], image: Optional[ImageInput] = None,
+                       embedding: Optional[Embedding] = None, face_id: Optional[int] = None,
+                       model: Optional[str] = None) -> JSON:
+        """POST /api/v1/subjects/{id}/not: records that this face (a photo's
+        largest face, an embedding, or a stored face of another subject) is
+        NOT this subject; identify and verify stop matching it, and faces
+        very close to it, to the subject.  Exactly one of the three."""
+        if sum(x is not None for x in (image, embedding, face_id)) != 1:
+            raise ValueError("add_correction: pass exactly one of image, embedding, face_id")
+        path = f"/api/v1/subjects/{self._id(subject_id)}/not"
+        if image is not None:
+            return self._request("POST", path, form=({}, {"image": _image_bytes(image)}))
+        if embedding is not None:
+            return self._request("POST", path, body=_drop_none(
+                embedding=_embedding(embedding), model=model))
+        return self._request("POST", path, body={"face_id": int(face_id)})
+
+    def list_corrections(self, subject_id: Union[int, str]) -> JSON:
+        """GET /api/v1/subjects/{id}/not: the subject's corrections (never
+        their templates)."""
+        return self._request("GET", f"/api/v1/subjects/{self._id(subject_id)}/not")
+
+    def delete_correction(self, subject_id: Union[int, str],
+                          correction_id: Union[int, str]) -> JSON:
+        """DELETE /api/v1/subjects/{id}/not/{correction_id}."""
+        return self._request(
+            "DELETE",
+            f"/api/v1/subjects/{self._id(subject_id)}/not/{self._id(correction_id)}")
+
 
 # Which method serves each API route (method, path as routes.c spells it);
 # tests/py/test_python_package.py holds it against `faceverifyd routes`.
@@ -387,4 +485,13 @@ ROUTES = {
     ("GET", "/api/v1/subjects/{id}/faces"): Client.list_faces,
     ("DELETE", "/api/v1/subjects/{id}/faces/{face_id}"): Client.delete_face,
     ("POST", "/api/v1/subjects/{id}/verify"): Client.verify_subject,
+    ("POST", "/api/v1/subjects/{id}/merge"): Client.merge_subjects,
+    ("POST", "/api/v1/faces"): Client.add_faces,
+    ("GET", "/api/v1/faces"): Client.collection_faces,
+    ("DELETE", "/api/v1/faces/{face_id}"): Client.remove_face,
+    ("POST", "/api/v1/faces/assign"): Client.assign_faces,
+    ("POST", "/api/v1/faces/cluster"): Client.cluster,
+    ("POST", "/api/v1/subjects/{id}/not"): Client.add_correction,
+    ("GET", "/api/v1/subjects/{id}/not"): Client.list_corrections,
+    ("DELETE", "/api/v1/subjects/{id}/not/{correction_id}"): Client.delete_correction,
 }

@@ -92,6 +92,43 @@ static void batch_detail(const json_t *body, json_t *detail) {
     json_object_set_new(detail, "face_ids", ids);
 }
 
+/* The ids of the faces POST /faces stored (*face_id: the one, when one). */
+static void added_detail(const json_t *body, json_t *detail, int64_t *face_id) {
+    json_t *ids = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(body, "faces"), i, f) {
+        json_t *id = json_object_get(f, "face_id");
+        if (json_is_integer(id)) json_array_append(ids, id);
+    }
+    if (json_array_size(ids) == 1) *face_id = json_integer_value(json_array_get(ids, 0));
+    json_object_set_new(detail, "face_ids", ids);
+}
+
+/* An assign or a merge: the subject the faces went to (*subject_id),
+ * the faces named (the request's face_ids, integers only), the subject
+ * merged away, how many moved, and whether the subject was created. */
+static void surgery_detail(const json_t *req, const json_t *body, json_t *detail,
+                           int64_t *subject_id) {
+    json_t *sid = json_object_get(body, "subject_id");
+    if (json_is_integer(sid)) *subject_id = json_integer_value(sid);
+    const json_t *asked = req ? json_object_get(req, "face_ids") : NULL;
+    if (json_is_array(asked)) {
+        json_t *ids = json_array();
+        size_t i;
+        json_t *v;
+        json_array_foreach(asked, i, v) {
+            if (json_is_integer(v)) json_array_append(ids, v);
+        }
+        json_object_set_new(detail, "face_ids", ids);
+    }
+    static const char *const keys[] = {"from_subject_id", "moved", "created"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        json_t *v = json_object_get(body, keys[k]);
+        if (v) json_object_set(detail, keys[k], v);
+    }
+}
+
 void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64_t face_id,
                        const fvs_resp *out) {
     const json_t *body = out->body;
@@ -129,6 +166,11 @@ void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64
                 json_incref(n);
             if (n) json_object_set_new(detail, "count", n);
         }
+        if (strcmp(action, "face.add") == 0) added_detail(body, detail, &face_id);
+        if (strcmp(action, "face.assign") == 0 || strcmp(action, "subject.merge") == 0)
+            surgery_detail(r->json, body, detail, &subject_id);
+        if (strcmp(action, "faces.list") == 0 && json_is_array(faces))
+            json_object_set_new(detail, "count", json_integer((json_int_t)json_array_size(faces)));
         if (strcmp(action, "face.enroll") == 0) enrol_detail(body, detail);
         if (strcmp(action, "face.enroll_batch") == 0) batch_detail(body, detail);
         if (strncmp(action, "correction.", 11) == 0) correction_detail(body, detail);

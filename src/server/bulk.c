@@ -738,7 +738,7 @@ int fvs_bulk_export(fvs_store *st, const fvs_bulk_opts *o, const char *file) {
     json_t *subjects = export_subjects(st, c.id, &x);
     char err[512];
     json_t *doc = NULL;
-    if (subjects && fvs_faces_each(st, c.id, export_face, &x, err, sizeof err)) {
+    if (subjects && fvs_faces_each(st, c.id, 0, export_face, &x, err, sizeof err)) {
         fprintf(stderr, "faceverifyd: export: %s\n", err);
         json_decref(subjects);
         subjects = NULL;

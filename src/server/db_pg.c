@@ -66,18 +66,35 @@ static int ensure_connected(pg_db *p) {
 static int pg_query(fvs_db *db, const char *sql, const fvs_val *params, int nparams, fvs_row_fn fn,
                     void *ctx, int64_t *changes, char *err, size_t errlen) {
     pg_db *p = (pg_db *)db;
-    if (nparams > 32) {
+    /* The protocol's limit; past 32 (a statement naming a chunk of face
+     * ids, store.c) the parameter arrays live on the heap. */
+    if (nparams < 0 || nparams > 65535) {
         snprintf(err, errlen, "too many parameters");
         return -1;
     }
-    char *q = rewrite_params(sql);
+    const char *values_s[32];
+    int lengths_s[32], formats_s[32];
+    char numbuf_s[32][40];
+    const char **values = values_s;
+    int *lengths = lengths_s, *formats = formats_s;
+    char(*numbuf)[40] = numbuf_s;
+    if (nparams > 32) {
+        values = malloc((size_t)nparams * sizeof *values);
+        lengths = malloc((size_t)nparams * sizeof *lengths);
+        formats = malloc((size_t)nparams * sizeof *formats);
+        numbuf = malloc((size_t)nparams * sizeof *numbuf);
+    }
+    char *q = values && lengths && formats && numbuf ? rewrite_params(sql) : NULL;
     if (!q) {
+        if (nparams > 32) {
+            free(values);
+            free(lengths);
+            free(formats);
+            free(numbuf);
+        }
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    const char *values[32];
-    int lengths[32], formats[32];
-    char numbuf[32][40];
     for (int i = 0; i < nparams; i++) {
         const fvs_val *v = &params[i];
         lengths[i] = 0;
@@ -113,6 +130,12 @@ static int pg_query(fvs_db *db, const char *sql, const fvs_val *params, int npar
         res = NULL;
     }
     free(q);
+    if (nparams > 32) {
+        free(values);
+        free(lengths);
+        free(formats);
+        free(numbuf);
+    }
     if (!res) {
         snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->h));
         return -1;

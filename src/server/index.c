@@ -587,6 +587,118 @@ static int one_row(void *ctx, int64_t face, int64_t subject, const char *name, c
     return 0;
 }
 
+/* A FVS_CHANGE_RELABEL of one face: its row read again decides. */
+typedef struct relabel_ctx {
+    entry *e;
+    char *err;
+    size_t errlen;
+    int seen, failed;
+} relabel_ctx;
+
+static int relabel_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb,
+                       double quality) {
+    (void)quality;
+    relabel_ctx *o = ctx;
+    o->seen = 1;
+    if (!emb) {
+        /* Moved, and not readable here: out of the searched set, named. */
+        o->failed = fvsearch_remove(o->e->s, face, o->err, o->errlen) < 0 || bad_add(o->e, face);
+        return o->failed;
+    }
+    bad_del(o->e, face);
+    /* The vector is unchanged by a move: only a face not yet in the index
+     * (an unassigned one just named) is added. */
+    if ((!fvsearch_contains(o->e->s, face) &&
+         fvsearch_add(o->e->s, 1, &face, emb, o->err, o->errlen)) ||
+        meta_add(o->e, face, subject, name) || fused_add(o->e, subject, emb)) {
+        o->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Drops face's subject from e (that subject's fused template is read
+ * again when next needed); the vector stays. */
+static void unlabel(entry *e, int64_t face) {
+    int found;
+    size_t at = meta_find(e, face, &found);
+    if (found) fused_del(e, e->m[at].subject);
+    meta_del(e, face);
+}
+
+/* Applies a relabel of face: its old subject's entry goes, then the row
+ * as stored now is indexed under its subject; a face that is no longer
+ * searchable (gone, unassigned, of another model) leaves the index.
+ * e->mu held. */
+static int relabel(fvs_index *ix, entry *e, int64_t face, char *err, size_t errlen) {
+    unlabel(e, face);
+    relabel_ctx o = {e, err, errlen, 0, 0};
+    if (fvs_template_get(ix->st, e->coll, face, e->model, relabel_row, &o, err, errlen)) return -1;
+    if (o.failed) return -1;
+    bad_note(e, err, errlen);
+    if (!o.seen) {
+        bad_del(e, face);
+        if (fvsearch_remove(e->s, face, err, errlen) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Relabels past which one batch of the change log reads the collection's
+ * templates in one pass instead of one query per face: a cluster of
+ * thousands named in one call is then one statement on every node. */
+#define RELABEL_BULK 64
+
+typedef struct bulk_ctx {
+    entry *e;
+    const int64_t *faces; /* sorted, unique */
+    unsigned char *seen;
+    size_t n;
+    relabel_ctx o;
+} bulk_ctx;
+
+static int bulk_row(void *ctx, int64_t face, int64_t subject, const char *name, const float *emb,
+                    double quality) {
+    bulk_ctx *b = ctx;
+    int found;
+    size_t at = sorted_find(b->faces, b->n, sizeof *b->faces, 0, face, &found);
+    if (!found) return 0;
+    b->seen[at] = 1;
+    unlabel(b->e, face);
+    return relabel_row(&b->o, face, subject, name, emb, quality);
+}
+
+static int cmp_id(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Relabels faces[0..n) (sorted in place, duplicates dropped) with one
+ * pass over the collection's templates; those the pass does not see
+ * leave the index.  e->mu held. */
+static int relabel_bulk(fvs_index *ix, entry *e, int64_t *faces, size_t n, char *err,
+                        size_t errlen) {
+    qsort(faces, n, sizeof *faces, cmp_id);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || faces[u - 1] != faces[i]) faces[u++] = faces[i];
+    bulk_ctx b = {e, faces, calloc(u ? u : 1, 1), u, {e, err, errlen, 0, 0}};
+    if (!b.seen) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = fvs_templates(ix->st, e->coll, 0, e->model, bulk_row, &b, err, errlen);
+    if (!rc && b.o.failed) rc = -1;
+    if (!rc) bad_note(e, err, errlen);
+    for (size_t i = 0; !rc && i < u; i++) {
+        if (b.seen[i]) continue;
+        unlabel(e, faces[i]);
+        bad_del(e, faces[i]);
+        if (fvsearch_remove(e->s, faces[i], err, errlen) < 0) rc = -1;
+    }
+    free(b.seen);
+    return rc;
+}
+
 /* Reads e again from storage, with the version and change-log position
  * taken first (a write racing with the read is applied again later,
  * which is idempotent).  e->mu held. */
@@ -621,9 +733,26 @@ static int apply_changes(fvs_index *ix, entry *e, char *err, size_t errlen) {
         free(l.c);
         return rebuild_current(ix, e, err, errlen);
     }
+    /* Many relabels: all in one pass first.  Every op reads the row as it
+     * is now, so applying them before the adds and deletes around them
+     * ends in the same state. */
+    size_t nrel = 0;
+    for (size_t i = 0; i < l.n; i++) nrel += l.c[i].op == FVS_CHANGE_RELABEL;
+    int bulk = nrel > RELABEL_BULK;
+    if (!rc && bulk) {
+        int64_t *faces = malloc(nrel * sizeof *faces);
+        size_t k = 0;
+        for (size_t i = 0; faces && i < l.n; i++)
+            if (l.c[i].op == FVS_CHANGE_RELABEL) faces[k++] = l.c[i].face;
+        if (!faces) snprintf(err, errlen, "out of memory");
+        rc = faces ? relabel_bulk(ix, e, faces, k, err, errlen) : -1;
+        free(faces);
+    }
     for (size_t i = 0; !rc && i < l.n; i++) {
         const change *c = &l.c[i];
-        if (c->op > 0) {
+        if (c->op == FVS_CHANGE_RELABEL) {
+            if (!bulk) rc = relabel(ix, e, c->face, err, errlen);
+        } else if (c->op > 0) {
             one_ctx o = {e, err, errlen, 0};
             rc = fvs_template_get(ix->st, e->coll, c->face, e->model, one_row, &o, err, errlen);
             if (!rc) bad_note(e, err, errlen);

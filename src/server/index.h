@@ -18,7 +18,8 @@
  * Consistency across processes: every face insert/delete writes a row in
  * face_changes and bumps collections.version in the same transaction (and
  * on PostgreSQL sends NOTIFY faceverify_faces).  The index applies the
- * change log incrementally (add or remove the faces named):
+ * change log incrementally (add or remove the faces named, or relabel a
+ * face that changed subject: store.h FVS_CHANGE_RELABEL):
  *   - sync "request" (the default): before each search it reads the
  *     version (one indexed lookup) and applies changes when it moved, so a
  *     write through any node is seen by the next search on every node;

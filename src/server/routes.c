@@ -769,6 +769,87 @@ static fv_status embed_chips(const fv_engine *eng, const fv_model *m, const unsi
     return st;
 }
 
+/* Decodes the photo in field "image" and detects every face of it (at
+ * most --max-faces: more is 422 too_many_faces), each embedded with the
+ * collection's model m: *facesp (n faces) and *emb (n x FV_EMBED_DIM),
+ * both the caller's to free, and
+ * *extras, one object per face with what its answer takes from its chip,
+ * made before the chips go: its quality and, when asked, the chip itself.
+ * ms: the decode's, the detection's and the embedding's times; mac (may
+ * be NULL): the photo's stored fingerprint (load_images).  No face is
+ * FV_E_NO_FACE.  0, or -1 after an error in out (*facesp, *emb, *extras
+ * NULL). */
+static int photo_faces(fvs_req *r, const fv_model *m, const fv_detect_options *opt, char *mac,
+                       fv_face **facesp, size_t *n, float **emb, json_t **extras, double ms[3],
+                       fvs_resp *out) {
+    const char *name = "image";
+    fv_image *img = NULL;
+    uint64_t held = 0;
+    char err[256] = "";
+    *facesp = NULL;
+    *emb = NULL;
+    *extras = NULL;
+    *n = 0;
+    if (load_images(r, &name, 1, opt->max_side, &img, &ms[0], mac, &held, out)) return -1;
+    /* every face, its chips embedded as one batch; a crowd past
+     * --max-faces is refused rather than cut short */
+    const size_t cap = max_faces(r);
+    fv_face *faces = NULL;
+    double t1 = now_ms();
+    fv_status st = detect_upto(r, img, opt, cap, &faces, n, err, sizeof err);
+    ms[1] = now_ms() - t1;
+    if (st == FV_OK && *n > cap) {
+        free(faces);
+        drop_images(r, &img, 1, held);
+        fvs_error(out, 422, "too_many_faces",
+                  "image: %zu faces found; at most %zu faces per photo (the server's "
+                  "--max-faces)",
+                  *n, cap);
+        *n = 0;
+        return -1;
+    }
+    if (st == FV_OK && *n == 0) {
+        st = FV_E_NO_FACE;
+        snprintf(err, sizeof err, "image: no face found");
+    }
+    unsigned char *chips = NULL;
+    float *e = NULL;
+    double t2 = now_ms();
+    if (st == FV_OK) {
+        chips = malloc(*n * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        e = malloc(*n * FV_EMBED_DIM * sizeof(float));
+        if (!chips || !e) st = FV_E_NO_MEMORY;
+        for (size_t i = 0; st == FV_OK && i < *n; i++)
+            st = fv_face_chip(r->srv->engine, img, &faces[i],
+                              chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        if (st == FV_OK) st = embed_chips(r->srv->engine, m, chips, *n, e, err, sizeof err);
+    }
+    ms[2] = now_ms() - t2;
+    drop_images(r, &img, 1, held);
+    json_t *x = st == FV_OK ? json_array() : NULL;
+    int with_chips = want_chips(r);
+    for (size_t i = 0; x && i < *n; i++) {
+        const unsigned char *chip = chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3;
+        json_t *one = json_object();
+        add_quality(one, &faces[i], opt->detector, chip);
+        json_t *u = with_chips ? fvs_chip_data_url(chip, FV_CHIP_SIZE, FV_CHIP_SIZE) : NULL;
+        if (u) json_object_set_new(one, "chip", u);
+        json_array_append_new(x, one);
+    }
+    free(chips);
+    if (st != FV_OK) {
+        free(e);
+        free(faces);
+        *n = 0;
+        fvs_status_error(out, st, err);
+        return -1;
+    }
+    *facesp = faces;
+    *emb = e;
+    *extras = x;
+    return 0;
+}
+
 /* How r's searches apply corrections (corrections.h): the radius for the
  * collection's model (its threshold where it has no calibration). */
 static fvs_correction_opts correction_opts(const fvs_req *r) {
@@ -782,68 +863,16 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (coll_model(r, &m, out)) return;
     id_mode md;
     if (search_params(r, &md, out)) return;
-    double t0 = now_ms(), dec = 0;
-    fv_image *img = NULL;
-    uint64_t held = 0;
+    double t0 = now_ms(), ms[3] = {0, 0, 0};
     fv_detect_options opt;
-    if (get_detect_options(r, &opt, out)) return;
-    if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
-    /* every face is searched, its chips embedded as one batch; a crowd
-     * past --max-faces is refused rather than cut short */
-    const size_t cap = max_faces(r);
     fv_face *faces = NULL;
     size_t n = 0;
     char err[256] = "";
-    double t1 = now_ms();
-    fv_status st = detect_upto(r, img, &opt, cap, &faces, &n, err, sizeof err);
-    double det = now_ms() - t1;
-    if (st == FV_OK && n > cap) {
-        free(faces);
-        drop_images(r, &img, 1, held);
-        fvs_error(out, 422, "too_many_faces",
-                  "image: %zu faces found; identify takes at most %zu faces per photo "
-                  "(the server's --max-faces)",
-                  n, cap);
-        return;
-    }
-    if (st == FV_OK && n == 0) {
-        st = FV_E_NO_FACE;
-        snprintf(err, sizeof err, "image: no face found");
-    }
-    unsigned char *chips = NULL;
     float *emb = NULL;
-    double t2 = now_ms(), emb_ms = 0;
-    if (st == FV_OK) {
-        chips = malloc(n * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
-        emb = malloc(n * FV_EMBED_DIM * sizeof(float));
-        if (!chips || !emb) st = FV_E_NO_MEMORY;
-        for (size_t i = 0; st == FV_OK && i < n; i++)
-            st = fv_face_chip(r->srv->engine, img, &faces[i],
-                              chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
-        if (st == FV_OK) st = embed_chips(r->srv->engine, m, chips, n, emb, err, sizeof err);
-        emb_ms = now_ms() - t2;
-    }
-    drop_images(r, &img, 1, held);
-    /* What each face's answer takes from its chip, made before the chips
-     * go: its quality and, when asked, the chip itself. */
-    json_t *extras = json_array();
-    int with_chips = want_chips(r);
-    for (size_t i = 0; st == FV_OK && i < n; i++) {
-        const unsigned char *chip = chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3;
-        json_t *x = json_object();
-        add_quality(x, &faces[i], opt.detector, chip);
-        json_t *u = with_chips ? fvs_chip_data_url(chip, FV_CHIP_SIZE, FV_CHIP_SIZE) : NULL;
-        if (u) json_object_set_new(x, "chip", u);
-        json_array_append_new(extras, x);
-    }
-    free(chips);
-    if (st != FV_OK) {
-        json_decref(extras);
-        free(emb);
-        free(faces);
-        fvs_status_error(out, st, err);
+    json_t *extras = NULL;
+    if (get_detect_options(r, &opt, out) ||
+        photo_faces(r, m, &opt, NULL, &faces, &n, &emb, &extras, ms, out))
         return;
-    }
     json_t *results = NULL, *warning = NULL;
     double t3 = now_ms();
     fvs_correction_opts co = correction_opts(r);
@@ -870,7 +899,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (o)
         json_object_update_new(o, json_pack("{s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
                                             results, "count", (json_int_t)n, "timings_ms", "decode",
-                                            dec, "detect", det, "embed", emb_ms, "search",
+                                            ms[0], "detect", ms[1], "embed", ms[2], "search",
                                             search_ms, "total", now_ms() - t0));
     else
         json_decref(results);
@@ -934,27 +963,36 @@ static int check_metadata(const json_t *meta, fvs_resp *out) {
     return -1;
 }
 
+/* A new subject's name (field, as given: form text or the JSON value nj,
+ * may be NULL) and the JSON body's "metadata" (*meta: NULL when absent
+ * or null): 0, or -1 after a 400. */
+static int check_subject_fields(fvs_req *r, const char *field, const char *name, const json_t *nj,
+                                const json_t **meta, fvs_resp *out) {
+    if (!name || (nj && !json_is_string(nj)) || !*name || strlen(name) > FVS_NAME_MAX) {
+        fvs_error(out, 400, "validation_error", "%s: a string of 1..%d bytes of UTF-8 is required",
+                  field, FVS_NAME_MAX);
+        return -1;
+    }
+    if (!fvs_utf8_valid(name, strlen(name)) || (nj && json_string_length(nj) != strlen(name))) {
+        /* form fields are raw bytes; JSON strings may hold \u0000 */
+        fvs_error(out, 400, "validation_error", "%s: not valid UTF-8, or holds a NUL", field);
+        return -1;
+    }
+    *meta = r->json ? json_object_get(r->json, "metadata") : NULL;
+    if (*meta && json_is_null(*meta)) *meta = NULL;
+    if (*meta && !json_is_object(*meta)) {
+        fvs_error(out, 400, "validation_error", "metadata: expected a JSON object");
+        return -1;
+    }
+    return *meta ? check_metadata(*meta, out) : 0;
+}
+
 static void h_subjects_create(fvs_req *r, fvs_resp *out) {
     char buf[64];
     const char *name = fvs_req_text(r, "name", buf, sizeof buf);
     json_t *nj = r->json ? json_object_get(r->json, "name") : NULL;
-    if (!name || (nj && !json_is_string(nj)) || !*name || strlen(name) > FVS_NAME_MAX) {
-        fvs_error(out, 400, "validation_error",
-                  "name: a string of 1..%d bytes of UTF-8 is required", FVS_NAME_MAX);
-        return;
-    }
-    if (!fvs_utf8_valid(name, strlen(name)) || (nj && json_string_length(nj) != strlen(name))) {
-        /* form fields are raw bytes; JSON strings may hold \u0000 */
-        fvs_error(out, 400, "validation_error", "name: not valid UTF-8, or holds a NUL");
-        return;
-    }
-    const json_t *meta = r->json ? json_object_get(r->json, "metadata") : NULL;
-    if (meta && json_is_null(meta)) meta = NULL;
-    if (meta && !json_is_object(meta)) {
-        fvs_error(out, 400, "validation_error", "metadata: expected a JSON object");
-        return;
-    }
-    if (meta && check_metadata(meta, out)) return;
+    const json_t *meta = NULL;
+    if (check_subject_fields(r, "name", name, nj, &meta, out)) return;
     json_t *subj = NULL;
     char err[256];
     int rc = fvs_subject_create(r->srv->store, r->coll.id, name, meta, &subj, err, sizeof err);
@@ -1214,16 +1252,24 @@ static void enrol_image(fvs_req *r, fvs_resp *out, int64_t sid, const char *name
     insert_face(r, out, sid, &row, fr.faces, extra, warning);
 }
 
+/* An option of two values: 0 for first (also when absent), 1 for
+ * second, -1 after a 400 naming both. */
+static int get_choice(fvs_req *r, const char *name, const char *first, const char *second,
+                      fvs_resp *out) {
+    char buf[64];
+    const char *v = fvs_req_text(r, name, buf, sizeof buf);
+    if (v && strcmp(v, first) && strcmp(v, second)) {
+        fvs_error(out, 400, "validation_error", "%s: expected '%s' or '%s'", name, first, second);
+        return -1;
+    }
+    return v && strcmp(v, second) == 0;
+}
+
 /* The "face" option: 1 for single (strict, the default), 0 for largest,
  * -1 after a 400. */
 static int get_strict(fvs_req *r, fvs_resp *out) {
-    char buf[64];
-    const char *face = fvs_req_text(r, "face", buf, sizeof buf);
-    if (face && strcmp(face, "largest") && strcmp(face, "single")) {
-        fvs_error(out, 400, "validation_error", "face: expected 'single' or 'largest'");
-        return -1;
-    }
-    return !(face && strcmp(face, "largest") == 0);
+    int c = get_choice(r, "face", "single", "largest", out);
+    return c < 0 ? -1 : !c;
 }
 
 static void h_face_enroll(fvs_req *r, fvs_resp *out) {
@@ -1481,15 +1527,56 @@ static int cluster_photo(fvs_req *r, const char *name, const fv_model *m,
     return 0;
 }
 
-/* {"source": ...}: faces the collection holds.  The people work adds
- * "unassigned" here (the collection's faces without a subject, each
- * described as {"face_id", "box"}, handed to cluster_answer). */
+/* The collection's unassigned faces gathered for clustering: those of
+ * model, their templates (n x FV_EMBED_DIM, cap faces of room) and
+ * descriptions. */
+typedef struct unassigned_in {
+    const char *model;
+    float *emb;
+    size_t n, cap;
+    json_t *faces;
+} unassigned_in;
+
+/* fvs_faces_each's callback: appends one face of the model and its
+ * {"face_id", "box"}. */
+static int unassigned_in_row(void *ctx, const fvs_face_full *f) {
+    unassigned_in *u = ctx;
+    if (strcmp(f->model, u->model) != 0) return 0;
+    if (cluster_grow(&u->emb, &u->cap, u->n + 1)) return 1;
+    memcpy(u->emb + u->n * FV_EMBED_DIM, f->embedding, FV_EMBED_DIM * sizeof(float));
+    u->n++;
+    return json_array_append_new(
+               u->faces, json_pack("{s:I, s:{s:f, s:f, s:f, s:f}}", "face_id", (json_int_t)f->id,
+                                   "box", "left", (double)f->left, "top", (double)f->top, "right",
+                                   (double)f->right, "bottom", (double)f->bottom))
+               ? 1
+               : 0;
+}
+
+/* {"source": "unassigned"}: the collection's faces without a subject
+ * made by its model (POST /faces), each described as {"face_id",
+ * "box"}, so that a cluster's face ids go to POST /faces/assign as they
+ * are. */
 static void cluster_source(fvs_req *r, fvs_resp *out, const fvsearch_cluster_opts *co,
                            const json_t *src) {
-    (void)r;
-    (void)co;
-    (void)src;
-    fvs_error(out, 400, "validation_error", "source: no such source of faces");
+    if (!json_is_string(src) || strcmp(json_string_value(src), "unassigned") != 0) {
+        fvs_error(out, 400, "validation_error",
+                  "source: expected \"unassigned\" (the collection's faces without a subject)");
+        return;
+    }
+    unassigned_in u = {r->coll.model, NULL, 0, 0, json_array()};
+    char err[256] = "";
+    if (!u.faces ||
+        fvs_faces_each(r->srv->store, r->coll.id, 1, unassigned_in_row, &u, err, sizeof err)) {
+        if (u.emb) sodium_memzero(u.emb, u.n * FV_EMBED_DIM * sizeof(float));
+        free(u.emb);
+        json_decref(u.faces);
+        db_error(out, err[0] ? err : "out of memory");
+        return;
+    }
+    cluster_answer(out, co, u.emb, u.n, u.faces, json_pack("{s:s}", "source", "unassigned"));
+    if (u.emb) sodium_memzero(u.emb, u.n * FV_EMBED_DIM * sizeof(float));
+    free(u.emb);
 }
 
 static void h_faces_cluster(fvs_req *r, fvs_resp *out) {
@@ -1598,6 +1685,270 @@ static void h_face_delete(fvs_req *r, fvs_resp *out) {
         fvs_error(out, 404, "not_found", "no face %" PRId64 " for subject %" PRId64, fid, sid);
     else
         fvs_reply(out, 200, json_pack("{s:I, s:b}", "id", (json_int_t)fid, "deleted", 1));
+}
+
+/* ------------------------------------------------- unassigned faces and subject surgery
+ *
+ * A collection may hold faces without a subject (store.h FVS_UNASSIGNED):
+ * every face of a camera's frame, say, kept to be clustered and named
+ * later.  They are never searched, verified against or counted as
+ * duplicates, so they pass no quality gate and no duplicate check here;
+ * their quality is stored and answered so that a client can leave poor
+ * ones out.  Naming (assign) moves faces, unassigned or of any subject,
+ * into one subject in one transaction; merge moves all of one subject's
+ * into another.  Every process's index follows through the change log
+ * (index.c, FVS_CHANGE_RELABEL). */
+
+/* Most faces one POST /faces stores from a photo (a crowd: pick=largest,
+ * or crop it). */
+#define UNASSIGNED_PER_PHOTO 64
+
+/* Most face ids one assign names. */
+#define ASSIGN_MAX 10000
+
+/* Stores rows[0..n) without a subject in one transaction and answers 201
+ * {"faces": [{"face_id", "box", "score", "quality"}], "count"} (quality:
+ * qualities[i], taken; NULL: null). */
+static void store_unassigned(fvs_req *r, fvs_resp *out, const fvs_face_row *rows, size_t n,
+                             json_t **qualities) {
+    int64_t subjects[UNASSIGNED_PER_PHOTO] = {0}, ids[UNASSIGNED_PER_PHOTO] = {0};
+    char err[256];
+    int rc = n <= UNASSIGNED_PER_PHOTO ? fvs_faces_insert_many(r->srv->store, r->coll.id, n,
+                                                               subjects, rows, ids, err, sizeof err)
+                                       : -1;
+    json_t *faces = rc ? NULL : json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *q = qualities && qualities[i] ? qualities[i] : json_null();
+        if (faces)
+            json_array_append_new(faces,
+                                  json_pack("{s:I, s:{s:f, s:f, s:f, s:f}, s:f, s:o}", "face_id",
+                                            (json_int_t)ids[i], "box", "left", (double)rows[i].left,
+                                            "top", (double)rows[i].top, "right",
+                                            (double)rows[i].right, "bottom", (double)rows[i].bottom,
+                                            "score", (double)rows[i].score, "quality", q));
+        else
+            json_decref(q);
+    }
+    if (rc) {
+        db_error(out, n <= UNASSIGNED_PER_PHOTO ? err : "too many faces");
+        return;
+    }
+    fvs_reply(out, 201,
+              json_pack("{s:o, s:I}", "faces", faces, "count", (json_int_t)json_array_size(faces)));
+}
+
+/* POST /faces: a photo's faces (every one, or the largest with
+ * pick=largest), or a bare embedding, stored without a subject. */
+static void h_faces_add(fvs_req *r, fvs_resp *out) {
+    if (r->json && json_object_get(r->json, "embedding")) {
+        float emb[FV_EMBED_DIM];
+        if (check_model_field(r, out) ||
+            parse_embedding(json_object_get(r->json, "embedding"), "embedding", emb, out))
+            return;
+        fvs_face_row row = {r->coll.model, emb, 0, 0, 0, 0, 0, NULL, -1, NULL, 0};
+        store_unassigned(r, out, &row, 1, NULL);
+        return;
+    }
+    const fv_model *m = NULL;
+    fv_detect_options opt;
+    int largest = get_choice(r, "pick", "all", "largest", out);
+    if (largest < 0 || need_engine(r, out) || coll_model(r, &m, out) ||
+        get_detect_options(r, &opt, out))
+        return;
+    char mac[65] = "";
+    double ms[3] = {0, 0, 0};
+    fv_face *faces = NULL;
+    size_t n = 0;
+    float *emb = NULL;
+    json_t *extras = NULL;
+    if (photo_faces(r, m, &opt, mac, &faces, &n, &emb, &extras, ms, out)) return;
+    size_t first = 0, count = n;
+    if (largest) {
+        for (size_t i = 1; i < n; i++)
+            if ((faces[i].right - faces[i].left) * (faces[i].bottom - faces[i].top) >
+                (faces[first].right - faces[first].left) * (faces[first].bottom - faces[first].top))
+                first = i;
+        count = 1;
+    }
+    if (count > UNASSIGNED_PER_PHOTO) {
+        json_decref(extras);
+        free(emb);
+        free(faces);
+        fvs_error(out, 422, "too_many_faces",
+                  "image: %zu faces found; POST /faces stores at most %d faces per photo "
+                  "(pick=largest stores one)",
+                  count, UNASSIGNED_PER_PHOTO);
+        return;
+    }
+    fvs_face_row rows[UNASSIGNED_PER_PHOTO];
+    json_t *qualities[UNASSIGNED_PER_PHOTO];
+    for (size_t k = 0; k < count; k++) {
+        size_t i = first + k;
+        json_t *q = json_object_get(json_array_get(extras, i), "quality");
+        json_t *score = json_object_get(q, "score");
+        fvs_face_row row = {r->coll.model,
+                            emb + i * FV_EMBED_DIM,
+                            faces[i].left,
+                            faces[i].top,
+                            faces[i].right,
+                            faces[i].bottom,
+                            faces[i].score,
+                            mac[0] ? mac : NULL,
+                            json_is_number(score) ? json_number_value(score) : -1,
+                            NULL,
+                            0};
+        rows[k] = row;
+        qualities[k] = q ? json_incref(q) : NULL;
+    }
+    store_unassigned(r, out, rows, count, qualities);
+    json_decref(extras);
+    free(emb);
+    free(faces);
+}
+
+/* GET /faces: the collection's faces, or with unassigned=true those
+ * without a subject. */
+static void h_faces_list(fvs_req *r, fvs_resp *out) {
+    int limit = 50, offset = 0;
+    int unassigned = get_choice(r, "unassigned", "false", "true", out);
+    if (unassigned < 0 || get_int(r, "limit", 1, 1000, &limit, out) ||
+        get_int(r, "offset", 0, 1000000000, &offset, out))
+        return;
+    json_t *faces = NULL;
+    int64_t total = 0;
+    char err[256];
+    if (fvs_face_list_all(r->srv->store, r->coll.id, unassigned, limit, offset, &faces, &total, err,
+                          sizeof err)) {
+        db_error(out, err);
+        return;
+    }
+    fvs_reply(out, 200,
+              json_pack("{s:o, s:I, s:i, s:i}", "faces", faces, "total", (json_int_t)total, "limit",
+                        limit, "offset", offset));
+}
+
+/* DELETE /faces/{face_id}: any face of the collection, unassigned or
+ * not. */
+static void h_face_remove(fvs_req *r, fvs_resp *out) {
+    int64_t fid = r->path_face_id;
+    char err[256];
+    int rc = fvs_face_delete(r->srv->store, r->coll.id, 0, fid, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no face %" PRId64, fid);
+    else
+        fvs_reply(out, 200, json_pack("{s:I, s:b}", "id", (json_int_t)fid, "deleted", 1));
+}
+
+/* The JSON body's "face_ids": 1..ASSIGN_MAX positive integers into
+ * *ids (the caller frees) and *n; -1 after a 400. */
+static int get_face_ids(fvs_req *r, int64_t **ids, size_t *n, fvs_resp *out) {
+    const json_t *a = r->json ? json_object_get(r->json, "face_ids") : NULL;
+    *ids = NULL;
+    *n = json_array_size(a);
+    if (!json_is_array(a) || *n == 0 || *n > ASSIGN_MAX) {
+        fvs_error(out, 400, "validation_error", "face_ids: expected a JSON array of 1..%d face ids",
+                  ASSIGN_MAX);
+        return -1;
+    }
+    *ids = malloc(*n * sizeof **ids);
+    if (!*ids) {
+        fvs_error(out, 503, "unavailable", "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        const json_t *v = json_array_get(a, i);
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            fvs_error(out, 400, "validation_error", "face_ids[%zu]: expected a positive integer",
+                      i);
+            free(*ids);
+            *ids = NULL;
+            return -1;
+        }
+        (*ids)[i] = (int64_t)json_integer_value(v);
+    }
+    return 0;
+}
+
+/* POST /faces/assign: names faces into subject_id, or into the subject
+ * called subject_name (made, with metadata, when there is none). */
+static void h_faces_assign(fvs_req *r, fvs_resp *out) {
+    if (!r->json) {
+        fvs_error(out, 400, "validation_error", "expected a JSON body");
+        return;
+    }
+    const json_t *sj = json_object_get(r->json, "subject_id");
+    const json_t *nj = json_object_get(r->json, "subject_name");
+    fvs_assign a = {0, NULL, NULL, 0, 0, 0};
+    if (!sj == !nj) {
+        fvs_error(out, 400, "validation_error",
+                  "give subject_id (an existing subject) or subject_name (new or existing), one "
+                  "of them");
+        return;
+    }
+    if (sj && (!json_is_integer(sj) || json_integer_value(sj) <= 0)) {
+        fvs_error(out, 400, "validation_error", "subject_id: expected a positive integer");
+        return;
+    }
+    if (sj && json_object_get(r->json, "metadata")) {
+        fvs_error(out, 400, "validation_error",
+                  "metadata: only for a subject that subject_name creates");
+        return;
+    }
+    if (sj) a.subject = (int64_t)json_integer_value(sj);
+    if (nj && check_subject_fields(r, "subject_name", json_string_value(nj), nj, &a.metadata, out))
+        return;
+    a.name = json_string_value(nj);
+    int64_t *ids = NULL;
+    size_t n = 0;
+    if (get_face_ids(r, &ids, &n, out)) return;
+    char err[256];
+    int rc = fvs_faces_assign(r->srv->store, r->coll.id, ids, n, &a, err, sizeof err);
+    free(ids);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc == 1)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, a.subject);
+    else if (rc == 2)
+        fvs_error(out, 404, "not_found", "no face %" PRId64, a.missing);
+    else
+        fvs_reply(out, 200,
+                  json_pack("{s:I, s:I, s:b}", "subject_id", (json_int_t)a.subject, "moved",
+                            (json_int_t)a.moved, "created", a.created));
+}
+
+/* POST /subjects/{id}/merge: every face of from_subject_id moves into
+ * {id}, and from_subject_id is deleted. */
+static void h_subject_merge(fvs_req *r, fvs_resp *out) {
+    int64_t into = r->path_id, from = 0;
+    char buf[64];
+    const char *f = fvs_req_text(r, "from_subject_id", buf, sizeof buf);
+    if (!f || parse_id(f, strlen(f), &from)) {
+        fvs_error(out, 400, "validation_error", "from_subject_id: expected a subject id");
+        return;
+    }
+    if (from == into) {
+        fvs_error(out, 400, "validation_error",
+                  "from_subject_id: a subject cannot be merged into itself");
+        return;
+    }
+    json_t *subj = NULL;
+    if (subject_or_404(r, into, &subj, out)) return;
+    json_decref(subj);
+    if (subject_or_404(r, from, &subj, out)) return;
+    json_decref(subj);
+    int64_t moved = 0;
+    char err[256];
+    int rc = fvs_subject_merge(r->srv->store, r->coll.id, into, from, &moved, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0) /* deleted meanwhile */
+        fvs_error(out, 404, "not_found", "no subject %" PRId64 " or %" PRId64, into, from);
+    else
+        fvs_reply(out, 200,
+                  json_pack("{s:I, s:I, s:I}", "subject_id", (json_int_t)into, "from_subject_id",
+                            (json_int_t)from, "moved", (json_int_t)moved));
 }
 
 static void h_subject_verify(fvs_req *r, fvs_resp *out) {
@@ -2170,6 +2521,11 @@ static const route ROUTES[] = {
     {"POST", "/api/v1/faces/cluster", h_faces_cluster, AUTH_KEY, "face.cluster"},
     {"DELETE", "/api/v1/subjects/{id}/faces/{face_id}", h_face_delete, AUTH_KEY, "face.delete"},
     {"POST", "/api/v1/subjects/{id}/verify", h_subject_verify, AUTH_KEY, "subject.verify"},
+    {"POST", "/api/v1/subjects/{id}/merge", h_subject_merge, AUTH_KEY, "subject.merge"},
+    {"POST", "/api/v1/faces", h_faces_add, AUTH_KEY, "face.add"},
+    {"GET", "/api/v1/faces", h_faces_list, AUTH_KEY, "faces.list"},
+    {"DELETE", "/api/v1/faces/{face_id}", h_face_remove, AUTH_KEY, "face.remove"},
+    {"POST", "/api/v1/faces/assign", h_faces_assign, AUTH_KEY, "face.assign"},
     {"POST", "/api/v1/subjects/{id}/not", h_correction_create, AUTH_KEY, "correction.create"},
     {"GET", "/api/v1/subjects/{id}/not", h_correction_list, AUTH_KEY, "correction.list"},
     {"DELETE", "/api/v1/subjects/{id}/not/{correction_id}", h_correction_delete, AUTH_KEY,
@@ -2230,13 +2586,28 @@ static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp
 }
 
 /* r's route, or NULL after a 404 (no such path, or a malformed id) or a
- * 405 (the path exists, the method does not: Allow lists its methods). */
+ * 405 (the path exists, the method does not: Allow lists its methods).
+ * A fixed segment wins over a parameter wherever the two routes stand in
+ * the table (POST /faces/assign is not DELETE /faces/{face_id} with a
+ * malformed id): a malformed id is the answer only when no later route
+ * matches. */
 static const route *find_route(fvs_req *r, fvs_resp *out) {
-    size_t i = 0;
+    size_t i = 0, malformed = NROUTES;
     int m = 0;
-    while (i < NROUTES && (m = match_path(ROUTES[i].path, r->url, r, out)) == 0) i++;
+    for (; i < NROUTES; i++) {
+        m = match_path(ROUTES[i].path, r->url, r, out);
+        if (m > 0) break;
+        if (m < 0 && malformed == NROUTES) malformed = i;
+    }
+    if (i < NROUTES && malformed < NROUTES) {
+        fvs_resp_free(out);
+        out->status = 0;
+    }
+    if (i == NROUTES && malformed < NROUTES) {
+        r->route_path = ROUTES[malformed].path;
+        return NULL;
+    }
     if (i < NROUTES) r->route_path = ROUTES[i].path;
-    if (m < 0) return NULL;
     if (i == NROUTES) {
         fvs_error(out, 404, "not_found", "no route %s", r->url);
         return NULL;

@@ -128,6 +128,44 @@ static const migration MIGRATIONS[] = {
      "CREATE INDEX faces_import_fp ON faces(collection_id, import_fp);"
      "CREATE INDEX faces_image_sha256 ON faces(collection_id, image_sha256);"
      "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);"},
+    /* Unassigned faces (issue 19): faces.subject_id becomes nullable, NULL
+     * for a face stored without a subject (POST /api/v1/faces, e.g. from a
+     * camera) until it is named (POST /api/v1/faces/assign).  A nullable
+     * column rather than a table of its own: a face keeps its id when it
+     * is named, so a cluster's face ids can be assigned as they are; every
+     * reader that joins subjects (the search index, verify, the duplicate
+     * check) leaves unassigned faces out by construction; and the change
+     * log, sealing (an unassigned template is sealed for subject 0),
+     * purge-unreadable and rekey stay one code path over one table.
+     * PostgreSQL drops the NOT NULL in place; SQLite cannot, so the table
+     * is rebuilt (SQLite's documented procedure: new table, copy, drop,
+     * rename, indexes) keeping the AUTOINCREMENT counter, so that no face
+     * id is ever handed out twice.  Nothing references faces, so the drop
+     * with foreign keys on cascades nowhere.  Both: a partial index for
+     * the unassigned listing. */
+    {8,
+     "CREATE TABLE faces_v8 (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " subject_id INTEGER REFERENCES subjects(id) ON DELETE CASCADE,"
+     " model TEXT NOT NULL, embedding BLOB NOT NULL, box_left REAL, box_top REAL,"
+     " box_right REAL, box_bottom REAL, score REAL, image_sha256 TEXT,"
+     " created_at INTEGER NOT NULL, quality REAL, import_fp TEXT);"
+     "INSERT INTO faces_v8 (id, collection_id, subject_id, model, embedding, box_left, box_top,"
+     " box_right, box_bottom, score, image_sha256, created_at, quality, import_fp)"
+     " SELECT id, collection_id, subject_id, model, embedding, box_left, box_top, box_right,"
+     " box_bottom, score, image_sha256, created_at, quality, import_fp FROM faces;"
+     "DELETE FROM sqlite_sequence WHERE name = 'faces_v8';"
+     "INSERT INTO sqlite_sequence (name, seq) SELECT 'faces_v8', seq FROM sqlite_sequence"
+     " WHERE name = 'faces';"
+     "DROP TABLE faces;"
+     "ALTER TABLE faces_v8 RENAME TO faces;"
+     "CREATE INDEX faces_collection_model ON faces(collection_id, model);"
+     "CREATE INDEX faces_subject ON faces(subject_id);"
+     "CREATE INDEX faces_import_fp ON faces(collection_id, import_fp);"
+     "CREATE INDEX faces_image_sha256 ON faces(collection_id, image_sha256);"
+     "CREATE INDEX faces_unassigned ON faces(collection_id, id) WHERE subject_id IS NULL;",
+     "ALTER TABLE faces ALTER COLUMN subject_id DROP NOT NULL;"
+     "CREATE INDEX faces_unassigned ON faces(collection_id, id) WHERE subject_id IS NULL;"},
     /* Corrections ("this face is not this person", corrections.c): a
      * template per correction, sealed like a face's when a template key is
      * set (for the place (collection, -subject), so that a correction row
@@ -262,8 +300,7 @@ static int bump_version(fvs_store *st, int64_t coll, char *err, size_t errlen) {
     return fvs_db_query(st->db, "SELECT pg_notify(?, ?)", n, 2, NULL, NULL, NULL, err, errlen);
 }
 
-/* op +1: face added, -1: face deleted (or all of a subject's: face 0 and
- * subject given). */
+/* op FVS_CHANGE_ADD, FVS_CHANGE_DELETE or FVS_CHANGE_RELABEL (store.h). */
 static int log_change(fvs_store *st, int64_t coll, int64_t face, int op, char *err, size_t errlen) {
     fvs_val p[3] = {fvs_int(coll), fvs_int(face), fvs_int(op)};
     return fvs_db_query(st->db,
@@ -459,18 +496,19 @@ int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *ba
 }
 
 /* Templates of the collection (and subject, when > 0): all, and those not
- * made by model.  st->mu held. */
+ * made by model.  Unassigned faces are no templates: nothing is matched
+ * against them.  st->mu held. */
 static int count_templates_locked(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                                   int64_t *total, int64_t *stale, char *err, size_t errlen) {
     fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(subject)};
     fvs_val q[4] = {fvs_int(coll), fvs_text(model), fvs_int(subject), fvs_int(subject)};
     if (query_int(st,
-                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND (? <= 0 OR subject_id "
-                  "= ?)",
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND subject_id IS NOT "
+                  "NULL AND (? <= 0 OR subject_id = ?)",
                   p, 3, total, err, errlen) ||
         query_int(st,
-                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND model <> ? AND (? <= 0 "
-                  "OR subject_id = ?)",
+                  "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND subject_id IS NOT "
+                  "NULL AND model <> ? AND (? <= 0 OR subject_id = ?)",
                   q, 4, stale, err, errlen))
         return -1;
     return 0;
@@ -780,6 +818,7 @@ static int face_row(void *ctx, const fvs_val *c, int n) {
     if (!o) return 1;
     double q = real_or_none(c[10]);
     json_object_set_new(o, "quality_score", q >= 0 ? json_real(q) : json_null());
+    if (c[1].type == FVS_NULL) json_object_set_new(o, "subject_id", json_null());
     json_array_append_new(arr, o);
     return 0;
 }
@@ -823,8 +862,10 @@ static int refuse_plaintext_locked(fvs_store *st, int64_t coll, char *err, size_
 }
 
 /* Inserts one face row inside the caller's transaction, sealed when a
- * key is set, and logs it for the search index.  0, 1 when there is no
- * such subject, -1 with a message.  st->mu held. */
+ * key is set, and logs it for the search index.  subject FVS_UNASSIGNED:
+ * a face without a subject (sealed for subject 0, which the readers see
+ * for its NULL).  0, 1 when there is no such subject, -1 with a message.
+ * st->mu held. */
 static int insert_face_locked(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
                               int64_t *id, char *err, size_t errlen) {
     /* With a template key, the row holds only the sealed template. */
@@ -835,7 +876,7 @@ static int insert_face_locked(fvs_store *st, int64_t coll, int64_t subject, cons
         blob = fvs_blob(sealed, sizeof sealed);
     }
     fvs_val p[13] = {fvs_int(coll),
-                     fvs_int(subject),
+                     subject == FVS_UNASSIGNED ? fvs_null() : fvs_int(subject),
                      fvs_text(row->model),
                      blob,
                      fvs_real(row->left),
@@ -847,7 +888,7 @@ static int insert_face_locked(fvs_store *st, int64_t coll, int64_t subject, cons
                      fvs_int(row->created_at > 0 ? row->created_at : now_s()),
                      row->quality >= 0 ? fvs_real(row->quality) : fvs_null(),
                      fvs_text(row->import_fp)};
-    int rc = subject_exists_locked(st, coll, subject, err, errlen);
+    int rc = subject == FVS_UNASSIGNED ? 0 : subject_exists_locked(st, coll, subject, err, errlen);
     if (!rc)
         rc = query_int(st,
                        "INSERT INTO faces (collection_id, subject_id, model, embedding, box_left, "
@@ -926,14 +967,15 @@ int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, ch
 
 int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
                     size_t errlen) {
-    fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(face)};
+    fvs_val p[4] = {fvs_int(coll), fvs_int(subject), fvs_int(subject), fvs_int(face)};
     int64_t changes = 0;
     pthread_mutex_lock(&st->mu);
     int rc = begin(st, err, errlen);
     if (!rc)
         rc = fvs_db_query(st->db,
-                          "DELETE FROM faces WHERE collection_id = ? AND subject_id = ? AND id = ?",
-                          p, 3, NULL, NULL, &changes, err, errlen);
+                          "DELETE FROM faces WHERE collection_id = ? AND (? <= 0 OR subject_id = "
+                          "?) AND id = ?",
+                          p, 4, NULL, NULL, &changes, err, errlen);
     if (!rc && changes) rc = log_change(st, coll, face, -1, err, errlen);
     if (!rc && changes) rc = bump_version(st, coll, err, errlen);
     if (!rc) rc = commit(st, err, errlen);
@@ -942,6 +984,364 @@ int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, 
     pthread_mutex_unlock(&st->mu);
     if (rc) return -1;
     return changes ? 0 : 1;
+}
+
+/* ------------------------------------------------------------ unassigned faces and moves */
+
+/* Row: one integer, appended to the JSON array ctx. */
+static int id_list_row(void *ctx, const fvs_val *c, int n) {
+    if (n < 1) return 1;
+    return json_array_append_new(ctx, json_integer((json_int_t)c[0].i)) ? 1 : 0;
+}
+
+/* A face row as GET /api/v1/faces lists it: the subject's faces' shape
+ * with the id as face_id and the stored quality score as quality
+ * {"score"} (null when unknown), as POST /api/v1/faces names them. */
+static void listed_face(json_t *o) {
+    json_object_set(o, "face_id", json_object_get(o, "id"));
+    json_object_del(o, "id");
+    json_t *q = json_object_get(o, "quality_score");
+    json_object_set_new(o, "quality",
+                        json_is_number(q) ? json_pack("{s:O}", "score", q) : json_null());
+    json_object_del(o, "quality_score");
+}
+
+int fvs_face_list_all(fvs_store *st, int64_t coll, int unassigned, int64_t limit, int64_t offset,
+                      json_t **out, int64_t *total, char *err, size_t errlen) {
+    fvs_val p[4] = {fvs_int(coll), fvs_int(unassigned ? 1 : 0), fvs_int(limit), fvs_int(offset)};
+    json_t *arr = json_array();
+    pthread_mutex_lock(&st->mu);
+    int rc = query_int(st,
+                       "SELECT COUNT(*) FROM faces WHERE collection_id = ? AND (? = 0 OR "
+                       "subject_id IS NULL)",
+                       p, 2, total, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          FACE_COLS "WHERE collection_id = ? AND (? = 0 OR subject_id IS NULL) "
+                                    "ORDER BY id LIMIT ? OFFSET ?",
+                          p, 4, face_row, arr, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) {
+        json_decref(arr);
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(arr); i++) listed_face(json_array_get(arr, i));
+    *out = arr;
+    return 0;
+}
+
+/* One face's subject (0: unassigned) and stored template, read by
+ * move_face_locked. */
+typedef struct face_blob {
+    int found;
+    int64_t subject;
+    size_t n; /* bytes in b; 0: a blob of no template size */
+    unsigned char b[FVS_TEMPLATE_SEALED_BYTES];
+} face_blob;
+
+/* Row: subject_id, embedding. */
+static int face_blob_row(void *ctx, const fvs_val *c, int n) {
+    face_blob *f = ctx;
+    if (n < 2) return 1;
+    f->found = 1;
+    f->subject = c[0].type == FVS_NULL ? 0 : c[0].i;
+    f->n = c[1].type == FVS_BLOB && c[1].n <= sizeof f->b ? c[1].n : 0;
+    if (f->n) memcpy(f->b, c[1].b, f->n);
+    return 0;
+}
+
+/* Moves face of coll to subject `to` inside the caller's transaction:
+ * the row's subject, its template sealed again for its new place (a
+ * sealed template is bound to its collection and subject, crypto.h), and
+ * a FVS_CHANGE_RELABEL row so that every process's index relabels it.
+ * A face already there is left (*moved unchanged).  0, 1 when coll has no
+ * such face, -1 with a message (a sealed template this process cannot
+ * open: FVS_TKEY_ERROR).  st->mu held. */
+static int move_face_locked(fvs_store *st, int64_t coll, int64_t face, int64_t to, int64_t *moved,
+                            char *err, size_t errlen) {
+    face_blob f = {0, 0, 0, {0}};
+    fvs_val p[2] = {fvs_int(coll), fvs_int(face)};
+    if (fvs_db_query(st->db,
+                     "SELECT subject_id, embedding FROM faces WHERE collection_id = ? AND "
+                     "id = ?",
+                     p, 2, face_blob_row, &f, NULL, err, errlen))
+        return -1;
+    if (!f.found) return 1;
+    if (f.subject == to) return 0;
+    unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+    fvs_val blob = fvs_blob(f.b, f.n);
+    if (f.n == FVS_TEMPLATE_SEALED_BYTES) {
+        float emb[FV_EMBED_DIM];
+        int rc = fvs_template_open(st->has_tkey ? st->tkey : NULL, coll, f.subject, f.b, f.n, emb,
+                                   err, errlen);
+        if (rc < 0) return -1;
+        if (rc == 0) {
+            fvs_template_seal(st->tkey, coll, to, emb, sealed);
+            blob = fvs_blob(sealed, sizeof sealed);
+        }
+        sodium_memzero(emb, sizeof emb);
+    }
+    /* A blob of no template size (skipped by every reader) keeps its
+     * bytes. */
+    fvs_val q[3] = {fvs_int(to), blob, fvs_int(face)};
+    fvs_val r[2] = {fvs_int(to), fvs_int(face)};
+    int rc =
+        f.n ? fvs_db_query(st->db, "UPDATE faces SET subject_id = ?, embedding = ? WHERE id = ?", q,
+                           3, NULL, NULL, NULL, err, errlen)
+            : fvs_db_query(st->db, "UPDATE faces SET subject_id = ? WHERE id = ?", r, 2, NULL, NULL,
+                           NULL, err, errlen);
+    sodium_memzero(f.b, sizeof f.b);
+    sodium_memzero(sealed, sizeof sealed);
+    if (!rc) rc = log_change(st, coll, face, FVS_CHANGE_RELABEL, err, errlen);
+    if (!rc) (*moved)++;
+    return rc;
+}
+
+/* Face ids a set-based statement names at once: under SQLite's oldest
+ * default of 999 parameters. */
+#define MOVE_CHUNK 500
+
+/* Row: id, appended to the id_set ctx. */
+typedef struct id_set {
+    int64_t id[MOVE_CHUNK];
+    size_t n;
+} id_set;
+
+static int id_set_row(void *ctx, const fvs_val *c, int n) {
+    id_set *s = ctx;
+    if (n < 1 || s->n == MOVE_CHUNK) return 1;
+    s->id[s->n++] = c[0].i;
+    return 0;
+}
+
+static int id_set_has(const id_set *s, int64_t id) {
+    for (size_t i = 0; i < s->n; i++)
+        if (s->id[i] == id) return 1;
+    return 0;
+}
+
+/* Runs sql, in which "(IDS)" stands for the m face ids, with params
+ * before[0..nb), the ids, then after[0..na).  st->mu held. */
+static int query_ids(fvs_store *st, const char *sql, const fvs_val *before, int nb,
+                     const int64_t *ids, size_t m, const fvs_val *after, int na, fvs_row_fn fn,
+                     void *ctx, int64_t *changes, char *err, size_t errlen) {
+    const char *at = strstr(sql, "(IDS)");
+    size_t head = (size_t)(at - sql), len = strlen(sql) + 2 * m + 2;
+    char *text = malloc(len);
+    fvs_val *p = calloc((size_t)nb + m + (size_t)na, sizeof *p);
+    int rc = -1;
+    if (text && p) {
+        memcpy(text, sql, head);
+        size_t k = head;
+        text[k++] = '(';
+        for (size_t i = 0; i < m; i++) {
+            if (i) text[k++] = ',';
+            text[k++] = '?';
+        }
+        snprintf(text + k, len - k, ")%s", at + 5);
+        for (int i = 0; i < nb; i++) p[i] = before[i];
+        for (size_t i = 0; i < m; i++) p[(size_t)nb + i] = fvs_int(ids[i]);
+        for (int i = 0; i < na; i++) p[(size_t)nb + m + (size_t)i] = after[i];
+        rc = fvs_db_query(st->db, text, p, nb + (int)m + na, fn, ctx, changes, err, errlen);
+    } else {
+        snprintf(err, errlen, "out of memory");
+    }
+    free(text);
+    free(p);
+    return rc;
+}
+
+/* Moves faces[0..n) of coll to subject `to` inside the caller's
+ * transaction, MOVE_CHUNK ids per statement: plaintext templates with
+ * one logged UPDATE per chunk (the cost of a 10,000-face cluster is a few
+ * dozen statements, not three per face), sealed ones one by one through
+ * move_face_locked (each is opened and sealed again).  *moved: faces that
+ * changed subject.  0, 1 with *missing when a face is not coll's (checked
+ * before anything of its chunk moves; the caller rolls back), -1 with a
+ * message.  st->mu held. */
+static int move_faces_locked(fvs_store *st, int64_t coll, const int64_t *faces, size_t n,
+                             int64_t to, int64_t *moved, int64_t *missing, char *err,
+                             size_t errlen) {
+    id_set *found = malloc(sizeof *found), *sealed = malloc(sizeof *sealed);
+    fvs_val c[1] = {fvs_int(coll)}, t[1] = {fvs_int(to)}, tc[2] = {fvs_int(to), fvs_int(coll)};
+    fvs_val log[2] = {fvs_int(FVS_CHANGE_RELABEL), fvs_int(coll)};
+    int rc = found && sealed ? 0 : -1;
+    if (rc) snprintf(err, errlen, "out of memory");
+    for (size_t off = 0; !rc && off < n; off += MOVE_CHUNK) {
+        size_t m = n - off < MOVE_CHUNK ? n - off : MOVE_CHUNK;
+        const int64_t *ids = faces + off;
+        found->n = sealed->n = 0;
+        rc = query_ids(st, "SELECT id FROM faces WHERE collection_id = ? AND id IN (IDS)", c, 1,
+                       ids, m, NULL, 0, id_set_row, found, NULL, err, errlen);
+        for (size_t i = 0; !rc && i < m; i++) {
+            if (id_set_has(found, ids[i])) continue;
+            *missing = ids[i];
+            rc = 1;
+        }
+        if (!rc)
+            rc = query_ids(st,
+                           "SELECT id FROM faces WHERE collection_id = ? AND id IN (IDS) AND "
+                           "(subject_id IS NULL OR subject_id <> ?) AND length(embedding) <> "
+                           "512 ORDER BY id",
+                           c, 1, ids, m, t, 1, id_set_row, sealed, NULL, err, errlen);
+        for (size_t i = 0; !rc && i < sealed->n; i++)
+            rc = move_face_locked(st, coll, sealed->id[i], to, moved, err, errlen) ? -1 : 0;
+        /* The rest is plaintext: logged, then moved, in two statements. */
+        if (!rc)
+            rc = query_ids(st,
+                           "INSERT INTO face_changes (collection_id, face_id, op) SELECT "
+                           "collection_id, id, ? FROM faces WHERE collection_id = ? AND id IN "
+                           "(IDS) AND (subject_id IS NULL OR subject_id <> ?) ORDER BY id",
+                           log, 2, ids, m, t, 1, NULL, NULL, NULL, err, errlen);
+        int64_t changes = 0;
+        if (!rc)
+            rc = query_ids(st,
+                           "UPDATE faces SET subject_id = ? WHERE collection_id = ? AND id IN "
+                           "(IDS) AND (subject_id IS NULL OR subject_id <> ?)",
+                           tc, 2, ids, m, t, 1, NULL, NULL, &changes, err, errlen);
+        *moved += changes;
+    }
+    free(found);
+    free(sealed);
+    return rc;
+}
+
+int fvs_faces_assign(fvs_store *st, int64_t coll, const int64_t *faces, size_t n, fvs_assign *a,
+                     char *err, size_t errlen) {
+    char *meta = a->metadata ? json_dumps(a->metadata, JSON_COMPACT) : NULL;
+    a->created = 0;
+    a->moved = 0;
+    a->missing = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    if (!rc && a->subject > 0) {
+        rc = subject_exists_locked(st, coll, a->subject, err, errlen);
+    } else if (!rc) {
+        /* By name: the subject of that name, else a new one. */
+        fvs_val q[2] = {fvs_int(coll), fvs_text(a->name)};
+        fvs_val p[4] = {fvs_int(coll), fvs_text(a->name), fvs_text(meta), fvs_int(now_s())};
+        int64_t id = 0;
+        rc = query_int(st, "SELECT id FROM subjects WHERE collection_id = ? AND name = ?", q, 2,
+                       &id, err, errlen);
+        if (!rc && id <= 0) {
+            rc = query_int(st,
+                           "INSERT INTO subjects (collection_id, name, metadata, created_at) "
+                           "VALUES (?, ?, ?, ?) RETURNING id",
+                           p, 4, &id, err, errlen);
+            a->created = 1;
+        }
+        a->subject = id;
+    }
+    if (!rc)
+        rc = move_faces_locked(st, coll, faces, n, a->subject, &a->moved, &a->missing, err, errlen);
+    if (!rc && a->moved) rc = bump_version(st, coll, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) {
+        rollback(st);
+        a->moved = 0;
+        a->created = 0;
+    }
+    pthread_mutex_unlock(&st->mu);
+    free(meta);
+    if (rc > 0) return a->missing ? 2 : 1;
+    return rc;
+}
+
+static int64_t correction_place(int64_t subject);
+
+/* A merge's corrections: those of subject from become into's ("this face
+ * is not from" holds for the merged person), plaintext ones in one
+ * statement, sealed ones opened and sealed again for their new place
+ * (correction_place) one by one.  Corrections are read per request
+ * (corrections.c), so every process sees them at once.  st->mu held. */
+static int move_corrections_locked(fvs_store *st, int64_t coll, int64_t from, int64_t into,
+                                   char *err, size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(from)};
+    json_t *ids = json_array();
+    int rc = ids ? 0 : -1;
+    if (!ids) snprintf(err, errlen, "out of memory");
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          "SELECT id FROM corrections WHERE collection_id = ? AND subject_id = ? "
+                          "AND length(embedding) = ? ORDER BY id",
+                          (fvs_val[3]){p[0], p[1], fvs_int(FVS_TEMPLATE_SEALED_BYTES)}, 3,
+                          id_list_row, ids, NULL, err, errlen);
+    for (size_t i = 0; !rc && i < json_array_size(ids); i++) {
+        int64_t id = (int64_t)json_integer_value(json_array_get(ids, i));
+        face_blob f = {0, 0, 0, {0}};
+        fvs_val q[1] = {fvs_int(id)};
+        rc = fvs_db_query(st->db, "SELECT subject_id, embedding FROM corrections WHERE id = ?", q,
+                          1, face_blob_row, &f, NULL, err, errlen);
+        float emb[FV_EMBED_DIM];
+        unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+        if (!rc && f.n == FVS_TEMPLATE_SEALED_BYTES &&
+            fvs_template_open(st->has_tkey ? st->tkey : NULL, coll, correction_place(from), f.b,
+                              f.n, emb, err, errlen) != 0)
+            rc = -1;
+        if (!rc && f.n == FVS_TEMPLATE_SEALED_BYTES) {
+            fvs_template_seal(st->tkey, coll, correction_place(into), emb, sealed);
+            fvs_val u[3] = {fvs_int(into), fvs_blob(sealed, sizeof sealed), fvs_int(id)};
+            rc = fvs_db_query(st->db,
+                              "UPDATE corrections SET subject_id = ?, embedding = ? WHERE id = ?",
+                              u, 3, NULL, NULL, NULL, err, errlen);
+        }
+        sodium_memzero(emb, sizeof emb);
+        sodium_memzero(&f, sizeof f);
+    }
+    json_decref(ids);
+    fvs_val r[3] = {fvs_int(into), p[0], p[1]};
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          "UPDATE corrections SET subject_id = ? WHERE collection_id = ? AND "
+                          "subject_id = ?",
+                          r, 3, NULL, NULL, NULL, err, errlen);
+    return rc;
+}
+
+int fvs_subject_merge(fvs_store *st, int64_t coll, int64_t into, int64_t from, int64_t *moved,
+                      char *err, size_t errlen) {
+    fvs_val p[2] = {fvs_int(coll), fvs_int(from)};
+    json_t *ids = json_array();
+    *moved = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = ids ? begin(st, err, errlen) : -1;
+    if (!ids) snprintf(err, errlen, "out of memory");
+    if (!rc) rc = subject_exists_locked(st, coll, into, err, errlen);
+    if (!rc) rc = subject_exists_locked(st, coll, from, err, errlen);
+    if (!rc)
+        rc = fvs_db_query(st->db,
+                          "SELECT id FROM faces WHERE collection_id = ? AND subject_id = ? ORDER "
+                          "BY id",
+                          p, 2, id_list_row, ids, NULL, err, errlen);
+    size_t n = json_array_size(ids);
+    int64_t *faces = n ? malloc(n * sizeof *faces) : NULL, missing = 0;
+    if (!rc && n && !faces) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    for (size_t i = 0; !rc && i < n; i++)
+        faces[i] = (int64_t)json_integer_value(json_array_get(ids, i));
+    if (!rc) rc = move_faces_locked(st, coll, faces, n, into, moved, &missing, err, errlen);
+    if (rc > 0) {
+        snprintf(err, errlen, "face %lld left the subject during the merge", (long long)missing);
+        rc = -1;
+    }
+    free(faces);
+    if (!rc) rc = move_corrections_locked(st, coll, from, into, err, errlen);
+    /* Its faces and corrections are all into's now: the subject itself
+     * goes. */
+    if (!rc)
+        rc = fvs_db_query(st->db, "DELETE FROM subjects WHERE collection_id = ? AND id = ?", p, 2,
+                          NULL, NULL, NULL, err, errlen);
+    if (!rc) rc = bump_version(st, coll, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) {
+        rollback(st);
+        *moved = 0;
+    }
+    pthread_mutex_unlock(&st->mu);
+    json_decref(ids);
+    return rc;
 }
 
 /* ------------------------------------------------------------ bulk */
@@ -1074,16 +1474,21 @@ static int full_row(void *ctx, const fvs_val *c, int n) {
     return 0;
 }
 
-int fvs_faces_each(fvs_store *st, int64_t coll, fvs_face_full_fn fn, void *ctx, char *err,
-                   size_t errlen) {
+#define FULL_COLS                                                                                  \
+    "SELECT id, subject_id, model, box_left, box_top, box_right, box_bottom, score, "              \
+    "image_sha256, created_at, quality, embedding, collection_id FROM faces WHERE collection_id "  \
+    "= "                                                                                           \
+    "? AND "
+
+int fvs_faces_each(fvs_store *st, int64_t coll, int unassigned, fvs_face_full_fn fn, void *ctx,
+                   char *err, size_t errlen) {
     full_ctx t = {fn, ctx, NULL, ""};
     fvs_val p[1] = {fvs_int(coll)};
     pthread_mutex_lock(&st->mu);
     t.key = st->has_tkey ? st->tkey : NULL;
     int rc = fvs_db_query(st->db,
-                          "SELECT id, subject_id, model, box_left, box_top, box_right, box_bottom, "
-                          "score, image_sha256, created_at, quality, embedding, collection_id "
-                          "FROM faces WHERE collection_id = ? ORDER BY subject_id, id",
+                          unassigned ? FULL_COLS "subject_id IS NULL ORDER BY id"
+                                     : FULL_COLS "subject_id IS NOT NULL ORDER BY subject_id, id",
                           p, 1, full_row, &t, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
@@ -1294,12 +1699,6 @@ int fvs_store_unreadable(fvs_store *st, int64_t coll, int purge, fvs_bad_templat
     *out = l.b;
     *n = l.n;
     return 0;
-}
-
-/* Row: one integer, appended to the JSON array ctx. */
-static int id_list_row(void *ctx, const fvs_val *c, int n) {
-    if (n < 1) return 1;
-    return json_array_append_new(ctx, json_integer((json_int_t)c[0].i)) ? 1 : 0;
 }
 
 /* One batch of a collection's rows read by rekey_templates. */

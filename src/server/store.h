@@ -112,8 +112,9 @@ int fvs_collection_set_index_backend(fvs_store *st, int64_t coll, const char *ba
  * are never changed.  1 when no such collection. */
 int fvs_collection_set_model(fvs_store *st, int64_t coll, const char *model, int64_t *stale,
                              char *err, size_t errlen);
-/* The collection's templates: *total, and *stale, those not made by model
- * (subject > 0: of that subject only). */
+/* The collection's templates (its faces that have a subject): *total,
+ * and *stale, those not made by model (subject > 0: of that subject
+ * only). */
 int fvs_template_counts(fvs_store *st, int64_t coll, int64_t subject, const char *model,
                         int64_t *total, int64_t *stale, char *err, size_t errlen);
 /* 1 when no such collection. */
@@ -165,12 +166,53 @@ typedef struct fvs_face_row {
     const char *import_fp;
     int64_t created_at; /* seconds since the epoch; 0: now */
 } fvs_face_row;
+/* subject FVS_UNASSIGNED (here and in fvs_faces_insert_many): a face
+ * without a subject (migration 8; subject_id NULL), which no search,
+ * verify or duplicate check ever matches until it is assigned. */
+#define FVS_UNASSIGNED 0
 int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face_row *row,
                     json_t **out, char *err, size_t errlen); /* 1: no such subject */
 int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
                   size_t errlen); /* 1: no such subject */
+/* Deletes face of subject (<= 0: of any subject, or none).  1: not
+ * found. */
 int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
-                    size_t errlen); /* 1: not found */
+                    size_t errlen);
+/* The collection's faces (unassigned: only those without a subject), in
+ * id order, limit from offset, as GET /api/v1/faces lists them
+ * ({face_id, subject_id (null when unassigned), model, box, score,
+ * quality {score} or null, image_sha256, created_at}); *total: all that
+ * match. */
+int fvs_face_list_all(fvs_store *st, int64_t coll, int unassigned, int64_t limit, int64_t offset,
+                      json_t **out, int64_t *total, char *err, size_t errlen);
+
+/* Subject surgery.  Each call is one transaction: all of it or none.  A
+ * face that changes subject keeps its id; its template is sealed again
+ * for its new subject (so moving a sealed template needs the template
+ * key: without it, -1 with an FVS_TKEY_ERROR message), and a
+ * FVS_CHANGE_RELABEL row tells every process's index. */
+typedef struct fvs_assign {
+    /* in: the subject (> 0), or 0 and name: the subject of that name,
+     * created with metadata (may be NULL) when there is none.
+     * out: the subject's id. */
+    int64_t subject;
+    const char *name;
+    const json_t *metadata;
+    int created;     /* out: 1 when the subject was created */
+    int64_t moved;   /* out: faces that changed subject */
+    int64_t missing; /* out: the face not found (return 2) */
+} fvs_assign;
+/* Moves faces[0..n) of coll (unassigned, or of any subject: a move, or a
+ * split when they are some of one subject's faces) to a->subject.  A face
+ * already there is left.  1: no such subject; 2: a face that is not coll's
+ * (a->missing); nothing changed in either case. */
+int fvs_faces_assign(fvs_store *st, int64_t coll, const int64_t *faces, size_t n, fvs_assign *a,
+                     char *err, size_t errlen);
+/* Moves every face of subject from to subject into, then deletes from.
+ * *moved: the faces moved.  1: either subject is not coll's.  into ==
+ * from is the caller's to refuse. */
+int fvs_subject_merge(fvs_store *st, int64_t coll, int64_t into, int64_t from, int64_t *moved,
+                      char *err, size_t errlen);
 
 /* ---- bulk import and export (bulk.c) ---- */
 
@@ -216,12 +258,14 @@ typedef struct fvs_face_full {
     const float *embedding;
 } fvs_face_full;
 typedef int (*fvs_face_full_fn)(void *ctx, const fvs_face_full *f);
-/* Calls fn for every face of coll, by subject then id, whatever its
- * model.  A template that does not open (the store's key) stops the walk:
- * -1 with a message starting with FVS_TKEY_ERROR.  fn must not use the
- * store; a nonzero return from it stops with -1. */
-int fvs_faces_each(fvs_store *st, int64_t coll, fvs_face_full_fn fn, void *ctx, char *err,
-                   size_t errlen);
+/* Calls fn for every face of coll that has a subject, by subject then id
+ * (an export: unassigned faces are not exported, docs/export-format.md),
+ * or with unassigned for every face without one (subject_id 0), by id
+ * (clustering them); whatever its model.  A template that does not open (the store's key) stops the
+ * walk: -1 with a message starting with FVS_TKEY_ERROR.  fn must not use the store; a nonzero
+ * return from it stops with -1. */
+int fvs_faces_each(fvs_store *st, int64_t coll, int unassigned, fvs_face_full_fn fn, void *ctx,
+                   char *err, size_t errlen);
 
 /* Calls fn for every template of the collection made by model (subject <=
  * 0: all subjects).  name is valid during the call only.  A sealed template
@@ -317,9 +361,15 @@ int fvs_corrections_each(fvs_store *st, int64_t coll, const int64_t *subjects, s
  * fvs_templates). */
 int fvs_template_get(fvs_store *st, int64_t coll, int64_t face, const char *model,
                      fvs_template_fn fn, void *ctx, char *err, size_t errlen);
-/* Face changes of a collection after seq, in order: op +1 added, -1
- * deleted, 0 older rows were pruned (the reader rebuilds from storage).
- * Written in the same transaction as the change itself. */
+/* Face changes of a collection after seq, in order: op FVS_CHANGE_ADD,
+ * FVS_CHANGE_DELETE, FVS_CHANGE_RELABEL (the face changed subject, or
+ * was assigned one: read its row again; a row no longer searchable, such
+ * as an unassigned face's, leaves the index), or 0: older rows were pruned
+ * (the reader rebuilds from storage).  Written in the same transaction as
+ * the change itself. */
+#define FVS_CHANGE_ADD 1
+#define FVS_CHANGE_DELETE (-1)
+#define FVS_CHANGE_RELABEL 2
 typedef int (*fvs_change_fn)(void *ctx, int64_t seq, int64_t face_id, int op);
 int fvs_face_changes(fvs_store *st, int64_t coll, int64_t after, fvs_change_fn fn, void *ctx,
                      char *err, size_t errlen);

@@ -398,6 +398,67 @@ def test_client_against_server(fv, server, lfw_pairs):
     assert c.list_faces(alice["id"])["count"] == 4
 
 
+def test_client_unassigned_faces_assign_merge(fv, server, lfw_pairs):
+    """Faces stored without a subject, named, moved and merged through the
+    package's Client; identify follows."""
+    c = fv.Client(server.base, server.key)
+    (a1, a2), (b1, b2) = lfw_pairs[2], lfw_pairs[1]
+    added = c.add_faces(a1)
+    assert added["count"] == 1 and added["faces"][0]["quality"]["score"] > 0, added
+    fa = added["faces"][0]["face_id"]
+    fb = c.add_face_embedding(fv.face_encodings(fv.load_image_file(b1))[0])["faces"][0]["face_id"]
+    listed = c.collection_faces(unassigned=True)
+    assert [f["face_id"] for f in listed["faces"]] == [fa, fb] and listed["total"] == 2, listed
+    carol = c.assign_faces([fa], subject_name="pkg-carol")
+    assert carol["created"] is True and carol["moved"] == 1, carol
+    dave = c.assign_faces([fb], subject_name="pkg-dave")["subject_id"]
+    assert c.verify_subject(carol["subject_id"], a2)["verified"] is True
+    assert c.verify_subject(carol["subject_id"], b2)["verified"] is False
+    assert c.merge_subjects(carol["subject_id"], dave)["moved"] == 1
+    assert c.verify_subject(carol["subject_id"], b2)["verified"] is True
+    assert c.remove_face(fb)["deleted"] is True
+    assert c.collection_faces(unassigned=True)["total"] == 0
+    with pytest.raises(fv.NotFoundError):
+        c.assign_faces([fb], subject_id=carol["subject_id"])
+    with pytest.raises(fv.ValidationError):
+        c.merge_subjects(dave, dave)
+
+
+def test_client_cluster_and_corrections(fv, server, lfw_pairs):
+    """Clustering (photos, embeddings) and "not this person" corrections
+    through the package's Client."""
+    c = fv.Client(server.base, server.key)
+    (a1, _), (b1, b2) = lfw_pairs[3], lfw_pairs[4]
+    a, b = open(a1, "rb").read(), open(b1, "rb").read()
+    got = c.cluster(images=[a, b, a, b])
+    groups = sorted(sorted(f["image"] for f in cl) for cl in got["clusters"])
+    assert groups == [["image1", "image3"], ["image2", "image4"]], got
+    assert got["noise"] == [] and got["operating_point"]["threshold"] > 0, got
+    ea = fv.face_encodings(fv.load_image_file(a1))[0]
+    eb = fv.face_encodings(fv.load_image_file(b1))[0]
+    got = c.cluster(embeddings=[ea, eb, ea, eb], min_cluster_size=2)
+    assert sorted(sorted(f["embedding"] for f in cl) for cl in got["clusters"]) == [[0, 2], [1, 3]]
+    with pytest.raises(ValueError):
+        c.cluster()
+    with pytest.raises(fv.APIError) as e:
+        c.cluster(embeddings=[[0.0] * 5])
+    assert e.value.status == 400
+
+    subj = c.create_subject("pkg-erin")
+    c.enroll_embedding(subj["id"], ea)
+    corr = c.add_correction(subj["id"], embedding=eb)
+    assert corr["subject_id"] == subj["id"] and corr["source"] == "embedding", corr
+    photo = c.add_correction(subj["id"], image=b2)
+    assert photo["source"] == "image", photo
+    listed = c.list_corrections(subj["id"])["corrections"]
+    assert {x["correction_id"] for x in listed} == {corr["correction_id"], photo["correction_id"]}
+    c.delete_correction(subj["id"], corr["correction_id"])
+    c.delete_correction(subj["id"], photo["correction_id"])
+    assert c.list_corrections(subj["id"])["corrections"] == []
+    with pytest.raises(fv.NotFoundError):
+        c.delete_correction(subj["id"], corr["correction_id"])
+
+
 def test_client_errors(fv, server, lfw_pairs):
     with pytest.raises(fv.AuthenticationError) as e:
         fv.Client(server.base, "fv_wrong_key").collection()

@@ -667,13 +667,13 @@ def test_people_merge_and_split(people_demo):
     view, each step checked against who is really in each photo.  Colin
     Powell named in two parts and merged; Jennifer Aniston's faces named
     Colin Powell by mistake and split off again (buttons, then a drag); an
-    API error shown on its card.  (It names faces wherever they are, so it
-    runs with or without the server's grouping.)"""
+    API error shown on its card.  (It names faces wherever the grouping
+    put them.)"""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     srv = people_demo
-    need_routes(srv, *FACES_ROUTES)
+    need_routes(srv, *FACES_ROUTES, CLUSTER_ROUTE)
     d = open_people(srv, [lfw_photo(p, i) for p, i in BATCH])
     try:
         powell = photos("Colin_Powell")
@@ -743,8 +743,7 @@ def test_people_merge_and_split(people_demo):
         assert d.execute_script("return document.documentElement.scrollWidth") <= 390
         shot(d, "people-phone")
         severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
-                  and "/merge" not in e["message"]  # the refused merge's 404
-                  and "/faces/cluster" not in e["message"]]  # a server that cannot group
+                  and "/merge" not in e["message"]]  # the refused merge's 404
         assert not severe, severe
     finally:
         d.quit()

@@ -775,26 +775,13 @@
     return fmr ? {fmr: Number(fmr)} : {};
   }
 
-  // Groups the unassigned faces.  A server that cannot (no clustering, or
-  // not of unassigned faces: 400/404) gets its unassigned faces listed as
-  // faces in no group, which can still be named one by one.
-  const CLUSTERS_EMPTY = $('#clusters-empty').textContent;
+  // Groups the unassigned faces (errors go to the caller).
   async function cluster() {
-    let r;
-    try {
-      r = await api('POST', '/api/v1/faces/cluster', {source: 'unassigned', ...clusterOptions()},
-                    'Grouping faces…');
-      $('#clusters-empty').textContent = CLUSTERS_EMPTY;
-      const o = r.operating_point;
-      $('#clusters-op').textContent = o && o.fmr ? `Grouped at a false-match rate of ${o.fmr.toExponential(0)} ` +
-        `(faces at most ${fmt(o.threshold)} apart)` + (r.method ? `, by ${r.method.replace(/-/g, ' ')}.` : '.') : '';
-    } catch (e) {
-      if (e.status !== 400 && e.status !== 404) throw e;
-      const list = await api('GET', '/api/v1/faces?unassigned=true&limit=1000', undefined, 'Loading faces…');
-      r = {clusters: [], noise: list.faces};
-      $('#clusters-op').textContent = '';
-      $('#clusters-empty').textContent = 'This server does not group faces: name them below, one by one.';
-    }
+    const r = await api('POST', '/api/v1/faces/cluster', {source: 'unassigned', ...clusterOptions()},
+                        'Grouping faces…');
+    const o = r.operating_point;
+    $('#clusters-op').textContent = o && o.fmr ? `Grouped at a false-match rate of ${o.fmr.toExponential(0)} ` +
+      `(faces at most ${fmt(o.threshold)} apart)` + (r.method ? `, by ${r.method.replace(/-/g, ' ')}.` : '.') : '';
     showClusters(r);
   }
 

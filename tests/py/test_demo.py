@@ -445,3 +445,372 @@ def test_demo_refuses_a_key_holders_demo_collection(tmp_path):
             assert requests.get(srv.url("/api/v1/health"), timeout=30).status_code in (200, 503)
         finally:
             assert srv.stop() == 0
+
+
+# ------------------------------------------------------------ people (issue 19)
+
+# Three people, three LFW photos each, chosen so that each person's photos
+# are close (at most 0.44 apart) and other people's far (0.79 or more); and
+# Venus Williams, who the model puts within 0.47 of her sister: the wrong
+# match that "not this person" corrects.
+PEOPLE = {"Colin_Powell": (1, 4, 5), "Serena_Williams": (1, 2, 4), "Jennifer_Aniston": (2, 4, 5)}
+FACES_ROUTES = (("post", "/api/v1/faces"), ("post", "/api/v1/faces/assign"),
+                ("post", "/api/v1/subjects/{id}/merge"))
+CLUSTER_ROUTE = ("post", "/api/v1/faces/cluster")
+NOT_ROUTE = ("post", "/api/v1/subjects/{id}/not")
+
+
+def lfw_photo(person: str, i: int) -> Path:
+    return need(DATA / "lfw" / person / f"{person}_{i:04d}.jpg")
+
+
+def person_of(photo: str) -> str:
+    return photo.rsplit("_", 1)[0]
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+def people_demo(request, tmp_path):
+    """A demo server of the test's own, on SQLite and on PostgreSQL (the
+    view's moves and merges are transactions there): its collection holds
+    only the test's photos (the module's demo server has others)."""
+    _selenium()
+    url = new_db_url(request.param, tmp_path)
+    daemon_cmd("migrate", db_url=url)
+    srv = Server(url, env={"FACEVERIFY_DEMO": "1"}, max_body=12_000_000)
+    yield srv
+    assert srv.stop() == 0
+
+
+def need_routes(srv, *routes):
+    """Skips, naming the route, when this build has not got it yet (the
+    backend of issue 19 lands in parts)."""
+    spec = requests.get(srv.url("/api/openapi.json"), timeout=30).json()
+    for method, path in routes:
+        if method not in spec["paths"].get(path, {}):
+            pytest.skip(f"needs {method.upper()} {path}")
+
+
+def groups(driver, where: str):
+    """The face cards under #clusters, #noise or #people: each one's name,
+    subject id, face ids and photo file names."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll(arguments[0] + ' > .group')].map(g => ({
+          name: g.dataset.name || null, id: g.dataset.id ? Number(g.dataset.id) : null,
+          faces: [...g.querySelectorAll('li.face')].map(li => Number(li.dataset.faceId)),
+          photos: [...g.querySelectorAll('li.face')].map(li => li.dataset.photo || null)}));
+    """, where)
+
+
+def people_of(driver):
+    """{name: sorted photo file names} of the named people."""
+    return {g["name"]: sorted(g["photos"]) for g in groups(driver, "#people")}
+
+
+def photos(person: str, idx=None):
+    return sorted(f"{person}_{i:04d}.jpg" for i in (idx or PEOPLE[person]))
+
+
+def people_action(driver, act):
+    """Runs act() (a click or a key) and waits for the People view to have
+    reloaded from the server after it."""
+    v = driver.execute_script("return document.getElementById('panel-people').dataset.version")
+    act()
+    wait(driver, lambda d: idle(d) and d.execute_script(
+        "return document.getElementById('panel-people').dataset.version") != v)
+
+
+def card(driver, where: str, pred):
+    """The WebElement of the first card under where whose data satisfies pred."""
+    from selenium.webdriver.common.by import By
+
+    for i, g in enumerate(groups(driver, where)):
+        if pred(g):
+            return driver.find_elements(By.CSS_SELECTOR, f"{where} > .group")[i]
+    raise AssertionError(f"no such card under {where}: {groups(driver, where)}")
+
+
+def cluster_of(driver, person):
+    return card(driver, "#clusters", lambda g: {person_of(p) for p in g["photos"]} == {person})
+
+
+def name_card(driver, el, name, keyboard=False):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = el.find_element(By.CSS_SELECTOR, "form input[list]")
+    field.clear()
+    field.send_keys(name)
+    people_action(driver, lambda: field.send_keys(Keys.ENTER) if keyboard else
+                  el.find_element(By.CSS_SELECTOR, "form button[type=submit]").click())
+
+
+def identify_after(driver, act):
+    """Runs act() and waits for the identify answer it leads to; no error."""
+    seq = driver.execute_script("return document.getElementById('faces').dataset.seq || ''")
+    act()
+    wait(driver, lambda d: idle(d) and (
+        d.execute_script("return document.getElementById('faces').dataset.seq || ''") != seq
+        or text_of(d, "#error-probe")))
+    assert text_of(driver, "#error-probe") == ""
+
+
+def identify_photo(driver, photo: Path):
+    identify_after(driver, lambda: choose(driver, "#file-probe", photo))
+
+
+def click_and_identify(driver, css: str):
+    from selenium.webdriver.common.by import By
+
+    identify_after(driver, lambda: driver.find_element(By.CSS_SELECTOR, css).click())
+
+
+def identified(driver):
+    from selenium.webdriver.common.by import By
+
+    return [li.get_attribute("data-label")
+            for li in driver.find_elements(By.CSS_SELECTOR, "#faces > li")]
+
+
+def name_photos(driver, chosen, name):
+    """Names the unassigned faces of the photos chosen as name, in whatever
+    cards they are (groups, or faces in no group): exactly those faces
+    checked in each card, then its name field submitted."""
+    from selenium.webdriver.common.by import By
+
+    for where in ("#clusters", "#noise"):
+        for i, g in enumerate(groups(driver, where)):
+            if not set(g["photos"]) & set(chosen):
+                continue
+            el = driver.find_elements(By.CSS_SELECTOR, f"{where} > .group")[i]
+            for tile in el.find_elements(By.CSS_SELECTOR, "li.face"):
+                box = tile.find_element(By.CSS_SELECTOR, "input[type=checkbox]")
+                if box.is_selected() != (tile.get_attribute("data-photo") in chosen):
+                    box.click()
+            name_card(driver, el, name)
+            return name_photos(driver, chosen, name)  # the cards were redrawn
+
+
+def open_people(srv, files):
+    """A browser on the People view with files added; returns the driver."""
+    from selenium.webdriver.common.by import By
+
+    d = make_driver()
+    open_page(d, srv)
+    d.find_element(By.ID, "tab-people").click()
+    wait(d, lambda d: idle(d) and d.execute_script(
+        "return document.getElementById('panel-people').dataset.version"))
+    assert d.find_element(By.ID, "people-empty").is_displayed()
+    people_action(d, lambda: choose(d, "#file-people", "\n".join(map(str, files))))
+    assert text_of(d, "#people-error") == ""
+    assert f"{len(files)} faces added from {len(files)} photos" in text_of(d, "#people-status")
+    return d
+
+
+BATCH = [(p, i) for p, idx in PEOPLE.items() for i in idx]
+
+
+def test_people_groups(people_demo):
+    """Issue 19 part 4 on the real model and server: nine photos of three
+    people are grouped into three groups of the right people, drawn from
+    the photos in the page; one is named by keyboard alone with a face left
+    out, which then stands apart."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    srv = people_demo
+    need_routes(srv, *FACES_ROUTES, CLUSTER_ROUTE)
+    r = requests.post(srv.url("/api/v1/faces/cluster"), json={"source": "unassigned"},
+                      headers={"X-Demo-Token": page_token(srv)}, timeout=30)
+    if r.status_code != 200:
+        pytest.skip(f'needs POST /api/v1/faces/cluster {{"source": "unassigned"}}: {r.text}')
+    d = open_people(srv, [lfw_photo(p, i) for p, i in BATCH])
+    try:
+        got = sorted(sorted(g["photos"]) for g in groups(d, "#clusters"))
+        assert got == sorted(photos(p) for p in PEOPLE), got
+        assert groups(d, "#noise") == []
+        assert re.fullmatch(r"Grouped at a false-match rate of \de-\d \(faces at most 0\.\d{3} apart\)"
+                            r", by chinese whispers\.", text_of(d, "#clusters-op"))
+        # The strictness is the rate the server groups at.
+        from selenium.webdriver.support.ui import Select
+
+        strictness = Select(d.find_element(By.ID, "people-fmr"))
+        people_action(d, lambda: strictness.select_by_visible_text("strict"))
+        assert text_of(d, "#clusters-op").startswith("Grouped at a false-match rate of 1e-6 ")
+        people_action(d, lambda: strictness.select_by_visible_text("default"))
+        # Each face is drawn from its photo in the page (not a blank tile).
+        assert d.execute_script("""
+            const c = document.querySelector('#clusters li.face canvas');
+            const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let grey = 0; for (let i = 0; i < px.length; i += 4)
+              grey += px[i] === 0xd0 && px[i + 1] === 0xd5 && px[i + 2] === 0xdd;
+            return grey < px.length / 8;""")
+        shot(d, "people-groups")
+        # Colin Powell's group named with one face left out, by keyboard.
+        g = cluster_of(d, "Colin_Powell")
+        left_out = g.find_elements(By.CSS_SELECTOR, "input[type=checkbox]")[0]
+        left_photo = left_out.find_element(By.XPATH, "ancestor::li").get_attribute("data-photo")
+        left_out.send_keys(Keys.SPACE)
+        assert not left_out.is_selected()
+        name_card(d, g, "Colin Powell", keyboard=True)
+        assert people_of(d) == {"Colin Powell": [p for p in photos("Colin_Powell") if p != left_photo]}
+        assert text_of(d, "#people-status") == "2 faces named Colin Powell."  # announced (aria-live)
+        assert [x["photos"] for x in groups(d, "#noise")] == [[left_photo]]
+        assert len(groups(d, "#clusters")) == 2
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        d.quit()
+
+
+def test_people_merge_and_split(people_demo):
+    """Issue 19 part 4: naming, merging and splitting people in the People
+    view, each step checked against who is really in each photo.  Colin
+    Powell named in two parts and merged; Jennifer Aniston's faces named
+    Colin Powell by mistake and split off again (buttons, then a drag); an
+    API error shown on its card.  (It names faces wherever the grouping
+    put them.)"""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    srv = people_demo
+    need_routes(srv, *FACES_ROUTES, CLUSTER_ROUTE)
+    d = open_people(srv, [lfw_photo(p, i) for p, i in BATCH])
+    try:
+        powell = photos("Colin_Powell")
+        name_photos(d, powell[:2], "Colin Powell")
+        name_photos(d, powell[2:], "C. Powell")
+        assert people_of(d) == {"Colin Powell": powell[:2], "C. Powell": powell[2:]}
+        c = card(d, "#people", lambda g: g["name"] == "C. Powell")
+        Select(c.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text("Colin Powell")
+        people_action(d, lambda: c.find_element(By.CSS_SELECTOR, "button[aria-label^='Merge']").click())
+        assert people_of(d) == {"Colin Powell": powell}
+        assert text_of(d, "#people-status") == "C. Powell merged into Colin Powell."
+
+        # Serena named; Jennifer Aniston named Colin Powell by mistake (an
+        # existing name: she joins him).
+        name_photos(d, photos("Serena_Williams"), "Serena Williams")
+        name_photos(d, photos("Jennifer_Aniston"), "Colin Powell")
+        assert people_of(d) == {"Serena Williams": photos("Serena_Williams"),
+                                "Colin Powell": sorted(powell + photos("Jennifer_Aniston"))}
+        assert groups(d, "#clusters") == [] and groups(d, "#noise") == []
+        shot(d, "people-wrong-merge")
+        # Split: two of her faces selected and moved to a new person ...
+        c = card(d, "#people", lambda g: g["name"] == "Colin Powell")
+        tiles = [t for t in c.find_elements(By.CSS_SELECTOR, "li.face")
+                 if person_of(t.get_attribute("data-photo")) == "Jennifer_Aniston"]
+        moved = sorted(t.get_attribute("data-photo") for t in tiles[:2])
+        for t in tiles[:2]:
+            t.find_element(By.CSS_SELECTOR, "input").click()
+        name_card(d, c, "Jennifer Aniston")
+        got = people_of(d)
+        assert got["Jennifer Aniston"] == moved, got
+        assert len(got["Colin Powell"]) == 4 and set(moved).isdisjoint(got["Colin Powell"]), got
+        # ... and the third dragged onto her card.
+        last = next(f for f in groups(d, "#people") if f["name"] == "Colin Powell")
+        fid = next(i for i, p in zip(last["faces"], last["photos"])
+                   if person_of(p) == "Jennifer_Aniston")
+        people_action(d, lambda: d.execute_script("""
+            const tile = document.querySelector(`#people li.face[data-face-id="${arguments[0]}"]`);
+            const to = document.querySelector('#people .group[data-name="Jennifer Aniston"]');
+            const dt = new DataTransfer();
+            tile.dispatchEvent(new DragEvent('dragstart', {dataTransfer: dt, bubbles: true}));
+            to.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+            to.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        """, fid))
+        assert people_of(d) == {"Serena Williams": photos("Serena_Williams"),
+                                "Colin Powell": powell,
+                                "Jennifer Aniston": photos("Jennifer_Aniston")}
+        shot(d, "people-named")
+
+        # An error from the API is shown on the card: merge into someone
+        # deleted meanwhile (by another client).
+        gone = next(g["id"] for g in groups(d, "#people") if g["name"] == "Jennifer Aniston")
+        assert requests.delete(srv.url(f"/api/v1/subjects/{gone}"), timeout=30,
+                               headers={"X-Demo-Token": page_token(srv)}).status_code == 200
+        c = card(d, "#people", lambda g: g["name"] == "Serena Williams")
+        Select(c.find_element(By.CSS_SELECTOR, "select")).select_by_visible_text("Jennifer Aniston")
+        c.find_element(By.CSS_SELECTOR, "button[aria-label^='Merge']").click()
+        wait(d, lambda d: idle(d) and c.find_element(By.CSS_SELECTOR, ".error").text)
+        assert str(gone) in c.find_element(By.CSS_SELECTOR, ".error").text
+        assert people_of(d)["Serena Williams"] == photos("Serena_Williams")
+        # Moving with nothing selected says so, without a request.
+        c.find_element(By.CSS_SELECTOR, "form input[list]").send_keys("Someone")
+        c.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        assert "Select at least one face" in c.find_element(By.CSS_SELECTOR, ".error").text
+        # On a phone-sized screen the people cards fit the width.
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        assert d.execute_script("return document.documentElement.scrollWidth") <= 390
+        shot(d, "people-phone")
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
+                  and "/merge" not in e["message"]]  # the refused merge's 404
+        assert not severe, severe
+    finally:
+        d.quit()
+
+
+def test_not_this_person(people_demo, tmp_path):
+    """On an identify answer, "Not Serena Williams" records the face as not
+    her (POST /api/v1/subjects/{id}/not): identifying the same photo again
+    no longer says Serena, while another photo of Serena still does."""
+    from selenium.webdriver.common.by import By
+
+    srv = people_demo
+    need_routes(srv, NOT_ROUTE)
+    tok = {"X-Demo-Token": page_token(srv)}
+    # Serena enrolled with her three photos (through the plain enrol route,
+    # so that this test does not depend on the People view's).
+    r = requests.post(srv.url("/api/v1/subjects"), json={"name": "Serena W."}, headers=tok, timeout=30)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    for i in PEOPLE["Serena_Williams"]:
+        with open(lfw_photo("Serena_Williams", i), "rb") as f:
+            r = requests.post(srv.url(f"/api/v1/subjects/{sid}/faces"), files={"image": f},
+                              headers=tok, timeout=120)
+        assert r.status_code == 201, r.text
+    d = make_driver()
+    try:
+        open_page(d, srv)
+        d.find_element(By.ID, "tab-identify").click()
+        wait(d, idle)
+        identify_photo(d, lfw_photo("Venus_Williams", 17))
+        assert identified(d) == ["Serena W."], "precondition: the sisters are confused"
+        shot(d, "not-this-before")
+        click_and_identify(d, "button[aria-label='This face is not Serena W.']")
+        assert identified(d) == ["Unknown"]
+        assert re.search(r"Serena W\.: distance 0\.\d+, excluded \(marked not this person\)",
+                         text_of(d, "#faces")), text_of(d, "#faces")
+        shot(d, "not-this-after")
+        r = requests.get(srv.url(f"/api/v1/subjects/{sid}/not"), headers=tok, timeout=30)
+        assert r.status_code == 200 and len(r.json()["corrections"]) == 1, r.text
+        # Serena herself is still found.
+        identify_photo(d, lfw_photo("Serena_Williams", 3))
+        assert identified(d) == ["Serena W."]
+        # Undo (on the excluded candidate) deletes the correction.
+        identify_photo(d, lfw_photo("Venus_Williams", 17))
+        assert identified(d) == ["Unknown"]
+        click_and_identify(d, "button[aria-label='Undo \"not Serena W.\"']")
+        assert identified(d) == ["Serena W."]
+        r = requests.get(srv.url(f"/api/v1/subjects/{sid}/not"), headers=tok, timeout=30)
+        assert r.status_code == 200 and r.json()["corrections"] == [], r.text
+
+        # In a photo of two, the page sends a cut around the face concerned
+        # (the server takes a photo's largest face).  Colin Powell's face is
+        # the smaller one here: marking it excludes him, which it would not
+        # if the whole photo (Jennifer Aniston's larger face) were sent.
+        from PIL import Image
+
+        enroll(d, "Colin Powell", lfw_photo("Colin_Powell", 1))
+        two = Image.new("RGB", (250 + 400, 400), (60, 60, 60))
+        two.paste(Image.open(lfw_photo("Colin_Powell", 5)), (0, 75))
+        two.paste(Image.open(lfw_photo("Jennifer_Aniston", 2)).resize((400, 400)), (250, 0))
+        two.save(tmp_path / "two.jpg", quality=92)
+        identify_photo(d, tmp_path / "two.jpg")
+        assert sorted(identified(d)) == ["Colin Powell", "Unknown"]
+        click_and_identify(d, "button[aria-label='This face is not Colin Powell']")
+        assert identified(d) == ["Unknown", "Unknown"]
+        assert re.search(r"Colin Powell: distance 0\.\d+, excluded", text_of(d, "#faces"))
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        d.quit()

@@ -241,6 +241,7 @@
       document.getElementById(t.getAttribute('aria-controls')).hidden = !on;
     }
     if (tab.id === 'tab-identify') loadSubjects();
+    if (tab.id === 'tab-people') refreshPeople();
   }
   tabs.forEach((t, i) => {
     t.addEventListener('click', () => selectTab(t));
@@ -416,6 +417,61 @@
   let identifySeq = 0;
   const probe = new Slot($('[data-slot="probe"]'), () => identify());
 
+  // The face of an identify answer as a photo of its own: the whole photo
+  // when it has one face, else a cut around the face (the server takes the
+  // largest face of a photo), or the whole photo if this browser cannot
+  // draw it.
+  function faceBlob(f, count) {
+    const b = probe.bitmap;
+    if (count === 1 || !b) return Promise.resolve(probe.blob);
+    const w = f.box.right - f.box.left, h = f.box.bottom - f.box.top;
+    const x0 = Math.max(0, Math.floor(f.box.left - w)), y0 = Math.max(0, Math.floor(f.box.top - h));
+    const x1 = Math.min(b.width, Math.ceil(f.box.right + w)), y1 = Math.min(b.height, Math.ceil(f.box.bottom + h));
+    const c = document.createElement('canvas');
+    c.width = x1 - x0;
+    c.height = y1 - y0;
+    c.getContext('2d').drawImage(b, x0, y0, c.width, c.height, 0, 0, c.width, c.height);
+    return new Promise((done) => c.toBlob((blob) => done(blob || probe.blob), 'image/png'));
+  }
+
+  // "Not this person": a correction on the matched subject with this face
+  // (POST /api/v1/subjects/{id}/not), then the photo is identified again.
+  function notThis(f, count) {
+    const name = f.match.name;
+    const b = button(`Not ${name}`, 'ghost', async () => {
+      probe.error('');
+      const form = new FormData();
+      form.append('image', await faceBlob(f, count), 'face.png');
+      try {
+        await api('POST', `/api/v1/subjects/${f.match.id}/not`, form, `Marking not ${name}…`);
+      } catch (e) {
+        probe.error(plain(e));
+        return;
+      }
+      await identify();
+    });
+    b.classList.add('not-this');
+    b.setAttribute('aria-label', `This face is not ${name}`);
+    return b;
+  }
+
+  // Undoes the correction that excluded candidate c (DELETE
+  // /api/v1/subjects/{id}/not/{correction_id}), then identifies again.
+  function undoNot(c) {
+    const b = button('Undo', 'ghost', async () => {
+      probe.error('');
+      try {
+        await api('DELETE', `/api/v1/subjects/${c.id}/not/${c.correction_id}`, undefined, 'Undoing…');
+      } catch (e) {
+        probe.error(plain(e));
+        return;
+      }
+      await identify();
+    });
+    b.setAttribute('aria-label', `Undo "not ${c.name}"`);
+    return b;
+  }
+
   async function identify() {
     const seq = ++identifySeq;
     $('#faces').replaceChildren();
@@ -447,10 +503,16 @@
       cands.className = 'cands';
       for (const c of f.candidates) {
         const item = document.createElement('li');
-        // open set ranks by score; the k-NN vote (trained models) by similarity
-        item.textContent = c.score !== undefined
+        // open set ranks by score; the k-NN vote (trained models) by
+        // similarity; a subject a correction excludes has neither
+        item.textContent = c.excluded
+          ? `${c.name}: distance ${fmt(c.distance)}, excluded (` +
+            (c.excluded === 'correction' ? 'marked not this person' : c.excluded) + ')'
+          : c.score !== undefined
           ? `${c.name}: score ${fmt(c.score)} (distance ${fmt(c.distance)})`
           : `${c.name}: similarity ${Math.round(c.similarity * 100)}% (distance ${fmt(c.distance)})`;
+        if (c.excluded) item.className = 'excluded';
+        if (c.excluded === 'correction' && c.correction_id !== undefined) item.append(' ', undoNot(c));
         cands.append(item);
       }
       if (!f.candidates.length) {
@@ -471,13 +533,335 @@
             ? `; strangers score this high ${Math.round(f.match.estimated_fpir * 1000) / 10}% of the time` : '')
         : 'Decided by the k-nearest-neighbour vote';
       body.append(name, q, op, cands);
+      if (f.match) body.append(notThis(f, r.faces.length));
       li.append(img, body);
       return li;
     }));
+    $('#faces').dataset.seq = String(seq); // tests wait on this
     const t = r.timings_ms;
     $('#identify-timings').textContent = `${r.count} face${r.count === 1 ? '' : 's'}; server ${ms(t.total)} ` +
       `(detect ${ms(t.detect)}, embed ${ms(t.embed)}, search ${ms(t.search)}).`;
   }
+
+  // ------------------------------------------------------------ people
+
+  // The People view: a batch of photos -> unassigned faces on the server
+  // (POST /api/v1/faces) -> groups (POST /api/v1/faces/cluster over the
+  // unassigned faces) -> names, merges and moves.  The server keeps no
+  // photos, so the face pictures are cut here from each photo of this
+  // page's batches with the face's box: facePics maps a face id to
+  // {photo: {name, bitmap}, box}.  A face whose photo this page never saw
+  // (an earlier visit, or enrolled elsewhere) is shown as a blank tile.
+  const facePics = new Map();
+  const TILE = 88;
+  let people = [];           // the collection's subjects, with their faces
+
+  const peopleStatus = (text) => { $('#people-status').textContent = text || ''; };
+
+  // Shows [what, text] problems under the photos (appends with more).
+  function peopleProblems(list, more) {
+    const items = list.map(([what, text]) => {
+      const li = document.createElement('li');
+      li.textContent = what ? `${what}: ${text}` : text;
+      return li;
+    });
+    if (more) $('#people-error').append(...items);
+    else $('#people-error').replaceChildren(...items);
+  }
+
+  // A square around the face's box with a margin, drawn into canvas c.
+  function drawFace(c, pic) {
+    const g = c.getContext('2d');
+    g.fillStyle = '#d0d5dd';
+    g.fillRect(0, 0, c.width, c.height);
+    if (!pic || !pic.photo.bitmap) {
+      g.fillStyle = '#667085';
+      g.font = `600 ${Math.round(c.width / 2)}px system-ui, sans-serif`;
+      g.textAlign = 'center';
+      g.textBaseline = 'middle';
+      g.fillText('?', c.width / 2, c.height / 2);
+      return;
+    }
+    const b = pic.box, side = Math.max(b.right - b.left, b.bottom - b.top) * 1.5;
+    const cx = (b.left + b.right) / 2, cy = (b.top + b.bottom) / 2;
+    g.drawImage(pic.photo.bitmap, cx - side / 2, cy - side / 2, side, side, 0, 0, c.width, c.height);
+  }
+
+  // One face of a group: its picture and a checkbox that selects it.
+  function faceTile(id, pic, checked) {
+    const li = document.createElement('li');
+    li.className = 'face';
+    const c = document.createElement('canvas');
+    c.width = c.height = TILE;
+    drawFace(c, pic);
+    const what = pic ? `Face from ${pic.photo.name}` : `Face ${id} (its photo is not in this page)`;
+    if (pic) li.dataset.photo = pic.photo.name;
+    li.dataset.faceId = id;
+    li.draggable = true;
+    li.addEventListener('dragstart', (e) => e.dataTransfer.setData('text/x-fv-face', String(id)));
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.checked = checked;
+    box.value = id;
+    box.setAttribute('aria-label', what);
+    const label = document.createElement('label');
+    c.setAttribute('aria-hidden', 'true');
+    label.append(box, c);
+    li.append(label);
+    return li;
+  }
+
+  // A name field, its submit button and what happens on submit.
+  function nameForm(id, labelText, buttonText, onName) {
+    const form = document.createElement('form');
+    form.className = 'row';
+    const label = document.createElement('label');
+    label.htmlFor = id;
+    label.className = 'sr-only';
+    label.textContent = labelText;
+    const input = document.createElement('input');
+    input.id = id;
+    input.placeholder = 'Name, e.g. Ada';
+    input.maxLength = 200;
+    input.autocomplete = 'off';
+    input.required = true;
+    input.setAttribute('list', 'people-names');
+    const go = document.createElement('button');
+    go.type = 'submit';
+    go.className = 'btn small';
+    go.textContent = buttonText;
+    form.append(label, input, go);
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const name = input.value.trim();
+      if (name) onName(name);
+    });
+    return form;
+  }
+
+  // A card of faces: a cluster, the faces in no cluster, or a person.
+  function groupCard(kind, title, faces, checked) {
+    const card = document.createElement('section');
+    card.className = 'group';
+    card.dataset.kind = kind;
+    const h = document.createElement('h3');
+    h.textContent = title;
+    const grid = document.createElement('ul');
+    grid.className = 'face-grid';
+    grid.append(...faces.map((f) => faceTile(f.id, f.pic, checked)));
+    const err = document.createElement('p');
+    err.className = 'error';
+    err.setAttribute('role', 'alert');
+    card.append(h, grid, err);
+    card.selected = () => [...card.querySelectorAll('input[type=checkbox]:checked')].map((b) => Number(b.value));
+    card.error = (text) => { err.textContent = text || ''; };
+    return card;
+  }
+
+  // The API's target for a name: an existing subject's id, else a new name.
+  function target(name) {
+    const s = people.find((p) => p.name === name);
+    return s ? {subject_id: s.id} : {subject_name: name};
+  }
+
+  // Moves faces (unassigned or another person's) to the person called
+  // name, then shows the new state.  Errors go to the card.
+  async function assignFaces(card, ids, name) {
+    card.error('');
+    if (!ids.length) {
+      card.error('Select at least one face first.');
+      return;
+    }
+    let r;
+    try {
+      r = await api('POST', '/api/v1/faces/assign', {face_ids: ids, ...target(name)}, `Naming ${name}…`);
+    } catch (e) {
+      card.error(plain(e));
+      return;
+    }
+    peopleStatus(`${r.moved === 1 ? '1 face' : r.moved + ' faces'} named ${name}.`);
+    await refreshPeople();
+  }
+
+  // Drop a face (or, when it is selected, every selected face of its card)
+  // on a person to move it there.
+  function dropTarget(card, name) {
+    card.addEventListener('dragover', (e) => {
+      if (!e.dataTransfer.types.includes('text/x-fv-face')) return;
+      e.preventDefault();
+      card.classList.add('over');
+    });
+    card.addEventListener('dragleave', () => card.classList.remove('over'));
+    card.addEventListener('drop', (e) => {
+      e.preventDefault();
+      card.classList.remove('over');
+      const id = Number(e.dataTransfer.getData('text/x-fv-face'));
+      const from = document.querySelector(`li.face[data-face-id="${id}"]`);
+      const fromCard = from && from.closest('.group');
+      const sel = fromCard ? fromCard.selected() : [];
+      if (!id || fromCard === card) return;
+      assignFaces(card, sel.includes(id) ? sel : [id], name);
+    });
+  }
+
+  function personCard(p, i) {
+    const card = groupCard('person', `${p.name} · ${p.faces.length === 1 ? '1 face' : p.faces.length + ' faces'}`,
+                           p.faces, false);
+    card.dataset.name = p.name;
+    card.dataset.id = p.id;
+    const err = $('.error', card);
+    const split = nameForm(`person-move-${i}`, `Move the selected faces of ${p.name} to`, 'Move selected',
+                           (name) => assignFaces(card, card.selected(), name));
+    $('button', split).setAttribute('aria-label', `Move the selected faces of ${p.name}`);
+    $('input', split).placeholder = 'Move to…';
+    card.insertBefore(split, err);
+    const others = people.filter((q) => q.id !== p.id);
+    if (others.length) {
+      const merge = document.createElement('form');
+      merge.className = 'row';
+      const label = document.createElement('label');
+      label.htmlFor = `person-merge-${i}`;
+      label.textContent = `Merge ${p.name} into`;
+      const sel = document.createElement('select');
+      sel.id = `person-merge-${i}`;
+      sel.append(...others.map((q) => new Option(q.name, q.id)));
+      const go = document.createElement('button');
+      go.type = 'submit';
+      go.className = 'btn small ghost';
+      go.textContent = 'Merge';
+      go.setAttribute('aria-label', `Merge ${p.name} into the chosen person`);
+      merge.append(label, sel, go);
+      merge.addEventListener('submit', async (e) => {
+        e.preventDefault();
+        card.error('');
+        try {
+          await api('POST', `/api/v1/subjects/${sel.value}/merge`, {from_subject_id: p.id}, 'Merging…');
+        } catch (ex) {
+          card.error(plain(ex));
+          return;
+        }
+        peopleStatus(`${p.name} merged into ${sel.selectedOptions[0].text}.`);
+        await refreshPeople();
+      });
+      card.insertBefore(merge, err);
+    }
+    dropTarget(card, p.name);
+    return card;
+  }
+
+  // The groups of unassigned faces ({face_id, box}), largest first, each
+  // with its faces checked and a name field; then the faces in no group,
+  // unchecked, to name by choice.
+  function showClusters(r) {
+    const faces = (list) => list.map((f) => ({id: f.face_id, pic: facePics.get(f.face_id) || null}));
+    $('#clusters').replaceChildren(...r.clusters.map((c, i) => {
+      const card = groupCard('cluster', `Group ${i + 1} · ${c.length} faces`, faces(c), true);
+      card.insertBefore(nameForm(`cluster-name-${i}`, `Name for group ${i + 1}`, 'Name',
+                                 (name) => assignFaces(card, card.selected(), name)), $('.error', card));
+      return card;
+    }));
+    $('#clusters-empty').hidden = r.clusters.length > 0;
+    const noise = r.noise.length ? [groupCard('noise', r.noise.length === 1 ? '1 face' : `${r.noise.length} faces`,
+                                              faces(r.noise), false)] : [];
+    for (const card of noise)
+      card.insertBefore(nameForm('noise-name', 'Name for the selected faces', 'Name selected',
+                                 (name) => assignFaces(card, card.selected(), name)), $('.error', card));
+    $('#noise').replaceChildren(...noise);
+    $('#noise-empty').hidden = r.noise.length > 0;
+  }
+
+  function clusterOptions() {
+    const fmr = $('#people-fmr').value;
+    return fmr ? {fmr: Number(fmr)} : {};
+  }
+
+  // Groups the unassigned faces (errors go to the caller).
+  async function cluster() {
+    const r = await api('POST', '/api/v1/faces/cluster', {source: 'unassigned', ...clusterOptions()},
+                        'Grouping faces…');
+    const o = r.operating_point;
+    $('#clusters-op').textContent = o && o.fmr ? `Grouped at a false-match rate of ${o.fmr.toExponential(0)} ` +
+      `(faces at most ${fmt(o.threshold)} apart)` + (r.method ? `, by ${r.method.replace(/-/g, ' ')}.` : '.') : '';
+    showClusters(r);
+  }
+
+  // Everything the view shows, from the server: people and their faces,
+  // then the groups of the faces with no name.
+  let peopleVersion = 0;
+  async function refreshPeople() {
+    try {
+      const r = await api('GET', '/api/v1/subjects?limit=1000', undefined, 'Loading people…');
+      const lists = await Promise.all(r.results.map((s) =>
+        api('GET', `/api/v1/subjects/${s.id}/faces`, undefined, 'Loading people…')));
+      people = r.results.map((s, i) => ({id: s.id, name: s.name,
+        faces: lists[i].results.map((f) => ({id: f.id, pic: facePics.get(f.id) || null}))}));
+      $('#people-names').replaceChildren(...people.map((p) => new Option(p.name)));
+      $('#people').replaceChildren(...people.map(personCard));
+      $('#people-empty').hidden = people.length > 0;
+      await cluster();
+    } catch (e) {
+      peopleProblems([['', plain(e)]], true);
+    } finally {
+      $('#panel-people').dataset.version = String(++peopleVersion); // tests wait on this
+    }
+  }
+
+  const MAX_BATCH = 100;
+
+  // Stores every face of every photo as an unassigned face, one photo per
+  // request (each is embedded on the server), then groups them all.
+  async function addPhotos(files) {
+    const problems = [];
+    peopleProblems(problems);
+    if (files.length > MAX_BATCH) {
+      problems.push(['', `Add at most ${MAX_BATCH} photos at a time; the first ${MAX_BATCH} are used.`]);
+      files = files.slice(0, MAX_BATCH);
+    }
+    let added = 0;
+    for (const [i, file] of files.entries()) {
+      peopleStatus(`Finding faces in photo ${i + 1} of ${files.length}…`);
+      if (file.size > MAX_BYTES) {
+        problems.push([file.name, plain({code: 'payload_too_large'})]);
+        continue;
+      }
+      let bitmap = null;
+      try { bitmap = await createImageBitmap(file); } catch (e) { bitmap = null; }
+      const photo = {name: file.name, bitmap};
+      const form = new FormData();
+      form.append('image', file, file.name);
+      let r;
+      try {
+        r = await api('POST', '/api/v1/faces', form, `Finding faces in ${file.name}…`);
+      } catch (e) {
+        problems.push([file.name, plain(e)]);
+        continue;
+      }
+      for (const f of r.faces) facePics.set(f.face_id, {photo, box: f.box});
+      added += r.faces.length;
+    }
+    peopleStatus(`${added} face${added === 1 ? '' : 's'} added from ${files.length} photo${files.length === 1 ? '' : 's'}.`);
+    peopleProblems(problems);
+    await refreshPeople();
+  }
+
+  (() => {
+    const input = $('#file-people'), drop = $('#people-drop');
+    input.addEventListener('change', () => {
+      const files = [...input.files];
+      input.value = '';
+      if (files.length) addPhotos(files);
+    });
+    drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+    drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+    drop.addEventListener('drop', (e) => {
+      e.preventDefault();
+      drop.classList.remove('over');
+      const files = [...e.dataTransfer.files].filter((f) => f.type.startsWith('image/') || !f.type);
+      if (files.length) addPhotos(files);
+    });
+    $('#people-regroup').addEventListener('click', () => refreshPeople());
+    $('#people-fmr').addEventListener('change', () => refreshPeople());
+  })();
 
   document.body.dataset.ready = '1';
 })();

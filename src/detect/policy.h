@@ -4,8 +4,9 @@
  * The detectors themselves (mmod.h, haar.h) find boxes in one image at one
  * scale.  The policy decides, per fv_detect_options, which detector runs
  * (MMOD, Haar, or none: the whole image), on what (large photos shrunk to
- * max_side, small ones doubled by auto-upsampling, turned copies with
- * try_rotations), which scores survive, and in what order faces come.
+ * max_side; with upsample auto, the scale policy of scales.h: a base pass
+ * and MMOD on crops around Haar proposals for small faces; turned copies
+ * with try_rotations), which scores survive, and in what order faces come.
  *
  * The policy owns no model: the caller (the pipeline) hands it the loaded
  * detectors in an fvi_detectors, so detect/ never depends on the pipeline.

@@ -152,7 +152,10 @@ static fv_status proposals(const fvi_detectors *d, const fv_image *img, double m
     const fvi_haar *cascade = NULL;
     *out = NULL;
     *n = 0;
-    if (!d->haar || d->haar(d->haar_ctx, &cascade, err, errlen) != FV_OK) return FV_E_UNSUPPORTED;
+    if (!d->haar || d->haar(d->haar_ctx, &cascade, err, errlen) != FV_OK) {
+        if (err && errlen) err[0] = '\0'; /* not an error of this call */
+        return FV_E_UNSUPPORTED;
+    }
     double px = (double)img->width * img->height;
     double s = px > FVI_HAAR_PIXELS ? sqrt(FVI_HAAR_PIXELS / px) : 1.0;
     int ww, wh;
@@ -217,7 +220,7 @@ static fv_status crop_pass(const fvi_detectors *d, const fv_image *img, const fv
     if (x1 > img->width) x1 = img->width;
     if (y1 > img->height) y1 = img->height;
     *done = (crop_done){x0, y0, x1, y1, s};
-    if (x1 - x0 < 2 || y1 - y0 < 2) return FV_OK;
+    if (s < 4 || x1 - x0 < 2 || y1 - y0 < 2) return FV_OK; /* nothing MMOD could confirm */
     int up = 0;
     while (up < FVI_CROP_MAX_UP && s * (1 << up) < FVI_CROP_FACE) up++;
     double shrink_by = FVI_CROP_FACE / (s * (1 << up));

@@ -146,14 +146,17 @@ static int inside(const fv_face *f, double x, double y) {
 
 /* Haar proposals for faces up to max_face px on img (dlib box convention,
  * photo pixels), strongest first.  *out fvi_malloc'ed.  FV_E_UNSUPPORTED
- * (no message) when no cascade is available. */
+ * (no message) when no cascade is available; FV_E_NO_MEMORY when loading
+ * it ran out of memory (the engine retries on the next call). */
 static fv_status proposals(const fvi_detectors *d, const fv_image *img, double max_face,
                            fv_face **out, size_t *n, char *err, size_t errlen) {
     const fvi_haar *cascade = NULL;
     *out = NULL;
     *n = 0;
-    if (!d->haar || d->haar(d->haar_ctx, &cascade, err, errlen) != FV_OK) {
-        if (err && errlen) err[0] = '\0'; /* not an error of this call */
+    fv_status hs = d->haar ? d->haar(d->haar_ctx, &cascade, err, errlen) : FV_E_UNSUPPORTED;
+    if (hs == FV_E_NO_MEMORY) return hs; /* transient: the call fails, as any allocation */
+    if (hs != FV_OK) {
+        if (err && errlen) err[0] = '\0'; /* no cascade is not an error of this call */
         return FV_E_UNSUPPORTED;
     }
     double px = (double)img->width * img->height;

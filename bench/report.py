@@ -519,14 +519,15 @@ DETECT_NOTE = (
     "no-face photos (crop faces scoring under 0.5 are dropped; before that rule one weak "
     "0.13 face came up on a 12 MP no-face photo). Turned photos and thumbnails are as "
     "before (rotations are issue 17 part 3). Speed, against HOG timed interleaved on the "
-    "same photos: faceverify is 3x faster at 24 MP and 2.4x at 12 MP (HOG doubles every "
-    "photo), but slower up to 3 MP (0.31x at 0.3 MP, 0.42x at 1 MP, 0.62x at 3 MP): the "
+    "same photos: faceverify is 2.9x faster at 24 MP and 1.5x at 12 MP (HOG doubles every "
+    "photo; an earlier run of the same policy measured 3.0x and 2.4x), but slower up to "
+    "3 MP (0.35x at 0.3 MP, 0.39x at 1 MP, 0.67x at 3 MP): the "
     "base MMOD pass (about 0.7 us per pixel unloaded, up to 1.9 MP) plus the Haar pass over "
     "the whole photo cost more than HOG there, so the 2.5x target needs faster MMOD "
     "kernels (and a cheaper proposal stage) on top of this policy. Peak memory stays "
     "bounded: 347 MiB for a 24 MP photo, nothing upsampled whole. The machine was "
-    "heavily loaded during this run (load ~12 on 2 cores): times per photo varied 2-6x "
-    "between photos of one size; the ratios are between tools on the same photos, "
+    "heavily loaded during this run (load 6-11 on 2 cores): times per photo varied "
+    "2-6x between photos of one size; the ratios are between tools on the same photos, "
     "interleaved.")
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import DATA, REPO, RESULTS, machine  # noqa: E402
-from openset_explore import dists, load, people  # noqa: E402
+from openset_explore import dists, index_people, load, people  # noqa: E402
 
 COHORT = 5
 MIN_GALLERY = 6
@@ -240,9 +240,7 @@ def main():
     ap.add_argument("--write-table", action="store_true")
     args = ap.parse_args()
     names, E = load(args.emb)
-    by = {}
-    for i, nme in enumerate(names):
-        by.setdefault(nme.split("/")[0], []).append(i)
+    by = index_people(names)
     lfw = DATA / "lfw"
     train, test = people(lfw / "peopleDevTrain.txt"), people(lfw / "peopleDevTest.txt")
     table = calibrate(E, by, train)

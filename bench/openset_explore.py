@@ -31,6 +31,14 @@ def load(path):
     return names, np.array(vecs, dtype=np.float32)
 
 
+def index_people(names):
+    """Row indices of each person's images (the folder of the path)."""
+    by = {}
+    for i, nme in enumerate(names):
+        by.setdefault(nme.split("/")[0], []).append(i)
+    return by
+
+
 def people(file):
     return [l.split("\t")[0] for l in Path(file).read_text().splitlines()[1:]
             if len(l.split("\t")) == 2]
@@ -147,9 +155,7 @@ def main():
     args = ap.parse_args()
     names, E = load(args.emb)
     lfw = DATA / "lfw"
-    by_person = {}
-    for i, nme in enumerate(names):
-        by_person.setdefault(nme.split("/")[0], []).append(i)
+    by_person = index_people(names)
     train, test = people(lfw / "peopleDevTrain.txt"), people(lfw / "peopleDevTest.txt")
     norms = np.linalg.norm(E, axis=1)
     res = {"images": len(names), "norm_median": float(np.median(norms)), "runs": []}

@@ -95,7 +95,7 @@ def machine_line(j):
             f"{', '.join(f'{x:.1f}' for x in la) if la else 'n/a'}.*{warn}\n\n")
 
 
-def targets_section(v2, peers, stages, http, search):
+def targets_section(v2, peers, stages, http, search, cluster=None):
     rows = []
 
     def row(name, target, measured, met, gap, why=""):
@@ -172,6 +172,8 @@ def targets_section(v2, peers, stages, http, search):
             "see search.json", "not in this run (bench/results/search.json absent)", None, "")
     else:
         search_target_rows(search, row)
+    if cluster:
+        cluster_target_rows(cluster, row)
     return "## Targets\n\n" + table(["target", "goal", "measured", "met", "gap",
                                      "what limits it"], rows) + "\n"
 
@@ -531,6 +533,75 @@ DETECT_NOTE = (
     "interleaved.")
 
 
+CORRECTIONS_NOTE = (
+    "Reading: the specific false match goes every time in both decisions, and with it almost "
+    "every other photo of the look-alike that matched the subject. What the k-NN vote then "
+    "matches them to is another look-alike (at 0.6 it falsely matches 93% of impostor probes "
+    "in an 840-subject gallery, which is why open set is the default). The subject's own "
+    "probes: FNIR +0.9 points under open set (1 of 112 probes, one event) and +0.1 point "
+    "under the vote (1 of 852). The second condition of the rule is what keeps them: a radius "
+    "alone that reaches the look-alike's other photos (FMR 1e-3) would also exclude 15% of the "
+    "subject's own matches, and a radius small enough to spare them (1e-4) still excludes 4.9% "
+    "while reaching fewer of the look-alike's photos.")
+
+
+def corrections_section(c):
+    """Corrections ("this face is not X") on LFW look-alikes."""
+    s = ["## Corrections: \"this face is not X\" on LFW look-alikes\n\n"]
+    if not c:
+        return s[0] + "Not run (`bench/results/corrections_lfw.json` missing).\n\n"
+    d, rule = c["data"], c["rule"]
+    s.append(
+        f"People of LFW with 2+ detected photos ({d['people_2plus']:,}, at most "
+        f"{d['max_per_person']} photos each), split in two: {d['gallery_subjects']:,} enrolled "
+        f"with their first photo ({d['genuine_probes']:,} genuine probes: their other photos), "
+        f"{d['outsider_people']:,} never enrolled ({d['impostor_probes']:,} impostor probes). "
+        "Every impostor probe that a live faceverifyd matches to a subject is a look-alike "
+        "false match; for each, one at a time, the subject gets the correction \"this face is "
+        "not you\" from that probe, the same probes are identified again, and the correction is "
+        f"deleted. Server rule: {rule['server']}, radius {rule['radius']} (FMR "
+        f"{rule['radius_fmr']:g} threshold at quality 1).\n\n")
+    rows = []
+    for mode, r in c["results"].items():
+        rows.append([mode, f"{r['false_matches']} of {r['impostor_probes']} "
+                     f"({pct(r['false_match_rate'], 1)})", r["events"],
+                     pct(r["specific_removed_rate"], 1),
+                     f"{r['specific_rematched_elsewhere']}",
+                     f"{pct(r['b_other_removed_rate'], 1)} of {r['b_other_matched_to_a_before']}",
+                     f"{r['b_other_moved_to_another_subject']}",
+                     f"{pct(r['a_genuine_fnir_before'], 2)} -> {pct(r['a_genuine_fnir_after'], 2)}"
+                     f" ({r['a_genuine_probes']} probes)",
+                     f"{r['events_with_a_genuine_loss']}"])
+    s.append(table(["decision", "impostor probes falsely matched", "corrected (seeded sample)",
+                    "that match removed",
+                    "probe then matched to another subject",
+                    "other photos of the look-alike no longer matched to the subject",
+                    "of those, matched to another subject",
+                    "subject's genuine FNIR before -> after", "events losing a genuine match"],
+                   rows))
+    s.append("\nOther rules on the same events (k-NN vote events; distances to the subject's "
+             "nearest template): share of the look-alike's other matching photos excluded, and "
+             "of the subject's own matching probes excluded (each a new miss).\n\n")
+    vr = c["results"].get("knn_vote", {}).get("rule_variants_offline", [])
+    s.append(table(["radius (FMR)", "and nearer to the correction than to the subject",
+                    "look-alike's other photos excluded", "subject's own probes excluded"],
+                   [[f"{v['radius']} ({v['radius_fmr']:g})", "yes" if v["nearer_than_subject"] else "no",
+                     f"{pct(v['b_other_excluded'], 1)} of {v['b_other_n']}",
+                     f"{pct(v['a_genuine_excluded'], 2)} of {v['a_genuine_n']}"] for v in vr]))
+    s.append("\n" + CORRECTIONS_NOTE + "\n")
+    lat = c.get("identify_latency_ms")
+    if lat:
+        s.append(f"\nCost of reading corrections per probe (one `identify/embeddings` query, "
+                 f"median ms, interleaved): {ms(lat['0'])} with none in the collection, "
+                 f"{ms(lat['100'])} with 100, {ms(lat['1000'])} with 1,000 (only the corrections "
+                 "of the probe's nearest subjects are read). Not monotonic in the count: on "
+                 "this busy machine the noise is larger than the cost, which a quiet rerun "
+                 "would bound.\n")
+    s.append("\n`.venv/bin/python bench/corrections_lfw.py --emb lfw_emb.csv` "
+             f"({c['seconds']} s)\n\n" + machine_line(c))
+    return "".join(s)
+
+
 def detect_section(d):
     """Detection on real-size photos, from detect_bench.json."""
     head = "## Detection on real-size photos\n\n"
@@ -631,20 +702,202 @@ def detect_section(d):
     return "".join(s)
 
 
+CLUSTER_DEFAULT = "3e-5"  # FVSEARCH_CLUSTER_DEFAULT_FMR (src/search/cluster.h)
+
+
+def cluster_target_rows(c, row):
+    for key, name, p_goal, r_goal in (("lfw", "LFW, 1,680 people with 2+ photos", 0.98, 0.90),
+                                      ("hard", "derived hard version (small/grey/blurred)",
+                                       0.95, 0.87)):
+        r = [x for x in c.get(key, []) if x["strictness"] == CLUSTER_DEFAULT and
+             x["method"] == "chinese-whispers"]
+        if not r:
+            continue
+        r = r[0]
+        p, rc = r["pairwise_precision"], r["pairwise_recall"]
+        row(f"Clustering pairwise precision / recall, {name}, default fmr {CLUSTER_DEFAULT}",
+            f">= {p_goal:.2f} / >= {r_goal:.2f}", f"{p:.3f} / {rc:.3f}",
+            p >= p_goal and rc >= r_goal,
+            "" if p >= p_goal and rc >= r_goal else
+            f"{max(0, p_goal - p) * 100:.1f} / {max(0, r_goal - rc) * 100:.1f} points short")
+
+
+CLUSTER_NOTE = (
+    "Method: every face asks an exact index (`fvsearch_query_many`: batched matrix products) "
+    "for its 32 nearest; pairs closer than the link distance of the fmr (the calibration at "
+    "pair quality 1) are the edges of a sparse graph (n x 32 at most, never n x n); Chinese "
+    "whispers (label propagation, each face takes the label of the most edge weight among its "
+    "neighbours, weight 1 - d/t, faces in one seeded order, ties to the smaller label) groups "
+    "it; clusters under min_cluster_size are noise. Single linkage (components) on the same "
+    "graph is the comparison: one stray impostor edge merges two people, and on LFW a few "
+    "hundred such edges chain large people together (pairwise precision 0.51 at 3e-5 on LFW, 0.06 on the hard set). "
+    "Chinese whispers needs a stricter rate than one verification: clustering n faces makes "
+    "n^2/2 pairs (42 million here), so at fmr 1e-4 about 4,000 of them are impostor links, "
+    "enough to pour some people into George W Bush's 530 photos (precision 0.962). The "
+    "default 3e-5 is the loosest setting measured that holds precision >= 0.98 on LFW. "
+    "Pairwise scores weigh people by their pairs (Bush's alone are 140k of 240k), BCubed by "
+    "photos: the many people with 2-3 photos that stay apart or in noise are what BCubed "
+    "recall counts. Poor photos sit closer to everyone (docs/operating-points.md), so the "
+    "hard set's precision drops at the same fmr; a per-pair quality-dependent link "
+    "distance is the next step.")
+
+
+def cluster_section(c):
+    s = ["## Clustering faces into people\n\n"]
+    if not c:
+        return s[0] + "Not in this run (bench/results/cluster_lfw.json absent).\n\n"
+    s.append(CLUSTER_NOTE + "\n\n")
+    head = ["fmr", "method", "link distance", "pairwise P", "pairwise R", "BCubed P",
+            "BCubed R", "BCubed F", "clusters", "noise", "people split", "people merged",
+            "s"]
+    for key, title in (("lfw", "LFW: every person with 2+ photos (centre face of each)"),
+                       ("hard", "Derived hard version: the same photos, each small, grey, "
+                                "blurred or grey+small (bench/derive_hard.py's variants)")):
+        if not c.get(key):
+            continue
+        s.append(f"### {title}\n\n")
+        rows = [[r["strictness"] + (" (default)" if r["strictness"] == CLUSTER_DEFAULT and
+                                    r["method"] == "chinese-whispers" else ""),
+                 r["method"], f"{r['threshold']:.3f}", f"{r['pairwise_precision']:.4f}",
+                 f"{r['pairwise_recall']:.4f}", f"{r['bcubed_precision']:.4f}",
+                 f"{r['bcubed_recall']:.4f}", f"{r['bcubed_f']:.4f}", r["clusters"], r["noise"],
+                 r["people_split"], r["people_merged"], f"{r['seconds']:.1f}"]
+                for r in c[key]]
+        s.append(f"{c[key][0]['faces']:,} faces of {c[key][0]['people']:,} people "
+                 f"({c.get(key + '_without_face', 0)} photos without a detected face left out)."
+                 "\n\n")
+        s.append(table(head, rows) + "\n")
+    if c.get("scale"):
+        s.append("### Time and memory\n\n")
+        s.append(table(["faces", "data", "threads", "seconds (fvsearch_cluster)",
+                        "peak RSS MB (whole process)", "input MB", "clusters", "noise"],
+                       [[f"{r['faces']:,}", r["data"], r["threads"], f"{r['seconds']:.1f}",
+                         r["peak_rss_mb"], r["input_mb"], r["clusters"], r["noise"]]
+                        for r in c["scale"]]) + "\n")
+        s.append("The neighbour search is exact and costs 2 n^2 x 128 flops (matrix products "
+                 "over the stored rows, 64 queries a block), so time grows with n^2 while "
+                 "memory grows with n (the rows, n x 32 neighbours, the graph).\n\n")
+    if c.get("command"):
+        s.append(f"```\n{c['command']}\n```\n\n")
+    s.append(machine_line(c))
+    return "".join(s)
+
+
+PRECISION_NOTE = (
+    "What this shows: fast finds exactly the faces exact finds (no face on one side only, "
+    "recall equal) with scores within 0.005, at about half the MMOD time. The LFW boxes below "
+    "IoU 0.95 (13 of 533, listed under `disagreements` in the JSON) are all the same face: "
+    "LFW's centred faces often get two windows (adjacent pyramid levels or positions) scoring "
+    "within ~0.001 of each other, and non-max suppression keeps the higher one, so a 0.001 "
+    "change of score may swap them (e.g. exact 1.0303 for [72, 77, 168, 172], fast 1.0308 for "
+    "[63, 66, 178, 181]). That fails the IoU >= 0.95 bar, so exact stays the default and fast "
+    "is opt-in (`--precision fast`).")
+
+
+def precision_section(d):
+    """MMOD fast (bf16) vs exact, from mmod_precision.json."""
+    head = "## MMOD precision: fast (bf16) against exact\n\n"
+    if not d:
+        return head + "Not measured yet: `python bench/mmod_precision.py`.\n\n"
+    s = [head, "`--precision fast` (`fv_detect_options.precision = FV_PRECISION_FAST`) runs "
+         "MMOD's first six convolutions as bf16 direct convolutions with float32 accumulation "
+         "(AVX-512 BF16, `src/nn/conv_bf16.c`); exact is float32 as dlib (the parity tests). "
+         "Same photos, both modes in turn, `faceverify detect --threads 1`, default policy "
+         "otherwise. A face matches when the two boxes have IoU >= 0.95.\n\n"]
+    rows = []
+    for name, q in d.get("quality", {}).items():
+        sd = q["score_abs_diff"]
+        rec = q.get("recall")
+        rows.append([name, str(q["photos"]), "%d / %d" % (q["exact_faces"], q["fast_faces"]),
+                     "%d / %d" % (q["iou_ge_095"], q["exact_faces"]),
+                     "%d / %d" % (q["only_exact"], q["only_fast"]),
+                     "%.4f" % (q["iou_min"] if q["iou_min"] is not None else float("nan")),
+                     "%.4f / %.4f / %.4f" % (sd["median"] or 0, sd["p99"] or 0, sd["max"] or 0),
+                     ("%.3f / %.3f (%d faces)" % (rec["exact"], rec["fast"], q["truth_faces"])
+                      if rec else "-")])
+    s.append(table(["set", "photos", "faces exact / fast", "IoU >= 0.95", "only exact / only fast",
+                    "min IoU", "abs score diff median / p99 / max", "recall exact / fast"], rows))
+    s.append("\n")
+    sp = d.get("speed_mmod_1thread", {})
+    if sp:
+        s.append("MMOD alone (`probe_detect`, upsample 0, one thread, the model loaded once), exact "
+                 "and fast interleaved in rounds, median ms:\n\n")
+        s.append(table(["photo", "size", "exact ms", "fast ms", "exact / fast", "runs"],
+                       [[k, "%dx%d" % tuple(v["size"]), "%.1f" % v["median_ms"]["exact"],
+                         "%.1f" % v["median_ms"]["fast"], "%.2fx" % v["exact_over_fast"],
+                         str(v["runs"])] for k, v in sp.items()]))
+        s.append("\n")
+    s.append(PRECISION_NOTE + "\n\n")
+    s.append("`python bench/mmod_precision.py --lfw 500 --quick`\n\n" + machine_line(d))
+    return "".join(s)
+
+
+def orientation_section(o, j):
+    """Turned photos (orientation.json) and DCT-scaled JPEG decode
+    (jpeg_scale.json)."""
+    head = "## Turned photos and decode-time scaling\n\n"
+    if not o and not j:
+        return head + "Not run (bench/results/orientation.json, jpeg_scale.json absent).\n\n"
+    s = [head]
+    if o:
+        s.append("Finding turned photos (on by default) against `--no-rotations`, one thread, "
+                 "medians of runs interleaved per photo (`python bench/orient_bench.py`, %s s). "
+                 "The worst case, a photo with no face (every turned pass runs):\n\n"
+                 % o["wall_s"])
+        s.append(table(["photo", "off (ms)", "on (ms)", "ratio"],
+                       [["%s MP (%dx%d)" % (k, v["width"], v["height"]), ms(v["off_ms"]),
+                         ms(v["on_ms"]), "%.2fx" % v["ratio"]]
+                        for k, v in o["noface_time_ms"].items()]))
+        lf, nf = o["lfw"], o["noface_false_detections"]
+        s.append("\nLFW (%d photos): upright ones unchanged (%d changed), median %s -> %s "
+                 "ms (%.2fx, the orientation check on a confident face); turned 90/180/270: "
+                 "%s of %d each found upright. No-face photos: %d false detections off, %d on, "
+                 "on %s MP. The detection set's turned photos, found off / on: %s.\n\n"
+                 % (lf["images"], len(lf["upright_changed"]), ms(lf["upright_median_ms"]["off"]),
+                    ms(lf["upright_median_ms"]["on"]), lf["upright_median_ms"]["ratio"],
+                    "/".join(str(v) for v in lf["turned_right"].values()), lf["images"],
+                    nf["off"], nf["on"], nf["mp"],
+                    ", ".join("%s deg %d/%d" % (a, v["off"], v["on"])
+                              for a, v in o["turned_set"]["by_angle"].items())))
+        s.append(machine_line(o))
+    if j:
+        s.append("JPEG decode at reduced scale (`python bench/jpeg_scale.py`, %s s; Pillow "
+                 "drives the same libjpeg-turbo):\n\n" % j["wall_s"])
+        s.append(table(["photo (ms)", "faceverify full", "1/1", "1/2", "1/4", "1/8",
+                        "box shrink to 1600 px"],
+                       [["%s MP" % k, ms(v["faceverify_full_ms"]), ms(v["pillow_1_1_ms"]),
+                         ms(v["pillow_1_2_ms"]), ms(v["pillow_1_4_ms"]), ms(v["pillow_1_8_ms"]),
+                         ms(j["shrink"][k]["pillow_box_to_1600_ms"])]
+                        for k, v in j["decode"].items()]))
+        s.append("\nChips from a 1/2 decode against the full decode (embedding distance; the "
+                 "parity bar is 0.02): " + ", ".join(
+                     "%d MP %d px %s" % (r["mp"], r["face_px"], r.get("distance", "not found"))
+                     for r in j["parity"]) + ". A 1/2 decode does not keep parity, so the chip "
+                 "needs the full decode; detecting on a scaled decode would only replace the "
+                 "detection copy's shrink.\n\n")
+        s.append(machine_line(j))
+    return "".join(s)
+
+
 def main():
     v2, v2p = load("lfw_view2.json"), load("lfw_view2_plain.json")
     v1, peers = load("lfw_view1_flip.json"), load("peers.json")
     stages, http = load("stages.json"), load("http_load.json")
     search = load("search.json")
+    cluster = load("cluster_lfw.json")
     parts = ["# Benchmarks\n\n",
              "Generated by `bench/report.py` from `bench/results/*.json`; every number below "
              "is in one of those files, with the command that produced it. Benchmarks never run "
              "in the test suite. Reproduce on your own machine after `make build`.\n\n",
-             targets_section(v2, peers, stages, http, search),
+             targets_section(v2, peers, stages, http, search, cluster),
              lfw_section(v2, v2p, v1), peers_section(peers),
              python_section(load("python_vs_face_recognition.json")), stages_section(stages),
-             detect_section(load("detect_bench.json")), DECISIONS,
-             search_section(search), http_section(http, load("server_latency.json"))]
+             detect_section(load("detect_bench.json")),
+             precision_section(load("mmod_precision.json")),
+             orientation_section(load("orientation.json"), load("jpeg_scale.json")), DECISIONS,
+             corrections_section(load("corrections_lfw.json")),
+             search_section(search), cluster_section(cluster),
+             http_section(http, load("server_latency.json"))]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("".join(parts))
     print("wrote", OUT)

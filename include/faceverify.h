@@ -232,9 +232,15 @@ typedef struct fv_detect_options {
      * (boxes are mapped back); 0: never.  Default 1600. */
     int max_side;
     float min_score; /* drop detections below this score; default 0 */
-    /* 1: when no upright face is found, also try the image turned 90, 270
-     * and 180 degrees (boxes and landmarks are mapped back to the original
-     * image; the chip comes out upright).  Default 0. */
+    /* 1 (default): find faces in photos turned 90, 270 or 180 degrees
+     * without EXIF.  When no confident upright face is found, the turned
+     * photo is searched at a reduced scale; when one is, an orientation
+     * check (OpenCV's frontal Haar cascade, when its file is installed, on
+     * a small crop of the strongest face) decides whether it lies on its
+     * side or upside down.  A turned photo is detected again turned
+     * upright; boxes and landmarks are mapped back to the original image,
+     * so the chip comes out upright.  0: the image as given (dlib's
+     * behaviour, the parity tests' setting). */
     int try_rotations;
     /* Which face comes first (and is "the face used" by fv_embed_face and
      * fv_verify): FV_ORDER_LARGEST (default) or FV_ORDER_CENTER, the face
@@ -252,10 +258,22 @@ typedef struct fv_detect_options {
     int haar_min_neighbors;
     int haar_min_size;
     int haar_max_size;
+    /* MMOD arithmetic: FV_PRECISION_EXACT, float32 as dlib (its boxes and
+     * scores to the pixel: the parity tests use it), or FV_PRECISION_FAST,
+     * bfloat16 convolutions with float32 accumulation on CPUs with AVX-512
+     * BF16 (about 2x faster MMOD), exact elsewhere.  Fast finds the same
+     * faces (recall equal, scores within 0.005 of exact), but where two
+     * windows of one face score within ~0.001 it may keep the other one
+     * (2.4% of LFW faces: a box of IoU 0.57-0.95 with exact's); see
+     * docs/benchmarks.md.  Default: FV_PRECISION_EXACT. */
+    int precision;
 } fv_detect_options;
 
 #define FV_ORDER_LARGEST 0
 #define FV_ORDER_CENTER 1
+
+#define FV_PRECISION_EXACT 0
+#define FV_PRECISION_FAST 1
 
 FV_API void fv_detect_options_init(fv_detect_options *opt);
 

@@ -9,8 +9,8 @@ The layers (docs/architecture.md), lowest first:
 A file may include its own folder and any folder on a lower layer; never a
 folder on its own layer (siblings stay independent) or above.  The programs
 (cli, server) talk to the library through include/faceverify.h only: they
-may include their own folder, the public header, and, for the server, the
-search library.  The few exceptions are listed in EXCEPTIONS with why; an
+may include their own folder, the public header, and the search library
+(the server's index, the CLI's `cluster` command).  The few exceptions are listed in EXCEPTIONS with why; an
 exception that no longer occurs is reported so the list cannot go stale.
 
 Includes have one spelling: "module/file.h" relative to src/ (the build
@@ -41,7 +41,7 @@ LAYER = {
     "server": 5,
 }
 # Programs see the library only through the public header.
-PROGRAM_MAY_USE = {"cli": set(), "server": {"search"}}
+PROGRAM_MAY_USE = {"cli": {"search"}, "server": {"search"}}
 # The search library depends on core only, whatever its layer number says.
 ONLY = {"search": {"core"}}
 

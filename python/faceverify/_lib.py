@@ -61,7 +61,7 @@ class DetectOptions(Structure):
     _fields_ = [("detector", c_int), ("upsample", c_int), ("max_side", c_int),
                 ("min_score", c_float), ("try_rotations", c_int), ("order", c_int),
                 ("haar_scale_factor", c_float), ("haar_min_neighbors", c_int),
-                ("haar_min_size", c_int), ("haar_max_size", c_int)]
+                ("haar_min_size", c_int), ("haar_max_size", c_int), ("precision", c_int)]
 
 
 def _path() -> str:

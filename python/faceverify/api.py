@@ -170,6 +170,7 @@ class Engine:
         self._lib.fv_detect_options_init(byref(opt))
         opt.detector = _lib.DETECTOR_MMOD
         opt.upsample = min(max(int(upsample), 0), 2)
+        opt.try_rotations = 0  # face_recognition's semantics: the image as given
         cap, count = 16, c_size_t(0)
         err = create_string_buffer(_lib.ERR_LEN)
         while True:

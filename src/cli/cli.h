@@ -32,6 +32,7 @@ typedef struct cli_opts {
     int max_probes;              /* eval-openset: probes per person (0: all) */
     unsigned long long seed;     /* eval-openset: the draw */
     double fpir;                 /* eval-openset: the operating point (0: default) */
+    int min_cluster_size;        /* cluster: smaller clusters are noise (0: default) */
     const char *pos[CLI_MAX_POS];
     int npos;
 } cli_opts;
@@ -149,5 +150,7 @@ int cli_train(int argc, char **argv);
 int cli_eval_lfw(cli_opts *o);
 /* faceverify eval-openset (openset.c). */
 int cli_eval_openset(cli_opts *o);
+/* faceverify cluster DIR (cluster.c). */
+int cli_cluster(cli_opts *o);
 
 #endif

@@ -7,6 +7,7 @@
  *   faceverify eval-pairs --pairs F --root DIR [options]   metrics (eval.c)
  *   faceverify eval-openset --root DIR [options]   open-set identification (openset.c)
  *   faceverify compare A.json B.json     distance of two `embed --json` outputs
+ *   faceverify cluster DIR [options]     group every face of every photo into people (cluster.c)
  *   faceverify train --data DIR --out MODEL [options]   (train.c)
  *
  * Exit codes (one table, cli_exit_code): 0 success / same person, 1
@@ -128,12 +129,23 @@ static void usage(FILE *f) {
           "                    on the non-mated probes) and the calibrated decision's\n"
           "                    FPIR and FNIR at --fpir F (default 0.01); a miss is a\n"
           "                    mated probe not matched or matched to someone else\n"
+          "  cluster DIR       group every face of every photo under DIR (recursive)\n"
+          "                    into people: {\"clusters\": [[FACE, ...], ...],\n"
+          "                    \"noise\": [FACE, ...], \"skipped\": [...], ...}, largest\n"
+          "                    cluster first; FACE is {\"image\": PATH}, plus \"face\": I\n"
+          "                    and \"box\" when the photo has several faces.  Strictness\n"
+          "                    --fmr F (default 3e-5) or --threshold T; clusters smaller\n"
+          "                    than --min-cluster-size K (default 2; --min-size K here)\n"
+          "                    are noise; --threads N\n"
           "\n"
           "options:\n"
           "  --detector mmod|none|haar  face detector (none: the image is a tight face\n"
           "                         crop; haar: OpenCV Haar cascade, Viola-Jones)\n"
           "  --upsample N           MMOD: double the image N times (0..2); default auto\n"
           "  --max-side N           MMOD: downscale photos longer than N px (0: never)\n"
+          "  --precision exact|fast MMOD arithmetic: exact (float32, dlib's boxes; the\n"
+          "                         default) or fast (bf16 convolutions on CPUs with\n"
+          "                         AVX-512 BF16, ~2x faster MMOD, same faces; else exact)\n"
           "  --cascade PATH         haar: cascade XML (default: haarcascade_frontalface_\n"
           "                         default.xml in $FACEVERIFY_CASCADES or\n"
           "                         /usr/share/opencv4/haarcascades)\n"
@@ -155,13 +167,19 @@ static void usage(FILE *f) {
           "  --dump FILE            eval: write per-pair fold,same,distance,... as CSV\n"
           "  --dump-embeddings FILE eval: write per-image path,status,embedding as CSV\n"
           "  --dump-quality FILE    eval: write per-image face quality (score, factors) as CSV\n"
-          "  --try-rotations        also look for faces turned 90/180/270 degrees\n"
+          "  --no-rotations         do not look for faces turned 90/180/270 degrees (by\n"
+          "                         default a photo without a confident upright face, or\n"
+          "                         whose face the orientation check finds turned, is\n"
+          "                         tried turned; --try-rotations: the default)\n"
           "  --threshold T          decision threshold (default: the --fmr operating point;\n"
           "                         with --flip or --model, that model's threshold)\n"
           "  --fmr F                verify: decide at false-match rate F (1e-6..0.1) with\n"
           "                         the calibrated threshold for the pair's face quality;\n"
           "                         default 0.001 for the ResNet without --flip (other\n"
-          "                         models and --flip have no calibration)\n"
+          "                         models and --flip have no calibration); cluster: link\n"
+          "                         faces closer than F's threshold (default 3e-5)\n"
+          "  --min-cluster-size K   cluster: smaller clusters are noise (1..1000000,\n"
+          "                         default 2)\n"
           "  --strict               several faces in an image is an error\n"
           "  --pick largest|center  which face to use when there are several (default largest)\n"
           "  --threads N            worker threads (default: all cores)\n"
@@ -221,8 +239,8 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
             o->dump_embeddings = v;
         } else if (!strcmp(a, "--dump-quality") && v) {
             o->dump_quality = v;
-        } else if (!strcmp(a, "--try-rotations")) {
-            o->verify.detect.try_rotations = 1;
+        } else if (!strcmp(a, "--try-rotations") || !strcmp(a, "--no-rotations")) {
+            o->verify.detect.try_rotations = a[2] == 't';
             takes = 0;
         } else if (!strcmp(a, "--strict")) {
             o->verify.strict = 1;
@@ -242,6 +260,14 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
         } else if (!strcmp(a, "--upsample") && v) {
             if (parse_int(v, 0, 2, &o->verify.detect.upsample)) {
                 return bad_option(o, "--upsample takes 0..2", NULL);
+            }
+        } else if (!strcmp(a, "--precision") && v) {
+            if (!strcmp(v, "exact"))
+                o->verify.detect.precision = FV_PRECISION_EXACT;
+            else if (!strcmp(v, "fast"))
+                o->verify.detect.precision = FV_PRECISION_FAST;
+            else {
+                return bad_option(o, "--precision takes exact or fast", NULL);
             }
         } else if (!strcmp(a, "--max-side") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.max_side)) {
@@ -312,6 +338,10 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
         } else if (!strcmp(a, "--min-size") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.haar_min_size)) {
                 return bad_option(o, "--min-size takes 0..100000", NULL);
+            }
+        } else if (!strcmp(a, "--min-cluster-size") && v) {
+            if (parse_int(v, 1, 1000000, &o->min_cluster_size)) {
+                return bad_option(o, "--min-cluster-size takes 1..1000000", NULL);
             }
         } else if (!strcmp(a, "--max-size") && v) {
             if (parse_int(v, 0, 100000, &o->verify.detect.haar_max_size)) {
@@ -663,6 +693,11 @@ int main(int argc, char **argv) {
             usage(stdout);
             return CLI_EXIT_OK;
         }
+    /* For cluster, --min-size is the smallest cluster (Haar's smallest face
+     * is no option a clustering run needs). */
+    if (!strcmp(argv[1], "cluster"))
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "--min-size")) argv[i] = "--min-cluster-size";
     if (cli_parse_common(argc - 2, argv + 2, &o)) return CLI_EXIT_INPUT;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "verify")) return cmd_verify(&o);
@@ -672,6 +707,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "compare")) return cmd_compare(&o);
     if (!strcmp(cmd, "eval-lfw")) return cli_eval_lfw(&o);
     if (!strcmp(cmd, "eval-openset")) return cli_eval_openset(&o);
+    if (!strcmp(cmd, "cluster")) return cli_cluster(&o);
     return cli_exit_code(
         cli_error(&o, FV_E_INVALID_ARGUMENT, "unknown command '%s' (try --help)", cmd));
 }

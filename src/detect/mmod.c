@@ -408,21 +408,44 @@ static int make_plan(const fvi_mmod *m, long h, long w, plan *P) {
     return 0;
 }
 
-/* The arena walk, run once measuring and once for real: buffer A holds the
- * input and the even activations, B the odd ones, then conv scratch. */
-static int arena_walk(const fvi_mmod *m, const plan *P, int threads, fvi_arena *a, float **A,
-                      float **B, float **scratch) {
-    size_t sa = 0, sb = 0, ss = 0;
+/* Channel stride, border and bf16 element count of the fast path's input
+ * to layer i (0..5): the tiled image as four channels, then each layer's
+ * output with the border the next layer pads by. */
+static int fast_cs(const fvi_mmod *m, int i) {
+    return i == 0 ? 4 : m->fast[i - 1].out_cs;
+}
+
+static int fast_input_size(const fvi_mmod *m, const plan *P, int i, size_t *n) {
+    const size_t h = (size_t)P->oh[i] + 2 * (size_t)m->conv[i].pad_y;
+    const size_t w = (size_t)P->ow[i] + 2 * (size_t)m->conv[i].pad_x;
+    return fvi_size_mul(h, w, n) || fvi_size_mul(*n, (size_t)fast_cs(m, i), n);
+}
+
+/* The arena walk, run once measuring and once for real.  Exact: buffer A
+ * holds the input and the even activations, B the odd ones, then conv
+ * scratch.  Fast (bf16): A holds the tiled image (and the last output), H0
+ * and H1 the bf16 inputs of layers 0, 2, 4 and 1, 3, 5, B layer 5's float
+ * output, scratch the last layer's. */
+static int arena_walk(const fvi_mmod *m, const plan *P, int threads, int fast, fvi_arena *a,
+                      float **A, float **B, float **scratch, fvi_bf16 **H0, fvi_bf16 **H1) {
+    size_t sa = 0, sb = 0, ss = 0, sh[2] = {0, 0};
     for (int i = 0; i <= MMOD_NCONV; i++) {
         int ch = i == 0 ? 3 : m->conv[i - 1].out_c;
         size_t n;
         if (fvi_size_mul((size_t)ch, (size_t)P->oh[i], &n) || fvi_size_mul(n, (size_t)P->ow[i], &n))
             return -1;
-        if (i % 2 == 0)
-            sa = n > sa ? n : sa;
-        else
-            sb = n > sb ? n : sb;
-        if (i < MMOD_NCONV) {
+        /* float tensors: exact, every one; fast, the image, layer 5's
+         * output and the score map */
+        if (!fast || i == 0 || i >= MMOD_NCONV - 1) {
+            size_t *s = (fast ? i != MMOD_NCONV - 1 : i % 2 == 0) ? &sa : &sb;
+            *s = n > *s ? n : *s;
+        }
+        if (fast && i < MMOD_NCONV - 1) { /* bf16 input of layer i */
+            if (fast_input_size(m, P, i, &n)) return -1;
+            n = n / 2 + 1; /* in floats */
+            sh[i % 2] = n > sh[i % 2] ? n : sh[i % 2];
+        }
+        if (i < MMOD_NCONV && (!fast || i == MMOD_NCONV - 1)) {
             size_t s = fvi_conv_cnhw_scratch(&m->conv[i], 1, P->oh[i], P->ow[i], threads);
             ss = s > ss ? s : ss;
         }
@@ -430,8 +453,45 @@ static int arena_walk(const fvi_mmod *m, const plan *P, int threads, fvi_arena *
     *A = fvi_arena_alloc(a, sa);
     *B = fvi_arena_alloc(a, sb);
     *scratch = fvi_arena_alloc(a, ss);
-    if (!a->measuring && (!*A || !*B || !*scratch)) return -1;
+    *H0 = *H1 = NULL;
+    if (fast) {
+        /* arena memory has no declared type: it may hold bf16 */
+        void *h0 = fvi_arena_alloc(a, sh[0]), *h1 = fvi_arena_alloc(a, sh[1]);
+        *H0 = h0;
+        *H1 = h1;
+    }
+    if (!a->measuring && (!*A || !*B || (ss && !*scratch) || (fast && (!*H0 || !*H1)))) return -1;
     return 0;
+}
+
+/* The network on the tiled image in A; returns the score map.  Exact: seven
+ * float32 convolutions.  Fast: the first six with the bf16 kernel (NHWC,
+ * each output written with the next layer's zero border), the last in
+ * float32 on layer 5's float output. */
+static fvi_tensor run_network(const fvi_mmod *det, const plan *P, int fast, float *A, float *B,
+                              float *scratch, fvi_bf16 *H0, fvi_bf16 *H1, fvi_workers *pool) {
+    fvi_tensor t = {1, 3, P->oh[0], P->ow[0], A};
+    if (!fast) {
+        for (int i = 0; i < MMOD_NCONV; i++) {
+            fvi_tensor o = {1, det->conv[i].out_c, P->oh[i + 1], P->ow[i + 1], i % 2 == 0 ? B : A};
+            /* one sample: CNHW is NCHW */
+            fvi_conv_forward_cnhw(&det->conv[i], &t, &o, i < MMOD_NCONV - 1, scratch, pool);
+            t = o;
+        }
+        return t;
+    }
+    fvi_bf16 *H[2] = {H0, H1};
+    fvi_bf16_from_nchw(A, 3, P->oh[0], P->ow[0], fast_cs(det, 0), H0, pool);
+    const int last = MMOD_NCONV - 2; /* the last bf16 layer, float output */
+    for (int i = 0; i <= last; i++) {
+        const int ih = P->oh[i] + 2 * det->conv[i].pad_y, iw = P->ow[i] + 2 * det->conv[i].pad_x;
+        fvi_conv_bf16_forward(&det->fast[i], H[i % 2], ih, iw, 1, H[(i + 1) % 2],
+                              det->conv[i + 1].pad_y, i == last ? B : NULL, pool);
+    }
+    fvi_tensor f = {1, det->conv[last].out_c, P->oh[last + 1], P->ow[last + 1], B};
+    fvi_tensor o = {1, 1, P->oh[MMOD_NCONV], P->ow[MMOD_NCONV], A};
+    fvi_conv_forward_cnhw(&det->conv[MMOD_NCONV - 1], &f, &o, 0, scratch, pool);
+    return o;
 }
 
 /* Upsamples `times` times into a fresh buffer (*out, fvi_malloc).  With
@@ -463,8 +523,9 @@ static fv_status upsample_image(const fv_image *img, int times, unsigned char **
     return FV_OK;
 }
 
-fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, fvi_workers *pool,
-                          fv_face **faces, size_t *count, char *err, size_t errlen) {
+fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, int precision,
+                          fvi_workers *pool, fv_face **faces, size_t *count, char *err,
+                          size_t errlen) {
     if (!faces || !count) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL output");
     *faces = NULL;
     *count = 0;
@@ -474,6 +535,9 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
     if (upsample < 0 || upsample > FVI_MMOD_MAX_UPSAMPLE)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "upsample must be 0..%d",
                           FVI_MMOD_MAX_UPSAMPLE);
+    if (precision != FV_PRECISION_EXACT && precision != FV_PRECISION_FAST)
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "precision must be exact or fast");
+    const int fast = precision == FV_PRECISION_FAST && det->has_fast;
 
     /* Sizes and the memory bound, before any allocation. */
     long h = img->height, w = img->width;
@@ -494,9 +558,10 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
     const int threads = fvi_workers_size(pool);
     fvi_arena arena;
     float *A, *B, *scratch;
+    fvi_bf16 *H0, *H1;
     fvi_arena_measure(&arena);
     size_t bytes;
-    if (arena_walk(det, &P, threads, &arena, &A, &B, &scratch) ||
+    if (arena_walk(det, &P, threads, fast, &arena, &A, &B, &scratch, &H0, &H1) ||
         fvi_size_mul(arena.peak, sizeof(float), &bytes) || fvi_size_add(bytes, up_bytes, &bytes) ||
         bytes > FVI_MMOD_MAX_CALL_BYTES)
         return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
@@ -520,7 +585,7 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
         st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory for detector tensors");
         goto done;
     }
-    if (arena_walk(det, &P, threads, &arena, &A, &B, &scratch)) {
+    if (arena_walk(det, &P, threads, fast, &arena, &A, &B, &scratch, &H0, &H1)) {
         st = fvi_seterr(err, errlen, FV_E_INTERNAL, "detector arena too small");
         goto done;
     }
@@ -531,13 +596,7 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
     pyramid_job pj = {det, up ? up : img->rgb, h, w, &P.L, A};
     fvi_workers_run(pool, 3, 1, pyramid_task, &pj);
 
-    /* The network. */
-    for (int i = 0; i < MMOD_NCONV; i++) {
-        fvi_tensor o = {1, det->conv[i].out_c, P.oh[i + 1], P.ow[i + 1], i % 2 == 0 ? B : A};
-        /* one sample: CNHW is NCHW */
-        fvi_conv_forward_cnhw(&det->conv[i], &t, &o, i < MMOD_NCONV - 1, scratch, pool);
-        t = o;
-    }
+    t = run_network(det, &P, fast, A, B, scratch, H0, H1, pool);
 
     /* Scores > 0 become detections. */
     for (int r = 0; r < t.h; r++)

@@ -51,12 +51,15 @@ void fvi_mmod_destroy(fvi_mmod *det);
  * the image first, like dlib's python cnn_face_detection_model_v1(img,
  * upsample).  Boxes are in original pixels in the fv_face convention
  * (left/top inclusive, right/bottom exclusive), score = dlib's
- * detection_confidence, landmarks zero.  *faces is allocated with
+ * detection_confidence, landmarks zero.  precision: FV_PRECISION_EXACT
+ * (float32, dlib's results) or FV_PRECISION_FAST (the bf16 kernel for the
+ * first six convolutions where the CPU has it, else exact).  *faces is allocated with
  * fvi_malloc (caller frees with fvi_free; NULL when *count is 0), sorted by
  * score descending.  Thread-safe: the model is immutable and scratch memory
  * is per call; pool may be NULL.  Images too small for the network give 0
  * faces; FV_E_IMAGE_TOO_LARGE above FVI_MMOD_MAX_CALL_BYTES. */
-fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, fvi_workers *pool,
-                          fv_face **faces, size_t *count, char *err, size_t errlen);
+fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, int precision,
+                          fvi_workers *pool, fv_face **faces, size_t *count, char *err,
+                          size_t errlen);
 
 #endif

@@ -327,12 +327,28 @@ bad:
     return nomem ? FV_E_NO_MEMORY : FV_E_MODEL_CORRUPT;
 }
 
+/* Packs the first six convolutions for the bf16 kernel (the fast mode)
+ * when this CPU has one; the input's three channels are stored as four (an
+ * even stride), every later input has the previous layer's stride.
+ * Returns 0, or -1 out of memory. */
+static int pack_fast(fvi_mmod *m) {
+    if (!fvi_cpu_bf16()) return 0;
+    int cs = 4;
+    for (int i = 0; i < MMOD_NCONV - 1; i++) {
+        if (fvi_conv_bf16_pack(&m->conv[i], cs, &m->fast[i])) return -1;
+        cs = m->fast[i].out_cs;
+    }
+    m->has_fast = 1;
+    return 0;
+}
+
 void fvi_mmod_destroy(fvi_mmod *det) {
     if (!det) return;
     for (int i = 0; i < MMOD_NCONV; i++) {
         fvi_free(det->conv[i].weights);
         fvi_free(det->conv[i].bias);
     }
+    for (int i = 0; i < MMOD_NCONV - 1; i++) fvi_conv_bf16_free(&det->fast[i]);
     fvi_free(det);
 }
 
@@ -349,6 +365,10 @@ fv_status fvi_mmod_load_mem(const void *data, size_t len, fvi_mmod **out, char *
     if (st != FV_OK) {
         fvi_mmod_destroy(m);
         return fvi_seterr(err, errlen, st, "MMOD detector model: %s", d.what);
+    }
+    if (pack_fast(m)) {
+        fvi_mmod_destroy(m);
+        return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory loading detector");
     }
     fvi_nn_init();
     *out = m;

@@ -6,7 +6,10 @@
  * (MMOD, Haar, or none: the whole image), on what (large photos shrunk to
  * max_side; with upsample auto, the scale policy of scales.h: a base pass
  * and MMOD on crops around Haar proposals for small faces; turned copies
- * with try_rotations), which scores survive, and in what order faces come.
+ * with try_rotations, on by default), which scores survive, and in what
+ * order faces come.  The Haar getter also serves the scale policy's
+ * proposals and try_rotations' orientation check; it may fail (no cascade
+ * file), and those are then skipped.
  *
  * The policy owns no model: the caller (the pipeline) hands it the loaded
  * detectors in an fvi_detectors, so detect/ never depends on the pipeline.
@@ -42,6 +45,7 @@ typedef struct fvi_detectors {
     fvi_landmarks_fn landmarks;
     const void *landmarks_ctx;
     fvi_workers *pool;
+    int mmod_precision; /* fv_detect_options.precision of this call */
 } fvi_detectors;
 
 /* Finds the faces in img per opt (see policy.c for the rules), with

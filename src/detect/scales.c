@@ -125,7 +125,7 @@ static fv_status mmod_pass(const fvi_detectors *d, const fv_image *img, double s
     }
     fv_face *f = NULL;
     size_t n = 0;
-    st = fvi_mmod_detect(d->mmod, run, up, d->pool, &f, &n, err, errlen);
+    st = fvi_mmod_detect(d->mmod, run, up, d->mmod_precision, d->pool, &f, &n, err, errlen);
     if (st == FV_OK) {
         map_back(f, n, s < 1.0 ? (double)run->width / img->width : 1.0, ox, oy);
         size_t k = 0;

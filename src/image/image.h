@@ -88,4 +88,10 @@ int fvi_exif_orientation(const unsigned char *payload, size_t len);
  * FV_E_NO_MEMORY leaves *img unchanged. */
 fv_status fvi_image_orient(fv_image **img, int o);
 
+/* A new image (*out, the caller's) holding src under EXIF orientation o
+ * (1..8; 1 is a plain copy), src untouched: one copy where copying then
+ * turning in place would take two.  FV_E_INVALID_ARGUMENT for NULL or o
+ * out of range, FV_E_NO_MEMORY (*out untouched). */
+fv_status fvi_image_oriented(const fv_image *src, int o, fv_image **out);
+
 #endif

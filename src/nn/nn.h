@@ -15,11 +15,17 @@
  * Convolution is im2col + OpenBLAS sgemm, split over output columns by the
  * engine's pool with BLAS pinned to one thread (fvi_nn_init), so the pool
  * and OpenBLAS's own threads never fight.
+ *
+ * A reduced-precision convolution (bf16 inputs and weights, float
+ * accumulation; conv_bf16.c) serves the detector's fast mode on CPUs with
+ * AVX-512 BF16; callers check fvi_cpu_bf16() and keep the float path
+ * otherwise.
  */
 #ifndef FVI_NN_H
 #define FVI_NN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/workers.h"
 
@@ -123,5 +129,56 @@ void fvi_add_cnhw(const fvi_tensor *a, const fvi_tensor *b, fvi_tensor *out, int
 /* Global average of a CNHW tensor: out[s*c + k] (n x c, row-major, the
  * layout fvi_fc_no_bias takes).  Same summation order as dlib's mean(). */
 void fvi_avg_pool_everything_cnhw(const fvi_tensor *in, float *out);
+
+/* ---- bf16 convolution (conv_bf16.c) ----
+ * Activations are NHWC bfloat16 (the upper half of a float32), channel
+ * stride cs (even; a layer's output stride is out_c rounded up to 16, the
+ * padding channels zero).  Padding is not computed: a padded layer's input
+ * carries its zero border, written by the layer before it (out_pad). */
+typedef uint16_t fvi_bf16;
+
+/* Round to nearest even (as the CPU's vcvtneps2bf16), and back (exact). */
+fvi_bf16 fvi_to_bf16(float f);
+float fvi_from_bf16(fvi_bf16 h);
+
+/* 1 when the CPU and OS run AVX-512 F/BW/VL (cpuid + xgetbv); 0 elsewhere
+ * and in builds for other architectures. */
+int fvi_cpu_avx512(void);
+
+/* 1 when the CPU and OS run AVX-512 F/BW/VL with BF16 (cpuid + xgetbv),
+ * the only machines fvi_conv_bf16_forward may run on; 0 elsewhere and in
+ * builds for other architectures. */
+int fvi_cpu_bf16(void);
+
+typedef struct fvi_conv_bf16 {
+    int out_c, in_c, kh, kw, stride_y, stride_x;
+    int in_cs;   /* channel stride of the input (>= in_c, even) */
+    int out_cs;  /* of the output: out_c rounded up to 16 (16..48) */
+    fvi_bf16 *w; /* [kh*kw][in_cs/2][out_cs][2]: channel pairs interleaved */
+    float *bias; /* out_cs, zero past out_c */
+} fvi_conv_bf16;
+
+/* Packs cv's float weights (and bias, NULL = zero) for inputs of channel
+ * stride in_cs.  Returns 0, or -1 (out of memory, in_cs odd or < in_c, or
+ * more than 48 output channels); *out is then empty.  Free with
+ * fvi_conv_bf16_free (also on an empty one). */
+int fvi_conv_bf16_pack(const fvi_conv *cv, int in_cs, fvi_conv_bf16 *out);
+void fvi_conv_bf16_free(fvi_conv_bf16 *cv);
+
+/* Valid convolution of in (NHWC, in_h x in_w including any border, channel
+ * stride cv->in_cs) into oh x ow = fvi_pool_out_dim(in, k, stride, 0):
+ * bias, then relu when relu != 0.  Output either NHWC bf16 into out,
+ * shaped (oh + 2*out_pad) x (ow + 2*out_pad) x cv->out_cs with its zero
+ * border written, or, when out_nchw is not NULL, float planes (out_c x oh x
+ * ow; out is then unused).  Only when fvi_cpu_bf16().  Results do not
+ * depend on the pool size. */
+void fvi_conv_bf16_forward(const fvi_conv_bf16 *cv, const fvi_bf16 *in, int in_h, int in_w,
+                           int relu, fvi_bf16 *out, int out_pad, float *out_nchw,
+                           fvi_workers *pool);
+
+/* NCHW float planes (c x h x w) -> NHWC bf16 of channel stride cs >= c
+ * (extra channels zero), no border.  Any CPU. */
+void fvi_bf16_from_nchw(const float *in, int c, int h, int w, int cs, fvi_bf16 *out,
+                        fvi_workers *pool);
 
 #endif

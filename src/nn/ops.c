@@ -266,6 +266,7 @@ typedef struct {
     float *padded;
     int n, ih, iw, oh, ow, relu;
     int ph, pw; /* src's plane: in_h/in_w plus padding on both sides */
+    int avx512; /* the one-channel layer may use single_row_taps_avx512 */
     cnhw_plan pl;
 } cnhw_job;
 
@@ -462,6 +463,34 @@ static inline void single_row_taps(float *restrict acc, const float *restrict sr
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FV_NO_BF16)
+#define HAVE_AVX512_TAPS 1
+#include <immintrin.h>
+/* single_row_taps with 16-lane vectors for the bulk (the same per-element
+ * multiply then add, never fused: -std=c11 keeps GCC from contracting, so
+ * results are bitwise those of the SSE loop; the dlib parity tests hold
+ * that), the rest by single_row_taps. */
+__attribute__((target("avx512f"))) static void single_row_taps_avx512(float *restrict acc,
+                                                                      const float *restrict src,
+                                                                      const float *w, int kw,
+                                                                      size_t len) {
+    size_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        __m512 a0 = _mm512_loadu_ps(acc + i), a1 = _mm512_loadu_ps(acc + i + 16);
+        for (int kx = 0; kx < kw; kx++) {
+            const __m512 wv = _mm512_set1_ps(w[kx]);
+            a0 = _mm512_add_ps(a0, _mm512_mul_ps(wv, _mm512_loadu_ps(src + i + kx)));
+            a1 = _mm512_add_ps(a1, _mm512_mul_ps(wv, _mm512_loadu_ps(src + i + kx + 16)));
+        }
+        _mm512_storeu_ps(acc + i, a0);
+        _mm512_storeu_ps(acc + i + 16, a1);
+    }
+    single_row_taps(acc + i, src + i, w, kw, len - i);
+}
+#else
+#define HAVE_AVX512_TAPS 0
+#endif
+
 /* Tasks = samples x blocks of SINGLE_ROWS output rows.  Each output is
  * accumulated over (c, ky, kx) in that order by one task, so results do
  * not depend on the pool size.  Accumulation runs over the padded width
@@ -484,9 +513,17 @@ static void cnhw_single_task(void *ctx, int begin, int end, int worker) {
             const float *plane =
                 j->src + ((size_t)c * j->n + s) * j->ph * j->pw + (size_t)y0 * j->pw;
             const float *w = cv->weights + (size_t)c * cv->kh * cv->kw;
-            for (int ky = 0; ky < cv->kh; ky++)
+            for (int ky = 0; ky < cv->kh; ky++) {
+#if HAVE_AVX512_TAPS
+                if (j->avx512) {
+                    single_row_taps_avx512(acc, plane + (size_t)ky * j->pw, w + (size_t)ky * cv->kw,
+                                           cv->kw, len);
+                    continue;
+                }
+#endif
                 single_row_taps(acc, plane + (size_t)ky * j->pw, w + (size_t)ky * cv->kw, cv->kw,
                                 len);
+            }
         }
         float *o = j->out + (size_t)s * j->oh * j->ow;
         for (int y = y0; y < y1; y++)
@@ -516,6 +553,7 @@ void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor 
     j.oh = out->h;
     j.ow = out->w;
     j.relu = relu;
+    j.avx512 = 0;
     size_t N = (size_t)in->n * out->h * out->w;
     if (N == 0) return;
     j.pl = cnhw_make_plan(cv, N);
@@ -524,6 +562,7 @@ void fvi_conv_forward_cnhw(const fvi_conv *cv, const fvi_tensor *in, fvi_tensor 
         j.src = j.padded;
     }
     if (cnhw_single(cv)) {
+        j.avx512 = fvi_cpu_avx512();
         fvi_workers_run(pool, in->n * ((out->h + SINGLE_ROWS - 1) / SINGLE_ROWS), 1,
                         cnhw_single_task, &j);
     } else if (j.pl.fused) {

@@ -191,7 +191,8 @@ static fv_status find_faces(const fv_engine *eng, const fv_image *img, const fv_
                             size_t errlen) {
     /* non-const context: the Haar getter may load the cascade into the
      * engine, the one thing that changes after creation (under haar_lock) */
-    fvi_detectors d = {eng->mmod, engine_haar, (void *)eng, engine_landmarks, eng, eng->pool};
+    fvi_detectors d = {eng->mmod, engine_haar, (void *)eng,   engine_landmarks,
+                       eng,       eng->pool,   opt->precision};
     return fvi_find_faces(&d, img, opt, want_lm, faces, n, t, err, errlen);
 }
 

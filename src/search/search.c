@@ -835,6 +835,78 @@ int fvsearch_query(fvsearch *s, const float *q, size_t k, fvsearch_hit *hits, si
                              : query_exact(s, q, k, hits, nhits, err, errlen);
 }
 
+/* Queries per matrix product of fvsearch_query_many: a 64 x BLOCK
+ * distance tile (512 KiB) stays in cache while its heaps take it. */
+#define QBLOCK 64
+
+/* fvsearch_query_many on the float32 exact backend: per block of QBLOCK
+ * queries, one sgemm per BLOCK rows gives every query's dot with every
+ * row (each row is read once per QBLOCK queries, not once per query), the
+ * heaps keep each query's k + 32 best, and those are re-ranked with
+ * fv_distance as query_exact does. */
+static int query_many_exact(fvsearch *s, size_t nq, const float *q, size_t k, fvsearch_hit *hits,
+                            size_t *nhits, char *err, size_t errlen) {
+    size_t n = s->n, c = k + 32 < n ? k + 32 : n;
+    cand *heaps = fvi_malloc((c ? QBLOCK * c : 1) * sizeof *heaps);
+    float *dots = fvi_malloc((size_t)QBLOCK * BLOCK * sizeof *dots);
+    if (!heaps || !dots) {
+        fvi_free(heaps);
+        fvi_free(dots);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t q0 = 0; q0 < nq; q0 += QBLOCK) {
+        size_t mq = nq - q0 < QBLOCK ? nq - q0 : QBLOCK;
+        size_t nh[QBLOCK] = {0};
+        float qn[QBLOCK] = {0};
+        for (size_t a = 0; a < mq; a++) {
+            double v = 0;
+            for (int i = 0; i < DIM; i++)
+                v += (double)q[(q0 + a) * DIM + i] * q[(q0 + a) * DIM + i];
+            qn[a] = (float)v;
+        }
+        for (size_t r0 = 0; r0 < n && c; r0 += BLOCK) {
+            size_t m = n - r0 < BLOCK ? n - r0 : BLOCK;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mq, (int)m, DIM, 1.0f,
+                        q + q0 * DIM, DIM, s->rows + r0 * DIM, DIM, 0.0f, dots, (int)m);
+            for (size_t a = 0; a < mq; a++) {
+                cand *h = heaps + a * c;
+                const float *d = dots + a * m;
+                for (size_t i = 0; i < m; i++) {
+                    float dist = qn[a] + s->norms[r0 + i] - 2.0f * d[i];
+                    if (nh[a] == c && dist > h[0].d) continue; /* the common case, cheaply */
+                    heap_push(h, &nh[a], c, (cand){dist, s->rowid[r0 + i], r0 + i});
+                }
+            }
+        }
+        for (size_t a = 0; a < mq; a++) {
+            cand *h = heaps + a * c;
+            const float *qa = q + (q0 + a) * DIM;
+            for (size_t i = 0; i < nh[a]; i++) h[i].d = fv_distance(qa, s->rows + h[i].row * DIM);
+            qsort(h, nh[a], sizeof *h, cmp_cand);
+            size_t got = nh[a] < k ? nh[a] : k;
+            nhits[q0 + a] = got;
+            for (size_t i = 0; i < got; i++) {
+                hits[(q0 + a) * k + i].id = h[i].id;
+                hits[(q0 + a) * k + i].distance = h[i].d;
+            }
+        }
+    }
+    fvi_free(heaps);
+    fvi_free(dots);
+    return 0;
+}
+
+int fvsearch_query_many(fvsearch *s, size_t nq, const float *q, size_t k, fvsearch_hit *hits,
+                        size_t *nhits, char *err, size_t errlen) {
+    for (size_t i = 0; i < nq; i++) nhits[i] = 0;
+    if (k == 0 || nq == 0) return 0;
+    if (s->kind == FVSEARCH_EXACT) return query_many_exact(s, nq, q, k, hits, nhits, err, errlen);
+    for (size_t i = 0; i < nq; i++)
+        if (fvsearch_query(s, q + i * DIM, k, hits + i * k, &nhits[i], err, errlen)) return -1;
+    return 0;
+}
+
 /* ------------------------------------------------------------ files */
 
 /* Exact backends' file: "FVIX", u32 format 1, u32 kind, u32 dim, u64 n,

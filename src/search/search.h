@@ -98,6 +98,16 @@ int fvsearch_spill(fvsearch *s, const char *dir, char *err, size_t errlen);
 int fvsearch_query(fvsearch *s, const float *q, size_t k, fvsearch_hit *hits, size_t *nhits,
                    char *err, size_t errlen);
 
+/* The k nearest of each of the nq queries q (nq x FV_EMBED_DIM): query i's
+ * hits go to hits[i * k ...] (room for nq * k), their number to nhits[i];
+ * the answers are fvsearch_query's.  For many queries at once (all faces
+ * against all, as clustering asks): the exact backend batches them into
+ * matrix products, reading each stored row once per 64 queries instead of
+ * once per query; the others query one by one.  Calls on disjoint query
+ * sets may run concurrently, as queries may. */
+int fvsearch_query_many(fvsearch *s, size_t nq, const float *q, size_t k, fvsearch_hit *hits,
+                        size_t *nhits, char *err, size_t errlen);
+
 /* Writes the index to path (atomically: path.tmp, then rename). */
 int fvsearch_save(fvsearch *s, const char *path, char *err, size_t errlen);
 /* Reads an index of this kind written by fvsearch_save.  NULL with a

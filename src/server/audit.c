@@ -36,6 +36,30 @@ static json_t *match_ids(const json_t *faces) {
     return ids;
 }
 
+/* The subjects excluded from an identify answer's faces by corrections
+ * (routes.c, corrections.h): how many candidates were so marked. */
+static json_int_t excluded_count(const json_t *faces) {
+    json_int_t n = 0;
+    size_t i, j;
+    json_t *f, *c;
+    json_array_foreach(faces, i, f) {
+        json_array_foreach(json_object_get(f, "candidates"), j, c) {
+            n += json_object_get(c, "excluded") != NULL;
+        }
+    }
+    return n;
+}
+
+/* A correction's id and source ("image", "embedding", "face" and the
+ * face's id), or a list's count, into detail. */
+static void correction_detail(const json_t *body, json_t *detail) {
+    static const char *const keys[] = {"correction_id", "source", "face_id", "count"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *v = json_object_get(body, keys[i]);
+        if (json_is_integer(v) || json_is_string(v)) json_object_set(detail, keys[i], v);
+    }
+}
+
 /* An enrolment's quality score, whether it was forced past the gate, and
  * the subject it duplicates (the duplicate warning), into detail. */
 static void enrol_detail(const json_t *body, json_t *detail) {
@@ -89,10 +113,14 @@ void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64
         if (strcmp(action, "identify") == 0 && json_is_array(faces)) {
             json_object_set_new(detail, "faces", json_integer((json_int_t)json_array_size(faces)));
             json_object_set_new(detail, "matches", match_ids(faces));
+            if (excluded_count(faces))
+                json_object_set_new(detail, "excluded", json_integer(excluded_count(faces)));
         } else if (strcmp(action, "identify.embeddings") == 0 && json_is_array(results)) {
             json_object_set_new(detail, "queries",
                                 json_integer((json_int_t)json_array_size(results)));
             json_object_set_new(detail, "matches", match_ids(results));
+            if (excluded_count(results))
+                json_object_set_new(detail, "excluded", json_integer(excluded_count(results)));
         } else if (strcmp(action, "subject.list") == 0 || strcmp(action, "audit.read") == 0) {
             json_t *n = json_object_get(body, "count");
             if (!json_is_integer(n) && json_is_array(results))
@@ -103,6 +131,10 @@ void fvs_audit_request(fvs_req *r, const char *action, int64_t subject_id, int64
         }
         if (strcmp(action, "face.enroll") == 0) enrol_detail(body, detail);
         if (strcmp(action, "face.enroll_batch") == 0) batch_detail(body, detail);
+        if (strncmp(action, "correction.", 11) == 0) correction_detail(body, detail);
+        json_t *reason = json_object_get(body, "reason");
+        if (strcmp(action, "subject.verify") == 0 && json_is_string(reason))
+            json_object_set(detail, "reason", reason);
         json_t *verified = json_object_get(body, "verified");
         if (json_is_boolean(verified)) json_object_set(detail, "verified", verified);
     }

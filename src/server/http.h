@@ -52,9 +52,10 @@ typedef struct fvs_req {
     char bad_reason[128];
     json_t *json; /* parsed JSON object body, or NULL */
     /* The path's parameters, set by the router (routes.c) from the
-     * route's pattern: {id} and {face_id} (positive ids, 0 when the
-     * pattern has none) and {name} (the raw segment, not NUL-ended). */
-    int64_t path_id, path_face_id;
+     * route's pattern: {id}, {face_id} and {correction_id} (positive
+     * ids, 0 when the pattern has none) and {name} (the raw segment, not
+     * NUL-ended). */
+    int64_t path_id, path_face_id, path_correction_id;
     const char *path_name;
     size_t path_name_len;
     fvs_collection coll; /* set by authentication */

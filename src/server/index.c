@@ -993,9 +993,99 @@ json_t *fvs_unreadable_warning(const int64_t *faces, size_t n, const char *why) 
                      (json_int_t)n, "face_ids", ids);
 }
 
+/* One subject excluded from one query's answer by a correction. */
+typedef struct excluded {
+    int64_t subject;
+    const char *name;
+    float near; /* its nearest template's distance */
+    fvs_correction_hit hit;
+} excluded;
+
+/* Drops from order (n templates, nearest first) every template of the
+ * subjects that their corrections (read now from the store) exclude for
+ * probe q; those subjects go into x (*nx of them, at most HEAD).  *kept:
+ * the templates left.  -1 with a database error in err.  e->mu held. */
+static int exclude_subjects(fvs_index *ix, const fvs_collection *coll, fvs_correction_opts *co,
+                            const float *q, ranked *order, size_t n, excluded *x, size_t *nx,
+                            size_t *kept, char *err, size_t errlen) {
+    *nx = 0;
+    *kept = n;
+    if (!co || n == 0) return 0;
+    int64_t subjects[HEAD] = {0};
+    size_t ns = 0;
+    for (size_t i = 0; i < n && ns < HEAD; i++) {
+        int seen = 0;
+        for (size_t j = 0; j < ns && !seen; j++) seen = subjects[j] == order[i].subject;
+        if (!seen) subjects[ns++] = order[i].subject;
+    }
+    fvs_correction_set *set = NULL;
+    size_t bad = 0;
+    char why[sizeof co->why] = "";
+    if (fvs_corrections_load(ix->st, coll, subjects, ns, co->radius, &set, &bad, why, sizeof why,
+                             err, errlen))
+        return -1;
+    if (bad > co->unreadable) {
+        co->unreadable = bad;
+        snprintf(co->why, sizeof co->why, "%s", why);
+    }
+    if (!set) return 0;
+    size_t left = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t sid = order[i].subject;
+        int first = 1, drop = 0;
+        for (size_t j = 0; j < i && first; j++) first = order[j].subject != sid;
+        for (size_t c = 0; c < *nx && !drop; c++) drop = x[c].subject == sid;
+        fvs_correction_hit h;
+        if (first && fvs_corrections_exclude(set, sid, q, order[i].d, &h)) {
+            x[(*nx)++] = (excluded){sid, order[i].name, order[i].d, h};
+            drop = 1;
+        }
+        if (!drop) order[left++] = order[i];
+    }
+    fvs_corrections_free(set);
+    *kept = left;
+    return 0;
+}
+
+/* Adds the excluded subjects to one query's answer: a candidate each,
+ * placed by distance (open set: to its fused template), marked
+ * "excluded": "correction".  e->mu held. */
+static int add_excluded(fvs_index *ix, entry *e, const float *q, const excluded *x, size_t nx,
+                        int fused, json_t *one, char *err, size_t errlen) {
+    json_t *cands = json_object_get(one, "candidates");
+    for (size_t i = 0; i < nx; i++) {
+        float d = x[i].near;
+        int found = 0;
+        size_t at = fused ? subj_find(e, x[i].subject, &found) : 0;
+        if (found && subj_refresh(ix, e, &e->sj[at], err, errlen)) return -1;
+        if (found && isfinite(fused_distance(&e->sj[at], q))) d = fused_distance(&e->sj[at], q);
+        json_t *c =
+            json_pack("{s:I, s:s, s:f, s:s, s:I, s:f}", "id", (json_int_t)x[i].subject, "name",
+                      x[i].name, "distance", (double)d, "excluded", "correction", "correction_id",
+                      (json_int_t)x[i].hit.id, "correction_distance", (double)x[i].hit.distance);
+        size_t pos = 0;
+        while (pos < json_array_size(cands) &&
+               json_real_value(json_object_get(json_array_get(cands, pos), "distance")) <= d)
+            pos++;
+        if (!c || json_array_insert_new(cands, pos, c)) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
                      float threshold, int top_k, int k, double fpir, json_t **out, json_t **warning,
                      char *err, size_t errlen) {
+    return fvs_index_search_corrected(ix, coll, queries, nq, threshold, top_k, k, fpir, NULL, out,
+                                      warning, err, errlen);
+}
+
+int fvs_index_search_corrected(fvs_index *ix, const fvs_collection *coll, const float *queries,
+                               size_t nq, float threshold, int top_k, int k, double fpir,
+                               fvs_correction_opts *co, json_t **out, json_t **warning, char *err,
+                               size_t errlen) {
     *warning = NULL;
     entry *e = get_entry(ix, coll->id, coll->model);
     if (!e) {
@@ -1005,10 +1095,12 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
     fvsearch_hit *hits = malloc(HEAD * sizeof *hits);
     ranked *order = malloc(HEAD * sizeof *order);
     fused_hit *f = malloc(HEAD * sizeof *f);
-    if (!hits || !order || !f) {
+    excluded *x = co ? malloc(HEAD * sizeof *x) : NULL;
+    if (!hits || !order || !f || (co && !x)) {
         free(hits);
         free(order);
         free(f);
+        free(x);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -1024,18 +1116,20 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
     }
     json_t *arr = json_array();
     for (size_t q = 0; !rc && q < nq; q++) {
-        size_t nh = 0, n = 0;
-        rc = fvsearch_query(e->s, queries + q * FV_EMBED_DIM, HEAD, hits, &nh, err, errlen);
+        const float *probe = queries + q * FV_EMBED_DIM;
+        size_t nh = 0, n = 0, nx = 0;
+        rc = fvsearch_query(e->s, probe, HEAD, hits, &nh, err, errlen);
         for (size_t i = 0; !rc && i < nh; i++) {
             int found;
             size_t at = meta_find(e, hits[i].id, &found);
             if (!found) continue;
             order[n++] = (ranked){hits[i].distance, e->m[at].subject, e->m[at].name};
         }
+        if (!rc) rc = exclude_subjects(ix, coll, co, probe, order, n, x, &nx, &n, err, errlen);
         json_t *one = NULL;
         size_t nf = 0;
         if (!rc && fpir > 0) {
-            rc = fused_rank(ix, e, queries + q * FV_EMBED_DIM, order, n, f, &nf, err, errlen);
+            rc = fused_rank(ix, e, probe, order, n, f, &nf, err, errlen);
             if (!rc)
                 one = openset_one(coll->model, f, nf, e->gallery, fvsearch_count(e->s), fpir, top_k,
                                   err, errlen);
@@ -1043,12 +1137,17 @@ int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *que
         } else if (!rc) {
             one = rank_one(order, n, fvsearch_count(e->s), threshold, top_k, k);
         }
-        if (!rc) json_array_append_new(arr, one);
+        if (!rc && nx) rc = add_excluded(ix, e, probe, x, nx, fpir > 0, one, err, errlen);
+        if (!rc)
+            json_array_append_new(arr, one);
+        else
+            json_decref(one);
     }
     pthread_mutex_unlock(&e->mu);
     free(hits);
     free(order);
     free(f);
+    free(x);
     if (rc) {
         json_decref(arr);
         json_decref(*warning);

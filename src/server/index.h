@@ -41,6 +41,7 @@
 #include <jansson.h>
 
 #include "search/search.h"
+#include "server/corrections.h"
 #include "server/store.h"
 
 typedef struct fvs_index fvs_index;
@@ -113,6 +114,21 @@ void fvs_index_sizes(fvs_index *ix, fvs_index_size_fn fn, void *ctx);
 int fvs_index_search(fvs_index *ix, const fvs_collection *coll, const float *queries, size_t nq,
                      float threshold, int top_k, int k, double fpir, json_t **out, json_t **warning,
                      char *err, size_t errlen);
+
+/* fvs_index_search with corrections (corrections.h; co NULL: none): for
+ * each query the corrections of the subjects of its nearest templates are
+ * read from the store, and a probe excluded from a subject by one of them
+ * is searched as if the subject were not in the gallery (never its match,
+ * not in the vote nor among the open-set cohort); the subject is listed
+ * among the candidates, in distance order, with "excluded": "correction",
+ * "correction_id" and "correction_distance" (such entries come on top of
+ * top_k).  The subject's distance to the probe for the rule is that of
+ * its nearest template among the HEAD nearest.  co->unreadable and
+ * co->why say how many corrections read did not open, and why. */
+int fvs_index_search_corrected(fvs_index *ix, const fvs_collection *coll, const float *queries,
+                               size_t nq, float threshold, int top_k, int k, double fpir,
+                               fvs_correction_opts *co, json_t **out, json_t **warning, char *err,
+                               size_t errlen);
 
 /* Most face ids a warning names (its count says how many in all). */
 #define FVS_UNREADABLE_IDS_MAX 100

@@ -88,6 +88,9 @@ static void usage(FILE *f) {
             "                      [FACEVERIFY_USER]\n"
             "  --threads N         neural network threads, 0: CPUs [FACEVERIFY_THREADS]\n"
             "  --max-body BYTES    largest request body, default 12000000 [FACEVERIFY_MAX_BODY]\n"
+            "  --max-faces N       faces per photo: /detect answers the N largest\n"
+            "                      (truncated), /identify refuses more (422\n"
+            "                      too_many_faces), 1..1000, default 100 [FACEVERIFY_MAX_FACES]\n"
             "  --models DIR        model files [FACEVERIFY_MODELS]\n"
             "  --models-dir DIR    trained models (*.fvm from `faceverify train`) that\n"
             "                      collections can use [FACEVERIFY_MODELS_DIR]\n"
@@ -213,6 +216,7 @@ typedef enum {
     OPT_FROM,
     OPT_METRICS,
     OPT_LOG_FORMAT,
+    OPT_MAX_FACES,
     OPT_COUNT
 } opt_id;
 static const struct {
@@ -254,6 +258,7 @@ static const struct {
     /* --no-metrics and --metrics-local-only are switches for two values */
     [OPT_METRICS] = {"--metrics", "FACEVERIFY_METRICS"},
     [OPT_LOG_FORMAT] = {"--log-format", "FACEVERIFY_LOG_FORMAT"},
+    [OPT_MAX_FACES] = {"--max-faces", "FACEVERIFY_MAX_FACES"},
 };
 
 /* One run of faceverifyd as the command line and the environment asked for
@@ -957,6 +962,7 @@ static void config_defaults(invocation *inv) {
     cfg->conn_timeout = 30;
     cfg->request_timeout = 30;
     cfg->max_conn_per_ip = 128;
+    cfg->max_faces = FVS_MAX_FACES_DEFAULT;
     cfg->min_quality = FVS_MIN_QUALITY_DEFAULT;
     cfg->default_fmr = FV_DEFAULT_FMR;
     cfg->default_fpir = FV_DEFAULT_FPIR;
@@ -1099,6 +1105,10 @@ static int apply_config(const char *val[OPT_COUNT], const int flagged[OPT_COUNT]
     if (val[OPT_MAX_CONNECTIONS]) {
         if (parse_size(val[OPT_MAX_CONNECTIONS], 1, 100000, &n)) goto bad;
         cfg->max_connections = (int)n;
+    }
+    if (val[OPT_MAX_FACES]) {
+        if (parse_size(val[OPT_MAX_FACES], 1, FVS_MAX_FACES_LIMIT, &n)) goto bad;
+        cfg->max_faces = (int)n;
     }
     if (val[OPT_CONN_TIMEOUT]) {
         if (parse_size(val[OPT_CONN_TIMEOUT], 1, 3600, &n)) goto bad;

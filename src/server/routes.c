@@ -34,12 +34,13 @@
 #include "server/audit.h"
 #include "server/auth.h"
 #include "server/chip_png.h"
+#include "server/corrections.h"
 #include "server/crypto.h"
 #include "server/demo.h"
 #include "server/enrol.h"
 #include "server/http.h"
+#include "search/cluster.h"
 
-#define MAX_FACES 64
 #define MAX_QUERIES 64
 #define FALLBACK_THRESHOLD 0.6f
 
@@ -270,7 +271,8 @@ static json_t *add_decision(json_t *o, const op_point *op, float d, float t, jso
 }
 
 /* Detection options from the request's optional "detector" field (mmod,
- * haar or none; default mmod). */
+ * haar or none; default mmod) and "try_rotations" (JSON true/false, or the
+ * text true/false/1/0; default true: turned photos are found). */
 static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out) {
     char buf[64];
     fv_detect_options_init(opt);
@@ -278,6 +280,15 @@ static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out)
     if (name && fv_detector_parse(name, &opt->detector) != FV_OK) {
         fvs_error(out, 400, "validation_error", "detector: expected 'mmod', 'haar' or 'none'");
         return -1;
+    }
+    const char *rot = fvs_req_text(r, "try_rotations", buf, sizeof buf);
+    if (rot) {
+        int on = !strcmp(rot, "true") || !strcmp(rot, "1");
+        if (!on && strcmp(rot, "false") && strcmp(rot, "0")) {
+            fvs_error(out, 400, "validation_error", "try_rotations: expected true or false");
+            return -1;
+        }
+        opt->try_rotations = on;
     }
     return 0;
 }
@@ -519,6 +530,27 @@ static void h_health(fvs_req *r, fvs_resp *out) {
     fvs_reply(out, ok ? 200 : 503, o);
 }
 
+/* Faces per photo that /detect lists and /identify searches
+ * (--max-faces). */
+static size_t max_faces(const fvs_req *r) {
+    int m = r->srv->cfg.max_faces;
+    return m > 0 ? (size_t)m : FVS_MAX_FACES_DEFAULT;
+}
+
+/* Detects up to cap faces of img into a malloc'ed *faces (the caller
+ * frees it, also on failure); *n is every face found, which may exceed
+ * cap. */
+static fv_status detect_upto(fvs_req *r, const fv_image *img, const fv_detect_options *opt,
+                             size_t cap, fv_face **faces, size_t *n, char *err, size_t errlen) {
+    *faces = malloc(cap * sizeof **faces);
+    *n = 0;
+    if (!*faces) {
+        snprintf(err, errlen, "out of memory");
+        return FV_E_NO_MEMORY;
+    }
+    return fv_detect(r->srv->engine, img, opt, *faces, cap, n, err, errlen);
+}
+
 static void h_detect(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     fv_image *img = NULL;
@@ -527,13 +559,15 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
     if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
-    fv_face faces[MAX_FACES];
+    const size_t cap = max_faces(r);
+    fv_face *faces = NULL;
     size_t n = 0;
     char err[256] = "";
     double t1 = now_ms();
-    fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
+    fv_status st = detect_upto(r, img, &opt, cap, &faces, &n, err, sizeof err);
     double det = now_ms() - t1;
     if (st != FV_OK) {
+        free(faces);
         drop_images(r, &img, 1, held);
         fvs_status_error(out, st, err);
         return;
@@ -541,7 +575,7 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     json_t *arr = json_array();
     int chips = want_chips(r);
     double t2 = now_ms();
-    for (size_t i = 0; i < n && i < MAX_FACES; i++) {
+    for (size_t i = 0; i < n && i < cap; i++) {
         json_t *fj = face_json(&faces[i]);
         /* Each face's chip: its quality is measured on it (about 1 ms a
          * face, README), and the same bytes are the chip asked for. */
@@ -553,14 +587,15 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
         json_array_append_new(arr, fj);
     }
     double qms = now_ms() - t2;
-    /* count is every face found; faces holds the MAX_FACES largest, and
-     * truncated says when that left some out. */
+    /* count is every face found; faces holds the max_faces first (the
+     * largest), and truncated says when that left some out. */
     fvs_reply(out, 200,
               json_pack("{s:o, s:I, s:b, s:i, s:{s:i, s:i}, s:s, s:{s:f, s:f, s:f, s:f}}", "faces",
-                        arr, "count", (json_int_t)n, "truncated", n > MAX_FACES, "max_faces",
-                        MAX_FACES, "image", "width", img->width, "height", img->height, "detector",
+                        arr, "count", (json_int_t)n, "truncated", n > cap, "max_faces", (int)cap,
+                        "image", "width", img->width, "height", img->height, "detector",
                         fv_detector_name(opt.detector), "timings_ms", "decode", dec, "detect", det,
                         "quality", qms, "total", now_ms() - t0));
+    free(faces);
     drop_images(r, &img, 1, held);
 }
 
@@ -734,6 +769,13 @@ static fv_status embed_chips(const fv_engine *eng, const fv_model *m, const unsi
     return st;
 }
 
+/* How r's searches apply corrections (corrections.h): the radius for the
+ * collection's model (its threshold where it has no calibration). */
+static fvs_correction_opts correction_opts(const fvs_req *r) {
+    fvs_correction_opts co = {fvs_correction_radius(r->coll.model, coll_threshold(r)), 0, ""};
+    return co;
+}
+
 static void h_identify(fvs_req *r, fvs_resp *out) {
     if (need_engine(r, out)) return;
     const fv_model *m = NULL;
@@ -746,17 +788,28 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
     if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
-    fv_face faces[MAX_FACES];
+    /* every face is searched, its chips embedded as one batch; a crowd
+     * past --max-faces is refused rather than cut short */
+    const size_t cap = max_faces(r);
+    fv_face *faces = NULL;
     size_t n = 0;
     char err[256] = "";
     double t1 = now_ms();
-    fv_status st = fv_detect(r->srv->engine, img, &opt, faces, MAX_FACES, &n, err, sizeof err);
+    fv_status st = detect_upto(r, img, &opt, cap, &faces, &n, err, sizeof err);
     double det = now_ms() - t1;
+    if (st == FV_OK && n > cap) {
+        free(faces);
+        drop_images(r, &img, 1, held);
+        fvs_error(out, 422, "too_many_faces",
+                  "image: %zu faces found; identify takes at most %zu faces per photo "
+                  "(the server's --max-faces)",
+                  n, cap);
+        return;
+    }
     if (st == FV_OK && n == 0) {
         st = FV_E_NO_FACE;
         snprintf(err, sizeof err, "image: no face found");
     }
-    if (n > MAX_FACES) n = MAX_FACES;
     unsigned char *chips = NULL;
     float *emb = NULL;
     double t2 = now_ms(), emb_ms = 0;
@@ -787,17 +840,20 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
     if (st != FV_OK) {
         json_decref(extras);
         free(emb);
+        free(faces);
         fvs_status_error(out, st, err);
         return;
     }
     json_t *results = NULL, *warning = NULL;
     double t3 = now_ms();
-    int rc = fvs_index_search(r->srv->index, &r->coll, emb, n, md.t, md.top_k, md.k, md.fpir,
-                              &results, &warning, err, sizeof err);
+    fvs_correction_opts co = correction_opts(r);
+    int rc = fvs_index_search_corrected(r->srv->index, &r->coll, emb, n, md.t, md.top_k, md.k,
+                                        md.fpir, &co, &results, &warning, err, sizeof err);
     double search_ms = now_ms() - t3;
     free(emb);
     if (rc) {
         json_decref(extras);
+        free(faces);
         db_error(out, err);
         return;
     }
@@ -809,6 +865,7 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
         json_decref(fj);
     }
     json_decref(extras);
+    free(faces);
     json_t *o = mode_json(&md, r->coll.model);
     if (o)
         json_object_update_new(o, json_pack("{s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}}", "faces",
@@ -817,7 +874,8 @@ static void h_identify(fvs_req *r, fvs_resp *out) {
                                             search_ms, "total", now_ms() - t0));
     else
         json_decref(results);
-    fvs_reply(out, 200, add_warning(o, warning));
+    fvs_reply(out, 200,
+              add_warning(add_warning(o, warning), fvs_corrections_warning(co.unreadable, co.why)));
 }
 
 static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
@@ -850,8 +908,9 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
     }
     json_t *results = NULL, *warning = NULL;
     char err[256];
-    int rc = fvs_index_search(r->srv->index, &r->coll, q, n, md.t, md.top_k, md.k, md.fpir,
-                              &results, &warning, err, sizeof err);
+    fvs_correction_opts co = correction_opts(r);
+    int rc = fvs_index_search_corrected(r->srv->index, &r->coll, q, n, md.t, md.top_k, md.k,
+                                        md.fpir, &co, &results, &warning, err, sizeof err);
     free(q);
     if (rc) {
         db_error(out, err);
@@ -862,7 +921,8 @@ static void h_identify_embeddings(fvs_req *r, fvs_resp *out) {
         json_object_set_new(o, "results", results);
     else
         json_decref(results);
-    fvs_reply(out, 200, add_warning(o, warning));
+    fvs_reply(out, 200,
+              add_warning(add_warning(o, warning), fvs_corrections_warning(co.unreadable, co.why)));
 }
 
 /* 0 when meta (an object) is within the caps (store.h), else -1 after a
@@ -1265,6 +1325,254 @@ static void h_face_batch(fvs_req *r, fvs_resp *out) {
                       : NULL);
 }
 
+/* ------------------------------------------------------------ clustering
+ *
+ * POST /faces/cluster: "who is in these photos?"  The faces (every face of
+ * every photo image1..imageN, or the embeddings of {"embeddings": [...]})
+ * are grouped by fvsearch_cluster (src/search/cluster.h): Chinese whispers
+ * over the nearest-neighbour graph, strictness "fmr" (default
+ * FVSEARCH_CLUSTER_DEFAULT_FMR, the collection model's calibration) and
+ * "min_cluster_size" (default 2).  Photos are decoded one at a time under
+ * the memory budget (load_image), so a request holds one image's
+ * reservation at most; a photo that fails is listed under "skipped" and
+ * the others are clustered, except when the server is overloaded (503:
+ * retry the whole request). */
+
+/* Most embeddings one cluster request may carry: what the JSON parser's
+ * cap of 65536 values a body (http.c) leaves room for, 128 each.  Larger
+ * sets are a collection's own faces, clustered by source, not sent. */
+#define CLUSTER_MAX_EMBEDDINGS 500
+/* Faces one photo may add (a crowd photo's further faces are dropped). */
+#define CLUSTER_FACES_PER_PHOTO 64
+
+/* The clustering options of the request: "fmr" (400 without a calibration
+ * for the collection's model) and "min_cluster_size". */
+static int get_cluster_opts(fvs_req *r, fvsearch_cluster_opts *co, fvs_resp *out) {
+    double fmr = FVSEARCH_CLUSTER_DEFAULT_FMR, mcs = FVSEARCH_CLUSTER_DEFAULT_MIN_SIZE;
+    fvsearch_cluster_opts_init(co);
+    if (fvs_req_number(r, "fmr", FV_FMR_MIN, FV_FMR_MAX, &fmr, out) ||
+        fvs_req_number(r, "min_cluster_size", 1, FVSEARCH_CLUSTER_MAX_N, &mcs, out))
+        return -1;
+    if (mcs != (double)(size_t)mcs) {
+        fvs_error(out, 400, "validation_error", "min_cluster_size: expected an integer");
+        return -1;
+    }
+    co->fmr = fmr;
+    co->min_cluster_size = (size_t)mcs;
+    co->model_id = r->coll.model;
+    float t;
+    if (fvsearch_cluster_threshold(co, &t, NULL, 0)) {
+        fvs_error(out, 400, "validation_error",
+                  "fmr: no false-match-rate calibration for model %s to cluster with",
+                  r->coll.model);
+        return -1;
+    }
+    return 0;
+}
+
+/* The hook every source of faces ends in (photos, embeddings, and the
+ * collection's unassigned faces): clusters the n embeddings emb (n x
+ * FV_EMBED_DIM) whose descriptions are faces[i] (a JSON array of n
+ * objects, taken), and answers 200 {"clusters": [[FACE, ...], ...],
+ * "noise": [FACE, ...], "operating_point": {"fmr", "threshold"},
+ * "method", "count"} plus extra's members (taken; may be NULL): clusters
+ * largest first, faces in input order. */
+static void cluster_answer(fvs_resp *out, const fvsearch_cluster_opts *co, const float *emb,
+                           size_t n, json_t *faces, json_t *extra) {
+    int32_t *label = malloc((n ? n : 1) * sizeof *label);
+    size_t nc = 0;
+    float t = 0;
+    char err[256] = "";
+    json_t *clusters = json_array(), *noise = json_array();
+    if (!label || !faces || !clusters || !noise ||
+        fvsearch_cluster_threshold(co, &t, err, sizeof err) ||
+        fvsearch_cluster(emb, n, co, label, &nc, err, sizeof err)) {
+        fvs_status_error(out, FV_E_NO_MEMORY, err[0] ? err : "out of memory");
+    } else {
+        for (size_t c = 0; c < nc; c++) json_array_append_new(clusters, json_array());
+        for (size_t i = 0; i < n; i++)
+            json_array_append(label[i] < 0 ? noise : json_array_get(clusters, (size_t)label[i]),
+                              json_array_get(faces, i));
+        json_t *res =
+            json_pack("{s:O, s:O, s:{s:f, s:f}, s:s, s:I}", "clusters", clusters, "noise", noise,
+                      "operating_point", "fmr", co->fmr, "threshold", (double)t, "method",
+                      fvsearch_cluster_method_name(co->method), "count", (json_int_t)n);
+        if (res && extra) json_object_update(res, extra);
+        fvs_reply(out, 200, res);
+    }
+    json_decref(clusters);
+    json_decref(noise);
+    json_decref(faces);
+    json_decref(extra);
+    free(label);
+}
+
+/* Room for m more faces in *emb (cap in faces); -1 when out of memory. */
+static int cluster_grow(float **emb, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    float *e = realloc(*emb, c * FV_EMBED_DIM * sizeof *e);
+    if (!e) return -1;
+    *emb = e;
+    *cap = c;
+    return 0;
+}
+
+/* Every face of photo field name: appended to *emb (n, cap) and faces;
+ * 0 done (a failed photo goes to skipped), -1 after an answer in out that
+ * ends the request (overloaded, out of memory). */
+static int cluster_photo(fvs_req *r, const char *name, const fv_model *m,
+                         const fv_detect_options *opt, float **emb, size_t *n, size_t *cap,
+                         json_t *faces, json_t *skipped, fvs_resp *out) {
+    fv_image *img = NULL;
+    uint64_t held = 0;
+    fvs_resp one;
+    memset(&one, 0, sizeof one);
+    if (load_image(r, name, opt->max_side, &img, NULL, &held, &one)) {
+        if (one.status == 503) {
+            *out = one;
+            return -1;
+        }
+        json_t *e = one.body ? json_object_get(one.body, "error") : NULL;
+        json_array_append_new(skipped, json_pack("{s:s, s:i, s:O}", "image", name, "status",
+                                                 one.status, "error", e ? e : json_null()));
+        fvs_resp_free(&one);
+        return 0;
+    }
+    fv_face fs[CLUSTER_FACES_PER_PHOTO];
+    size_t nf = 0;
+    char err[256] = "";
+    unsigned char *chips = NULL;
+    fv_status st =
+        fv_detect(r->srv->engine, img, opt, fs, CLUSTER_FACES_PER_PHOTO, &nf, err, sizeof err);
+    if (nf > CLUSTER_FACES_PER_PHOTO) nf = CLUSTER_FACES_PER_PHOTO;
+    if (st == FV_OK && nf) {
+        chips = malloc(nf * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        if (!chips || cluster_grow(emb, cap, *n + nf)) st = FV_E_NO_MEMORY;
+        for (size_t i = 0; st == FV_OK && i < nf; i++)
+            st = fv_face_chip(r->srv->engine, img, &fs[i],
+                              chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        if (st == FV_OK)
+            st = fv_model_embed_chips(r->srv->engine, m, chips, nf, *emb + *n * FV_EMBED_DIM, err,
+                                      sizeof err);
+    }
+    for (size_t i = 0; st == FV_OK && i < nf; i++) {
+        json_t *f =
+            json_pack("{s:s, s:I, s:{s:f, s:f, s:f, s:f}}", "image", name, "face", (json_int_t)i,
+                      "box", "left", (double)fs[i].left, "top", (double)fs[i].top, "right",
+                      (double)fs[i].right, "bottom", (double)fs[i].bottom);
+        add_quality(f, &fs[i], opt->detector, chips + i * FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
+        json_array_append_new(faces, f);
+    }
+    drop_images(r, &img, 1, held);
+    free(chips);
+    if (st == FV_OK) {
+        *n += nf;
+        return 0;
+    }
+    if (st == FV_E_NO_MEMORY) {
+        fvs_status_error(out, st, "out of memory");
+        return -1;
+    }
+    json_array_append_new(skipped,
+                          json_pack("{s:s, s:{s:s, s:s}}", "image", name, "error", "code",
+                                    fv_status_name(st), "message", err[0] ? err : fv_strerror(st)));
+    return 0;
+}
+
+/* {"source": ...}: faces the collection holds.  The people work adds
+ * "unassigned" here (the collection's faces without a subject, each
+ * described as {"face_id", "box"}, handed to cluster_answer). */
+static void cluster_source(fvs_req *r, fvs_resp *out, const fvsearch_cluster_opts *co,
+                           const json_t *src) {
+    (void)r;
+    (void)co;
+    (void)src;
+    fvs_error(out, 400, "validation_error", "source: no such source of faces");
+}
+
+static void h_faces_cluster(fvs_req *r, fvs_resp *out) {
+    fvsearch_cluster_opts co;
+    if (get_cluster_opts(r, &co, out)) return;
+    const json_t *src = r->json ? json_object_get(r->json, "source") : NULL;
+    if (src) {
+        cluster_source(r, out, &co, src);
+        return;
+    }
+    const json_t *embs = r->json ? json_object_get(r->json, "embeddings") : NULL;
+    if (embs) {
+        if (!json_is_array(embs)) {
+            fvs_error(out, 400, "validation_error",
+                      "embeddings: expected an array of embeddings (arrays of %d numbers)",
+                      FV_EMBED_DIM);
+            return;
+        }
+        size_t n = json_array_size(embs);
+        if (n > CLUSTER_MAX_EMBEDDINGS) {
+            fvs_error(out, 413, "payload_too_large", "embeddings: %zu sent, at most %d per request",
+                      n, CLUSTER_MAX_EMBEDDINGS);
+            return;
+        }
+        if (check_model_field(r, out)) return;
+        float *emb = malloc((n ? n : 1) * FV_EMBED_DIM * sizeof *emb);
+        json_t *faces = json_array();
+        if (!emb || !faces) {
+            free(emb);
+            json_decref(faces);
+            fvs_status_error(out, FV_E_NO_MEMORY, "out of memory");
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char name[48];
+            snprintf(name, sizeof name, "embeddings[%zu]", i);
+            if (parse_embedding(json_array_get(embs, i), name, emb + i * FV_EMBED_DIM, out)) {
+                free(emb);
+                json_decref(faces);
+                return;
+            }
+            json_array_append_new(faces, json_pack("{s:I}", "embedding", (json_int_t)i));
+        }
+        cluster_answer(out, &co, emb, n, faces, NULL);
+        free(emb);
+        return;
+    }
+    const char *fields[FVS_MAX_FIELDS];
+    size_t nfields = 0;
+    for (int i = 0; i < r->nfields; i++)
+        if (strncmp(r->fields[i].name, "image", 5) == 0) fields[nfields++] = r->fields[i].name;
+    if (nfields == 0) {
+        fvs_error(out, 400, "validation_error",
+                  "send photos as multipart parts image1, image2, ... (at most %d parts), JSON "
+                  "{\"embeddings\": [...]} (at most %d) or {\"source\": ...}",
+                  FVS_MAX_FIELDS, CLUSTER_MAX_EMBEDDINGS);
+        return;
+    }
+    fv_detect_options opt;
+    const fv_model *m = NULL;
+    if (need_engine(r, out) || coll_model(r, &m, out) || get_detect_options(r, &opt, out)) return;
+    if (m && fv_model_dim(m) != FV_EMBED_DIM) {
+        fvs_error(out, 400, "validation_error",
+                  "this collection's model embeds into %d dimensions; clustering needs %d",
+                  fv_model_dim(m), FV_EMBED_DIM);
+        return;
+    }
+    float *emb = NULL;
+    size_t n = 0, cap = 0;
+    json_t *faces = json_array(), *skipped = json_array();
+    for (size_t i = 0; faces && skipped && i < nfields; i++)
+        if (cluster_photo(r, fields[i], m, &opt, &emb, &n, &cap, faces, skipped, out)) {
+            free(emb);
+            json_decref(faces);
+            json_decref(skipped);
+            return;
+        }
+    json_t *extra = json_pack("{s:o, s:I}", "skipped", skipped ? skipped : json_array(), "images",
+                              (json_int_t)nfields);
+    cluster_answer(out, &co, emb, n, faces, extra);
+    free(emb);
+}
+
 static void h_face_list(fvs_req *r, fvs_resp *out) {
     int64_t sid = r->path_id;
     json_t *arr = NULL;
@@ -1348,7 +1656,176 @@ static void h_subject_verify(fvs_req *r, fvs_resp *out) {
                           "best_match", "face", used_face_json(&fr), "model", r->coll.model,
                           "timings_ms", timings_json(&fr.timings, dec, now_ms() - t0));
     o = add_decision(o, &op, b.best, t, estimated_fmr_json(r, b.best, q));
-    fvs_reply(out, 200, add_warning(o, b.nbad ? fvs_unreadable_warning(b.bad, b.nbad, why) : NULL));
+    /* A correction of the subject near the probe (corrections.h): not
+     * this person, whatever the distance to its templates. */
+    fvs_correction_set *corr = NULL;
+    fvs_correction_opts co = correction_opts(r);
+    fvs_correction_hit hit;
+    if (fvs_corrections_load(r->srv->store, &r->coll, &sid, 1, co.radius, &corr, &co.unreadable,
+                             co.why, sizeof co.why, err, sizeof err)) {
+        json_decref(o);
+        db_error(out, err);
+        return;
+    }
+    if (o && fvs_corrections_exclude(corr, sid, fr.embedding, b.best, &hit)) {
+        json_object_set_new(o, "verified", json_false());
+        json_object_set_new(o, "reason", json_string("correction"));
+        json_object_set_new(o, "correction",
+                            json_pack("{s:I, s:f}", "correction_id", (json_int_t)hit.id, "distance",
+                                      (double)hit.distance));
+    }
+    fvs_corrections_free(corr);
+    o = add_warning(o, b.nbad ? fvs_unreadable_warning(b.bad, b.nbad, why) : NULL);
+    fvs_reply(out, 200, add_warning(o, fvs_corrections_warning(co.unreadable, co.why)));
+}
+
+/* ------------------------------------------------------------ corrections
+ *
+ * "This face is not this person" (corrections.h): POST stores the face's
+ * template against the subject, from a photo (its largest face), an
+ * embedding, or a stored face of the collection; identify and the
+ * subject's verify then never match a probe near it to the subject. */
+
+/* Row of fvs_template_get: the stored face's template and subject. */
+typedef struct face_tmpl {
+    int found, unreadable;
+    int64_t subject;
+    float emb[FV_EMBED_DIM];
+} face_tmpl;
+
+static int face_tmpl_row(void *ctx, int64_t face_id, int64_t subject_id, const char *name,
+                         const float *embedding, double quality) {
+    (void)face_id;
+    (void)name;
+    (void)quality;
+    face_tmpl *t = ctx;
+    t->found = 1;
+    t->subject = subject_id;
+    if (embedding)
+        memcpy(t->emb, embedding, sizeof t->emb);
+    else
+        t->unreadable = 1;
+    return 0;
+}
+
+/* The embedding of stored face fid of r's collection (its model's) into
+ * emb; -1 after an error in out: 404 when there is none, 409 when it is
+ * one of subject sid's own templates (delete it instead). */
+static int correction_from_face(fvs_req *r, int64_t sid, int64_t fid, float *emb, fvs_resp *out) {
+    face_tmpl t = {0, 0, 0, {0}};
+    char err[256];
+    if (fvs_template_get(r->srv->store, r->coll.id, fid, r->coll.model, face_tmpl_row, &t, err,
+                         sizeof err) ||
+        t.unreadable) {
+        db_error(out, err);
+        return -1;
+    }
+    if (!t.found) {
+        fvs_error(out, 404, "not_found", "no face %" PRId64 " (of this collection's model)", fid);
+        return -1;
+    }
+    if (t.subject == sid) {
+        fvs_error(out, 409, "conflict",
+                  "face %" PRId64 " is one of subject %" PRId64 "'s own templates: delete it "
+                  "(DELETE /api/v1/subjects/%" PRId64 "/faces/%" PRId64 ") instead",
+                  fid, sid, sid, fid);
+        return -1;
+    }
+    memcpy(emb, t.emb, sizeof t.emb);
+    sodium_memzero(&t, sizeof t);
+    return 0;
+}
+
+static void h_correction_create(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
+    json_t *subj = NULL;
+    if (subject_or_404(r, sid, &subj, out)) return;
+    json_decref(subj);
+    const json_t *ej = r->json ? json_object_get(r->json, "embedding") : NULL;
+    const json_t *fj = r->json ? json_object_get(r->json, "face_id") : NULL;
+    float emb[FV_EMBED_DIM];
+    fvs_correction_row row = {r->coll.model, emb, "embedding", 0, -1};
+    json_t *quality = NULL;
+    if (r->json && (!ej) == (!fj)) {
+        fvs_error(out, 400, "validation_error",
+                  "expected 'embedding' (%d numbers) or 'face_id' (a stored face), or a photo "
+                  "in the multipart field 'image'",
+                  FV_EMBED_DIM);
+        return;
+    }
+    if (ej) {
+        if (check_model_field(r, out) || parse_embedding(ej, "embedding", emb, out)) return;
+    } else if (fj) {
+        json_int_t fid = json_is_integer(fj) ? json_integer_value(fj) : 0;
+        if (fid <= 0) {
+            fvs_error(out, 400, "validation_error", "face_id: expected a positive integer");
+            return;
+        }
+        if (correction_from_face(r, sid, (int64_t)fid, emb, out)) return;
+        row.source = "face";
+        row.face_id = (int64_t)fid;
+    } else {
+        /* A photo: its largest face, as an identify result shows it. */
+        fv_face_result fr;
+        double dec = 0;
+        if (need_engine(r, out) || embed_probe(r, 0, &fr, &dec, NULL, out)) return;
+        memcpy(emb, fr.embedding, sizeof emb);
+        row.source = "image";
+        row.quality = fr.quality.score;
+        quality = quality_json(&fr.quality);
+    }
+    int64_t id = 0;
+    char err[256];
+    int rc = fvs_correction_insert(r->srv->store, r->coll.id, sid, &row, &id, err, sizeof err);
+    sodium_memzero(emb, sizeof emb);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
+    if (rc) {
+        json_decref(quality);
+        return;
+    }
+    json_t *o = json_pack(
+        "{s:I, s:I, s:s, s:s, s:f, s:f}", "correction_id", (json_int_t)id, "subject_id",
+        (json_int_t)sid, "source", row.source, "model", r->coll.model, "radius",
+        (double)fvs_correction_radius(r->coll.model, coll_threshold(r)), "fmr", FVS_CORRECTION_FMR);
+    if (o && row.face_id) json_object_set_new(o, "face_id", json_integer((json_int_t)row.face_id));
+    if (o && quality)
+        json_object_set_new(o, "quality", quality);
+    else
+        json_decref(quality);
+    fvs_reply(out, 201, o);
+}
+
+static void h_correction_list(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id;
+    json_t *arr = NULL;
+    char err[256];
+    int rc = fvs_correction_list(r->srv->store, r->coll.id, sid, &arr, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no subject %" PRId64, sid);
+    else
+        fvs_reply(out, 200,
+                  json_pack("{s:I, s:I, s:o}", "subject_id", (json_int_t)sid, "count",
+                            (json_int_t)json_array_size(arr), "corrections", arr));
+}
+
+static void h_correction_delete(fvs_req *r, fvs_resp *out) {
+    int64_t sid = r->path_id, cid = r->path_correction_id;
+    char err[256];
+    int rc = fvs_correction_delete(r->srv->store, r->coll.id, sid, cid, err, sizeof err);
+    if (rc < 0)
+        db_error(out, err);
+    else if (rc > 0)
+        fvs_error(out, 404, "not_found", "no correction %" PRId64 " for subject %" PRId64, cid,
+                  sid);
+    else
+        fvs_reply(out, 200,
+                  json_pack("{s:I, s:I, s:b}", "correction_id", (json_int_t)cid, "subject_id",
+                            (json_int_t)sid, "deleted", 1));
 }
 
 /* The calling key's collection: its model and whether this server has it
@@ -1690,8 +2167,13 @@ static const route ROUTES[] = {
     {"POST", "/api/v1/subjects/{id}/faces", h_face_enroll, AUTH_KEY, "face.enroll"},
     {"GET", "/api/v1/subjects/{id}/faces", h_face_list, AUTH_KEY, "face.list"},
     {"POST", "/api/v1/subjects/{id}/faces/batch", h_face_batch, AUTH_KEY, "face.enroll_batch"},
+    {"POST", "/api/v1/faces/cluster", h_faces_cluster, AUTH_KEY, "face.cluster"},
     {"DELETE", "/api/v1/subjects/{id}/faces/{face_id}", h_face_delete, AUTH_KEY, "face.delete"},
     {"POST", "/api/v1/subjects/{id}/verify", h_subject_verify, AUTH_KEY, "subject.verify"},
+    {"POST", "/api/v1/subjects/{id}/not", h_correction_create, AUTH_KEY, "correction.create"},
+    {"GET", "/api/v1/subjects/{id}/not", h_correction_list, AUTH_KEY, "correction.list"},
+    {"DELETE", "/api/v1/subjects/{id}/not/{correction_id}", h_correction_delete, AUTH_KEY,
+     "correction.delete"},
     {"GET", "/api/v1/audit", h_audit, AUTH_KEY, "audit.read"},
     {"GET", "/api/v1/collection", h_collection_get, AUTH_KEY, "collection.read"},
     {"PATCH", "/api/v1/collection", h_collection_patch, AUTH_KEY, "collection.update"},
@@ -1704,15 +2186,15 @@ static const route ROUTES[] = {
  * and returns 1; a malformed id is then a 404 in out and returns -1. */
 static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp *out) {
     /* The parameters' segments, by name. */
-    static const char *const params[] = {"{id}", "{face_id}", "{name}"};
-    const char *seg[3] = {NULL, NULL, NULL};
-    size_t len[3] = {0, 0, 0};
+    static const char *const params[] = {"{id}", "{face_id}", "{name}", "{correction_id}"};
+    const char *seg[4] = {NULL, NULL, NULL, NULL};
+    size_t len[4] = {0, 0, 0, 0};
     const char *p = pattern, *u = url;
     while (*p && *u) {
         if (*p++ != '/' || *u++ != '/') return 0;
         size_t pn = strcspn(p, "/"), un = strcspn(u, "/");
         if (p[0] == '{') {
-            for (int k = 0; k < 3; k++) {
+            for (int k = 0; k < 4; k++) {
                 if (strlen(params[k]) == pn && strncmp(p, params[k], pn) == 0) {
                     seg[k] = u;
                     len[k] = un;
@@ -1725,7 +2207,7 @@ static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp
         u += un;
     }
     if (*p || *u) return 0;
-    r->path_id = r->path_face_id = 0;
+    r->path_id = r->path_face_id = r->path_correction_id = 0;
     r->path_name = seg[2];
     r->path_name_len = len[2];
     /* Ids are checked before the method and the key: a malformed one is a
@@ -1737,6 +2219,11 @@ static int match_path(const char *pattern, const char *url, fvs_req *r, fvs_resp
     }
     if (seg[1] && parse_id(seg[1], len[1], &r->path_face_id)) {
         fvs_error(out, 404, "not_found", "no face %.*s", (int)(len[1] > 40 ? 40 : len[1]), seg[1]);
+        return -1;
+    }
+    if (seg[3] && parse_id(seg[3], len[3], &r->path_correction_id)) {
+        fvs_error(out, 404, "not_found", "no correction %.*s", (int)(len[3] > 40 ? 40 : len[3]),
+                  seg[3]);
         return -1;
     }
     return 1;

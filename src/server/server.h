@@ -35,6 +35,8 @@ typedef struct fvs_config {
     int conn_timeout;        /* FACEVERIFY_CONN_TIMEOUT: idle seconds before a close */
     int request_timeout;     /* FACEVERIFY_REQUEST_TIMEOUT: seconds for headers + body */
     int max_conn_per_ip;     /* FACEVERIFY_MAX_CONNECTIONS_PER_IP: open connections per IP */
+    int max_faces;           /* FACEVERIFY_MAX_FACES, --max-faces: faces per photo that
+                                /detect lists and /identify searches */
     double rate_limit;       /* FACEVERIFY_RATE_LIMIT: requests/s per key; 0: none */
     double rate_burst;       /* FACEVERIFY_RATE_BURST: bucket size */
     const char *run_as;      /* FACEVERIFY_USER, --user: drop root after binding */
@@ -52,6 +54,12 @@ typedef struct fvs_config {
 /* The default enrolment quality gate (--min-quality): clean LFW faces and
  * phone photos score well above it, a 30 px or heavily blurred face below
  * (the measurements are in the README). */
+/* Faces per photo (--max-faces): a crowd of 100 is searched in one
+ * request (one embedding batch, ~30 ms a face on one core); the limit
+ * keeps one photo from holding a request slot for minutes. */
+#define FVS_MAX_FACES_DEFAULT 100
+#define FVS_MAX_FACES_LIMIT 1000
+
 #define FVS_MIN_QUALITY_DEFAULT 0.25
 #define FVS_MIN_QUALITY_DEFAULT_TEXT "0.25"
 

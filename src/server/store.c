@@ -128,6 +128,27 @@ static const migration MIGRATIONS[] = {
      "CREATE INDEX faces_import_fp ON faces(collection_id, import_fp);"
      "CREATE INDEX faces_image_sha256 ON faces(collection_id, image_sha256);"
      "CREATE TABLE store_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL);"},
+    /* Corrections ("this face is not this person", corrections.c): a
+     * template per correction, sealed like a face's when a template key is
+     * set (for the place (collection, -subject), so that a correction row
+     * never opens as a face template), the model that made it, and where it
+     * came from ("image", "embedding", or "face" with its face id).  Gone
+     * with their subject (ON DELETE CASCADE).  Version 9: version 8 belongs
+     * to the unassigned-faces work of issue 19; the two touch different
+     * tables, and migrate applies whatever a database lacks in order. */
+    {9,
+     "CREATE TABLE corrections (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " subject_id INTEGER NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
+     " model TEXT NOT NULL, embedding BLOB NOT NULL, source TEXT NOT NULL, face_id INTEGER,"
+     " quality REAL, created_at INTEGER NOT NULL);"
+     "CREATE INDEX corrections_subject ON corrections(collection_id, subject_id, id);",
+     "CREATE TABLE corrections (id BIGSERIAL PRIMARY KEY,"
+     " collection_id BIGINT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
+     " subject_id BIGINT NOT NULL REFERENCES subjects(id) ON DELETE CASCADE,"
+     " model TEXT NOT NULL, embedding BYTEA NOT NULL, source TEXT NOT NULL, face_id BIGINT,"
+     " quality DOUBLE PRECISION, created_at BIGINT NOT NULL);"
+     "CREATE INDEX corrections_subject ON corrections(collection_id, subject_id, id);"},
 };
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -274,6 +295,22 @@ static void scrub_deleted(fvs_store *st) {
 
 /* ------------------------------------------------------------ migrations */
 
+/* *done: whether migration version is recorded.  st->mu held. */
+static int migration_applied_locked(fvs_store *st, int version, int *done, char *err,
+                                    size_t errlen) {
+    fvs_val p[1] = {fvs_int(version)};
+    int64_t n = 0;
+    int rc = query_int(st, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?", p, 1, &n,
+                       err, errlen);
+    *done = n > 0;
+    return rc;
+}
+
+/* The schema version is the last step of MIGRATIONS up to which every
+ * step is applied (the highest recorded one when all are): a database
+ * that has a later step but lacks an earlier one (steps made on two
+ * branches, merged with a gap in between) counts as not migrated, and
+ * migrate fills the gap. */
 int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errlen) {
     pthread_mutex_lock(&st->mu);
     int64_t v = 0;
@@ -281,7 +318,12 @@ int fvs_store_schema_version(fvs_store *st, int *version, char *err, size_t errl
                          "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
                          "KEY, applied_at BIGINT NOT NULL)",
                          err, errlen);
-    if (!rc)
+    int all = 1;
+    for (int i = 0; !rc && all && i < N_MIGRATIONS; i++) {
+        rc = migration_applied_locked(st, MIGRATIONS[i].version, &all, err, errlen);
+        if (!rc && all) v = MIGRATIONS[i].version;
+    }
+    if (!rc && all)
         rc = query_int(st, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL, 0, &v,
                        err, errlen);
     pthread_mutex_unlock(&st->mu);
@@ -309,7 +351,12 @@ int fvs_store_migrate(fvs_store *st, int *applied, char *err, size_t errlen) {
     int rc = 0;
     for (int i = 0; i < N_MIGRATIONS && !rc; i++) {
         const migration *m = &MIGRATIONS[i];
-        if (m->version <= current) continue;
+        int done = m->version <= current;
+        if (!done && migration_applied_locked(st, m->version, &done, err, errlen)) {
+            rc = -1;
+            break;
+        }
+        if (done) continue;
         const char *sql = fvs_db_dialect(st->db) == FVS_SQLITE ? m->sqlite : m->postgres;
         fvs_val p[2] = {fvs_int(m->version), fvs_int(now_s())};
         if (begin(st, err, errlen)) {
@@ -851,16 +898,16 @@ int fvs_face_insert(fvs_store *st, int64_t coll, int64_t subject, const fvs_face
     return rc;
 }
 
-int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
-                  size_t errlen) {
+/* The rows of one subject (sql takes collection_id and subject_id, in
+ * that order) made into a JSON array by fn: 1 when there is no such
+ * subject. */
+static int subject_rows(fvs_store *st, int64_t coll, int64_t subject, const char *sql,
+                        fvs_row_fn fn, json_t **out, char *err, size_t errlen) {
     fvs_val p[2] = {fvs_int(coll), fvs_int(subject)};
     json_t *arr = json_array();
     pthread_mutex_lock(&st->mu);
     int rc = subject_exists_locked(st, coll, subject, err, errlen);
-    if (!rc)
-        rc =
-            fvs_db_query(st->db, FACE_COLS "WHERE collection_id = ? AND subject_id = ? ORDER BY id",
-                         p, 2, face_row, arr, NULL, err, errlen);
+    if (!rc) rc = fvs_db_query(st->db, sql, p, 2, fn, arr, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
     if (rc) {
         json_decref(arr);
@@ -868,6 +915,13 @@ int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, ch
     }
     *out = arr;
     return 0;
+}
+
+int fvs_face_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
+                  size_t errlen) {
+    return subject_rows(st, coll, subject,
+                        FACE_COLS "WHERE collection_id = ? AND subject_id = ? ORDER BY id",
+                        face_row, out, err, errlen);
 }
 
 int fvs_face_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t face, char *err,
@@ -1080,6 +1134,29 @@ int fvs_templates(fvs_store *st, int64_t coll, int64_t subject, const char *mode
     return rc;
 }
 
+/* The tables that hold sealed templates: faces, and corrections (whose
+ * place is (collection, -subject), correction_place).  Each query reads
+ * id, collection_id, subject_id, embedding: plain, up to 256 plaintext
+ * rows; batch, a collection's rows after an id, 256 at a time. */
+typedef struct sealed_table {
+    const char *plain, *batch, *update;
+    int64_t sign; /* the place's subject is sign * subject_id */
+    int indexed;  /* the search index holds its templates */
+} sealed_table;
+static const sealed_table SEALED_TABLES[] = {
+    {"SELECT id, collection_id, subject_id, embedding FROM faces WHERE length(embedding) = 512 "
+     "ORDER BY id LIMIT 256",
+     "SELECT id, collection_id, subject_id, embedding FROM faces WHERE collection_id = ? AND id > "
+     "? ORDER BY id LIMIT 256",
+     "UPDATE faces SET embedding = ? WHERE id = ?", 1, 1},
+    {"SELECT id, collection_id, subject_id, embedding FROM corrections WHERE length(embedding) = "
+     "512 ORDER BY id LIMIT 256",
+     "SELECT id, collection_id, subject_id, embedding FROM corrections WHERE collection_id = ? AND "
+     "id > ? ORDER BY id LIMIT 256",
+     "UPDATE corrections SET embedding = ? WHERE id = ?", -1, 0},
+};
+#define N_SEALED_TABLES (sizeof SEALED_TABLES / sizeof SEALED_TABLES[0])
+
 /* One batch of plaintext rows read by encrypt_templates. */
 typedef struct plain_batch {
     size_t n;
@@ -1112,31 +1189,31 @@ int fvs_store_encrypt_templates(fvs_store *st, int64_t *done, char *err, size_t 
     }
     int rc = 0;
     pthread_mutex_lock(&st->mu);
-    for (;;) { /* batches of 256 rows, each in its own transaction */
-        b->n = 0;
-        rc = begin(st, err, errlen);
-        if (!rc)
-            rc = fvs_db_query(st->db,
-                              "SELECT id, collection_id, subject_id, embedding FROM faces WHERE "
-                              "length(embedding) = 512 ORDER BY id LIMIT 256",
-                              NULL, 0, plain_row, b, NULL, err, errlen);
-        for (size_t i = 0; !rc && i < b->n; i++) {
-            unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
-            fvs_template_seal(st->tkey, b->coll[i], b->subject[i], b->emb[i], sealed);
-            fvs_val p[2] = {fvs_blob(sealed, sizeof sealed), fvs_int(b->id[i])};
-            rc = fvs_db_query(st->db, "UPDATE faces SET embedding = ? WHERE id = ?", p, 2, NULL,
-                              NULL, NULL, err, errlen);
-            /* Every process reloads the collection on its next search, so
-             * one without the key stops serving it from memory at once. */
-            if (!rc) rc = bump_version(st, b->coll[i], err, errlen);
+    for (size_t t = 0; !rc && t < N_SEALED_TABLES; t++) {
+        const sealed_table *tb = &SEALED_TABLES[t];
+        for (;;) { /* batches of 256 rows, each in its own transaction */
+            b->n = 0;
+            rc = begin(st, err, errlen);
+            if (!rc) rc = fvs_db_query(st->db, tb->plain, NULL, 0, plain_row, b, NULL, err, errlen);
+            for (size_t i = 0; !rc && i < b->n; i++) {
+                unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+                fvs_template_seal(st->tkey, b->coll[i], tb->sign * b->subject[i], b->emb[i],
+                                  sealed);
+                fvs_val p[2] = {fvs_blob(sealed, sizeof sealed), fvs_int(b->id[i])};
+                rc = fvs_db_query(st->db, tb->update, p, 2, NULL, NULL, NULL, err, errlen);
+                /* Every process reloads the collection on its next search,
+                 * so one without the key stops serving it from memory at
+                 * once (corrections are read per request anyway). */
+                if (!rc && tb->indexed) rc = bump_version(st, b->coll[i], err, errlen);
+            }
+            if (!rc) rc = commit(st, err, errlen);
+            if (rc) {
+                rollback(st);
+                break;
+            }
+            *done += (int64_t)b->n;
+            if (b->n == 0) break;
         }
-        if (!rc) rc = commit(st, err, errlen);
-        if (rc) {
-            rollback(st);
-            break;
-        }
-        *done += (int64_t)b->n;
-        if (b->n == 0) break;
     }
     pthread_mutex_unlock(&st->mu);
     sodium_memzero(b, sizeof *b);
@@ -1228,6 +1305,7 @@ static int id_list_row(void *ctx, const fvs_val *c, int n) {
 /* One batch of a collection's rows read by rekey_templates. */
 typedef struct rekey_batch {
     const unsigned char *old_key, *new_key;
+    int64_t sign; /* the table's (sealed_table) */
     size_t n;
     int64_t last_id, unreadable;
     int64_t id[256];
@@ -1245,12 +1323,13 @@ static int rekey_row(void *ctx, const fvs_val *c, int n) {
     if (c[3].type != FVS_BLOB) return 0;
     float emb[FV_EMBED_DIM];
     char why[200];
-    int rc = fvs_template_open(b->old_key, c[1].i, c[2].i, c[3].b, c[3].n, emb, why, sizeof why);
+    int64_t place = b->sign * c[2].i;
+    int rc = fvs_template_open(b->old_key, c[1].i, place, c[3].b, c[3].n, emb, why, sizeof why);
     if (rc < 0 &&
-        fvs_template_open(b->new_key, c[1].i, c[2].i, c[3].b, c[3].n, emb, why, sizeof why) < 0)
+        fvs_template_open(b->new_key, c[1].i, place, c[3].b, c[3].n, emb, why, sizeof why) < 0)
         b->unreadable++;
     if (rc == 0) {
-        fvs_template_seal(b->new_key, c[1].i, c[2].i, emb, b->sealed[b->n]);
+        fvs_template_seal(b->new_key, c[1].i, place, emb, b->sealed[b->n]);
         b->id[b->n++] = c[0].i;
     }
     sodium_memzero(emb, sizeof emb);
@@ -1286,33 +1365,34 @@ int fvs_store_rekey_templates(fvs_store *st, const unsigned char *old_key, int64
         colls[i] = (int64_t)json_integer_value(json_array_get(ids, i));
     json_decref(ids);
     for (size_t i = 0; !rc && i < ncoll; i++) {
-        int64_t coll_done = 0, coll_bad = 0;
+        int64_t coll_done = 0, coll_bad = 0, faces_done = 0;
         rc = begin(st, err, errlen);
         b->old_key = old_key;
         b->new_key = st->tkey;
-        b->last_id = 0;
-        for (;;) {
-            b->n = 0;
-            b->unreadable = 0;
-            int64_t before = b->last_id;
-            fvs_val p[2] = {fvs_int(colls[i]), fvs_int(b->last_id)};
-            if (!rc)
-                rc = fvs_db_query(st->db,
-                                  "SELECT id, collection_id, subject_id, embedding FROM faces "
-                                  "WHERE collection_id = ? AND id > ? ORDER BY id LIMIT 256",
-                                  p, 2, rekey_row, b, NULL, err, errlen);
-            for (size_t k = 0; !rc && k < b->n; k++) {
-                fvs_val q[2] = {fvs_blob(b->sealed[k], FVS_TEMPLATE_SEALED_BYTES),
-                                fvs_int(b->id[k])};
-                rc = fvs_db_query(st->db, "UPDATE faces SET embedding = ? WHERE id = ?", q, 2, NULL,
-                                  NULL, NULL, err, errlen);
+        for (size_t t = 0; !rc && t < N_SEALED_TABLES; t++) {
+            const sealed_table *tb = &SEALED_TABLES[t];
+            b->sign = tb->sign;
+            b->last_id = 0;
+            for (;;) {
+                b->n = 0;
+                b->unreadable = 0;
+                int64_t before = b->last_id;
+                fvs_val p[2] = {fvs_int(colls[i]), fvs_int(b->last_id)};
+                if (!rc)
+                    rc = fvs_db_query(st->db, tb->batch, p, 2, rekey_row, b, NULL, err, errlen);
+                for (size_t k = 0; !rc && k < b->n; k++) {
+                    fvs_val q[2] = {fvs_blob(b->sealed[k], FVS_TEMPLATE_SEALED_BYTES),
+                                    fvs_int(b->id[k])};
+                    rc = fvs_db_query(st->db, tb->update, q, 2, NULL, NULL, NULL, err, errlen);
+                }
+                coll_done += (int64_t)b->n;
+                if (tb->indexed) faces_done += (int64_t)b->n;
+                coll_bad += b->unreadable;
+                if (rc || b->last_id == before) break;
             }
-            coll_done += (int64_t)b->n;
-            coll_bad += b->unreadable;
-            if (rc || b->last_id == before) break;
         }
         /* Every process reads the collection again on its next search. */
-        if (!rc && coll_done) rc = bump_version(st, colls[i], err, errlen);
+        if (!rc && faces_done) rc = bump_version(st, colls[i], err, errlen);
         if (!rc) rc = commit(st, err, errlen);
         if (rc) {
             rollback(st);
@@ -1531,5 +1611,143 @@ int fvs_face_meta(fvs_store *st, int64_t coll, const char *model, fvs_meta_fn fn
                      "f.subject_id WHERE f.collection_id = ? AND f.model = ? ORDER BY f.id",
                      p, 2, meta_row, &k, NULL, err, errlen);
     pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------ corrections */
+
+/* A correction's template is sealed for the place (collection, -subject):
+ * the minus keeps it from ever opening as a face template of the subject
+ * (whose place is (collection, subject)), should a row be copied across
+ * tables. */
+static int64_t correction_place(int64_t subject) {
+    return -subject;
+}
+
+int fvs_correction_insert(fvs_store *st, int64_t coll, int64_t subject,
+                          const fvs_correction_row *row, int64_t *id, char *err, size_t errlen) {
+    unsigned char sealed[FVS_TEMPLATE_SEALED_BYTES];
+    fvs_val blob = fvs_blob(row->embedding, FVS_TEMPLATE_PLAIN_BYTES);
+    if (st->has_tkey) {
+        fvs_template_seal(st->tkey, coll, correction_place(subject), row->embedding, sealed);
+        blob = fvs_blob(sealed, sizeof sealed);
+    }
+    fvs_val p[8] = {fvs_int(coll),
+                    fvs_int(subject),
+                    fvs_text(row->model),
+                    blob,
+                    fvs_text(row->source),
+                    row->face_id > 0 ? fvs_int(row->face_id) : fvs_null(),
+                    row->quality >= 0 ? fvs_real(row->quality) : fvs_null(),
+                    fvs_int(now_s())};
+    *id = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = begin(st, err, errlen);
+    /* The same rule as for faces: no plaintext next to sealed templates. */
+    if (!rc && !st->has_tkey) rc = refuse_plaintext_locked(st, coll, err, errlen);
+    if (!rc) rc = subject_exists_locked(st, coll, subject, err, errlen);
+    if (!rc)
+        rc = query_int(st,
+                       "INSERT INTO corrections (collection_id, subject_id, model, embedding, "
+                       "source, face_id, quality, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                       "RETURNING id",
+                       p, 8, id, err, errlen);
+    if (!rc) rc = commit(st, err, errlen);
+    if (rc) rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    sodium_memzero(sealed, sizeof sealed);
+    return rc;
+}
+
+/* Row: id, subject_id, model, source, face_id, quality, created_at. */
+static int correction_row(void *ctx, const fvs_val *c, int n) {
+    if (n < 7) return 1;
+    json_t *o = json_pack(
+        "{s:I, s:I, s:s, s:s, s:o, s:o, s:o}", "correction_id", (json_int_t)c[0].i, "subject_id",
+        (json_int_t)c[1].i, "model", c[2].s ? c[2].s : "", "source", c[3].s ? c[3].s : "",
+        "face_id", c[4].type == FVS_INT ? json_integer((json_int_t)c[4].i) : json_null(),
+        "quality_score", real_or_none(c[5]) >= 0 ? json_real(real_or_none(c[5])) : json_null(),
+        "created_at", iso_time(c[6].i));
+    return o && json_array_append_new(ctx, o) == 0 ? 0 : 1;
+}
+
+int fvs_correction_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
+                        size_t errlen) {
+    return subject_rows(st, coll, subject,
+                        "SELECT id, subject_id, model, source, face_id, quality, created_at FROM "
+                        "corrections WHERE collection_id = ? AND subject_id = ? ORDER BY id",
+                        correction_row, out, err, errlen);
+}
+
+int fvs_correction_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t id, char *err,
+                          size_t errlen) {
+    fvs_val p[3] = {fvs_int(coll), fvs_int(subject), fvs_int(id)};
+    int64_t changes = 0;
+    pthread_mutex_lock(&st->mu);
+    int rc = fvs_db_query(
+        st->db, "DELETE FROM corrections WHERE collection_id = ? AND subject_id = ? AND id = ?", p,
+        3, NULL, NULL, &changes, err, errlen);
+    /* The correction's template is gone from the database files too. */
+    if (!rc && changes) scrub_deleted(st);
+    pthread_mutex_unlock(&st->mu);
+    if (rc) return -1;
+    return changes ? 0 : 1;
+}
+
+typedef struct corr_ctx {
+    fvs_correction_fn fn;
+    void *ctx;
+    const unsigned char *key;
+    char err[200];
+} corr_ctx;
+
+/* Row: id, collection_id, subject_id, embedding. */
+static int corr_row(void *ctx, const fvs_val *c, int n) {
+    corr_ctx *t = ctx;
+    if (n < 4 || c[3].type != FVS_BLOB) return 0;
+    float emb[FV_EMBED_DIM];
+    int rc = fvs_template_open(t->key, c[1].i, correction_place(c[2].i), c[3].b, c[3].n, emb,
+                               t->err, sizeof t->err);
+    if (rc > 0) return 0; /* not a template: skipped, never read past */
+    rc = t->fn(t->ctx, c[0].i, c[2].i, rc < 0 ? NULL : emb);
+    sodium_memzero(emb, sizeof emb);
+    return rc;
+}
+
+int fvs_corrections_each(fvs_store *st, int64_t coll, const int64_t *subjects, size_t n,
+                         const char *model, fvs_correction_fn fn, void *ctx, char *err,
+                         size_t errlen) {
+    corr_ctx t = {fn, ctx, NULL, ""};
+    fvs_val p[2] = {fvs_int(coll), fvs_text(model)};
+    if (errlen) err[0] = 0;
+    if (n == 0) return 0;
+    if (n > FVS_CORRECTION_SUBJECTS_MAX) {
+        snprintf(err, errlen, "corrections: at most %d subjects at once",
+                 FVS_CORRECTION_SUBJECTS_MAX);
+        return -1;
+    }
+    /* The subject ids are the caller's integers, written as literals: an
+     * IN list longer than the drivers' parameter lists (PostgreSQL's 32
+     * here), and nothing a client sent is ever spliced into the text. */
+    enum { HEAD_SQL = 160, PER_ID = 21 };
+    char *sql = malloc(HEAD_SQL + n * PER_ID + 64);
+    if (!sql) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t len = (size_t)snprintf(sql, HEAD_SQL,
+                                  "SELECT id, collection_id, subject_id, embedding FROM "
+                                  "corrections WHERE collection_id = ? AND model = ? AND "
+                                  "subject_id IN (");
+    for (size_t i = 0; i < n; i++)
+        len +=
+            (size_t)snprintf(sql + len, PER_ID + 1, "%s%lld", i ? "," : "", (long long)subjects[i]);
+    snprintf(sql + len, 64, ") ORDER BY subject_id, id");
+    pthread_mutex_lock(&st->mu);
+    t.key = st->has_tkey ? st->tkey : NULL;
+    int rc = fvs_db_query(st->db, sql, p, 2, corr_row, &t, NULL, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    free(sql);
+    if (!rc && t.err[0]) snprintf(err, errlen, "%s", t.err);
     return rc;
 }

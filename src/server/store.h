@@ -268,6 +268,44 @@ int fvs_audit_write(fvs_store *st, const fvs_audit_entry *e, char *err, size_t e
 int fvs_audit_list(fvs_store *st, int64_t coll, const char *coll_name, int64_t limit,
                    int64_t before_id, json_t **results, char *err, size_t errlen);
 
+/* ---- corrections: "this face is not this person" (corrections.c) ---- */
+
+/* One correction: a template (sealed like a face's when a template key is
+ * set) and where it came from. */
+typedef struct fvs_correction_row {
+    const char *model;      /* the model that made the embedding */
+    const float *embedding; /* FV_EMBED_DIM floats */
+    const char *source;     /* "image", "embedding" or "face" */
+    int64_t face_id;        /* source "face": that face's id; else 0 */
+    double quality;         /* the face's quality score; < 0: unknown */
+} fvs_correction_row;
+/* Stores a correction of subject in coll; *id: its id.  1 when there is
+ * no such subject; -1 (FVS_TKEY_ERROR) for a plaintext one next to sealed
+ * templates, as fvs_face_insert.  Collections' versions are not moved:
+ * the search index holds no corrections (they are read per request). */
+int fvs_correction_insert(fvs_store *st, int64_t coll, int64_t subject,
+                          const fvs_correction_row *row, int64_t *id, char *err, size_t errlen);
+/* The subject's corrections, oldest first, as JSON objects
+ * {correction_id, subject_id, model, source, face_id, quality_score,
+ * created_at} (never the template).  1 when there is no such subject. */
+int fvs_correction_list(fvs_store *st, int64_t coll, int64_t subject, json_t **out, char *err,
+                        size_t errlen);
+/* Deletes correction id of subject (and scrubs it from the SQLite WAL as
+ * a face delete does).  1 when there is no such correction of subject. */
+int fvs_correction_delete(fvs_store *st, int64_t coll, int64_t subject, int64_t id, char *err,
+                          size_t errlen);
+/* Calls fn for every correction of coll made by model of the n subjects
+ * (at most FVS_CORRECTION_SUBJECTS_MAX; none when n is 0), by subject,
+ * then id.  One that does not open is passed with embedding NULL and the
+ * call returns 0 with why in err (starting with FVS_TKEY_ERROR; "" when
+ * all opened), as fvs_templates.  embedding is valid during the call
+ * only. */
+#define FVS_CORRECTION_SUBJECTS_MAX 256
+typedef int (*fvs_correction_fn)(void *ctx, int64_t id, int64_t subject, const float *embedding);
+int fvs_corrections_each(fvs_store *st, int64_t coll, const int64_t *subjects, size_t n,
+                         const char *model, fvs_correction_fn fn, void *ctx, char *err,
+                         size_t errlen);
+
 /* ---- for the search index (index.c) ---- */
 
 /* The PostgreSQL channel on which every face change is announced; the

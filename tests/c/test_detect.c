@@ -169,7 +169,8 @@ static void test_byte_flips(void **state) {
             fv_image *img = make_image(40, 40, 90);
             fv_face *faces = NULL;
             size_t n = 0;
-            fv_status ds = fvi_mmod_detect(m, img, 0, NULL, &faces, &n, err, sizeof err);
+            fv_status ds =
+                fvi_mmod_detect(m, img, 0, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err);
             assert_int_equal(ds, FV_OK);
             fvi_free(faces);
             fv_image_destroy(img);
@@ -217,7 +218,8 @@ static void test_blank_and_tiny(void **state) {
             fv_face *faces = (fv_face *)&faces;
             size_t n = 99;
             char err[256];
-            assert_int_equal(fvi_mmod_detect(model, img, up, NULL, &faces, &n, err, sizeof err),
+            assert_int_equal(fvi_mmod_detect(model, img, up, FV_PRECISION_EXACT, NULL, &faces, &n,
+                                             err, sizeof err),
                              FV_OK);
             assert_int_equal(n, 0);
             assert_null(faces);
@@ -232,20 +234,25 @@ static void test_bad_arguments(void **state) {
     fv_face *faces = NULL;
     size_t n = 0;
     char err[256];
-    assert_int_equal(fvi_mmod_detect(model, img, -1, NULL, &faces, &n, err, sizeof err),
+    assert_int_equal(
+        fvi_mmod_detect(model, img, -1, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err),
+        FV_E_INVALID_ARGUMENT);
+    assert_int_equal(fvi_mmod_detect(model, img, FVI_MMOD_MAX_UPSAMPLE + 1, FV_PRECISION_EXACT,
+                                     NULL, &faces, &n, err, sizeof err),
                      FV_E_INVALID_ARGUMENT);
     assert_int_equal(
-        fvi_mmod_detect(model, img, FVI_MMOD_MAX_UPSAMPLE + 1, NULL, &faces, &n, err, sizeof err),
+        fvi_mmod_detect(NULL, img, 0, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err),
         FV_E_INVALID_ARGUMENT);
-    assert_int_equal(fvi_mmod_detect(NULL, img, 0, NULL, &faces, &n, err, sizeof err),
-                     FV_E_INVALID_ARGUMENT);
-    assert_int_equal(fvi_mmod_detect(model, NULL, 0, NULL, &faces, &n, err, sizeof err),
-                     FV_E_INVALID_ARGUMENT);
-    assert_int_equal(fvi_mmod_detect(model, img, 0, NULL, NULL, &n, err, sizeof err),
-                     FV_E_INVALID_ARGUMENT);
+    assert_int_equal(
+        fvi_mmod_detect(model, NULL, 0, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err),
+        FV_E_INVALID_ARGUMENT);
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 0, FV_PRECISION_EXACT, NULL, NULL, &n, err, sizeof err),
+        FV_E_INVALID_ARGUMENT);
     fv_image bad = {0, 10, img->rgb};
-    assert_int_equal(fvi_mmod_detect(model, &bad, 0, NULL, &faces, &n, err, sizeof err),
-                     FV_E_INVALID_ARGUMENT);
+    assert_int_equal(
+        fvi_mmod_detect(model, &bad, 0, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err),
+        FV_E_INVALID_ARGUMENT);
     fv_image_destroy(img);
 }
 
@@ -259,14 +266,17 @@ static void test_too_large(void **state) {
     fv_face *faces = NULL;
     size_t n = 0;
     char err[256];
-    assert_int_equal(fvi_mmod_detect(model, &big, 0, NULL, &faces, &n, err, sizeof err),
-                     FV_E_IMAGE_TOO_LARGE);
+    assert_int_equal(
+        fvi_mmod_detect(model, &big, 0, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err),
+        FV_E_IMAGE_TOO_LARGE);
     fv_image mid = {2000, 1500, px};
-    assert_int_equal(fvi_mmod_detect(model, &mid, 2, NULL, &faces, &n, err, sizeof err),
-                     FV_E_IMAGE_TOO_LARGE);
+    assert_int_equal(
+        fvi_mmod_detect(model, &mid, 2, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err),
+        FV_E_IMAGE_TOO_LARGE);
     fv_image tall = {10, 70000, px};
-    assert_int_equal(fvi_mmod_detect(model, &tall, 0, NULL, &faces, &n, err, sizeof err),
-                     FV_E_IMAGE_TOO_LARGE);
+    assert_int_equal(
+        fvi_mmod_detect(model, &tall, 0, FV_PRECISION_EXACT, NULL, &faces, &n, err, sizeof err),
+        FV_E_IMAGE_TOO_LARGE);
     assert_null(faces);
 }
 
@@ -299,8 +309,10 @@ static void test_real_face(void **state) {
     fv_face *a = NULL, *b = NULL;
     size_t na = 0, nb = 0;
     char err[256];
-    assert_int_equal(fvi_mmod_detect(model, img, 0, NULL, &a, &na, err, sizeof err), FV_OK);
-    assert_int_equal(fvi_mmod_detect(model, img, 0, pool, &b, &nb, err, sizeof err), FV_OK);
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 0, FV_PRECISION_EXACT, NULL, &a, &na, err, sizeof err), FV_OK);
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 0, FV_PRECISION_EXACT, pool, &b, &nb, err, sizeof err), FV_OK);
     assert_int_equal(na, 1);
     assert_int_equal(nb, 1);
     /* Same answer with and without the pool. */
@@ -313,7 +325,8 @@ static void test_real_face(void **state) {
     fvi_free(a);
     fvi_free(b);
     /* Upsampled once: dlib gives (66, 72, 166, 171) score 1.069. */
-    assert_int_equal(fvi_mmod_detect(model, img, 1, pool, &a, &na, err, sizeof err), FV_OK);
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 1, FV_PRECISION_EXACT, pool, &a, &na, err, sizeof err), FV_OK);
     assert_int_equal(na, 1);
     assert_true(fabsf(a[0].left - 66) <= 2 && fabsf(a[0].top - 72) <= 2);
     assert_true(fabsf(a[0].right - 166) <= 2 && fabsf(a[0].bottom - 171) <= 2);
@@ -323,17 +336,55 @@ static void test_real_face(void **state) {
     fv_image_destroy(img);
 }
 
+/* Fast mode (bf16 where the CPU has it, else exact) on the LFW face: the
+ * same box as exact here, the score within 0.01 (bench/mmod_precision.py:
+ * 0.005 at most on 500 LFW photos), the same bits with and without the
+ * pool; a precision outside the enum is refused. */
+static void test_real_face_fast(void **state) {
+    (void)state;
+    NEED_MODEL();
+    fv_image *img = lfw_image();
+    if (!img) skip();
+    fvi_workers *pool = fvi_workers_create(2);
+    assert_non_null(pool);
+    fv_face *e = NULL, *a = NULL, *b = NULL;
+    size_t ne = 0, na = 0, nb = 0;
+    char err[256];
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 0, FV_PRECISION_EXACT, pool, &e, &ne, err, sizeof err), FV_OK);
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 0, FV_PRECISION_FAST, NULL, &a, &na, err, sizeof err), FV_OK);
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 0, FV_PRECISION_FAST, pool, &b, &nb, err, sizeof err), FV_OK);
+    assert_int_equal(ne, 1);
+    assert_int_equal(na, 1);
+    assert_int_equal(nb, 1);
+    assert_memory_equal(a, b, sizeof *a);
+    assert_true(a[0].left == e[0].left && a[0].top == e[0].top);
+    assert_true(a[0].right == e[0].right && a[0].bottom == e[0].bottom);
+    assert_true(fabsf(a[0].score - e[0].score) < 0.01f);
+    fvi_free(e);
+    fvi_free(a);
+    fvi_free(b);
+    assert_int_equal(fvi_mmod_detect(model, img, 0, 2, pool, &a, &na, err, sizeof err),
+                     FV_E_INVALID_ARGUMENT);
+    assert_null(a);
+    fvi_workers_destroy(pool);
+    fv_image_destroy(img);
+}
+
 /* Fails every allocation of a detect call in turn.  The LFW face at
  * upsample 0 reaches the detection and output allocations; a small blank
  * image at upsample 2 reaches both upsampling buffers cheaply. */
-static void detect_oom_case(fv_image *img, int upsample) {
+static void detect_oom_case(fv_image *img, int upsample, int precision) {
     int saw_nomem = 0;
     for (long n = 0;; n++) {
         fv_face *faces = NULL;
         size_t cnt = 0;
         char err[256];
         fvi_alloc_fail_after(n);
-        fv_status st = fvi_mmod_detect(model, img, upsample, NULL, &faces, &cnt, err, sizeof err);
+        fv_status st =
+            fvi_mmod_detect(model, img, upsample, precision, NULL, &faces, &cnt, err, sizeof err);
         fvi_alloc_fail_after(-1);
         if (st == FV_OK) {
             fvi_free(faces);
@@ -352,10 +403,13 @@ static void test_detect_oom(void **state) {
     (void)state;
     NEED_MODEL();
     fv_image *img = make_image(50, 40, 100);
-    detect_oom_case(img, 2);
+    detect_oom_case(img, 2, FV_PRECISION_EXACT);
     fv_image_destroy(img);
     img = lfw_image();
-    if (img) detect_oom_case(img, 0);
+    if (img) {
+        detect_oom_case(img, 0, FV_PRECISION_EXACT);
+        detect_oom_case(img, 0, FV_PRECISION_FAST);
+    }
     fv_image_destroy(img);
 }
 
@@ -365,7 +419,8 @@ int main(void) {
         cmocka_unit_test(test_truncated),     cmocka_unit_test(test_byte_flips),
         cmocka_unit_test(test_load_oom),      cmocka_unit_test(test_blank_and_tiny),
         cmocka_unit_test(test_bad_arguments), cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_real_face),     cmocka_unit_test(test_detect_oom),
+        cmocka_unit_test(test_real_face),     cmocka_unit_test(test_real_face_fast),
+        cmocka_unit_test(test_detect_oom),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

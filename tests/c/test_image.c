@@ -633,6 +633,38 @@ static void test_exif_orientations(void **state) {
     assert_int_equal(fvi_exif_orientation(NULL, 40), 1);
 }
 
+/* fvi_image_oriented: a turned copy, the source left as it was; the same
+ * pixels as turning in place (fvi_image_orient); 1 is a plain copy. */
+static void test_oriented_copy(void **state) {
+    (void)state;
+    unsigned char rgb[5 * 3 * 3];
+    for (size_t i = 0; i < sizeof rgb; i++) rgb[i] = (unsigned char)(i * 7 + 1);
+    fv_image *src = NULL;
+    assert_int_equal(fv_image_from_rgb(rgb, 5, 3, &src), FV_OK);
+    for (int o = 1; o <= 8; o++) {
+        fv_image *copy = NULL, *inplace = NULL;
+        assert_int_equal(fvi_image_oriented(src, o, &copy), FV_OK);
+        assert_memory_equal(src->rgb, rgb, sizeof rgb);
+        assert_int_equal(fv_image_from_rgb(rgb, 5, 3, &inplace), FV_OK);
+        assert_int_equal(fvi_image_orient(&inplace, o), FV_OK);
+        assert_int_equal(copy->width, inplace->width);
+        assert_int_equal(copy->height, inplace->height);
+        assert_int_equal(copy->width, o >= 5 ? 3 : 5);
+        assert_memory_equal(copy->rgb, inplace->rgb, sizeof rgb);
+        if (o == 1) assert_ptr_not_equal(copy->rgb, src->rgb);
+        /* 6: turned 90 degrees clockwise, the bottom-left pixel first */
+        if (o == 6) assert_memory_equal(copy->rgb, rgb + 2 * 5 * 3, 3);
+        fv_image_destroy(copy);
+        fv_image_destroy(inplace);
+    }
+    fv_image *out = NULL;
+    assert_int_equal(fvi_image_oriented(src, 0, &out), FV_E_INVALID_ARGUMENT);
+    assert_int_equal(fvi_image_oriented(src, 9, &out), FV_E_INVALID_ARGUMENT);
+    assert_int_equal(fvi_image_oriented(NULL, 1, &out), FV_E_INVALID_ARGUMENT);
+    assert_null(out);
+    fv_image_destroy(src);
+}
+
 static void test_png_variants(void **state) {
     (void)state;
     fv_image *img;
@@ -1337,6 +1369,7 @@ int main(void) {
         cmocka_unit_test(test_sample_photos),
         cmocka_unit_test(test_jpeg_gray_and_rgb),
         cmocka_unit_test(test_jpeg_cmyk_ycck),
+        cmocka_unit_test(test_oriented_copy),
         cmocka_unit_test(test_exif_orientations),
         cmocka_unit_test(test_png_variants),
         cmocka_unit_test(test_webp),

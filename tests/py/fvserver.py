@@ -53,7 +53,7 @@ def daemon_cmd(*args, db_url, env=None, check=True, timeout=120):
 
 def reset_pg(url: str):
     """Drops faceverifyd's tables so that migrations start from empty."""
-    sql = ("DROP TABLE IF EXISTS audit_log, face_changes, faces, subjects, collections, store_secrets, schema_migrations CASCADE;")
+    sql = ("DROP TABLE IF EXISTS audit_log, face_changes, corrections, faces, subjects, collections, store_secrets, schema_migrations CASCADE;")
     subprocess.run(["psql", url, "-qAtc", sql], check=True, capture_output=True, timeout=60)
 
 

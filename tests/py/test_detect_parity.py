@@ -11,6 +11,13 @@ boxes are identical and the scores agree to ~1e-5: the pyramid, the box
 rounding and the NMS follow dlib step by step.)  The last test prints the
 largest deviations seen.
 
+The same cases also run our fast mode (probe_detect --precision fast: bf16
+convolutions where the CPU has AVX-512 BF16, else exact) against the same
+dlib results: every dlib face scoring above FAST_SCORE_TOL is found with
+IoU >= 0.95 and a score within FAST_SCORE_TOL, and any other face on
+either side scores at most FAST_SCORE_TOL (a face at the threshold may
+fall on either side of it).
+
 Cases: every image of samples/labels.csv (portraits, aligned crops, the two
 group photos, the no-face images, the rotated and the small-face images) at
 upsample 0, those up to MAX_UP1_PIXELS at upsample 1 too, LFW_COUNT LFW
@@ -47,6 +54,7 @@ EDGE_CROPS = {"tl": (100, 100, 250, 250), "top": (95, 0, 250, 250),
 MAX_UP1_PIXELS = 300 * 1000
 IOU_TOL = 0.95
 SCORE_TOL = 0.05
+FAST_SCORE_TOL = 0.05
 
 
 try:
@@ -102,6 +110,7 @@ def env():
         "dlib": dlib.cnn_face_detection_model_v1(MODEL),
         "tmp": tmp.name,
         "worst": {"iou": 1.0, "score": 0.0, "cases": 0, "faces": 0, "iou_case": "-"},
+        "worst_fast": {"iou": 1.0, "score": 0.0, "faces": 0, "unmatched": 0},
     }
     tmp.cleanup()
 
@@ -117,13 +126,13 @@ def _iou(a, b):
     return inter / (area(a) + area(b) - inter)
 
 
-def _ours(env, img, upsample):
+def _ours(env, img, upsample, precision="exact"):
     h, w = img.shape[:2]
     raw = os.path.join(env["tmp"], "img.rgb")
     np.ascontiguousarray(img).tofile(raw)
     out = subprocess.run(
         [PROBE, "--model", MODEL, "--upsample", str(upsample), "--threads", "2",
-         "--raw", str(w), str(h), raw],
+         "--precision", precision, "--raw", str(w), str(h), raw],
         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     faces = json.loads(out.stdout)["faces"]
@@ -159,6 +168,30 @@ def test_parity(env, rel, upsample):
         worst["faces"] += 1
         assert iou >= IOU_TOL, "box %r vs dlib %r (IoU %.3f)" % (ours[j][0], box, iou)
         assert ds <= SCORE_TOL, "score %.5f vs dlib %.5f" % (ours[j][1], score)
+    _check_fast(env, img, upsample, ref)
+
+
+def _check_fast(env, img, upsample, ref):
+    """Fast mode against dlib (see the file comment)."""
+    fast = _ours(env, img, upsample, "fast")
+    worst = env["worst_fast"]
+    unused = list(range(len(fast)))
+    for box, score in ref:
+        j = max(unused, key=lambda k: _iou(box, fast[k][0]), default=None)
+        if j is None or _iou(box, fast[j][0]) < IOU_TOL:
+            assert score <= FAST_SCORE_TOL, "fast mode misses dlib's %r (score %.4f): %r" % (
+                box, score, fast)
+            worst["unmatched"] += 1
+            continue
+        unused.remove(j)
+        iou, ds = _iou(box, fast[j][0]), abs(score - fast[j][1])
+        worst["iou"] = min(worst["iou"], iou)
+        worst["score"] = max(worst["score"], ds)
+        worst["faces"] += 1
+        assert ds <= FAST_SCORE_TOL, "fast score %.5f vs dlib %.5f" % (fast[j][1], score)
+    for k in unused:
+        assert fast[k][1] <= FAST_SCORE_TOL, "fast mode adds %r: %r" % (fast[k], ref)
+        worst["unmatched"] += 1
 
 
 def test_zz_report(env):
@@ -167,4 +200,7 @@ def test_zz_report(env):
     print("\nMMOD parity: %d cases, %d faces, min IoU %.4f, max |score diff| %.2e"
           % (w["cases"], w["faces"], w["iou"], w["score"]))
     print("lowest IoU: %s" % w["iou_case"])
+    f = env["worst_fast"]
+    print("fast mode: %d faces matched, min IoU %.4f, max |score diff| %.2e, %d faces at the "
+          "threshold on one side only" % (f["faces"], f["iou"], f["score"], f["unmatched"]))
     assert w["iou"] >= IOU_TOL and w["score"] <= SCORE_TOL

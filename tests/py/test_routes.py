@@ -46,7 +46,8 @@ def operations():
 
 
 def concrete(path: str) -> str:
-    return path.replace("{id}", "1").replace("{face_id}", "1").replace("{name}", "app.js")
+    return (path.replace("{id}", "1").replace("{face_id}", "1").replace("{correction_id}", "1")
+            .replace("{name}", "app.js"))
 
 
 def test_table_matches_openapi_both_ways():

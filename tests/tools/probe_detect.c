@@ -4,7 +4,7 @@
  * timing.
  *
  *   probe_detect [--model FILE] [--upsample N] [--threads N] [--repeat N]
- *                (--raw W H FILE.rgb | IMAGE)
+ *                [--precision exact|fast] (--raw W H FILE.rgb | IMAGE)
  *
  * --raw reads packed RGB8 bytes (so the test can feed dlib and us the very
  * same pixels, whatever the decoders do); IMAGE is decoded by the library.
@@ -22,7 +22,7 @@
 
 static int usage(void) {
     fprintf(stderr, "usage: probe_detect [--model FILE] [--upsample N] [--threads N] "
-                    "[--repeat N] (--raw W H FILE.rgb | IMAGE)\n");
+                    "[--repeat N] [--precision exact|fast] (--raw W H FILE.rgb | IMAGE)\n");
     return 2;
 }
 
@@ -46,7 +46,7 @@ static unsigned char *read_exact(const char *path, size_t n) {
 
 int main(int argc, char **argv) {
     const char *model = NULL, *raw = NULL, *image = NULL;
-    int upsample = 0, threads = 1, repeat = 1, rw = 0, rh = 0;
+    int upsample = 0, threads = 1, repeat = 1, rw = 0, rh = 0, precision = FV_PRECISION_EXACT;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
@@ -56,7 +56,11 @@ int main(int argc, char **argv) {
             threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
             repeat = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--raw") && i + 3 < argc) {
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (strcmp(v, "exact") && strcmp(v, "fast")) return usage();
+            precision = strcmp(v, "fast") ? FV_PRECISION_EXACT : FV_PRECISION_FAST;
+        } else if (!strcmp(argv[i], "--raw") && i + 3 < argc) {
             rw = atoi(argv[++i]);
             rh = atoi(argv[++i]);
             raw = argv[++i];
@@ -110,14 +114,16 @@ int main(int argc, char **argv) {
         fvi_free(faces);
         faces = NULL;
         double t0 = fvi_now_ms();
-        st = fvi_mmod_detect(det, img, upsample, pool, &faces, &n, err, sizeof err);
+        st = fvi_mmod_detect(det, img, upsample, precision, pool, &faces, &n, err, sizeof err);
         ms[r] = fvi_now_ms() - t0;
     }
     if (st != FV_OK) {
         fprintf(stderr, "detect: %s (%s)\n", err, fv_status_name(st));
     } else {
-        printf("{\"width\": %d, \"height\": %d, \"upsample\": %d, \"threads\": %d, \"ms\": [",
-               img->width, img->height, upsample, threads);
+        printf("{\"width\": %d, \"height\": %d, \"upsample\": %d, \"threads\": %d, "
+               "\"precision\": \"%s\", \"ms\": [",
+               img->width, img->height, upsample, threads,
+               precision == FV_PRECISION_FAST ? "fast" : "exact");
         for (int r = 0; r < repeat; r++) printf("%s%.3f", r ? ", " : "", ms[r]);
         qsort(ms, (size_t)repeat, sizeof *ms, cmp_double);
         printf("], \"median_ms\": %.3f, \"faces\": [", ms[repeat / 2]);

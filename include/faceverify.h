@@ -224,8 +224,9 @@ typedef struct fv_face {
 
 typedef struct fv_detect_options {
     fv_detector detector;
-    /* MMOD: times to double the image before detecting (0..2); -1: auto,
-     * which upsamples small images so faces down to ~40 px are found. */
+    /* MMOD: times to double the image before detecting (0..2: one pass,
+     * dlib's boxes); -1: auto (default), which looks for faces down to
+     * ~20 px in every photo (see the README's detection policy). */
     int upsample;
     /* MMOD: images whose longer side exceeds this are downscaled first
      * (boxes are mapped back); 0: never.  Default 1600. */

@@ -5,11 +5,11 @@
  *    downscaled with an area filter for detection only; boxes are mapped
  *    back, and landmarks and chips are computed on the full-resolution
  *    image;
- *  - upsample -1 (auto) runs MMOD once at the given scale and, only when it
- *    finds nothing or only weak faces (score < FVI_WEAK_SCORE) and doubling
- *    the image stays under FVI_AUTO_UPSAMPLE_PIXELS, once more on the image
- *    doubled (finds faces down to ~40 px); the pass with the strongest face
- *    wins;
+ *  - upsample -1 (auto): the scale policy of scales.h, which looks for
+ *    faces of every size (down to ~20 px) in every photo, not only when
+ *    the first pass finds nothing;
+ *  - upsample 0..2 (exact): one MMOD pass at that level, dlib's boxes (the
+ *    parity tests' mode), under the max_side downscale above;
  *  - faces below opt->min_score are dropped, the rest are ordered largest
  *    first (or nearest the image centre first with FV_ORDER_CENTER); the
  *    "face used" is the first;
@@ -20,11 +20,11 @@
 #include <string.h>
 
 #include "detect/policy.h"
+#include "detect/scales.h"
 #include "core/fvi.h"
 #include "image/image.h"
 #include "image/resize.h"
 
-#define FVI_AUTO_UPSAMPLE_PIXELS (6u * 1000u * 1000u)
 #define FVI_DEFAULT_MAX_SIDE 1600
 #define FVI_ROTATION_CONFIDENT 0.9f /* an upright face this strong skips the turned passes */
 #define FVI_WEAK_SCORE 0.5f
@@ -205,27 +205,13 @@ static fv_status detect_boxes(const fvi_detectors *d, const fv_image *img,
                           fv_detector_name(opt->detector) ? fv_detector_name(opt->detector) : "?");
     if (opt->upsample < -1 || opt->upsample > 2)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "upsample must be -1..2");
-    int up = opt->upsample < 0 ? 0 : opt->upsample;
-    fv_status st = opt->detector == FV_DETECTOR_HAAR
-                       ? haar_boxes(d, img, opt, faces, n, err, errlen)
-                       : mmod_boxes(d, img, up, opt->max_side, faces, n, err, errlen);
-    if (st == FV_OK && opt->detector == FV_DETECTOR_MMOD && opt->upsample < 0 &&
-        (*n == 0 || best_score(*faces, *n) < FVI_WEAK_SCORE)) {
-        uint64_t px = (uint64_t)img->width * (uint64_t)img->height * 4u;
-        int longer = img->width > img->height ? img->width : img->height;
-        if (px <= FVI_AUTO_UPSAMPLE_PIXELS && (opt->max_side <= 0 || longer <= opt->max_side)) {
-            fv_face *uf = NULL;
-            size_t un = 0;
-            st = mmod_boxes(d, img, 1, 0, &uf, &un, err, errlen);
-            if (st == FV_OK && un > 0 && (*n == 0 || best_score(uf, un) > best_score(*faces, *n))) {
-                fvi_free(*faces);
-                *faces = uf;
-                *n = un;
-            } else {
-                fvi_free(uf);
-            }
-        }
-    }
+    fv_status st;
+    if (opt->detector == FV_DETECTOR_HAAR)
+        st = haar_boxes(d, img, opt, faces, n, err, errlen);
+    else if (opt->upsample < 0)
+        st = fvi_detect_auto(d, img, opt, faces, n, err, errlen);
+    else
+        st = mmod_boxes(d, img, opt->upsample, opt->max_side, faces, n, err, errlen);
     if (st != FV_OK) return st;
     /* drop low scores in place */
     size_t k = 0;

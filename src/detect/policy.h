@@ -4,10 +4,12 @@
  * The detectors themselves (mmod.h, haar.h) find boxes in one image at one
  * scale.  The policy decides, per fv_detect_options, which detector runs
  * (MMOD, Haar, or none: the whole image), on what (large photos shrunk to
- * max_side, small ones doubled by auto-upsampling, turned copies with
- * try_rotations, on by default), which scores survive, and in what order
- * faces come.  The Haar getter also serves try_rotations' orientation
- * check; it may fail (no cascade file), and the check is then skipped.
+ * max_side; with upsample auto, the scale policy of scales.h: a base pass
+ * and MMOD on crops around Haar proposals for small faces; turned copies
+ * with try_rotations, on by default), which scores survive, and in what
+ * order faces come.  The Haar getter also serves the scale policy's
+ * proposals and try_rotations' orientation check; it may fail (no cascade
+ * file), and those are then skipped.
  *
  * The policy owns no model: the caller (the pipeline) hands it the loaded
  * detectors in an fvi_detectors, so detect/ never depends on the pipeline.

@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "core/fvi.h"
+#include "image/image.h"
+#include "image/resize.h"
 #include "train/train.h"
 
 static char data_dir[2048];
@@ -348,6 +350,61 @@ static void test_out_of_memory_everywhere(void **state) {
     fv_image_destroy(a);
 }
 
+/* The automatic scale policy's proposal and crop passes (scales.c) under
+ * allocation failure: an LFW photo shrunk so its face is ~40 px (below the
+ * base pass's 80 px) on a grey 320x240 canvas, found only through a Haar
+ * proposal and an MMOD crop; every failure is FV_E_NO_MEMORY, and once
+ * allocations succeed the small face is found.  Skipped without the
+ * default cascade (no proposals then). */
+static void test_scale_policy_out_of_memory(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    const char *cd = getenv("FACEVERIFY_CASCADES");
+    char cpath[2400];
+    snprintf(cpath, sizeof cpath, "%s/haarcascade_frontalface_default.xml",
+             cd && *cd ? cd : "/usr/share/opencv4/haarcascades");
+    if (access(cpath, R_OK) != 0) skip();
+    fv_image *a = load("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"), *small = NULL, *canvas = NULL;
+    assert_int_equal(fvi_image_downscale(a, 100, 100, &small), FV_OK);
+    assert_int_equal(fvi_image_alloc(320, 240, &canvas), FV_OK);
+    memset(canvas->rgb, 120, (size_t)320 * 240 * 3);
+    for (int y = 0; y < 100; y++)
+        memcpy(canvas->rgb + ((size_t)(y + 90) * 320 + 180) * 3, small->rgb + (size_t)y * 100 * 3,
+               100 * 3);
+    fv_config cfg;
+    fv_config_init(&cfg);
+    cfg.threads = 1; /* the failure counter is process-global */
+    fv_engine *e = NULL;
+    assert_int_equal(fv_engine_create(&cfg, &e, NULL, 0), FV_OK);
+    fv_detect_options opt;
+    fv_detect_options_init(&opt);
+    fv_face faces[4];
+    size_t n = 0;
+    int ok_at = -1;
+    for (long k = 0; k < 100000 && ok_at < 0; k++) {
+        fvi_alloc_fail_after(k);
+        fv_status st = fv_detect(e, canvas, &opt, faces, 4, &n, NULL, 0);
+        fvi_alloc_fail_after(-1);
+        if (st == FV_OK)
+            ok_at = (int)k;
+        else
+            assert_int_equal(st, FV_E_NO_MEMORY);
+    }
+    assert_true(ok_at > 0);
+    assert_int_equal(n, 1);
+    float side = faces[0].right - faces[0].left;
+    assert_true(side > 25 && side < 60);
+    assert_true(faces[0].left > 180 && faces[0].right < 280);
+    /* the exact single pass (upsample 0) cannot see it */
+    opt.upsample = 0;
+    assert_int_equal(fv_detect(e, canvas, &opt, faces, 4, &n, NULL, 0), FV_OK);
+    assert_int_equal(n, 0);
+    fv_engine_destroy(e);
+    fv_image_destroy(canvas);
+    fv_image_destroy(small);
+    fv_image_destroy(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verify_same_and_different),
@@ -357,6 +414,7 @@ int main(void) {
         cmocka_unit_test(test_verify_with_model_is_the_same_path),
         cmocka_unit_test(test_concurrent_calls_share_one_engine),
         cmocka_unit_test(test_out_of_memory_everywhere),
+        cmocka_unit_test(test_scale_policy_out_of_memory),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -83,9 +83,13 @@ def test_quick_run_structure_and_sanity(quick):
     for tool in ("faceverify", "fr_hog"):
         for s in ("100", "200"):
             assert r[tool]["recall_by_size"][s]["recall"] >= 0.95, (tool, s)
-    # 16 px faces are below every detector's reach today: a benchmark that
-    # "finds" them would be matching wrongly
-    assert all(r[t]["recall_by_size"]["16"]["recall"] == 0 for t in ("faceverify", "dlib_mmod"))
+    # 16 px faces are below the exact single MMOD pass's reach: a benchmark
+    # that "finds" them would be matching wrongly
+    assert r["dlib_mmod"]["recall_by_size"]["16"]["recall"] == 0
+    # the default scale policy finds small faces too (the old one: none
+    # under 32 px); a few faces per size in the quick set, so one miss is let go
+    for s in ("24", "32", "48", "64"):
+        assert fv["recall_by_size"][s]["recall"] >= 0.75, s
     assert fv["false_per_mp_noface"] <= 0.5 and fv["noface_mp"] > 1
     assert fv["samples"]["single_found"] == fv["samples"]["single_total"] >= 10
     assert fv["samples"]["noface_false"] == 0

@@ -14,9 +14,14 @@ largest deviations seen.
 The same cases also run our fast mode (probe_detect --precision fast: bf16
 convolutions where the CPU has AVX-512 BF16, else exact) against the same
 dlib results: every dlib face scoring above FAST_SCORE_TOL is found with
-IoU >= 0.95 and a score within FAST_SCORE_TOL, and any other face on
+IoU >= FAST_IOU_TOL and a score within FAST_SCORE_TOL, and any other face on
 either side scores at most FAST_SCORE_TOL (a face at the threshold may
-fall on either side of it).
+fall on either side of it).  FAST_IOU_TOL is lower than IOU_TOL because
+a face often has two windows (neighbouring positions or pyramid levels)
+scoring within ~0.001 of each other, and non-max suppression keeps the
+higher: a bf16 rounding of that size may keep the other window of the
+same face (13 of 533 LFW faces in bench/results/mmod_precision.json, IoU
+0.57-0.95 to exact's box).  That is why fast is opt-in.
 
 Cases: every image of samples/labels.csv (portraits, aligned crops, the two
 group photos, the no-face images, the rotated and the small-face images) at
@@ -55,6 +60,7 @@ MAX_UP1_PIXELS = 300 * 1000
 IOU_TOL = 0.95
 SCORE_TOL = 0.05
 FAST_SCORE_TOL = 0.05
+FAST_IOU_TOL = 0.5
 
 
 try:
@@ -178,7 +184,7 @@ def _check_fast(env, img, upsample, ref):
     unused = list(range(len(fast)))
     for box, score in ref:
         j = max(unused, key=lambda k: _iou(box, fast[k][0]), default=None)
-        if j is None or _iou(box, fast[j][0]) < IOU_TOL:
+        if j is None or _iou(box, fast[j][0]) < FAST_IOU_TOL:
             assert score <= FAST_SCORE_TOL, "fast mode misses dlib's %r (score %.4f): %r" % (
                 box, score, fast)
             worst["unmatched"] += 1

@@ -18,6 +18,9 @@
  *     on a FVI_CROP_CONTEXT x side crop around it, doubled (0..3 times)
  *     and shrunk so the proposed face is about FVI_CROP_FACE px: ~240 px
  *     crops, ~60 kpx each; only faces scoring FVI_WEAK_SCORE or more count;
+ *     when more proposals are open than FVI_MAX_CROPS (a crowd) and the
+ *     photo doubled stays within FVI_CROWD_UP_PIXELS, one MMOD pass on the
+ *     doubled photo runs first, and the crops cover what it left;
  *  4. the detections of all passes are merged: strongest first, one that
  *     overlaps a kept face (IoU > 0.3, or more than 70% of the smaller box
  *     inside the other) is dropped.
@@ -58,6 +61,10 @@
 #define FVI_CROP_CONTEXT 2.4
 #define FVI_CROP_FACE 100.0
 #define FVI_MAX_CROPS 48
+/* A crowd (more open proposals than FVI_MAX_CROPS) first gets the whole
+ * photo doubled when that stays under this many pixels (the earlier
+ * policy's auto-upsampling bound): a 9x9 grid of 60 px faces has 81. */
+#define FVI_CROWD_UP_PIXELS (6.0e6)
 #define FVI_CROP_MAX_UP 3
 /* A base-pass face below this score (often a face just under MMOD's
  * window, boxed loosely) is looked at again through a crop; a crop's face
@@ -292,6 +299,15 @@ fv_status fvi_detect_auto(const fvi_detectors *d, const fv_image *img, const fv_
             if (l.f[i].score < FVI_WEAK_SCORE) st = list_add(&todo, &l.f[i], 1);
         if (st == FV_OK) st = list_add(&todo, prop, np);
         if (st == FV_E_NO_MEMORY) fvi_seterr(err, errlen, st, "out of memory");
+        /* a crowd: more places to look at than crops; one pass on the
+         * whole photo doubled (faces from 40 px) is cheaper than the crops
+         * and bounded, so it runs first and the crops cover what is left */
+        size_t open = 0;
+        for (size_t i = 0; i < todo.n && st == FV_OK; i++)
+            if (!covered(&todo.f[i], &l, NULL, 0)) open++;
+        if (st == FV_OK && open > FVI_MAX_CROPS && up == 0 && scale == 1.0 &&
+            px * 4 <= FVI_CROWD_UP_PIXELS)
+            st = mmod_pass(d, img, 1.0, 1, 0, 0, -INFINITY, &l, err, errlen);
         crop_done done[FVI_MAX_CROPS];
         size_t nd = 0;
         for (size_t i = 0; i < todo.n && nd < FVI_MAX_CROPS && st == FV_OK; i++) {

@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -92,18 +93,32 @@ def paste(canvas, face, side, x, y):
     return [x, y, x + side, y + side]
 
 
+# Runs a command as a grandchild and reports its own peak RSS: Linux keeps
+# a process's peak RSS across exec, so a child forked straight from this
+# (large) pytest process would report pytest's peak, not the detector's.
+_PEAK_WRAPPER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, ru = os.wait4(pid, 0)
+sys.stderr.write("\\nFV_PEAK_RSS_KB %d\\n" % ru.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def detect(path, *extra):
-    """Default-policy boxes, and the process's peak RSS in MiB (wait4)."""
+    """Default-policy boxes, and the detector process's own peak RSS (its
+    ru_maxrss in KiB, from wait4 in a small wrapper process)."""
     env = dict(os.environ, FACEVERIFY_MODELS=str(MODELS))
-    p = subprocess.Popen([str(CLI), "detect", str(path), "--json", *extra],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out = p.stdout.read()  # the JSON; stderr carries one short line at most
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    assert p.returncode == 0, (p.returncode, err)
-    j = json.loads(out)
-    return [ltrb(f["box"]) for f in j["faces"]], ru
+    p = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(CLI), "detect", str(path),
+                        "--json", *extra], capture_output=True, env=env, timeout=600)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    peak = [int(line.split()[1]) for line in p.stderr.decode().splitlines()
+            if line.startswith("FV_PEAK_RSS_KB ")]
+    assert len(peak) == 1, p.stderr
+    j = json.loads(p.stdout)
+    return [ltrb(f["box"]) for f in j["faces"]], types.SimpleNamespace(ru_maxrss=peak[0])
 
 
 def assert_found_all(truth, dets):

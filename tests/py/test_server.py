@@ -351,29 +351,30 @@ def test_detect(env):
                            files=files(image=sample("openface/longoria-cooper.jpg")))
     body = check(r, "POST", "/api/v1/detect", 200)
     assert body["count"] == 2 and len(body["faces"]) == 2
-    assert body["truncated"] is False and body["max_faces"] == 64
+    assert body["truncated"] is False and body["max_faces"] == 100
     assert all(len(f["landmarks"]) == 5 for f in body["faces"])
 
 
 def test_detect_says_when_truncated(env):
-    """Issue 16 point 11: a photo of more faces than an answer lists (64)
-    says so: count is every face found, truncated is true."""
+    """Issue 16 point 11: a photo of more faces than an answer lists
+    (--max-faces, default 100) says so: count is every face found,
+    truncated is true."""
     import io
 
     from PIL import Image
     face = Image.open(sample("openface/clapton-1.jpg")).convert("RGB")
-    face.thumbnail((120, 120))
+    face.thumbnail((100, 100))
     w, h = face.size
-    grid = Image.new("RGB", (w * 9, h * 9), "white")
-    for i in range(81):
-        grid.paste(face, ((i % 9) * w, (i // 9) * h))
+    grid = Image.new("RGB", (w * 11, h * 11), "white")
+    for i in range(121):
+        grid.paste(face, ((i % 11) * w, (i // 11) * h))
     buf = io.BytesIO()
     grid.save(buf, "JPEG", quality=92)
     r = env.server.request("POST", "/api/v1/detect", env.a,
                            files={"image": ("grid.jpg", buf.getvalue())})
     body = check(r, "POST", "/api/v1/detect", 200)
-    assert body["count"] > 64, body["count"]
-    assert len(body["faces"]) == 64 and body["truncated"] is True and body["max_faces"] == 64
+    assert body["count"] > 100, body["count"]
+    assert len(body["faces"]) == 100 and body["truncated"] is True and body["max_faces"] == 100
 
 
 def test_detector_choice(env):

@@ -2,9 +2,9 @@
 pipeline (decode, MMOD, landmarks, chip, ResNet, two threads) and on an
 input-error path.  Small LFW images at upsample 0 keep the run short.
 Skipped when valgrind is not installed (make test installs it).
-tests/valgrind.supp names the one block a library allocates before main
-(libheif's HEVC plugin, at load) and keeps to exit; everything else must be
-freed."""
+tests/valgrind.supp names the blocks libraries allocate before main
+(libheif's HEVC plugin and libgomp, at load) and keep to exit; everything
+else must be freed."""
 import re
 import shutil
 import subprocess
@@ -24,7 +24,7 @@ def _valgrind(*args):
 
 
 def all_freed(stderr):
-    """Every block freed, apart from the suppressed library one."""
+    """Every block freed, apart from the suppressed library ones."""
     if "All heap blocks were freed" in stderr:
         return True
     kinds = dict(re.findall(r"(definitely lost|indirectly lost|possibly lost|still reachable): "

@@ -251,6 +251,7 @@ static fv_status crop_pass(const fvi_detectors *d, const fv_image *img, const fv
 
 /* Keeps the strongest of overlapping faces (see the file comment), in place. */
 static void merge(face_list *l) {
+    if (l->n < 2) return; /* nothing to merge (and qsort must not see NULL) */
     qsort(l->f, l->n, sizeof *l->f, cmp_score_desc);
     size_t k = 0;
     for (size_t i = 0; i < l->n; i++) {
@@ -292,7 +293,7 @@ fv_status fvi_detect_auto(const fvi_detectors *d, const fv_image *img, const fv_
         size_t np = 0;
         st = proposals(d, img, base_min * FVI_HAAR_REACH, &prop, &np, err, errlen);
         if (st == FV_E_UNSUPPORTED) st = FV_OK; /* no cascade: the base pass only */
-        if (st == FV_OK) qsort(prop, np, sizeof *prop, cmp_score_desc);
+        if (st == FV_OK && np > 1) qsort(prop, np, sizeof *prop, cmp_score_desc);
         /* weak base faces first, then the proposals, strongest first */
         face_list todo = {NULL, 0, 0};
         for (size_t i = 0; i < l.n && st == FV_OK; i++)

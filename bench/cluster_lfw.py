@@ -33,7 +33,7 @@ LFW embeddings plus 86,767 synthetic ones: a random real embedding plus
 Gaussian noise of norm about 0.3, seeded: "more photos of the same
 people", which makes a dense graph, the harder case for the method).
 
-  .venv/bin/python bench/cluster_lfw.py --emb /work/cache/lfw_emb.csv \\
+  .venv/bin/python bench/cluster_lfw.py --emb lfw_clean.csv \\
       --hard-emb /tmp/fv-cluster-hard/hard_emb.csv
 
 --derive-hard DIR writes the hard photos and DIR/hard_pairs.csv (then run

@@ -24,10 +24,10 @@ offline for other rules (radius at FMR 1e-4/1e-3/1e-2, with and without
 "nearer to the correction than to S's templates") on the nearest-template
 distances, which is why the server uses its rule (src/server/corrections.h).
 
-  .venv/bin/python bench/corrections_lfw.py [--emb /work/cache/lfw_emb.csv]
+  .venv/bin/python bench/corrections_lfw.py --emb lfw_clean.csv
 
 The embedding file is `faceverify eval-pairs --dump-embeddings` over every
-LFW image (--pick center): path,status,source,e0..e127.  Never part of the
+LFW image (--pick center; docs/operating-points.md, "Reproduce", makes it): path,status,source,e0..e127.  Never part of the
 test suite.  Writes bench/results/corrections_lfw.json.
 """
 import argparse
@@ -98,7 +98,8 @@ class Api:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--emb", default="/work/cache/lfw_emb.csv")
+    ap.add_argument("--emb", required=True,
+                    help="every LFW image's embedding (eval-pairs --dump-embeddings)")
     ap.add_argument("--max-per-person", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-events", type=int, default=300,
@@ -134,7 +135,7 @@ def main():
         api.srv.stop()
     obj = {
         "what": "corrections (POST /api/v1/subjects/{id}/not) on LFW look-alike false matches",
-        "data": {"embeddings": a.emb, "people_2plus": len(names), "gallery_subjects": len(gallery),
+        "data": {"embeddings": Path(a.emb).name, "people_2plus": len(names), "gallery_subjects": len(gallery),
                  "genuine_probes": sum(len(v) for v in genuine.values()),
                  "outsider_people": len(outsiders),
                  "impostor_probes": sum(len(ppl[p]) for p in outsiders),

@@ -91,6 +91,16 @@ def two_collections(backend: str, tmp: Path):
     return Db
 
 
+def collection_server(backend: str, tmp: Path, name: str, **server_args):
+    """A migrated, empty database with one collection `name`, and a
+    faceverifyd on it (Server's keyword arguments): (server, key, url).
+    The caller stops the server."""
+    url = new_db_url(backend, tmp)
+    daemon_cmd("migrate", db_url=url)
+    key = create_collection(url, name)
+    return Server(url, **server_args), key, url
+
+
 class Server:
     def __init__(self, db_url: str, env=None, max_body=MAX_BODY, args=()):
         self.db_url = db_url

@@ -17,7 +17,7 @@ import pytest
 
 import fvserver
 from conftest import DATA, need, run_cli, run_json
-from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
+from fvserver import check, collection_server
 
 # Photos whose faces lie well within the default link distance of each
 # other (checked on the LFW embeddings) and far from everyone else's.
@@ -101,11 +101,8 @@ def test_cli_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("db")
-    url = new_db_url("sqlite", tmp)
-    daemon_cmd("migrate", db_url=url)
-    key = create_collection(url, "c")
-    srv = Server(url, max_body=4_000_000)
+    srv, key, _ = collection_server("sqlite", tmp_path_factory.mktemp("db"), "c",
+                                    max_body=4_000_000)
     yield srv, key
     assert srv.stop() == 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA, need, run_json
-from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
+from fvserver import check, collection_server, daemon_cmd
 
 FACE = 80                 # face side in the grid, px
 CELL = int(FACE * 1.75)   # grid cell
@@ -76,11 +76,8 @@ def test_cli_detect_finds_every_face(crowd):
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fvd")
-    url = new_db_url(request.param, tmp)
-    daemon_cmd("migrate", db_url=url)
-    key = create_collection(url, "crowd")
-    srv = Server(url, max_body=4_000_000)
+    srv, key, url = collection_server(request.param, tmp_path_factory.mktemp("fvd"), "crowd",
+                                      max_body=4_000_000)
     yield srv, key, url
     assert srv.stop() == 0
 
@@ -127,10 +124,8 @@ def test_max_faces_is_stated(crowd, tmp_path):
     """--max-faces 50: /detect lists the 50 largest and says so; /identify
     refuses the photo, naming the limit, instead of cutting it short."""
     path, _ = crowd
-    url = new_db_url("sqlite", tmp_path)
-    daemon_cmd("migrate", db_url=url)
-    key = create_collection(url, "crowd")
-    srv = Server(url, max_body=4_000_000, args=("--max-faces", "50"))
+    srv, key, url = collection_server("sqlite", tmp_path, "crowd", max_body=4_000_000,
+                                      args=("--max-faces", "50"))
     try:
         img = {"image": (path.name, path.read_bytes())}
         body = check(srv.request("POST", "/api/v1/detect", key, files=img),

@@ -16,7 +16,7 @@ import io
 import pytest
 
 from conftest import DATA, need
-from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
+from fvserver import check, collection_server
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,8 @@ def turned():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fvd")
-    url = new_db_url("sqlite", tmp)
-    daemon_cmd("migrate", db_url=url)
-    key = create_collection(url, "turned")
-    srv = Server(url, max_body=4_000_000)
+    srv, key, _ = collection_server("sqlite", tmp_path_factory.mktemp("fvd"), "turned",
+                                    max_body=4_000_000)
     yield srv, key
     assert srv.stop() == 0
 

@@ -96,7 +96,8 @@ typedef struct {
  * level sizes floor(5/6 * previous) down to MMOD_MIN_LEVEL_HEIGHT rows,
  * the first column stacked top-down, the rest bottom-up along the right
  * edge while they do not hit the first level. */
-static void tiled_pyramid_layout(long nr, long nc, long padding, long outer, tiled_layout *L) {
+static void tiled_pyramid_layout(long nr, long nc, long padding, long outer, int max_levels,
+                                 tiled_layout *L) {
     L->nrects = 0;
     L->nr = L->nc = 0;
     if (nr <= 0 || nc <= 0) return;
@@ -107,7 +108,9 @@ static void tiled_pyramid_layout(long nr, long nc, long padding, long outer, til
     for (;;) {
         nr = (long)floor(rate * (double)nr);
         nc = (long)floor(rate * (double)nc);
-        if (nr * nc == 0 || nr < MMOD_MIN_LEVEL_HEIGHT || n == MMOD_MAX_LEVELS) break;
+        if (nr * nc == 0 || nr < MMOD_MIN_LEVEL_HEIGHT || n == MMOD_MAX_LEVELS ||
+            (max_levels > 0 && n == max_levels))
+            break;
         R[n++] = (irect){0, 0, nc - 1, nr - 1};
     }
     long total_height = 0;
@@ -386,11 +389,11 @@ typedef struct {
 
 /* Works out every size of a call.  Returns 0, or -1 when a size does not
  * fit an int (the caller reports FV_E_IMAGE_TOO_LARGE). */
-static int make_plan(const fvi_mmod *m, long h, long w, plan *P) {
+static int make_plan(const fvi_mmod *m, long h, long w, int max_levels, plan *P) {
     P->in_h = h;
     P->in_w = w;
     P->runnable = 0;
-    tiled_pyramid_layout(h, w, m->pyr_padding, m->pyr_outer_padding, &P->L);
+    tiled_pyramid_layout(h, w, m->pyr_padding, m->pyr_outer_padding, max_levels, &P->L);
     if (P->L.nrects == 0) return 0;
     if (P->L.nr > INT32_MAX / 4 || P->L.nc > INT32_MAX / 4) return -1;
     P->oh[0] = (int)P->L.nr;
@@ -526,6 +529,13 @@ static fv_status upsample_image(const fv_image *img, int times, unsigned char **
 fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample, int precision,
                           fvi_workers *pool, fv_face **faces, size_t *count, char *err,
                           size_t errlen) {
+    return fvi_mmod_detect_levels(det, img, upsample, 0, precision, pool, faces, count, err,
+                                  errlen);
+}
+
+fv_status fvi_mmod_detect_levels(const fvi_mmod *det, const fv_image *img, int upsample,
+                                 int max_levels, int precision, fvi_workers *pool, fv_face **faces,
+                                 size_t *count, char *err, size_t errlen) {
     if (!faces || !count) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL output");
     *faces = NULL;
     *count = 0;
@@ -535,6 +545,7 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
     if (upsample < 0 || upsample > FVI_MMOD_MAX_UPSAMPLE)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "upsample must be 0..%d",
                           FVI_MMOD_MAX_UPSAMPLE);
+    if (max_levels < 0) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "max_levels < 0");
     if (precision != FV_PRECISION_EXACT && precision != FV_PRECISION_FAST)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "precision must be exact or fast");
     const int fast = precision == FV_PRECISION_FAST && det->has_fast;
@@ -552,7 +563,7 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
         return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE,
                           "image too large for the detector (%ldx%ld after upsampling)", w, h);
     plan P;
-    if (make_plan(det, h, w, &P))
+    if (make_plan(det, h, w, max_levels, &P))
         return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE, "image too large for the detector");
     if (!P.runnable) return FV_OK; /* too small to hold a face */
     const int threads = fvi_workers_size(pool);

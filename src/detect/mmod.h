@@ -62,4 +62,14 @@ fv_status fvi_mmod_detect(const fvi_mmod *det, const fv_image *img, int upsample
                           fvi_workers *pool, fv_face **faces, size_t *count, char *err,
                           size_t errlen);
 
+/* fvi_mmod_detect on the first max_levels levels of the pyramid only (0:
+ * all, which is fvi_mmod_detect): level k holds faces of about 80 *
+ * (6/5)^k px of the (upsampled) image, so a caller that knows the size of
+ * the face it looks for skips the levels that cannot hold it (the pyramid
+ * is ~3.3x the image's pixels, its first three levels ~2.2x).  The
+ * detections on those levels are dlib's. */
+fv_status fvi_mmod_detect_levels(const fvi_mmod *det, const fv_image *img, int upsample,
+                                 int max_levels, int precision, fvi_workers *pool, fv_face **faces,
+                                 size_t *count, char *err, size_t errlen);
+
 #endif

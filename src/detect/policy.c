@@ -176,8 +176,9 @@ static fv_status haar_boxes(const fvi_detectors *d, const fv_image *img,
     if (st != FV_OK) return st;
     /* the option is a float; round it to 6 decimals so that 1.1f scans
      * exactly the pyramid of OpenCV's (double) 1.1 */
-    hc.params = (fvi_haar_params){round((double)opt->haar_scale_factor * 1e6) / 1e6,
-                                  opt->haar_min_neighbors, opt->haar_min_size, opt->haar_max_size};
+    hc.params =
+        (fvi_haar_params){round((double)opt->haar_scale_factor * 1e6) / 1e6,
+                          opt->haar_min_neighbors, opt->haar_min_size, opt->haar_max_size, 0};
     st = detect_scaled(d, img, opt->max_side, haar_run, &hc, faces, n, err, errlen);
     if (st != FV_OK) return st;
     for (size_t i = 0; i < *n; i++) fvi_haar_box_to_dlib(&(*faces)[i]);
@@ -368,7 +369,7 @@ static fv_status judge_face(const fvi_haar *cascade, const fv_image *img, const 
         return fvi_seterr(err, errlen, st, "cannot crop image");
     }
     float fs = side * (float)s;
-    fvi_haar_params p = {1.15, 0, (int)(fs * 0.6f), (int)ceilf(fs * 1.5f)};
+    fvi_haar_params p = {1.15, 0, (int)(fs * 0.6f), (int)ceilf(fs * 1.5f), 0};
     fv_point c = {(float)((cx - x0) * s), (float)((cy - y0) * s)};
     for (size_t i = 0; st == FV_OK && i < nt; i++) {
         fv_image *t = NULL;
@@ -419,7 +420,12 @@ static const fvi_haar *judge_cascade(const fvi_detectors *d) {
  *    (at least FVI_JUDGE_MIN_HITS, which also keeps MMOD's rare false
  *    detections on faceless photos from turning a photo).  Without the
  *    cascade, the strongest MMOD face wins, as before.  This is the
- *    bounded worst case: three passes of at most FVI_TURN_PIXELS each. */
+ *    bounded worst case: three passes of at most FVI_TURN_PIXELS each.
+ *    They run MMOD in FV_PRECISION_FAST (bf16, about half the time where
+ *    the CPU has AVX-512 BF16, exact elsewhere) whatever the call's
+ *    precision: they only point the judge at a face and decide the turn;
+ *    the faces returned come from the policy run again on the turned
+ *    photo, in the call's precision (so exact stays dlib's). */
 static fv_status find_turn(const fvi_detectors *d, const fv_image *img,
                            const fv_detect_options *opt, const fv_face *faces, size_t n, int *turn,
                            char *err, size_t errlen) {
@@ -460,6 +466,8 @@ static fv_status find_turn(const fvi_detectors *d, const fv_image *img,
     fv_detect_options cheap = *opt;
     cheap.upsample = opt->upsample < 0 ? 0 : opt->upsample;
     cheap.max_side = 0;
+    fvi_detectors quick = *d;
+    quick.mmod_precision = FV_PRECISION_FAST;
     float best[4] = {n > 0 ? best_score(faces, n) : -INFINITY, -INFINITY, -INFINITY, -INFINITY};
     if (cascade && n > 0) {
         st = judge_face(cascade, img, &faces[strongest(faces, n)], all, 1, hits, &judged, d->pool,
@@ -475,7 +483,7 @@ static fv_status find_turn(const fvi_detectors *d, const fv_image *img,
             fvi_seterr(err, errlen, st, "cannot turn image");
             break;
         }
-        st = detect_boxes(d, t, &cheap, &tf, &tn, err, errlen);
+        st = detect_boxes(&quick, t, &cheap, &tf, &tn, err, errlen);
         if (st == FV_OK && tn > 0) {
             best[i] = best_score(tf, tn);
             if (cascade) {

@@ -8,7 +8,8 @@
  *     from base_min = FVI_MMOD_FACE / scale up: 20 px on a thumbnail,
  *     80 px on 1 MP, 200 px on a 12 MP photo shrunk to 1600 px;
  *  2. when base_min > FVI_SMALLEST_FACE: the Haar cascade (scale step 1.2,
- *     one neighbour, faces up to 1.3x base_min) on the photo, shrunk to
+ *     window step 2 at every scale, one neighbour, faces up to 1.3x
+ *     base_min) on the photo, shrunk to
  *     FVI_HAAR_PIXELS when larger, so it sees faces from its 24 px window
  *     up, which is a dlib box of 20 px (a 25+ MP photo loses the smallest
  *     in proportion);
@@ -17,7 +18,9 @@
  *     face found so far and no earlier crop of a similar size covers: MMOD
  *     on a FVI_CROP_CONTEXT x side crop around it, doubled (0..3 times)
  *     and shrunk so the proposed face is about FVI_CROP_FACE px: ~240 px
- *     crops, ~60 kpx each; only faces scoring FVI_WEAK_SCORE or more count;
+ *     crops, ~60 kpx each, of which MMOD runs the first FVI_CROP_LEVELS
+ *     pyramid levels (faces of ~80-140 px there); only faces scoring
+ *     FVI_WEAK_SCORE or more count;
  *     when more proposals are open than FVI_MAX_CROPS (a crowd) and the
  *     photo doubled stays within FVI_CROWD_UP_PIXELS, one MMOD pass on the
  *     doubled photo runs first, and the crops cover what it left;
@@ -54,6 +57,10 @@
 /* The proposal pass scans a copy of the photo of at most this many pixels. */
 #define FVI_HAAR_PIXELS (25.0e6)
 #define FVI_HAAR_STEP 1.2
+/* Window step (px of each scaled image): 2 at every scale, where OpenCV
+ * steps by 1 from scale 2 up; the step stays under a 12th of the window,
+ * and the scan costs about half (see fvi_haar_params.step). */
+#define FVI_HAAR_WINDOW_STEP 2
 #define FVI_HAAR_NEIGHBORS 1
 /* Proposals up to this times the base pass's smallest face. */
 #define FVI_HAAR_REACH 1.3
@@ -66,6 +73,11 @@
  * policy's auto-upsampling bound): a 9x9 grid of 60 px faces has 81. */
 #define FVI_CROWD_UP_PIXELS (6.0e6)
 #define FVI_CROP_MAX_UP 3
+/* Pyramid levels a crop pass runs: level k holds faces of ~80 * 1.2^k px,
+ * so the first FVI_CROP_LEVELS hold faces of 0.8x to ~1.4x FVI_CROP_FACE,
+ * the spread of the proposals' sizes; the whole pyramid (down to the
+ * 80 px window on the ~240 px crop) would cost ~1.5x as much. */
+#define FVI_CROP_LEVELS 3
 /* A base-pass face below this score (often a face just under MMOD's
  * window, boxed loosely) is looked at again through a crop; a crop's face
  * below it is dropped (the proposals lead MMOD to face-like places, where
@@ -117,11 +129,13 @@ static fv_status shrink(const fv_image *img, double s, fv_image **out, char *err
     return st == FV_OK ? FV_OK : fvi_seterr(err, errlen, st, "cannot downscale image");
 }
 
-/* MMOD on img scaled by s (<= 1: shrunk first) and doubled `up` times;
+/* MMOD on img scaled by s (<= 1: shrunk first) and doubled `up` times,
+ * its first `levels` pyramid levels (0: all);
  * the boxes scoring min_score or more, mapped to img pixels plus (ox, oy),
  * are appended to l. */
-static fv_status mmod_pass(const fvi_detectors *d, const fv_image *img, double s, int up, double ox,
-                           double oy, float min_score, face_list *l, char *err, size_t errlen) {
+static fv_status mmod_pass(const fvi_detectors *d, const fv_image *img, double s, int up,
+                           int levels, double ox, double oy, float min_score, face_list *l,
+                           char *err, size_t errlen) {
     fv_image *small = NULL;
     const fv_image *run = img;
     fv_status st = FV_OK;
@@ -132,7 +146,8 @@ static fv_status mmod_pass(const fvi_detectors *d, const fv_image *img, double s
     }
     fv_face *f = NULL;
     size_t n = 0;
-    st = fvi_mmod_detect(d->mmod, run, up, d->mmod_precision, d->pool, &f, &n, err, errlen);
+    st = fvi_mmod_detect_levels(d->mmod, run, up, levels, d->mmod_precision, d->pool, &f, &n, err,
+                                errlen);
     if (st == FV_OK) {
         map_back(f, n, s < 1.0 ? (double)run->width / img->width : 1.0, ox, oy);
         size_t k = 0;
@@ -183,7 +198,7 @@ static fv_status proposals(const fvi_detectors *d, const fv_image *img, double m
         if (st != FV_OK) return st;
         run = small;
     }
-    fvi_haar_params p = {FVI_HAAR_STEP, FVI_HAAR_NEIGHBORS, 0, max_size};
+    fvi_haar_params p = {FVI_HAAR_STEP, FVI_HAAR_NEIGHBORS, 0, max_size, FVI_HAAR_WINDOW_STEP};
     fv_status st = fvi_haar_detect(cascade, run, &p, d->pool, out, n, err, errlen);
     if (st == FV_OK) {
         for (size_t i = 0; i < *n; i++) fvi_haar_box_to_dlib(&(*out)[i]);
@@ -244,7 +259,7 @@ static fv_status crop_pass(const fvi_detectors *d, const fv_image *img, const fv
         memcpy(crop->rgb + (size_t)(y - y0) * (size_t)crop->width * 3,
                img->rgb + ((size_t)y * (size_t)img->width + (size_t)x0) * 3,
                (size_t)crop->width * 3);
-    st = mmod_pass(d, crop, shrink_by, up, x0, y0, FVI_WEAK_SCORE, l, err, errlen);
+    st = mmod_pass(d, crop, shrink_by, up, FVI_CROP_LEVELS, x0, y0, FVI_WEAK_SCORE, l, err, errlen);
     fv_image_destroy(crop);
     return st;
 }
@@ -286,7 +301,7 @@ fv_status fvi_detect_auto(const fvi_detectors *d, const fv_image *img, const fv_
          * it would still need the proposals, which cost less than 4x */
         if (px * 16 <= FVI_WHOLE_UP_PIXELS) up = 2;
     }
-    fv_status st = mmod_pass(d, img, scale, up, 0, 0, -INFINITY, &l, err, errlen);
+    fv_status st = mmod_pass(d, img, scale, up, 0, 0, 0, -INFINITY, &l, err, errlen);
     double base_min = FVI_MMOD_FACE / (scale * (1 << up));
     if (st == FV_OK && base_min > FVI_SMALLEST_FACE) {
         fv_face *prop = NULL;
@@ -308,7 +323,7 @@ fv_status fvi_detect_auto(const fvi_detectors *d, const fv_image *img, const fv_
             if (!covered(&todo.f[i], &l, NULL, 0)) open++;
         if (st == FV_OK && open > FVI_MAX_CROPS && up == 0 && scale == 1.0 &&
             px * 4 <= FVI_CROWD_UP_PIXELS)
-            st = mmod_pass(d, img, 1.0, 1, 0, 0, -INFINITY, &l, err, errlen);
+            st = mmod_pass(d, img, 1.0, 1, 0, 0, 0, -INFINITY, &l, err, errlen);
         crop_done done[FVI_MAX_CROPS];
         size_t nd = 0;
         for (size_t i = 0; i < todo.n && nd < FVI_MAX_CROPS && st == FV_OK; i++) {

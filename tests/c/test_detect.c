@@ -299,6 +299,52 @@ static fv_image *lfw_image(void) {
     return img;
 }
 
+/* fvi_mmod_detect_levels runs the first levels of the pyramid only: all
+ * levels (0) are fvi_mmod_detect's answer; a face too large for the levels
+ * run (doubled, ~200 px, found about 4 levels down) is not found. */
+static void test_levels(void **state) {
+    (void)state;
+    NEED_MODEL();
+    fv_image *img = lfw_image();
+    if (!img) skip();
+    fv_face *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    char err[256];
+    for (int up = 0; up < 2; up++) {
+        assert_int_equal(
+            fvi_mmod_detect(model, img, up, FV_PRECISION_EXACT, NULL, &a, &na, err, sizeof err),
+            FV_OK);
+        assert_int_equal(fvi_mmod_detect_levels(model, img, up, 0, FV_PRECISION_EXACT, NULL, &b,
+                                                &nb, err, sizeof err),
+                         FV_OK);
+        assert_int_equal(na, 1);
+        assert_int_equal(nb, 1);
+        assert_memory_equal(a, b, sizeof *a);
+        fvi_free(a);
+        fvi_free(b);
+    }
+    /* the ~96 px face lies on the first levels: same box with 3 levels */
+    assert_int_equal(
+        fvi_mmod_detect(model, img, 0, FV_PRECISION_EXACT, NULL, &a, &na, err, sizeof err), FV_OK);
+    assert_int_equal(fvi_mmod_detect_levels(model, img, 0, 3, FV_PRECISION_EXACT, NULL, &b, &nb,
+                                            err, sizeof err),
+                     FV_OK);
+    assert_int_equal(nb, 1);
+    assert_true(fabsf(a[0].left - b[0].left) <= 1 && fabsf(a[0].top - b[0].top) <= 1);
+    assert_true(fabsf(a[0].score - b[0].score) < 0.01f);
+    fvi_free(a);
+    fvi_free(b);
+    /* doubled, the face needs deeper levels than the first one */
+    assert_int_equal(fvi_mmod_detect_levels(model, img, 1, 1, FV_PRECISION_EXACT, NULL, &b, &nb,
+                                            err, sizeof err),
+                     FV_OK);
+    assert_int_equal(nb, 0);
+    assert_int_equal(fvi_mmod_detect_levels(model, img, 0, -1, FV_PRECISION_EXACT, NULL, &b, &nb,
+                                            err, sizeof err),
+                     FV_E_INVALID_ARGUMENT);
+    fv_image_destroy(img);
+}
+
 static void test_real_face(void **state) {
     (void)state;
     NEED_MODEL();
@@ -420,7 +466,7 @@ int main(void) {
         cmocka_unit_test(test_load_oom),      cmocka_unit_test(test_blank_and_tiny),
         cmocka_unit_test(test_bad_arguments), cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_real_face),     cmocka_unit_test(test_real_face_fast),
-        cmocka_unit_test(test_detect_oom),
+        cmocka_unit_test(test_levels),        cmocka_unit_test(test_detect_oom),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -768,10 +768,9 @@ fv_status fvi_haar_detect_gray(const fvi_haar *h, const unsigned char *gray, int
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument or empty image");
     if (!(p->scale_factor >= 1.01 && p->scale_factor <= 10.0))
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "haar scale factor must be 1.01..10");
-    if (p->min_neighbors < 0 || p->min_neighbors > 1000 || p->min_size < 0 || p->max_size < 0 ||
-        p->step < 0 || p->step > 64)
+    if (p->min_neighbors < 0 || p->min_neighbors > 1000 || p->min_size < 0 || p->max_size < 0)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT,
-                          "haar min neighbours must be 0..1000, sizes >= 0 and step 0..64");
+                          "haar min neighbours must be 0..1000 and sizes >= 0");
     if ((uint64_t)w * (uint64_t)hgt > ((uint64_t)1 << 28))
         return fvi_seterr(err, errlen, FV_E_IMAGE_TOO_LARGE, "image too large for haar");
 
@@ -857,7 +856,7 @@ fv_status fvi_haar_detect_gray(const fvi_haar *h, const unsigned char *gray, int
         fvi_haar_resize(gray, w, hgt, small, sw, sh);
         integrals(small, sw, sh, stride, sum, sq);
         c.scale = sc;
-        c.ystep = p->step > 0 ? p->step : sc >= 2 ? 1 : 2;
+        c.ystep = sc >= 2 ? 1 : 2;
         c.xcount = sw + 1 - h->win_w;
         c.out_w = round_f((float)h->win_w * sc);
         c.out_h = round_f((float)h->win_h * sc);

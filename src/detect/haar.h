@@ -32,10 +32,6 @@ typedef struct fvi_haar_params {
     int min_neighbors;   /* >= 0; 0 returns the raw, ungrouped hits */
     int min_size;        /* smallest face side in pixels; 0: the cascade window */
     int max_size;        /* largest face side; 0: the image */
-    /* Window step in pixels of each scaled image; 0: OpenCV's (2, and 1
-     * from scale 2 up, which scans 4x the windows per pixel of a large
-     * scale for a step that is then a 48th of the window or less). */
-    int step;
 } fvi_haar_params;
 
 /* One grouped detection in image pixels: x, y, w, h (OpenCV's cv::Rect)

@@ -176,9 +176,8 @@ static fv_status haar_boxes(const fvi_detectors *d, const fv_image *img,
     if (st != FV_OK) return st;
     /* the option is a float; round it to 6 decimals so that 1.1f scans
      * exactly the pyramid of OpenCV's (double) 1.1 */
-    hc.params =
-        (fvi_haar_params){round((double)opt->haar_scale_factor * 1e6) / 1e6,
-                          opt->haar_min_neighbors, opt->haar_min_size, opt->haar_max_size, 0};
+    hc.params = (fvi_haar_params){round((double)opt->haar_scale_factor * 1e6) / 1e6,
+                                  opt->haar_min_neighbors, opt->haar_min_size, opt->haar_max_size};
     st = detect_scaled(d, img, opt->max_side, haar_run, &hc, faces, n, err, errlen);
     if (st != FV_OK) return st;
     for (size_t i = 0; i < *n; i++) fvi_haar_box_to_dlib(&(*faces)[i]);
@@ -369,7 +368,7 @@ static fv_status judge_face(const fvi_haar *cascade, const fv_image *img, const 
         return fvi_seterr(err, errlen, st, "cannot crop image");
     }
     float fs = side * (float)s;
-    fvi_haar_params p = {1.15, 0, (int)(fs * 0.6f), (int)ceilf(fs * 1.5f), 0};
+    fvi_haar_params p = {1.15, 0, (int)(fs * 0.6f), (int)ceilf(fs * 1.5f)};
     fv_point c = {(float)((cx - x0) * s), (float)((cy - y0) * s)};
     for (size_t i = 0; st == FV_OK && i < nt; i++) {
         fv_image *t = NULL;

@@ -8,8 +8,7 @@
  *     from base_min = FVI_MMOD_FACE / scale up: 20 px on a thumbnail,
  *     80 px on 1 MP, 200 px on a 12 MP photo shrunk to 1600 px;
  *  2. when base_min > FVI_SMALLEST_FACE: the Haar cascade (scale step 1.2,
- *     window step 2 at every scale, one neighbour, faces up to 1.3x
- *     base_min) on the photo, shrunk to
+ *     one neighbour, faces up to 1.3x base_min) on the photo, shrunk to
  *     FVI_HAAR_PIXELS when larger, so it sees faces from its 24 px window
  *     up, which is a dlib box of 20 px (a 25+ MP photo loses the smallest
  *     in proportion);
@@ -57,10 +56,6 @@
 /* The proposal pass scans a copy of the photo of at most this many pixels. */
 #define FVI_HAAR_PIXELS (25.0e6)
 #define FVI_HAAR_STEP 1.2
-/* Window step (px of each scaled image): 2 at every scale, where OpenCV
- * steps by 1 from scale 2 up; the step stays under a 12th of the window,
- * and the scan costs about half (see fvi_haar_params.step). */
-#define FVI_HAAR_WINDOW_STEP 2
 #define FVI_HAAR_NEIGHBORS 1
 /* Proposals up to this times the base pass's smallest face. */
 #define FVI_HAAR_REACH 1.3
@@ -198,7 +193,7 @@ static fv_status proposals(const fvi_detectors *d, const fv_image *img, double m
         if (st != FV_OK) return st;
         run = small;
     }
-    fvi_haar_params p = {FVI_HAAR_STEP, FVI_HAAR_NEIGHBORS, 0, max_size, FVI_HAAR_WINDOW_STEP};
+    fvi_haar_params p = {FVI_HAAR_STEP, FVI_HAAR_NEIGHBORS, 0, max_size};
     fv_status st = fvi_haar_detect(cascade, run, &p, d->pool, out, n, err, errlen);
     if (st == FV_OK) {
         for (size_t i = 0; i < *n; i++) fvi_haar_box_to_dlib(&(*out)[i]);

@@ -28,7 +28,7 @@ static int write_pgm(const char *path, const unsigned char *g, int w, int h) {
 int main(int argc, char **argv) {
     const char *cascade = NULL, *dump = NULL, *rs_path = NULL;
     int rs_w = 0, rs_h = 0, threads = 1;
-    fvi_haar_params p = {1.1, 3, 0, 0, 0};
+    fvi_haar_params p = {1.1, 3, 0, 0};
     int i = 1;
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (!strcmp(argv[i], "--cascade") && i + 1 < argc)

@@ -119,7 +119,7 @@ def test_false_match_removed_then_restored(env, gallery):
 
     body = add(s, env.a, a, files=photo(lfw(B_PROBE)))
     assert body["subject_id"] == a and body["source"] == "image"
-    assert body["radius"] == pytest.approx(0.5448, abs=1e-4) and body["fmr"] == 1e-3
+    assert body["radius"] == pytest.approx(0.5369, abs=1e-4) and body["fmr"] == 1e-3
     assert body["quality"]["score"] > 0.5
     cid = body["correction_id"]
 

@@ -550,8 +550,8 @@ CORRECTIONS_NOTE = (
     "in an 840-subject gallery, which is why open set is the default). The subject's own "
     "probes: FNIR +0.9 points under open set (1 of 112 probes, one event) and +0.1 point "
     "under the vote (1 of 852). The second condition of the rule is what keeps them: a radius "
-    "alone that reaches the look-alike's other photos (FMR 1e-3) would also exclude 15% of the "
-    "subject's own matches, and a radius small enough to spare them (1e-4) still excludes 4.9% "
+    "alone that reaches the look-alike's other photos (FMR 1e-3) would also exclude 13% of the "
+    "subject's own matches, and a radius small enough to spare them (1e-4) still excludes 3.5% "
     "while reaching fewer of the look-alike's photos.")
 
 

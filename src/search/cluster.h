@@ -32,8 +32,7 @@
 #include <stdint.h>
 
 /* The default strictness: three false links in 100,000 impostor pairs
- * (link distance 0.435 for dlib_resnet_v1; 0.458 under the calibration it
- * was measured with), the loosest setting measured
+ * (link distance 0.435 for dlib_resnet_v1), the loosest setting measured
  * with pairwise precision >= 0.98 on LFW (bench/cluster_lfw.py,
  * docs/benchmarks.md): clustering makes n^2/2 pairs, so it needs a much
  * stricter rate than one verification. */

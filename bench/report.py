@@ -292,8 +292,9 @@ def python_section(pv):
     s = ["## Python package vs face_recognition\n\n",
          f"Per photo: {pv['per_photo']}; {pv['photos']['total']} photos "
          f"({pv['photos']['lfw']} LFW, {pv['photos']['samples_openface']} larger sample "
-         "photos), one thread each, interleaved per photo. face_recognition `cnn` ran on "
-         "every k-th photo only; its row is compared with faceverify on the same photos.\n\n"]
+         "photos), one thread each, interleaved per photo. The two `cnn` rows (dlib's MMOD "
+         "upsampled once, in face_recognition and in faceverify) ran on every k-th photo "
+         "only, the same photos.\n\n"]
     rows = []
     for name, r in pv["results"].items():
         st = r["median_stage_ms"]

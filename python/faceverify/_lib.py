@@ -33,6 +33,7 @@ E_MODEL_MISSING = 7
 E_MODEL_CORRUPT = 8
 
 DETECTOR_MMOD = 0
+UPSAMPLE_AUTO = -1  # fv_detect_options.upsample: the automatic scale policy
 
 
 class Limits(Structure):

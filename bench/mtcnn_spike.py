@@ -52,16 +52,12 @@ Boxes are continuous [l, t, r, b) coordinates (not MATLAB's 1-based +1).
 """
 import argparse
 import hashlib
-import io
 import json
 import math
 import os
-import pickle
 import statistics
-import struct
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -74,79 +70,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detect_bench import MP_BINS, match, mp_bin, summarise  # noqa: E402
 from fit_haar_mapping import iou  # noqa: E402  (detect_bench put scripts/ on the path)
 from machine import DATA, REPO, machine, write_result  # noqa: E402
+from mtcnn_convert import load_state_dict  # noqa: E402,F401  (scripts/)
 
 cv2.setNumThreads(1)
 
 # ------------------------------------------------------------ weights
 
 
-class _Storage:
-    def __init__(self, key, dtype):
-        self.key, self.dtype = key, dtype
-
-
-class _LazyTensor:
-    def __init__(self, storage, offset, size, stride):
-        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
-
-
-_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-           "LongStorage": np.int64, "IntStorage": np.int32, "ByteStorage": np.uint8}
-
-
-class _Unpickler(pickle.Unpickler):
-    """Maps torch's rebuild functions and storage types to plain records."""
-
-    def find_class(self, module, name):
-        if module == "collections" and name == "OrderedDict":
-            import collections
-            return collections.OrderedDict
-        if module == "torch._utils" and name == "_rebuild_tensor_v2":
-            return lambda st, off, size, stride, *rest: _LazyTensor(st, off, size, stride)
-        if module == "torch._utils" and name == "_rebuild_parameter":
-            return lambda data, *rest: data
-        if module == "torch" and name in _DTYPES:
-            return name
-        raise pickle.UnpicklingError("unexpected class %s.%s" % (module, name))
-
-    def persistent_load(self, pid):
-        # ('storage', storage_type, key, location, numel[, view_metadata])
-        return _Storage(str(pid[2]), _DTYPES[pid[1]])
-
-
-def _materialise(t, raw):
-    flat = np.frombuffer(raw[t.storage.key], dtype=t.storage.dtype)
-    item = flat.itemsize
-    return np.lib.stride_tricks.as_strided(flat[t.offset:], shape=tuple(t.size),
-                                           strides=tuple(s * item for s in t.stride)).copy()
-
-
-def load_state_dict(path):
-    """{name: float32 ndarray} from a torch .pt state dict, without torch."""
-    data = Path(path).read_bytes()
-    raw = {}
-    if data[:2] == b"PK":
-        z = zipfile.ZipFile(io.BytesIO(data))
-        pkl = next(n for n in z.namelist() if n.endswith("/data.pkl"))
-        root = pkl[:-len("data.pkl")]
-        sd = _Unpickler(io.BytesIO(z.read(pkl))).load()
-        for n in z.namelist():
-            if n.startswith(root + "data/"):
-                raw[n[len(root + "data/"):]] = z.read(n)
-    else:
-        f = io.BytesIO(data)
-        magic = pickle.load(f)
-        if magic != 0x1950A86A20F9469CFC6C:
-            raise ValueError("%s: not a torch legacy file" % path)
-        pickle.load(f)  # protocol version
-        pickle.load(f)  # system info
-        sd = _Unpickler(f).load()
-        keys = pickle.load(f)
-        for k in keys:
-            n = struct.unpack("<q", f.read(8))[0]
-            dt = next(t.storage.dtype for t in sd.values() if t.storage.key == k)
-            raw[k] = f.read(n * np.dtype(dt).itemsize)
-    return {k: _materialise(v, raw).astype(np.float32) for k, v in sd.items()}
+# load_state_dict: scripts/mtcnn_convert.py (the loader moved there).
 
 
 # ------------------------------------------------------------ layers
@@ -319,8 +250,9 @@ def square(b):
     return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1)
 
 
-def crops(img, boxes, side):
-    """(N, 3, side, side) normalised crops, zero padded outside the photo."""
+def crops(img, boxes, side, resize=None):
+    """(N, 3, side, side) normalised crops, zero padded outside the photo
+    (resize: as detect's)."""
     h, w = img.shape[:2]
     out = np.zeros((len(boxes), 3, side, side), np.float32)
     for k, (l, t, r, b) in enumerate(boxes):
@@ -333,7 +265,8 @@ def crops(img, boxes, side):
         if sr <= sl or sb <= st:
             continue
         patch[st - t:sb - t, sl - l:sr - l] = img[st:sb, sl:sr]
-        z = cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA)
+        z = (resize(patch, (side, side)) if resize else
+             cv2.resize(patch, (side, side), interpolation=cv2.INTER_AREA))
         out[k] = (z.astype(np.float32).transpose(2, 0, 1) - 127.5) * 0.0078125
     return out
 
@@ -344,10 +277,13 @@ def batched(fn, net, x, n=256):
 
 
 def detect(nets, img, min_face=20, factor=0.709, p_thr=0.6, variants=((0.7, 0.7),),
-           resample=cv2.INTER_AREA):
+           resample=cv2.INTER_AREA, resize=None):
     """MTCNN on an RGB uint8 image.  P-Net and the candidate lists are shared;
     R-/O-Net run once on the union and each (r_thr, o_thr) variant picks its
-    own survivors.  Returns {variant: (boxes (N,5), points (N,5,2))}, stats."""
+    own survivors.  Returns {variant: (boxes (N,5), points (N,5,2))}, stats.
+    resize: None, or f(uint8 HxWx3, (w, h)) -> float HxWx3 used for the
+    pyramid and the crops instead of OpenCV (tests/py/test_mtcnn.py passes
+    the C port's bilinear resampling)."""
     for k in MACS:
         MACS[k] = 0
     h, w = img.shape[:2]
@@ -370,6 +306,8 @@ def detect(nets, img, min_face=20, factor=0.709, p_thr=0.6, variants=((0.7, 0.7)
         stats["resize_linear_ms"] += (time.perf_counter() - tr) * 1e3
         if resample == cv2.INTER_LINEAR:
             lvl = lin
+        if resize:
+            lvl = resize(img, (ws, hs))
         pyr_px += hs * ws
         x = (lvl.astype(np.float32).transpose(2, 0, 1)[None] - 127.5) * 0.0078125
         prob, reg = pnet_strips(nets["p"], x)
@@ -396,7 +334,7 @@ def detect(nets, img, min_face=20, factor=0.709, p_thr=0.6, variants=((0.7, 0.7)
     boxes = square(regress(c, c[:, 5:9]))
     stats["p_candidates"] = stats["r_candidates"] = len(boxes)
     t1 = time.perf_counter()
-    x = crops(img, boxes, 24)
+    x = crops(img, boxes, 24, resize)
     t2 = time.perf_counter()
     rprob, rreg = batched(rnet, nets["r"], x)
     t3 = time.perf_counter()
@@ -421,7 +359,7 @@ def detect(nets, img, min_face=20, factor=0.709, p_thr=0.6, variants=((0.7, 0.7)
     if len(uniq) == 0:
         return empty, stats
     t4 = time.perf_counter()
-    x = crops(img, uniq, 48)
+    x = crops(img, uniq, 48, resize)
     t5 = time.perf_counter()
     oprob, oreg, opts = batched(onet, nets["o"], x)
     t6 = time.perf_counter()

@@ -133,10 +133,11 @@ FV_API void fv_image_destroy(fv_image *img);
 typedef enum fv_detector {
     FV_DETECTOR_MMOD = 0, /* dlib's MMOD CNN face detector */
     FV_DETECTOR_NONE = 1, /* the whole image is the face (tight crops) */
-    FV_DETECTOR_HAAR = 2  /* OpenCV Haar cascade (Viola-Jones), see fv_config */
+    FV_DETECTOR_HAAR = 2, /* OpenCV Haar cascade (Viola-Jones), see fv_config */
+    FV_DETECTOR_MTCNN = 3 /* MTCNN (P-/R-/O-Net, facenet-pytorch's weights), see fv_config */
 } fv_detector;
 
-/* Returns "mmod", "none", "haar"; NULL for an unknown value. */
+/* Returns "mmod", "none", "haar", "mtcnn"; NULL for an unknown value. */
 FV_API const char *fv_detector_name(fv_detector d);
 /* Parses a detector name; FV_E_UNSUPPORTED for an unknown name. */
 FV_API fv_status fv_detector_parse(const char *name, fv_detector *out);
@@ -163,6 +164,12 @@ typedef struct fv_config {
      * (default, 0): the chip alone, dlib's behaviour.  With threshold <= 0
      * each mode gets its own calibrated threshold (config/faceverify.conf). */
     fv_flip flip;
+    /* MTCNN weights for FV_DETECTOR_MTCNN (scripts/mtcnn_convert.py's
+     * format).  NULL: mtcnn.bin in the models folder.  Optional, fetched by
+     * `make models` when PyPI is reachable; loaded on first use, so a
+     * missing file only fails calls that ask for mtcnn
+     * (FV_E_MODEL_MISSING). */
+    const char *mtcnn_model;
 } fv_config;
 
 /* Fills *cfg with defaults. */
@@ -253,7 +260,11 @@ typedef struct fv_detect_options {
      * face side in pixels (default 0: the cascade window, the image).
      * Haar boxes are mapped to dlib's box convention (see src/detect/haar.c)
      * so that the landmarks and the chip match MMOD's; score = hit count.
-     * max_side above also applies (boxes mapped back). */
+     * max_side above also applies (boxes mapped back).
+     * MTCNN: faces from 20 px, pyramid factor 0.709, thresholds 0.6/0.7/0.7
+     * (fixed); boxes mapped to dlib's convention (src/detect/mtcnn.c),
+     * score = O-Net's face probability (0.7..1); max_side and
+     * try_rotations apply as for Haar. */
     float haar_scale_factor;
     int haar_min_neighbors;
     int haar_min_size;

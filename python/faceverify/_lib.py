@@ -46,7 +46,8 @@ class Image(Structure):
 
 class Config(Structure):
     _fields_ = [("models_dir", c_char_p), ("threads", c_int), ("limits", Limits),
-                ("threshold", c_float), ("haar_cascade", c_char_p), ("flip", c_int)]
+                ("threshold", c_float), ("haar_cascade", c_char_p), ("flip", c_int),
+                ("mtcnn_model", c_char_p)]
 
 
 class Point(Structure):

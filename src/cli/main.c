@@ -139,8 +139,9 @@ static void usage(FILE *f) {
           "                    are noise; --threads N\n"
           "\n"
           "options:\n"
-          "  --detector mmod|none|haar  face detector (none: the image is a tight face\n"
-          "                         crop; haar: OpenCV Haar cascade, Viola-Jones)\n"
+          "  --detector mmod|none|haar|mtcnn  face detector (none: the image is a tight face\n"
+          "                         crop; haar: OpenCV Haar cascade, Viola-Jones;\n"
+          "                         mtcnn: MTCNN, models/mtcnn.bin, faces from 20 px)\n"
           "  --upsample N           MMOD: double the image N times (0..2); default auto\n"
           "  --max-side N           MMOD: downscale photos longer than N px (0: never)\n"
           "  --precision exact|fast MMOD arithmetic: exact (float32, dlib's boxes; the\n"
@@ -149,6 +150,7 @@ static void usage(FILE *f) {
           "  --cascade PATH         haar: cascade XML (default: haarcascade_frontalface_\n"
           "                         default.xml in $FACEVERIFY_CASCADES or\n"
           "                         /usr/share/opencv4/haarcascades)\n"
+          "  --mtcnn-model PATH     mtcnn: weights (default: mtcnn.bin in the model folder)\n"
           "  --scale-factor F       haar: pyramid step (1.01..10, default 1.1)\n"
           "  --min-neighbors N      haar: hits needed to keep a face (default 3)\n"
           "  --min-size N           haar: smallest face side in px (default: window)\n"
@@ -247,7 +249,7 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
             takes = 0;
         } else if (!strcmp(a, "--detector") && v) {
             if (fv_detector_parse(v, &o->verify.detect.detector) != FV_OK) {
-                return bad_option(o, "unknown detector '%s' (mmod, none, haar)", v);
+                return bad_option(o, "unknown detector '%s' (mmod, none, haar, mtcnn)", v);
             }
         } else if (!strcmp(a, "--pick") && v) {
             if (!strcmp(v, "largest"))
@@ -324,6 +326,8 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
             o->cfg.models_dir = v;
         } else if (!strcmp(a, "--cascade") && v) {
             o->cfg.haar_cascade = v;
+        } else if (!strcmp(a, "--mtcnn-model") && v) {
+            o->cfg.mtcnn_model = v;
         } else if (!strcmp(a, "--scale-factor") && v) {
             char *end;
             double f = strtod(v, &end);

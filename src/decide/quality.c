@@ -17,7 +17,8 @@
  *   exposure   mean and spread of the luma of the chip's face area.
  *   pose       yaw and pitch estimated from the 5 landmarks: the nose
  *              base's offset from the eyes' midpoint in the eye frame.
- *   detector   MMOD's confidence, or the Haar cascade's hit count.
+ *   detector   MMOD's confidence, the Haar cascade's hit count, or MTCNN's
+ *              O-Net face probability.
  *
  * The chip is dlib's get_face_chip with padding 0.25, so the face
  * template fills its middle 2/3 (pixels 25..124 of 150): the face area.
@@ -56,6 +57,8 @@ static float ramp(float v, float poor, float good) {
 #define MMOD_GOOD 0.6f
 #define HAAR_POOR 3.0f /* Haar hits */
 #define HAAR_GOOD 12.0f
+#define MTCNN_POOR 0.7f  /* O-Net face probability: its threshold ... */
+#define MTCNN_GOOD 0.95f /* ... and where clear faces score (LFW: > 0.99) */
 /* Landmark geometry of a frontal face: the nose base lies below the eyes'
  * midpoint by NOSE_DROP interocular distances; NOSE_DEPTH is its depth in
  * front of the eye plane in the same unit (sets the yaw/pitch scale). */
@@ -149,9 +152,10 @@ fv_status fv_face_quality(const fv_face *face, fv_detector detector, const unsig
     out->pose_factor = fy * fp;
     /* a detector's doubt halves the score at most: a low score on a clear,
      * large face is more often a hat or a hand than no face */
-    float fd = detector == FV_DETECTOR_MMOD   ? ramp(face->score, MMOD_POOR, MMOD_GOOD)
-               : detector == FV_DETECTOR_HAAR ? ramp(face->score, HAAR_POOR, HAAR_GOOD)
-                                              : 1.0f;
+    float fd = detector == FV_DETECTOR_MMOD    ? ramp(face->score, MMOD_POOR, MMOD_GOOD)
+               : detector == FV_DETECTOR_HAAR  ? ramp(face->score, HAAR_POOR, HAAR_GOOD)
+               : detector == FV_DETECTOR_MTCNN ? ramp(face->score, MTCNN_POOR, MTCNN_GOOD)
+                                               : 1.0f;
     out->detector_factor = 0.5f + 0.5f * fd;
     out->score = out->size_factor * out->sharpness_factor * out->exposure_factor *
                  out->pose_factor * out->detector_factor;

@@ -45,7 +45,7 @@ void fv_detect_options_init(fv_detect_options *opt) {
     opt->precision = FV_PRECISION_EXACT;
 }
 
-static const char *const detector_names[] = {"mmod", "none", "haar"};
+static const char *const detector_names[] = {"mmod", "none", "haar", "mtcnn"};
 
 /* Static name of d; NULL for a value outside the enum. */
 const char *fv_detector_name(fv_detector d) {
@@ -184,6 +184,32 @@ static fv_status haar_boxes(const fvi_detectors *d, const fv_image *img,
     return FV_OK;
 }
 
+/* box_fn for MTCNN; ctx: the model.  Its 20 px smallest face is in the
+ * (possibly shrunk) image's pixels, as MMOD's. */
+static fv_status mtcnn_run(const fvi_detectors *d, const fv_image *img, double scale,
+                           const void *ctx, fv_face **faces, size_t *n, char *err, size_t errlen) {
+    FVI_UNUSED(scale);
+    fvi_mtcnn_params p;
+    fvi_mtcnn_params_init(&p);
+    return fvi_mtcnn_detect(ctx, img, &p, d->pool, faces, n, err, errlen);
+}
+
+/* Runs MTCNN under the max_side policy, boxes in img's coordinates mapped
+ * to dlib's box convention for the shape predictor. */
+static fv_status mtcnn_boxes(const fvi_detectors *d, const fv_image *img,
+                             const fv_detect_options *opt, fv_face **faces, size_t *n, char *err,
+                             size_t errlen) {
+    const fvi_mtcnn *m;
+    if (!d->mtcnn)
+        return fvi_seterr(err, errlen, FV_E_UNSUPPORTED, "detector 'mtcnn' is not available");
+    fv_status st = d->mtcnn(d->mtcnn_ctx, &m, err, errlen);
+    if (st != FV_OK) return st;
+    st = detect_scaled(d, img, opt->max_side, mtcnn_run, m, faces, n, err, errlen);
+    if (st != FV_OK) return st;
+    for (size_t i = 0; i < *n; i++) fvi_mtcnn_box_to_dlib(&(*faces)[i]);
+    return FV_OK;
+}
+
 /* Detects boxes (no landmarks) per the policy in the file comment.  *faces
  * is fvi_malloc'ed (NULL when none). */
 static fv_status detect_boxes(const fvi_detectors *d, const fv_image *img,
@@ -200,7 +226,8 @@ static fv_status detect_boxes(const fvi_detectors *d, const fv_image *img,
         *n = 1;
         return FV_OK;
     }
-    if (opt->detector != FV_DETECTOR_MMOD && opt->detector != FV_DETECTOR_HAAR)
+    if (opt->detector != FV_DETECTOR_MMOD && opt->detector != FV_DETECTOR_HAAR &&
+        opt->detector != FV_DETECTOR_MTCNN)
         return fvi_seterr(err, errlen, FV_E_UNSUPPORTED, "detector '%s' is not available",
                           fv_detector_name(opt->detector) ? fv_detector_name(opt->detector) : "?");
     if (opt->upsample < -1 || opt->upsample > 2)
@@ -208,6 +235,8 @@ static fv_status detect_boxes(const fvi_detectors *d, const fv_image *img,
     fv_status st;
     if (opt->detector == FV_DETECTOR_HAAR)
         st = haar_boxes(d, img, opt, faces, n, err, errlen);
+    else if (opt->detector == FV_DETECTOR_MTCNN)
+        st = mtcnn_boxes(d, img, opt, faces, n, err, errlen);
     else if (opt->upsample < 0)
         st = fvi_detect_auto(d, img, opt, faces, n, err, errlen);
     else

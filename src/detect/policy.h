@@ -25,6 +25,7 @@
 
 #include "detect/haar.h"
 #include "detect/mmod.h"
+#include "detect/mtcnn.h"
 #include "faceverify.h"
 #include "core/workers.h"
 
@@ -32,11 +33,15 @@
  * message, when the cascade file is missing or bad. */
 typedef fv_status (*fvi_haar_get_fn)(void *ctx, const fvi_haar **out, char *err, size_t errlen);
 
+/* Returns the MTCNN model (loading it on first use); may fail, with a
+ * message, when mtcnn.bin is missing or bad. */
+typedef fv_status (*fvi_mtcnn_get_fn)(void *ctx, const fvi_mtcnn **out, char *err, size_t errlen);
+
 /* Fills faces[0..k-1].landmarks for boxes found in img. */
 typedef fv_status (*fvi_landmarks_fn)(const void *ctx, const fv_image *img, fv_face *faces,
                                       size_t k, char *err, size_t errlen);
 
-/* What the policy may run.  mmod and landmarks are required; haar may be
+/* What the policy may run.  mmod and landmarks are required; haar (and mtcnn) may be
  * NULL (FV_DETECTOR_HAAR then gives FV_E_UNSUPPORTED); pool may be NULL. */
 typedef struct fvi_detectors {
     const fvi_mmod *mmod;
@@ -45,7 +50,9 @@ typedef struct fvi_detectors {
     fvi_landmarks_fn landmarks;
     const void *landmarks_ctx;
     fvi_workers *pool;
-    int mmod_precision; /* fv_detect_options.precision of this call */
+    int mmod_precision;     /* fv_detect_options.precision of this call */
+    fvi_mtcnn_get_fn mtcnn; /* may be NULL: FV_DETECTOR_MTCNN then FV_E_UNSUPPORTED */
+    void *mtcnn_ctx;
 } fvi_detectors;
 
 /* Finds the faces in img per opt (see policy.c for the rules), with

@@ -34,6 +34,7 @@
 #endif
 
 static const char *const MODEL_DETECTOR = "mmod_human_face_detector.dat";
+static const char *const MODEL_MTCNN = "mtcnn.bin"; /* optional: see fv_config */
 static const char *const MODEL_LANDMARKS = "shape_predictor_5_face_landmarks.dat";
 static const char *const MODEL_RESNET = "dlib_face_recognition_resnet_model_v1.dat";
 
@@ -98,9 +99,14 @@ fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, 
         else
             snprintf(hp, sizeof hp, "%s/haarcascade_frontalface_default.xml",
                      cdir && *cdir ? cdir : "/usr/share/opencv4/haarcascades");
-        eng->haar_path = fvi_strdup(hp);
-        eng->haar_lock_ok = pthread_mutex_init(&eng->haar_lock, NULL) == 0;
-        if (!eng->haar_path || !eng->haar_lock_ok) {
+        eng->haar_load.path = fvi_strdup(hp);
+        if (cfg.mtcnn_model && *cfg.mtcnn_model)
+            snprintf(hp, sizeof hp, "%s", cfg.mtcnn_model);
+        else
+            snprintf(hp, sizeof hp, "%s/%s", dir, MODEL_MTCNN);
+        eng->mtcnn_load.path = fvi_strdup(hp);
+        eng->lazy_lock_ok = pthread_mutex_init(&eng->lazy_lock, NULL) == 0;
+        if (!eng->haar_load.path || !eng->mtcnn_load.path || !eng->lazy_lock_ok) {
             fv_engine_destroy(eng);
             return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
         }
@@ -141,8 +147,10 @@ void fv_engine_destroy(fv_engine *eng) {
     fvi_shape_predictor_destroy(eng->sp);
     fvi_resnet_destroy(eng->resnet);
     fvi_haar_destroy(eng->haar);
-    fvi_free(eng->haar_path);
-    if (eng->haar_lock_ok) pthread_mutex_destroy(&eng->haar_lock);
+    fvi_mtcnn_destroy(eng->mtcnn);
+    fvi_free(eng->haar_load.path);
+    fvi_free(eng->mtcnn_load.path);
+    if (eng->lazy_lock_ok) pthread_mutex_destroy(&eng->lazy_lock);
     fvi_free(eng);
 }
 
@@ -154,22 +162,47 @@ int fv_engine_threads(const fv_engine *eng) {
     return eng ? fvi_workers_size(eng->pool) : 0;
 }
 
-/* fvi_haar_get_fn for the policy: the engine's Haar cascade, loading it on
- * the first call (thread-safe).  A failed load is remembered and reported
- * on every call.  ctx: the engine. */
-static fv_status engine_haar(void *ctx, const fvi_haar **out, char *err, size_t errlen) {
-    fv_engine *eng = ctx; /* only the lazily loaded cascade changes */
-    pthread_mutex_lock(&eng->haar_lock);
-    if (!eng->haar_tried) {
-        eng->haar_status =
-            fvi_haar_load(eng->haar_path, &eng->haar, eng->haar_err, sizeof eng->haar_err);
-        eng->haar_tried = eng->haar_status != FV_E_NO_MEMORY; /* retry after OOM */
+/* Loads l's model with load (into the engine, at dst) on the first call,
+ * under the engine's lazy_lock (thread-safe).  A failed load is remembered
+ * and reported on every call (except running out of memory: retried). */
+static fv_status lazy_get(fv_engine *eng, fvi_lazy *l,
+                          fv_status (*load)(fv_engine *eng, const char *path, char *e, size_t el),
+                          char *err, size_t errlen) {
+    pthread_mutex_lock(&eng->lazy_lock);
+    if (!l->tried) {
+        l->status = load(eng, l->path, l->err, sizeof l->err);
+        l->tried = l->status != FV_E_NO_MEMORY;
     }
-    fv_status st = eng->haar_status;
-    *out = eng->haar;
-    pthread_mutex_unlock(&eng->haar_lock);
-    if (st != FV_OK) return fvi_seterr(err, errlen, st, "%s", eng->haar_err);
+    fv_status st = l->status;
+    pthread_mutex_unlock(&eng->lazy_lock);
+    if (st != FV_OK) return fvi_seterr(err, errlen, st, "%s", l->err);
     return FV_OK;
+}
+
+static fv_status load_haar(fv_engine *eng, const char *path, char *err, size_t errlen) {
+    return fvi_haar_load(path, &eng->haar, err, errlen);
+}
+
+static fv_status load_mtcnn(fv_engine *eng, const char *path, char *err, size_t errlen) {
+    return fvi_mtcnn_load(path, &eng->mtcnn, err, errlen);
+}
+
+/* fvi_haar_get_fn for the policy: the engine's Haar cascade, loaded on the
+ * first call.  ctx: the engine (only the lazily loaded models change). */
+static fv_status engine_haar(void *ctx, const fvi_haar **out, char *err, size_t errlen) {
+    fv_engine *eng = ctx;
+    fv_status st = lazy_get(eng, &eng->haar_load, load_haar, err, errlen);
+    *out = eng->haar;
+    return st;
+}
+
+/* fvi_mtcnn_get_fn for the policy: the engine's MTCNN, loaded on the first
+ * call.  ctx: the engine. */
+static fv_status engine_mtcnn(void *ctx, const fvi_mtcnn **out, char *err, size_t errlen) {
+    fv_engine *eng = ctx;
+    fv_status st = lazy_get(eng, &eng->mtcnn_load, load_mtcnn, err, errlen);
+    *out = eng->mtcnn;
+    return st;
 }
 
 /* fvi_landmarks_fn for the policy: the shape predictor on the first k
@@ -189,10 +222,10 @@ static fv_status engine_landmarks(const void *ctx, const fv_image *img, fv_face 
 static fv_status find_faces(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
                             size_t want_lm, fv_face **faces, size_t *n, fv_timings *t, char *err,
                             size_t errlen) {
-    /* non-const context: the Haar getter may load the cascade into the
-     * engine, the one thing that changes after creation (under haar_lock) */
-    fvi_detectors d = {eng->mmod, engine_haar, (void *)eng,   engine_landmarks,
-                       eng,       eng->pool,   opt->precision};
+    /* non-const context: the lazy getters may load a model into the
+     * engine, the one thing that changes after creation (under lazy_lock) */
+    fvi_detectors d = {eng->mmod, engine_haar,    (void *)eng,  engine_landmarks, eng,
+                       eng->pool, opt->precision, engine_mtcnn, (void *)eng};
     return fvi_find_faces(&d, img, opt, want_lm, faces, n, t, err, errlen);
 }
 

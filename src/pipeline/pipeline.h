@@ -15,10 +15,19 @@
 #include "align/align.h"
 #include "detect/haar.h"
 #include "detect/mmod.h"
+#include "detect/mtcnn.h"
 #include "embed/embed.h"
 #include "faceverify.h"
 #include "core/workers.h"
 #include "train/train.h"
+
+/* A model loaded on first use: where from, and how the load went. */
+typedef struct fvi_lazy {
+    char *path;
+    int tried;
+    fv_status status;
+    char err[256];
+} fvi_lazy;
 
 struct fv_engine {
     fvi_mmod *mmod;
@@ -28,16 +37,15 @@ struct fv_engine {
     float threshold;
     fv_flip flip;
     fv_limits limits;
-    /* Haar cascade, loaded on first use under haar_lock (so engines of
-     * users who never ask for haar neither pay for nor fail on it); the
-     * outcome, good or bad, is kept and reported on every haar request. */
-    pthread_mutex_t haar_lock;
-    int haar_lock_ok;
-    int haar_tried;
-    fv_status haar_status;
-    char haar_err[256];
-    char *haar_path;
+    /* The optional detectors' models (Haar cascade, MTCNN), each loaded on
+     * first use under lazy_lock (so engines of users who never ask for
+     * them neither pay for nor fail on them); the outcome, good or bad, is
+     * kept and reported on every request for that detector. */
+    pthread_mutex_t lazy_lock;
+    int lazy_lock_ok;
+    fvi_lazy haar_load, mtcnn_load;
     fvi_haar *haar;
+    fvi_mtcnn *mtcnn;
 };
 
 struct fv_model {

@@ -278,7 +278,8 @@ static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out)
     fv_detect_options_init(opt);
     const char *name = fvs_req_text(r, "detector", buf, sizeof buf);
     if (name && fv_detector_parse(name, &opt->detector) != FV_OK) {
-        fvs_error(out, 400, "validation_error", "detector: expected 'mmod', 'haar' or 'none'");
+        fvs_error(out, 400, "validation_error",
+                  "detector: expected 'mmod', 'haar', 'mtcnn' or 'none'");
         return -1;
     }
     const char *rot = fvs_req_text(r, "try_rotations", buf, sizeof buf);

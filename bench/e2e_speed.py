@@ -23,6 +23,9 @@ alike), after one untimed warm-up photo:
                     "with all cores, report the speed-up too": it is
                     compared with face_recognition on one thread, which
                     is how face_recognition runs (its calls use one core);
+  faceverify_mtcnn  the default options but detector FV_DETECTOR_MTCNN
+                    (opt-in, issue 17; max_side and try_rotations as
+                    default); only when models/mtcnn.bin is there;
   face_recognition  its defaults: load_image_file, face_locations(img)
                     (HOG, number_of_times_to_upsample=1), face_encodings
                     (img, locations).
@@ -68,18 +71,19 @@ class FaceverifyDefault:
     options (fv_detect_options_init), which the package's face_locations
     replaces by face_recognition's explicit upsample."""
 
-    def __init__(self, fv, models, precision=0, threads=1):
+    def __init__(self, fv, models, precision=0, threads=1, detector=0):
         from faceverify import _lib
         from faceverify.api import _Image
         self.fv, self.L, self.Image = fv, _lib, _Image
         self.eng = fv.Engine(models_dir=models, threads=threads)
-        self.precision = precision
+        self.precision, self.detector = precision, detector
 
     def detect(self, im):
         L, lib = self.L, self.eng._lib
         opt = L.DetectOptions()
         lib.fv_detect_options_init(byref(opt))
         opt.precision = self.precision
+        opt.detector = self.detector
         cap, count = 16, c_size_t(0)
         err = create_string_buffer(L.ERR_LEN)
         while True:
@@ -167,6 +171,9 @@ def main():
     many = FaceverifyDefault(fv, models, threads=cores)
     tools = {"faceverify": ours.run, "faceverify_fast": fast.run, "faceverify_2t": many.run,
              "face_recognition": lambda p: fr_run(fr, p)}
+    if Path(models or MODELS, "mtcnn.bin").exists():
+        tools["faceverify_mtcnn"] = FaceverifyDefault(fv, models, detector=3).run  # MTCNN
+    ours_tools = [t for t in tools if t != "face_recognition"]
     by = pick(man["images"], a.per_bin if a.quick else 0)
     photos = [(b, it) for b in BINS for it in by[b]]
     warm = photos[0][1].get("path") or str(out / photos[0][1]["file"])
@@ -206,7 +213,7 @@ def main():
         g = tool(rs, "face_recognition")
         bins[b] = {"photos": len(rs), "labelled_faces": sum(r["labelled_faces"] for r in rs),
                    "face_recognition": g}
-        for t in ("faceverify", "faceverify_fast", "faceverify_2t"):
+        for t in ours_tools:
             f = tool(rs, t)
             bins[b][t] = f
             # face_recognition's time over ours: >= 2.5 meets issue 17
@@ -244,6 +251,11 @@ def main():
                   v["speedup_faceverify_fast"]["ratio_of_medians"],
                   v["faceverify_fast"]["faces_found"], cores, v["faceverify_2t"]["median_ms"],
                   v["speedup_faceverify_2t"]["ratio_of_medians"], v["labelled_faces"]))
+        if "faceverify_mtcnn" in v:
+            m = v["faceverify_mtcnn"]
+            print("     mtcnn %6.0f ms x%.2f (%d faces; detect %.0f ms)" % (
+                m["median_ms"], v["speedup_faceverify_mtcnn"]["ratio_of_medians"],
+                m["faces_found"], m["median_stage_ms"]["detect"]))
 
 
 if __name__ == "__main__":

@@ -117,6 +117,17 @@ static const spec SPECS[] = {
 #define T_R 13
 #define T_O 29
 
+size_t fvi_mtcnn_tensor_count(void) {
+    return NSPEC;
+}
+
+const char *fvi_mtcnn_tensor(size_t i, int *nd, int dims[4]) {
+    if (i >= NSPEC) return NULL;
+    *nd = SPECS[i].nd;
+    memcpy(dims, SPECS[i].d, sizeof SPECS[i].d);
+    return SPECS[i].name;
+}
+
 /* A dense layer: w is inputs x outputs (row-major), b outputs. */
 typedef struct dense {
     int in, out;

@@ -40,6 +40,12 @@ fv_status fvi_mtcnn_parse(const void *data, size_t len, fvi_mtcnn **out, char *e
 /* Frees a model; NULL is a no-op. */
 void fvi_mtcnn_destroy(fvi_mtcnn *m);
 
+/* The tensors an mtcnn.bin must hold: the count, and the name and shape
+ * (*nd dims into dims[4]) of tensor i < count (NULL beyond).  For tests
+ * that build model files. */
+size_t fvi_mtcnn_tensor_count(void);
+const char *fvi_mtcnn_tensor(size_t i, int *nd, int dims[4]);
+
 typedef struct fvi_mtcnn_params {
     int min_face;     /* smallest face side in pixels (>= 12); 20 */
     double factor;    /* pyramid shrink per level (0.1..0.95); 0.709 */

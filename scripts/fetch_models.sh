@@ -13,6 +13,15 @@
 #   FACEVERIFY_MODELS_SDIST  a copy of the sdist already on this machine: it
 #                            is checked like a download, and nothing is fetched
 #   FACEVERIFY_MODELS_CACHE  where the download is kept (default: DEST/.cache)
+#
+# Then the optional MTCNN weights (`--detector mtcnn`, issue 17): the
+# facenet-pytorch 2.6.0 wheel from PyPI (MIT licence; 2 MB of weights in
+# a wheel of a few MB), checked against its pinned SHA-256, converted by
+# mtcnn_convert.py (beside this script; needs python3 with numpy) into
+# DEST/mtcnn.bin, whose SHA-256 is pinned too.  Everything but
+# `--detector mtcnn` works without it, so a failure here is a warning,
+# unless FACEVERIFY_REQUIRE_DATA=1 (CI), where it is an error.
+#   FACEVERIFY_MTCNN_WHEEL   a copy of the wheel already on this machine
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${FACEVERIFY_MODELS:-$root/models}
@@ -29,9 +38,14 @@ declare -A SHA=(
 
 ok() { [ -f "$dest/$1" ] && echo "${SHA[$1]}  $dest/$1" | sha256sum -c --status; }
 
+# the project's venv has a pip and numpy even where the system python has none
+py=python3
+[ -x "$root/.venv/bin/python" ] && py=$root/.venv/bin/python
+
+fetch_dlib() {
 need=0
 for f in "${!SHA[@]}"; do ok "$f" || need=1; done
-[ $need = 0 ] && exit 0
+[ $need = 0 ] && return 0
 
 cache=${FACEVERIFY_MODELS_CACHE:-$dest/.cache}
 src=$cache/$SDIST
@@ -43,9 +57,6 @@ elif ! echo "$SDIST_SHA  $src" | sha256sum -c --status 2>/dev/null; then
     echo "fetch_models: downloading $SDIST from PyPI (100 MB, once)"
     mkdir -p "$cache"
     rm -f "$src"
-    # the project's venv has a pip even where the system python has none
-    py=python3
-    [ -x "$root/.venv/bin/python" ] && py=$root/.venv/bin/python
     "$py" -m pip --version >/dev/null 2>&1 || {
         echo "fetch_models: needs pip to download from PyPI (apt-get install python3-pip)," \
              "or FACEVERIFY_MODELS_SDIST=FILE naming a copy of $SDIST" >&2; exit 1; }
@@ -60,3 +71,49 @@ for f in "${!SHA[@]}"; do
     ok "$f" || { echo "fetch_models: $f failed its SHA-256 check" >&2; exit 1; }
 done
 echo "fetch_models: models ready in $dest"
+}
+
+WHEEL=facenet_pytorch-2.6.0-py3-none-any.whl
+WHEEL_SHA=ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca
+MTCNN_SHA=54dd87aa99ad2c92924a5a661d2263feb22bf6b4102e5cd555e7b59fab47db3b
+
+# Fetches and converts the MTCNN weights; returns 1 with a message on
+# failure (the caller decides whether that is fatal).
+fetch_mtcnn() {
+    echo "$MTCNN_SHA  $dest/mtcnn.bin" | sha256sum -c --status 2>/dev/null && return 0
+    local cache=${FACEVERIFY_MODELS_CACHE:-$dest/.cache}
+    local whl=${FACEVERIFY_MTCNN_WHEEL:-$cache/$WHEEL}
+    local conv
+    conv=$(dirname "$0")/mtcnn_convert.py
+    [ -f "$conv" ] || { echo "fetch_models: $conv not found" >&2; return 1; }
+    "$py" -c 'import numpy' 2>/dev/null || {
+        echo "fetch_models: converting the MTCNN weights needs numpy for $py" >&2; return 1; }
+    if ! echo "$WHEEL_SHA  $whl" | sha256sum -c --status 2>/dev/null; then
+        [ -n "${FACEVERIFY_MTCNN_WHEEL:-}" ] && {
+            echo "fetch_models: $whl is not $WHEEL (SHA-256 differs)" >&2; return 1; }
+        echo "fetch_models: downloading $WHEEL from PyPI (MTCNN weights, optional)"
+        mkdir -p "$cache"
+        rm -f "$whl"
+        "$py" -m pip download -q --disable-pip-version-check --no-deps --only-binary :all: \
+            facenet-pytorch==2.6.0 -d "$cache" || {
+            echo "fetch_models: could not download facenet-pytorch 2.6.0" >&2; return 1; }
+        echo "$WHEEL_SHA  $whl" | sha256sum -c --status || {
+            echo "fetch_models: $WHEEL failed its SHA-256 check" >&2; return 1; }
+    fi
+    "$py" "$conv" --wheel "$whl" "$dest/mtcnn.bin.new" >/dev/null || {
+        rm -f "$dest/mtcnn.bin.new"; echo "fetch_models: converting $WHEEL failed" >&2; return 1; }
+    echo "$MTCNN_SHA  $dest/mtcnn.bin.new" | sha256sum -c --status || {
+        rm -f "$dest/mtcnn.bin.new"
+        echo "fetch_models: mtcnn.bin failed its SHA-256 check" >&2; return 1; }
+    mv "$dest/mtcnn.bin.new" "$dest/mtcnn.bin"
+    echo "fetch_models: MTCNN weights ready in $dest/mtcnn.bin"
+}
+
+fetch_dlib
+if ! fetch_mtcnn; then
+    if [ "${FACEVERIFY_REQUIRE_DATA:-}" = 1 ]; then
+        echo "fetch_models: the MTCNN weights are required (FACEVERIFY_REQUIRE_DATA=1)" >&2
+        exit 1
+    fi
+    echo "fetch_models: WARNING: no MTCNN weights; everything but --detector mtcnn works" >&2
+fi

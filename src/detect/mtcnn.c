@@ -336,21 +336,28 @@ static int pool_out(int in, int k) {
 }
 
 /* Max-pool k x k, stride 2, ceil mode, over every plane of in (CNHW or
- * NCHW alike): windows cut by the edge take the max of what is inside. */
+ * NCHW alike): windows cut by the edge take the max of what is inside.
+ * (A plain comparison, not fmaxf: no NaN reaches here, and it inlines.) */
 static void max_pool_ceil(const fvi_tensor *in, fvi_tensor *out, int k) {
     size_t planes = (size_t)in->n * (size_t)in->c;
     for (size_t pl = 0; pl < planes; pl++) {
         const float *s = in->d + pl * (size_t)in->h * in->w;
         float *d = out->d + pl * (size_t)out->h * out->w;
-        for (int y = 0; y < out->h; y++)
-            for (int x = 0; x < out->w; x++) {
-                int y1 = 2 * y + k < in->h ? 2 * y + k : in->h;
-                int x1 = 2 * x + k < in->w ? 2 * x + k : in->w;
-                float m = -INFINITY;
-                for (int yy = 2 * y; yy < y1; yy++)
-                    for (int xx = 2 * x; xx < x1; xx++) m = fmaxf(m, s[(size_t)yy * in->w + xx]);
-                d[(size_t)y * out->w + x] = m;
+        for (int y = 0; y < out->h; y++) {
+            int y1 = 2 * y + k < in->h ? 2 * y + k : in->h;
+            float *row = d + (size_t)y * out->w;
+            const float *r0 = s + (size_t)(2 * y) * in->w;
+            for (int x = 0; x < out->w; x++) row[x] = r0[2 * x];
+            for (int yy = 2 * y; yy < y1; yy++) {
+                const float *r = s + (size_t)yy * in->w;
+                for (int x = 0; x < out->w; x++) {
+                    int x1 = 2 * x + k < in->w ? 2 * x + k : in->w;
+                    float m = row[x];
+                    for (int xx = 2 * x; xx < x1; xx++) m = r[xx] > m ? r[xx] : m;
+                    row[x] = m;
+                }
             }
+        }
     }
 }
 
@@ -360,8 +367,8 @@ static void prelu_cnhw(fvi_tensor *t, const float *alpha) {
     for (int c = 0; c < t->c; c++) {
         float a = alpha[c];
         float *p = t->d + (size_t)c * t->n * plane;
-        for (size_t i = 0; i < (size_t)t->n * plane; i++)
-            if (p[i] < 0) p[i] *= a;
+        /* a select, vectorised under -fno-trapping-math (CMakeLists.txt) */
+        for (size_t i = 0; i < (size_t)t->n * plane; i++) p[i] = p[i] < 0 ? p[i] * a : p[i];
     }
 }
 
@@ -587,25 +594,38 @@ static void lin_coord(int i, int sn, int dn, int *i0, int *i1, float *a) {
 
 /* Bilinear resample of the region [x0, x0+sw) x [y0, y0+sh) of img (pixels
  * outside the image read as 0) to dw x dh, normalised ((v - 127.5) / 128)
- * into planes dst[c][y][x] with plane stride ps and row stride dw. */
+ * into planes dst[c][y][x] with plane stride ps and row stride dw.  The
+ * column positions are computed once (xc: 2*dw ints, xa: dw floats,
+ * scratch of the caller). */
 static void resample(const fv_image *img, long x0, long y0, int sw, int sh, int dw, int dh,
-                     float *dst, size_t ps) {
+                     float *dst, size_t ps, int *xc, float *xa) {
+    int inside = 1;
+    for (int x = 0; x < dw; x++) {
+        lin_coord(x, sw, dw, &xc[2 * x], &xc[2 * x + 1], &xa[x]);
+        for (int j = 0; j < 2; j++) {
+            long rx = x0 + xc[2 * x + j];
+            inside &= rx >= 0 && rx < img->width;
+        }
+    }
     for (int y = 0; y < dh; y++) {
         int ya, yb;
         float ay;
         lin_coord(y, sh, dh, &ya, &yb, &ay);
         long ry[2] = {y0 + ya, y0 + yb};
+        const unsigned char *row[2];
+        for (int i = 0; i < 2; i++)
+            row[i] = ry[i] >= 0 && ry[i] < img->height
+                         ? img->rgb + (size_t)ry[i] * (size_t)img->width * 3
+                         : NULL;
         for (int x = 0; x < dw; x++) {
-            int xa, xb;
-            float ax;
-            lin_coord(x, sw, dw, &xa, &xb, &ax);
-            long rx[2] = {x0 + xa, x0 + xb};
-            float v[2][2][3];
+            long rx[2] = {x0 + xc[2 * x], x0 + xc[2 * x + 1]};
+            float ax = xa[x], v[2][2][3];
             for (int i = 0; i < 2; i++)
                 for (int j = 0; j < 2; j++) {
-                    int in = ry[i] >= 0 && ry[i] < img->height && rx[j] >= 0 && rx[j] < img->width;
                     const unsigned char *px =
-                        in ? img->rgb + ((size_t)ry[i] * img->width + (size_t)rx[j]) * 3 : NULL;
+                        row[i] && (inside || (rx[j] >= 0 && rx[j] < img->width))
+                            ? row[i] + (size_t)rx[j] * 3
+                            : NULL;
                     for (int c = 0; c < 3; c++) v[i][j][c] = px ? px[c] : 0.0f;
                 }
             for (int c = 0; c < 3; c++) {
@@ -696,8 +716,10 @@ static fv_status refine(const fvi_mtcnn *m, const fv_image *img, int onet, cands
             if (r - l < 2 || bt - t < 2) continue;
             if (fmin(r, img->width) <= fmax(l, 0) || fmin(bt, img->height) <= fmax(t, 0)) continue;
             if (r - l > INT32_MAX / 4 || bt - t > INT32_MAX / 4) continue;
+            int xc[2 * 48];
+            float xa[48];
             resample(img, l, t, (int)(r - l), (int)(bt - t), side, side,
-                     X + (size_t)s * side * side, ps);
+                     X + (size_t)s * side * side, ps, xc, xa);
         }
         fvi_tensor x = {n, 3, side, side, X}, o;
         stack_run(L, nl, &x, bf.A, bf.B, bf.S, pool, &o);
@@ -749,6 +771,8 @@ static fv_status pnet_stage(const fvi_mtcnn *m, const fv_image *img, const fvi_m
     fv_status st = FV_OK;
     cands lvc = {0};
     float *lv = NULL;
+    int *xc = NULL; /* resample's column table */
+    float *xa = NULL;
     while (st == FV_OK && minl >= 12) {
         int hs = (int)ceil(img->height * s), ws = (int)ceil(img->width * s);
         size_t px;
@@ -757,12 +781,16 @@ static fv_status pnet_stage(const fvi_mtcnn *m, const fv_image *img, const fvi_m
             break;
         }
         fvi_free(lv);
+        fvi_free(xc);
+        fvi_free(xa);
         lv = fvi_malloc(3 * px * sizeof(float));
-        if (!lv) {
+        xc = fvi_malloc((size_t)ws * 2 * sizeof(int));
+        xa = fvi_malloc((size_t)ws * sizeof(float));
+        if (!lv || !xc || !xa) {
             st = FV_E_NO_MEMORY;
             break;
         }
-        resample(img, 0, 0, img->width, img->height, ws, hs, lv, px);
+        resample(img, 0, 0, img->width, img->height, ws, hs, lv, px, xc, xa);
         lvc.n = 0;
         st = pnet_level(m, lv, hs, ws, s, (float)p->thresh[0], pool, &lvc);
         if (st == FV_OK && nms(&lvc, 0.5, 0)) st = FV_E_NO_MEMORY;
@@ -772,6 +800,8 @@ static fv_status pnet_stage(const fvi_mtcnn *m, const fv_image *img, const fvi_m
         minl *= p->factor;
     }
     fvi_free(lv);
+    fvi_free(xc);
+    fvi_free(xa);
     fvi_free(lvc.v);
     if (st == FV_OK && nms(all, 0.7, 0)) st = FV_E_NO_MEMORY;
     for (size_t i = 0; st == FV_OK && i < all->n; i++) regress(&all->v[i], 1);

@@ -12,6 +12,8 @@ OPENBLAS_NUM_THREADS=1, faceverify --threads 1):
                the time is the process's wall time, model loading
                included, as a user gets it; its own timings_ms.total
                (decode + detect + quality) is reported too
+  faceverify_mtcnn  the same with `--detector mtcnn` (opt-in, issue 17;
+               models/mtcnn.bin); not in the default --tools
   fr_hog       face_recognition.face_locations(img) with its defaults:
                HOG, number_of_times_to_upsample=1
   fr_cnn       face_recognition.face_locations(img, model="cnn"), upsample 1
@@ -132,12 +134,17 @@ class Peer:
         return json.loads(last)["maxrss_kb"] if last else None
 
 
-def faceverify(path):
-    """One `faceverify detect` process on path: boxes, wall time, peak RSS
-    (wait4 of the process) and the error code when it refuses."""
+# our tools: the CLI's extra options
+OURS = {"faceverify": [], "faceverify_mtcnn": ["--detector", "mtcnn"]}
+
+
+def faceverify(path, extra=()):
+    """One `faceverify detect` process on path (with the extra options):
+    boxes, wall time, peak RSS (wait4 of the process) and the error code
+    when it refuses."""
     env = dict(os.environ, FACEVERIFY_MODELS=str(MODELS))
     t0 = time.perf_counter()
-    p = subprocess.Popen([str(CLI), "detect", path, "--json", "--threads", "1"],
+    p = subprocess.Popen([str(CLI), "detect", path, "--json", "--threads", "1", *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out = p.stdout.read()  # the JSON; stderr carries one short line at most
     err = p.stderr.read()
@@ -279,7 +286,8 @@ def plot(res, dest):
             ax.plot(*zip(*pts), marker="o",
                     label=t + (" (photos <= %g MP only)" % cap if cap else ""))
     ax.set_xscale("log")
-    ax.set_xticks([int(k) for k in res["results"]["faceverify"]["recall_by_size"]] or [16, 200])
+    first = next(iter(res["results"].values()))
+    ax.set_xticks([int(k) for k in first["recall_by_size"]] or [16, 200])
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("face box side (px)")
     ax.set_ylabel("recall")
@@ -317,7 +325,7 @@ def main():
     tools = a.tools.split(",")
     cnn_mp = a.cnn_max_mp if a.cnn_max_mp is not None else 0.35 if a.quick else 1.1
     caps = {"fr_cnn": round(cnn_mp / 3, 3), "dlib_mmod": cnn_mp}
-    peers = {t: Peer(t) for t in tools if t != "faceverify"}
+    peers = {t: Peer(t) for t in tools if t not in OURS}
     items = man["images"]
     runs = {}
     t_start = time.perf_counter()
@@ -327,7 +335,7 @@ def main():
         for t in tools:
             if t in caps and it["mp"] > caps[t]:
                 continue
-            r[t] = faceverify(path) if t == "faceverify" else peers[t].detect(path)
+            r[t] = faceverify(path, OURS[t]) if t in OURS else peers[t].detect(path)
         print("%d/%d %s %s" % (k + 1, len(items), it["file"],
                                " ".join("%s=%d" % (t, len(v["boxes"])) for t, v in r.items())),
               file=sys.stderr, flush=True)
@@ -353,6 +361,7 @@ def main():
             "fr_cnn": "face_recognition 1.3.0 face_locations(img, model='cnn'): upsample 1",
             "dlib_mmod": "dlib-bin cnn_face_detection_model_v1(mmod_human_face_detector.dat)"
                          "(img, 0)",
+            "faceverify_mtcnn": "faceverify detect PHOTO --json --threads 1 --detector mtcnn",
         },
         "match_rule": "greedy by IoU; a match is IoU >= %.1f, or for truth faces <= %d px the "
                       "detection's centre inside the truth box with a side <= 3x the truth's"

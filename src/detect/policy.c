@@ -191,6 +191,7 @@ static fv_status mtcnn_run(const fvi_detectors *d, const fv_image *img, double s
     FVI_UNUSED(scale);
     fvi_mtcnn_params p;
     fvi_mtcnn_params_init(&p);
+    if (d->mtcnn_min_face > 0) p.min_face = d->mtcnn_min_face;
     return fvi_mtcnn_detect(ctx, img, &p, d->pool, faces, n, err, errlen);
 }
 
@@ -339,6 +340,8 @@ static fv_status detect_turned(const fvi_detectors *d, const fv_image *img, int 
  * turns (on LFW, 90% of upright faces have 16 or more; 1% of faces lying
  * on their side reach 10 upright, about as many as are misjudged anyway). */
 #define FVI_JUDGE_SURE_HITS 10
+/* MTCNN's smallest face in the turned passes (see find_turn). */
+#define FVI_TURN_MTCNN_MIN_FACE 40
 /* Pixel budget of each whole-photo turned pass (see find_turn). */
 #define FVI_TURN_PIXELS (640u * 480u * 2u)
 
@@ -451,7 +454,8 @@ static const fvi_haar *judge_cascade(const fvi_detectors *d) {
  *    bounded worst case: three passes of at most FVI_TURN_PIXELS each.
  *    They run MMOD in FV_PRECISION_FAST (bf16, about half the time where
  *    the CPU has AVX-512 BF16, exact elsewhere) whatever the call's
- *    precision: they only point the judge at a face and decide the turn;
+ *    precision (and MTCNN from FVI_TURN_MTCNN_MIN_FACE px): they only
+ *    point the judge at a face and decide the turn;
  *    the faces returned come from the policy run again on the turned
  *    photo, in the call's precision (so exact stays dlib's). */
 static fv_status find_turn(const fvi_detectors *d, const fv_image *img,
@@ -496,6 +500,10 @@ static fv_status find_turn(const fvi_detectors *d, const fv_image *img,
     cheap.max_side = 0;
     fvi_detectors quick = *d;
     quick.mmod_precision = FV_PRECISION_FAST;
+    /* MTCNN's cost grows as 1 / min_face^2: like MMOD's pass without
+     * upsampling, the turned passes look only for the larger faces (a
+     * quarter of the work), enough to point the judge at a face */
+    quick.mtcnn_min_face = FVI_TURN_MTCNN_MIN_FACE;
     float best[4] = {n > 0 ? best_score(faces, n) : -INFINITY, -INFINITY, -INFINITY, -INFINITY};
     if (cascade && n > 0) {
         st = judge_face(cascade, img, &faces[strongest(faces, n)], all, 1, hits, &judged, d->pool,

@@ -53,6 +53,7 @@ typedef struct fvi_detectors {
     int mmod_precision;     /* fv_detect_options.precision of this call */
     fvi_mtcnn_get_fn mtcnn; /* may be NULL: FV_DETECTOR_MTCNN then FV_E_UNSUPPORTED */
     void *mtcnn_ctx;
+    int mtcnn_min_face; /* MTCNN's smallest face (px); 0: its default, 20 */
 } fvi_detectors;
 
 /* Finds the faces in img per opt (see policy.c for the rules), with

@@ -225,7 +225,7 @@ static fv_status find_faces(const fv_engine *eng, const fv_image *img, const fv_
     /* non-const context: the lazy getters may load a model into the
      * engine, the one thing that changes after creation (under lazy_lock) */
     fvi_detectors d = {eng->mmod, engine_haar,    (void *)eng,  engine_landmarks, eng,
-                       eng->pool, opt->precision, engine_mtcnn, (void *)eng};
+                       eng->pool, opt->precision, engine_mtcnn, (void *)eng,      0};
     return fvi_find_faces(&d, img, opt, want_lm, faces, n, t, err, errlen);
 }
 

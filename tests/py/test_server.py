@@ -21,7 +21,7 @@ import pytest
 import requests
 
 import fvserver
-from conftest import DATA, need
+from conftest import DATA, MODELS, need, skip_or_fail
 from fvserver import Server, check, create_collection, daemon_cmd, new_db_url
 
 BACKENDS = ["sqlite", "postgres"]
@@ -393,6 +393,25 @@ def test_detector_choice(env):
     r = s.request("POST", "/api/v1/detect", env.a, files=files(image=img),
                   data={"detector": "sift"})
     assert check(r, "POST", "/api/v1/detect", 400)["error"]["code"] == "validation_error"
+
+
+def test_detector_mtcnn(env):
+    """The opt-in MTCNN detector through the API, when its weights are
+    installed (make models; required in CI)."""
+    if not (MODELS / "mtcnn.bin").exists():
+        skip_or_fail(f"MTCNN weights not found: {MODELS / 'mtcnn.bin'}")
+    s = env.server
+    r = s.request("POST", "/api/v1/detect", env.a,
+                  files=files(image=sample("openface/longoria-cooper.jpg")),
+                  data={"detector": "mtcnn"})
+    body = check(r, "POST", "/api/v1/detect", 200)
+    assert body["detector"] == "mtcnn" and body["count"] == 2
+    assert all(0.7 <= f["score"] <= 1.0 for f in body["faces"])
+    a, b = sample("openface/clapton-1.jpg"), sample("openface/clapton-2.jpg")
+    r = s.request("POST", "/api/v1/verify", env.a, files=files(image_a=a, image_b=b),
+                  data={"detector": "mtcnn"})
+    body = check(r, "POST", "/api/v1/verify", 200)
+    assert body["detector"] == "mtcnn" and body["verified"] is True
 
 
 def test_verify_multipart_and_json(env):

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import CLI, MODELS, REPO
+from conftest import CLI, MODELS, REPO, skip_or_fail
 
 SUPP = REPO / "tests" / "valgrind.supp"
 
@@ -48,5 +48,18 @@ def test_cli_error_path_clean_under_valgrind(lfw, tmp_path):
     bad.write_bytes(data[: len(data) // 2])
     p = _valgrind("verify", bad, lfw / "Tony_Blair/Tony_Blair_0001.jpg")
     assert p.returncode == 2, p.stderr[-3000:]
+    assert "ERROR SUMMARY: 0 errors" in p.stderr
+    assert all_freed(p.stderr), p.stderr[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
+def test_cli_mtcnn_clean_under_valgrind(lfw):
+    """The opt-in MTCNN detector (P-Net strips, R-/O-Net batches, the lazy
+    load) on the same pair, try_rotations' turned passes included."""
+    if not (MODELS / "mtcnn.bin").exists():
+        skip_or_fail(f"MTCNN weights not found: {MODELS / 'mtcnn.bin'}")
+    p = _valgrind("verify", lfw / "Aaron_Eckhart/Aaron_Eckhart_0001.jpg",
+                  lfw / "Tony_Blair/Tony_Blair_0001.jpg", "--detector", "mtcnn", "--threads", "2")
+    assert p.returncode == 1, p.stderr[-3000:]
     assert "ERROR SUMMARY: 0 errors" in p.stderr
     assert all_freed(p.stderr), p.stderr[-3000:]

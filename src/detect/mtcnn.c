@@ -428,9 +428,18 @@ static void stack_run(const layer *L, int nl, const fvi_tensor *x, float *A, flo
  * (a conv's scratch depends on its column count through its tiling plan,
  * so a smaller batch or strip may need more scratch than a larger one). */
 typedef struct bufs {
-    float *A, *B, *S;
-    size_t act, scr;
+    float *A, *B, *S, *X; /* X: the input (P-Net's strip) */
+    size_t act, scr, xcap;
 } bufs;
+
+/* Makes b->X hold n floats (kept when it does already).  -1: no memory. */
+static int bufs_input(bufs *b, size_t n) {
+    if (n <= b->xcap && b->X) return 0;
+    fvi_free_aligned(b->X);
+    b->X = fvi_malloc_aligned(n * sizeof(float));
+    b->xcap = b->X ? n : 0;
+    return b->X ? 0 : -1;
+}
 
 /* Makes b fit a stack run of n samples of h x w.  FV_E_NO_MEMORY, or
  * FV_E_INTERNAL when the input is too small for the stack (a bug). */
@@ -457,6 +466,7 @@ static fv_status bufs_fit(bufs *b, const layer *L, int nl, int n, int h, int w, 
 }
 
 static void bufs_free(bufs *b) {
+    fvi_free_aligned(b->X);
     fvi_free_aligned(b->A);
     fvi_free_aligned(b->B);
     fvi_free_aligned(b->S);
@@ -642,30 +652,31 @@ static void resample(const fv_image *img, long x0, long y0, int sw, int sh, int 
 
 /* P-Net over one pyramid level (planes lv: 3 x h x w), appending windows of
  * face probability >= thr as boxes in image pixels (scale s) with their
- * regression to out. */
+ * regression to out.  bf: buffers kept from level to level (the first,
+ * largest level sizes them). */
 static fv_status pnet_level(const fvi_mtcnn *m, const float *lv, int h, int w, double s, float thr,
-                            fvi_workers *pool, cands *out) {
+                            fvi_workers *pool, bufs *bf, cands *out) {
     int hout = pool_out(h - 2, 2) - 4, wout = pool_out(w - 2, 2) - 4;
     if (h < 12 || w < 12 || hout < 1 || wout < 1) return FV_OK;
     int rows_in = 2 * PNET_ROWS + 11; /* the last strip may take one more row */
     size_t in_sz;
     if (fvi_size_mul(3 * (size_t)w, (size_t)(rows_in < h ? rows_in : h), &in_sz))
         return FV_E_NO_MEMORY;
-    float *X = fvi_malloc_aligned(in_sz * sizeof(float));
-    bufs bf = {0};
-    fv_status st = X ? FV_OK : FV_E_NO_MEMORY;
+    if (bufs_input(bf, in_sz)) return FV_E_NO_MEMORY;
+    float *X = bf->X;
+    fv_status st = FV_OK;
     for (int y0 = 0; st == FV_OK && y0 < hout; y0 += PNET_ROWS) {
         int n = hout - y0 < PNET_ROWS ? hout - y0 : PNET_ROWS;
         int end = y0 + n >= hout ? h : 2 * y0 + 2 * n + 10;
         int rows = end - 2 * y0;
         FVI_ASSERT(rows <= rows_in && rows <= h);
-        st = bufs_fit(&bf, m->pl, 4, 1, rows, w, pool);
+        st = bufs_fit(bf, m->pl, 4, 1, rows, w, pool);
         if (st != FV_OK) break;
         for (int c = 0; c < 3; c++)
             memcpy(X + (size_t)c * rows * w, lv + ((size_t)c * h + 2 * (size_t)y0) * w,
                    (size_t)rows * w * sizeof(float));
         fvi_tensor x = {1, 3, rows, w, X}, o;
-        stack_run(m->pl, 4, &x, bf.A, bf.B, bf.S, pool, &o);
+        stack_run(m->pl, 4, &x, bf->A, bf->B, bf->S, pool, &o);
         size_t plane = (size_t)o.h * o.w;
         for (int yy = 0; yy < n; yy++)
             for (int xx = 0; xx < o.w; xx++) {
@@ -680,8 +691,6 @@ static fv_status pnet_level(const fvi_mtcnn *m, const float *lv, int h, int w, d
                 if (cands_push(out, &c)) st = FV_E_NO_MEMORY;
             }
     }
-    fvi_free_aligned(X);
-    bufs_free(&bf);
     return st;
 }
 
@@ -693,9 +702,8 @@ static fv_status refine(const fvi_mtcnn *m, const fv_image *img, int onet, cands
     int nl = onet ? 4 : 3, side = onet ? 48 : 24;
     const dense *d1 = onet ? &m->od : &m->rd, *d2 = onet ? &m->oh : &m->rh;
     const float *a1 = m->t[onet ? T_O + 14 : T_R + 11]; /* prelu5 / prelu4 */
-    size_t xs = (size_t)BATCH * 3 * side * side;
-    float *X = fvi_malloc_aligned(xs * sizeof(float));
     bufs bf = {0};
+    float *X = bufs_input(&bf, (size_t)BATCH * 3 * side * side) ? NULL : bf.X;
     float *F = fvi_malloc((size_t)BATCH * d1->in * sizeof(float));
     float *H = fvi_malloc((size_t)BATCH * d1->out * sizeof(float));
     float *Y = fvi_malloc((size_t)BATCH * d2->out * sizeof(float));
@@ -747,7 +755,6 @@ static fv_status refine(const fvi_mtcnn *m, const fv_image *img, int onet, cands
             for (int i = 0; i < 4; i++) cd->reg[i] = y[2 + i] + d2->b[2 + i];
         }
     }
-    fvi_free_aligned(X);
     bufs_free(&bf);
     fvi_free(F);
     fvi_free(H);
@@ -772,6 +779,7 @@ static fv_status pnet_stage(const fvi_mtcnn *m, const fv_image *img, const fvi_m
     cands lvc = {0};
     float *lv = NULL;
     int *xc = NULL; /* resample's column table */
+    bufs bf = {0};
     float *xa = NULL;
     while (st == FV_OK && minl >= 12) {
         int hs = (int)ceil(img->height * s), ws = (int)ceil(img->width * s);
@@ -780,19 +788,18 @@ static fv_status pnet_stage(const fvi_mtcnn *m, const fv_image *img, const fvi_m
             st = FV_E_IMAGE_TOO_LARGE;
             break;
         }
-        fvi_free(lv);
-        fvi_free(xc);
-        fvi_free(xa);
-        lv = fvi_malloc(3 * px * sizeof(float));
-        xc = fvi_malloc((size_t)ws * 2 * sizeof(int));
-        xa = fvi_malloc((size_t)ws * sizeof(float));
-        if (!lv || !xc || !xa) {
-            st = FV_E_NO_MEMORY;
-            break;
+        if (!lv) { /* the first level is the largest: its buffers serve all */
+            lv = fvi_malloc(3 * px * sizeof(float));
+            xc = fvi_malloc((size_t)ws * 2 * sizeof(int));
+            xa = fvi_malloc((size_t)ws * sizeof(float));
+            if (!lv || !xc || !xa) {
+                st = FV_E_NO_MEMORY;
+                break;
+            }
         }
         resample(img, 0, 0, img->width, img->height, ws, hs, lv, px, xc, xa);
         lvc.n = 0;
-        st = pnet_level(m, lv, hs, ws, s, (float)p->thresh[0], pool, &lvc);
+        st = pnet_level(m, lv, hs, ws, s, (float)p->thresh[0], pool, &bf, &lvc);
         if (st == FV_OK && nms(&lvc, 0.5, 0)) st = FV_E_NO_MEMORY;
         for (size_t i = 0; st == FV_OK && i < lvc.n; i++)
             if (cands_push(all, &lvc.v[i])) st = FV_E_NO_MEMORY;
@@ -802,6 +809,7 @@ static fv_status pnet_stage(const fvi_mtcnn *m, const fv_image *img, const fvi_m
     fvi_free(lv);
     fvi_free(xc);
     fvi_free(xa);
+    bufs_free(&bf);
     fvi_free(lvc.v);
     if (st == FV_OK && nms(all, 0.7, 0)) st = FV_E_NO_MEMORY;
     for (size_t i = 0; st == FV_OK && i < all->n; i++) regress(&all->v[i], 1);

@@ -346,6 +346,18 @@ static void max_pool_ceil(const fvi_tensor *in, fvi_tensor *out, int k) {
         for (int y = 0; y < out->h; y++) {
             int y1 = 2 * y + k < in->h ? 2 * y + k : in->h;
             float *row = d + (size_t)y * out->w;
+            if (k == 2 && y1 == 2 * y + 2) { /* P-Net's pool: two full rows */
+                const float *a = s + (size_t)(2 * y) * in->w, *b = a + in->w;
+                int full = in->w / 2; /* windows with both columns inside */
+                for (int x = 0; x < full; x++) {
+                    float m0 = a[2 * x] > a[2 * x + 1] ? a[2 * x] : a[2 * x + 1];
+                    float m1 = b[2 * x] > b[2 * x + 1] ? b[2 * x] : b[2 * x + 1];
+                    row[x] = m0 > m1 ? m0 : m1;
+                }
+                if (full < out->w)
+                    row[full] = a[2 * full] > b[2 * full] ? a[2 * full] : b[2 * full];
+                continue;
+            }
             const float *r0 = s + (size_t)(2 * y) * in->w;
             for (int x = 0; x < out->w; x++) row[x] = r0[2 * x];
             for (int yy = 2 * y; yy < y1; yy++) {

@@ -348,7 +348,7 @@ typedef struct fv_quality {
     float brightness;     /* mean luma of the chip's face area, 0..255 */
     float contrast;       /* standard deviation of that luma */
     float yaw, pitch;     /* degrees, estimated from the landmarks; 0 = frontal */
-    float detector_score; /* the face's score (MMOD confidence, Haar hits) */
+    float detector_score; /* the face's score (MMOD confidence, Haar hits, MTCNN probability) */
     /* the factors in [0,1] that make up score */
     float size_factor, sharpness_factor, exposure_factor, pose_factor, detector_factor;
     unsigned reasons; /* FV_QUALITY_* bits: the factors below 0.5 */

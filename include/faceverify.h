@@ -131,13 +131,17 @@ FV_API void fv_image_destroy(fv_image *img);
 /* ---------------------------------------------------------------- engine */
 
 typedef enum fv_detector {
-    FV_DETECTOR_MMOD = 0, /* dlib's MMOD CNN face detector */
-    FV_DETECTOR_NONE = 1, /* the whole image is the face (tight crops) */
-    FV_DETECTOR_HAAR = 2, /* OpenCV Haar cascade (Viola-Jones), see fv_config */
-    FV_DETECTOR_MTCNN = 3 /* MTCNN (P-/R-/O-Net, facenet-pytorch's weights), see fv_config */
+    FV_DETECTOR_MMOD = 0,  /* dlib's MMOD CNN face detector */
+    FV_DETECTOR_NONE = 1,  /* the whole image is the face (tight crops) */
+    FV_DETECTOR_HAAR = 2,  /* OpenCV Haar cascade (Viola-Jones), see fv_config */
+    FV_DETECTOR_MTCNN = 3, /* MTCNN (P-/R-/O-Net, facenet-pytorch's weights), see fv_config */
+    /* The default: MTCNN when its weights (mtcnn.bin) are installed, else
+     * MMOD's automatic scale policy; MMOD when upsample is set (see
+     * fv_detect_options_resolve). */
+    FV_DETECTOR_AUTO = 4
 } fv_detector;
 
-/* Returns "mmod", "none", "haar", "mtcnn"; NULL for an unknown value. */
+/* Returns "mmod", "none", "haar", "mtcnn", "auto"; NULL for an unknown value. */
 FV_API const char *fv_detector_name(fv_detector d);
 /* Parses a detector name; FV_E_UNSUPPORTED for an unknown name. */
 FV_API fv_status fv_detector_parse(const char *name, fv_detector *out);
@@ -235,8 +239,11 @@ typedef struct fv_detect_options {
      * dlib's boxes); -1: auto (default), which looks for faces down to
      * ~20 px in every photo (see the README's detection policy). */
     int upsample;
-    /* MMOD: images whose longer side exceeds this are downscaled first
-     * (boxes are mapped back); 0: never.  Default 1600. */
+    /* Images whose longer side exceeds this are downscaled for detection
+     * (boxes are mapped back); 0: never.  Default -1: the detector's own,
+     * 1600 for MMOD and Haar (their cost and memory grow fast with the
+     * pixels), never for MTCNN (it finds 20 px faces in 24 MP photos in
+     * bounded memory: P-Net runs in strips). */
     int max_side;
     float min_score; /* drop detections below this score; default 0 */
     /* 1 (default): find faces in photos turned 90, 270 or 180 degrees
@@ -263,8 +270,8 @@ typedef struct fv_detect_options {
      * max_side above also applies (boxes mapped back).
      * MTCNN: faces from 20 px, pyramid factor 0.709, thresholds 0.6/0.7/0.7
      * (fixed); boxes mapped to dlib's convention (src/detect/mtcnn.c),
-     * score = O-Net's face probability (0.7..1); max_side and
-     * try_rotations apply as for Haar. */
+     * score = O-Net's face probability (0.7..1); try_rotations applies as
+     * for Haar, max_side when set (its default: never). */
     float haar_scale_factor;
     int haar_min_neighbors;
     int haar_min_size;
@@ -287,6 +294,17 @@ typedef struct fv_detect_options {
 #define FV_PRECISION_FAST 1
 
 FV_API void fv_detect_options_init(fv_detect_options *opt);
+
+/* Replaces the options' defaults by what the engine will run:
+ * FV_DETECTOR_AUTO by FV_DETECTOR_MTCNN when the engine's MTCNN weights
+ * load (they are then loaded), by FV_DETECTOR_MMOD when the file is
+ * missing (FV_E_MODEL_MISSING) or upsample is 0..2 (MMOD's exact mode,
+ * dlib's boxes); max_side -1 by the detector's own.  A
+ * corrupt file (FV_E_MODEL_CORRUPT, FV_E_IO) or FV_E_NO_MEMORY is returned
+ * with opt unchanged.  Every detecting function does this itself; callers
+ * use it to report the detector in force or to size the work. */
+FV_API fv_status fv_detect_options_resolve(const fv_engine *eng, fv_detect_options *opt, char *err,
+                                           size_t errlen);
 
 /* Detects faces and their 5 landmarks.  Writes up to cap faces into faces[]
  * (largest first) and the number found (which may exceed cap) into *count.

@@ -14,13 +14,14 @@
 #                            is checked like a download, and nothing is fetched
 #   FACEVERIFY_MODELS_CACHE  where the download is kept (default: DEST/.cache)
 #
-# Then the optional MTCNN weights (`--detector mtcnn`, issue 17): the
+# Then the MTCNN weights of the default detector (auto, issue 17): the
 # facenet-pytorch 2.6.0 wheel from PyPI (MIT licence; 2 MB of weights in
 # a wheel of a few MB), checked against its pinned SHA-256, converted by
 # mtcnn_convert.py (beside this script; needs python3 with numpy) into
-# DEST/mtcnn.bin, whose SHA-256 is pinned too.  Everything but
-# `--detector mtcnn` works without it, so a failure here is a warning,
-# unless FACEVERIFY_REQUIRE_DATA=1 (CI), where it is an error.
+# DEST/mtcnn.bin, whose SHA-256 is pinned too.  Without it the default
+# detector falls back to MMOD (slower, see the README's detection policy)
+# and only an explicit `--detector mtcnn` fails, so a failure here is a
+# warning, unless FACEVERIFY_REQUIRE_DATA=1 (CI), where it is an error.
 #   FACEVERIFY_MTCNN_WHEEL   a copy of the wheel already on this machine
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -115,5 +116,6 @@ if ! fetch_mtcnn; then
         echo "fetch_models: the MTCNN weights are required (FACEVERIFY_REQUIRE_DATA=1)" >&2
         exit 1
     fi
-    echo "fetch_models: WARNING: no MTCNN weights; everything but --detector mtcnn works" >&2
+    echo "fetch_models: WARNING: no MTCNN weights; the default detector falls back to MMOD" \
+        "(slower on real-size photos) and --detector mtcnn fails" >&2
 fi

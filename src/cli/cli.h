@@ -62,7 +62,7 @@ const char *cli_model_id(const cli_opts *o, const fv_model *m, char *buf, size_t
  * on a bad option. */
 int cli_parse_common(int argc, char **argv, cli_opts *o);
 /* Creates the engine, printing the reason on failure. */
-fv_status cli_engine(const cli_opts *o, fv_engine **eng);
+fv_status cli_engine(cli_opts *o, fv_engine **eng);
 /* Loads an image, printing the reason on failure; *ms: decode time. */
 fv_status cli_load(const cli_opts *o, const char *path, fv_image **img, double *ms);
 /* A face as the API's Face object: box {left, top, right, bottom}, score,

@@ -139,11 +139,15 @@ static void usage(FILE *f) {
           "                    are noise; --threads N\n"
           "\n"
           "options:\n"
-          "  --detector mmod|none|haar|mtcnn  face detector (none: the image is a tight face\n"
-          "                         crop; haar: OpenCV Haar cascade, Viola-Jones;\n"
-          "                         mtcnn: MTCNN, models/mtcnn.bin, faces from 20 px)\n"
-          "  --upsample N           MMOD: double the image N times (0..2); default auto\n"
-          "  --max-side N           MMOD: downscale photos longer than N px (0: never)\n"
+          "  --detector auto|mtcnn|mmod|haar|none  face detector (auto, the default:\n"
+          "                         mtcnn when models/mtcnn.bin is installed, else mmod;\n"
+          "                         mtcnn: MTCNN, faces from 20 px; mmod: dlib's MMOD\n"
+          "                         CNN; haar: OpenCV Haar cascade, Viola-Jones; none:\n"
+          "                         the image is a tight face crop)\n"
+          "  --upsample N           MMOD: double the image N times (0..2; selects mmod under\n"
+          "                         --detector auto); default auto\n"
+          "  --max-side N           downscale photos longer than N px for detection (0:\n"
+          "                         never; default 1600 for mmod and haar, never for mtcnn)\n"
           "  --precision exact|fast MMOD arithmetic: exact (float32, dlib's boxes; the\n"
           "                         default) or fast (bf16 convolutions on CPUs with\n"
           "                         AVX-512 BF16, ~2x faster MMOD, same faces; else exact)\n"
@@ -249,7 +253,7 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
             takes = 0;
         } else if (!strcmp(a, "--detector") && v) {
             if (fv_detector_parse(v, &o->verify.detect.detector) != FV_OK) {
-                return bad_option(o, "unknown detector '%s' (mmod, none, haar, mtcnn)", v);
+                return bad_option(o, "unknown detector '%s' (auto, mtcnn, mmod, haar, none)", v);
             }
         } else if (!strcmp(a, "--pick") && v) {
             if (!strcmp(v, "largest"))
@@ -373,10 +377,20 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
     return 0;
 }
 
-fv_status cli_engine(const cli_opts *o, fv_engine **eng) {
+fv_status cli_engine(cli_opts *o, fv_engine **eng) {
     char err[512] = "";
     fv_status st = fv_engine_create(&o->cfg, eng, err, sizeof err);
     if (st != FV_OK) cli_error(o, st, "cannot load models: %s", err);
+    /* the detector in force (auto: mtcnn when models/mtcnn.bin loads,
+     * else mmod), as the output names it */
+    if (st == FV_OK) {
+        st = fv_detect_options_resolve(*eng, &o->verify.detect, err, sizeof err);
+        if (st != FV_OK) {
+            cli_error(o, st, "cannot load models: %s", err);
+            fv_engine_destroy(*eng);
+            *eng = NULL;
+        }
+    }
     return st;
 }
 

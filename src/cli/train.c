@@ -448,7 +448,8 @@ static int build_faces(const topts *t, const char *root, dataset *ds, fv_engine 
     ds->emb = calloc(((size_t)ds->nimg + 1) * FV_EMBED_DIM, sizeof(float));
     if (!ds->ok || !ds->chips || !ds->emb) return -1;
     if (load_cache(cache, ds) == 0) return 0;
-    if (!*eng && cli_engine(&t->common, eng) != FV_OK) return -1;
+    cli_opts common = t->common; /* cli_engine resolves its detector */
+    if (!*eng && cli_engine(&common, eng) != FV_OK) return -1;
     unsigned char *chip = malloc((size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3);
     if (!chip) return -1;
     double t0 = fvi_now_ms();
@@ -699,7 +700,8 @@ static json_t *test_eval(const topts *t, fvt_net *net, fvt_ws *ws, int bs, fvi_w
         pl.v[k].ia = (int)(a - td.paths), pl.v[k].ib = (int)(b - td.paths);
     }
     if (build_faces(t, root, &td, eng, cache)) goto out;
-    if (!*eng && cli_engine(&t->common, eng) != FV_OK) goto out;
+    cli_opts common = t->common; /* cli_engine resolves its detector */
+    if (!*eng && cli_engine(&common, eng) != FV_OK) goto out;
     emb = calloc((size_t)u * FV_EMBED_DIM, sizeof(float));
     idx = malloc(sizeof(int) * (size_t)u);
     sc = malloc(sizeof *sc * (pl.n + 1));

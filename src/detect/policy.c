@@ -1,7 +1,11 @@
 /*
  * policy.c: the detection policy (see policy.h), the rules stated in the
  * README:
- *  - photos whose longer side exceeds opt->max_side (default 1600 px) are
+ *  - the default detector (FV_DETECTOR_AUTO) is MTCNN when its weights
+ *    load, else MMOD; with an upsampling level (0..2) it is MMOD's exact
+ *    mode;
+ *  - photos whose longer side exceeds opt->max_side (default 1600 px for
+ *    MMOD and Haar, no limit for MTCNN) are
  *    downscaled with an area filter for detection only; boxes are mapped
  *    back, and landmarks and chips are computed on the full-resolution
  *    image;
@@ -32,9 +36,9 @@
 /* The defaults the README states; NULL is a no-op. */
 void fv_detect_options_init(fv_detect_options *opt) {
     if (!opt) return;
-    opt->detector = FV_DETECTOR_MMOD;
+    opt->detector = FV_DETECTOR_AUTO;
     opt->upsample = -1;
-    opt->max_side = FVI_DEFAULT_MAX_SIDE;
+    opt->max_side = -1;
     opt->min_score = 0.0f;
     opt->try_rotations = 1;
     opt->order = FV_ORDER_LARGEST;
@@ -45,7 +49,7 @@ void fv_detect_options_init(fv_detect_options *opt) {
     opt->precision = FV_PRECISION_EXACT;
 }
 
-static const char *const detector_names[] = {"mmod", "none", "haar", "mtcnn"};
+static const char *const detector_names[] = {"mmod", "none", "haar", "mtcnn", "auto"};
 
 /* Static name of d; NULL for a value outside the enum. */
 const char *fv_detector_name(fv_detector d) {
@@ -62,6 +66,25 @@ fv_status fv_detector_parse(const char *name, fv_detector *out) {
             return FV_OK;
         }
     return FV_E_UNSUPPORTED;
+}
+
+fv_status fvi_resolve_detect_options(const fvi_detectors *d, fv_detect_options *opt, char *err,
+                                     size_t errlen) {
+    if (opt->detector == FV_DETECTOR_AUTO && opt->upsample >= 0) {
+        opt->detector = FV_DETECTOR_MMOD; /* an upsampling level is MMOD's exact mode */
+    } else if (opt->detector == FV_DETECTOR_AUTO) {
+        const fvi_mtcnn *m = NULL;
+        fv_status st = d->mtcnn ? d->mtcnn(d->mtcnn_ctx, &m, err, errlen) : FV_E_MODEL_MISSING;
+        /* only a missing file means "not installed"; a corrupt one or a
+         * failed allocation is an error to report, not a reason to run
+         * another detector */
+        if (st != FV_OK && st != FV_E_MODEL_MISSING) return st;
+        opt->detector = st == FV_OK ? FV_DETECTOR_MTCNN : FV_DETECTOR_MMOD;
+        if (err && errlen) err[0] = '\0';
+    }
+    if (opt->max_side < 0)
+        opt->max_side = opt->detector == FV_DETECTOR_MTCNN ? 0 : FVI_DEFAULT_MAX_SIDE;
+    return FV_OK;
 }
 
 static float face_area(const fv_face *f) {
@@ -552,9 +575,15 @@ static fv_status find_turn(const fvi_detectors *d, const fv_image *img,
  * back (so the chip comes out upright).  On failure *faces is freed.
  * Times go to t->detect_ms and t->landmarks_ms (for turned images,
  * landmarks are counted in detect_ms). */
-fv_status fvi_find_faces(const fvi_detectors *d, const fv_image *img, const fv_detect_options *opt,
-                         size_t want_lm, fv_face **faces, size_t *n, fv_timings *t, char *err,
-                         size_t errlen) {
+fv_status fvi_find_faces(const fvi_detectors *d, const fv_image *img,
+                         const fv_detect_options *given, size_t want_lm, fv_face **faces, size_t *n,
+                         fv_timings *t, char *err, size_t errlen) {
+    fv_detect_options resolved = *given;
+    const fv_detect_options *opt = &resolved;
+    *faces = NULL;
+    *n = 0;
+    fv_status st0 = fvi_resolve_detect_options(d, &resolved, err, errlen);
+    if (st0 != FV_OK) return st0;
     double t0 = fvi_now_ms();
     fv_status st = detect_boxes(d, img, opt, faces, n, err, errlen);
     int turn = 0;

@@ -56,6 +56,13 @@ typedef struct fvi_detectors {
     int mtcnn_min_face; /* MTCNN's smallest face (px); 0: its default, 20 */
 } fvi_detectors;
 
+/* Replaces opt's defaults by what d will run (fv_detect_options_resolve):
+ * FV_DETECTOR_AUTO by MTCNN when d's getter loads it, by MMOD when its
+ * file is missing (any other failure is returned, opt untouched); max_side
+ * -1 by the detector's own. */
+fv_status fvi_resolve_detect_options(const fvi_detectors *d, fv_detect_options *opt, char *err,
+                                     size_t errlen);
+
 /* Finds the faces in img per opt (see policy.c for the rules), with
  * landmarks for the first want_lm faces in the policy's order.  On FV_OK
  * *faces is fvi_malloc'ed (NULL when none; the caller frees it) and *n is

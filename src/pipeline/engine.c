@@ -217,15 +217,28 @@ static fv_status engine_landmarks(const void *ctx, const fv_image *img, fv_face 
     return FV_OK;
 }
 
+/* The engine's detectors for a call in precision p. */
+static fvi_detectors detectors(const fv_engine *eng, int precision) {
+    /* non-const context: the lazy getters may load a model into the
+     * engine, the one thing that changes after creation (under lazy_lock) */
+    fvi_detectors d = {eng->mmod, engine_haar, (void *)eng,  engine_landmarks, eng,
+                       eng->pool, precision,   engine_mtcnn, (void *)eng,      0};
+    return d;
+}
+
+fv_status fv_detect_options_resolve(const fv_engine *eng, fv_detect_options *opt, char *err,
+                                    size_t errlen) {
+    if (!eng || !opt) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
+    fvi_detectors d = detectors(eng, opt->precision);
+    return fvi_resolve_detect_options(&d, opt, err, errlen);
+}
+
 /* Runs the detection policy with the engine's detectors (see
  * fvi_find_faces). */
 static fv_status find_faces(const fv_engine *eng, const fv_image *img, const fv_detect_options *opt,
                             size_t want_lm, fv_face **faces, size_t *n, fv_timings *t, char *err,
                             size_t errlen) {
-    /* non-const context: the lazy getters may load a model into the
-     * engine, the one thing that changes after creation (under lazy_lock) */
-    fvi_detectors d = {eng->mmod, engine_haar,    (void *)eng,  engine_landmarks, eng,
-                       eng->pool, opt->precision, engine_mtcnn, (void *)eng,      0};
+    fvi_detectors d = detectors(eng, opt->precision);
     return fvi_find_faces(&d, img, opt, want_lm, faces, n, t, err, errlen);
 }
 
@@ -274,16 +287,20 @@ fv_status fv_face_chip(const fv_engine *eng, const fv_image *img, const fv_face 
  * only, its chip, its embedding; every step timed, every error with a
  * message. */
 fv_status fv_model_embed_face(const fv_engine *eng, const fv_model *m, const fv_image *img,
-                              const fv_detect_options *opt, int strict, fv_face_result *out,
+                              const fv_detect_options *given, int strict, fv_face_result *out,
                               char *err, size_t errlen) {
-    fv_detect_options defaults;
+    fv_detect_options resolved;
+    const fv_detect_options *opt = &resolved;
     if (!eng || !out) return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "NULL argument");
     fv_status st = check_image(img, err, errlen);
     if (st != FV_OK) return st;
-    if (!opt) {
-        fv_detect_options_init(&defaults);
-        opt = &defaults;
-    }
+    if (given)
+        resolved = *given;
+    else
+        fv_detect_options_init(&resolved);
+    /* the detector in force, for the quality measure's score scale */
+    st = fv_detect_options_resolve(eng, &resolved, err, errlen);
+    if (st != FV_OK) return st;
     memset(out, 0, sizeof *out); /* decode_ms is the caller's to fill */
 
     fv_face *found = NULL;
@@ -335,7 +352,10 @@ fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
     memset(out, 0, sizeof *out);
     const fv_model *m = opt->model;
     out->model = m ? m->meta.id : FV_MODEL_ID;
-    out->detector = fv_detector_name(opt->detect.detector);
+    fv_detect_options detect = opt->detect;
+    fv_status rst = fv_detect_options_resolve(eng, &detect, err, errlen);
+    if (rst != FV_OK) return rst;
+    out->detector = fv_detector_name(detect.detector);
     if (!out->detector) return fvi_seterr(err, errlen, FV_E_UNSUPPORTED, "unknown detector");
     if (opt->fmr != 0 && opt->threshold > 0)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT,
@@ -354,10 +374,9 @@ fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
                               FV_FMR_MAX);
     }
     char sub[200];
-    fv_status st =
-        fv_model_embed_face(eng, m, a, &opt->detect, opt->strict, &out->a, sub, sizeof sub);
+    fv_status st = fv_model_embed_face(eng, m, a, &detect, opt->strict, &out->a, sub, sizeof sub);
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "image a: %s", sub);
-    st = fv_model_embed_face(eng, m, b, &opt->detect, opt->strict, &out->b, sub, sizeof sub);
+    st = fv_model_embed_face(eng, m, b, &detect, opt->strict, &out->b, sub, sizeof sub);
     if (st != FV_OK) return fvi_seterr(err, errlen, st, "image b: %s", sub);
     out->threshold = opt->threshold > 0 ? opt->threshold : m ? m->meta.threshold : eng->threshold;
     out->distance = fv_distance(out->a.embedding, out->b.embedding);

@@ -40,10 +40,19 @@
  *     second, doubled pass runs depends on the faces found, unknown before,
  *     so it is always counted; verify detects its two images one after the
  *     other, so only the larger detection counts;
+ *   - detection with MTCNN (the default detector when its weights are
+ *     installed): on the photo as it is (no max_side shrink by default),
+ *     its pyramid's first level (0.36x the pixels, float RGB) plus P-Net's
+ *     strips of 64 rows and the candidates: ~5 bytes per pixel of the
+ *     photo (measured, `faceverify detect --threads 1`, peak RSS over a
+ *     small photo's 66 MB: 12 MP 93 MB, 24 MP 190 MB, of which the decode
+ *     is 36 / 72 MB); MTCNN_BPP rounds up;
  *   - a fixed part for landmarks, chips, embedding and the request (the
  *     measured intercept is under 10 MB).
  */
 #include "server/guard.h"
+
+#include "faceverify.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -58,6 +67,7 @@
  * measured). */
 #define DECODE_BPP 3u
 #define DETECT_BPP 118u
+#define MTCNN_BPP 8u
 #define FIXED_BYTES (24u * 1000u * 1000u)
 /* The library's auto-upsample bound (src/detect/policy.c): the image is
  * doubled for a second MMOD pass only when that stays under 6 MP. */
@@ -142,23 +152,27 @@ int fvs_guard_inflight(fvs_guard *g) {
     return atomic_load(&g->inflight);
 }
 
-/* Pixels MMOD detects on for a w x h image under the library's policy. */
-static double detect_pixels(double w, double h, int max_side) {
+/* Peak bytes of detecting on a w x h image under the library's policy:
+ * MMOD (and Haar, costed as MMOD) on the image downscaled to max_side,
+ * doubled by the auto-upsample when that stays under
+ * AUTO_UPSAMPLE_PIXELS; MTCNN on the image downscaled to max_side. */
+static double detect_bytes(double w, double h, int detector, int max_side) {
     double longer = w > h ? w : h;
     double px = w * h;
     if (max_side > 0 && longer > max_side)
         px *= ((double)max_side / longer) * ((double)max_side / longer);
-    return px * 4 <= AUTO_UPSAMPLE_PIXELS ? px * 4 : px;
+    if (detector == FV_DETECTOR_MTCNN) return px * MTCNN_BPP;
+    return (px * 4 <= AUTO_UPSAMPLE_PIXELS ? px * 4 : px) * DETECT_BPP;
 }
 
 uint64_t fvs_guard_images_cost(const int *w, const int *h, const unsigned *decode_bpp, int n,
-                               int max_side) {
+                               int detector, int max_side) {
     double decode = 0, detect = 0;
     for (int i = 0; i < n; i++) {
         if (w[i] <= 0 || h[i] <= 0) continue;
         unsigned bpp = decode_bpp && decode_bpp[i] > DECODE_BPP ? decode_bpp[i] : DECODE_BPP;
         decode += (double)w[i] * (double)h[i] * bpp;
-        double d = detect_pixels(w[i], h[i], max_side) * DETECT_BPP;
+        double d = detect_bytes(w[i], h[i], detector, max_side);
         if (d > detect) detect = d;
     }
     double total = decode + detect + FIXED_BYTES;

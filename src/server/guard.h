@@ -30,12 +30,14 @@ int fvs_guard_inflight(fvs_guard *g);
 /* Memory budget.  Bytes a request with the n images w[i] x h[i] may peak
  * at, estimated before decoding (see guard.c for the measured figures):
  * every decode at decode_bpp[i] bytes a pixel (fv_image_decode_bpp; NULL:
- * 3, the RGB image alone), plus the largest MMOD detection on an image as
- * it detects (downscaled to max_side, or doubled by the auto-upsample),
- * plus a fixed part.  max_side: fv_detect_options.max_side (0: never
- * downscaled).  Sizes <= 0 count nothing. */
+ * 3, the RGB image alone), plus the largest detection on an image as
+ * it detects (MMOD and Haar: downscaled to max_side, or doubled by the
+ * auto-upsample; MTCNN: its pyramid's first level), plus a fixed part.
+ * detector and max_side: a resolved fv_detect_options's
+ * (fv_detect_options_resolve; max_side 0: never downscaled).  Sizes <= 0
+ * count nothing. */
 uint64_t fvs_guard_images_cost(const int *w, const int *h, const unsigned *decode_bpp, int n,
-                               int max_side);
+                               int detector, int max_side);
 
 /* Reserves bytes of the server-wide budget (> 0), waiting up to wait_ms
  * for other requests to release theirs.  0 reserved (call

@@ -667,9 +667,9 @@ static int cmd_genkey(const invocation *inv, fvs_store *st) {
  * $FACEVERIFY_MODELS, or the install's share/faceverify) by running the
  * fetch script (paths.h), which downloads face_recognition_models 0.3.0
  * from PyPI, or reads the copy --from names, and checks every SHA-256;
- * then, optionally (a warning when it fails), MTCNN's weights for
- * `--detector mtcnn` (facenet-pytorch's wheel from PyPI, converted with
- * numpy).  The downloads go to a private temporary folder, removed
+ * then MTCNN's weights for the default detector (a warning when it
+ * fails: detection then falls back to MMOD; facenet-pytorch's wheel from
+ * PyPI, converted with numpy).  The downloads go to a private temporary folder, removed
  * afterwards. */
 static int cmd_fetch_models(const invocation *inv, fvs_store *st) {
     (void)st;

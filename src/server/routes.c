@@ -271,7 +271,8 @@ static json_t *add_decision(json_t *o, const op_point *op, float d, float t, jso
 }
 
 /* Detection options from the request's optional "detector" field (mmod,
- * haar or none; default mmod) and "try_rotations" (JSON true/false, or the
+ * haar, mtcnn, none or auto; default auto: mtcnn when its weights are
+ * installed, else mmod) and "try_rotations" (JSON true/false, or the
  * text true/false/1/0; default true: turned photos are found). */
 static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out) {
     char buf[64];
@@ -279,7 +280,7 @@ static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out)
     const char *name = fvs_req_text(r, "detector", buf, sizeof buf);
     if (name && fv_detector_parse(name, &opt->detector) != FV_OK) {
         fvs_error(out, 400, "validation_error",
-                  "detector: expected 'mmod', 'haar', 'mtcnn' or 'none'");
+                  "detector: expected 'auto', 'mtcnn', 'mmod', 'haar' or 'none'");
         return -1;
     }
     const char *rot = fvs_req_text(r, "try_rotations", buf, sizeof buf);
@@ -290,6 +291,16 @@ static int get_detect_options(fvs_req *r, fv_detect_options *opt, fvs_resp *out)
             return -1;
         }
         opt->try_rotations = on;
+    }
+    /* the detector in force (auto: mtcnn when its weights load), for the
+     * memory estimate and the answer's "detector" */
+    char err[256] = "";
+    if (r->srv->engine) {
+        fv_status st = fv_detect_options_resolve(r->srv->engine, opt, err, sizeof err);
+        if (st != FV_OK) {
+            fvs_status_error(out, st, err);
+            return -1;
+        }
     }
     return 0;
 }
@@ -317,8 +328,8 @@ static int get_int(fvs_req *r, const char *name, int lo, int hi, int *v, fvs_res
  * reservation: free the images with drop_images(r, img, n, *held).  On
  * failure out is filled, no image and no reservation is left. */
 #define MEM_WAIT_MS 2000
-static int load_images(fvs_req *r, const char *const *name, int n, int max_side, fv_image **img,
-                       double *ms, char *mac, uint64_t *held, fvs_resp *out) {
+static int load_images(fvs_req *r, const char *const *name, int n, const fv_detect_options *det,
+                       fv_image **img, double *ms, char *mac, uint64_t *held, fvs_resp *out) {
     unsigned char *owned[2] = {NULL, NULL};
     const unsigned char *data[2] = {NULL, NULL};
     size_t len[2] = {0, 0};
@@ -350,7 +361,7 @@ static int load_images(fvs_req *r, const char *const *name, int n, int max_side,
             goto done;
         }
     }
-    cost = fvs_guard_images_cost(w, h, bpp, n, max_side);
+    cost = fvs_guard_images_cost(w, h, bpp, n, det->detector, det->max_side);
     uint64_t budget = r->srv->cfg.memory_budget;
     int rc = fvs_guard_mem_acquire(r->srv->guard, budget, cost, MEM_WAIT_MS);
     if (rc == -2) {
@@ -390,9 +401,9 @@ done:
 }
 
 /* One image field: load_images for n == 1. */
-static int load_image(fvs_req *r, const char *name, int max_side, fv_image **img, double *ms,
-                      uint64_t *held, fvs_resp *out) {
-    return load_images(r, &name, 1, max_side, img, ms, NULL, held, out);
+static int load_image(fvs_req *r, const char *name, const fv_detect_options *det, fv_image **img,
+                      double *ms, uint64_t *held, fvs_resp *out) {
+    return load_images(r, &name, 1, det, img, ms, NULL, held, out);
 }
 
 /* Frees what load_images made (NULL entries are skipped) and returns its
@@ -559,7 +570,7 @@ static void h_detect(fvs_req *r, fvs_resp *out) {
     double t0 = now_ms(), dec = 0;
     fv_detect_options opt;
     if (get_detect_options(r, &opt, out)) return;
-    if (load_image(r, "image", opt.max_side, &img, &dec, &held, out)) return;
+    if (load_image(r, "image", &opt, &img, &dec, &held, out)) return;
     const size_t cap = max_faces(r);
     fv_face *faces = NULL;
     size_t n = 0;
@@ -625,7 +636,7 @@ static void h_verify(fvs_req *r, fvs_resp *out) {
     uint64_t held = 0;
     /* both at once: one reservation for the pair, so two requests can
      * never each hold one image's share while waiting for the other's */
-    if (load_images(r, names, 2, opt.detect.max_side, ab, dms, NULL, &held, out)) return;
+    if (load_images(r, names, 2, &opt.detect, ab, dms, NULL, &held, out)) return;
     fv_image *a = ab[0], *b = ab[1];
     double da = dms[0], db = dms[1];
     fv_verify_result res;
@@ -791,7 +802,7 @@ static int photo_faces(fvs_req *r, const fv_model *m, const fv_detect_options *o
     *emb = NULL;
     *extras = NULL;
     *n = 0;
-    if (load_images(r, &name, 1, opt->max_side, &img, &ms[0], mac, &held, out)) return -1;
+    if (load_images(r, &name, 1, opt, &img, &ms[0], mac, &held, out)) return -1;
     /* every face, its chips embedded as one batch; a crowd past
      * --max-faces is refused rather than cut short */
     const size_t cap = max_faces(r);
@@ -1067,7 +1078,7 @@ static int embed_field(fvs_req *r, const char *name, int strict, fv_face_result 
     if (coll_model(r, &m, out) || get_detect_options(r, &opt, out)) return -1;
     fv_image *img = NULL;
     uint64_t held = 0;
-    if (load_images(r, &name, 1, opt.max_side, &img, decode_ms, mac, &held, out)) return -1;
+    if (load_images(r, &name, 1, &opt, &img, decode_ms, mac, &held, out)) return -1;
     char err[256] = "";
     fv_status st = fv_model_embed_face(r->srv->engine, m, img, &opt, strict, fr, err, sizeof err);
     if (st == FV_E_MULTIPLE_FACES)
@@ -1476,7 +1487,7 @@ static int cluster_photo(fvs_req *r, const char *name, const fv_model *m,
     uint64_t held = 0;
     fvs_resp one;
     memset(&one, 0, sizeof one);
-    if (load_image(r, name, opt->max_side, &img, NULL, &held, &one)) {
+    if (load_image(r, name, opt, &img, NULL, &held, &one)) {
         if (one.status == 503) {
             *out = one;
             return -1;

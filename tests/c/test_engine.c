@@ -83,6 +83,84 @@ static fv_image *load(const char *rel) {
     return img;
 }
 
+/* The default detector (auto) in force: mtcnn when models/mtcnn.bin is
+ * installed (CI requires it), else mmod. */
+static const char *auto_detector(void) {
+    char path[2400];
+    snprintf(path, sizeof path, "%s/mtcnn.bin", fv_models_dir(NULL));
+    int have = access(path, R_OK) == 0;
+    if (!have && require_data()) fail_msg("%s missing", path);
+    return have ? "mtcnn" : "mmod";
+}
+
+/* auto resolves to the detector in force, and max_side to its own; a
+ * failed allocation while loading MTCNN's weights is reported, not taken
+ * for "not installed" (which would quietly run MMOD instead). */
+static void test_auto_detector_resolves(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_config cfg;
+    fv_config_init(&cfg);
+    cfg.threads = 1;
+    fv_engine *e = NULL;
+    assert_int_equal(fv_engine_create(&cfg, &e, NULL, 0), FV_OK);
+    fv_detect_options opt;
+    fv_detect_options_init(&opt);
+    assert_int_equal(opt.detector, FV_DETECTOR_AUTO);
+    assert_string_equal(fv_detector_name(opt.detector), "auto");
+    int mtcnn = strcmp(auto_detector(), "mtcnn") == 0;
+    if (mtcnn) {
+        fvi_alloc_fail_after(0);
+        fv_status st = fv_detect_options_resolve(e, &opt, NULL, 0);
+        fvi_alloc_fail_after(-1);
+        assert_int_equal(st, FV_E_NO_MEMORY);
+        assert_int_equal(opt.detector, FV_DETECTOR_AUTO);
+    }
+    assert_int_equal(fv_detect_options_resolve(e, &opt, NULL, 0), FV_OK);
+    assert_string_equal(fv_detector_name(opt.detector), auto_detector());
+    assert_int_equal(opt.max_side, mtcnn ? 0 : 1600);
+    /* an explicit detector stays; its max_side default is its own */
+    fv_detect_options_init(&opt);
+    opt.detector = FV_DETECTOR_MMOD;
+    assert_int_equal(fv_detect_options_resolve(e, &opt, NULL, 0), FV_OK);
+    assert_int_equal(opt.detector, FV_DETECTOR_MMOD);
+    assert_int_equal(opt.max_side, 1600);
+    /* an upsampling level is MMOD's exact mode (the parity tests') */
+    fv_detect_options_init(&opt);
+    opt.upsample = 0;
+    assert_int_equal(fv_detect_options_resolve(e, &opt, NULL, 0), FV_OK);
+    assert_int_equal(opt.detector, FV_DETECTOR_MMOD);
+    assert_int_equal(opt.max_side, 1600);
+    opt.max_side = 800; /* an explicit max_side stays */
+    assert_int_equal(fv_detect_options_resolve(e, &opt, NULL, 0), FV_OK);
+    assert_int_equal(opt.max_side, 800);
+    fv_engine_destroy(e);
+}
+
+/* Without mtcnn.bin in the model folder, auto runs MMOD. */
+static void test_auto_detector_without_mtcnn(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_config cfg;
+    fv_config_init(&cfg);
+    cfg.threads = 1;
+    cfg.mtcnn_model = "/nonexistent/mtcnn.bin";
+    fv_engine *e = NULL;
+    assert_int_equal(fv_engine_create(&cfg, &e, NULL, 0), FV_OK);
+    fv_image *b = load("samples/openface/clapton-2.jpg");
+    fv_verify_result r;
+    char err[256];
+    assert_int_equal(fv_verify(e, b, b, NULL, &r, err, sizeof err), FV_OK);
+    assert_string_equal(r.detector, "mmod");
+    /* asked for by name, it is an error */
+    fv_verify_options vo;
+    fv_verify_options_init(&vo);
+    vo.detect.detector = FV_DETECTOR_MTCNN;
+    assert_int_equal(fv_verify(e, b, b, &vo, &r, err, sizeof err), FV_E_MODEL_MISSING);
+    fv_image_destroy(b);
+    fv_engine_destroy(e);
+}
+
 static void test_verify_same_and_different(void **state) {
     (void)state;
     NEED_ENGINE();
@@ -97,7 +175,7 @@ static void test_verify_same_and_different(void **state) {
     assert_float_equal(r.threshold, fv_engine_threshold(engine), 0);
     assert_true(r.similarity > 0.5f);
     assert_string_equal(r.model, FV_MODEL_ID);
-    assert_string_equal(r.detector, "mmod");
+    assert_string_equal(r.detector, auto_detector());
     assert_int_equal(r.a.faces, 1);
     assert_true(r.a.face.score > 0.5f);
     assert_int_equal(fv_verify(engine, a, b, NULL, &r, err, sizeof err), FV_OK);
@@ -378,6 +456,7 @@ static void test_scale_policy_out_of_memory(void **state) {
     assert_int_equal(fv_engine_create(&cfg, &e, NULL, 0), FV_OK);
     fv_detect_options opt;
     fv_detect_options_init(&opt);
+    opt.detector = FV_DETECTOR_MMOD; /* MMOD's scale policy */
     fv_face faces[4];
     size_t n = 0;
     int ok_at = -1;
@@ -408,6 +487,8 @@ static void test_scale_policy_out_of_memory(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verify_same_and_different),
+        cmocka_unit_test(test_auto_detector_resolves),
+        cmocka_unit_test(test_auto_detector_without_mtcnn),
         cmocka_unit_test(test_no_face_and_strict),
         cmocka_unit_test(test_embed_chips_matches_embed_face),
         cmocka_unit_test(test_embed_chips_applies_flip),

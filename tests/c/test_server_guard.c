@@ -117,23 +117,30 @@ static void test_memory_budget_wakeup(void **state) {
 static void test_image_cost(void **state) {
     (void)state;
     int w40[1] = {6320}, h40[1] = {6320};
-    uint64_t c40 = fvs_guard_images_cost(w40, h40, NULL, 1, 1600);
+    uint64_t c40 = fvs_guard_images_cost(w40, h40, NULL, 1, FV_DETECTOR_MMOD, 1600);
     assert_true(c40 > 420u * 1000 * 1000 && c40 < 500u * 1000 * 1000);
     int w15[1] = {1224}, h15[1] = {1224};
-    uint64_t c15 = fvs_guard_images_cost(w15, h15, NULL, 1, 1600);
+    uint64_t c15 = fvs_guard_images_cost(w15, h15, NULL, 1, FV_DETECTOR_MMOD, 1600);
     assert_true(c15 > 700u * 1000 * 1000 && c15 < 800u * 1000 * 1000);
     int w2[2] = {6320, 6320}, h2[2] = {6320, 6320};
-    uint64_t c2 = fvs_guard_images_cost(w2, h2, NULL, 2, 1600);
+    uint64_t c2 = fvs_guard_images_cost(w2, h2, NULL, 2, FV_DETECTOR_MMOD, 1600);
     assert_true(c2 > 540u * 1000 * 1000 && c2 < c40 * 2);
     /* max_side 0: never downscaled, so the whole image is detected */
-    assert_true(fvs_guard_images_cost(w40, h40, NULL, 1, 0) > c40 * 5);
+    assert_true(fvs_guard_images_cost(w40, h40, NULL, 1, FV_DETECTOR_MMOD, 0) > c40 * 5);
+    /* MTCNN, the default detector, runs on the photo as it is, at a few
+     * bytes a pixel: a 24 MP photo costs 250-300 MB (measured 190 MB) */
+    int w24[1] = {5656}, h24[1] = {4242};
+    uint64_t m24 = fvs_guard_images_cost(w24, h24, NULL, 1, FV_DETECTOR_MTCNN, 0);
+    assert_true(m24 > 250u * 1000 * 1000 && m24 < 300u * 1000 * 1000);
     /* an AVIF's codec holds its own planes: 13 more bytes a pixel */
     unsigned avif[1] = {16}, low[1] = {1};
-    uint64_t c40_avif = fvs_guard_images_cost(w40, h40, avif, 1, 1600);
+    uint64_t c40_avif = fvs_guard_images_cost(w40, h40, avif, 1, FV_DETECTOR_MMOD, 1600);
     assert_true(c40_avif > c40 + 500u * 1000 * 1000 && c40_avif < c40 + 540u * 1000 * 1000);
-    assert_true(fvs_guard_images_cost(w40, h40, low, 1, 1600) == c40); /* never under 3 */
+    assert_true(fvs_guard_images_cost(w40, h40, low, 1, FV_DETECTOR_MMOD, 1600) ==
+                c40); /* never under 3 */
     int w0[1] = {0}, h0[1] = {5};
-    assert_true(fvs_guard_images_cost(w0, h0, NULL, 1, 1600) < 100u * 1000 * 1000);
+    assert_true(fvs_guard_images_cost(w0, h0, NULL, 1, FV_DETECTOR_MMOD, 1600) <
+                100u * 1000 * 1000);
     assert_true(fvs_guard_default_budget() >= 16u * 1000 * 1000);
     assert_true(fvs_guard_default_budget() <= 3ull * 1024 * 1024 * 1024);
 }

@@ -50,7 +50,8 @@ def test_verify_json_fields(samples):
     assert j["verified"] is True
     assert 0 <= j["distance"] <= j["threshold"]
     assert 0.5 <= j["similarity"] <= 1
-    assert j["model"] == "dlib_resnet_v1" and j["detector"] == "mmod"
+    # the default detector, auto: mtcnn with models/mtcnn.bin (CI requires it)
+    assert j["model"] == "dlib_resnet_v1" and j["detector"] == "mtcnn"
     assert set(j["timings_ms"]) == {"decode", "detect", "landmarks", "chip", "embed", "total"}
     assert set(j["faces"]) == {"a", "b"}
     for face in j["faces"].values():
@@ -441,3 +442,25 @@ def test_turned_without_the_cascade(samples, tmp_path, monkeypatch):
     j = run_json("detect", _turned(src, tmp_path, 180))
     assert j["count"] == 1 and j["faces"][0]["score"] >= 0.9
     assert run_json("detect", _turned(src, tmp_path, 180), "--no-rotations")["count"] == 0
+
+
+def test_default_detector_is_mtcnn_and_falls_back_to_mmod(samples, tmp_path):
+    """--detector auto (the default) runs MTCNN where models/mtcnn.bin is
+    installed and says so; a model folder without it still works, with
+    MMOD, while asking for mtcnn by name is the typed model error."""
+    from conftest import MODELS
+    photo = samples / "openface/longoria-cooper.jpg"
+    j = run_json("detect", photo)
+    assert j["detector"] == "mtcnn" and j["count"] == 2
+    assert run_json("detect", photo, "--detector", "auto")["detector"] == "mtcnn"
+    # an upsampling level is MMOD's exact mode
+    assert run_json("detect", photo, "--upsample", "0")["detector"] == "mmod"
+    bare = tmp_path / "models"
+    bare.mkdir()
+    for f in ("dlib_face_recognition_resnet_model_v1.dat", "mmod_human_face_detector.dat",
+              "shape_predictor_5_face_landmarks.dat"):
+        (bare / f).symlink_to(MODELS / f)
+    j = run_json("detect", photo, "--models", bare)
+    assert j["detector"] == "mmod" and j["count"] == 2
+    p = run_cli("detect", photo, "--models", bare, "--detector", "mtcnn")
+    assert p.returncode == 3 and "mtcnn.bin" in p.stderr, (p.returncode, p.stderr)  # as any model

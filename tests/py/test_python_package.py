@@ -15,7 +15,7 @@ face_recognition_models files) and imported from its install folder.
 What is held: distances agree with `faceverify verify --json` to 1e-4;
 face_locations are the CLI's boxes in face_recognition's (top, right,
 bottom, left) with inclusive right/bottom (model "hog", the default: the
-CLI's automatic scale policy; "cnn": the CLI's --upsample N, dlib's own
+CLI's `--detector mmod` automatic scale policy; "cnn": the CLI's --upsample N, dlib's own
 upsampled pass); landmarks are the CLI's;
 compare_faces is `distance <= tolerance`; the GIL is released while the
 library works; the client's calls and its typed errors (401, 404, 400)
@@ -121,7 +121,7 @@ def _css(box, shape):
 
 def test_distances_agree_with_cli(fv, lfw_pairs):
     for a, b in lfw_pairs:
-        cli = run_json("verify", "--no-rotations", a, b, check=None)
+        cli = run_json("verify", "--no-rotations", "--detector", "mmod", a, b, check=None)
         ea = fv.face_encodings(fv.load_image_file(a))
         eb = fv.face_encodings(fv.load_image_file(b))
         assert ea and eb, (a, b)
@@ -141,7 +141,7 @@ def test_locations_and_landmarks_match_cli(fv, lfw_pairs, samples):
               samples / "openface" / "clapton-1.jpg"]
     several = 0
     for path in images:
-        cli = run_json("detect", "--no-rotations", path)
+        cli = run_json("detect", "--no-rotations", "--detector", "mmod", path)
         img = fv.load_image_file(path)
         assert img.shape == (cli["image"]["height"], cli["image"]["width"], 3)
         got = fv.face_locations(img)
@@ -173,7 +173,7 @@ def test_upsample_changes_boxes_like_cli(fv, lfw_pairs):
     assert fv.face_locations(img, 5, model="cnn") == boxes[2]
     # "hog": 0 is the one plain pass; 1 and more the automatic policy
     assert fv.face_locations(img, 0) == boxes[0]
-    auto = run_json("detect", "--no-rotations", path)
+    auto = run_json("detect", "--no-rotations", "--detector", "mmod", path)
     for n in (1, 2, 5):
         assert fv.face_locations(img, n) == [_css(f["box"], img.shape) for f in auto["faces"]]
 
@@ -343,7 +343,7 @@ def test_pip_install_in_fresh_venv(tmp_path, lfw_pairs):
     assert p.returncode == 0, p.stderr
     models_dir, dist = p.stdout.split()
     assert "face_recognition_models" in models_dir
-    cli = run_json("verify", "--no-rotations", a, b, check=None)
+    cli = run_json("verify", "--no-rotations", "--detector", "mmod", a, b, check=None)
     assert abs(float(dist) - cli["distance"]) < 1e-4
 
 

@@ -270,7 +270,8 @@ typedef struct fv_detect_options {
      * max_side above also applies (boxes mapped back).
      * MTCNN: faces from 20 px, pyramid factor 0.709, thresholds 0.6/0.7/0.7
      * (fixed); boxes mapped to dlib's convention (src/detect/mtcnn.c),
-     * score = O-Net's face probability (0.7..1); try_rotations applies as
+     * score = O-Net's face probability (faces from 0.8, 1 at most; see
+     * src/detect/policy.c); try_rotations applies as
      * for Haar, max_side when set (its default: never). */
     float haar_scale_factor;
     int haar_min_neighbors;

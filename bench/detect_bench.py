@@ -8,12 +8,14 @@ processes falls on all alike), one thread each (OMP_NUM_THREADS=1,
 OPENBLAS_NUM_THREADS=1, faceverify --threads 1):
 
   faceverify   `faceverify detect PHOTO --json --threads 1`, its default
-               policy, one process per photo (the CLI takes one image):
-               the time is the process's wall time, model loading
-               included, as a user gets it; its own timings_ms.total
-               (decode + detect + quality) is reported too
-  faceverify_mtcnn  the same with `--detector mtcnn` (opt-in, issue 17;
-               models/mtcnn.bin); not in the default --tools
+               policy (detector auto: MTCNN with models/mtcnn.bin), one
+               process per photo (the CLI takes one image): the time is
+               the process's wall time, model loading included, as a user
+               gets it; its own timings_ms.total (decode + detect +
+               quality) is reported too
+  faceverify_mmod  the same with `--detector mmod`: MMOD's automatic
+               scale policy, the default before MTCNN (and without
+               mtcnn.bin)
   fr_hog       face_recognition.face_locations(img) with its defaults:
                HOG, number_of_times_to_upsample=1
   fr_cnn       face_recognition.face_locations(img, model="cnn"), upsample 1
@@ -70,7 +72,7 @@ from machine import CLI, MODELS, REPO, machine, write_result  # noqa: E402
 sys.path.insert(0, str(REPO / "scripts"))
 from fit_haar_mapping import iou  # noqa: E402  (ltrb boxes, as bench/haar_lfw.py)
 
-TOOLS = ("faceverify", "fr_hog", "fr_cnn", "dlib_mmod")
+TOOLS = ("faceverify", "faceverify_mmod", "fr_hog", "fr_cnn", "dlib_mmod")
 MP_BINS = ((0, 0.1, "<0.1"), (0.1, 0.6, "0.3"), (0.6, 2, "1"), (2, 6, "3"), (6, 18, "12"),
            (18, 1e9, "24"))
 IOU_MIN = 0.4
@@ -135,7 +137,7 @@ class Peer:
 
 
 # our tools: the CLI's extra options
-OURS = {"faceverify": [], "faceverify_mtcnn": ["--detector", "mtcnn"]}
+OURS = {"faceverify": [], "faceverify_mmod": ["--detector", "mmod"]}
 
 
 def faceverify(path, extra=()):
@@ -355,13 +357,15 @@ def main():
                 "kinds": {k: sum(i["kind"] == k for i in items)
                           for k in ("single", "group", "turned", "thumb", "noface", "sample")}},
         "tools": {
-            "faceverify": "faceverify detect PHOTO --json --threads 1 (default policy), one "
-                          "process per photo; time = process wall time incl. model load",
+            "faceverify": "faceverify detect PHOTO --json --threads 1 (default policy: detector "
+                          "auto, MTCNN), one process per photo; time = process wall time incl. "
+                          "model load",
             "fr_hog": "face_recognition 1.3.0 face_locations(img): HOG, upsample 1 (defaults)",
             "fr_cnn": "face_recognition 1.3.0 face_locations(img, model='cnn'): upsample 1",
             "dlib_mmod": "dlib-bin cnn_face_detection_model_v1(mmod_human_face_detector.dat)"
                          "(img, 0)",
-            "faceverify_mtcnn": "faceverify detect PHOTO --json --threads 1 --detector mtcnn",
+            "faceverify_mmod": "faceverify detect PHOTO --json --threads 1 --detector mmod (the "
+                               "MMOD scale policy, the default before MTCNN)",
         },
         "match_rule": "greedy by IoU; a match is IoU >= %.1f, or for truth faces <= %d px the "
                       "detection's centre inside the truth box with a side <= 3x the truth's"

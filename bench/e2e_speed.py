@@ -10,26 +10,20 @@ photo, then the next photo, so load from other processes falls on all
 alike), after one untimed warm-up photo:
 
   faceverify        the Python package's load_image_file, then fv_detect
-                    with the library's default options (the automatic
-                    scale policy, upsample -1: faces from ~20 px, turned
-                    photos searched; what the CLI and server run), then
-                    fv_face_chip and fv_embed_chips per face found;
-  faceverify_fast   the same with precision FV_PRECISION_FAST (bf16 MMOD
-                    convolutions on CPUs with AVX-512 BF16, else exact; the
-                    CLI's --precision fast), an option, not the default;
+                    with the library's default options (detector auto:
+                    MTCNN, models/mtcnn.bin, faces from 20 px at every
+                    photo size, no downscale; turned photos searched; what
+                    the CLI and server run), then fv_face_chip and
+                    fv_embed_chips per face found;
   faceverify_2t     the default again on all cores (Engine(threads=N), N
                     the CPUs this process may use; the library's own
                     thread pool, BLAS still one thread), for issue 17's
                     "with all cores, report the speed-up too": it is
                     compared with face_recognition on one thread, which
                     is how face_recognition runs (its calls use one core);
-  faceverify_mtcnn  the default options but detector FV_DETECTOR_MTCNN
-                    (opt-in, issue 17; max_side and try_rotations as
-                    default); only when models/mtcnn.bin is there;
-  faceverify_mtcnn_full  the same with max_side 0: MTCNN on the photo's
-                    full resolution (max_side's 1600 px shrink makes
-                    20 px faces of a 12 MP photo 8 px, below MTCNN's
-                    smallest face);
+  faceverify_mmod   the default options but detector FV_DETECTOR_MMOD:
+                    the default before MTCNN (MMOD's automatic scale
+                    policy, photos shrunk to 1,600 px), for comparison;
   face_recognition  its defaults: load_image_file, face_locations(img)
                     (HOG, number_of_times_to_upsample=1), face_encodings
                     (img, locations).
@@ -75,7 +69,7 @@ class FaceverifyDefault:
     options (fv_detect_options_init), which the package's face_locations
     replaces by face_recognition's explicit upsample."""
 
-    def __init__(self, fv, models, precision=0, threads=1, detector=0, max_side=None):
+    def __init__(self, fv, models, precision=0, threads=1, detector=None, max_side=None):
         from faceverify import _lib
         from faceverify.api import _Image
         self.fv, self.L, self.Image = fv, _lib, _Image
@@ -87,7 +81,8 @@ class FaceverifyDefault:
         opt = L.DetectOptions()
         lib.fv_detect_options_init(byref(opt))
         opt.precision = self.precision
-        opt.detector = self.detector
+        if self.detector is not None:
+            opt.detector = self.detector
         if self.max_side is not None:
             opt.max_side = self.max_side
         cap, count = 16, c_size_t(0)
@@ -171,15 +166,15 @@ def main():
     import faceverify as fv
 
     models = os.environ.get("FACEVERIFY_MODELS") or (str(MODELS) if MODELS.is_dir() else None)
+    if not Path(models or MODELS, "mtcnn.bin").exists():
+        sys.exit("models/mtcnn.bin missing: the default detector would be MMOD "
+                 "(make models fetches it)")
     ours = FaceverifyDefault(fv, models)
-    fast = FaceverifyDefault(fv, models, precision=1)  # FV_PRECISION_FAST
     cores = len(os.sched_getaffinity(0))
     many = FaceverifyDefault(fv, models, threads=cores)
-    tools = {"faceverify": ours.run, "faceverify_fast": fast.run, "faceverify_2t": many.run,
+    mmod = FaceverifyDefault(fv, models, detector=0)  # FV_DETECTOR_MMOD
+    tools = {"faceverify": ours.run, "faceverify_2t": many.run, "faceverify_mmod": mmod.run,
              "face_recognition": lambda p: fr_run(fr, p)}
-    if Path(models or MODELS, "mtcnn.bin").exists():
-        tools["faceverify_mtcnn"] = FaceverifyDefault(fv, models, detector=3).run  # MTCNN
-        tools["faceverify_mtcnn_full"] = FaceverifyDefault(fv, models, detector=3, max_side=0).run
     ours_tools = [t for t in tools if t != "face_recognition"]
     by = pick(man["images"], a.per_bin if a.quick else 0)
     photos = [(b, it) for b in BINS for it in by[b]]
@@ -249,20 +244,16 @@ def main():
     dest = write_result("e2e_speed.json", res, a.json)
     print("wrote", dest, file=sys.stderr)
     for b, v in bins.items():
-        print("%-4s MP n=%-3d fr %6.0f ms (%d faces) | fv %6.0f ms x%.2f (%d) | fv fast %6.0f ms "
-              "x%.2f (%d) | fv %dt %6.0f ms x%.2f | %d labelled" % (
+        print("%-4s MP n=%-3d fr %6.0f ms (%d faces) | fv %6.0f ms x%.2f (%d) | fv %dt %6.0f ms "
+              "x%.2f | fv mmod %6.0f ms x%.2f (%d) | %d labelled" % (
                   b, v["photos"], v["face_recognition"]["median_ms"],
                   v["face_recognition"]["faces_found"], v["faceverify"]["median_ms"],
                   v["speedup_faceverify"]["ratio_of_medians"], v["faceverify"]["faces_found"],
-                  v["faceverify_fast"]["median_ms"],
-                  v["speedup_faceverify_fast"]["ratio_of_medians"],
-                  v["faceverify_fast"]["faces_found"], cores, v["faceverify_2t"]["median_ms"],
-                  v["speedup_faceverify_2t"]["ratio_of_medians"], v["labelled_faces"]))
-        for t in ("faceverify_mtcnn", "faceverify_mtcnn_full"):
-            if t in v:
-                print("     %-21s %6.0f ms x%.2f (%d faces; detect %.0f ms)" % (
-                    t, v[t]["median_ms"], v["speedup_" + t]["ratio_of_medians"],
-                    v[t]["faces_found"], v[t]["median_stage_ms"]["detect"]))
+                  cores, v["faceverify_2t"]["median_ms"],
+                  v["speedup_faceverify_2t"]["ratio_of_medians"],
+                  v["faceverify_mmod"]["median_ms"],
+                  v["speedup_faceverify_mmod"]["ratio_of_medians"],
+                  v["faceverify_mmod"]["faces_found"], v["labelled_faces"]))
 
 
 if __name__ == "__main__":

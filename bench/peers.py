@@ -187,28 +187,50 @@ def run_face_recognition(pairs):
     return res
 
 
-def timing_interleaved(images, rounds):
+def timing_interleaved(images, rounds, skip_dlib=False):
     """Per-image end-to-end time of every tool, measured in turns on the
     same image (faceverify, faceverify --flip, face_recognition, dlib,
     then the next image), so that load from other processes on a shared
-    machine falls on all tools alike.  faceverify's time is the sum of the
-    stage timings `faceverify embed --json` reports (models loaded, as the
-    Python tools' are); the Python tools are timed around their calls."""
+    machine falls on all tools alike.  Every tool is timed around its calls
+    in this process with its models loaded (a warm-up image first):
+    faceverify through its Python package on libfaceverify's default
+    options (the CLI's: detector auto, turned photos searched, the face
+    nearest the centre as --pick center), chip and embedding (--flip: the
+    chip and its mirror in one batch of 2); a CLI process per image would
+    also pay the lazy loads of the orientation judge's cascade and MTCNN's
+    weights (~25 ms) every time."""
+    from ctypes import byref, c_size_t, create_string_buffer
+
     import dlib
     import face_recognition
+    import faceverify as fv
+    import numpy as np
+    from faceverify import _lib as L
+    from faceverify.api import _Image
     det = dlib.cnn_face_detection_model_v1(str(MODELS / "mmod_human_face_detector.dat"))
     sp = dlib.shape_predictor(str(MODELS / "shape_predictor_5_face_landmarks.dat"))
     rec = dlib.face_recognition_model_v1(str(MODELS / "dlib_face_recognition_resnet_model_v1.dat"))
-    env = dict(os.environ, FACEVERIFY_MODELS=str(MODELS))
+    eng = fv.Engine(models_dir=str(MODELS), threads=1)
+    lib = eng._lib
 
     def ours(path, flip):
-        out = subprocess.run([str(CLI), "embed", str(path), "--json", "--pick", "center",
-                              "--threads", "1"] + (["--flip"] if flip else []),
-                             capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            return None
-        # the stages' sum (the CLI's timings_ms also carries their "total")
-        return sum(v for k, v in json.loads(out.stdout)["timings_ms"].items() if k != "total")
+        t0 = time.perf_counter()
+        img = fv.load_image_file(str(path))
+        with _Image(img) as im:
+            opt = L.DetectOptions()
+            lib.fv_detect_options_init(byref(opt))
+            opt.order = 1  # FV_ORDER_CENTER: --pick center
+            faces, count = (L.Face * 16)(), c_size_t(0)
+            err = create_string_buffer(L.ERR_LEN)
+            if lib.fv_detect(eng._handle, im, byref(opt), faces, 16, byref(count), err,
+                             L.ERR_LEN) != L.OK or count.value == 0:
+                return None
+            chip = np.zeros((2 if flip else 1, L.CHIP_SIZE, L.CHIP_SIZE, 3), dtype=np.uint8)
+            lib.fv_face_chip(eng._handle, im, byref(faces[0]), chip[0].ctypes.data)
+        if flip:
+            chip[1] = chip[0][:, ::-1]
+        eng._embed(chip)
+        return (time.perf_counter() - t0) * 1e3
 
     def fr(path):
         t0 = time.perf_counter()
@@ -227,6 +249,10 @@ def timing_interleaved(images, rounds):
 
     tools = {"faceverify": lambda p: ours(p, False), "faceverify_flip": lambda p: ours(p, True),
              "face_recognition": fr, "dlib": dl}
+    if skip_dlib:
+        del tools["dlib"]
+    for f in tools.values():  # warm-up: lazily loaded models, caches
+        f(LFW / images[0])
     ms = {k: [] for k in tools}
     ratios = {k: [] for k in tools}
     for r in range(rounds):

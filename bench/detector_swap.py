@@ -134,7 +134,10 @@ def main():
     if args.quality:
         res["quality_view1_test"] = quality(args, [r[0] for r in runs])
     res["machine"] = machine()
-    res["command"] = "python bench/detector_swap.py " + " ".join(sys.argv[1:])
+    # the inputs are scratch files of the runs above: their names, not this
+    # machine's folders
+    res["command"] = "python bench/detector_swap.py " + re.sub(r"(?<![^ ,=])/[^ ,=]*/", "",
+                                                               " ".join(sys.argv[1:]))
     write_result("detector_swap.json", res, args.out)
     print(json.dumps({k: v for k, v in res.items() if k != "machine"}, indent=1))
 

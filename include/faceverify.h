@@ -174,7 +174,19 @@ typedef struct fv_config {
      * missing file only fails calls that ask for mtcnn
      * (FV_E_MODEL_MISSING). */
     const char *mtcnn_model;
+    /* Test-time jitter, face_recognition's num_jitters: each chip is also
+     * resampled under `jitters` small fixed transforms (rotation within 3
+     * degrees, scale 0.96..1, shift within 2%, every other one mirrored),
+     * and the embeddings of all the passes are averaged (1 + jitters
+     * network passes, 2 + jitters with a flip mode).  0 (default): none.
+     * 0..FV_MAX_JITTERS.  The transforms are fixed, so a photo always gets
+     * the same embedding.  Distances move, so the FMR calibration, which
+     * is the plain ResNet's, is refused for jittered embeddings.
+     * bench/openset_tta.py measures what it buys. */
+    int jitters;
 } fv_config;
+
+#define FV_MAX_JITTERS 64
 
 /* Fills *cfg with defaults. */
 FV_API void fv_config_init(fv_config *cfg);

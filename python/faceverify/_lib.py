@@ -47,7 +47,7 @@ class Image(Structure):
 class Config(Structure):
     _fields_ = [("models_dir", c_char_p), ("threads", c_int), ("limits", Limits),
                 ("threshold", c_float), ("haar_cascade", c_char_p), ("flip", c_int),
-                ("mtcnn_model", c_char_p)]
+                ("mtcnn_model", c_char_p), ("jitters", c_int)]
 
 
 class Point(Structure):

@@ -675,7 +675,8 @@ int cli_eval_pairs(cli_opts *o) {
     size_t nskipped = json_array_size(skipped);
     if (o->json) {
         cli_print_json(json_pack(
-            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:f,s:O,s:O,s:s*"
+            "{s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o*,s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:I,s:f,s:O,s:O,"
+            "s:s*"
             "}",
             "pairs", (json_int_t)nscored, "pairs_total", (json_int_t)pl->n, "same_pairs",
             (json_int_t)pos, "different_pairs", (json_int_t)neg, "threshold", (double)thr,
@@ -683,9 +684,10 @@ int cli_eval_pairs(cli_opts *o) {
             g.auc == g.auc ? json_real(g.auc) : json_null(), "tar_at_far", g.tar, "distances",
             "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
             e.s.model ? fv_model_id(e.s.model) : FV_MODEL_ID, "detector",
-            fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "images",
-            (json_int_t)e.s.nimg, "ms_per_image", cli_images_ms_per_image(&e.s), "skipped", skipped,
-            "operating_points", ops, "operating_points_reason", op_why));
+            fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "jitters",
+            (json_int_t)o->cfg.jitters, "images", (json_int_t)e.s.nimg, "ms_per_image",
+            cli_images_ms_per_image(&e.s), "skipped", skipped, "operating_points", ops,
+            "operating_points_reason", op_why));
     } else {
         json_decref(g.tar);
         printf("pairs evaluated   %zu of %zu (%zu same, %zu different), %zu skipped\n", nscored,
@@ -801,7 +803,7 @@ int cli_eval_lfw(cli_opts *o) {
              100 * FVI_FALLBACK_CROP);
     json_t *rest = json_pack(
         "{s:s,s:s,s:I,s:I,s:I,s:o*,s:o,s:{s:f,s:f},s:{s:I,s:I,s:I,s:I,s:s,s:o},"
-        "s:o,s:{s:o,s:o},s:s,s:s,s:s,s:i,s:I,s:f}",
+        "s:o,s:{s:o,s:o},s:s,s:s,s:s,s:I,s:i,s:I,s:f}",
         "protocol", "LFW View 2: each fold scored at the best threshold of the other folds",
         "pairs_file", pfile, "pairs", (json_int_t)pl->n, "pairs_scored", (json_int_t)nfb, "folds",
         (json_int_t)pl->folds, "roc_auc", g.auc == g.auc ? json_real(g.auc) : json_null(),
@@ -811,9 +813,9 @@ int cli_eval_lfw(cli_opts *o) {
         (json_int_t)failed_fb, "policy", policy, "list", list, "failures_as_errors", as_errors,
         "distances", "same", summary_json(&g.same), "different", summary_json(&g.diff), "model",
         e.s.model ? fv_model_id(e.s.model) : FV_MODEL_ID, "detector",
-        fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "threads",
-        fv_engine_threads(e.s.eng), "images", (json_int_t)e.s.nimg, "ms_per_image",
-        cli_images_ms_per_image(&e.s));
+        fv_detector_name(o->verify.detect.detector), "flip", flip_name(o->cfg.flip), "jitters",
+        (json_int_t)o->cfg.jitters, "threads", fv_engine_threads(e.s.eng), "images",
+        (json_int_t)e.s.nimg, "ms_per_image", cli_images_ms_per_image(&e.s));
     if (rest && o->embeddings_from)
         json_object_set_new(rest, "images_from_file", json_integer((json_int_t)e.s.cached));
     as_errors = NULL; /* json_pack's "o" took it */

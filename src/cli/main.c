@@ -87,7 +87,10 @@ const char *cli_model_id(const cli_opts *o, const fv_model *m, char *buf, size_t
                          : o->cfg.flip == FV_FLIP_MEAN ? "+flip_mean"
                          : o->cfg.flip == FV_FLIP_UNIT ? "+flip_unit"
                                                        : "";
-    snprintf(buf, cap, "%s%s", id, suffix);
+    if (flipped && o->cfg.jitters > 0)
+        snprintf(buf, cap, "%s%s+jitter%d", id, suffix, o->cfg.jitters);
+    else
+        snprintf(buf, cap, "%s%s", id, suffix);
     return buf;
 }
 
@@ -162,6 +165,9 @@ static void usage(FILE *f) {
           "  --flip                 average the embeddings of the face chip and its\n"
           "                         mirror (flipped-image averaging; 2 network passes)\n"
           "  --flip-mode none|mean|unit  --flip's combination (unit: rescaled to length 1)\n"
+          "  --jitters N            also embed N jittered copies of each chip and average\n"
+          "                         (0..64, default 0; N more network passes; no FMR\n"
+          "                         calibration)\n"
           "  --jobs N               eval: images processed at once (default 1)\n"
           "  --gallery N            eval-openset: subjects enrolled (default 100)\n"
           "  --templates T          eval-openset: images enrolled per subject (default 1)\n"
@@ -232,6 +238,10 @@ int cli_parse_common(int argc, char **argv, cli_opts *o) {
                 o->cfg.flip = FV_FLIP_UNIT;
             else {
                 return bad_option(o, "--flip-mode takes none, mean or unit", NULL);
+            }
+        } else if (!strcmp(a, "--jitters") && v) {
+            if (parse_int(v, 0, FV_MAX_JITTERS, &o->cfg.jitters)) {
+                return bad_option(o, "--jitters takes 0..64", NULL);
             }
         } else if (!strcmp(a, "--jobs") && v) {
             if (parse_int(v, 1, 64, &o->jobs)) {
@@ -504,9 +514,10 @@ static int cmd_verify(cli_opts *o) {
         fv_verify_options vo = o->verify;
         vo.model = m; /* NULL: the ResNet */
         /* The product's default operating point where a calibration
-         * exists (the plain ResNet); --flip and trained models keep their
+         * exists (the plain ResNet); --flip, --jitters and trained models keep their
          * own thresholds. */
-        if (vo.threshold <= 0 && vo.fmr <= 0 && !m && o->cfg.flip == FV_FLIP_NONE)
+        if (vo.threshold <= 0 && vo.fmr <= 0 && !m && o->cfg.flip == FV_FLIP_NONE &&
+            o->cfg.jitters == 0)
             vo.fmr = FV_DEFAULT_FMR;
         st = fv_verify(eng, a, b, &vo, &r, err, sizeof err);
         if (st != FV_OK) cli_error(o, st, "%s", err);

@@ -11,6 +11,8 @@
  * `faceverify train` gave it (it embeds through fv_embed_chips).
  */
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/fvi.h"
@@ -50,16 +52,109 @@ static fv_status embed_chip(const fv_engine *eng, const unsigned char *chip, flo
     return FV_OK;
 }
 
+/* Test-time jitter (fv_config.jitters): the chip resampled under small
+ * fixed similarity transforms (rotation within 3 degrees, scale 0.96 to
+ * 1.0, shift within 2% of the chip), every other one mirrored, each
+ * embedded and the embeddings averaged with the chip's own (and its
+ * mirror's under a flip mode).  The transforms come from a fixed seed, so
+ * one photo always gets the same embedding. */
+typedef struct jitter_xf {
+    double ca, sa, tx, ty;
+    int mirror;
+} jitter_xf;
+
+static double unit_rand(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static jitter_xf jitter_at(int i) {
+    uint64_t s = 0x6a09e667f3bcc909ULL + (uint64_t)i * 0x100000001b3ULL;
+    double ang = (unit_rand(&s) * 2 - 1) * 3.0 * 3.14159265358979323846 / 180.0;
+    double k = 0.96 + 0.04 * unit_rand(&s);
+    jitter_xf x = {k * cos(ang), k * sin(ang), (unit_rand(&s) * 2 - 1) * 0.02 * FV_CHIP_SIZE,
+                   (unit_rand(&s) * 2 - 1) * 0.02 * FV_CHIP_SIZE, i & 1};
+    return x;
+}
+
+/* dst = chip under transform x: each output pixel samples the chip
+ * bilinearly at c + t + kR(p - c), edges clamped. */
+static void jitter_chip(const unsigned char *chip, jitter_xf x, unsigned char *dst) {
+    const double c = (FV_CHIP_SIZE - 1) / 2.0;
+    const int n = FV_CHIP_SIZE;
+    for (int v = 0; v < n; v++)
+        for (int u = 0; u < n; u++) {
+            double px = (x.mirror ? n - 1 - u : u) - c, py = v - c;
+            double sx = c + x.tx + x.ca * px - x.sa * py, sy = c + x.ty + x.sa * px + x.ca * py;
+            if (sx < 0) sx = 0;
+            if (sy < 0) sy = 0;
+            if (sx > n - 1) sx = n - 1;
+            if (sy > n - 1) sy = n - 1;
+            int x0 = (int)sx, y0 = (int)sy;
+            int x1 = x0 + 1 < n ? x0 + 1 : x0, y1 = y0 + 1 < n ? y0 + 1 : y0;
+            double fx = sx - x0, fy = sy - y0;
+            const unsigned char *a = chip + ((size_t)y0 * n + x0) * 3,
+                                *b = chip + ((size_t)y0 * n + x1) * 3,
+                                *cc = chip + ((size_t)y1 * n + x0) * 3,
+                                *d = chip + ((size_t)y1 * n + x1) * 3;
+            unsigned char *o = dst + ((size_t)v * n + u) * 3;
+            for (int ch = 0; ch < 3; ch++) {
+                double val = (1 - fy) * ((1 - fx) * a[ch] + fx * b[ch]) +
+                             fy * ((1 - fx) * cc[ch] + fx * d[ch]);
+                o[ch] = (unsigned char)(val + 0.5);
+            }
+        }
+}
+
+/* emb (the chip's embedding under the flip policy) averaged with those of
+ * eng->jitters jittered copies; the mean is over every network pass. */
+static fv_status add_jitters(const fv_engine *eng, const unsigned char *chip, float *emb, char *err,
+                             size_t errlen) {
+    enum { CHIP = FV_CHIP_SIZE * FV_CHIP_SIZE * 3 };
+    int n = eng->jitters;
+    unsigned char *buf = fvi_malloc((size_t)n * CHIP);
+    float *e = fvi_malloc((size_t)n * FV_EMBED_DIM * sizeof *e);
+    fv_status st = FV_OK;
+    if (!buf || !e) {
+        st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) jitter_chip(chip, jitter_at(i), buf + (size_t)i * CHIP);
+    st = fvi_resnet_embed(eng->resnet, buf, (size_t)n, eng->pool, e, err, errlen);
+    if (st != FV_OK) goto done;
+    double base = eng->flip == FV_FLIP_NONE ? 1 : 2;
+    double norm = 0;
+    for (int k = 0; k < FV_EMBED_DIM; k++) {
+        double acc = emb[k] * base;
+        for (int i = 0; i < n; i++) acc += e[(size_t)i * FV_EMBED_DIM + k];
+        emb[k] = (float)(acc / (base + n));
+        norm += (double)emb[k] * emb[k];
+    }
+    if (eng->flip == FV_FLIP_UNIT && norm > 0) {
+        float inv = (float)(1.0 / sqrt(norm));
+        for (int k = 0; k < FV_EMBED_DIM; k++) emb[k] *= inv;
+    }
+done:
+    fvi_free(buf);
+    fvi_free(e);
+    return st;
+}
+
 /* n chips through the ResNet under the flip policy.  Without flip the n
  * chips go as one batch (the network batches internally); with flip each
  * chip and its mirror are a batch of 2. */
 static fv_status resnet_embed(const fv_engine *eng, const unsigned char *chips, size_t n,
                               float *out, char *err, size_t errlen) {
-    if (eng->flip == FV_FLIP_NONE)
+    if (eng->flip == FV_FLIP_NONE && eng->jitters == 0)
         return fvi_resnet_embed(eng->resnet, chips, n, eng->pool, out, err, errlen);
     const size_t chip = (size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3;
     for (size_t i = 0; i < n; i++) {
         fv_status st = embed_chip(eng, chips + i * chip, out + i * FV_EMBED_DIM, err, errlen);
+        if (st == FV_OK && eng->jitters > 0)
+            st = add_jitters(eng, chips + i * chip, out + i * FV_EMBED_DIM, err, errlen);
         if (st != FV_OK) return st;
     }
     return FV_OK;

@@ -86,6 +86,12 @@ fv_status fv_engine_create(const fv_config *cfg_in, fv_engine **out, char *err, 
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "flip must be 0..2");
     }
     eng->flip = cfg.flip;
+    if (cfg.jitters < 0 || cfg.jitters > FV_MAX_JITTERS) {
+        fvi_free(eng);
+        return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT, "jitters must be 0..%d",
+                          FV_MAX_JITTERS);
+    }
+    eng->jitters = cfg.jitters;
     /* each flip mode changes the distances, so each has its own calibration */
     eng->threshold = cfg.threshold > 0          ? cfg.threshold
                      : cfg.flip == FV_FLIP_MEAN ? FV_CALIBRATED_THRESHOLD_FLIP_MEAN
@@ -360,15 +366,16 @@ fv_status fv_verify(const fv_engine *eng, const fv_image *a, const fv_image *b,
     if (opt->fmr != 0 && opt->threshold > 0)
         return fvi_seterr(err, errlen, FV_E_INVALID_ARGUMENT,
                           "give a threshold or an fmr, not both");
-    /* the calibration's model: the ResNet's only without flip averaging,
-     * which moves distances (fv_fmr_threshold refuses other ids) */
-    const char *cal_id = m ? m->meta.id : eng->flip != FV_FLIP_NONE ? "dlib_resnet_v1+flip" : NULL;
+    /* the calibration's model: the ResNet's only without flip averaging
+     * or jitter, which move distances (fv_fmr_threshold refuses other ids) */
+    int tta = eng->flip != FV_FLIP_NONE || eng->jitters > 0;
+    const char *cal_id = m ? m->meta.id : tta ? "dlib_resnet_v1+tta" : NULL;
     float probe;
     if (opt->fmr != 0) {
         fv_status cst = fv_fmr_threshold(cal_id, opt->fmr, 1.0f, &probe);
         if (cst == FV_E_UNSUPPORTED)
             return fvi_seterr(err, errlen, cst, "no false-match-rate calibration for model %s%s",
-                              out->model, m ? "" : " with flip averaging");
+                              out->model, m ? "" : " with flip averaging or jitter");
         if (cst != FV_OK)
             return fvi_seterr(err, errlen, cst, "fmr %g outside %g..%g", opt->fmr, FV_FMR_MIN,
                               FV_FMR_MAX);

@@ -36,6 +36,7 @@ struct fv_engine {
     fvi_workers *pool;
     float threshold;
     fv_flip flip;
+    int jitters; /* fv_config.jitters */
     fv_limits limits;
     /* The optional detectors' models (Haar cascade, MTCNN), each loaded on
      * first use under lazy_lock (so engines of users who never ask for

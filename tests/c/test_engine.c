@@ -266,6 +266,50 @@ static void test_embed_chips_applies_flip(void **state) {
     fv_image_destroy(img);
 }
 
+/* fv_config.jitters: out-of-range counts are refused; the jittered
+ * embedding is the same on every call and through both paths (the
+ * transforms are fixed), stays near the plain one (the copies are the same
+ * face) without being it, and is refused an FMR operating point (the
+ * calibration is the plain ResNet's). */
+static void test_jitters_fixed_and_uncalibrated(void **state) {
+    (void)state;
+    NEED_ENGINE();
+    fv_config cfg;
+    fv_config_init(&cfg);
+    cfg.threads = 2;
+    fv_engine *je = NULL;
+    char err[256] = "";
+    cfg.jitters = FV_MAX_JITTERS + 1;
+    assert_int_equal(fv_engine_create(&cfg, &je, err, sizeof err), FV_E_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "jitters"));
+    cfg.jitters = -1;
+    assert_int_equal(fv_engine_create(&cfg, &je, err, sizeof err), FV_E_INVALID_ARGUMENT);
+    cfg.jitters = 6;
+    assert_int_equal(fv_engine_create(&cfg, &je, err, sizeof err), FV_OK);
+    fv_image *img = load("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg");
+    fv_face_result fr;
+    assert_int_equal(fv_embed_face(je, img, NULL, 0, &fr, err, sizeof err), FV_OK);
+    unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
+    assert_int_equal(fv_face_chip(je, img, &fr.face, chip), FV_OK);
+    float j1[FV_EMBED_DIM], j2[FV_EMBED_DIM], plain[FV_EMBED_DIM];
+    assert_int_equal(fv_embed_chips(je, chip, 1, j1, err, sizeof err), FV_OK);
+    assert_int_equal(fv_embed_chips(je, chip, 1, j2, err, sizeof err), FV_OK);
+    assert_memory_equal(j1, j2, sizeof j1);
+    assert_memory_equal(j1, fr.embedding, sizeof j1);
+    assert_int_equal(fv_embed_chips(engine, chip, 1, plain, err, sizeof err), FV_OK);
+    float d = fv_distance(plain, j1);
+    assert_true(d > 1e-3f);
+    assert_true(d < 0.15f);
+    fv_verify_options vo;
+    fv_verify_options_init(&vo);
+    vo.fmr = 1e-3;
+    fv_verify_result r;
+    assert_int_equal(fv_verify(je, img, img, &vo, &r, err, sizeof err), FV_E_UNSUPPORTED);
+    assert_non_null(strstr(err, "jitter"));
+    fv_engine_destroy(je);
+    fv_image_destroy(img);
+}
+
 /* Writes a small adapter (128 -> 8, unit length) as `faceverify train`
  * would and loads it through the public API. */
 static fv_model *make_adapter(const char *path, float threshold) {
@@ -492,6 +536,7 @@ int main(void) {
         cmocka_unit_test(test_no_face_and_strict),
         cmocka_unit_test(test_embed_chips_matches_embed_face),
         cmocka_unit_test(test_embed_chips_applies_flip),
+        cmocka_unit_test(test_jitters_fixed_and_uncalibrated),
         cmocka_unit_test(test_verify_with_model_is_the_same_path),
         cmocka_unit_test(test_concurrent_calls_share_one_engine),
         cmocka_unit_test(test_out_of_memory_everywhere),

@@ -402,6 +402,34 @@ def test_flip_is_part_of_the_model_identity(samples, tmp_path):
     assert v["model"] == "dlib_resnet_v1+flip_mean"
 
 
+def test_jitters_are_part_of_the_model_identity(samples, tmp_path):
+    """--jitters N embeddings are another space too: embed names it, compare
+    refuses them against plain ones, the same photo gives the same jittered
+    embedding twice, verify falls back to the engine threshold (no FMR
+    operating point) and refuses --fmr; out-of-range counts are a usage
+    error."""
+    img = samples / "openface/adams.jpg"
+    files = {}
+    for name, extra in {"plain": [], "j4": ["--jitters", "4"], "j4b": ["--jitters", "4"],
+                        "fj4": ["--flip", "--jitters", "4"]}.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(run_cli("embed", img, "--json", *extra, check=0).stdout)
+    ids = {k: json.loads(f.read_text())["model"] for k, f in files.items()}
+    assert ids == {"plain": "dlib_resnet_v1", "j4": "dlib_resnet_v1+jitter4",
+                   "j4b": "dlib_resnet_v1+jitter4", "fj4": "dlib_resnet_v1+flip_mean+jitter4"}
+    p = run_cli("compare", files["plain"], files["j4"], "--json", check=2)
+    assert json.loads(p.stdout)["error"]["code"] == "model_mismatch"
+    c = json.loads(run_cli("compare", files["j4"], files["j4b"], "--json", check=0).stdout)
+    assert c["distance"] == pytest.approx(0, abs=1e-6)
+    v = run_json("verify", img, img, "--jitters", "4")
+    assert v["model"] == "dlib_resnet_v1+jitter4" and v["operating_point"]["fmr"] is None
+    p = run_cli("verify", img, img, "--jitters", "4", "--fmr", "1e-3", "--json", check=2)
+    assert "jitter" in json.loads(p.stdout)["error"]["message"]
+    for bad in ("-1", "65", "x"):
+        p = run_cli("embed", img, "--jitters", bad, "--json", check=2)
+        assert json.loads(p.stdout)["error"]["code"] == "invalid_argument"
+
+
 def iou(a, b):
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])

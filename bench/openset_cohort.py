@@ -80,7 +80,8 @@ def features(E, g, probes, C, Tc):
     Dt = np.sort(Dt, 1)[:, :TOPK]
     return {"top": top, "d": ds, "pc": Dc[:, :TOPK], "pc_all_mean": Dc.mean(1),
             "pc_all_std": Dc.std(1), "tc": Tc(T)[top], "tg": Dt,
-            "pnorm": np.linalg.norm(P, axis=1), "tnorm": np.linalg.norm(T[top], axis=1)}
+            "pnorm": np.linalg.norm(P, axis=1), "tnorm": np.linalg.norm(T[top], axis=1),
+            "pidx": np.asarray(probes), "tidx": np.array([g[t][0] for t in top], dtype=int)}
 
 
 def scores(f):
@@ -158,7 +159,7 @@ def thr(sn, fpir):
     return s[min(len(s) - 1, int(np.floor(fpir * len(s))))]
 
 
-def fit_models(tr):
+def fit_models(tr, design=design):
     """Logistic calibrators fitted on training runs tr.  Positives are
     correct rank-1 mated probes, negatives non-mated ones, each class
     weighted to the same total.  Returns (scores of a feature dict, FPIR
@@ -203,7 +204,7 @@ def fit_models(tr):
     return score_of, th, info
 
 
-def measure(E, by, train, test, k, sizes, nseeds):
+def measure(E, by, train, test, k, sizes, nseeds, design=design, quiet=False):
     """Every score at each gallery size with a cohort of k faces: rows
     (one per gallery size, template count and score) and the logistic
     coefficients."""
@@ -223,8 +224,8 @@ def measure(E, by, train, test, k, sizes, nseeds):
         # thresholds and fits pooled over one and three templates (as the
         # shipped table), and the logistic models also fitted per template
         # count ("per-T", threshold from that count's non-mated probes)
-        pooled = fit_models(tr)
-        per_t = {t: fit_models([r for r in tr if r[0] == t]) for t in (1, 3)}
+        pooled = fit_models(tr, design)
+        per_t = {t: fit_models([r for r in tr if r[0] == t], design) for t in (1, 3)}
         logistic[str(n)] = {"pooled": pooled[2], "per_templates": {
             str(t): per_t[t][2] for t in per_t}}
         for t in (1, 3):
@@ -246,7 +247,7 @@ def measure(E, by, train, test, k, sizes, nseeds):
                         "test_fnir_oracle": float(1 - (ok & (m > thr(u, FPIR))).mean()),
                         "rank1": float(ok.mean()), "mated": int(len(m)),
                         "nonmated": int(len(u))})
-        for r in sorted((r for r in rows if r["gallery"] == n),
+        for r in sorted((r for r in rows if r["gallery"] == n and not quiet),
                         key=lambda r: (r["templates"], r["test_fnir"])):
             print("%4d %5d %d %-40s fpir %.4f fnir %.3f oracle %.3f" % (
                 k, r["gallery"], r["templates"], r["score"], r["test_fpir_at_train_threshold"],

@@ -12,7 +12,6 @@
  */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/fvi.h"
@@ -20,48 +19,18 @@
 
 #define EMBED_BATCH 32
 
-/* Embeds one chip into emb under the engine's flip policy: with a flip
- * mode the chip and its horizontal mirror go through the network as one
- * batch of 2 and their embeddings are averaged (and, for FV_FLIP_UNIT,
- * rescaled to unit length).  A face and its mirror image are the same
- * person, so averaging cancels part of the network's left/right noise. */
-static fv_status embed_chip(const fv_engine *eng, const unsigned char *chip, float *emb, char *err,
-                            size_t errlen) {
-    if (eng->flip == FV_FLIP_NONE)
-        return fvi_resnet_embed(eng->resnet, chip, 1, eng->pool, emb, err, errlen);
-    enum { ROW = FV_CHIP_SIZE * 3, CHIP = FV_CHIP_SIZE * ROW };
-    unsigned char *two = fvi_malloc(2 * CHIP);
-    if (!two) return fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
-    memcpy(two, chip, CHIP);
-    for (int y = 0; y < FV_CHIP_SIZE; y++)
-        for (int x = 0; x < FV_CHIP_SIZE; x++)
-            memcpy(two + CHIP + y * ROW + x * 3, chip + y * ROW + (FV_CHIP_SIZE - 1 - x) * 3, 3);
-    float e[2 * FV_EMBED_DIM];
-    fv_status st = fvi_resnet_embed(eng->resnet, two, 2, eng->pool, e, err, errlen);
-    fvi_free(two);
-    if (st != FV_OK) return st;
-    double norm = 0;
-    for (int i = 0; i < FV_EMBED_DIM; i++) {
-        emb[i] = 0.5f * (e[i] + e[FV_EMBED_DIM + i]);
-        norm += (double)emb[i] * emb[i];
-    }
-    if (eng->flip == FV_FLIP_UNIT && norm > 0) {
-        float inv = (float)(1.0 / sqrt(norm));
-        for (int i = 0; i < FV_EMBED_DIM; i++) emb[i] *= inv;
-    }
-    return FV_OK;
-}
-
-/* Test-time jitter (fv_config.jitters): the chip resampled under small
- * fixed similarity transforms (rotation within 3 degrees, scale 0.96 to
- * 1.0, shift within 2% of the chip), every other one mirrored, each
- * embedded and the embeddings averaged with the chip's own (and its
- * mirror's under a flip mode).  The transforms come from a fixed seed, so
- * one photo always gets the same embedding. */
-typedef struct jitter_xf {
+/* Test-time augmentation: a face and its mirror image, or the face
+ * slightly turned, scaled or shifted, are the same person, so averaging
+ * their embeddings cancels part of the network's noise.  Each pass is the
+ * chip resampled under a similarity transform: the identity, the mirror
+ * (fv_config.flip), then fv_config.jitters fixed small transforms
+ * (rotation within 3 degrees, scale 0.96 to 1.0, shift within 2% of the
+ * chip, every other one mirrored).  The transforms come from a fixed seed,
+ * so one photo always gets the same embedding. */
+typedef struct chip_xf {
     double ca, sa, tx, ty;
     int mirror;
-} jitter_xf;
+} chip_xf;
 
 static double unit_rand(uint64_t *s) {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
@@ -71,18 +40,19 @@ static double unit_rand(uint64_t *s) {
     return (double)(z >> 11) / 9007199254740992.0;
 }
 
-static jitter_xf jitter_at(int i) {
+static chip_xf jitter_at(int i) {
     uint64_t s = 0x6a09e667f3bcc909ULL + (uint64_t)i * 0x100000001b3ULL;
     double ang = (unit_rand(&s) * 2 - 1) * 3.0 * 3.14159265358979323846 / 180.0;
     double k = 0.96 + 0.04 * unit_rand(&s);
-    jitter_xf x = {k * cos(ang), k * sin(ang), (unit_rand(&s) * 2 - 1) * 0.02 * FV_CHIP_SIZE,
-                   (unit_rand(&s) * 2 - 1) * 0.02 * FV_CHIP_SIZE, i & 1};
+    chip_xf x = {k * cos(ang), k * sin(ang), (unit_rand(&s) * 2 - 1) * 0.02 * FV_CHIP_SIZE,
+                 (unit_rand(&s) * 2 - 1) * 0.02 * FV_CHIP_SIZE, i & 1};
     return x;
 }
 
 /* dst = chip under transform x: each output pixel samples the chip
- * bilinearly at c + t + kR(p - c), edges clamped. */
-static void jitter_chip(const unsigned char *chip, jitter_xf x, unsigned char *dst) {
+ * bilinearly at c + t + kR(p - c), edges clamped.  The plain mirror lands
+ * on whole pixels, so it is an exact copy. */
+static void transform_chip(const unsigned char *chip, chip_xf x, unsigned char *dst) {
     const double c = (FV_CHIP_SIZE - 1) / 2.0;
     const int n = FV_CHIP_SIZE;
     for (int v = 0; v < n; v++)
@@ -109,12 +79,14 @@ static void jitter_chip(const unsigned char *chip, jitter_xf x, unsigned char *d
         }
 }
 
-/* emb (the chip's embedding under the flip policy) averaged with those of
- * eng->jitters jittered copies; the mean is over every network pass. */
-static fv_status add_jitters(const fv_engine *eng, const unsigned char *chip, float *emb, char *err,
-                             size_t errlen) {
+/* Embeds one chip into emb under the engine's flip and jitter policy:
+ * every pass goes through the network as one batch, and emb is the mean of
+ * their embeddings (rescaled to unit length for FV_FLIP_UNIT). */
+static fv_status embed_chip(const fv_engine *eng, const unsigned char *chip, float *emb, char *err,
+                            size_t errlen) {
     enum { CHIP = FV_CHIP_SIZE * FV_CHIP_SIZE * 3 };
-    int n = eng->jitters;
+    const chip_xf mirror = {1, 0, 0, 0, 1};
+    int flip = eng->flip != FV_FLIP_NONE, n = 1 + flip + eng->jitters;
     unsigned char *buf = fvi_malloc((size_t)n * CHIP);
     float *e = fvi_malloc((size_t)n * FV_EMBED_DIM * sizeof *e);
     fv_status st = FV_OK;
@@ -122,15 +94,17 @@ static fv_status add_jitters(const fv_engine *eng, const unsigned char *chip, fl
         st = fvi_seterr(err, errlen, FV_E_NO_MEMORY, "out of memory");
         goto done;
     }
-    for (int i = 0; i < n; i++) jitter_chip(chip, jitter_at(i), buf + (size_t)i * CHIP);
+    memcpy(buf, chip, CHIP);
+    if (flip) transform_chip(chip, mirror, buf + CHIP);
+    for (int i = 0; i < eng->jitters; i++)
+        transform_chip(chip, jitter_at(i), buf + (size_t)(1 + flip + i) * CHIP);
     st = fvi_resnet_embed(eng->resnet, buf, (size_t)n, eng->pool, e, err, errlen);
     if (st != FV_OK) goto done;
-    double base = eng->flip == FV_FLIP_NONE ? 1 : 2;
     double norm = 0;
     for (int k = 0; k < FV_EMBED_DIM; k++) {
-        double acc = emb[k] * base;
+        double acc = 0;
         for (int i = 0; i < n; i++) acc += e[(size_t)i * FV_EMBED_DIM + k];
-        emb[k] = (float)(acc / (base + n));
+        emb[k] = (float)(acc / n);
         norm += (double)emb[k] * emb[k];
     }
     if (eng->flip == FV_FLIP_UNIT && norm > 0) {
@@ -143,9 +117,9 @@ done:
     return st;
 }
 
-/* n chips through the ResNet under the flip policy.  Without flip the n
- * chips go as one batch (the network batches internally); with flip each
- * chip and its mirror are a batch of 2. */
+/* n chips through the ResNet under the flip and jitter policy.  With
+ * neither the n chips go as one batch (the network batches internally);
+ * else each chip's passes are a batch. */
 static fv_status resnet_embed(const fv_engine *eng, const unsigned char *chips, size_t n,
                               float *out, char *err, size_t errlen) {
     if (eng->flip == FV_FLIP_NONE && eng->jitters == 0)
@@ -153,8 +127,6 @@ static fv_status resnet_embed(const fv_engine *eng, const unsigned char *chips, 
     const size_t chip = (size_t)FV_CHIP_SIZE * FV_CHIP_SIZE * 3;
     for (size_t i = 0; i < n; i++) {
         fv_status st = embed_chip(eng, chips + i * chip, out + i * FV_EMBED_DIM, err, errlen);
-        if (st == FV_OK && eng->jitters > 0)
-            st = add_jitters(eng, chips + i * chip, out + i * FV_EMBED_DIM, err, errlen);
         if (st != FV_OK) return st;
     }
     return FV_OK;

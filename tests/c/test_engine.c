@@ -239,6 +239,21 @@ static void test_embed_chips_matches_embed_face(void **state) {
     fv_image_destroy(img);
 }
 
+/* Embeds img's face with engine e through both paths: via_face from
+ * fv_embed_face, via_chips from fv_embed_chips on its chip, and plain, the
+ * chip through the shared engine (no flip, no jitter). */
+static void embed_both_ways(fv_engine *e, const fv_image *img, float *via_face, float *via_chips,
+                            float *plain) {
+    char err[256] = "";
+    fv_face_result fr;
+    assert_int_equal(fv_embed_face(e, img, NULL, 0, &fr, err, sizeof err), FV_OK);
+    memcpy(via_face, fr.embedding, sizeof fr.embedding);
+    unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
+    assert_int_equal(fv_face_chip(e, img, &fr.face, chip), FV_OK);
+    assert_int_equal(fv_embed_chips(e, chip, 1, via_chips, err, sizeof err), FV_OK);
+    assert_int_equal(fv_embed_chips(engine, chip, 1, plain, err, sizeof err), FV_OK);
+}
+
 /* With a flip mode, fv_embed_chips and fv_embed_face give the same
  * embedding (they share the flip code), and it differs from the plain one:
  * the flip is really applied on both paths. */
@@ -253,14 +268,9 @@ static void test_embed_chips_applies_flip(void **state) {
     char err[256] = "";
     assert_int_equal(fv_engine_create(&cfg, &fe, err, sizeof err), FV_OK);
     fv_image *img = load("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg");
-    fv_face_result fr;
-    assert_int_equal(fv_embed_face(fe, img, NULL, 0, &fr, err, sizeof err), FV_OK);
-    unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
-    assert_int_equal(fv_face_chip(fe, img, &fr.face, chip), FV_OK);
-    float flipped[FV_EMBED_DIM], plain[FV_EMBED_DIM];
-    assert_int_equal(fv_embed_chips(fe, chip, 1, flipped, err, sizeof err), FV_OK);
-    assert_memory_equal(flipped, fr.embedding, sizeof flipped);
-    assert_int_equal(fv_embed_chips(engine, chip, 1, plain, err, sizeof err), FV_OK);
+    float face[FV_EMBED_DIM], flipped[FV_EMBED_DIM], plain[FV_EMBED_DIM];
+    embed_both_ways(fe, img, face, flipped, plain);
+    assert_memory_equal(flipped, face, sizeof flipped);
     assert_true(fv_distance(plain, flipped) > 1e-4f);
     fv_engine_destroy(fe);
     fv_image_destroy(img);
@@ -287,16 +297,11 @@ static void test_jitters_fixed_and_uncalibrated(void **state) {
     cfg.jitters = 6;
     assert_int_equal(fv_engine_create(&cfg, &je, err, sizeof err), FV_OK);
     fv_image *img = load("lfw/Aaron_Eckhart/Aaron_Eckhart_0001.jpg");
-    fv_face_result fr;
-    assert_int_equal(fv_embed_face(je, img, NULL, 0, &fr, err, sizeof err), FV_OK);
-    unsigned char chip[FV_CHIP_SIZE * FV_CHIP_SIZE * 3];
-    assert_int_equal(fv_face_chip(je, img, &fr.face, chip), FV_OK);
-    float j1[FV_EMBED_DIM], j2[FV_EMBED_DIM], plain[FV_EMBED_DIM];
-    assert_int_equal(fv_embed_chips(je, chip, 1, j1, err, sizeof err), FV_OK);
-    assert_int_equal(fv_embed_chips(je, chip, 1, j2, err, sizeof err), FV_OK);
+    float face[FV_EMBED_DIM], j1[FV_EMBED_DIM], j2[FV_EMBED_DIM], plain[FV_EMBED_DIM];
+    embed_both_ways(je, img, face, j1, plain);
+    embed_both_ways(je, img, face, j2, plain);
     assert_memory_equal(j1, j2, sizeof j1);
-    assert_memory_equal(j1, fr.embedding, sizeof j1);
-    assert_int_equal(fv_embed_chips(engine, chip, 1, plain, err, sizeof err), FV_OK);
+    assert_memory_equal(j1, face, sizeof j1);
     float d = fv_distance(plain, j1);
     assert_true(d > 1e-3f);
     assert_true(d < 0.15f);
